@@ -1,0 +1,1 @@
+"""Stage 2: triplet extraction (severity, location, category, polarity) from report text."""

@@ -1,0 +1,157 @@
+"""Load and compile the rules vocabularies in ``resources/vocabulary/``.
+
+The vocabulary is data, not code: categories with their synonym patterns,
+severity and location lexicons, and negation/uncertainty triggers. Its
+content hash is the rules backend's version, so editing any file re-runs
+extraction and nothing else.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
+
+import yaml
+
+from medfilip.io import sha256_files
+
+FILES = ("categories.yaml", "modifiers.yaml", "triggers.yaml")
+
+
+class VocabularyError(ValueError):
+    pass
+
+
+def _alternation(words: list[str]) -> str:
+    # Longest first so "moderate-sized" wins over "moderate".
+    return "|".join(sorted(set(words), key=lambda w: (-len(w), w)))
+
+
+def _bounded(pattern: str) -> str:
+    return rf"(?<![\w-])(?:{pattern})(?![\w-])"
+
+
+@dataclass(frozen=True)
+class Category:
+    name: str
+    group: str | None
+    location: str | None
+    regex: re.Pattern
+
+
+@dataclass(frozen=True)
+class Severity:
+    canonical: str
+    level: int
+
+
+class Vocabulary:
+    """Compiled vocabularies; build with :meth:`load`."""
+
+    def __init__(self, root: Path, categories: dict, modifiers: dict, triggers: dict):
+        self.root = root
+        self._raw_categories = categories
+        self._modifiers = modifiers
+        self._triggers = triggers
+        self.version = sha256_files([root / f for f in FILES])[:16]
+
+        sev = modifiers.get("severity") or {}
+        self.severity_of: dict[str, Severity] = {}
+        for canonical, spec in sev.items():
+            for w in spec["words"]:
+                self.severity_of[w.lower()] = Severity(canonical, int(spec["level"]))
+        self.severity_levels = {canonical: int(spec["level"]) for canonical, spec in sev.items()}
+        self.laterality_of = {w.lower(): canon for canon, ws in (modifiers.get("laterality") or {}).items() for w in ws}
+        self.region_patterns = {canon: ws for canon, ws in (modifiers.get("regions") or {}).items()}
+        self.compounds = {k.lower(): v for k, v in (modifiers.get("compounds") or {}).items()}
+
+        sev_alt = _alternation([re.escape(w) for w in self.severity_of])
+        side_alt = _alternation([re.escape(w) for w in self.laterality_of])
+        self.categories: list[Category] = []
+        seen: set[str] = set()
+        for i, entry in enumerate(categories.get("categories") or []):
+            where = f"{root / 'categories.yaml'}: categories[{i}]"
+            name = entry.get("name")
+            if not name or not entry.get("patterns"):
+                raise VocabularyError(f"{where}: needs a name and at least one pattern")
+            bad = [p for p in entry["patterns"] if not isinstance(p, str)]
+            if bad:
+                raise VocabularyError(f"{where} ({name}): pattern {bad[0]!r} is not a string; quote it in single quotes")
+            if name in seen:
+                raise VocabularyError(f"{where}: duplicate category {name!r}")
+            seen.add(name)
+            pats = [p.replace("{sev}", f"(?:{sev_alt})").replace("{side}", f"(?:{side_alt})") for p in entry["patterns"]]
+            try:
+                regex = re.compile(_bounded("|".join(f"(?:{p})" for p in pats)))
+            except re.error as err:
+                raise VocabularyError(f"{where} ({name}): bad pattern: {err}") from None
+            self.categories.append(Category(name, entry.get("group"), entry.get("location"), regex))
+        self.category_names = [c.name for c in self.categories]
+        self.by_name = {c.name: c for c in self.categories}
+
+        self.severity_regex = re.compile(_bounded(sev_alt))
+        self.laterality_regex = re.compile(_bounded(side_alt))
+        region_alt = []
+        self._region_regexes = []
+        for canon, pats in self.region_patterns.items():
+            rx = re.compile(_bounded("|".join(pats)))
+            self._region_regexes.append((canon, rx))
+            region_alt.extend(pats)
+        self.compound_regex = re.compile(_bounded(_alternation([re.escape(w) for w in self.compounds]))) if self.compounds else None
+
+        def compile_list(key: str) -> re.Pattern | None:
+            items = triggers.get(key) or []
+            if not items:
+                return None
+            try:
+                return re.compile(_bounded("|".join(f"(?:{p})" for p in sorted(items, key=len, reverse=True))))
+            except re.error as err:
+                raise VocabularyError(f"{root / 'triggers.yaml'}: {key}: bad pattern: {err}") from None
+
+        self.trigger_regexes = {
+            key: compile_list(key)
+            for key in ("pseudo", "pre_negation", "post_negation", "pre_uncertain", "post_uncertain", "alternatives", "clause_breaks")
+        }
+
+    @classmethod
+    def load(cls, root: str | Path) -> "Vocabulary":
+        root = Path(root)
+        data = []
+        for f in FILES:
+            path = root / f
+            try:
+                loaded = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            except FileNotFoundError:
+                raise VocabularyError(f"{path}: vocabulary file not found") from None
+            except yaml.YAMLError as err:
+                raise VocabularyError(f"{path}: not valid YAML: {err}") from None
+            data.append(loaded)
+        return cls(root, *data)
+
+    def region_of(self, text: str) -> list[tuple[int, int, str]]:
+        """(start, end, canonical region) of every region word in ``text``."""
+        found = []
+        for canon, rx in self._region_regexes:
+            found.extend((m.start(), m.end(), canon) for m in rx.finditer(text))
+        return found
+
+    def normalise(self, raw: str | None) -> str | None:
+        """Canonical category of a raw category string, or None when the vocabulary has no name for it."""
+        if not raw:
+            return None
+        text = " ".join(raw.lower().split())
+        best: tuple[int, int, str] | None = None
+        for order, cat in enumerate(self.categories):
+            if cat.regex.fullmatch(text):
+                return cat.name
+            for m in cat.regex.finditer(text):
+                cand = (m.end() - m.start(), -order, cat.name)
+                if best is None or cand > best:
+                    best = cand
+        return best[2] if best else None
+
+    @cached_property
+    def groups(self) -> dict[str, str | None]:
+        return {c.name: c.group for c in self.categories}
