@@ -1,0 +1,183 @@
+"""``medfilip``: one sub-command per pipeline stage. Snakemake rules call these."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from medfilip.config import ConfigError, PipelineConfig, load_config
+
+log = logging.getLogger("medfilip")
+
+
+def _setup_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose < 0 else logging.INFO if verbose == 0 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+def _config(args: argparse.Namespace) -> PipelineConfig:
+    return load_config(args.config)
+
+
+# -- sub-commands -------------------------------------------------------------------
+def cmd_config(args: argparse.Namespace) -> int:
+    cfg = _config(args)
+    if args.show:
+        import json
+
+        print(json.dumps(cfg.model_dump(mode="json", by_alias=True), indent=2))
+    else:
+        print(f"{args.config or 'config/config.yaml'}: OK ({cfg.reports.n_shards} shards, source {cfg.reports.source}, backend {cfg.extraction.backend})")
+    return 0
+
+
+def cmd_reports(args: argparse.Namespace) -> int:
+    from medfilip.reports.readers import read_configured_reports
+    from medfilip.reports.shards import write_report_shards
+
+    cfg = _config(args)
+    summary = write_report_shards(
+        read_configured_reports(cfg.reports),
+        args.out_dir,
+        cfg.reports.n_shards,
+        args.rejects,
+        limit=cfg.reports.limit,
+    )
+    print(f"{summary.n_reports} reports in {len(summary.per_shard)} shards, {summary.n_rejects} rejected; splits {summary.per_split}")
+    return 0
+
+
+def make_backend(cfg: PipelineConfig):
+    from medfilip.extraction.rules import RulesBackend
+
+    if cfg.extraction.backend == "rules":
+        return RulesBackend(cfg.extraction.rules.vocabulary_dir)
+    raise ConfigError(f"extraction.backend = {cfg.extraction.backend!r}: not available")
+
+
+def cmd_extract(args: argparse.Namespace) -> int:
+    from medfilip.extraction.cache import ExtractionCache
+    from medfilip.extraction.runner import extract_shard
+
+    cfg = _config(args)
+    backend = make_backend(cfg)
+    cache = ExtractionCache(args.cache_dir or Path("results/cache/extraction") / backend.name)
+    for shard, out in zip(args.shards, args.out):
+        run = extract_shard(
+            shard, backend, cache, out,
+            runs_dir=args.runs_dir,
+            flush_every=cfg.extraction.flush_every,
+            retry_failed=args.retry_failed,
+            progress=not args.no_progress,
+        )
+        print(f"shard {run.shard}: {run.n_reports} reports, {run.n_cached} cached, {run.n_extracted} extracted, "
+              f"{run.n_failed} failed, {run.n_triplets} triplets in {run.wall_s:.1f}s")
+    return 0
+
+
+def cmd_entities(args: argparse.Namespace) -> int:
+    from medfilip.extraction.entities import build_entities
+    from medfilip.extraction.vocabulary import Vocabulary
+
+    cfg = _config(args)
+    vocab = Vocabulary.load(cfg.extraction.rules.vocabulary_dir)
+    table = build_entities(args.extractions, vocab, args.out)
+    print(f"{table.num_rows} entities -> {args.out}")
+    return 0
+
+
+def cmd_quality(args: argparse.Namespace) -> int:
+    import pyarrow.parquet as pq
+
+    from medfilip.extraction.quality import MeshMapping, read_reports, score_extraction, write_quality
+
+    cfg = _config(args)
+    from medfilip.extraction.vocabulary import Vocabulary
+
+    vocab = Vocabulary.load(cfg.extraction.rules.vocabulary_dir)
+    mapping = MeshMapping.load(cfg.quality.mesh_mapping, vocab)
+    rows, diag = score_extraction(read_reports(args.reports), pq.read_table(args.entities), mapping)
+    write_quality(rows, diag, args.out, args.figure)
+    micro = next(r for r in rows if r["category"] == "micro-average")
+    print(f"{diag['n_reports_scored']} annotated reports; micro P={micro['precision']:.3f} "
+          f"R={micro['recall']:.3f} F1={micro['f1']:.3f} -> {args.out}")
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    from medfilip.query import connect, format_result
+
+    con = connect(args.results)
+    try:
+        result = con.execute(args.sql)
+    except Exception as err:  # duckdb raises many error types; show the message, not a traceback
+        print(f"query failed: {err}", file=sys.stderr)
+        return 2
+    print(format_result(result, args.format, args.max_rows))
+    return 0
+
+
+# -- parser -----------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="medfilip", description=__doc__)
+    p.add_argument("-c", "--config", type=Path, default=None, help="config YAML (default: config/config.yaml)")
+    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
+    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    s = sub.add_parser("config", help="validate the config and print a summary")
+    s.add_argument("--show", action="store_true", help="print the full config with defaults filled in")
+    s.set_defaults(func=cmd_config)
+
+    s = sub.add_parser("reports", help="read the report corpus into Parquet shards")
+    s.add_argument("--out-dir", type=Path, default=Path("results/reports/shards"))
+    s.add_argument("--rejects", type=Path, default=Path("results/reports/rejects.parquet"))
+    s.set_defaults(func=cmd_reports)
+
+    s = sub.add_parser("extract", help="extract triplets from report shards through the cache")
+    s.add_argument("--shards", type=Path, nargs="+", required=True, help="report shard Parquet files")
+    s.add_argument("--out", type=Path, nargs="+", required=True, help="one output Parquet per shard")
+    s.add_argument("--cache-dir", type=Path, default=None, help="default results/cache/extraction/<backend>")
+    s.add_argument("--runs-dir", type=Path, default=Path("results/extraction/runs"))
+    s.add_argument("--retry-failed", action="store_true", help="extract again the reports whose cached result failed")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_extract)
+
+    s = sub.add_parser("entities", help="flatten extraction shards into entities.parquet")
+    s.add_argument("extractions", type=Path, nargs="+")
+    s.add_argument("--out", type=Path, default=Path("results/entities.parquet"))
+    s.set_defaults(func=cmd_entities)
+
+    s = sub.add_parser("quality", help="score entities against the IU-Xray MeSH annotations")
+    s.add_argument("--reports", type=Path, nargs="+", required=True)
+    s.add_argument("--entities", type=Path, default=Path("results/entities.parquet"))
+    s.add_argument("--out", type=Path, default=Path("results/tables/extraction_quality.csv"))
+    s.add_argument("--figure", type=Path, default=None, help="bar chart of per-category F1 (PNG)")
+    s.set_defaults(func=cmd_quality)
+
+    s = sub.add_parser("query", help="run SQL over reports, entities and extraction_runs (DuckDB, read-only)")
+    s.add_argument("sql")
+    s.add_argument("--results", type=Path, default=Path("results"), help="results folder")
+    s.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    s.add_argument("--max-rows", type=int, default=50)
+    s.set_defaults(func=cmd_query)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(-1 if args.quiet else args.verbose)
+    try:
+        return args.func(args)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
