@@ -66,7 +66,7 @@ class MeshMapping:
         if head in self.ignore:
             return None
         for rule in self.rules:
-            if rule.head == head and (rule.modifier is None or rule.modifier in modifiers):
+            if rule.head in (head, "*") and (rule.modifier is None or rule.modifier in modifiers):
                 lats, regions, levels = set(), set(), set()
                 for mod in modifiers:
                     if mod in self.vocab.laterality_of:

@@ -24,6 +24,7 @@ ENGINE_VERSION = "rules-1"
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+|\s+(?=\d{1,2}[.)]\s+[A-Za-z])")
 _HARD_BREAK = re.compile(r"[;:]")
 _WORD = re.compile(r"[\w/-]+")
+POST_SCOPE_WORDS = 6
 
 
 def split_sentences(text: str) -> list[str]:
@@ -72,7 +73,10 @@ class RulesExtractor:
         found.sort(key=lambda m: (-(m.end - m.start), m.order, m.start))
         chosen: list[Mention] = []
         for m in found:
-            if not any(_overlaps(m.start, m.end, c.start, c.end) for c in chosen):
+            if not any(
+                _overlaps(m.start, m.end, c.start, c.end) and m.category not in self.vocab.by_name[c.category].keeps
+                for c in chosen
+            ):
                 chosen.append(m)
         return sorted(chosen, key=lambda m: m.start)
 
@@ -93,7 +97,7 @@ class RulesExtractor:
         return sorted(spans, key=lambda s: s.start)
 
     # -- attributes ---------------------------------------------------------------
-    def polarity(self, i: int, mentions: list[Mention], spans: list[Span]) -> Polarity:
+    def polarity(self, low: str, i: int, mentions: list[Mention], spans: list[Span]) -> Polarity:
         m = mentions[i]
         breaks = [s for s in spans if s.kind == "clause_breaks"]
         clause_start = max((b.end for b in breaks if b.end <= m.start), default=0)
@@ -103,7 +107,8 @@ class RulesExtractor:
         negated = uncertain = False
         for s in spans:
             before = clause_start <= s.start and s.end <= m.start
-            after = m.end <= s.start and s.end <= clause_end
+            # a trigger after the finding reaches back a few words only (as in NegEx)
+            after = m.end <= s.start and s.end <= clause_end and len(_WORD.findall(low[m.end:s.start])) <= POST_SCOPE_WORDS
             if s.kind == "pre_negation" and before or s.kind == "post_negation" and after:
                 negated = True
             elif s.kind == "pre_uncertain" and before or s.kind == "post_uncertain" and after:
@@ -174,7 +179,7 @@ class RulesExtractor:
                 severity=self.severity(low, i, mentions, spans),
                 location=self.location(low, i, mentions, spans),
                 category=sentence[m.start:m.end],
-                polarity=self.polarity(i, mentions, spans),
+                polarity=self.polarity(low, i, mentions, spans),
                 sentence=sentence,
             )
             for i, m in enumerate(mentions)

@@ -39,6 +39,7 @@ class Category:
     group: str | None
     location: str | None
     regex: re.Pattern
+    keeps: frozenset[str] = frozenset()  # categories whose mentions inside this one's span also count
 
 
 @dataclass(frozen=True)
@@ -87,8 +88,13 @@ class Vocabulary:
                 regex = re.compile(_bounded("|".join(f"(?:{p})" for p in pats)))
             except re.error as err:
                 raise VocabularyError(f"{where} ({name}): bad pattern: {err}") from None
-            self.categories.append(Category(name, entry.get("group"), entry.get("location"), regex))
+            keeps = frozenset(entry.get("keeps") or ())
+            self.categories.append(Category(name, entry.get("group"), entry.get("location"), regex, keeps))
         self.category_names = [c.name for c in self.categories]
+        for c in self.categories:
+            unknown = c.keeps - set(self.category_names)
+            if unknown:
+                raise VocabularyError(f"{root / 'categories.yaml'}: {c.name}: keeps unknown categories {sorted(unknown)}")
         self.by_name = {c.name: c for c in self.categories}
 
         self.severity_regex = re.compile(_bounded(sev_alt))

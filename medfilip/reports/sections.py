@@ -9,6 +9,7 @@ _DEID = re.compile(r"\bX{2,}\b|_{2,}")
 _SPACES = re.compile(r"[ \t]+")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:])")
 _REPEATED_PUNCT = re.compile(r"([.,;:])(?:\s*\1)+")
+_WORD = re.compile(r"[^\W_]")
 
 # A section header at the start of a line: upper-case words ending in a colon.
 _HEADER = re.compile(r"^[ \t]*([A-Z][A-Z /&()-]{2,40}):", re.MULTILINE)
@@ -27,7 +28,9 @@ def clean_text(text: str | None) -> str:
     text = _SPACES.sub(" ", text)
     text = _SPACE_BEFORE_PUNCT.sub(r"\1", text)
     text = _REPEATED_PUNCT.sub(r"\1", text)
-    return text.strip(" ,;:")
+    # A removed token can leave a sentence opening with punctuation, or nothing but punctuation.
+    text = text.lstrip(" ,;:.").rstrip(" ,;:")
+    return text if _WORD.search(text) else ""
 
 
 def split_sections(text: str) -> dict[str, str]:
@@ -66,12 +69,21 @@ NON_CONTENT_HEADERS = frozenset(
 )
 
 
+# The title line MIMIC-CXR reports open with; it has no colon, so it is not a header.
+_TITLE = re.compile(r"^[ \t]*FINAL REPORT[ \t]*$", re.MULTILINE)
+
+
 def _last_content_paragraph(text: str) -> str:
-    """The last paragraph that is not an administrative section (indication, technique...)."""
+    """The last paragraph that is not an administrative section (indication, technique...).
+
+    Within a paragraph, administrative sections and the ``FINAL REPORT`` title
+    are skipped too, so a report holding nothing but those yields "".
+    """
     for paragraph in reversed([p for p in re.split(r"\n\s*\n", text) if p.strip()]):
-        header = _HEADER.match(paragraph)
-        if header is None:
-            return paragraph
-        if " ".join(header.group(1).split()) not in NON_CONTENT_HEADERS:
-            return paragraph[header.end():]
+        for name, body in reversed(list(split_sections(paragraph).items())):
+            if name in NON_CONTENT_HEADERS:
+                continue
+            body = _TITLE.sub("", body)
+            if body.strip():
+                return body
     return ""
