@@ -126,8 +126,10 @@ def read_iu_xray(
     split_seed: int = 0,
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1),
 ) -> Iterator[Report | Reject]:
-    path = Path(path) if path is not None else shipped_reports_path()
-    views = shipped_view_positions() if path == shipped_reports_path() else {}
+    if path is None:  # the default corpus comes with its DICOM metadata, hence view positions
+        path, views = shipped_reports_path(), shipped_view_positions()
+    else:
+        path, views = Path(path), {}
     log.info("reading IU-Xray reports from %s", path)
     for location, raw in iter_xml_documents(path):
         yield parse_openi_xml(raw, location, split_seed=split_seed, split_fractions=split_fractions, views=views)

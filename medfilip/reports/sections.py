@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import re
 
-# IU-Xray replaces PHI by "XXXX", MIMIC-CXR by "___".
-_DEID = re.compile(r"\bX{2,}\b|_{2,}")
+# IU-Xray replaces PHI by "XXXX" (also glued to a word: "4XXXX", "XXXXPM"), MIMIC-CXR by "___".
+_DEID = re.compile(r"\bX{2,}\b|X{4,}|_{2,}")
 _SPACES = re.compile(r"[ \t]+")
 _SPACE_BEFORE_PUNCT = re.compile(r"\s+([,.;:])")
 _REPEATED_PUNCT = re.compile(r"([.,;:])(?:\s*\1)+")

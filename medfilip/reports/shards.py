@@ -77,7 +77,7 @@ def write_report_shards(
     rejects: list[Reject] = []
     for rec in records:
         if isinstance(rec, Reject):
-            log.warning("rejected %s (%s): %s", rec.location, rec.report_id or "no id", rec.reason)
+            log.debug("rejected %s (%s): %s", rec.location, rec.report_id or "no id", rec.reason)
             rejects.append(rec)
         elif rec.report_id in reports:
             rejects.append(Reject(rec.source, rec.report_id, rec.report_id, "duplicate report_id; first one kept"))
@@ -104,6 +104,11 @@ def write_report_shards(
         ),
         rejects_path,
     )
+    if rejects:
+        reasons = Counter(r.reason.split(":")[0] for r in rejects)
+        log.warning("%d reports rejected (%s); first: %s (%s); all listed in %s", len(rejects),
+                    ", ".join(f"{k}: {v}" for k, v in reasons.most_common()), rejects[0].location,
+                    rejects[0].reason, rejects_path)
     summary = ShardSummary(
         n_reports=len(kept),
         n_rejects=len(rejects),

@@ -1,0 +1,73 @@
+"""Config validation: a wrong value fails before any work, naming the key path, the value and what is allowed."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from medfilip.config import ConfigError, load_config, shard_names, validate_config
+
+
+def test_embedded_default_is_valid(repo):
+    cfg = load_config(repo / "config" / "config.yaml")
+    assert cfg.reports.source == "iu_xray"
+    assert cfg.extraction.backend == "rules"
+    assert cfg.reports.n_shards >= 1
+
+
+@pytest.mark.parametrize(
+    "data, expected",
+    [
+        ({"reports": {"n_shards": 0}}, r"reports\.n_shards = 0: Input should be greater than or equal to 1"),
+        ({"reports": {"source": "chexpert"}}, r"reports\.source = 'chexpert': Input should be 'iu_xray' or 'mimic_cxr'"),
+        ({"extraction": {"backend": "gpt"}}, r"extraction\.backend = 'gpt': Input should be 'rules'"),
+        ({"reports": {"n_shard": 3}}, r"reports\.n_shard = 3: unknown key"),
+        ({"reports": {"iu_xray": {"split_fractions": {"train": 0.9, "validate": 0.2, "test": 0.1}}}},
+         r"reports\.iu_xray\.split_fractions: Value error, train \+ validate \+ test must sum to 1, got 1\.2"),
+        ({"reports": {"source": "mimic_cxr"}}, r"reports\.mimic_cxr\.root and split_csv not set"),
+        ({"extraction": {"flush_every": "often"}}, r"extraction\.flush_every = 'often': Input should be a valid integer"),
+    ],
+)
+def test_errors_name_key_value_and_rule(data, expected):
+    with pytest.raises(ConfigError, match=expected):
+        validate_config(data, "my.yaml")
+
+
+def test_all_errors_reported_at_once():
+    with pytest.raises(ConfigError) as err:
+        validate_config({"reports": {"n_shards": -1, "limit": 0}}, "my.yaml")
+    msg = str(err.value)
+    assert msg.startswith("my.yaml: invalid configuration (2 errors)")
+    assert "reports.n_shards = -1" in msg and "reports.limit = 0" in msg
+
+
+def test_file_errors(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "missing.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("reports: [1, 2\n")
+    with pytest.raises(ConfigError, match="bad.yaml: not valid YAML"):
+        load_config(bad)
+    listy = tmp_path / "list.yaml"
+    listy.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="top level must be a mapping"):
+        load_config(listy)
+
+
+def test_shard_names_are_zero_padded_and_sortable():
+    assert shard_names(3) == ["000", "001", "002"]
+    names = shard_names(1500)
+    assert names[0] == "0000" and names[-1] == "1499" and names == sorted(names)
+
+
+def test_cli_reports_config_error_without_traceback(tmp_path, repo):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"reports": {"n_shards": 0}}))
+    proc = subprocess.run([sys.executable, "-m", "medfilip.cli", "-c", str(cfg), "config"],
+                          capture_output=True, text=True, cwd=repo)
+    assert proc.returncode == 2
+    assert "reports.n_shards = 0" in proc.stderr
+    assert "Traceback" not in proc.stderr
