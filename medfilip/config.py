@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 log = logging.getLogger(__name__)
 
@@ -145,8 +145,3 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return validate_config(data, str(path))
 
-
-def resolve(path: Path | str, base: Path | None = None) -> Path:
-    """Resolve a config path relative to the working directory (Snakemake runs from the repo root)."""
-    p = Path(path).expanduser()
-    return p if p.is_absolute() or base is None else base / p

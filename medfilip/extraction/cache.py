@@ -8,7 +8,6 @@ never leaves a torn file. Parts are merged under an exclusive lock.
 from __future__ import annotations
 
 import fcntl
-import json
 import logging
 import os
 import time
@@ -145,6 +144,3 @@ def _better(new: dict, old: dict) -> bool:
         return new["status"] == "ok"
     return new["created_at"] >= old["created_at"]
 
-
-def describe(cache: ExtractionCache) -> str:
-    return json.dumps(cache.stats())

@@ -98,11 +98,11 @@ def score_extraction(
     vocab = mapping.vocab
     truth: dict[str, dict[str, list[MeshLabel]]] = {}
     unmapped: Counter[str] = Counter()
-    for rid, annotations in zip(reports["report_id"].to_pylist(), reports["annotations"].to_pylist()):
-        if not annotations or any(a.strip().lower() == "no indexing" for a in annotations):
+    for rid, terms in zip(reports["report_id"].to_pylist(), reports["annotations"].to_pylist()):
+        if not terms or any(a.strip().lower() == "no indexing" for a in terms):
             continue  # not annotated: cannot be scored
         labels: dict[str, list[MeshLabel]] = defaultdict(list)
-        for term in annotations:
+        for term in terms:
             lab = mapping.label(term)
             if isinstance(lab, MeshLabel):
                 labels[lab.category].append(lab)
