@@ -226,7 +226,7 @@ def plot_quality(rows: list[dict], path: str | Path) -> None:
     ax.scatter([r["precision"] for r in cats], y, marker="|", color="black", s=60, label="precision", zorder=3)
     ax.scatter([r["recall"] for r in cats], y, marker="x", color="#c0392b", s=18, label="recall", zorder=3)
     ax.set_yticks(list(y), [f"{r['category']} (n={r['support']})" for r in cats], fontsize=7)
-    ax.set_ylim(len(cats) - 0.5, -0.5)
+    ax.set_ylim(max(len(cats), 1) - 0.5, -0.5)
     ax.set_xlim(0, 1)
     ax.axvline(micro["f1"], color="grey", ls="--", lw=1)
     ax.set_xlabel("score against IU-Xray MeSH annotations (finding present)")
