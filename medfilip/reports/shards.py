@@ -92,6 +92,11 @@ def write_report_shards(
         buckets[names[shard_of(rid, n_shards)]].append(reports[rid])
     for name, bucket in buckets.items():
         write_parquet_atomic(reports_table(bucket), out_dir / f"{name}.parquet")
+    # shards of an earlier, larger n_shards would be read twice by globbing consumers (medfilip query)
+    for stale in out_dir.glob("*.parquet"):
+        if stale.stem.isdigit() and stale.stem not in buckets:
+            log.info("removing stale shard %s (n_shards is now %d)", stale, n_shards)
+            stale.unlink()
     write_parquet_atomic(
         pa.table(
             {

@@ -411,3 +411,20 @@ def test_shards_are_stable_when_reports_are_added(tmp_path):
         assert shard_large[rid] == name
     # The added reports spread over more than one shard (sanity of the hash).
     assert len(set(shard_large.values())) > 1
+
+
+def test_shrinking_n_shards_removes_stale_shard_files(tmp_path):
+    from medfilip.reports.records import Report
+    from medfilip.reports.shards import read_report_shards, write_report_shards
+
+    reports = [Report(f"r{i}", "test", f"p{i}", f"s{i}", "Mild cardiomegaly.", "", "train") for i in range(20)]
+    out = tmp_path / "shards"
+    (out).mkdir()
+    (out / "notes.parquet").write_bytes(b"not ours")
+    write_report_shards(reports, out, 5, tmp_path / "rejects.parquet")
+    assert sorted(p.name for p in out.glob("*.parquet")) == ["000.parquet", "001.parquet", "002.parquet", "003.parquet", "004.parquet", "notes.parquet"]
+    write_report_shards(reports, out, 2, tmp_path / "rejects.parquet")
+    shards = sorted(out.glob("[0-9]*.parquet"))
+    assert [p.name for p in shards] == ["000.parquet", "001.parquet"]
+    assert read_report_shards(shards).num_rows == 20
+    assert (out / "notes.parquet").exists()

@@ -1,0 +1,243 @@
+"""The Snakemake workflow: schema, lint, and real runs on a tiny IU-Xray corpus.
+
+The runs use `--directory tmp_path`, so results/ is written there; the shipped
+resources/ are found in the repository by the workflow's path fallback
+(config/README.md, "Paths").
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from medfilip.config import PipelineConfig
+
+ROOT = Path(__file__).resolve().parent.parent
+SNAKEFILE = ROOT / "workflow" / "Snakefile"
+SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
+
+# (report id, FINDINGS, IMPRESSION, MeSH major terms); the last one has no text and is rejected
+REPORTS = [
+    ("CXR1", "The heart is mildly enlarged. No pleural effusion or pneumothorax.", "Mild cardiomegaly.",
+     ["Cardiomegaly/mild"]),
+    ("CXR2", "There is a small right pleural effusion. The lungs are otherwise clear.", "Small right pleural effusion.",
+     ["Pleural Effusion/right/small"]),
+    ("CXR3", "The heart size and mediastinal contours are normal. The lungs are clear.", "No acute disease.",
+     ["normal"]),
+    ("CXR4", "Left basilar atelectasis. Calcified granuloma in the right upper lobe.", "Left basilar atelectasis.",
+     ["Pulmonary Atelectasis/base/left", "Calcified Granuloma/lung/upper lobe/right"]),
+    ("CXR5", "Moderate right-sided pneumothorax.", "Moderate right pneumothorax.",
+     ["Pneumothorax/right/moderate"]),
+    ("CXR6", "Degenerative changes of the thoracic spine. No focal consolidation.", "No acute cardiopulmonary process.",
+     ["Thoracic Vertebrae/degenerative"]),
+    ("CXR7", "", "", ["normal"]),
+]
+TARGETS = ("results/entities.parquet", "results/tables/extraction_quality.csv")
+EXPECTED_PRESENT = {"cardiomegaly", "pleural effusion", "atelectasis", "granuloma", "pneumothorax", "degenerative changes"}
+
+
+def openi_xml(report_id: str, findings: str, impression: str, mesh: list[str]) -> str:
+    majors = "".join(f"<major>{m}</major>" for m in mesh)
+    n = report_id.removeprefix("CXR")
+    return f"""<?xml version="1.0" encoding="utf-8"?>
+<eCitation>
+   <meta type="rr"/>
+   <uId id="{report_id}"/>
+   <pmcId id="{n}"/>
+   <MedlineCitation Owner="Indiana University" Status="supplied by publisher">
+      <Article PubModel="Electronic">
+         <Abstract>
+            <AbstractText Label="COMPARISON">None.</AbstractText>
+            <AbstractText Label="INDICATION">Cough</AbstractText>
+            <AbstractText Label="FINDINGS">{findings}</AbstractText>
+            <AbstractText Label="IMPRESSION">{impression}</AbstractText>
+         </Abstract>
+      </Article>
+   </MedlineCitation>
+   <MeSH>{majors}</MeSH>
+   <parentImage id="{report_id}_IM-000{n}-1001"><figureId>F1</figureId></parentImage>
+   <parentImage id="{report_id}_IM-000{n}-2001"><figureId>F2</figureId></parentImage>
+</eCitation>
+"""
+
+
+def snakemake(workdir: Path, *args: str, configfile: str | Path) -> subprocess.CompletedProcess:
+    # --configfile takes several values, so it goes last, after the targets
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+           *args, "--configfile", str(configfile)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def output_of(proc: subprocess.CompletedProcess) -> str:
+    return proc.stdout + proc.stderr
+
+
+def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    """Rule -> number of jobs, from snakemake's "Job stats" table."""
+    text = output_of(proc)
+    start = text.find("Job stats:")
+    if start < 0:
+        return {}
+    counts = {}
+    for line in text[start:].splitlines()[3:]:
+        m = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if not m or m.group(1) == "total":
+            break
+        counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def mtimes(paths) -> dict[Path, int]:
+    return {p: p.stat().st_mtime_ns for p in paths}
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """A working directory with a 7-report OpenI corpus, an editable vocabulary copy and a config."""
+    corpus = tmp_path / "iu_reports"
+    corpus.mkdir()
+    for rid, findings, impression, mesh in REPORTS:
+        (corpus / f"{rid.removeprefix('CXR')}.xml").write_text(openi_xml(rid, findings, impression, mesh), encoding="utf-8")
+    shutil.copytree(ROOT / "resources" / "vocabulary", tmp_path / "vocabulary")
+    config = {
+        "reports": {"source": "iu_xray", "n_shards": 2, "iu_xray": {"path": "iu_reports"}},
+        # relative paths: found in the working directory; quality.mesh_mapping is left
+        # at its default, which only exists in the repository
+        "extraction": {"rules": {"vocabulary_dir": "vocabulary"}},
+    }
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    return tmp_path
+
+
+# -- schema ----------------------------------------------------------------------------------
+def _normalise_pydantic(node: dict, defs: dict) -> dict:
+    if "$ref" in node:
+        node = {**defs[node["$ref"].split("/")[-1]], **{k: v for k, v in node.items() if k != "$ref"}}
+    if "anyOf" in node:  # Optional[X]: X's bounds live in its branch
+        branches = {k: v for t in node["anyOf"] for k, v in t.items() if k in ("minimum", "maximum")}
+        node = {**node, **branches, "type": sorted(t["type"] for t in node["anyOf"])}
+    if "const" in node:
+        node = {**node, "enum": [node["const"]]}
+    out = {k: node[k] for k in ("default", "minimum", "maximum", "enum") if k in node}
+    out["type"] = node["type"] if isinstance(node.get("type"), list) else [node.get("type", "object")]
+    if "properties" in node:
+        out["properties"] = {k: _normalise_pydantic(v, defs) for k, v in node["properties"].items()}
+        out.pop("default", None)  # object defaults are spelled differently; their leaves are compared
+    return out
+
+
+def _normalise_schema(node: dict) -> dict:
+    out = {k: node[k] for k in ("default", "minimum", "maximum", "enum") if k in node}
+    out["type"] = sorted(node["type"]) if isinstance(node["type"], list) else [node["type"]]
+    if "properties" in node:
+        assert node.get("additionalProperties") is False, "every object forbids unknown keys"
+        out["properties"] = {k: _normalise_schema(v) for k, v in node["properties"].items()}
+        out.pop("default", None)
+    return out
+
+
+def test_schema_mirrors_config_models():
+    ours = yaml.safe_load(SCHEMA.read_text(encoding="utf-8"))
+    theirs = PipelineConfig.model_json_schema(by_alias=True)
+    assert _normalise_schema(ours) == _normalise_pydantic(theirs, theirs["$defs"])
+
+    def leaves(node, path=""):
+        for key, sub in node.get("properties", {}).items():
+            assert sub.get("description"), f"{path}{key}: no description"
+            yield from leaves(sub, f"{path}{key}.")
+
+    list(leaves(ours))
+
+
+# -- snakemake -------------------------------------------------------------------------------
+@pytest.mark.slow
+def test_lint_is_clean(tmp_path: Path):
+    proc = snakemake(tmp_path, "--lint", configfile=ROOT / "config" / "config.yaml")
+    assert proc.returncode == 0, output_of(proc)
+    assert "Lints for" not in output_of(proc)
+    assert "Congratulations" in output_of(proc)
+    assert not (tmp_path / "results").exists(), "linting writes nothing"
+
+
+@pytest.mark.slow
+def test_run_rerun_and_vocabulary_edit(project: Path):
+    config = str(project / "config.yaml")
+    proc = snakemake(project, "--cores", "2", *TARGETS, configfile=config)
+    assert proc.returncode == 0, output_of(proc)
+    assert job_counts(proc) == {"report_shards": 1, "extract_triplets": 2, "entities": 1, "extraction_quality": 1}
+
+    results = project / "results"
+    shards = sorted((results / "reports" / "shards").glob("*.parquet"))
+    assert [p.name for p in shards] == ["000.parquet", "001.parquet"]
+    assert pq.read_table(results / "reports" / "rejects.parquet").num_rows == 1
+    entities = pq.read_table(results / "entities.parquet").to_pylist()
+    present = {e["category"] for e in entities if e["polarity"] == "present"}
+    assert EXPECTED_PRESENT <= present
+    assert {e["report_id"] for e in entities} <= {r[0] for r in REPORTS}
+    assert (results / "tables" / "extraction_quality.csv").read_text().startswith("category,")
+    assert (results / "logs" / "extract_triplets" / "rules" / "000.log").exists()
+    assert (results / "benchmarks" / "report_shards" / "report_shards.tsv").exists()
+    # the CLI was handed the effective config: merged, defaults filled in, paths resolved
+    effective = yaml.safe_load((results / "config" / "effective.yaml").read_text())
+    assert effective["reports"]["n_shards"] == 2
+    assert effective["extraction"]["rules"]["vocabulary_dir"] == "vocabulary"
+    assert effective["quality"]["mesh_mapping"] == str(ROOT / "resources" / "mesh" / "mesh_to_category.yaml")
+
+    proc = snakemake(project, "--cores", "2", *TARGETS, configfile=config)
+    assert proc.returncode == 0, output_of(proc)
+    assert "Nothing to be done" in output_of(proc)
+
+    # a key that does not change any result re-runs nothing; one that does re-runs its stage
+    quiet = yaml.safe_load(Path(config).read_text())
+    quiet["extraction"]["flush_every"] = 7
+    (project / "quiet.yaml").write_text(yaml.safe_dump(quiet))
+    proc = snakemake(project, "-n", "all", configfile=project / "quiet.yaml")
+    assert "Nothing to be done" in output_of(proc), output_of(proc)
+    reseeded = yaml.safe_load(Path(config).read_text())
+    reseeded["reports"]["iu_xray"]["split_seed"] = 3
+    (project / "reseeded.yaml").write_text(yaml.safe_dump(reseeded))
+    proc = snakemake(project, "-n", "all", configfile=project / "reseeded.yaml")
+    assert job_counts(proc).get("report_shards") == 1, output_of(proc)
+
+    # editing the vocabulary re-runs extraction and what follows it, never the reports
+    before = mtimes([*shards, results / "extraction" / "rules" / "000.parquet", results / "entities.parquet"])
+    with open(project / "vocabulary" / "triggers.yaml", "a", encoding="utf-8") as fh:
+        fh.write("\n# edited by the test\n")
+    proc = snakemake(project, "--cores", "2", *TARGETS, configfile=config)
+    assert proc.returncode == 0, output_of(proc)
+    assert job_counts(proc) == {"extract_triplets": 2, "entities": 1, "extraction_quality": 1}
+    after = mtimes(before)
+    assert all(after[p] == before[p] for p in shards)
+    assert after[results / "extraction" / "rules" / "000.parquet"] > before[results / "extraction" / "rules" / "000.parquet"]
+    assert after[results / "entities.parquet"] > before[results / "entities.parquet"]
+
+
+@pytest.mark.slow
+def test_jobs_get_command_line_overrides(project: Path):
+    # --config values reach the CLI too (through results/config/effective.yaml); snakemake
+    # reads nested --config values as strings, which must still validate
+    proc = snakemake(project, "--cores", "1", "results/reports/rejects.parquet",
+                     "--config", "reports={n_shards: 3, iu_xray: {path: iu_reports}}", configfile=project / "config.yaml")
+    assert proc.returncode == 0, output_of(proc)
+    shards = sorted(p.name for p in (project / "results" / "reports" / "shards").glob("*.parquet"))
+    assert shards == ["000.parquet", "001.parquet", "002.parquet"]
+    assert yaml.safe_load((project / "results" / "config" / "effective.yaml").read_text())["reports"]["n_shards"] == 3
+
+
+@pytest.mark.slow
+def test_bad_config_fails_before_any_job(project: Path):
+    bad = yaml.safe_load((project / "config.yaml").read_text())
+    bad["reports"]["n_shards"] = 0
+    (project / "bad.yaml").write_text(yaml.safe_dump(bad))
+    proc = snakemake(project, "--cores", "2", "all", configfile=project / "bad.yaml")
+    assert proc.returncode != 0
+    assert "reports.n_shards = 0" in output_of(proc)
+    assert "Job stats" not in output_of(proc)
+    assert not (project / "results").exists()

@@ -1,0 +1,55 @@
+# Stage 2: reports -> (severity, location, category) triplets, one job per shard,
+# then all shards flattened into results/entities.parquet.
+#
+# The extraction cache (results/cache/extraction/{backend}/) is deliberately not an
+# output: snakemake deletes the outputs of a failed job, and the cache must outlive a
+# killed job so that the re-run resumes where it stopped.
+
+
+# {backend} can only be the configured one: the CLI takes the backend from the config.
+wildcard_constraints:
+    shard=r"\d+",
+    backend=BACKEND,
+
+
+rule extract_triplets:
+    input:
+        shard="results/reports/shards/{shard}.parquet",
+        vocabulary=VOCABULARY,
+    output:
+        "results/extraction/{backend}/{shard}.parquet",
+    params:
+        config=EFFECTIVE_CONFIG,
+        cache_dir="results/cache/extraction/{backend}",
+        runs_dir="results/extraction/runs",
+    resources:
+        # caps concurrent calls to an LLM endpoint (profiles set the total); the rules backend makes none
+        llm_requests=0 if BACKEND == "rules" else 1,
+    log:
+        "results/logs/extract_triplets/{backend}/{shard}.log",
+    benchmark:
+        "results/benchmarks/extract_triplets/{backend}/{shard}.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} extract --shards {input.shard} --out {output}"
+        " --cache-dir {params.cache_dir} --runs-dir {params.runs_dir} --no-progress"
+        " > {log} 2>&1"
+
+
+rule entities:
+    input:
+        extractions=expand("results/extraction/{backend}/{shard}.parquet", backend=BACKEND, shard=SHARDS),
+        vocabulary=VOCABULARY,
+    output:
+        "results/entities.parquet",
+    params:
+        config=EFFECTIVE_CONFIG,
+    log:
+        "results/logs/entities/entities.log",
+    benchmark:
+        "results/benchmarks/entities/entities.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} entities {input.extractions} --out {output} > {log} 2>&1"

@@ -1,0 +1,24 @@
+# Stage 1: the report corpus -> deterministic Parquet shards (one job writes them all).
+
+
+rule report_shards:
+    input:
+        corpus=report_corpus(),
+    output:
+        shards=expand("results/reports/shards/{shard}.parquet", shard=SHARDS),
+        rejects="results/reports/rejects.parquet",
+    params:
+        config=EFFECTIVE_CONFIG,
+        out_dir=parent_dir,
+        # not used by the command: listed so that a change of any reports.* key re-runs this rule
+        settings=SETTINGS["reports"],
+    log:
+        "results/logs/report_shards/report_shards.log",
+    benchmark:
+        "results/benchmarks/report_shards/report_shards.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} reports"
+        " --out-dir {params.out_dir} --rejects {output.rejects}"
+        " > {log} 2>&1"
