@@ -20,6 +20,7 @@ $(VENV)/.installed: pyproject.toml
 demo: venv
 	$(BIN)/snakemake --cores $(CORES) --snakefile workflow/Snakefile all
 	$(BIN)/medfilip query "select category, count(*) as n from entities where polarity = 'present' group by 1 order by 2 desc limit 10"
+	$(BIN)/medfilip query "select category, precision, recall, f1 from read_csv_auto('results/tables/extraction_quality.csv') where category like '%average'"
 
 test: venv
 	$(BIN)/python -m pytest -q
