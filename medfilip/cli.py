@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from medfilip.config import ConfigError, PipelineConfig, load_config
+from medfilip.extraction.backend import ExtractionAborted
 
 log = logging.getLogger("medfilip")
 
@@ -15,6 +16,9 @@ log = logging.getLogger("medfilip")
 def _setup_logging(verbose: int) -> None:
     level = logging.WARNING if verbose < 0 else logging.INFO if verbose == 0 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+    if verbose < 2:  # one line per HTTP request (and the SDK's request dumps) only with -vv
+        for name in ("httpx", "httpx2", "httpcore", "openai"):
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def _config(args: argparse.Namespace) -> PipelineConfig:
@@ -50,10 +54,14 @@ def cmd_reports(args: argparse.Namespace) -> int:
 
 
 def make_backend(cfg: PipelineConfig):
-    from medfilip.extraction.rules import RulesBackend
-
     if cfg.extraction.backend == "rules":
+        from medfilip.extraction.rules import RulesBackend
+
         return RulesBackend(cfg.extraction.rules.vocabulary_dir)
+    if cfg.extraction.backend == "openai":
+        from medfilip.extraction.openai_backend import OpenAIBackend
+
+        return OpenAIBackend.from_config(cfg)
     raise ConfigError(f"extraction.backend = {cfg.extraction.backend!r}: not available")
 
 
@@ -64,6 +72,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
     cfg = _config(args)
     backend = make_backend(cfg)
     cache = ExtractionCache(args.cache_dir or Path("results/cache/extraction") / backend.name)
+    backend = with_extraction_mode(backend, cfg, cache, args.mode, args.shards)
     for shard, out in zip(args.shards, args.out):
         run = extract_shard(
             shard, backend, cache, out,
@@ -72,8 +81,46 @@ def cmd_extract(args: argparse.Namespace) -> int:
             retry_failed=args.retry_failed,
             progress=not args.no_progress,
         )
+        spent = f", ${run.cost_usd:.4f}" if run.cost_usd else ""
         print(f"shard {run.shard}: {run.n_reports} reports, {run.n_cached} cached, {run.n_extracted} extracted, "
-              f"{run.n_failed} failed, {run.n_triplets} triplets in {run.wall_s:.1f}s")
+              f"{run.n_failed} failed, {run.n_triplets} triplets in {run.wall_s:.1f}s{spent}")
+    return 0
+
+
+def with_extraction_mode(backend, cfg: PipelineConfig, cache, mode: str | None, shards: list[Path]):
+    """The openai backend through the Batch API when extraction.openai.mode (or --mode) is batch.
+
+    Batch chunk states live in ``<cache dir>/batches``. With several shards, every shard's missing
+    reports are submitted up front, so their batches run side by side.
+    """
+    if mode is None:
+        mode = cfg.extraction.openai.mode if backend.name == "openai" else "sync"
+    if mode != "batch":
+        return backend
+    if backend.name != "openai":
+        raise ConfigError(f"--mode batch needs extraction.backend: openai (it is {backend.name!r})")
+    from medfilip.extraction.batch import OpenAIBatchBackend
+
+    batch = OpenAIBatchBackend(backend, cache.root / "batches")
+    if len(shards) > 1:
+        batch.submit_shards(shards, cache)
+    return batch
+
+
+def cmd_batches(args: argparse.Namespace) -> int:
+    from medfilip.extraction.batch import batch_summary
+
+    root = (args.cache_dir or Path("results/cache/extraction/openai")) / "batches"
+    rows = batch_summary(root) if root.exists() else []
+    if not rows:
+        print(f"no batch chunks in {root}")
+        return 0
+    print(f"{'chunk':<30} {'batch':<32} {'status':<11} {'requests':>8} {'done':>6} {'failed':>6}  downloaded merged")
+    for r in rows:
+        print(f"{r['chunk']:<30} {r['batch_id'] or '-':<32} {r['status']:<11} {r['requests']:>8} "
+              f"{r['completed'] if r['completed'] is not None else '-':>6} {r['failed'] if r['failed'] is not None else '-':>6}  "
+              f"{'yes' if r['downloaded'] else 'no':<10} {'yes' if r['merged'] else 'no'}"
+              + (f"  {r['errors']}" if r["errors"] else ""))
     return 0
 
 
@@ -103,6 +150,35 @@ def cmd_quality(args: argparse.Namespace) -> int:
     micro = next(r for r in rows if r["category"] == "micro-average")
     print(f"{diag['n_reports_scored']} annotated reports; micro P={micro['precision']:.3f} "
           f"R={micro['recall']:.3f} F1={micro['f1']:.3f} -> {args.out}")
+    return 0
+
+
+def _extraction_side(values: list[str], results: Path) -> list[Path]:
+    """A backend name (``rules``) stands for ``<results>/extraction/<name>``; anything else is a path."""
+    out = []
+    for v in values:
+        p = Path(v)
+        if not p.exists() and len(p.parts) == 1 and (results / "extraction" / v).exists():
+            p = results / "extraction" / v
+        out.append(p)
+    return out
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from medfilip.extraction.compare import MICRO, compare_paths
+    from medfilip.extraction.vocabulary import Vocabulary
+
+    cfg = _config(args)
+    vocab = Vocabulary.load(cfg.extraction.rules.vocabulary_dir)
+    rows, diag = compare_paths(_extraction_side(args.a, args.results), _extraction_side(args.b, args.results),
+                               vocab, args.out)
+    micro = next(r for r in rows if r["category"] == MICRO)
+    fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
+    print(f"{diag['a']} vs {diag['b']}: {diag['n_compared']} reports compared "
+          f"({diag['n_only_in_a']} only in A, {diag['n_only_in_b']} only in B, "
+          f"{diag['n_failed_a']} failed in A, {diag['n_failed_b']} failed in B), {diag['n_categories']} categories; "
+          f"micro kappa {fmt(micro['kappa'])}, F1 of B against A {fmt(micro['f1_b'])}, "
+          f"polarity agreement {fmt(micro['polarity_agreement'])} -> {args.out}")
     return 0
 
 
@@ -142,8 +218,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache-dir", type=Path, default=None, help="default results/cache/extraction/<backend>")
     s.add_argument("--runs-dir", type=Path, default=Path("results/extraction/runs"))
     s.add_argument("--retry-failed", action="store_true", help="extract again the reports whose cached result failed")
+    s.add_argument("--mode", choices=["sync", "batch"], default=None,
+                   help="openai only: concurrent requests or the Batch API (default: extraction.openai.mode)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_extract)
+
+    s = sub.add_parser("batches", help="list the Batch API chunks of the openai cache (status, counts, merged)")
+    s.add_argument("--cache-dir", type=Path, default=None, help="default results/cache/extraction/openai")
+    s.set_defaults(func=cmd_batches)
 
     s = sub.add_parser("entities", help="flatten extraction shards into entities.parquet")
     s.add_argument("extractions", type=Path, nargs="+")
@@ -156,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--out", type=Path, default=Path("results/tables/extraction_quality.csv"))
     s.add_argument("--figure", type=Path, default=None, help="bar chart of per-category F1 (PNG)")
     s.set_defaults(func=cmd_quality)
+
+    s = sub.add_parser("compare", help="agreement between two backends' triplets on the same reports (CSV)")
+    s.add_argument("--a", nargs="+", required=True, metavar="SIDE",
+                   help="reference side: extraction shards, their folder, or a backend name (results/extraction/NAME)")
+    s.add_argument("--b", nargs="+", required=True, metavar="SIDE", help="compared side, as --a")
+    s.add_argument("--out", type=Path, default=Path("results/tables/extraction_agreement.csv"))
+    s.add_argument("--results", type=Path, default=Path("results"), help="results folder (for backend names)")
+    s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("query", help="run SQL over reports, entities and extraction_runs (DuckDB, read-only)")
     s.add_argument("sql")
@@ -174,6 +264,12 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except ExtractionAborted as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:  # finished work is already flushed (extraction flushes on the way out)
+        print("interrupted", file=sys.stderr)
+        return 130
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -86,10 +86,59 @@ class RulesBackendConfig(_Strict):
     vocabulary_dir: Path = Field(Path("resources/vocabulary"), description="Folder of the rules vocabularies (YAML)")
 
 
+class ModelPrice(_Strict):
+    input_per_mtok: float = Field(..., ge=0, description="USD per million prompt tokens")
+    output_per_mtok: float = Field(..., ge=0, description="USD per million completion tokens")
+
+
+class BatchConfig(_Strict):
+    max_requests_per_batch: int = Field(50_000, ge=1, le=50_000, description="Requests per uploaded JSONL (API cap 50,000)")
+    max_enqueued_requests: int = Field(
+        1_000_000, ge=1, description="Requests in flight across batches at once (your organisation's queue limit)"
+    )
+    poll_interval_s: float = Field(30.0, gt=0, le=3600, description="Seconds between batch status polls")
+    completion_window: Literal["24h"] = Field("24h", description="Batch API completion window")
+    discount: float = Field(0.5, ge=0, le=1, description="Price factor of batch requests relative to synchronous ones")
+
+
+class OpenAIBackendConfig(_Strict):
+    base_url: str | None = Field(
+        None, description="OpenAI-compatible endpoint (vLLM, Ollama, Azure ...); null = api.openai.com"
+    )
+    model: str = Field("gpt-4o-mini", min_length=1, description="Model (or Azure deployment) name")
+    api_key_env: str = Field(
+        "OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Environment variable that holds the API key"
+    )
+    azure_api_version: str | None = Field(None, description="Set for Azure OpenAI (e.g. 2024-10-21); null otherwise")
+    prompt: Path = Field(Path("resources/prompts/triplets.yaml"), description="Prompt file (its version is in the cache key)")
+    mode: Literal["sync", "batch"] = Field("sync", description="sync: concurrent requests; batch: the Batch API")
+    max_concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight at once")
+    requests_per_minute: int = Field(500, ge=1, description="Client-side request rate limit")
+    tokens_per_minute: int = Field(200_000, ge=1, description="Client-side token rate limit")
+    timeout_s: float = Field(60.0, gt=0, le=3600, description="Timeout of one request")
+    max_retries: int = Field(6, ge=0, le=50, description="Retries of one request on 429, 5xx and timeouts")
+    max_output_tokens: int = Field(1024, ge=16, le=65_536, description="Completion token cap per report")
+    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature; 0 = the most likely reply")
+    structured_output: Literal["json_schema", "json_object", "none"] = Field(
+        "json_schema", description="How to ask for JSON: a strict JSON schema, JSON mode, or the prompt alone"
+    )
+    batch: BatchConfig = BatchConfig()
+
+
 class ExtractionConfig(_Strict):
-    backend: Literal["rules"] = Field("rules", description="Extraction backend")
+    backend: Literal["rules", "openai"] = Field("rules", description="Extraction backend")
     flush_every: int = Field(200, ge=1, le=1_000_000, description="Reports per cache write (what a kill can lose)")
     rules: RulesBackendConfig = RulesBackendConfig()
+    openai: OpenAIBackendConfig = OpenAIBackendConfig()
+    prices: dict[str, ModelPrice] = Field(
+        default_factory=lambda: {
+            "gpt-4o-mini": ModelPrice(input_per_mtok=0.15, output_per_mtok=0.60),
+            "gpt-4o": ModelPrice(input_per_mtok=2.50, output_per_mtok=10.00),
+            "gpt-4.1-mini": ModelPrice(input_per_mtok=0.40, output_per_mtok=1.60),
+            "gpt-3.5-turbo": ModelPrice(input_per_mtok=0.50, output_per_mtok=1.50),
+        },
+        description="USD prices per model for cost accounting; a model not listed costs 0 (local servers)",
+    )
 
 
 class QualityConfig(_Strict):

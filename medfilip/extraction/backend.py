@@ -33,6 +33,14 @@ class ExtractionResult:
     extra: dict = field(default_factory=dict)
 
 
+class ExtractionAborted(RuntimeError):
+    """The backend cannot go on (an exhausted quota, a rejected key, an unknown model).
+
+    Raised from ``extract()``; the runner keeps the results already yielded, and the
+    CLI prints the message (never a traceback) and exits non-zero.
+    """
+
+
 class ExtractionBackend(ABC):
     """Turns reports into triplets. ``name``, ``model`` and ``version`` make the cache key."""
 
@@ -50,6 +58,10 @@ class ExtractionBackend(ABC):
 
     def cache_key(self, text: str) -> str:
         return sha256_text(self.name, self.model, self.version, text)
+
+    def cost(self, prompt_tokens: int, completion_tokens: int) -> float:
+        """USD spent on a result's tokens (0 for local backends)."""
+        return 0.0
 
     @abstractmethod
     def extract(self, reports: Iterable[ReportText]) -> Iterator[ExtractionResult]:

@@ -122,6 +122,9 @@ def extract_shard(
             run.n_failed += result.status != "ok"
             run.prompt_tokens += result.prompt_tokens
             run.completion_tokens += result.completion_tokens
+            run.cost_usd += backend.cost(result.prompt_tokens, result.completion_tokens)
+            if run.cost_usd > 0:
+                bar.set_postfix_str(f"${run.cost_usd:.4f} spent", refresh=False)
             bar.update(1)
             if len(buffer) >= flush_every:
                 flush()
@@ -142,8 +145,9 @@ def extract_shard(
     if runs_dir is not None:
         record_run(run, Path(runs_dir))
     failed_total = sum(r["status"] != "ok" for r in out_rows)
-    log.info("shard %s done in %.1fs: %d extracted, %d failed in shard, %d triplets",
-             shard, run.wall_s, run.n_extracted, failed_total, run.n_triplets)
+    log.info("shard %s done in %.1fs: %d extracted, %d failed in shard, %d triplets, %d+%d tokens, $%.4f",
+             shard, run.wall_s, run.n_extracted, failed_total, run.n_triplets, run.prompt_tokens,
+             run.completion_tokens, run.cost_usd)
     return run
 
 

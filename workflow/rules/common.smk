@@ -53,15 +53,17 @@ def locate(path):
 
 def resolved(model):
     """The config model as plain data, every path field passed through locate()."""
-    data = {}
-    for name, field in type(model).model_fields.items():
-        value = getattr(model, name)
+
+    def plain(value):
         if isinstance(value, BaseModel):
-            value = resolved(value)
-        elif isinstance(value, Path):
-            value = str(locate(value))
-        data[field.alias or name] = value
-    return data
+            return resolved(value)
+        if isinstance(value, Path):
+            return str(locate(value))
+        if isinstance(value, dict):  # e.g. extraction.prices: model -> ModelPrice
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return {field.alias or name: plain(getattr(model, name)) for name, field in type(model).model_fields.items()}
 
 
 def write_if_changed(path, text):
@@ -94,6 +96,23 @@ onstart:
 BACKEND = CFG.extraction.backend
 SHARDS = shard_names(CFG.reports.n_shards)
 VOCABULARY = [str(Path(CFG.extraction.rules.vocabulary_dir) / f) for f in VOCABULARY_FILES]
+
+
+def extraction_inputs(wildcards):
+    """What the extractor reads besides the shard: the vocabulary (rules) or the prompt file (openai)."""
+    if BACKEND == "openai":
+        return {"prompt": str(CFG.extraction.openai.prompt)}
+    return {"vocabulary": VOCABULARY}
+
+
+def extraction_settings():
+    """The settings that change what the LLM answers (model id first): a param, so a change re-runs
+    extraction. The endpoint, key, limits and retries change how it is asked, not the answer."""
+    if BACKEND != "openai":
+        return {}
+    o = CFG.extraction.openai
+    return {"model": o.model, "temperature": o.temperature, "max_output_tokens": o.max_output_tokens,
+            "structured_output": o.structured_output}
 
 
 def report_corpus():

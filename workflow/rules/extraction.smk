@@ -12,16 +12,28 @@ wildcard_constraints:
     backend=BACKEND,
 
 
+# The API key comes from the environment only (never the config): snakemake stops before
+# any job when the variable is unset, and passes it on to cluster jobs.
+if BACKEND == "openai":
+
+    envvars:
+        CFG.extraction.openai.api_key_env,
+
+
 rule extract_triplets:
     input:
+        # the vocabulary (rules) or the prompt file (openai): editing it re-runs extraction
+        unpack(extraction_inputs),
         shard="results/reports/shards/{shard}.parquet",
-        vocabulary=VOCABULARY,
     output:
         "results/extraction/{backend}/{shard}.parquet",
     params:
         config=EFFECTIVE_CONFIG,
         cache_dir="results/cache/extraction/{backend}",
         runs_dir="results/extraction/runs",
+        # openai: the model id and generation settings, so changing them re-runs extraction (only)
+        model=extraction_settings().get("model", "rules"),
+        generation=extraction_settings(),
     resources:
         # caps concurrent calls to an LLM endpoint (profiles set the total); the rules backend makes none
         llm_requests=0 if BACKEND == "rules" else 1,
