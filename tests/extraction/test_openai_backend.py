@@ -424,6 +424,38 @@ def test_sigkill_mid_run_resumes_without_repeating_finished_reports(openai_serve
     assert table["report_id"].to_pylist() == ids and set(table["status"].to_pylist()) == {"ok"}
 
 
+@pytest.mark.slow
+def test_ctrl_c_stops_the_cli_at_once_keeping_finished_reports(openai_server, tmp_path, repo):
+    write_shard(tmp_path / "000.parquet", 120)
+    openai_server.latency_s = 0.05
+    cfg = {"extraction": {"backend": "openai", "flush_every": 5, "openai": {
+        "base_url": openai_server.base_url, "api_key_env": "MEDFILIP_TEST_OPENAI_KEY", "max_concurrency": 4,
+        "requests_per_minute": 100000, "tokens_per_minute": 10**9, "prompt": str(PROMPT)}}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, "PYTHONPATH": str(repo), "MEDFILIP_TEST_OPENAI_KEY": openai_server.api_key}
+    cmd = [sys.executable, "-m", "medfilip.cli", "-c", "config.yaml", "extract", "--shards", "000.parquet",
+           "--out", "out.parquet", "--cache-dir", "cache", "--no-progress"]
+    # a child of a background shell ignores SIGINT; give it the default, as in a terminal
+    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.time() + 30
+    while time.time() < deadline and len(list((tmp_path / "cache").glob("part-*.parquet"))) < 3:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    t0 = time.monotonic()
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130 and time.monotonic() - t0 < 3
+    assert err.strip().splitlines()[-1] == "interrupted" and "Traceback" not in err
+    sent = openai_server.count()
+    time.sleep(0.2)
+    assert openai_server.count() == sent, "no request goes out after the exit"
+    done = len(ExtractionCache(tmp_path / "cache").load())
+    assert done >= 15
+    resumed = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert resumed.returncode == 0, resumed.stderr
+    assert openai_server.count() - sent == 120 - done
+
+
 # -- secrets, warnings, CLI ----------------------------------------------------------------------
 def test_missing_api_key_is_a_one_line_error(monkeypatch, openai_server):
     monkeypatch.delenv("MEDFILIP_NO_SUCH_KEY", raising=False)

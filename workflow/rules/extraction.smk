@@ -35,8 +35,9 @@ rule extract_triplets:
         model=extraction_settings().get("model", "rules"),
         generation=extraction_settings(),
     resources:
-        # caps concurrent calls to an LLM endpoint (profiles set the total); the rules backend makes none
-        llm_requests=0 if BACKEND == "rules" else 1,
+        # caps concurrent calls to an LLM endpoint (profiles set the total); the rules backend makes
+        # none, and batch mode only uploads and polls (its shards must not queue behind each other for 24 h)
+        llm_requests=1 if BACKEND == "openai" and CFG.extraction.openai.mode == "sync" else 0,
     log:
         "results/logs/extract_triplets/{backend}/{shard}.log",
     benchmark:
