@@ -679,7 +679,7 @@ class OpenAIBatchBackend(ExtractionBackend):
         from medfilip.extraction.openai_backend import read_api_key
 
         cfg = self.cfg
-        key = getattr(self.sync, "_api_key", None) or read_api_key(cfg.api_key_env)
+        key = getattr(self.sync, "api_key", None) or read_api_key(cfg.api_key_env)
         # the SDK's own retries (429, 5xx, connection errors, with backoff) cover these few calls
         if cfg.azure_api_version:
             return openai.AzureOpenAI(azure_endpoint=cfg.base_url, api_version=cfg.azure_api_version, api_key=key,
@@ -733,7 +733,7 @@ class OpenAIBatchBackend(ExtractionBackend):
         import openai
 
         from medfilip.extraction.backend import ExtractionAborted
-        from medfilip.extraction.openai_backend import _redact
+        from medfilip.extraction.openai_backend import redact_secret
 
         if not isinstance(err, openai.OpenAIError):
             return err
@@ -741,8 +741,8 @@ class OpenAIBatchBackend(ExtractionBackend):
         body = getattr(err, "body", None)
         detail = body.get("message") if isinstance(body, Mapping) and body.get("message") else str(err)
         what = f"HTTP {status}: " if status else ""
-        msg = _redact(f"{self.sync.endpoint}: Batch API call failed ({what}{detail}). Batches already submitted "
-                      f"are kept in {self.store.root}; run again to resume.", getattr(self.sync, "_api_key", None))
+        msg = redact_secret(f"{self.sync.endpoint}: Batch API call failed ({what}{detail}). Batches already submitted "
+                      f"are kept in {self.store.root}; run again to resume.", getattr(self.sync, "api_key", None))
         return ExtractionAborted(msg)
 
 

@@ -347,7 +347,7 @@ def read_api_key(env_name: str) -> str:
     return key
 
 
-def _redact(text: str, secret: str | None) -> str:
+def redact_secret(text: str, secret: str | None) -> str:
     if secret and len(secret) >= 4:
         text = text.replace(secret, "***")
     return text
@@ -452,6 +452,15 @@ class OpenAIBackend(ExtractionBackend):
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIBackend(model={self.model!r}, base_url={self.endpoint!r}, version={self.version!r})"
+
+    @property
+    def api_key(self) -> str:
+        """The key in use (read from the environment); for clients built elsewhere, never for logs."""
+        return self._api_key
+
+    def redact(self, text: str) -> str:
+        """``text`` with this backend's API key removed."""
+        return redact_secret(text, self._api_key)
 
     @property
     def model(self) -> str:
@@ -569,7 +578,7 @@ class OpenAIBackend(ExtractionBackend):
         request = self.request_for(report.text)
 
         def failed(reason: str) -> ExtractionResult:
-            reason = _redact(reason, self._api_key)
+            reason = redact_secret(reason, self._api_key)
             log.warning("report %s: extraction failed: %s", report.report_id, reason)
             return ExtractionResult(report.report_id, "failed", error=reason, prompt_tokens=usage[0],
                                     completion_tokens=usage[1], latency_s=time.perf_counter() - t0)
@@ -613,7 +622,7 @@ class OpenAIBackend(ExtractionBackend):
             self.stats["retries"] += 1
             err = state.outcome.exception()
             log.debug("report %s: attempt %d failed (%s); retrying in %.2fs", report_id, state.attempt_number,
-                      _redact(_describe(err, self.cfg.timeout_s), self._api_key), state.upcoming_sleep)
+                      redact_secret(_describe(err, self.cfg.timeout_s), self._api_key), state.upcoming_sleep)
 
         retrying = AsyncRetrying(stop=stop_after_attempt(self.cfg.max_retries + 1), wait=self._wait,
                                  retry=retry_if_exception(_retryable), before_sleep=before_sleep, reraise=True)
@@ -650,7 +659,7 @@ class OpenAIBackend(ExtractionBackend):
         except openai.APIStatusError as err:
             raise self._status_error(err, attempts) from None
         except openai.APIConnectionError as err:
-            raise _RequestFailed(_redact(f"{_describe(err, self.cfg.timeout_s)} (gave up after {attempts} "
+            raise _RequestFailed(redact_secret(f"{_describe(err, self.cfg.timeout_s)} (gave up after {attempts} "
                                          f"attempt{'s' * (attempts > 1)})", self._api_key)) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -664,12 +673,12 @@ class OpenAIBackend(ExtractionBackend):
             return ExtractionAborted(f"{where}: the API key in ${self.cfg.api_key_env} was rejected (HTTP 401); "
                                      "check the key and that it belongs to this endpoint")
         if err.status_code == 403:
-            return ExtractionAborted(_redact(f"{where}: permission denied (HTTP 403): {_message(err)}", self._api_key))
+            return ExtractionAborted(redact_secret(f"{where}: permission denied (HTTP 403): {_message(err)}", self._api_key))
         if err.status_code == 404:
-            return ExtractionAborted(_redact(
+            return ExtractionAborted(redact_secret(
                 f"{where}: model or deployment {self.model!r} not found (HTTP 404): {_message(err)}", self._api_key))
         tries = f" (gave up after {attempts} attempt{'s' * (attempts > 1)})" if _retryable(err) else ""
-        return _RequestFailed(_redact(_describe(err, self.cfg.timeout_s) + tries, self._api_key))
+        return _RequestFailed(redact_secret(_describe(err, self.cfg.timeout_s) + tries, self._api_key))
 
 
 class _Raised:
