@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
+from mimic_samples import MIMIC_FULL_REPORT
 
 from medfilip.config import MimicCxrConfig, ReportsConfig
 from medfilip.reports.mimic import read_mimic_cxr
@@ -17,25 +18,7 @@ from medfilip.reports.readers import read_configured_reports
 from medfilip.reports.records import Reject, Report, ReportImage
 from medfilip.reports.shards import write_report_shards
 
-FULL = """                                 FINAL REPORT
- EXAMINATION:  CHEST (PA AND LAT)
- 
- INDICATION:  ___F with new onset ascites  // eval for infection
- 
- TECHNIQUE:  Chest PA and lateral
- 
- COMPARISON:  None.
- 
- FINDINGS: 
- 
- There is no focal consolidation, pleural effusion or pneumothorax.  Bilateral
- nodular opacities that most likely represent nipple shadows. The
- cardiomediastinal silhouette is normal.
- 
- IMPRESSION: 
- 
- No acute cardiopulmonary process.
-"""
+FULL = MIMIC_FULL_REPORT
 
 ONLY_IMPRESSION = """                                 FINAL REPORT
  INDICATION:  ___ year old woman with dyspnea.

@@ -3,28 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from mimic_samples import MIMIC_FULL_REPORT
 
-from medfilip.reports.sections import clean_text, findings_and_impression, split_sections
+from medfilip.reports.sections import (
+    clean_text,
+    findings_and_impression,
+    split_sections,
+)
 
-MIMIC_REPORT = """                                 FINAL REPORT
- EXAMINATION:  CHEST (PA AND LAT)
- 
- INDICATION:  ___F with new onset ascites  // eval for infection
- 
- TECHNIQUE:  Chest PA and lateral
- 
- COMPARISON:  None.
- 
- FINDINGS: 
- 
- There is no focal consolidation, pleural effusion or pneumothorax.  Bilateral
- nodular opacities that most likely represent nipple shadows. The
- cardiomediastinal silhouette is normal.
- 
- IMPRESSION: 
- 
- No acute cardiopulmonary process.
-"""
+MIMIC_REPORT = MIMIC_FULL_REPORT
 
 
 # --- clean_text ------------------------------------------------------------------------------
