@@ -25,6 +25,13 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
     return load_config(args.config)
 
 
+def _vocabulary(cfg: PipelineConfig):
+    """The canonical vocabulary: raw categories are normalised with it whatever the backend."""
+    from medfilip.extraction.vocabulary import Vocabulary
+
+    return Vocabulary.load(cfg.extraction.rules.vocabulary_dir)
+
+
 # -- sub-commands -------------------------------------------------------------------
 def cmd_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
@@ -126,11 +133,8 @@ def cmd_batches(args: argparse.Namespace) -> int:
 
 def cmd_entities(args: argparse.Namespace) -> int:
     from medfilip.extraction.entities import build_entities
-    from medfilip.extraction.vocabulary import Vocabulary
 
-    cfg = _config(args)
-    vocab = Vocabulary.load(cfg.extraction.rules.vocabulary_dir)
-    table = build_entities(args.extractions, vocab, args.out)
+    table = build_entities(args.extractions, _vocabulary(_config(args)), args.out)
     print(f"{table.num_rows} entities -> {args.out}")
     return 0
 
@@ -141,10 +145,7 @@ def cmd_quality(args: argparse.Namespace) -> int:
     from medfilip.extraction.quality import MeshMapping, read_reports, score_extraction, write_quality
 
     cfg = _config(args)
-    from medfilip.extraction.vocabulary import Vocabulary
-
-    vocab = Vocabulary.load(cfg.extraction.rules.vocabulary_dir)
-    mapping = MeshMapping.load(cfg.quality.mesh_mapping, vocab)
+    mapping = MeshMapping.load(cfg.quality.mesh_mapping, _vocabulary(cfg))
     rows, diag = score_extraction(read_reports(args.reports), pq.read_table(args.entities), mapping)
     write_quality(rows, diag, args.out, args.figure)
     micro = next(r for r in rows if r["category"] == "micro-average")
@@ -166,12 +167,9 @@ def _extraction_side(values: list[str], results: Path) -> list[Path]:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from medfilip.extraction.compare import MICRO, compare_paths
-    from medfilip.extraction.vocabulary import Vocabulary
 
-    cfg = _config(args)
-    vocab = Vocabulary.load(cfg.extraction.rules.vocabulary_dir)
     rows, diag = compare_paths(_extraction_side(args.a, args.results), _extraction_side(args.b, args.results),
-                               vocab, args.out)
+                               _vocabulary(_config(args)), args.out)
     micro = next(r for r in rows if r["category"] == MICRO)
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     print(f"{diag['a']} vs {diag['b']}: {diag['n_compared']} reports compared "

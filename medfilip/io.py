@@ -44,6 +44,18 @@ def write_text_atomic(text: str, path: str | Path) -> Path:
     return Path(path)
 
 
+def write_csv_atomic(rows: list[dict], path: str | Path, fieldnames: list[str] | None = None) -> Path:
+    """Rows of dicts as a CSV file, written atomically (columns: ``fieldnames`` or the first row's keys)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fieldnames if fieldnames is not None else list(rows[0]))
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text_atomic(buf.getvalue(), path)
+
+
 def sha256_text(*parts: str) -> str:
     """sha256 over parts joined by a separator that cannot occur in text (NUL)."""
     h = hashlib.sha256()

@@ -28,10 +28,7 @@ Per (report, category) and side:
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
-import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,7 +37,7 @@ from typing import Iterable
 import pyarrow.parquet as pq
 
 from medfilip.extraction.vocabulary import Vocabulary
-from medfilip.io import write_text_atomic
+from medfilip.io import write_csv_atomic
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +98,6 @@ class _Normaliser:
         self.vocab = vocab
         self._categories: dict[str, str | None] = {}
         self._locations: dict[str, tuple] = {}
-        lat_words = sorted(vocab.laterality_of, key=len, reverse=True)
-        self._lat_rx = re.compile(r"(?<![\w-])(?:" + "|".join(map(re.escape, lat_words)) + r")(?![\w-])") if lat_words else None
 
     def category(self, raw: str | None) -> str | None:
         if raw not in self._categories:
@@ -130,8 +125,7 @@ class _Normaliser:
                 spec = self.vocab.compounds[m.group(0)]
                 lats.add(spec["laterality"])
                 regions.add(spec["region"])
-        if self._lat_rx is not None:
-            lats.update(self.vocab.laterality_of[m.group(0)] for m in self._lat_rx.finditer(text))
+        lats.update(self.vocab.laterality_of[m.group(0)] for m in self.vocab.laterality_regex.finditer(text))
         regions.update(_longest_regions(self.vocab.region_of(text)))
         if len(lats) > 1:  # "left and right" is bilateral
             lats = {"bilateral"}
@@ -270,11 +264,7 @@ def _row(category: str, group: str | None, n_reports: int, c: Counter) -> dict:
 
 
 def write_agreement(rows: list[dict], out_csv: str | Path) -> Path:
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=COLUMNS)
-    writer.writeheader()
-    writer.writerows(rows)
-    return write_text_atomic(buf.getvalue(), out_csv)
+    return write_csv_atomic(rows, out_csv, COLUMNS)
 
 
 def compare_paths(

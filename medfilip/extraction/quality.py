@@ -79,7 +79,7 @@ class MeshMapping:
         return head
 
 
-def _split_location(location: str | None, vocab: Vocabulary) -> tuple[str | None, str | None]:
+def _split_location(location: str | None) -> tuple[str | None, str | None]:
     if not location:
         return None, None
     first, _, rest = location.partition(" ")
@@ -135,7 +135,7 @@ def score_extraction(
             levels = set().union(*(lab.severity_levels for lab in labels[cat]))
             loc_compared = loc_agree = False
             for loc, _ in predicted[cat]:
-                lat, reg = _split_location(loc, vocab)
+                lat, reg = _split_location(loc)
                 axes = []
                 if lat and lats:
                     axes.append(lat in lats)
@@ -193,16 +193,9 @@ def read_reports(paths: list[str | Path]) -> pa.Table:
 
 def write_quality(rows: list[dict], diagnostics: dict, out_csv: str | Path, figure: str | Path | None = None) -> None:
     """Write the quality table (CSV) and, optionally, a per-category F1 bar chart."""
-    import csv
-    import io
+    from medfilip.io import write_csv_atomic
 
-    from medfilip.io import write_text_atomic
-
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-    writer.writeheader()
-    writer.writerows(rows)
-    write_text_atomic(buf.getvalue(), out_csv)
+    write_csv_atomic(rows, out_csv)
     if diagnostics.get("unmapped_mesh_heads"):
         top = list(diagnostics["unmapped_mesh_heads"].items())[:8]
         log.info("MeSH heads without a mapping (left out of the score): %s", ", ".join(f"{k} x{v}" for k, v in top))

@@ -57,6 +57,14 @@ def _overlaps(a_start: int, a_end: int, b_start: int, b_end: int) -> bool:
     return a_start < b_end and b_start < a_end
 
 
+def _clause(m: Mention, spans: list[Span], length: int) -> tuple[int, int]:
+    """Start and end of the clause holding mention ``m``: the nearest clause breaks around it."""
+    breaks = [s for s in spans if s.kind == "clause_breaks"]
+    start = max((b.end for b in breaks if b.end <= m.start), default=0)
+    end = min((b.start for b in breaks if b.start >= m.end), default=length)
+    return start, end
+
+
 class RulesExtractor:
     """Sentence-level extraction with a compiled :class:`Vocabulary`."""
 
@@ -99,11 +107,9 @@ class RulesExtractor:
     # -- attributes ---------------------------------------------------------------
     def polarity(self, low: str, i: int, mentions: list[Mention], spans: list[Span]) -> Polarity:
         m = mentions[i]
-        breaks = [s for s in spans if s.kind == "clause_breaks"]
-        clause_start = max((b.end for b in breaks if b.end <= m.start), default=0)
-        clause_end = min((b.start for b in breaks if b.start >= m.end), default=10**9)
+        clause_start, clause_end = _clause(m, spans, len(low))
         prev_end = mentions[i - 1].end if i > 0 else 0
-        next_start = mentions[i + 1].start if i + 1 < len(mentions) else 10**9
+        next_start = mentions[i + 1].start if i + 1 < len(mentions) else len(low)
         negated = uncertain = False
         for s in spans:
             before = clause_start <= s.start and s.end <= m.start
@@ -124,7 +130,7 @@ class RulesExtractor:
         inside = list(self.vocab.severity_regex.finditer(low, m.start, m.end))
         if inside:
             return self.vocab.severity_of[inside[0].group(0)].canonical
-        lo = max(mentions[i - 1].end if i > 0 else 0, max((s.end for s in spans if s.kind == "clause_breaks" and s.end <= m.start), default=0))
+        lo = max(mentions[i - 1].end if i > 0 else 0, _clause(m, spans, len(low))[0])
         window = low[lo:m.start]
         words = list(_WORD.finditer(window))[-5:]
         pre = list(self.vocab.severity_regex.finditer(window, words[0].start() if words else len(window)))
@@ -138,9 +144,7 @@ class RulesExtractor:
 
     def location(self, low: str, i: int, mentions: list[Mention], spans: list[Span]) -> str | None:
         m = mentions[i]
-        breaks = [s for s in spans if s.kind == "clause_breaks"]
-        clause_start = max((b.end for b in breaks if b.end <= m.start), default=0)
-        clause_end = min((b.start for b in breaks if b.start >= m.end), default=len(low))
+        clause_start, clause_end = _clause(m, spans, len(low))
         lo = max(mentions[i - 1].end if i > 0 else 0, clause_start)
         hi = min(mentions[i + 1].start if i + 1 < len(mentions) else len(low), clause_end)
         laterality = region = None
