@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 from pathlib import Path
@@ -11,6 +12,8 @@ from medfilip.config import ConfigError, PipelineConfig, load_config
 from medfilip.extraction.backend import ExtractionAborted
 
 log = logging.getLogger("medfilip")
+
+STAGE_PACKAGES = ("knowledge", "labels", "embeddings", "phantom", "images", "datasets", "training", "evaluation")
 
 
 def _setup_logging(verbose: int) -> None:
@@ -251,6 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s.add_argument("--max-rows", type=int, default=50)
     s.set_defaults(func=cmd_query)
+
+    # Later stages register their own sub-commands (medfilip/<stage>/cli.py: register(sub)).
+    for stage in STAGE_PACKAGES:
+        try:
+            module = importlib.import_module(f"medfilip.{stage}.cli")
+        except ModuleNotFoundError as err:
+            if err.name != f"medfilip.{stage}.cli":
+                raise
+            continue
+        module.register(sub)
     return p
 
 

@@ -12,7 +12,17 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
+
+from medfilip.configbase import Strict as _Strict
+from medfilip.datasets.settings import DatasetsConfig
+from medfilip.embeddings.settings import EmbeddingsConfig
+from medfilip.evaluation.settings import EvaluationConfig
+from medfilip.images.settings import ImagesConfig
+from medfilip.knowledge.settings import KnowledgeConfig
+from medfilip.labels.settings import LabelsConfig
+from medfilip.phantom.settings import PhantomConfig
+from medfilip.training.settings import TrainingConfig
 
 log = logging.getLogger(__name__)
 
@@ -22,10 +32,6 @@ DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
 
 class ConfigError(ValueError):
     """A config file that cannot be used; the message names every bad key."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=True, validate_default=True)
 
 
 class ReportSource(str, Enum):
@@ -151,6 +157,14 @@ class PipelineConfig(_Strict):
     reports: ReportsConfig = ReportsConfig()
     extraction: ExtractionConfig = ExtractionConfig()
     quality: QualityConfig = QualityConfig()
+    knowledge: KnowledgeConfig = KnowledgeConfig()
+    labels: LabelsConfig = LabelsConfig()
+    embeddings: EmbeddingsConfig = EmbeddingsConfig()
+    phantom: PhantomConfig = PhantomConfig()
+    images: ImagesConfig = ImagesConfig()
+    datasets: DatasetsConfig = DatasetsConfig()
+    training: TrainingConfig = TrainingConfig()
+    evaluation: EvaluationConfig = EvaluationConfig()
 
     def shard_names(self) -> list[str]:
         return shard_names(self.reports.n_shards)

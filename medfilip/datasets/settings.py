@@ -1,0 +1,11 @@
+"""Config section `datasets:` (imported by medfilip.config; keep this module free of heavy imports)."""
+
+from __future__ import annotations
+
+from pydantic import Field  # noqa: F401
+
+from medfilip.configbase import Strict
+
+
+class DatasetsConfig(Strict):
+    pass

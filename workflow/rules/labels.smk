@@ -1,0 +1,1 @@
+# Stage: labels (rules are added by the stage's owner; see workflow/Snakefile for the order).
