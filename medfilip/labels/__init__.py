@@ -1,1 +1,1 @@
-
+"""Structured labels: entities + the knowledge dictionary -> label text per report (paper eq. 10)."""
