@@ -1,11 +1,38 @@
-"""Config section `labels:` (imported by medfilip.config; keep this module free of heavy imports)."""
+"""Config section ``labels:`` (imported by medfilip.config; keep this module free of heavy imports)."""
 
 from __future__ import annotations
 
-from pydantic import Field  # noqa: F401
+from typing import Literal
+
+from pydantic import Field, field_validator
 
 from medfilip.configbase import Strict
 
+VARIANT_NAMES = ("category", "triplet", "triplet_explanation", "report")
+
 
 class LabelsConfig(Strict):
-    pass
+    variants: list[Literal["category", "triplet", "triplet_explanation", "report"]] = Field(
+        list(VARIANT_NAMES),
+        min_length=1,
+        description="Label variants written to labels.parquet (training runs pick one each): category, triplet, "
+        "triplet_explanation (the paper's template), report (the report text)",
+    )
+    negated: Literal["drop", "keep"] = Field(
+        "drop", description="Negated findings: drop them (as the reference code does) or keep them as 'no {category}'"
+    )
+    uncertain: Literal["drop", "present"] = Field(
+        "present", description="Uncertain findings ('may represent atelectasis'): drop them or count them as present"
+    )
+    omit_default_location: bool = Field(
+        True,
+        description="Leave out a location that is only the category's default (pleural effusion at 'pleura'), "
+        "keeping lateralities and lobes",
+    )
+
+    @field_validator("variants")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"variants listed twice: {sorted({v for v in value if value.count(v) > 1})}")
+        return value

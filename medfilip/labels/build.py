@@ -1,0 +1,187 @@
+"""Build ``results/labels.parquet`` from report shards, entities and the knowledge dictionary.
+
+One row per (report, variant, distinct label text). A report whose entities hold no positive
+finding gets one ``normal`` label, so every report (and so every image) has at least one label.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from medfilip.io import write_parquet_atomic
+from medfilip.labels.settings import LabelsConfig
+from medfilip.labels.templates import LabelVariant, render_label
+
+log = logging.getLogger(__name__)
+
+NORMAL = "normal"
+
+LABEL_SCHEMA = pa.schema(
+    [
+        ("report_id", pa.string()),
+        ("variant", pa.string()),
+        ("label", pa.string()),
+        ("label_key", pa.string()),  # sha256(label)[:16]
+        ("category", pa.string()),  # null for the report variant
+        ("severity", pa.string()),
+        ("location", pa.string()),
+        ("polarity", pa.string()),
+        ("explanation", pa.string()),
+        ("fine_grained_key", pa.string()),  # "{severity}|{category}"
+        ("is_normal", pa.bool_()),
+    ]
+)
+
+
+def label_key(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class LabelSummary:
+    n_reports: int
+    n_rows: int
+    n_normal_reports: int
+    unique_labels: dict[str, int]
+
+
+def _location(location: str | None, default: str | None, omit_default: bool) -> str | None:
+    if not location:
+        return None
+    if omit_default and default and location.strip().lower() == default.strip().lower():
+        return None
+    return location
+
+
+def build_labels(
+    report_paths: Iterable[str | Path],
+    entities_path: str | Path,
+    knowledge,
+    settings: LabelsConfig,
+    out_path: str | Path,
+    *,
+    default_locations: dict[str, str | None] | None = None,
+) -> LabelSummary:
+    """Write labels.parquet; ``knowledge`` is a KnowledgeDictionary (explanations per category)."""
+    default_locations = default_locations or {}
+    reports: dict[str, str] = {}
+    for path in report_paths:
+        table = pq.read_table(path, columns=["report_id", "text"])
+        for rid, text in zip(table.column("report_id").to_pylist(), table.column("text").to_pylist()):
+            reports[rid] = text or ""
+
+    entities = pq.read_table(entities_path, columns=["report_id", "severity", "location", "category", "polarity"])
+    keep_polarity = {"present"} | ({"uncertain"} if settings.uncertain == "present" else set())
+    if settings.negated == "keep":
+        keep_polarity.add("negated")
+    findings: dict[str, list[dict]] = {}
+    unknown: Counter[str] = Counter()
+    not_in_corpus = 0
+    for ent in entities.to_pylist():
+        if ent["category"] is None or ent["polarity"] not in keep_polarity:
+            continue
+        if ent["report_id"] not in reports:
+            not_in_corpus += 1
+            continue
+        if knowledge.resolve(ent["category"]) is None:
+            unknown[ent["category"]] += 1
+            continue
+        findings.setdefault(ent["report_id"], []).append(ent)
+    if unknown:
+        raise ValueError(
+            f"{entities_path}: categories with no knowledge-dictionary entry: {sorted(unknown)} "
+            "(add them to the dictionary; see knowledge.path)"
+        )
+    if not_in_corpus:
+        log.warning("%d entities of reports not in the report shards were ignored", not_in_corpus)
+
+    rows: dict[str, list] = {name: [] for name in LABEL_SCHEMA.names}
+    n_normal = 0
+    unique: dict[str, set[str]] = {v: set() for v in settings.variants}
+    for rid in sorted(reports):
+        ents = findings.get(rid, [])
+        positive = [e for e in ents if e["polarity"] != "negated"]
+        if not positive:
+            n_normal += 1
+        for variant in settings.variants:
+            seen: set[str] = set()
+
+            def add(text, category, severity, location, polarity, explanation, is_normal):
+                if text in seen:
+                    return
+                seen.add(text)
+                unique[variant].add(text)
+                for name, value in zip(
+                    LABEL_SCHEMA.names,
+                    (rid, variant, text, label_key(text), category, severity, location, polarity, explanation,
+                     None if category is None else f"{severity or ''}|{category}", is_normal),
+                ):
+                    rows[name].append(value)
+
+            if variant == LabelVariant.report.value:
+                text = reports[rid] or NORMAL
+                add(render_label("", variant=variant, report_text=text), None, None, None, None, None, not positive)
+                continue
+            items = ents if positive else [{"category": NORMAL, "severity": None, "location": None, "polarity": "present"}]
+            for e in items:
+                category = knowledge.resolve(e["category"])
+                explanation = knowledge.explanation(category)
+                location = _location(e["location"], default_locations.get(category), settings.omit_default_location)
+                negated = e["polarity"] == "negated"
+                text = render_label(category, e["severity"], location, explanation, variant, negated=negated)
+                add(text, category, e["severity"], location, e["polarity"], explanation, not positive)
+
+    table = pa.Table.from_pydict(rows, schema=LABEL_SCHEMA)
+    write_parquet_atomic(table, out_path)
+    summary = LabelSummary(len(reports), table.num_rows, n_normal, {v: len(s) for v, s in unique.items()})
+    log.info(
+        "%d label rows for %d reports (%d normal); unique labels per variant: %s",
+        summary.n_rows, summary.n_reports, summary.n_normal_reports, summary.unique_labels,
+    )
+    return summary
+
+
+def label_statistics(labels_path: str | Path, top: int = 15) -> list[dict]:
+    """Rows of label_stats.csv: unique labels and labels per report per variant, top categories."""
+    import duckdb
+
+    con = duckdb.connect()
+    con.execute("create view labels as select * from read_parquet(?)", [str(labels_path)])
+    out: list[dict] = []
+    for variant, n_unique, n_rows, n_reports in con.execute(
+        "select variant, count(distinct label), count(*), count(distinct report_id) from labels group by 1 order by 1"
+    ).fetchall():
+        out += [
+            {"statistic": "unique_labels", "variant": variant, "key": "", "value": n_unique},
+            {"statistic": "label_rows", "variant": variant, "key": "", "value": n_rows},
+            {"statistic": "reports", "variant": variant, "key": "", "value": n_reports},
+        ]
+    for variant, mean, median, mx, normal in con.execute(
+        """select variant, avg(n), median(n), max(n), avg(normal::int) from (
+               select variant, report_id, count(*) n, bool_or(is_normal) normal from labels group by 1, 2)
+           group by 1 order by 1"""
+    ).fetchall():
+        out += [
+            {"statistic": "labels_per_report_mean", "variant": variant, "key": "", "value": round(mean, 3)},
+            {"statistic": "labels_per_report_median", "variant": variant, "key": "", "value": median},
+            {"statistic": "labels_per_report_max", "variant": variant, "key": "", "value": mx},
+            {"statistic": "normal_report_fraction", "variant": variant, "key": "", "value": round(normal, 4)},
+        ]
+    variant = con.execute(
+        "select variant from labels where variant <> 'report' group by 1 order by (variant = 'triplet_explanation') desc, 1 limit 1"
+    ).fetchone()
+    if variant:
+        for category, n in con.execute(
+            "select category, count(distinct report_id) n from labels where variant = ? group by 1 order by 2 desc, 1 limit ?",
+            [variant[0], top],
+        ).fetchall():
+            out.append({"statistic": "top_category_reports", "variant": variant[0], "key": category, "value": n})
+    return out

@@ -1,0 +1,42 @@
+"""``medfilip labels``: entities + knowledge dictionary -> labels.parquet and label_stats.csv."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def cmd_labels(args: argparse.Namespace) -> int:
+    from medfilip.config import load_config
+    from medfilip.extraction.vocabulary import Vocabulary
+    from medfilip.io import write_csv_atomic
+    from medfilip.knowledge import load_knowledge
+    from medfilip.labels.build import build_labels, label_statistics
+
+    cfg = load_config(args.config)
+    vocabulary = Vocabulary.load(cfg.extraction.rules.vocabulary_dir)
+    knowledge = load_knowledge(cfg.knowledge.path, required=vocabulary.by_name)
+    summary = build_labels(
+        args.reports,
+        args.entities,
+        knowledge,
+        cfg.labels,
+        args.out,
+        default_locations={name: cat.location for name, cat in vocabulary.by_name.items()},
+    )
+    if args.stats:
+        write_csv_atomic(label_statistics(args.out), args.stats, ["statistic", "variant", "key", "value"])
+    print(
+        f"{summary.n_rows} labels for {summary.n_reports} reports ({summary.n_normal_reports} normal); "
+        f"unique per variant: {summary.unique_labels}"
+    )
+    return 0
+
+
+def register(sub) -> None:
+    s = sub.add_parser("labels", help="structured labels (paper template + knowledge) from entities")
+    s.add_argument("--reports", type=Path, nargs="+", required=True, help="report shard Parquet files")
+    s.add_argument("--entities", type=Path, default=Path("results/entities.parquet"))
+    s.add_argument("--out", type=Path, default=Path("results/labels.parquet"))
+    s.add_argument("--stats", type=Path, default=None, help="label statistics CSV (results/tables/label_stats.csv)")
+    s.set_defaults(func=cmd_labels)
