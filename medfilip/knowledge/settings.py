@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field  # noqa: F401
+from pathlib import Path
+
+from pydantic import Field
 
 from medfilip.configbase import Strict
 
 
 class KnowledgeConfig(Strict):
-    pass
+    path: Path = Field(
+        Path("resources/knowledge/dictionary.yaml"),
+        description="The IKI dictionary (YAML): a visual explanation, context and synonyms per category",
+    )
