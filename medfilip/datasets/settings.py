@@ -2,10 +2,87 @@
 
 from __future__ import annotations
 
-from pydantic import Field  # noqa: F401
+from pathlib import Path
+from typing import ClassVar
+
+from pydantic import Field, field_validator
 
 from medfilip.configbase import Strict
+from medfilip.datasets.catalog import COVID, NIH, RSNA, SIIM, SPECS, VINBIG, DatasetSpec
+
+
+def _classes_field(spec: DatasetSpec, what: str):
+    return Field(
+        list(spec.default_classes),
+        min_length=1,
+        description=f"{what} Allowed: {', '.join(spec.categories)}.",
+    )
+
+
+class DatasetSettings(Strict):
+    spec_name: ClassVar[str] = ""
+
+    enabled: bool = Field(True, description="Build/read this dataset and preprocess it into results/images/<name>/.")
+    root: Path | None = Field(
+        None,
+        description="Folder of the real dataset in its published layout; null = build the phantom twin under "
+        "results/twins/<name>/ and read that.",
+    )
+    n_test: int = Field(1024, ge=1, le=1_000_000, description="Images in the test split (paper: 1,024).")
+    n_validate: int = Field(
+        512, ge=0, le=1_000_000,
+        description="Images in the validate split (used to choose thresholds honestly; 0 = none).",
+    )
+
+    @field_validator("classes", check_fields=False)
+    @classmethod
+    def _known_classes(cls, classes: list[str]) -> list[str]:
+        spec = SPECS[cls.spec_name]
+        unknown = [c for c in classes if c not in spec.categories]
+        if unknown:
+            raise ValueError(f"unknown {spec.name} class(es) {unknown}; allowed: {list(spec.categories)}")
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"duplicate class in {classes}")
+        if spec.task == "single_label" and len(classes) < 2:
+            raise ValueError(f"{spec.name} is single-label: give at least 2 classes")
+        if spec.negative_class is not None and spec.name != "covid" and spec.negative_class not in classes:
+            raise ValueError(f"{spec.name} needs its negative class {spec.negative_class!r}")
+        return classes
+
+
+class RsnaSettings(DatasetSettings):
+    spec_name: ClassVar[str] = "rsna"
+    classes: list[str] = _classes_field(RSNA, "Classes (Target 1 = Lung Opacity -> pneumonia, 0 -> normal).")
+
+
+class NihSettings(DatasetSettings):
+    spec_name: ClassVar[str] = "nih"
+    classes: list[str] = _classes_field(NIH, "ChestX-ray14 Finding Labels evaluated (paper: 10).")
+
+
+class VinbigSettings(DatasetSettings):
+    spec_name: ClassVar[str] = "vinbig"
+    classes: list[str] = _classes_field(VINBIG, "VinBigData class_name values evaluated (paper: 8).")
+
+
+class SiimSettings(DatasetSettings):
+    spec_name: ClassVar[str] = "siim"
+    classes: list[str] = _classes_field(SIIM, "Classes (RLE mask given -> pneumothorax, -1 -> normal).")
+
+
+class CovidSettings(DatasetSettings):
+    spec_name: ClassVar[str] = "covid"
+    classes: list[str] = _classes_field(COVID, "COVID-19 Radiography class folders evaluated.")
 
 
 class DatasetsConfig(Strict):
-    pass
+    render_size: int = Field(
+        256, ge=32, le=4096,
+        description="Side in pixels of the twin images as written to disk (before preprocessing to images.size).",
+    )
+    seed: int = Field(0, ge=0, description="Seed of the twins' sampling, rendering and of real datasets' splits.")
+    rsna: RsnaSettings = Field(RsnaSettings(), description="RSNA Pneumonia (DICOM, binary pneumonia vs normal).")
+    nih: NihSettings = Field(NihSettings(), description="NIH ChestX-ray14 (PNG, multi-label).")
+    vinbig: VinbigSettings = Field(VinbigSettings(), description="VinBigData / VinDr-CXR (DICOM, multi-label).")
+    siim: SiimSettings = Field(SiimSettings(), description="SIIM-ACR Pneumothorax (DICOM + RLE masks).")
+    covid: CovidSettings = Field(CovidSettings(), description="COVID-19 Radiography Database (PNG class folders).")
