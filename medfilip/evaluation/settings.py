@@ -1,11 +1,110 @@
-"""Config section `evaluation:` (imported by medfilip.config; keep this module free of heavy imports)."""
+"""Config section `evaluation:` (imported by medfilip.config; keep this module free of heavy imports).
+
+Zero-shot evaluation of every trained run on every evaluation set: the downstream stores
+(results/images/{dataset}/, their labels) and the MIMIC-style sets built from the held-out
+(validate / test) images of the pretraining corpus store (results/images/corpus/, ground truth =
+the findings each image was rendered from).
+"""
 
 from __future__ import annotations
 
-from pydantic import Field  # noqa: F401
+from typing import Literal
+
+from pydantic import Field, field_validator
 
 from medfilip.configbase import Strict
 
+# The IU-Xray MeSH categories with the most held-out reports (validate + test of the embedded corpus):
+# every one has >= 20 held-out reports, so AUC and F1 are defined on both splits.
+DEFAULT_SINGLE_LABEL = ["normal", "cardiomegaly", "atelectasis", "opacity", "pleural effusion", "granuloma"]
+DEFAULT_MULTI_LABEL = [
+    "cardiomegaly",
+    "atelectasis",
+    "opacity",
+    "pleural effusion",
+    "granuloma",
+    "calcification",
+    "degenerative changes",
+    "support devices",
+    "nodule",
+    "emphysema",
+    "hyperinflation",
+    "scoliosis",
+]
+
+
+def _unique(value: list[str] | None, what: str) -> list[str] | None:
+    if value is None:
+        return value
+    twice = sorted({v for v in value if value.count(v) > 1})
+    if twice:
+        raise ValueError(f"{what} listed twice: {twice}")
+    return value
+
+
+class CorpusSetsSettings(Strict):
+    enabled: bool = Field(
+        True, description="Build the MIMIC-style single-label, multi-label and fine-grained sets from the corpus store"
+    )
+    single_label_classes: list[str] = Field(
+        DEFAULT_SINGLE_LABEL,
+        min_length=2,
+        description="Classes of the single-label set: an image is kept when exactly one of them is among its "
+        "findings ('normal' = no finding at all); scored by top-1 and per class",
+    )
+    multi_label_classes: list[str] = Field(
+        DEFAULT_MULTI_LABEL,
+        min_length=1,
+        description="Classes of the multi-label set (every held-out image; 'normal' = no finding at all)",
+    )
+    fine_grained_categories: list[str] | None = Field(
+        None, description="Categories whose severity+category pairs form the fine-grained set; null = any category"
+    )
+    fine_grained_min_count: int = Field(
+        5,
+        ge=1,
+        le=1_000_000,
+        description="A severity+category pair becomes a fine-grained class when it has at least this many images "
+        "in the test split and in the validate split",
+    )
+
+    @field_validator("single_label_classes", "multi_label_classes", "fine_grained_categories")
+    @classmethod
+    def _no_repeats(cls, value, info):
+        return _unique(value, info.field_name)
+
 
 class EvaluationConfig(Strict):
-    pass
+    text_variant: Literal["triplet_explanation", "triplet", "category"] = Field(
+        "triplet_explanation",
+        description="Class text: triplet_explanation = '{category}, where {category} is {explanation}' (paper eqs. "
+        "10-11, IKI), triplet = severity/location/category only, category = the category name",
+    )
+    compare_category_text: list[str] = Field(
+        ["covid"],
+        description="Sets also scored with the category name alone, as '{set}_by_category' (unseen classes: by "
+        "category vs by explanation); a name not evaluated is ignored",
+    )
+    single_label_score: Literal["softmax", "cosine"] = Field(
+        "softmax",
+        description="Per-class score on single-label sets: softmax over the classes of logit_scale x cosine, or the "
+        "cosine itself (multi-label sets always use the cosine)",
+    )
+    protocols: list[Literal["test", "validate"]] = Field(
+        ["test", "validate"],
+        min_length=1,
+        description="F1/accuracy threshold protocols: test = chosen on the test set (paper, MedKLIP, KAD); validate = "
+        "chosen on the validate split, applied to test",
+    )
+    datasets: list[str] | None = Field(
+        None,
+        description="Downstream stores to evaluate (results/images/{name}/); null = every dataset enabled in datasets:",
+    )
+    batch_size: int = Field(64, ge=1, le=65536, description="Images encoded per forward pass")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cpu, cuda, or auto (cuda when available)")
+    corpus: CorpusSetsSettings = CorpusSetsSettings()
+
+    @field_validator("compare_category_text", "protocols", "datasets")
+    @classmethod
+    def _no_repeats(cls, value, info):
+        return _unique(value, info.field_name)
