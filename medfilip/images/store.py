@@ -58,6 +58,8 @@ KNOWN_TYPES: dict[str, pa.DataType] = {
     "findings": pa.list_(FINDING_TYPE),
     "labels": pa.list_(pa.float32()),
     "boxes": pa.list_(BOX_TYPE),
+    "width": pa.int32(),  # original pixels, before the letterbox (see medfilip.images.preprocess)
+    "height": pa.int32(),
 }
 REJECT_SCHEMA = pa.schema([("path", pa.string()), ("image_id", pa.string()), ("reason", pa.string())])
 
