@@ -76,7 +76,7 @@ def vectors_of(table: pa.Table) -> np.ndarray:
     lengths = pc.list_value_length(column).to_numpy(zero_copy_only=False)
     if lengths.min() != lengths.max():
         raise ValueError(f"vectors of different lengths ({lengths.min()} and {lengths.max()}) in one embedding file")
-    flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=False)
+    flat = column.flatten().to_numpy(zero_copy_only=False).astype(np.float32, copy=True)  # writable (torch.from_numpy)
     return flat.reshape(table.num_rows, int(lengths[0]))
 
 
