@@ -133,8 +133,9 @@ class KnowledgeDictionary:
         if canonical is None:
             import difflib
 
-            close = difflib.get_close_matches(normalise_name(category), list(self._by_key), n=3, cutoff=0.6)
-            hint = f" (did you mean {', '.join(repr(self._by_key[c]) for c in close)}?)" if close else ""
+            close = difflib.get_close_matches(normalise_name(category), list(self._by_key), n=6, cutoff=0.6)
+            names = list(dict.fromkeys(self._by_key[c] for c in close))[:3]
+            hint = f" (did you mean {', '.join(map(repr, names))}?)" if names else ""
             raise KeyError(f"{self.path}: no entry for category {category!r}{hint}")
         return self._entries[canonical]
 
@@ -160,9 +161,13 @@ def load_knowledge(path: str | Path, required: Iterable[str] = ()) -> KnowledgeD
         raise KnowledgeError(f"{path}: is a folder, expected the knowledge dictionary YAML file") from None
     version = hashlib.sha256(raw).hexdigest()[:16]
     try:
-        data = yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader)  # noqa: S506 (a SafeLoader subclass)
+        data = yaml.load(raw.decode("utf-8"), Loader=_UniqueKeyLoader)
     except UnicodeDecodeError as err:
         raise KnowledgeError(f"{path}: not UTF-8 text ({err})") from None
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        raise KnowledgeError(f"{path}: not valid YAML{where}: {err.problem or err}") from None
     except yaml.YAMLError as err:
         raise KnowledgeError(f"{path}: not valid YAML: {err}") from None
 
