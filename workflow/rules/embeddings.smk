@@ -1,1 +1,56 @@
-# Stage: embeddings (rules are added by the stage's owner; see workflow/Snakefile for the order).
+# Stage 4: E_sim embeddings. Every unique label string is embedded once (cached by model + text);
+# training turns a batch's SSM target into a gather + matmul over these vectors.
+#
+# The cache (results/cache/embeddings/{slug}/) is deliberately not an output: snakemake deletes
+# a job's outputs before it runs, and the cache must outlive label edits and killed jobs so that
+# only new label strings are embedded. The output holds the vectors of exactly the current labels.
+
+from medfilip.embeddings import model_files, model_slug
+
+EMBEDDINGS_SLUG = model_slug(CFG.embeddings.model)
+# what training and evaluation read
+EMBEDDINGS = f"results/embeddings/{EMBEDDINGS_SLUG}.parquet"
+
+
+rule embed_labels:
+    input:
+        labels="results/labels.parquet",
+        # a local model folder's files (none for a hub id): new weights re-run the embedding
+        model=model_files(CFG.embeddings.model),
+    output:
+        EMBEDDINGS,
+    params:
+        config=EFFECTIVE_CONFIG,
+        settings=SETTINGS["embeddings"],
+        cache=f"results/cache/embeddings/{EMBEDDINGS_SLUG}",
+    threads: 2
+    log:
+        "results/logs/embed_labels/embed_labels.log",
+    benchmark:
+        "results/benchmarks/embed_labels/embed_labels.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} embed --labels {input.labels} --cache {params.cache} --out {output}"
+        " --threads {threads} --no-progress > {log} 2>&1"
+
+
+rule ssm_heatmap:
+    input:
+        labels="results/labels.parquet",
+        embeddings=EMBEDDINGS,
+    output:
+        report(
+            "results/figures/ssm_heatmap.png",
+            caption="../report/ssm_heatmap.rst",
+            category="Labels",
+        ),
+    log:
+        "results/logs/ssm_heatmap/ssm_heatmap.log",
+    params:
+        config=EFFECTIVE_CONFIG,
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} ssm-heatmap --labels {input.labels} --embeddings {input.embeddings}"
+        " --out {output} > {log} 2>&1"
