@@ -130,7 +130,8 @@ def build_labels(
                 text = reports[rid] or NORMAL
                 add(render_label("", variant=variant, report_text=text), None, None, None, None, None, not positive)
                 continue
-            items = ents if positive else [{"category": NORMAL, "severity": None, "location": None, "polarity": "present"}]
+            # a report with no positive finding is normal; kept negations ("no pneumothorax") stay beside it
+            items = ents + ([] if positive else [{"category": NORMAL, "severity": None, "location": None, "polarity": "present"}])
             for e in items:
                 category = knowledge.resolve(e["category"])
                 explanation = knowledge.explanation(category)
@@ -154,7 +155,7 @@ def label_statistics(labels_path: str | Path, top: int = 15) -> list[dict]:
     import duckdb
 
     con = duckdb.connect()
-    con.execute("create view labels as select * from read_parquet(?)", [str(labels_path)])
+    con.register("labels", pq.read_table(labels_path))
     out: list[dict] = []
     for variant, n_unique, n_rows, n_reports in con.execute(
         "select variant, count(distinct label), count(*), count(distinct report_id) from labels group by 1 order by 1"
