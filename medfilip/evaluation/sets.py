@@ -1,0 +1,257 @@
+"""Evaluation sets of the zero-shot table: which images, which classes, which ground truth.
+
+- A **downstream** store (results/images/{dataset}/: rsna, nih, vinbig, siim, covid ...) is one set:
+  its classes are the store's ``label_names`` (canonical category names), its ground truth the
+  ``labels`` column (1 / 0 / NaN). It is *single-label* when every labelled image has exactly one
+  positive class (covid: covid-19 pneumonia vs pneumonia vs normal), else multi-label (one class =
+  binary).
+- The **corpus** store (results/images/corpus/, the pretraining images) gives three MIMIC-style sets
+  from its held-out validate/test images, ground truth = the ``findings`` each image was rendered
+  from (a finding is present; anything not listed is absent):
+
+  ``corpus_single``  images with exactly one of the single-label classes ('normal' = no finding at
+                     all; findings outside the list are allowed), one-hot labels; top-1 + per class.
+  ``corpus_multi``   every held-out image, one column per multi-label class.
+  ``corpus_fine``    severity+category pairs ("mild cardiomegaly") with at least ``min_count`` images
+                     in both splits. An image is positive for a pair when it has that finding at that
+                     severity, negative when it has the category at another severity or not at all,
+                     and unknown (NaN) when it has the category with no severity stated.
+
+A set listed in ``evaluation.compare_category_text`` is also scored with the bare category names
+as ``{set}_by_category`` (unseen classes: by category vs by explanation).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable
+
+import numpy as np
+
+if TYPE_CHECKING:  # keep the import light: the workflow imports this module for its input lists
+    from medfilip.evaluation.settings import CorpusSetsSettings, EvaluationConfig
+    from medfilip.images.store import ImageStore
+
+log = logging.getLogger(__name__)
+
+NORMAL = "normal"
+SPLITS = ("validate", "test")
+CORPUS_DATASET = "corpus"
+IMAGES_DIR = "results/images"
+MODELS_DIR = "results/models"
+
+
+class EvaluationSetError(ValueError):
+    """A store that cannot be turned into an evaluation set; the message names the folder."""
+
+
+@dataclass(frozen=True)
+class ClassSpec:
+    """One class of a set: its column name and what its text is rendered from."""
+
+    name: str
+    category: str
+    severity: str | None = None
+
+
+@dataclass
+class EvalSet:
+    """Images (row numbers of ``store``) and 1/0/NaN labels per split, for one list of classes."""
+
+    name: str
+    kind: str  # single_label | multi_label
+    classes: list[ClassSpec]
+    store: Any  # ImageStore
+    rows: dict[str, np.ndarray] = field(default_factory=dict)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    text_variant: str | None = None  # None: evaluation.text_variant
+
+    @property
+    def class_names(self) -> list[str]:
+        return [c.name for c in self.classes]
+
+    @property
+    def categories(self) -> list[str]:
+        return sorted({c.category for c in self.classes})
+
+    def n(self, split: str) -> int:
+        return int(self.rows.get(split, np.empty(0)).size)
+
+
+# -- what the workflow evaluates --------------------------------------------------------------
+def downstream_names(cfg) -> list[str]:
+    """The downstream datasets to evaluate: ``evaluation.datasets``, or every dataset enabled in ``datasets:``."""
+    if cfg.evaluation.datasets is not None:
+        return list(cfg.evaluation.datasets)
+    names = []
+    for name in type(cfg.datasets).model_fields:
+        section = getattr(cfg.datasets, name)
+        if getattr(section, "enabled", None) is True:
+            names.append(name)
+    return names
+
+
+def configured_set_dirs(cfg) -> list[str]:
+    """Store folders the zero-shot table reads: each downstream dataset, then the corpus (if its sets are on)."""
+    dirs = [f"{IMAGES_DIR}/{name}" for name in downstream_names(cfg)]
+    if cfg.evaluation.corpus.enabled:
+        dirs.append(f"{IMAGES_DIR}/{CORPUS_DATASET}")
+    return dirs
+
+
+def configured_run_dirs(cfg) -> list[str]:
+    """Model folders of every configured training run (results/models/{run}/)."""
+    return [f"{MODELS_DIR}/{run}" for run in cfg.training.runs]
+
+
+# -- building sets from stores ------------------------------------------------------------------
+def _split_rows(store: "ImageStore") -> dict[str, np.ndarray]:
+    return {split: store.indices(split) for split in SPLITS}
+
+
+def _is_single_label(labels: np.ndarray) -> bool:
+    if labels.shape[1] < 2 or labels.shape[0] == 0 or np.isnan(labels).any():
+        return False
+    return bool((labels.sum(axis=1) == 1).all())
+
+
+def downstream_set(store: "ImageStore", name: str | None = None) -> EvalSet:
+    """The set of a labelled downstream store (classes = label_names)."""
+    names = store.label_names
+    if not names:
+        raise EvaluationSetError(f"{store.root}: meta.json has no label_names (not a labelled downstream store)")
+    labels = store.labels()
+    rows = _split_rows(store)
+    held_out = np.concatenate([rows[s] for s in SPLITS])
+    kind = "single_label" if _is_single_label(labels[held_out]) else "multi_label"
+    return EvalSet(
+        name=name or store.dataset,
+        kind=kind,
+        classes=[ClassSpec(n, n) for n in names],
+        store=store,
+        rows=rows,
+        labels={s: labels[r] for s, r in rows.items()},
+    )
+
+
+def _findings(store: "ImageStore") -> list[list[dict]]:
+    if "findings" not in store.index.column_names:
+        raise EvaluationSetError(f"{store.root}: index has no 'findings' column (not a corpus store)")
+    return [row or [] for row in store.index.column("findings").to_pylist()]
+
+
+def _clean(value: str | None) -> str | None:
+    value = " ".join(str(value).split()).lower() if value is not None else ""
+    return value or None
+
+
+def corpus_sets(store: "ImageStore", settings: "CorpusSetsSettings") -> list[EvalSet]:
+    """The single-label, multi-label and fine-grained sets of the corpus store's held-out images."""
+    findings = _findings(store)
+    rows = _split_rows(store)
+    cats = [{_clean(f.get("category")) for f in fs} - {None} for fs in findings]
+    out = []
+
+    # single-label: exactly one of the listed classes
+    single = list(settings.single_label_classes)
+    single_rows, single_labels = {}, {}
+    for split, r in rows.items():
+        keep, onehots = [], []
+        for i in r:
+            present = [k for k, c in enumerate(single) if (not cats[i] if c == NORMAL else c in cats[i])]
+            if len(present) == 1:
+                keep.append(i)
+                onehot = np.zeros(len(single), dtype=np.float32)
+                onehot[present[0]] = 1.0
+                onehots.append(onehot)
+        single_rows[split] = np.asarray(keep, dtype=np.int64)
+        single_labels[split] = np.array(onehots, dtype=np.float32).reshape(-1, len(single))
+    out.append(
+        EvalSet("corpus_single", "single_label", [ClassSpec(c, c) for c in single], store, single_rows, single_labels)
+    )
+
+    # multi-label: every held-out image
+    multi = list(settings.multi_label_classes)
+
+    def multi_hot(i: int) -> list[float]:
+        return [float(not cats[i]) if c == NORMAL else float(c in cats[i]) for c in multi]
+
+    out.append(
+        EvalSet(
+            name="corpus_multi",
+            kind="multi_label",
+            classes=[ClassSpec(c, c) for c in multi],
+            store=store,
+            rows=rows,
+            labels={s: np.array([multi_hot(i) for i in r], dtype=np.float32).reshape(-1, len(multi)) for s, r in rows.items()},
+        )
+    )
+
+    # fine-grained: severity+category pairs frequent enough in both splits
+    pairs_of = [{(_clean(f.get("severity")), _clean(f.get("category"))) for f in fs} for fs in findings]
+    allowed = set(settings.fine_grained_categories) if settings.fine_grained_categories is not None else None
+    counts = {
+        split: Counter(p for i in r for p in pairs_of[i] if p[0] is not None and p[1] is not None)
+        for split, r in rows.items()
+    }
+    pairs = sorted(
+        (
+            p
+            for p in set(counts["test"]) & set(counts["validate"])
+            if min(counts[s][p] for s in SPLITS) >= settings.fine_grained_min_count and (allowed is None or p[1] in allowed)
+        ),
+        key=lambda p: (p[1], p[0]),  # by category, then severity
+    )
+    if not pairs:
+        log.warning("%s: no severity+category pair has %d images in both validate and test; corpus_fine is empty",
+                    store.root, settings.fine_grained_min_count)
+
+    def fine_label(i: int, severity: str, category: str) -> float:
+        if (severity, category) in pairs_of[i]:
+            return 1.0
+        if (None, category) in pairs_of[i]:
+            return float("nan")
+        return 0.0
+
+    out.append(
+        EvalSet(
+            name="corpus_fine",
+            kind="multi_label",
+            classes=[ClassSpec(f"{s} {c}", c, s) for s, c in pairs],
+            store=store,
+            rows=rows,
+            labels={
+                split: np.array([[fine_label(i, s, c) for s, c in pairs] for i in r], dtype=np.float32).reshape(-1, len(pairs))
+                for split, r in rows.items()
+            },
+        )
+    )
+    return out
+
+
+def load_eval_sets(set_dirs: Iterable[str | Path], settings: "EvaluationConfig") -> list[EvalSet]:
+    """Every evaluation set of the given store folders (a corpus store gives its three sets), with the
+    ``{set}_by_category`` copies asked for by ``compare_category_text``. Empty sets are dropped with a warning."""
+    from medfilip.images.store import ImageStore
+
+    sets: list[EvalSet] = []
+    for d in set_dirs:
+        store = ImageStore.open(d)
+        if "findings" in store.index.column_names and not store.label_names:
+            if settings.corpus.enabled:
+                sets.extend(corpus_sets(store, settings.corpus))
+        else:
+            sets.append(downstream_set(store, Path(d).name))
+    by_category = set(settings.compare_category_text)
+    out = []
+    for s in sets:
+        if not s.classes or s.n("test") == 0:
+            log.warning("%s: set %s has %d classes and %d test images; left out", s.store.root, s.name, len(s.classes), s.n("test"))
+            continue
+        out.append(s)
+        if s.name in by_category:
+            out.append(replace(s, name=f"{s.name}_by_category", text_variant="category"))
+    return out

@@ -1,0 +1,231 @@
+"""Zero-shot classification: score every image of a set against every class text (paper eqs. 10-11).
+
+Class text (eq. 10): the structured-label template with the image-specific knowledge (IKI) of the
+class, ``render_label(category, severity, explanation=knowledge.explanation(category))`` =
+"{severity} {category}, where {category} is {explanation}" (``evaluation.text_variant`` picks the
+ablation variants: the triplet without explanation, or the bare category name).
+
+Score (eq. 11; our reading): the cosine similarity of the L2-normalised image and text embeddings,
+``s_ik = <v_i, t_k>``. Multi-label and binary sets score each class by this cosine. On single-label
+sets the classes compete, so the per-class score is ``softmax_k(logit_scale * s_ik)`` (the model's
+learnt scale; ``evaluation.single_label_score = cosine`` keeps the cosine) and the predicted class
+is ``argmax_k s_ik`` (the same under both). Metrics: :mod:`medfilip.evaluation.metrics`.
+
+Each image is encoded once per run, whatever the number of sets that use it (the three corpus
+sets share the corpus store's held-out images).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from medfilip.evaluation.metrics import evaluate_scores, mean_ignoring_nan, top1_accuracy
+from medfilip.evaluation.sets import EvalSet
+from medfilip.labels.templates import render_label
+
+log = logging.getLogger(__name__)
+
+DEFAULT_LOGIT_SCALE = 1.0 / 0.07
+
+
+@dataclass
+class ZeroShotResult:
+    """Long-form per-class rows and one summary per (run, set)."""
+
+    per_class: list[dict] = field(default_factory=list)
+    summaries: list[dict] = field(default_factory=list)
+
+
+def class_texts(eval_set: EvalSet, explain: Callable[[str], str], variant: str) -> list[str]:
+    """The text of each class of ``eval_set`` (its own ``text_variant`` wins over ``variant``)."""
+    variant = eval_set.text_variant or variant
+    texts = []
+    for c in eval_set.classes:
+        explanation = explain(c.category) if variant == "triplet_explanation" else None
+        texts.append(render_label(c.category, severity=c.severity, explanation=explanation, variant=variant))
+    return texts
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise ValueError("evaluation.device = cuda but no CUDA device is available")
+    return device
+
+
+def logit_scale_of(model: Any) -> float:
+    """The model's learnt softmax scale (a float, a 0-d tensor, or a method returning one)."""
+    import torch
+
+    value = getattr(model, "logit_scale", None)
+    if value is None:
+        return DEFAULT_LOGIT_SCALE
+    if callable(value) and not isinstance(value, torch.Tensor):
+        value = value()
+    if isinstance(value, torch.Tensor):
+        value = value.detach().float().cpu().item()
+    return float(value)
+
+
+def encode_store_images(
+    model: Any,
+    store: Any,
+    rows: np.ndarray,
+    *,
+    batch_size: int,
+    device: str = "cpu",
+    progress: bool = True,
+    desc: str = "images",
+) -> np.ndarray:
+    """float32 (len(rows), D) image embeddings of ``store[rows]``, ``batch_size`` images per forward pass."""
+    import torch
+    from tqdm import tqdm
+
+    rows = np.asarray(rows, dtype=np.int64)
+    chunks = []
+    with torch.inference_mode():
+        for start in tqdm(range(0, rows.size, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+            batch = torch.from_numpy(store.get_batch(rows[start : start + batch_size])).to(device)
+            chunks.append(model.encode_image(batch).float().cpu().numpy())
+    if not chunks:
+        return np.zeros((0, 0), dtype=np.float32)
+    return np.concatenate(chunks).astype(np.float32, copy=False)
+
+
+def encode_texts(model: Any, texts: Sequence[str], batch_size: int) -> np.ndarray:
+    import torch
+
+    with torch.inference_mode():
+        parts = [model.encode_text(list(texts[i : i + batch_size])).float().cpu().numpy() for i in range(0, len(texts), batch_size)]
+    return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def zero_shot_scores(image_emb: np.ndarray, text_emb: np.ndarray, *, softmax: bool = False, logit_scale: float = DEFAULT_LOGIT_SCALE) -> np.ndarray:
+    """(N, K) scores: cosine of image i and class text k, or its softmax over k at ``logit_scale``."""
+    cos = image_emb.astype(np.float64) @ text_emb.astype(np.float64).T
+    if not softmax:
+        return cos
+    z = logit_scale * cos
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+class _EmbeddingCache:
+    """Image embeddings of one run, by (store folder, row), each row encoded once."""
+
+    def __init__(self, model: Any, batch_size: int, device: str, progress: bool):
+        self.model, self.batch_size, self.device, self.progress = model, batch_size, device, progress
+        self._emb: dict[str, dict[int, np.ndarray]] = {}
+
+    def get(self, store: Any, rows: np.ndarray) -> np.ndarray:
+        key = str(store.root)
+        known = self._emb.setdefault(key, {})
+        missing = np.array(sorted({int(r) for r in rows} - set(known)), dtype=np.int64)
+        if missing.size:
+            emb = encode_store_images(self.model, store, missing, batch_size=self.batch_size, device=self.device,
+                                      progress=self.progress, desc=Path(key).name)
+            known.update(zip(missing.tolist(), emb))
+        if len(rows) == 0:
+            return np.zeros((0, next(iter(known.values())).size if known else 0), dtype=np.float32)
+        return np.stack([known[int(r)] for r in rows])
+
+    def prefetch(self, sets: Iterable[EvalSet]) -> None:
+        by_store: dict[str, tuple[Any, set[int]]] = {}
+        for s in sets:
+            store_rows = by_store.setdefault(str(s.store.root), (s.store, set()))[1]
+            for rows in s.rows.values():
+                store_rows.update(int(r) for r in rows)
+        for store, rows in by_store.values():
+            self.get(store, np.array(sorted(rows), dtype=np.int64))
+
+
+def evaluate_run(
+    model: Any,
+    run: str,
+    sets: Sequence[EvalSet],
+    explain: Callable[[str], str],
+    *,
+    text_variant: str = "triplet_explanation",
+    single_label_score: str = "softmax",
+    protocols: Sequence[str] = ("test", "validate"),
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress: bool = True,
+) -> ZeroShotResult:
+    """Scores and metrics of one model on every set: per-class rows and a summary per set."""
+    if hasattr(model, "eval"):
+        model.eval()
+    scale = logit_scale_of(model)
+    cache = _EmbeddingCache(model, batch_size, device, progress)
+    cache.prefetch(sets)
+    result = ZeroShotResult()
+    for s in sets:
+        started = time.perf_counter()
+        texts = class_texts(s, explain, text_variant)
+        text_emb = encode_texts(model, texts, batch_size)
+        softmax = s.kind == "single_label" and single_label_score == "softmax"
+        scores = {
+            split: zero_shot_scores(cache.get(s.store, rows), text_emb, softmax=softmax, logit_scale=scale)
+            for split, rows in s.rows.items()
+            if rows.size
+        }
+        rows = evaluate_scores(
+            s.class_names,
+            scores["test"],
+            s.labels["test"],
+            validate_scores=scores.get("validate"),
+            validate_labels=s.labels.get("validate") if "validate" in scores else None,
+            protocols=protocols,
+            set_name=f"{run}/{s.name}",
+        )
+        for r in rows:
+            result.per_class.append({"run": run, "dataset": s.name, **r})
+        summary = {"run": run, "dataset": s.name, "kind": s.kind, "n_classes": len(s.classes),
+                   "n_test": s.n("test"), "n_validate": s.n("validate")}
+        for protocol in protocols:
+            mine = [r for r in rows if r["protocol"] == protocol]
+            summary[protocol] = {m: mean_ignoring_nan(r[m] for r in mine) for m in ("auc", "f1", "accuracy", "precision", "recall")}
+        if s.kind == "single_label":
+            summary["top1"] = top1_accuracy(scores["test"], s.labels["test"])
+        result.summaries.append(summary)
+        log.info("%s on %s (%s, %d classes, %d test images): mean AUC %.3f in %.1fs", run, s.name, s.kind,
+                 len(s.classes), s.n("test"), summary[protocols[0]]["auc"], time.perf_counter() - started)
+    return result
+
+
+def evaluate_runs(
+    run_dirs: Sequence[str | Path],
+    sets: Sequence[EvalSet],
+    explain: Callable[[str], str],
+    *,
+    load_model: Callable[[Path, str], Any] | None = None,
+    device: str = "auto",
+    **kwargs: Any,
+) -> ZeroShotResult:
+    """:func:`evaluate_run` for each run folder (run name = folder name); models load one at a time."""
+    import torch
+
+    if load_model is None:
+        from medfilip.training.model import load_trained as load_model
+    device = resolve_device(device)
+    total = ZeroShotResult()
+    for run_dir in run_dirs:
+        run_dir = Path(run_dir)
+        model = load_model(run_dir, device)
+        part = evaluate_run(model, run_dir.name, sets, explain, device=device, **kwargs)
+        total.per_class.extend(part.per_class)
+        total.summaries.extend(part.summaries)
+        del model
+        if device == "cuda":
+            torch.cuda.empty_cache()
+    return total

@@ -1,0 +1,226 @@
+"""Zero-shot scoring on tiny image stores with a deterministic encoder, the sets, the table and the figure."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medfilip.evaluation.report import write_figure, write_per_class, write_table
+from medfilip.evaluation.sets import configured_run_dirs, configured_set_dirs, corpus_sets, downstream_set, load_eval_sets
+from medfilip.evaluation.settings import CorpusSetsSettings, EvaluationConfig
+from medfilip.evaluation.zeroshot import class_texts, evaluate_run, evaluate_runs, zero_shot_scores
+from medfilip.images.store import write_store
+
+torch.set_num_threads(1)
+
+SIZE = 24
+VOCAB = ["cardiomegaly", "atelectasis", "pleural effusion", "pneumonia", "covid-19 pneumonia", "normal"]
+
+
+def image_with(classes: list[str]) -> np.ndarray:
+    """A stripe per vocabulary entry; a class present makes its stripe bright ('normal' draws nothing)."""
+    img = np.zeros((SIZE, SIZE), dtype=np.uint8)
+    width = SIZE // len(VOCAB)
+    for c in classes:
+        if c != "normal":
+            k = VOCAB.index(c)
+            img[:, k * width : (k + 1) * width] = 255
+    return img
+
+
+class StripeEncoder:
+    """Deterministic dual encoder: image dim k = brightness of stripe k (+ a constant 'normal' dim);
+    the text of class k is the unit vector e_k. Images of class k thus align with class k's text."""
+
+    logit_scale = 10.0
+
+    def eval(self):
+        return self
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        assert images.dtype == torch.uint8 and images.ndim == 3
+        width = SIZE // len(VOCAB)
+        x = images.float() / 255.0
+        feats = [x[:, :, k * width : (k + 1) * width].mean(dim=(1, 2)) for k in range(len(VOCAB) - 1)]
+        feats.append(torch.full((images.shape[0],), 0.3))
+        return torch.nn.functional.normalize(torch.stack(feats, dim=1), dim=1)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        out = torch.zeros(len(texts), len(VOCAB))
+        for i, text in enumerate(texts):
+            head = text.split(",")[0].strip()
+            # longest name first: "covid-19 pneumonia" is not "pneumonia"
+            name = max((n for n in VOCAB if head == n or head.endswith(" " + n)), key=len)
+            out[i, VOCAB.index(name)] = 1.0
+        return out
+
+
+def explain(category: str) -> str:
+    return f"a test pattern of stripes ({len(category)} letters)"
+
+
+def multi_label_store(root: Path):
+    rng = np.random.default_rng(0)
+    names = ["cardiomegaly", "atelectasis", "pleural effusion"]
+    items = []
+    for i in range(40):
+        present = [n for n in names if rng.random() < 0.4] or [names[i % 3]]
+        labels = [float(n in present) for n in names]
+        if i % 7 == 0:
+            labels[1] = float("nan")  # not stated
+        items.append((f"img{i:03d}", image_with(present), {"split": "test" if i % 2 else "validate", "labels": labels}))
+    return write_store(root, items, size=SIZE, dataset="nih", label_names=names)
+
+
+def covid_store(root: Path):
+    names = ["covid-19 pneumonia", "pneumonia", "normal"]
+    items = []
+    for i in range(30):
+        cls = names[i % 3]
+        items.append((f"c{i:03d}", image_with([cls]), {"split": "test" if i % 2 else "validate",
+                                                     "labels": [float(n == cls) for n in names]}))
+    return write_store(root, items, size=SIZE, dataset="covid", label_names=names)
+
+
+def finding(category: str, severity: str | None = None) -> dict:
+    return {"category": category, "location": None, "severity": severity}
+
+
+CORPUS = [  # (findings, split) per image
+    ([], "test"), ([], "validate"), ([], "test"), ([], "validate"),
+    ([finding("cardiomegaly", "mild")], "test"), ([finding("cardiomegaly", "mild")], "validate"),
+    ([finding("cardiomegaly", "mild")], "test"), ([finding("cardiomegaly", "mild")], "validate"),
+    ([finding("cardiomegaly", "severe")], "test"), ([finding("cardiomegaly", "severe")], "validate"),
+    ([finding("cardiomegaly")], "test"),  # severity unstated: unknown for the fine-grained pairs
+    ([finding("atelectasis", "mild")], "test"), ([finding("atelectasis", "mild")], "validate"),
+    ([finding("atelectasis"), finding("cardiomegaly", "mild")], "test"),  # two listed classes: not single-label
+    ([finding("atelectasis"), finding("scoliosis")], "validate"),  # scoliosis is not listed: still single-label
+    ([finding("pleural effusion", "small")], "train"),  # training images are never evaluated
+]
+
+
+def corpus_store(root: Path):
+    items = [(f"r{i:03d}", image_with([f["category"] for f in fs if f["category"] in VOCAB]),
+              {"report_id": f"R{i}", "split": split, "findings": fs}) for i, (fs, split) in enumerate(CORPUS)]
+    return write_store(root, items, size=SIZE, dataset="corpus")
+
+
+CORPUS_SETTINGS = CorpusSetsSettings(
+    single_label_classes=["normal", "cardiomegaly", "atelectasis"],
+    multi_label_classes=["cardiomegaly", "atelectasis", "normal"],
+    fine_grained_min_count=1,
+)
+
+
+def test_class_texts_follow_the_template_and_variants(tmp_path: Path):
+    s = downstream_set(covid_store(tmp_path / "covid"))
+    assert class_texts(s, explain, "triplet_explanation")[0] == (
+        "covid-19 pneumonia, where covid-19 pneumonia is a test pattern of stripes (18 letters)")
+    assert class_texts(s, explain, "category") == ["covid-19 pneumonia", "pneumonia", "normal"]
+
+
+def test_downstream_multi_label_scores_perfectly(tmp_path: Path):
+    s = downstream_set(multi_label_store(tmp_path / "nih"))
+    assert s.kind == "multi_label" and s.n("test") == 20 and s.n("validate") == 20
+    result = evaluate_run(StripeEncoder(), "stripes", [s], explain, batch_size=7)
+    assert {(r["class"], r["protocol"]) for r in result.per_class} == {
+        (c, p) for c in s.class_names for p in ("test", "validate")}
+    for r in result.per_class:
+        assert r["auc"] == 1.0 and r["f1"] == 1.0 and r["accuracy"] == 1.0, r
+    # the 'not stated' labels are left out of atelectasis
+    ate = next(r for r in result.per_class if r["class"] == "atelectasis" and r["protocol"] == "test")
+    assert ate["n"] == 20 - int(np.isnan(s.labels["test"][:, 1]).sum()) < 20
+    summary = result.summaries[0]
+    assert summary["test"]["auc"] == 1.0 and "top1" not in summary
+
+
+def test_single_label_set_top1_softmax_and_by_category_copy(tmp_path: Path):
+    covid_store(tmp_path / "covid")
+    sets = load_eval_sets([tmp_path / "covid"], EvaluationConfig())
+    assert [s.name for s in sets] == ["covid", "covid_by_category"]
+    assert sets[0].kind == "single_label" and sets[1].text_variant == "category"
+    result = evaluate_run(StripeEncoder(), "stripes", sets, explain, batch_size=8)
+    for summary in result.summaries:
+        assert summary["top1"] == 1.0 and summary["test"]["auc"] == 1.0
+    # softmax scores of single-label sets are probabilities over the classes
+    img = StripeEncoder().encode_image(torch.from_numpy(np.stack([image_with(["pneumonia"])]))).numpy()
+    txt = StripeEncoder().encode_text(["covid-19 pneumonia", "pneumonia", "normal"]).numpy()
+    p = zero_shot_scores(img, txt, softmax=True, logit_scale=10.0)
+    assert p.sum() == pytest.approx(1.0) and p.argmax() == 1
+
+
+def test_corpus_sets_from_findings(tmp_path: Path):
+    store = corpus_store(tmp_path / "corpus")
+    single, multi, fine = corpus_sets(store, CORPUS_SETTINGS)
+    assert (single.name, multi.name, fine.name) == ("corpus_single", "corpus_multi", "corpus_fine")
+    # multi-label: every held-out image, 'normal' = no finding at all
+    assert multi.n("test") + multi.n("validate") == len(CORPUS) - 1
+    normal_col = multi.labels["test"][:, 2]
+    assert normal_col.tolist() == [1, 1, 0, 0, 0, 0, 0, 0]
+    # single-label: image 13 (atelectasis + cardiomegaly) is out, image 14 (atelectasis + scoliosis) is in
+    ids = store.image_ids
+    kept = {ids[i] for split in ("test", "validate") for i in single.rows[split]}
+    assert "r013" not in kept and "r014" in kept and "r015" not in kept
+    assert (single.labels["test"].sum(axis=1) == 1).all()
+    # fine-grained: pairs seen in both splits; unstated severity of the same category is unknown
+    assert fine.class_names == ["mild atelectasis", "mild cardiomegaly", "severe cardiomegaly"]
+    mild_cardio = fine.labels["test"][:, 1]
+    test_ids = [ids[i] for i in fine.rows["test"]]
+    assert mild_cardio[test_ids.index("r004")] == 1.0
+    assert mild_cardio[test_ids.index("r008")] == 0.0  # severe: another severity
+    assert np.isnan(mild_cardio[test_ids.index("r010")])  # severity unstated
+    assert mild_cardio[test_ids.index("r000")] == 0.0  # normal
+    assert class_texts(fine, explain, "triplet")[1] == "mild cardiomegaly"
+    # a higher minimum count drops the rare pairs
+    strict = corpus_sets(store, CORPUS_SETTINGS.model_copy(update={"fine_grained_min_count": 2}))[2]
+    assert strict.class_names == ["mild cardiomegaly"]
+
+
+def test_corpus_scoring_and_table_and_figure(tmp_path: Path):
+    corpus_store(tmp_path / "corpus")
+    multi_label_store(tmp_path / "nih")
+    settings = EvaluationConfig(corpus=CORPUS_SETTINGS)
+    sets = load_eval_sets([tmp_path / "nih", tmp_path / "corpus"], settings)
+    assert [s.name for s in sets] == ["nih", "corpus_single", "corpus_multi", "corpus_fine"]
+    result = evaluate_runs(
+        [tmp_path / "models" / "medfilip", tmp_path / "models" / "convirt"], sets, explain,
+        load_model=lambda run_dir, device: StripeEncoder(), device="cpu", batch_size=5, progress=False,
+    )
+    by = {(s["run"], s["dataset"]): s for s in result.summaries}
+    assert by[("medfilip", "corpus_multi")]["test"]["auc"] == 1.0
+    assert by[("convirt", "corpus_single")]["top1"] == 1.0
+
+    rows = write_table(result.summaries, tmp_path / "tables" / "zeroshot.csv")
+    with open(tmp_path / "tables" / "zeroshot.csv", newline="") as fh:
+        table = list(csv.DictReader(fh))
+    header = list(table[0])
+    assert [r["run"] for r in table] == ["medfilip", "convirt"]
+    assert header[:6] == ["run", "nih_auc", "nih_f1", "nih_acc", "nih_f1_valthr", "nih_acc_valthr"]
+    assert "corpus_single_top1" in header and "nih_top1" not in header and header[-1] == "mean_auc"
+    assert len(header) == 1 + 4 * 5 + 1 + 1
+    assert float(table[0]["nih_auc"]) == 1.0 and float(table[0]["mean_auc"]) == rows[0]["mean_auc"]
+
+    long = write_per_class(result.per_class, tmp_path / "tables" / "zeroshot_per_class.csv")
+    with open(tmp_path / "tables" / "zeroshot_per_class.csv", newline="") as fh:
+        reader = csv.DictReader(fh)
+        assert reader.fieldnames == ["run", "dataset", "class", "protocol", "auc", "f1", "acc", "precision", "recall",
+                                     "threshold", "n_pos", "n"]
+        assert len(list(reader)) == len(long) == 2 * 2 * sum(len(s.classes) for s in sets)
+
+    figure = write_figure(result.summaries, tmp_path / "figures" / "zeroshot.png")
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and figure.stat().st_size > 10_000
+
+
+def test_configured_sets_and_runs():
+    from medfilip.config import validate_config
+
+    cfg = validate_config({"evaluation": {"datasets": ["rsna", "covid"]}}, source="test")
+    assert configured_set_dirs(cfg) == ["results/images/rsna", "results/images/covid", "results/images/corpus"]
+    assert configured_run_dirs(cfg) == [f"results/models/{r}" for r in cfg.training.runs]
+    cfg = validate_config({"evaluation": {"corpus": {"enabled": False}}}, source="test")
+    enabled = [n for n in type(cfg.datasets).model_fields if getattr(getattr(cfg.datasets, n), "enabled", False) is True]
+    assert configured_set_dirs(cfg) == [f"results/images/{n}" for n in enabled]
