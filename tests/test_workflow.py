@@ -241,3 +241,51 @@ def test_bad_config_fails_before_any_job(project: Path):
     assert "reports.n_shards = 0" in output_of(proc)
     assert "Job stats" not in output_of(proc)
     assert not (project / "results").exists()
+
+
+@pytest.mark.slow
+def test_knowledge_edit_reruns_labels_and_below_never_extraction(project: Path):
+    """Issue 4's DAG precision: one dictionary entry edited -> labels, embeddings and their
+    dependants re-run; reports, extraction and entities do not."""
+    from medfilip.embeddings import model_slug
+
+    shutil.copy(ROOT / "resources" / "knowledge" / "dictionary.yaml", project / "knowledge.yaml")
+    cfg = yaml.safe_load((project / "config.yaml").read_text())
+    cfg["knowledge"] = {"path": "knowledge.yaml"}
+    cfg["labels"] = {"variants": ["triplet_explanation", "report"]}
+    (project / "config.yaml").write_text(yaml.safe_dump(cfg))
+    config = project / "config.yaml"
+    embeddings = f"results/embeddings/{model_slug(None)}.parquet"
+    targets = ("results/labels.parquet", embeddings, "results/figures/ssm_heatmap.png")
+    proc = snakemake(project, "--cores", "2", *targets, configfile=config)
+    assert proc.returncode == 0, output_of(proc)
+    assert job_counts(proc) == {"report_shards": 1, "extract_triplets": 2, "entities": 1, "structured_labels": 1,
+                                "embed_labels": 1, "ssm_heatmap": 1}
+    labels = pq.read_table(project / "results" / "labels.parquet").to_pylist()
+    assert {r["variant"] for r in labels} == {"triplet_explanation", "report"}
+    assert any(r["label"].startswith("mild cardiomegaly, where cardiomegaly is ") for r in labels)
+    assert pq.read_table(project / embeddings).num_rows == len({r["label"] for r in labels})
+
+    # edit one entry
+    knowledge = yaml.safe_load((project / "knowledge.yaml").read_text())
+    knowledge["categories"]["pneumothorax"]["explanation"] = "a dark rim of free air along the chest wall"
+    (project / "knowledge.yaml").write_text(yaml.safe_dump(knowledge, sort_keys=False))
+
+    proc = snakemake(project, "-n", *targets, configfile=config)
+    assert proc.returncode == 0, output_of(proc)
+    assert job_counts(proc) == {"structured_labels": 1, "embed_labels": 1, "ssm_heatmap": 1}
+    # and over the whole DAG: nothing upstream of the labels is planned
+    proc = snakemake(project, "-n", "all", configfile=config)
+    assert proc.returncode == 0, output_of(proc)
+    planned = job_counts(proc)
+    assert {"structured_labels", "embed_labels"} <= set(planned)
+    assert not {"report_shards", "extract_triplets", "entities", "extraction_quality"} & set(planned), planned
+
+    # running it embeds only the changed label strings
+    proc = snakemake(project, "--cores", "2", *targets, configfile=config)
+    assert proc.returncode == 0, output_of(proc)
+    log = (project / "results" / "logs" / "embed_labels" / "embed_labels.log").read_text()
+    new = pq.read_table(project / "results" / "labels.parquet").to_pylist()
+    changed = {r["label"] for r in new} - {r["label"] for r in labels}
+    assert changed and all("a dark rim of free air along the chest wall" in t for t in changed)
+    assert re.search(rf"\b{len(changed)} embedded\b", log), log
