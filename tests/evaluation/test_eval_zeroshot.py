@@ -224,3 +224,34 @@ def test_configured_sets_and_runs():
     cfg = validate_config({"evaluation": {"corpus": {"enabled": False}}}, source="test")
     enabled = [n for n in type(cfg.datasets).model_fields if getattr(getattr(cfg.datasets, n), "enabled", False) is True]
     assert configured_set_dirs(cfg) == [f"results/images/{n}" for n in enabled]
+
+
+def test_cli_with_a_tiny_trained_dual_encoder(tmp_path: Path, capsys):
+    """The real chain: medfilip.training's DualEncoder saved and loaded, the real IKI dictionary, the CLI."""
+    import yaml
+
+    from medfilip.cli import main
+    from medfilip.training.model import build_model, save_trained
+    from medfilip.training.settings import ModelSettings
+
+    root = Path(__file__).resolve().parents[2]
+    save_trained(build_model(ModelSettings(embed_dim=16, text_trainable_layers=0), SIZE, seed=0), tmp_path / "models" / "tiny")
+    covid_store(tmp_path / "images" / "covid")
+    corpus_store(tmp_path / "images" / "corpus")
+    config = {"evaluation": {"device": "cpu", "batch_size": 16, "corpus": CORPUS_SETTINGS.model_dump()}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    out = tmp_path / "tables" / "zeroshot.csv"
+    code = main(["-q", "-c", str(tmp_path / "config.yaml"), "zeroshot", "--runs", str(tmp_path / "models" / "tiny"),
+                 "--sets", str(tmp_path / "images" / "covid"), str(tmp_path / "images" / "corpus"),
+                 "--knowledge", str(root / "resources" / "knowledge" / "dictionary.yaml"),
+                 "--out", str(out), "--per-class", str(tmp_path / "tables" / "per_class.csv"),
+                 "--figure", str(tmp_path / "figures" / "zeroshot.png"), "--no-progress"])
+    assert code == 0, capsys.readouterr().err
+    with open(out, newline="") as fh:
+        (row,) = list(csv.DictReader(fh))
+    assert row["run"] == "tiny"
+    for name in ("covid", "covid_by_category", "corpus_single", "corpus_multi", "corpus_fine"):
+        assert 0.0 <= float(row[f"{name}_auc"]) <= 1.0
+    assert 0.0 <= float(row["covid_top1"]) <= 1.0
+    assert (tmp_path / "figures" / "zeroshot.png").exists() and (tmp_path / "tables" / "per_class.csv").exists()
+    assert "tiny: mean AUC" in capsys.readouterr().out
