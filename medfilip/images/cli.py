@@ -7,17 +7,6 @@ import argparse
 from pathlib import Path
 
 
-def corpus_image_root(cfg) -> Path | None:
-    """Where real corpus images live: images.corpus.image_root, else for MIMIC-CXR its image root
-    (reports.mimic_cxr.image_root, else reports.mimic_cxr.root); None = render phantoms."""
-    if cfg.images.corpus.image_root is not None:
-        return Path(cfg.images.corpus.image_root)
-    if cfg.reports.source == "mimic_cxr":
-        mimic = cfg.reports.mimic_cxr
-        return Path(mimic.image_root or mimic.root)
-    return None
-
-
 def cmd_corpus_images(args: argparse.Namespace) -> int:
     import os
 
@@ -25,6 +14,7 @@ def cmd_corpus_images(args: argparse.Namespace) -> int:
 
     from medfilip.config import load_config
     from medfilip.images.corpus import build_corpus_store
+    from medfilip.images.workflow import corpus_image_root
 
     cfg = load_config(args.config)
     corpus = cfg.images.corpus

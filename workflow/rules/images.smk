@@ -6,35 +6,27 @@
 # deletes the outputs of a job before it runs, and the PNGs are a cache that makes a re-run render
 # only what changed. The store folder is replaced as a whole when the job succeeds.
 
+from medfilip.images.workflow import corpus_findings_inputs, corpus_params
 
-def corpus_findings_inputs(wildcards):
-    """What decides the drawn findings: the MeSH mapping + vocabulary, or the extracted entities."""
-    if CFG.images.corpus.findings == "entities":
-        return {"entities": "results/entities.parquet"}
-    return {"mesh_mapping": str(CFG.quality.mesh_mapping), "vocabulary": VOCABULARY}
-
-
-def corpus_rendered():
-    """Phantoms are rendered unless real corpus images are configured (MIMIC-CXR is always real)."""
-    return CFG.images.corpus.image_root is None and CFG.reports.source == "iu_xray"
+CORPUS = corpus_params(CFG, SETTINGS)
 
 
 rule corpus_images:
     input:
-        unpack(corpus_findings_inputs),
+        # the MeSH mapping + vocabulary, or results/entities.parquet (images.corpus.findings)
+        **corpus_findings_inputs(CFG, VOCABULARY),
         shards=expand("results/reports/shards/{shard}.parquet", shard=SHARDS),
     output:
         index="results/images/corpus/index.parquet",
         meta="results/images/corpus/meta.json",
     params:
         config=EFFECTIVE_CONFIG,
-        out_dir="results/images/corpus",
-        png_dir=f"results/corpus/{CFG.reports.source}/images",
+        png_dir=CORPUS["png_dir"],
+        entities=CORPUS["entities_arg"],
         # every setting that changes the pixels or the index: a change re-runs this rule
-        images=SETTINGS["images"],
-        phantom=SETTINGS["phantom"] if corpus_rendered() else {},
-        mimic_image_root=SETTINGS["reports"]["mimic_cxr"]["image_root"] if not corpus_rendered() else None,
-        entities="--entities results/entities.parquet" if CFG.images.corpus.findings == "entities" else "",
+        images=CORPUS["images"],
+        phantom=CORPUS["phantom"],
+        image_root=CORPUS["image_root"],
     threads: workflow.cores
     log:
         "results/logs/corpus_images/corpus_images.log",
@@ -44,5 +36,5 @@ rule corpus_images:
         "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} corpus-images --reports {input.shards} {params.entities}"
-        " --png-dir {params.png_dir} --out {params.out_dir} --workers {threads} --no-progress"
+        " --png-dir {params.png_dir} --out $(dirname {output.index}) --workers {threads} --no-progress"
         " > {log} 2>&1"
