@@ -233,17 +233,14 @@ def _render_one(task: RenderTask) -> tuple[str, str]:
 
 
 def _render(task: RenderTask):
-    import inspect
-
     from medfilip.phantom import Finding, render_phantom
 
     findings = [Finding(category=c, location=loc, severity=sev) for c, loc, sev in task.image.findings]
     kwargs: dict[str, Any] = {"size": task.size, "seed": image_seed(task.image.image_id, task.seed), "view": task.image.view}
-    params = inspect.signature(render_phantom).parameters
-    if task.phantom_settings and "config" in params:
+    if task.phantom_settings:
         from medfilip.phantom.settings import PhantomConfig
 
-        kwargs["config"] = PhantomConfig(**task.phantom_settings)
+        kwargs["settings"] = PhantomConfig(**task.phantom_settings)
     try:
         return render_phantom(findings, **kwargs)
     except ValueError as err:

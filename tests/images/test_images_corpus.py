@@ -118,8 +118,6 @@ def test_seeds_are_stable_and_distinct():
 
 
 def test_rendered_corpus_store_and_resume(shard, mapping, tmp_path):
-    pytest.importorskip("medfilip.phantom", reason="phantom renderer").__dict__.get("render_phantom") or pytest.skip(
-        "medfilip.phantom.render_phantom not available yet")
     png_dir = tmp_path / "corpus" / "iu_xray" / "images"
     store = build_corpus_store([shard], tmp_path / "store", size=SIZE, findings="mesh", mapping=mapping,
                                png_dir=png_dir, workers=1, progress=False)
@@ -214,3 +212,11 @@ def test_cli_builds_the_store_from_real_files(shard, tmp_path, capsys):
     out = capsys.readouterr().out
     assert "3 images of 32x32 (corpus)" in out and "0 rejected" in out
     assert main(["image-store", str(tmp_path / "store")]) == 0
+
+
+def test_second_view_is_skipped_while_the_phantom_has_no_lateral(shard, mapping, tmp_path):
+    store = build_corpus_store([shard], tmp_path / "store", size=SIZE, findings="mesh", mapping=mapping,
+                               second_view=True, png_dir=tmp_path / "png", progress=False)
+    assert store.meta["rendered"] == {"rendered": 3, "skipped": 2}
+    assert set(store.index.column("view").to_pylist()) == {"PA", "AP"}
+    assert not (tmp_path / "png" / "CXR1_IM-1-2001.png").exists()
