@@ -18,7 +18,9 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     ev = cfg.evaluation
-    sets = load_eval_sets(args.sets, ev)
+    # a file stands for its folder: the workflow passes model.pt and index.parquet (its inputs)
+    runs = [p.parent if p.is_file() else p for p in args.runs]
+    sets = load_eval_sets([p.parent if p.is_file() else p for p in args.sets], ev)
     if not sets:
         raise ValueError(f"no evaluation set with test images in {', '.join(map(str, args.sets))}")
     categories = sorted({c for s in sets for c in s.categories})
@@ -27,7 +29,7 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
     for s in sets:
         log.info("set %s: %s, %d classes, %d validate / %d test images", s.name, s.kind, len(s.classes), s.n("validate"), s.n("test"))
     result = evaluate_runs(
-        args.runs,
+        runs,
         sets,
         knowledge.explanation,
         device=ev.device,
@@ -50,9 +52,10 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     s = sub.add_parser("zeroshot", help="zero-shot AUC / F1 / accuracy of trained runs on evaluation stores (CSV + figure)")
-    s.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders (results/models/<run>) holding model.pt")
+    s.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders (results/models/<run>) or their model.pt")
     s.add_argument("--sets", type=Path, nargs="+", required=True,
-                   help="image stores (results/images/<dataset>); the corpus store gives the corpus_* sets")
+                   help="image store folders (results/images/<dataset>) or their index.parquet; the corpus store gives "
+                        "the corpus_* sets")
     s.add_argument("--out", type=Path, default=Path("results/tables/zeroshot.csv"))
     s.add_argument("--per-class", type=Path, default=None, help="long-form per-class CSV")
     s.add_argument("--figure", type=Path, default=None, help="grouped bar chart of mean AUC (PNG)")
