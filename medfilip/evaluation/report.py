@@ -4,7 +4,8 @@
 ``test`` protocol: threshold chosen on test, as the paper), ``{set}_f1_valthr``, ``{set}_acc_valthr``
 (the ``validate`` protocol: threshold from the validate split), ``{set}_top1`` on single-label
 sets; then ``mean_auc`` (mean over sets of each set's mean AUC). Every metric is the mean over the
-set's classes with a defined value.
+set's classes with a defined value ('normal' left out on single-label sets, see
+:func:`medfilip.evaluation.zeroshot.mean_classes`).
 
 ``zeroshot_per_class.csv``: run, dataset, class, protocol, auc, f1, acc, precision, recall,
 threshold, n_pos, n.

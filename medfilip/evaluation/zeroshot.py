@@ -9,7 +9,8 @@ Score (eq. 11; our reading): the cosine similarity of the L2-normalised image an
 ``s_ik = <v_i, t_k>``. Multi-label and binary sets score each class by this cosine. On single-label
 sets the classes compete, so the per-class score is ``softmax_k(logit_scale * s_ik)`` (the model's
 learnt scale; ``evaluation.single_label_score = cosine`` keeps the cosine) and the predicted class
-is ``argmax_k s_ik`` (the same under both). Metrics: :mod:`medfilip.evaluation.metrics`.
+is ``argmax_k s_ik`` (the same under both). Metrics: :mod:`medfilip.evaluation.metrics`; a set's
+mean is over its classes, less 'normal' on single-label sets (:func:`mean_classes`).
 
 Each image is encoded once per run, whatever the number of sets that use it (the three corpus
 sets share the corpus store's held-out images).
@@ -26,7 +27,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from medfilip.evaluation.metrics import evaluate_scores, mean_ignoring_nan, top1_accuracy
-from medfilip.evaluation.sets import EvalSet
+from medfilip.evaluation.sets import NORMAL, EvalSet
 from medfilip.labels.templates import render_label
 
 log = logging.getLogger(__name__)
@@ -120,6 +121,16 @@ def zero_shot_scores(image_emb: np.ndarray, text_emb: np.ndarray, *, softmax: bo
     return e / e.sum(axis=1, keepdims=True)
 
 
+def mean_classes(eval_set: EvalSet) -> list[str]:
+    """The classes a set's mean metrics average over: all of them, except 'normal' on a single-label
+    set with other classes (there it is the complement of the disease classes: RSNA and SIIM report
+    pneumonia / pneumothorax, as the paper's binary tasks; 'normal' still counts for top-1)."""
+    names = eval_set.class_names
+    if eval_set.kind == "single_label" and NORMAL in names and len(names) > 1:
+        return [n for n in names if n != NORMAL]
+    return names
+
+
 class _EmbeddingCache:
     """Image embeddings of one run, by (store folder, row), each row encoded once."""
 
@@ -192,8 +203,10 @@ def evaluate_run(
             result.per_class.append({"run": run, "dataset": s.name, **r})
         summary = {"run": run, "dataset": s.name, "kind": s.kind, "n_classes": len(s.classes),
                    "n_test": s.n("test"), "n_validate": s.n("validate")}
+        averaged = mean_classes(s)
+        summary["mean_over"] = averaged
         for protocol in protocols:
-            mine = [r for r in rows if r["protocol"] == protocol]
+            mine = [r for r in rows if r["protocol"] == protocol and r["class"] in averaged]
             summary[protocol] = {m: mean_ignoring_nan(r[m] for r in mine) for m in ("auc", "f1", "accuracy", "precision", "recall")}
         if s.kind == "single_label":
             summary["top1"] = top1_accuracy(scores["test"], s.labels["test"])

@@ -153,6 +153,27 @@ def test_single_label_set_top1_softmax_and_by_category_copy(tmp_path: Path):
     assert p.sum() == pytest.approx(1.0) and p.argmax() == 1
 
 
+def test_binary_single_label_set_averages_the_disease_class_only(tmp_path: Path):
+    # RSNA-like: pneumonia vs normal, a third of the pneumonia images look normal (label noise)
+    names = ["pneumonia", "normal"]
+    items = []
+    for i in range(36):
+        cls = names[i % 2]
+        drawn = "normal" if cls == "pneumonia" and i % 3 == 0 else cls
+        items.append((f"p{i:03d}", image_with([drawn]), {"split": ("test", "validate")[i % 4 // 2],
+                                                         "labels": [float(n == cls) for n in names]}))
+    s = downstream_set(write_store(tmp_path / "rsna", items, size=SIZE, dataset="rsna", label_names=names))
+    assert s.kind == "single_label"
+    result = evaluate_run(StripeEncoder(), "stripes", [s], explain)
+    (summary,) = result.summaries
+    assert summary["mean_over"] == ["pneumonia"]
+    pneumonia = next(r for r in result.per_class if r["class"] == "pneumonia" and r["protocol"] == "test")
+    normal = next(r for r in result.per_class if r["class"] == "normal" and r["protocol"] == "test")
+    assert pneumonia["f1"] != normal["f1"]
+    assert summary["test"]["f1"] == pneumonia["f1"] and summary["test"]["auc"] == pneumonia["auc"] < 1.0
+    assert summary["top1"] == pytest.approx(1 - 3 / 18)  # test images 0, 12, 24: pneumonia drawn as normal
+
+
 def test_corpus_sets_from_findings(tmp_path: Path):
     store = corpus_store(tmp_path / "corpus")
     single, multi, fine = corpus_sets(store, CORPUS_SETTINGS)
