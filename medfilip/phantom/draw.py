@@ -123,7 +123,7 @@ def draw_effusion(st: Stroke) -> np.ndarray:
         height = (bottom - a.apex_y) * (st.p("base_height", 0.08) + st.p("height", 0.45) * st.severity)
         dx = np.clip(sc.lateral(side) / a.thorax_half_width, 0, 1.2)
         surface = bottom - height + 0.02 - (0.04 + 0.08 * st.severity) * dx**2  # meniscus climbs the lateral wall
-        fluid = soft(sc.y - surface, 0.035) * sc.hemithorax[side]
+        fluid = soft(sc.y - surface, 0.03) * np.minimum(0.55 + (sc.y - surface) * 6, 1) * sc.hemithorax[side]
         out += fluid * (0.95 * sc.lungs[side] + 0.15) - 0.1 * fluid * sc.vessels
     return out
 

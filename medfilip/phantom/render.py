@@ -164,18 +164,17 @@ def anatomy_attenuation(scene: Scene) -> np.ndarray:
     a = scene.anatomy
     lungs = scene.lung_total
     att = 1.15 * scene.body_thickness
-    att = att - (0.78 * a.lung_lucency) * lungs * (0.6 + 0.4 * scene.body_thickness)
+    att = att - (0.85 * a.lung_lucency) * lungs * (0.55 + 0.45 * scene.body_thickness)
     att += 0.1 * a.markings * scene.vessels + 0.06 * scene.hila
     att += 0.05 * scene.mediastinum - 0.18 * scene.trachea
-    att += 0.16 * scene.ribs * (0.55 + 0.45 * lungs) + 0.22 * scene.clavicles + 0.14 * scene.spine * (1 - 0.4 * lungs)
+    att += 0.11 * scene.ribs * (0.55 + 0.45 * lungs) + 0.22 * scene.clavicles + 0.14 * scene.spine * (1 - 0.4 * lungs)
     att -= 0.3 * scene.gastric_bubble
     return att.astype(np.float32)
 
 
 def _expose(att: np.ndarray, anatomy: Anatomy, rng: np.random.Generator) -> np.ndarray:
     """Attenuation -> brightness (dense = bright) with the patient's exposure, contrast and noise."""
-    brightness = anatomy.exposure * (1.0 - np.exp(-1.35 * anatomy.contrast * np.clip(att, 0, None)))
-    brightness = 0.03 + 1.08 * brightness
+    brightness = 0.02 + 0.95 * anatomy.exposure * (1.0 - np.exp(-1.1 * anatomy.contrast * np.clip(att, 0, None)))
     if anatomy.noise > 0:
         brightness += anatomy.noise * rng.standard_normal(att.shape, dtype=np.float32)
     return brightness
