@@ -60,7 +60,8 @@ def _summary(store) -> str:
         f"{store.meta.get('n_rejects', 0)} rejected",
     ]
     if rendered:
-        parts.append(f"{rendered.get('rendered', 0)} rendered, {rendered.get('kept', 0)} PNGs up to date")
+        parts.append(f"{rendered.get('rendered', 0)} rendered, {rendered.get('kept', 0)} PNGs up to date"
+                     + (f", {rendered['failed']} FAILED to render" if rendered.get("failed") else ""))
     if store.meta.get("seconds"):
         parts.append(f"preprocessed in {store.meta['seconds']:.1f}s with {store.meta.get('workers', 1)} worker(s)")
     return "; ".join(parts)

@@ -220,7 +220,7 @@ class RenderTask:
 
 
 def _render_one(task: RenderTask) -> tuple[str, str]:
-    """'rendered' | 'kept' | 'skipped: <reason>' for one PNG."""
+    """'rendered' | 'kept' | 'skipped: <reason>' (no lateral view) | 'failed: <error>' for one PNG."""
     out = Path(task.out_path)
     if out.exists() and stored_render_key(out) == task.key:
         return task.image.image_id, "kept"
@@ -228,6 +228,8 @@ def _render_one(task: RenderTask) -> tuple[str, str]:
         pixels = _render(task)
     except NotImplementedError as err:
         return task.image.image_id, f"skipped: {err}"
+    except Exception as err:  # noqa: BLE001 - one image the renderer fails on must not stop the corpus
+        return task.image.image_id, f"failed: render_phantom raised {type(err).__name__}: {err}"
     _write_png(pixels, out, task.key)
     return task.image.image_id, "rendered"
 
@@ -299,12 +301,16 @@ def render_corpus_pngs(
             counts[outcome.split(":")[0]] += 1
             if outcome.startswith("skipped") and counts["skipped"] == 1:
                 log.warning("%s: %s", image_id, outcome)
+            elif outcome.startswith("failed") and counts["failed"] <= 5:
+                log.error("%s: %s", image_id, outcome)
     finally:
         if pool is not None:
             pool.close()
             pool.join()
     log.info("%s: %d rendered, %d up to date, %d skipped", png_dir, counts["rendered"], counts["kept"], counts["skipped"])
-    return [im for im in images if not status[im.image_id].startswith("skipped")], counts
+    if counts["failed"]:
+        log.error("%s: the renderer failed on %d image(s); they are left out of the store", png_dir, counts["failed"])
+    return [im for im in images if status[im.image_id] in ("rendered", "kept")], counts
 
 
 # -- the stage ---------------------------------------------------------------------------------
