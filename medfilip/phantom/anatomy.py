@@ -159,6 +159,8 @@ def smooth_field(rng: np.random.Generator, res: int, size: int, passes: int = 1)
 
 def soft(d: np.ndarray, width: float) -> np.ndarray:
     """Soft inside indicator from a signed distance (positive inside), edge ``width`` wide."""
+    if np.ndim(d) == 0:
+        return min(max(0.5 + float(d) / width, 0.0), 1.0)
     v = d * np.float32(1.0 / width)
     v += np.float32(0.5)
     np.maximum(v, 0, out=v)

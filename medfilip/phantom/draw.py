@@ -192,7 +192,7 @@ def draw_linear(st: Stroke) -> np.ndarray:
 def draw_lucency(st: Stroke) -> np.ndarray:
     """Hyperlucent lung: less attenuation and fewer markings (unilateral, e.g. hyperlucency)."""
     sc = st.scene
-    return -(0.12 + 0.15 * st.severity) * sc.lung_total * st.region - 0.08 * sc.vessels * st.region
+    return -(0.05 + 0.08 * st.severity) * sc.lung_total * st.region - 0.06 * sc.vessels * st.region
 
 
 def draw_cavity(st: Stroke) -> np.ndarray:
@@ -548,6 +548,8 @@ def modify_hyperinflation(a: Anatomy, sides, sev: float, params: dict) -> Anatom
         dome_top_right=a.dome_top_right + 0.05 * sev,
         dome_top_left=a.dome_top_left + 0.05 * sev,
         dome_depth=a.dome_depth * (1 - 0.5 * sev),
+        heart_cy=a.heart_cy + 0.045 * sev,  # the heart hangs lower (and narrower) with the domes
+        heart_left_extent=a.heart_left_extent * (1 - 0.1 * sev),
     )
 
 
