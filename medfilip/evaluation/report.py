@@ -3,9 +3,11 @@
 ``zeroshot.csv``: one row per run; for each set ``{set}_auc``, ``{set}_f1``, ``{set}_acc`` (the
 ``test`` protocol: threshold chosen on test, as the paper), ``{set}_f1_valthr``, ``{set}_acc_valthr``
 (the ``validate`` protocol: threshold from the validate split), ``{set}_top1`` on single-label
-sets; then ``mean_auc`` (mean over sets of each set's mean AUC). Every metric is the mean over the
-set's classes with a defined value ('normal' left out on single-label sets, see
-:func:`medfilip.evaluation.zeroshot.mean_classes`).
+sets; then ``downstream_mean_auc`` (mean over the downstream sets: the phantom twins or the real
+RSNA, NIH ... of each set's mean AUC) and ``mean_auc`` (over every set); the ``{set}_by_category``
+copies are left out of both means (they score the same images again with other texts). Every
+metric is the mean over the set's classes with a defined value ('normal' left out on single-label
+sets, see :func:`medfilip.evaluation.zeroshot.mean_classes`).
 
 ``zeroshot_per_class.csv``: run, dataset, class, protocol, auc, f1, acc, precision, recall,
 threshold, n_pos, n.
@@ -37,10 +39,11 @@ def table_rows(summaries: Sequence[dict]) -> list[dict]:
     sets = list(dict.fromkeys(s["dataset"] for s in summaries))
     by_key = {(s["run"], s["dataset"]): s for s in summaries}
     single = {s["dataset"] for s in summaries if "top1" in s}
+    primary = {s["dataset"] for s in summaries if s.get("primary", True)}
+    downstream = {s["dataset"] for s in summaries if s.get("source", "downstream") == "downstream"} & primary
     rows = []
     for run in runs:
         row: dict = {"run": run}
-        aucs = []
         for name in sets:
             s = by_key.get((run, name), {})
             test, val = s.get("test", {}), s.get("validate", {})
@@ -53,8 +56,8 @@ def table_rows(summaries: Sequence[dict]) -> list[dict]:
                 row[f"{name}_acc_valthr"] = _round(val.get("accuracy"))
             if name in single:
                 row[f"{name}_top1"] = _round(s.get("top1"))
-            aucs.append(row[f"{name}_auc"])
-        row["mean_auc"] = _round(mean_ignoring_nan(aucs))
+        row["downstream_mean_auc"] = _round(mean_ignoring_nan(row[f"{n}_auc"] for n in sets if n in downstream))
+        row["mean_auc"] = _round(mean_ignoring_nan(row[f"{n}_auc"] for n in sets if n in primary))
         rows.append(row)
     return rows
 
@@ -73,9 +76,9 @@ def per_class_rows(per_class: Sequence[dict]) -> list[dict]:
 
 def write_table(summaries: Sequence[dict], path: str | Path) -> list[dict]:
     rows = table_rows(summaries)
-    columns = list(dict.fromkeys(k for r in rows for k in r))
-    columns.remove("mean_auc")
-    write_csv_atomic(rows, path, fieldnames=columns + ["mean_auc"])
+    means = ["downstream_mean_auc", "mean_auc"]
+    columns = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in means]
+    write_csv_atomic(rows, path, fieldnames=columns + means)
     return rows
 
 
@@ -86,7 +89,7 @@ def write_per_class(per_class: Sequence[dict], path: str | Path) -> list[dict]:
 
 
 def write_figure(summaries: Sequence[dict], path: str | Path) -> Path:
-    """Grouped bars: one group per set (and the mean), one bar per run, height = mean AUC."""
+    """Grouped bars: one group per set (and the two means), one bar per run, height = mean AUC."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -97,13 +100,13 @@ def write_figure(summaries: Sequence[dict], path: str | Path) -> Path:
     rows = table_rows(summaries)
     runs = [r["run"] for r in rows]
     sets = list(dict.fromkeys(s["dataset"] for s in summaries))
-    groups = sets + ["mean"]
-    columns = [f"{g}_auc" for g in sets] + ["mean_auc"]
+    groups = sets + ["downstream mean", "mean"]
+    columns = [f"{g}_auc" for g in sets] + ["downstream_mean_auc", "mean_auc"]
     values = np.array([[np.nan if r.get(c) is None else r[c] for c in columns] for r in rows], dtype=float)
     values = values.reshape(len(runs), len(groups))
     width = 0.8 / max(len(runs), 1)
     x = np.arange(len(groups))
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.55 * len(groups) * max(len(runs), 1) + 2.0), 4.2))
+    fig, ax = plt.subplots(figsize=(min(16.0, 3.0 + 0.3 * len(groups) * max(len(runs), 1)), 4.8))
     colours = plt.get_cmap("tab10")
     for j, run in enumerate(runs):
         pos = x - 0.4 + width * (j + 0.5)
@@ -118,7 +121,7 @@ def write_figure(summaries: Sequence[dict], path: str | Path) -> Path:
     ax.set_ylim(0, 1.08)
     ax.set_ylabel("mean AUC over classes")
     ax.set_title("Zero-shot classification: mean AUC per evaluation set")
-    ax.legend(fontsize=8, ncol=min(len(runs) + 1, 4), loc="lower right")
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
     path = Path(path)
     with atomic_path(path) as tmp:

@@ -68,6 +68,7 @@ class EvalSet:
     rows: dict[str, np.ndarray] = field(default_factory=dict)
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     text_variant: str | None = None  # None: evaluation.text_variant
+    source: str = "downstream"  # downstream | corpus
 
     @property
     def class_names(self) -> list[str]:
@@ -170,7 +171,8 @@ def corpus_sets(store: "ImageStore", settings: "CorpusSetsSettings") -> list[Eva
         single_rows[split] = np.asarray(keep, dtype=np.int64)
         single_labels[split] = np.array(onehots, dtype=np.float32).reshape(-1, len(single))
     out.append(
-        EvalSet("corpus_single", "single_label", [ClassSpec(c, c) for c in single], store, single_rows, single_labels)
+        EvalSet("corpus_single", "single_label", [ClassSpec(c, c) for c in single], store, single_rows, single_labels,
+                source="corpus")
     )
 
     # multi-label: every held-out image
@@ -187,6 +189,7 @@ def corpus_sets(store: "ImageStore", settings: "CorpusSetsSettings") -> list[Eva
             store=store,
             rows=rows,
             labels={s: np.array([multi_hot(i) for i in r], dtype=np.float32).reshape(-1, len(multi)) for s, r in rows.items()},
+            source="corpus",
         )
     )
 
@@ -227,6 +230,7 @@ def corpus_sets(store: "ImageStore", settings: "CorpusSetsSettings") -> list[Eva
                 split: np.array([[fine_label(i, s, c) for s, c in pairs] for i in r], dtype=np.float32).reshape(-1, len(pairs))
                 for split, r in rows.items()
             },
+            source="corpus",
         )
     )
     return out

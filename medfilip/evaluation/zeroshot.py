@@ -201,8 +201,9 @@ def evaluate_run(
         )
         for r in rows:
             result.per_class.append({"run": run, "dataset": s.name, **r})
-        summary = {"run": run, "dataset": s.name, "kind": s.kind, "n_classes": len(s.classes),
-                   "n_test": s.n("test"), "n_validate": s.n("validate")}
+        summary = {"run": run, "dataset": s.name, "kind": s.kind, "source": s.source,
+                   "text_variant": s.text_variant or text_variant, "primary": s.text_variant is None,
+                   "n_classes": len(s.classes), "n_test": s.n("test"), "n_validate": s.n("validate")}
         averaged = mean_classes(s)
         summary["mean_over"] = averaged
         for protocol in protocols:

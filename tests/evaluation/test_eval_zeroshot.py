@@ -146,6 +146,10 @@ def test_single_label_set_top1_softmax_and_by_category_copy(tmp_path: Path):
     result = evaluate_run(StripeEncoder(), "stripes", sets, explain, batch_size=8)
     for summary in result.summaries:
         assert summary["top1"] == 1.0 and summary["test"]["auc"] == 1.0
+    # the by-category copy is reported beside the set but stays out of the means
+    result.summaries[1]["test"]["auc"] = 0.25
+    (row,) = write_table(result.summaries, tmp_path / "t.csv")
+    assert row["covid_by_category_auc"] == 0.25 and row["mean_auc"] == row["downstream_mean_auc"] == 1.0
     # softmax scores of single-label sets are probabilities over the classes
     img = StripeEncoder().encode_image(torch.from_numpy(np.stack([image_with(["pneumonia"])]))).numpy()
     txt = StripeEncoder().encode_text(["covid-19 pneumonia", "pneumonia", "normal"]).numpy()
@@ -221,9 +225,11 @@ def test_corpus_scoring_and_table_and_figure(tmp_path: Path):
     header = list(table[0])
     assert [r["run"] for r in table] == ["medfilip", "convirt"]
     assert header[:6] == ["run", "nih_auc", "nih_f1", "nih_acc", "nih_f1_valthr", "nih_acc_valthr"]
-    assert "corpus_single_top1" in header and "nih_top1" not in header and header[-1] == "mean_auc"
-    assert len(header) == 1 + 4 * 5 + 1 + 1
+    assert "corpus_single_top1" in header and "nih_top1" not in header
+    assert header[-2:] == ["downstream_mean_auc", "mean_auc"]
+    assert len(header) == 1 + 4 * 5 + 1 + 2
     assert float(table[0]["nih_auc"]) == 1.0 and float(table[0]["mean_auc"]) == rows[0]["mean_auc"]
+    assert float(table[0]["downstream_mean_auc"]) == float(table[0]["nih_auc"])  # nih is the one downstream set
 
     long = write_per_class(result.per_class, tmp_path / "tables" / "zeroshot_per_class.csv")
     with open(tmp_path / "tables" / "zeroshot_per_class.csv", newline="") as fh:
