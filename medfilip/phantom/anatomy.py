@@ -32,6 +32,7 @@ class Anatomy:
     dome_top_right: float = 0.66  # patient right hemidiaphragm (image left) sits higher
     dome_top_left: float = 0.685
     dome_depth: float = 0.085  # costophrenic angle lies this far below the dome top
+    rib_span: float = 0.64  # apex to costophrenic angle of the skeleton (ribs do not move with the domes)
     heart_right_extent: float = 0.1  # right heart border, from the midline (towards the image left)
     heart_left_extent: float = 0.19  # left heart border, from the midline (towards the image right)
     heart_half_height: float = 0.105
@@ -105,6 +106,7 @@ def sample_anatomy(seed: int, settings: PhantomConfig | None = None) -> Anatomy:
         apex_y=base.apex_y - 0.3 * lung,
         dome_top_right=base.dome_top_right + lung,
         dome_top_left=base.dome_top_left + lung + 0.006 * float(np.clip(z[4], -2, 2)),
+        rib_span=base.rib_span + 1.3 * lung,
         heart_right_extent=base.heart_right_extent * heart * thorax / base.thorax_half_width,
         heart_left_extent=base.heart_left_extent * heart * thorax / base.thorax_half_width,
         heart_half_height=base.heart_half_height * heart,
@@ -364,8 +366,8 @@ class Scene:
         w = a.thorax_half_width
         for side in (PATIENT_RIGHT, PATIENT_LEFT):
             x0, x1 = sorted((a.cx + side * 0.015, a.cx + side * (w * 1.08 + 0.02)))
-            bottom = a.dome_top(side) + a.dome_depth
-            win = self.window(x0, x1, a.apex_y - 0.06, bottom + 0.12)
+            bottom = a.apex_y + a.rib_span
+            win = self.window(x0, x1, a.apex_y - 0.06, bottom + 0.2)
             y = win.y
             dx = self.lateral(side, x=win.x)
             span = soft(dx - 0.02, 0.01) * soft(w * 1.06 - dx, 0.02)
@@ -420,7 +422,7 @@ class Scene:
 
     def hilum_point(self, side: int) -> tuple[float, float]:
         a = self.anatomy
-        return a.cx + a.mediastinal_shift * 0.5 + side * (a.mediastinum_half_width + 0.035 + 0.015 * (side > 0)), 0.42
+        return a.cx + a.mediastinal_shift * 0.5 + side * (0.095 + 0.015 * (side > 0)), 0.42
 
     @cached_property
     def vessels(self) -> np.ndarray:

@@ -128,10 +128,22 @@ def draw_effusion(st: Stroke) -> np.ndarray:
     return out
 
 
+def _inner_edge(region: np.ndarray, k: int) -> np.ndarray:
+    inside = region > 0.5
+    eroded = inside.copy()
+    for axis in (0, 1):
+        for shift in (-k, k):
+            eroded &= np.roll(inside, shift, axis=axis)
+    return (inside & ~eroded).astype(np.float32)
+
+
 def draw_pneumothorax(st: Stroke) -> np.ndarray:
     """Apicolateral air rim without lung markings, bounded by a thin visceral pleural line."""
     sc = st.scene
     a = sc.anatomy
+    if st.p("override", False):  # the region is the pneumothorax itself (e.g. a SIIM mask)
+        line = _inner_edge(st.region, max(1, sc.size // 170)) * sc.lung_total
+        return -st.region * (0.12 * sc.vessels * a.markings + 0.12) + 0.18 * line
     out = np.zeros_like(sc.x)
     for side in st.sides:
         d = sc.lung_outline(side)
@@ -523,7 +535,7 @@ def _box(sc: Scene, x0, x1, y0, y1) -> np.ndarray:
 
 def modify_heart(a: Anatomy, sides, sev: float, params: dict) -> Anatomy:
     """Cardiomegaly: CTR from 0.52 (minimal) to 0.66 (severe); pericardial effusion is globular."""
-    target = params.get("ctr", 0.52) + params.get("ctr_gain", 0.14) * sev
+    target = params.get("ctr", 0.52) + params.get("ctr_gain", 0.16) * sev
     out = a.with_ctr(max(target, a.cardiothoracic_ratio))
     if params.get("globular", False):
         out = replace(out, heart_tilt=out.heart_tilt * (1 - 0.7 * sev), heart_half_height=out.heart_half_height * (1 + 0.15 * sev))
@@ -557,7 +569,7 @@ def region_thorax(sc: Scene, sides, params: dict) -> np.ndarray:
     a = sc.base
     w = a.thorax_half_width
     low = max(a.dome_top_right, a.dome_top_left) + a.dome_depth + 0.16
-    return _box(sc, a.cx - w - 0.04, a.cx + w + 0.04, a.apex_y - 0.08, low)
+    return _box(sc, a.cx - w - 0.04, a.cx + w + 0.04, -1.0, low)
 
 
 def modify_domes(a: Anatomy, sides, sev: float, params: dict) -> Anatomy:
@@ -605,8 +617,10 @@ def modify_mediastinum(a: Anatomy, sides, sev: float, params: dict) -> Anatomy:
 
 def region_mediastinum(sc: Scene, sides, params: dict) -> np.ndarray:
     a = sc.base
-    reach = a.heart_left_extent + 0.1 if params.get("shift", 0) else a.mediastinum_half_width + params.get("widen", 0) + 0.04
-    return _box(sc, a.cx - reach - 0.06, a.cx + reach + 0.02 + 0.04, 0.0, max(a.dome_top_left, a.dome_top_right) + a.dome_depth + 0.12)
+    if params.get("shift", 0):  # the heart, mediastinum, trachea and hila (so the vessels) all move
+        return region_thorax(sc, sides, params)
+    reach = 1.5 * (a.mediastinum_half_width + params.get("widen", 0)) + 0.04
+    return _box(sc, a.cx - reach, a.cx + reach + 0.02, 0.0, a.heart_center[1] + 0.1)
 
 
 def modify_bones(a: Anatomy, sides, sev: float, params: dict) -> Anatomy:
@@ -625,7 +639,7 @@ def modify_volume_loss(a: Anatomy, sides, sev: float, params: dict) -> Anatomy:
 
 
 def region_volume_loss(sc: Scene, sides, params: dict) -> np.ndarray:
-    return np.maximum(region_domes(sc, sides, params), region_mediastinum(sc, sides, {"shift": 1}))
+    return region_thorax(sc, sides, params) if len(sides) == 1 else region_domes(sc, sides, params)
 
 
 MODIFIERS = {

@@ -123,7 +123,11 @@ def _soft_region(finding: Finding, entry: dict, scene: Scene) -> tuple[np.ndarra
     """(soft 0..1 region the drawers paint into, sides)."""
     sides, zone = _resolve_zone(finding, entry, scene.anatomy)
     override = _override(finding, scene)
-    if override is not None:
+    if override is not None:  # the side is where the box/mask lies
+        weight = override.sum()
+        if weight > 0:
+            x = float((override * scene.x).sum() / weight)
+            sides = (-1,) if x < scene.anatomy.cx else (1,)
         return override, sides
     region = np.zeros_like(scene.x)
     for spec in _drawers(finding, entry):
@@ -212,7 +216,7 @@ def render_phantom(
             continue
         sev = severity_scale(finding.severity)
         for k, spec in enumerate(drawers):
-            params = {**spec, "bronchograms": spec.get("bronchograms", False) and cfg.air_bronchograms}
+            params = {**spec, "bronchograms": spec.get("bronchograms", False) and cfg.air_bronchograms, "override": finding.overridden}
             rng = np.random.default_rng(stable_seed(seed, "finding", index, k, finding.category.lower(), finding.location or ""))
             delta = DRAWERS[spec["kind"]](Stroke(scene, region, sev, rng, sides, params))
             att += delta * region
