@@ -80,7 +80,10 @@ class ImageEncoder(nn.Module):
                 state["conv1.weight"] = conv1.sum(dim=1, keepdim=True)  # grey = R + G + B for the stem
             else:
                 state["conv1.weight"] = conv1.repeat(1, 3, 1, 1) / 3
-        missing, unexpected = self.backbone.load_state_dict(state, strict=False)
+        try:
+            missing, unexpected = self.backbone.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # shape mismatches: another depth of ResNet
+            raise ModelError(f"{path}: not weights of a {type(self.backbone).__name__} of this depth ({str(err)[:200]})") from err
         if missing or unexpected:
             raise ModelError(
                 f"{path}: not weights of this ResNet (missing {missing[:3]}..., unexpected {unexpected[:3]}...)"
@@ -225,6 +228,9 @@ class DualEncoder(nn.Module):
 # -- construction ---------------------------------------------------------------------------
 def _load_text_model(source: str, pretrained: bool) -> tuple[nn.Module, Any]:
     from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextConfig, CLIPTextModel
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one "Loading weights" bar per model is noise in rule logs
 
     config = AutoConfig.from_pretrained(source)
     tokenizer = AutoTokenizer.from_pretrained(source)

@@ -1,0 +1,56 @@
+"""``medfilip train`` (one run of training.runs) and ``medfilip train-curves`` (their loss curves)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from medfilip.config import load_config
+    from medfilip.training.train import train_run
+
+    cfg = load_config(args.config)
+    result = train_run(
+        args.run,
+        cfg.training,
+        images_dir=args.images,
+        labels_path=args.labels,
+        embeddings_path=args.embeddings,
+        out_dir=args.out,
+        resume=args.resume,
+        progress=args.progress,
+    )
+    if result.finished:
+        print(
+            f"run {args.run}: {result.steps} steps over {result.n_images} images, final loss {result.final_loss:.4f}, "
+            f"{result.images_per_s:.1f} images/s -> {result.run_dir}"
+        )
+    return 0
+
+
+def cmd_train_curves(args: argparse.Namespace) -> int:
+    from medfilip.training.curves import plot_train_curves
+
+    out = plot_train_curves(args.runs, args.out, window=args.window)
+    print(f"training curves of {len(args.runs)} run(s) -> {out}")
+    return 0
+
+
+def register(sub) -> None:
+    s = sub.add_parser("train", help="pretrain the dual encoder for one run of training.runs")
+    s.add_argument("--run", required=True, help="run name (a key of training.runs)")
+    s.add_argument("--images", type=Path, default=Path("results/images/corpus"), help="corpus image store")
+    s.add_argument("--labels", type=Path, default=Path("results/labels.parquet"))
+    s.add_argument("--embeddings", type=Path, default=None, help="label embeddings (needed by SSM targets)")
+    s.add_argument("--out", type=Path, required=True, help="run folder (results/models/RUN)")
+    s.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue from the run folder's checkpoint.pt when it was written under the same settings")
+    s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (for rules)")
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("train-curves", help="loss curves of trained runs (PNG)")
+    s.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders (results/models/*)")
+    s.add_argument("--out", type=Path, default=Path("results/figures/train_curves.png"))
+    s.add_argument("--window", type=int, default=10, help="moving-average window in steps")
+    s.set_defaults(func=cmd_train_curves)

@@ -1,0 +1,152 @@
+"""The training loop: a step lowers the loss, a killed run resumes to the same weights, DDP ranks
+agree, and the CLI writes the run folder and the curves figure."""
+
+from __future__ import annotations
+
+import csv
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from medfilip.training.settings import ModelSettings, RunSettings, TrainingConfig
+from medfilip.training.train import train_run
+
+torch.set_num_threads(1)
+
+CFG = TrainingConfig(
+    model=ModelSettings(embed_dim=32, max_length=32, text_trainable_layers=1),
+    epochs=2, batch_size=8, num_workers=0, checkpoint_every=2, device="cpu", mask_probability=0.5, augment=True,
+)
+
+
+def _train(corpus, out: Path, cfg: TrainingConfig = CFG, run: str = "medfilip", **kwargs):
+    return train_run(
+        run, cfg, images_dir=corpus["images"], labels_path=corpus["labels"],
+        embeddings_path=corpus["embeddings"], out_dir=out, progress=False, **kwargs,
+    )
+
+
+def _log_rows(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return [{k: v for k, v in row.items() if k != "images_per_s"} for row in csv.DictReader(fh)]
+
+
+def test_one_step_lowers_the_loss_on_a_fixed_batch(corpus):
+    from medfilip.images.store import ImageStore
+    from medfilip.training.data import BatchCollator, PretrainingDataset, read_label_table, training_items
+    from medfilip.training.loss import ImageTextMatchingLoss, total_loss
+    from medfilip.training.model import build_model
+
+    labels, by_report = read_label_table(corpus["labels"], "triplet_explanation")
+    store = ImageStore.open(corpus["images"])
+    positions, ids, _ = training_items(store, by_report)
+    dataset = PretrainingDataset(store, positions, ids, labels, mask_probability=0.0, augment=False, seed=0)
+    model = build_model(CFG.model, store.size).train()
+    vectors = torch.nn.functional.normalize(torch.randn(len(labels), 8), dim=1)
+    batch = BatchCollator("ssm", model.text.tokenizer, 32, vectors=vectors, categories=labels.category_ids())(
+        [dataset[(0, i)] for i in range(8)]
+    )
+    loss_fn = ImageTextMatchingLoss("mse_ce")
+    optimizer = torch.optim.SGD(model.trainable_parameters(), lr=0.05)
+
+    def loss_now():
+        torch.manual_seed(0)  # the same dropout mask in the trained text layer each time
+        out = model(batch.images, batch.input_ids, batch.attention_mask)
+        return total_loss(loss_fn(out["image_features"], out["text_features"], out["logit_scale"], batch.target))
+
+    before = loss_now()
+    optimizer.zero_grad()
+    before.backward()
+    optimizer.step()
+    with torch.no_grad():
+        after = loss_now()
+    assert after.item() < before.item() - 1e-3
+
+
+def test_killed_run_resumes_to_identical_weights(corpus, tmp_path):
+    straight = _train(corpus, tmp_path / "straight", return_model=True)
+    assert straight.finished and straight.steps == 6  # 25 images // 8 = 3 steps x 2 epochs
+
+    killed = _train(corpus, tmp_path / "resumed", stop_after_steps=3)
+    assert not killed.finished and killed.steps == 3
+    assert (tmp_path / "resumed" / "checkpoint.pt").exists() and not (tmp_path / "resumed" / "model.pt").exists()
+    # the resumed process picks up the step-2 checkpoint, replays step 3, and uses a worker process
+    resumed = _train(corpus, tmp_path / "resumed", cfg=CFG.model_copy(update={"num_workers": 1}), return_model=True)
+    assert resumed.finished and resumed.steps == 6
+
+    a, b = straight.model.state_dict(), resumed.model.state_dict()
+    assert a.keys() == b.keys()
+    different = [k for k in a if not torch.equal(a[k], b[k])]
+    assert not different, different[:5]
+    assert _log_rows(tmp_path / "straight" / "train_log.csv") == _log_rows(tmp_path / "resumed" / "train_log.csv")
+
+    # outputs: model.pt, config.yaml with the run's settings and what was measured
+    run_config = yaml.safe_load((tmp_path / "straight" / "config.yaml").read_text())
+    assert run_config["run"] == {"name": "medfilip", "label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce"}
+    assert run_config["measured"]["steps"] == 6 and run_config["measured"]["n_dropped"] == 1
+    assert "runs" not in run_config
+    header = (tmp_path / "straight" / "train_log.csv").read_text().splitlines()[0]
+    assert header == "step,epoch,loss,mse_loss,ce_loss,lr,logit_scale,images_per_s"
+
+
+def test_checkpoint_of_other_settings_is_not_resumed(corpus, tmp_path, caplog):
+    _train(corpus, tmp_path / "run", stop_after_steps=2)
+    other = CFG.model_copy(update={"optimiser": CFG.optimiser.model_copy(update={"lr": 0.01}), "epochs": 1})
+    result = _train(corpus, tmp_path / "run", cfg=other)
+    assert "written under other settings" in caplog.text
+    assert result.finished and result.steps == 3
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _ddp_worker(rank: int, world: int, port: int, corpus: dict, out: str) -> None:
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    result = _train(corpus, Path(out) / "run", stop_after_steps=1, return_model=True)
+    torch.save(result.model.state_dict(), Path(out) / f"rank{rank}.pt")
+
+
+@pytest.mark.slow
+def test_ddp_ranks_hold_identical_weights_after_a_step(corpus, tmp_path):
+    import torch.multiprocessing as mp
+
+    from medfilip.training.model import build_model
+
+    mp.spawn(_ddp_worker, args=(2, _free_port(), corpus, str(tmp_path)), nprocs=2, join=True)
+    rank0 = torch.load(tmp_path / "rank0.pt")
+    rank1 = torch.load(tmp_path / "rank1.pt")
+    # parameters are identical (DDP averaged the gradients); BatchNorm running statistics are each
+    # rank's own until the next forward broadcasts rank 0's, and rank 0's are the ones saved
+    different = [k for k in rank0 if not torch.equal(rank0[k], rank1[k])]
+    assert different and all(k.endswith(("running_mean", "running_var")) for k in different), different[:5]
+    initial = build_model(CFG.model, 32, seed=CFG.seed).state_dict()
+    moved = [k for k in initial if k.startswith("image.") and not torch.equal(initial[k], rank0[k])]
+    assert moved, "a step was taken"
+
+
+def test_cli_trains_a_run_and_draws_the_curves(corpus, tmp_path, monkeypatch):
+    from medfilip.cli import main
+
+    config = tmp_path / "config.yaml"
+    settings = CFG.model_dump(mode="json", exclude={"runs"})
+    settings.update(epochs=1, runs={"tiny_convirt": RunSettings(label_variant="report", target="identity",
+                                                                 loss="infonce").model_dump(mode="json")})
+    config.write_text(yaml.safe_dump({"training": settings}))
+    out = tmp_path / "models" / "tiny_convirt"
+    code = main(["-c", str(config), "train", "--run", "tiny_convirt", "--images", str(corpus["images"]),
+                 "--labels", str(corpus["labels"]), "--out", str(out), "--no-progress"])
+    assert code == 0
+    assert {"model.pt", "train_log.csv", "config.yaml", "checkpoint.pt", "text_encoder"} <= {p.name for p in out.iterdir()}
+    figure = tmp_path / "figures" / "train_curves.png"
+    assert main(["train-curves", "--runs", str(out), str(tmp_path / "models" / "absent"), "--out", str(figure)]) == 0
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert main(["-c", str(config), "train", "--run", "nope", "--out", str(out)]) == 1
