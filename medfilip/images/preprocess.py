@@ -65,6 +65,24 @@ def letterbox_geometry(width: int, height: int, size: int) -> LetterboxGeometry:
     return LetterboxGeometry(scale, w, h, (size - w) // 2, (size - h) // 2)
 
 
+def box_to_square(
+    box: tuple[float, float, float, float], width: int, height: int, size: int
+) -> tuple[float, float, float, float]:
+    """A box (x0, y0, x1, y1) in [0, 1] of the source image → [0, 1] of the letterboxed square.
+
+    Stores keep boxes as their readers give them (fractions of the source image); the index's
+    ``width`` and ``height`` columns are the source size to pass here.
+    """
+    geo = letterbox_geometry(width, height, size)
+    x0, y0, x1, y1 = box
+    return (
+        (geo.pad_x + x0 * geo.width) / size,
+        (geo.pad_y + y0 * geo.height) / size,
+        (geo.pad_x + x1 * geo.width) / size,
+        (geo.pad_y + y1 * geo.height) / size,
+    )
+
+
 def letterbox(image: np.ndarray, size: int, *, nearest: bool = False) -> np.ndarray:
     """A 2-D uint8 (or bool) array fitted into a size×size black square (nearest for masks)."""
     from PIL import Image
@@ -244,7 +262,11 @@ def preprocess_images(
     workers = max(1, min(int(workers), len(tasks) or 1))
     started = time.perf_counter()
     reasons: Counter[str] = Counter()
-    with ImageStoreWriter(out_dir, size, dataset, shard_size=shard_size, label_names=label_names) as writer:
+    # the index keeps the source table's column types (labels and findings get the store's own)
+    column_types = {f.name: f.type for f in table.schema if f.name not in ("labels", "findings") and f.type != pa.null()}
+    with ImageStoreWriter(
+        out_dir, size, dataset, shard_size=shard_size, label_names=label_names, column_types=column_types
+    ) as writer:
         results = _run(tasks, workers)
         for i, square, width, height, reason in tqdm(
             results, total=len(tasks), desc=f"images {dataset}", unit="img", disable=not progress, mininterval=2.0

@@ -248,7 +248,7 @@ class ImageStoreWriter:
         self,
         out_dir: str | Path,
         size: int,
-        dataset: str,
+        dataset: str = "images",
         shard_size: int = 2048,
         label_names: Sequence[str] | None = None,
         column_types: dict[str, pa.DataType] | None = None,
@@ -260,6 +260,7 @@ class ImageStoreWriter:
         self.dataset = dataset
         self.shard_size = int(shard_size)
         self.label_names = list(label_names) if label_names is not None else None
+        # base columns keep their types; then the caller's (e.g. the source table's), then the known ones
         self.column_types = {**KNOWN_TYPES, **(column_types or {})}
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self.tmp_dir = Path(tempfile.mkdtemp(prefix=f".{self.out_dir.name}.", suffix=".tmp", dir=self.out_dir.parent))

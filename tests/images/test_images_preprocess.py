@@ -10,7 +10,12 @@ import pyarrow as pa
 import pytest
 from PIL import Image
 
-from medfilip.images.preprocess import letterbox, letterbox_geometry, preprocess_images
+from medfilip.images.preprocess import (
+    box_to_square,
+    letterbox,
+    letterbox_geometry,
+    preprocess_images,
+)
 
 SIZE = 32
 
@@ -166,3 +171,22 @@ def test_letterbox_geometry_maps_boxes_and_masks():
     # the box (100..140, 40..60) mapped with x' = x * scale + pad
     assert (xs.min(), xs.max() + 1) == (25, 35)
     assert (ys.min(), ys.max() + 1) == (10 + 12, 15 + 12)
+    assert box_to_square((0.5, 0.4, 0.7, 0.6), 200, 100, 50) == (0.5, (12 + 10) / 50, 0.7, (12 + 15) / 50)
+
+
+def test_source_column_types_are_kept(files, tmp_path):
+    box = pa.struct([("category", pa.string()), ("x0", pa.float64()), ("y0", pa.float64()),
+                     ("x1", pa.float64()), ("y1", pa.float64())])
+    table = pa.table({
+        "image_id": pa.array(["a", "b"]),
+        "path": pa.array([str(files["png8"]), str(files["mono2"])]),
+        "report_id": pa.array([None, None], pa.null()),
+        "boxes": pa.array([[{"category": "pneumonia", "x0": 0.1, "y0": 0.2, "x1": 0.3, "y1": 0.4}], []], pa.list_(box)),
+        "patient": pa.array([7, 8], pa.int16()),
+    })
+    store = preprocess_images(table, tmp_path / "s", size=16, dataset="rsna", progress=False)
+    schema = store.index.schema
+    assert schema.field("boxes").type == pa.list_(box)
+    assert schema.field("patient").type == pa.int16()
+    assert schema.field("report_id").type == pa.string()
+    assert store.index.column("boxes").to_pylist()[0][0]["x1"] == 0.3
