@@ -28,7 +28,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
@@ -55,7 +54,7 @@ def synthetic_labels(n_reports: int = 4000, n_unique: int = 3000, seed: int = 0)
 
         knowledge = load_knowledge(REPO / "resources" / "knowledge" / "dictionary.yaml")
         explain = knowledge.explanation
-    except Exception:  # the dictionary is optional here: a generic explanation keeps the length realistic
+    except (ImportError, OSError, ValueError):  # the dictionary is optional here: a generic explanation keeps the length realistic
         def explain(c):
             return f"a finding of the {c} kind with its typical density, shape, borders and zone on a chest radiograph"
     pool: dict[str, str] = {}

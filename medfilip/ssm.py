@@ -14,13 +14,13 @@ elsewhere, before the max.
 
 from __future__ import annotations
 
-from typing import Sequence, Union
+from collections.abc import Sequence
 
 import torch
 
 VARIANTS = ("paper", "same_category")
 
-LabelIds = Union[Sequence[Sequence[int]], Sequence[torch.Tensor]]
+LabelIds = Sequence[Sequence[int]] | Sequence[torch.Tensor]
 
 
 def _flatten(image_label_ids: LabelIds, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:

@@ -45,7 +45,12 @@ def cmd_ssm_heatmap(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
     import torch
 
-    from medfilip.embeddings.heatmap import draw_ssm_heatmap, pick_variant, select_batch, train_report_ids
+    from medfilip.embeddings.heatmap import (
+        draw_ssm_heatmap,
+        pick_variant,
+        select_batch,
+        train_report_ids,
+    )
     from medfilip.embeddings.store import load_embeddings
     from medfilip.ssm import batch_texts, ssm_target
 

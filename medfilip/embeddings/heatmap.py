@@ -44,7 +44,7 @@ def pick_variant(labels: pa.Table, variant: str | None) -> str:
     for v in PREFERRED_VARIANTS:
         if v in present:
             return v
-    return sorted(present)[0]
+    return min(present)
 
 
 def train_report_ids(images_dir: str | Path | None) -> list[str] | None:

@@ -13,9 +13,10 @@ import hashlib
 import logging
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import numpy as np
@@ -158,7 +159,7 @@ class TextEncoder:
         enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
         return [len(ids) for ids in enc["input_ids"]]
 
-    def encode(self, texts: Sequence[str]) -> "np.ndarray":
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
         """(len(texts), dim) float32, each row the masked mean of the last hidden states, L2-normalised."""
         import torch
 
@@ -171,7 +172,7 @@ class TextEncoder:
         return pooled.cpu().numpy().astype("float32", copy=False)
 
 
-def mean_pool(hidden: "torch.Tensor", attention_mask: "torch.Tensor") -> "torch.Tensor":
+def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """Mean of the token states where the mask is 1 (padding does not count)."""
     mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
     return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1e-9)

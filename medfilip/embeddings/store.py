@@ -16,10 +16,10 @@ import logging
 import os
 import time
 import uuid
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -47,7 +47,7 @@ class EmbedSummary:
 
 
 def embedding_key(model_id: str, text: str) -> str:
-    return hashlib.sha256(f"{model_id}\n{text}".encode("utf-8")).hexdigest()[:32]
+    return hashlib.sha256(f"{model_id}\n{text}".encode()).hexdigest()[:32]
 
 
 def unique_texts(texts: Iterable[str]) -> list[str]:
@@ -55,7 +55,7 @@ def unique_texts(texts: Iterable[str]) -> list[str]:
     seen: dict[str, None] = {}
     for i, t in enumerate(texts):
         if not isinstance(t, str):
-            raise ValueError(f"text #{i} is {type(t).__name__} ({t!r}), not a string")
+            raise ValueError(f"text #{i} is {type(t).__name__} ({t!r}), not a string")  # noqa: TRY004 (bad data: exit 1)
         seen.setdefault(t, None)
     return list(seen)
 

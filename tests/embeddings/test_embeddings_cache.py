@@ -11,7 +11,13 @@ import pytest
 import torch
 
 from medfilip.cli import main
-from medfilip.embeddings.model import EmbeddingModelError, TextEncoder, model_files, model_slug, resolve_model
+from medfilip.embeddings.model import (
+    EmbeddingModelError,
+    TextEncoder,
+    model_files,
+    model_slug,
+    resolve_model,
+)
 from medfilip.embeddings.store import (
     EmbeddingCache,
     MissingEmbeddingError,

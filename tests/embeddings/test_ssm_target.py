@@ -49,7 +49,7 @@ def test_ssm_matches_loop_on_random_batches(seed, variant, dtype):
 
 
 def test_ssm_accepts_tensor_label_lists():
-    images, texts, vectors, categories = random_batch(3, torch.float64)
+    images, texts, vectors, _ = random_batch(3, torch.float64)
     as_tensors = [torch.tensor(ids) for ids in images]
     torch.testing.assert_close(ssm_target(as_tensors, texts, vectors), ssm_target(images, texts.tolist(), vectors))
 
