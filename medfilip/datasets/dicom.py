@@ -19,10 +19,12 @@ DX_IMAGE_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 
 
 def stable_uid(*parts: str) -> str:
-    """A valid DICOM UID (2.25.<int>) derived from names: the same names give the same UID."""
-    from pydicom.uid import generate_uid
+    """A valid DICOM UID (2.25.<128-bit int>, as for UUID-derived UIDs) from names: the same names give
+    the same UID. (pydicom's generate_uid ignores entropy_srcs when prefix is None.)"""
+    import hashlib
 
-    return str(generate_uid(prefix=None, entropy_srcs=[str(p) for p in parts]))
+    digest = hashlib.sha256("\x00".join(str(p) for p in parts).encode()).digest()
+    return f"2.25.{int.from_bytes(digest[:16], 'big')}"
 
 
 @dataclass(frozen=True)

@@ -45,8 +45,6 @@ class DatasetSettings(Strict):
             raise ValueError(f"duplicate class in {classes}")
         if spec.task == "single_label" and len(classes) < 2:
             raise ValueError(f"{spec.name} is single-label: give at least 2 classes")
-        if spec.negative_class is not None and spec.name != "covid" and spec.negative_class not in classes:
-            raise ValueError(f"{spec.name} needs its negative class {spec.negative_class!r}")
         return classes
 
 

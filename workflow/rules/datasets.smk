@@ -1,1 +1,72 @@
-# Stage: datasets (rules are added by the stage's owner; see workflow/Snakefile for the order).
+# Stage: downstream datasets (RSNA, ChestX-ray14, VinBigData, SIIM-ACR, COVID-19 Radiography).
+# With datasets.<name>.root null, a phantom twin is written in the real dataset's layout under
+# results/twins/{dataset}/ (labelled from the real label files torchxrayvision ships); either way
+# the dataset's reader reads the folder and the images are decoded once into the uint8 store
+# results/images/{dataset}/ (index.parquet + arrays/*.npy + rejects.parquet + meta.json).
+# The stores of the enabled datasets: medfilip.datasets.workflow.dataset_targets(CFG).
+
+from medfilip.datasets.workflow import DATASET_WILDCARD, preprocess_inputs, preprocess_params, twin_params
+
+
+def dataset_twin_params(wildcards):
+    return twin_params(SETTINGS, wildcards.dataset)
+
+
+def dataset_store_params(wildcards):
+    return preprocess_params(SETTINGS, wildcards.dataset)
+
+
+def dataset_store_inputs(wildcards):
+    return preprocess_inputs(CFG, wildcards.dataset)
+
+
+def dataset_root_arg(wildcards, input):
+    """The folder to read: the twin's (beside its manifest) or the configured real one."""
+    return str(Path(input.twin).parent) if "twin" in input.keys() else input.root
+
+
+rule dataset_twin:
+    output:
+        # written last: the whole twin folder is swapped in when the job succeeds
+        manifest="results/twins/{dataset}/manifest.json",
+    wildcard_constraints:
+        dataset=DATASET_WILDCARD,
+    params:
+        config=EFFECTIVE_CONFIG,
+        # sizes, classes, render size, seed and the phantom's knobs: a change re-renders the twin
+        settings=dataset_twin_params,
+    threads: workflow.cores
+    log:
+        "results/logs/dataset_twin/{dataset}.log",
+    benchmark:
+        "results/benchmarks/dataset_twin/{dataset}.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} twin --dataset {wildcards.dataset} --out $(dirname {output.manifest})"
+        " --workers {threads} --no-progress > {log} 2>&1"
+
+
+rule preprocess_dataset:
+    input:
+        unpack(dataset_store_inputs),
+    output:
+        index="results/images/{dataset}/index.parquet",
+        meta="results/images/{dataset}/meta.json",
+    wildcard_constraints:
+        dataset=DATASET_WILDCARD,
+    params:
+        config=EFFECTIVE_CONFIG,
+        root=dataset_root_arg,
+        # sizes, classes, seed (real data: the sample and split), images.size and shard size
+        settings=dataset_store_params,
+    threads: workflow.cores
+    log:
+        "results/logs/preprocess_dataset/{dataset}.log",
+    benchmark:
+        "results/benchmarks/preprocess_dataset/{dataset}.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} preprocess-dataset --dataset {wildcards.dataset} --root {params.root:q}"
+        " --out $(dirname {output.index}) --workers {threads} --no-progress > {log} 2>&1"

@@ -1,0 +1,43 @@
+"""What the dataset rules need from the config (imported by workflow/rules/datasets.smk: keep it light)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from medfilip.datasets.catalog import DATASET_NAMES, enabled_datasets, store_index, twin_dir, twin_manifest
+
+# a wildcard pattern matching the dataset names only (results/images/corpus/ is the images stage's)
+DATASET_WILDCARD = "|".join(DATASET_NAMES)
+
+
+def dataset_root(cfg: Any, name: str) -> Path:
+    """The folder the dataset is read from: its configured root, else its twin."""
+    root = getattr(cfg.datasets, name).root
+    return Path(root) if root is not None else twin_dir(name)
+
+
+def preprocess_inputs(cfg: Any, name: str) -> dict[str, str]:
+    """The twin's manifest (so the twin is built first), or the real folder."""
+    root = getattr(cfg.datasets, name).root
+    return {"twin": str(twin_manifest(name))} if root is None else {"root": str(root)}
+
+
+def twin_params(settings: dict[str, Any], name: str) -> dict[str, Any]:
+    """Every setting that changes a twin's files: a change re-runs the twin (and what reads it)."""
+    datasets = settings["datasets"]
+    own = {k: v for k, v in datasets[name].items() if k not in ("enabled", "root")}
+    return {"render_size": datasets["render_size"], "seed": datasets["seed"], name: own, "phantom": settings["phantom"]}
+
+
+def preprocess_params(settings: dict[str, Any], name: str) -> dict[str, Any]:
+    """Every setting that changes a dataset's store."""
+    datasets = settings["datasets"]
+    own = {k: v for k, v in datasets[name].items() if k != "enabled"}
+    return {"seed": datasets["seed"], name: own, "size": settings["images"]["size"],
+            "shard_size": settings["images"]["shard_size"]}
+
+
+def dataset_targets(cfg: Any) -> list[str]:
+    """The store index of every enabled dataset (for `rule all`)."""
+    return [str(store_index(name)) for name in enabled_datasets(cfg.datasets)]
