@@ -11,6 +11,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from medfilip.training.train import train_run
 
     cfg = load_config(args.config)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     result = train_run(
         args.run,
         cfg.training,
@@ -46,6 +50,7 @@ def register(sub) -> None:
     s.add_argument("--out", type=Path, required=True, help="run folder (results/models/RUN)")
     s.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue from the run folder's checkpoint.pt when it was written under the same settings")
+    s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (for rules)")
     s.set_defaults(func=cmd_train)
 

@@ -1,0 +1,50 @@
+"""What the training rules need from the config (kept here, where pytest reaches it, not in the .smk)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Operational settings: they change how fast a run goes, not its weights, so they are no rule params.
+OPERATIONAL = ("checkpoint_every", "num_workers")
+
+
+def run_names(cfg: Any) -> list[str]:
+    return list(cfg.training.runs)
+
+
+def needs_embeddings(cfg: Any, run: str) -> bool:
+    return cfg.training.runs[run].target in ("ssm", "ssm_same_category")
+
+
+def run_params(settings: dict, run: str) -> dict:
+    """The effective training settings of one run (its entry instead of the whole runs table):
+    a change re-runs that run only."""
+    training = settings["training"]
+    params: dict[str, Any] = {k: v for k, v in training.items() if k not in ("runs", *OPERATIONAL)}
+    params["run"] = {"name": run, **training["runs"][run]}
+    # the image size of the corpus store is an input (its meta.json), the label variants come from labels
+    return params
+
+
+# Input and param functions of the train rule (built here so the .smk holds rules only).
+def embeddings_input(cfg: Any, embeddings_path: str):
+    """wildcards -> the label vectors for runs whose target is an SSM, nothing for the others."""
+
+    def embeddings(wildcards) -> list[str]:
+        return [embeddings_path] if needs_embeddings(cfg, wildcards.run) else []
+
+    return embeddings
+
+
+def settings_param(settings: dict):
+    """wildcards -> the run's effective settings (a param, so a change re-runs that run)."""
+
+    def settings_of(wildcards) -> dict:
+        return run_params(settings, wildcards.run)
+
+    return settings_of
+
+
+def embeddings_option(wildcards, input) -> str:  # noqa: A002 - snakemake's argument name
+    """The CLI option for the embeddings input, when the run has one."""
+    return f"--embeddings {input.embeddings}" if input.embeddings else ""
