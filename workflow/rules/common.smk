@@ -134,8 +134,23 @@ def parent_dir(wildcards, output):
 
 
 def get_final_output():
+    """Every table and figure (and what they are built from) of the configured run."""
+    from medfilip.datasets.workflow import dataset_targets
+
     targets = ["results/entities.parquet"]
     if CFG.reports.source == "iu_xray":
         # only IU-Xray carries the MeSH annotations that quality is scored against
         targets += ["results/tables/extraction_quality.csv", "results/figures/extraction_quality.png"]
+    targets += [
+        "results/labels.parquet",
+        "results/tables/label_stats.csv",
+        "results/figures/ssm_heatmap.png",
+        "results/figures/phantom_gallery.png",
+        "results/images/corpus/index.parquet",
+        *dataset_targets(CFG),
+        "results/figures/train_curves.png",
+        "results/tables/zeroshot.csv",
+        "results/tables/zeroshot_per_class.csv",
+        "results/figures/zeroshot.png",
+    ]
     return targets
