@@ -74,8 +74,9 @@ def _lung_air(sc: Scene) -> np.ndarray:
 
 def _disc_profile(sc: Scene, x: float, y: float, r: float) -> np.ndarray:
     """Projected sphere: thickest in the middle."""
-    d = np.hypot(sc.x - x, sc.y - y) / max(r, 1e-4)
-    return np.sqrt(np.clip(1 - d * d, 0, 1)) * soft(1 - d, 0.15)
+    win = sc.window(x - r - 0.01, x + r + 0.01, y - r - 0.01, y + r + 0.01)
+    d = np.hypot(win.x - x, win.y - y) * (1 / max(r, 1e-4))
+    return win.paste(np.sqrt(np.maximum(1 - d * d, 0)) * soft(1 - d, 0.15))
 
 
 # -- drawers -------------------------------------------------------------------------------
@@ -123,8 +124,10 @@ def draw_effusion(st: Stroke) -> np.ndarray:
         height = (bottom - a.apex_y) * (st.p("base_height", 0.08) + st.p("height", 0.45) * st.severity)
         dx = np.clip(sc.lateral(side) / a.thorax_half_width, 0, 1.2)
         surface = bottom - height + 0.02 - (0.04 + 0.08 * st.severity) * dx**2  # meniscus climbs the lateral wall
-        fluid = soft(sc.y - surface, 0.03) * np.minimum(0.55 + (sc.y - surface) * 6, 1) * sc.hemithorax[side]
-        out += fluid * (0.95 * sc.lungs[side] + 0.15) - 0.1 * fluid * sc.vessels
+        win = sc.window(*sorted((a.cx, a.cx + side * (a.thorax_half_width + 0.03))), bottom - height - 0.16, bottom + 0.02)
+        surface = surface[win.slices]
+        fluid = soft(win.y - surface, 0.03) * np.minimum(0.55 + (win.y - surface) * 6, 1) * sc.hemithorax[side][win.slices]
+        out[win.slices] += fluid * (0.95 * sc.lungs[side][win.slices] + 0.15 - 0.1 * sc.vessels[win.slices])
     return out
 
 

@@ -1,1 +1,22 @@
-# Stage: phantom (rules are added by the stage's owner; see workflow/Snakefile for the order).
+# Stage: phantom. The renderer's contact sheet: every finding category at mild and severe next to
+# a normal reference, so a person can judge the simulator that draws every image of the pipeline.
+
+
+rule phantom_gallery:
+    output:
+        report(
+            "results/figures/phantom_gallery.png",
+            caption="../report/phantom_gallery.rst",
+            category="Images",
+        ),
+    params:
+        config=EFFECTIVE_CONFIG,
+        # the appearance knobs: changing them re-renders the sheet
+        phantom=CFG.phantom.model_dump(mode="json"),
+        size=160,
+    log:
+        "results/logs/phantom_gallery/phantom_gallery.log",
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} phantom-gallery --out {output} --size {params.size} > {log} 2>&1"
