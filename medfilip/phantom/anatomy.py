@@ -294,7 +294,7 @@ class Scene:
 
     def _knob_geometry(self) -> tuple[float, float, float]:
         a = self.anatomy
-        return a.cx + a.mediastinal_shift + 0.05 + 0.025 * a.aortic_knob, 0.3, 0.038 * a.aortic_knob
+        return a.cx + a.mediastinal_shift + 0.052 + 0.018 * a.aortic_knob, 0.3, 0.034 * a.aortic_knob
 
     @cached_property
     def knob(self) -> np.ndarray:

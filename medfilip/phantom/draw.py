@@ -94,8 +94,9 @@ def draw_opacity(st: Stroke) -> np.ndarray:
         for side in st.sides:
             hx, hy = sc.hilum_point(side)
             theta = np.arctan2(sc.y - hy, (sc.x - hx) * side)
-            lines = np.clip(np.cos(theta * 26 + 3 * np.hypot(sc.x - hx, sc.y - hy)), 0, 1) ** 10
-            out = out - 0.6 * density * lines * blob**2 * sc.lungs[side]
+            lines = np.clip(np.cos(theta * 26 + 3 * np.hypot(sc.x - hx, sc.y - hy)), 0, 1) ** 12
+            broken = soft(smooth_field(st.rng, 20, sc.size) - 0.2, 0.5)  # short branching segments, not a fan
+            out = out - 0.35 * density * lines * broken * blob**2 * sc.lungs[side]
     return out
 
 
@@ -302,9 +303,9 @@ def draw_devices(st: Stroke) -> np.ndarray:
         width = {"ett": 0.009, "ng": 0.004, "line": 0.003, "lead": 0.0035}[name]
         tube = _polyline(sc, paths[name], width)
         if name == "ett":  # a lucent lumen with a radio-opaque stripe
-            out += 0.25 * tube - 0.1 * _polyline(sc, paths[name], width * 0.5) + 0.4 * _polyline(sc, [(a.cx + 0.006, 0.0), (a.cx + 0.006, 0.29)], 0.0015)
+            out += 0.15 * tube - 0.06 * _polyline(sc, paths[name], width * 0.5) + 0.3 * _polyline(sc, [(a.cx + 0.006, 0.0), (a.cx + 0.006, 0.29)], 0.0015)
         else:
-            out += 0.6 * tube
+            out += 0.4 * tube
     if n >= 4:  # pacemaker generator box in the left infraclavicular region
         bx, by = a.cx + 0.26, 0.2
         box = soft(0.035 - np.abs(sc.x - bx), 0.003) * soft(0.025 - np.abs(sc.y - by), 0.003)
