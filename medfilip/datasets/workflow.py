@@ -41,3 +41,25 @@ def preprocess_params(settings: dict[str, Any], name: str) -> dict[str, Any]:
 def dataset_targets(cfg: Any) -> list[str]:
     """The store index of every enabled dataset (for `rule all`)."""
     return [str(store_index(name)) for name in enabled_datasets(cfg.datasets)]
+
+
+class DatasetRules:
+    """The input and params functions of workflow/rules/datasets.smk, bound to the config
+    (``cfg`` the validated PipelineConfig, ``settings`` its plain-data form)."""
+
+    def __init__(self, cfg: Any, settings: dict[str, Any]):
+        self.cfg = cfg
+        self.settings = settings
+
+    def twin_params(self, wildcards) -> dict[str, Any]:
+        return twin_params(self.settings, wildcards.dataset)
+
+    def store_params(self, wildcards) -> dict[str, Any]:
+        return preprocess_params(self.settings, wildcards.dataset)
+
+    def store_inputs(self, wildcards) -> dict[str, str]:
+        return preprocess_inputs(self.cfg, wildcards.dataset)
+
+    def root_arg(self, wildcards) -> str:
+        """The folder to read: the configured real one, else the twin."""
+        return str(dataset_root(self.cfg, wildcards.dataset))

@@ -5,24 +5,9 @@
 # results/images/{dataset}/ (index.parquet + arrays/*.npy + rejects.parquet + meta.json).
 # The stores of the enabled datasets: medfilip.datasets.workflow.dataset_targets(CFG).
 
-from medfilip.datasets.workflow import DATASET_WILDCARD, preprocess_inputs, preprocess_params, twin_params
+from medfilip.datasets.workflow import DATASET_WILDCARD, DatasetRules
 
-
-def dataset_twin_params(wildcards):
-    return twin_params(SETTINGS, wildcards.dataset)
-
-
-def dataset_store_params(wildcards):
-    return preprocess_params(SETTINGS, wildcards.dataset)
-
-
-def dataset_store_inputs(wildcards):
-    return preprocess_inputs(CFG, wildcards.dataset)
-
-
-def dataset_root_arg(wildcards, input):
-    """The folder to read: the twin's (beside its manifest) or the configured real one."""
-    return str(Path(input.twin).parent) if "twin" in input.keys() else input.root
+DATASET_RULES = DatasetRules(CFG, SETTINGS)
 
 
 rule dataset_twin:
@@ -34,7 +19,7 @@ rule dataset_twin:
     params:
         config=EFFECTIVE_CONFIG,
         # sizes, classes, render size, seed and the phantom's knobs: a change re-renders the twin
-        settings=dataset_twin_params,
+        settings=DATASET_RULES.twin_params,
     threads: workflow.cores
     log:
         "results/logs/dataset_twin/{dataset}.log",
@@ -49,7 +34,7 @@ rule dataset_twin:
 
 rule preprocess_dataset:
     input:
-        unpack(dataset_store_inputs),
+        unpack(DATASET_RULES.store_inputs),
     output:
         index="results/images/{dataset}/index.parquet",
         meta="results/images/{dataset}/meta.json",
@@ -57,9 +42,9 @@ rule preprocess_dataset:
         dataset=DATASET_WILDCARD,
     params:
         config=EFFECTIVE_CONFIG,
-        root=dataset_root_arg,
+        root=DATASET_RULES.root_arg,
         # sizes, classes, seed (real data: the sample and split), images.size and shard size
-        settings=dataset_store_params,
+        settings=DATASET_RULES.store_params,
     threads: workflow.cores
     log:
         "results/logs/preprocess_dataset/{dataset}.log",
