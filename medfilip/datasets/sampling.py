@@ -6,9 +6,9 @@ labels (to choose its evaluation images), so a twin and its real dataset hold al
 - single-label sets (RSNA, SIIM, COVID): a simple random sample, which keeps the source's class
   proportions (RSNA 22.5% pneumonia, SIIM 22.2% pneumothorax; COVID: the database's folder sizes);
 - multi-label sets (ChestX-ray14, VinBigData), where a random sample would hold a handful of the
-  rarer classes: half the images are drawn class by class (rarest class first, each topped up to an
-  equal share (ceil(n / 2K)) of positives, images with boxes preferred so findings sit in radiologists' boxes),
-  the other half from images without any finding.
+  rarer classes: half the images are drawn one at a time for the class with the fewest positives so
+  far (images with boxes first, so findings sit in radiologists' boxes), the other half from images
+  without any finding.
 
 Splits: a seeded shuffle of the kept images; the first n_validate go to validate, the rest to test.
 """
@@ -47,12 +47,12 @@ def sample_balanced(
 ) -> np.ndarray:
     """Indices (sorted) of a class-balanced multi-label sample.
 
-    positives: bool (N, K), an image's positive classes among the evaluated ones. Images with no
-    positive are the "normal" pool (``candidates`` (N,) bool, if given, limits who may be drawn at
-    all, e.g. to images without findings outside the class subset for the normal pool). Each class
-    is topped up, rarest first, to ``abnormal_fraction * n / K`` positives, counting images already
-    drawn for other classes; then normal images fill the sample up to n (and abnormal ones if there
-    are too few normal ones).
+    positives: bool (N, K), an image's positive classes among the evaluated ones. Until
+    ``abnormal_fraction * n`` images with a positive are drawn, the next image comes from the class
+    with the fewest positives drawn so far (ties: the rarer class in the source) — an image counts for
+    all its classes — boxed images first, else at random. Then images with no positive fill the sample
+    (``candidates`` (N,) bool, if given, limits that pool, e.g. to images without any finding), and
+    abnormal ones if the normal pool runs out.
     """
     positives = np.asarray(positives, dtype=bool)
     n_items, n_classes = positives.shape
@@ -61,18 +61,26 @@ def sample_balanced(
     rng = np.random.default_rng(seed)
     allowed = np.ones(n_items, bool) if candidates is None else np.asarray(candidates, bool)
     boxed = np.zeros(n_items, bool) if has_box is None else np.asarray(has_box, bool)
-    # a random priority per image; boxed images come first within a class
-    priority = rng.random(n_items) - boxed.astype(float)
+    priority = rng.random(n_items) - boxed.astype(float)  # boxed images first within a class
+    pools = [np.flatnonzero(positives[:, k]) for k in range(n_classes)]
+    pools = [pool[np.argsort(priority[pool], kind="stable")] for pool in pools]
+    cursor = [0] * n_classes
+    source_counts = positives.sum(axis=0)
+    drawn = np.zeros(n_classes, np.int64)
     chosen = np.zeros(n_items, bool)
-    quota = int(np.ceil(abnormal_fraction * n / max(n_classes, 1)))
-    for k in np.argsort(positives.sum(axis=0), kind="stable"):
-        need = quota - int((chosen & positives[:, k]).sum())
-        room = n - int(chosen.sum())
-        pool = np.flatnonzero(positives[:, k] & ~chosen)
-        if need <= 0 or room <= 0 or pool.size == 0:
-            continue
-        take = pool[np.argsort(priority[pool], kind="stable")[: min(need, room)]]
-        chosen[take] = True
+    n_abnormal, target = 0, min(n, int(round(abnormal_fraction * n)))
+    while n_abnormal < target:
+        for k in range(n_classes):  # skip what other classes already drew
+            while cursor[k] < len(pools[k]) and chosen[pools[k][cursor[k]]]:
+                cursor[k] += 1
+        open_classes = [k for k in range(n_classes) if cursor[k] < len(pools[k])]
+        if not open_classes:
+            break
+        k = min(open_classes, key=lambda c: (drawn[c], source_counts[c], c))
+        pick = pools[k][cursor[k]]
+        chosen[pick] = True
+        drawn += positives[pick]
+        n_abnormal += 1
     normal_pool = np.flatnonzero(~positives.any(axis=1) & allowed & ~chosen)
     room = n - int(chosen.sum())
     chosen[rng.permutation(normal_pool)[:room]] = True
