@@ -1,0 +1,214 @@
+"""Training throughput: our training step versus the reference loop's data path, same model, same batch.
+
+From one run on one machine, with the same dual encoder (architecture, frozen layers, loss), the
+same batches (order, masked label texts, batch texts) and the same optimiser:
+
+  * ours: ``medfilip.training.train.train_run`` itself — uint8 images read from the memory-mapped
+    store by DataLoader workers, texts tokenised and the SSM target built in the workers from the
+    cached E_sim vectors (a gather + matmul), bf16/channels_last when asked;
+  * reference: the reference train.py's data path re-implemented — every image preloaded as a
+    normalised float tensor in memory, no workers, and the SSM target re-embedded every step by
+    running E_sim (the same MiniLM) over the batch's label texts, then cosine + max per image.
+
+Images/s is measured over the steps after ``--warmup`` (wall time between step ends, so waiting
+for data counts). The corpus is synthetic (random images with bright patches, label texts rendered
+from the vocabulary with the paper template and a generic explanation), built in a temporary
+folder; label vectors for our path are random unit vectors (their values do not change the cost).
+
+    python benchmarks/train_step.py [--images 480] [--size 128] [--arch resnet18] [--batch 32]
+        [--steps 12] [--warmup 2] [--workers 1] [--threads 2]
+    python benchmarks/train_step.py --device cuda --size 448 --arch resnet50 --batch 128 --bf16 \
+        --channels-last --workers 8 --images 4096      # the GPU figure
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from medfilip.images.store import ImageStore, ImageStoreWriter  # noqa: E402
+from medfilip.io import write_parquet_atomic  # noqa: E402
+from medfilip.labels.templates import render_label  # noqa: E402
+from medfilip.training.data import (  # noqa: E402
+    EpochBatchSampler,
+    batch_text_table,
+    masked_text,
+    read_label_table,
+    training_items,
+)
+from medfilip.training.loss import ImageTextMatchingLoss, total_loss  # noqa: E402
+from medfilip.training.model import build_model, default_text_model  # noqa: E402
+from medfilip.training.precision import autocast  # noqa: E402
+from medfilip.training.settings import ModelSettings, TrainingConfig  # noqa: E402
+from medfilip.training.train import train_run  # noqa: E402
+
+SEVERITIES = [None, None, "mild", "small", "moderate", "large", "severe"]
+LOCATIONS = [None, "left base", "right base", "bilateral lung", "right upper lobe", "left lower lobe", "retrocardiac"]
+
+
+def synthetic_corpus(root: Path, n_images: int, size: int, seed: int = 0) -> dict[str, Path]:
+    """A corpus store (all train) + labels.parquet (triplet_explanation) + random label vectors."""
+    from medfilip.extraction.vocabulary import Vocabulary
+
+    rng = np.random.default_rng(seed)
+    categories = sorted(Vocabulary.load(REPO / "resources" / "vocabulary").by_name)
+    rows = []
+    with ImageStoreWriter(root / "corpus", size, "corpus", shard_size=1024) as writer:
+        for i in range(n_images):
+            image = rng.integers(0, 80, size=(size, size), dtype=np.uint8)
+            for _ in range(int(rng.integers(1, 4))):
+                cat = categories[int(rng.integers(0, len(categories)))]
+                sev = SEVERITIES[int(rng.integers(0, len(SEVERITIES)))]
+                loc = LOCATIONS[int(rng.integers(0, len(LOCATIONS)))]
+                expl = f"a {cat} pattern with its typical density, borders and zone on a chest radiograph"
+                label = render_label(cat, sev, loc, expl)
+                rows.append({"report_id": f"r{i}", "variant": "triplet_explanation", "label": label,
+                             "label_key": hashlib.sha256(label.encode()).hexdigest()[:16], "category": cat,
+                             "severity": sev, "location": loc, "polarity": "present", "explanation": expl})
+                y, x = rng.integers(0, size - size // 4, size=2)
+                image[y:y + size // 4, x:x + size // 4] += 100
+            writer.add(f"img{i}", image, report_id=f"r{i}", path=f"{i}.png", view="PA", split="train")
+    write_parquet_atomic(pa.Table.from_pylist(rows), root / "labels.parquet")
+    texts = sorted({r["label"] for r in rows})
+    vectors = rng.normal(size=(len(texts), 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    write_parquet_atomic(pa.table({"key": [hashlib.sha256(t.encode()).hexdigest()[:32] for t in texts], "text": texts,
+                                   "vector": pa.array(list(vectors), pa.list_(pa.float32()))}), root / "embeddings.parquet")
+    return {"images": root / "corpus", "labels": root / "labels.parquet", "embeddings": root / "embeddings.parquet"}
+
+
+def steady_rate(step_seconds: list[float], batch: int, warmup: int) -> float:
+    timed = step_seconds[warmup:]
+    return batch * len(timed) / sum(timed)
+
+
+def ours(corpus: dict, cfg: TrainingConfig, out: Path, steps: int) -> list[float]:
+    result = train_run("medfilip", cfg, images_dir=corpus["images"], labels_path=corpus["labels"],
+                       embeddings_path=corpus["embeddings"], out_dir=out, resume=False, progress=False,
+                       stop_after_steps=steps)
+    import csv
+
+    rates = [float(r["images_per_s"]) for r in csv.DictReader(open(out / "train_log.csv"))][:result.steps]
+    return [cfg.batch_size / r for r in rates]
+
+
+def reference(corpus: dict, cfg: TrainingConfig, device: torch.device, precision: str, steps: int) -> list[float]:
+    """The reference loop's data path around the same model, loss and optimiser."""
+    from transformers import AutoModel, AutoTokenizer
+
+    torch.manual_seed(cfg.seed)
+    store = ImageStore.open(corpus["images"])
+    labels, by_report = read_label_table(corpus["labels"], "triplet_explanation")
+    positions, image_label_ids, _ = training_items(store, by_report)
+    # preload: every image as a normalised float tensor (the reference's data_prepare + np.save)
+    pixels = torch.from_numpy(store.get_batch(positions)).float().div_(255).sub_(0.449).div_(0.226).unsqueeze(1)
+    model = build_model(cfg.model, store.size, seed=cfg.seed).to(device).train()
+    if device.type == "cuda" and cfg.channels_last:
+        model.image.to(memory_format=torch.channels_last)
+    esim_tok = AutoTokenizer.from_pretrained(default_text_model())
+    esim = AutoModel.from_pretrained(default_text_model()).to(device).eval()
+    optimizer = torch.optim.SGD(model.trainable_parameters(), lr=cfg.optimiser.lr, momentum=cfg.optimiser.momentum,
+                                weight_decay=cfg.optimiser.weight_decay)
+    loss_fn = ImageTextMatchingLoss("mse_ce")
+    sampler = EpochBatchSampler(len(positions), cfg.batch_size, seed=cfg.seed)
+    seconds, last = [], time.perf_counter()
+    for keys in sampler:
+        if len(seconds) == steps:
+            break
+        items = []
+        for epoch, i in keys:
+            rng = np.random.default_rng((cfg.seed, epoch, i))
+            ids = image_label_ids[i]
+            items.append({"label_ids": ids, "texts": [masked_text(labels, lid, cfg.mask_probability, rng) for lid in ids]})
+        images = pixels[[i for _, i in keys]].to(device)
+        if device.type == "cuda" and cfg.channels_last:
+            images = images.contiguous(memory_format=torch.channels_last)
+        texts, sources, _ = batch_text_table(items)
+        # SSM re-embedded: E_sim over the batch's label texts, every step
+        flat = [lid for item in items for lid in item["label_ids"]]
+        esim_in = esim_tok([labels.texts[j] for j in flat + sources], padding=True, truncation=True,
+                           return_tensors="pt").to(device)
+        with torch.no_grad():
+            hidden = esim(**esim_in).last_hidden_state
+            mask = esim_in["attention_mask"].unsqueeze(-1).float()
+            vec = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
+        sims = vec[: len(flat)] @ vec[len(flat):].T
+        owner = torch.tensor([n for n, item in enumerate(items) for _ in item["label_ids"]], device=device)
+        target = torch.stack([sims[owner == n].max(0).values for n in range(len(items))])
+        tokens = model.tokenize(texts)
+        with autocast(precision, device):
+            img = torch.nn.functional.normalize(model.image(images).float(), dim=-1)
+            txt = torch.nn.functional.normalize(model.text(tokens["input_ids"], tokens["attention_mask"]).float(), dim=-1)
+        loss = total_loss(loss_fn(img, txt, model.logit_scale, target))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.trainable_parameters(), 1.0)
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        seconds.append(now - last)
+        last = now
+    return seconds
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--images", type=int, default=480)
+    p.add_argument("--size", type=int, default=128)
+    p.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--steps", type=int, default=12)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--text-trainable-layers", type=int, default=1)
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--bf16", action="store_true")
+    p.add_argument("--channels-last", action="store_true")
+    args = p.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    precision = "bf16" if args.bf16 else "fp32"
+    cfg = TrainingConfig(
+        model=ModelSettings(image_arch=args.arch, text_trainable_layers=args.text_trainable_layers),
+        batch_size=args.batch, epochs=1, num_workers=args.workers, device=args.device, precision=precision,
+        channels_last=args.channels_last, checkpoint_every=args.steps,  # the log is written at checkpoints
+    )
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        corpus = synthetic_corpus(Path(tmp), args.images, args.size)
+        print(f"synthetic corpus: {args.images} images at {args.size} px ({time.perf_counter() - t0:.1f} s to build)")
+        ours_s = ours(corpus, cfg, Path(tmp) / "run", args.steps)
+        ref_s = reference(corpus, cfg, device, precision, args.steps)
+    ours_rate = steady_rate(ours_s, args.batch, args.warmup)
+    ref_rate = steady_rate(ref_s, args.batch, args.warmup)
+    what = f"{args.arch} at {args.size} px, batch {args.batch}, {precision}, {args.device}"
+    if args.device == "cuda":
+        what += f" ({torch.cuda.get_device_name()})"
+    print(f"model: {what}; MiniLM top {args.text_trainable_layers} layer(s) trained; "
+          f"{args.steps - args.warmup} timed steps after {args.warmup} warm-up")
+    print(f"ours      (uint8 store, {args.workers} worker(s), cached SSM): {ours_rate:8.1f} images/s "
+          f"(median step {statistics.median(ours_s[args.warmup:]):.3f} s)")
+    print(f"reference (float preloaded, no workers, SSM re-embedded):  {ref_rate:8.1f} images/s "
+          f"(median step {statistics.median(ref_s[args.warmup:]):.3f} s)")
+    print(f"ratio ours / reference: {ours_rate / ref_rate:.2f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
