@@ -54,9 +54,8 @@ def write_dicom(
 
     With bits_stored > 8 the values are scaled to the full stored range; MONOCHROME1 stores the
     inverse (max - value), so a viewer (or our preprocessing) must invert it back."""
-    from pydicom.dataset import FileMetaDataset
-    from pydicom.dataset import FileDataset
-    from pydicom.uid import ExplicitVRLittleEndian, PYDICOM_IMPLEMENTATION_UID
+    from pydicom.dataset import FileDataset, FileMetaDataset
+    from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian
 
     from medfilip.io import atomic_path
 

@@ -33,8 +33,8 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -42,7 +42,12 @@ import pyarrow as pa
 
 from medfilip.datasets import sources
 from medfilip.datasets.catalog import SPECS
-from medfilip.datasets.sampling import assign_splits, derived_seed, sample_balanced, sample_random
+from medfilip.datasets.sampling import (
+    assign_splits,
+    derived_seed,
+    sample_balanced,
+    sample_random,
+)
 
 log = logging.getLogger(__name__)
 

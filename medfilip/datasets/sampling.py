@@ -68,7 +68,7 @@ def sample_balanced(
     source_counts = positives.sum(axis=0)
     drawn = np.zeros(n_classes, np.int64)
     chosen = np.zeros(n_items, bool)
-    n_abnormal, target = 0, min(n, int(round(abnormal_fraction * n)))
+    n_abnormal, target = 0, min(n, round(abnormal_fraction * n))
     while n_abnormal < target:
         for k in range(n_classes):  # skip what other classes already drew
             while cursor[k] < len(pools[k]) and chosen[pools[k][cursor[k]]]:
@@ -96,7 +96,7 @@ def assign_splits(n_items: int, n_test: int, n_validate: int, seed: int) -> np.n
 
     When fewer images are kept than asked for, validate and test shrink in proportion."""
     total = n_test + n_validate
-    n_val = n_validate if n_items >= total else int(round(n_items * n_validate / max(total, 1)))
+    n_val = n_validate if n_items >= total else round(n_items * n_validate / max(total, 1))
     order = np.random.default_rng(seed).permutation(n_items)
     splits = np.full(n_items, "test", dtype=object)
     splits[order[:n_val]] = "validate"
@@ -110,7 +110,7 @@ def allocate(counts: dict[str, int], n: int) -> dict[str, int]:
     out = {k: int(np.floor(v)) for k, v in exact.items()}
     for k in sorted(exact, key=lambda k: exact[k] - out[k], reverse=True)[: n - sum(out.values())]:
         out[k] += 1
-    for k in out:
+    for k in list(out):
         if out[k] == 0 and n >= len(out):
             donor = max(out, key=out.get)
             out[donor] -= 1

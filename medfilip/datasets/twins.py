@@ -34,10 +34,22 @@ import pandas as pd
 
 from medfilip.datasets import sources
 from medfilip.datasets.catalog import SPECS
-from medfilip.datasets.dicom import DX_IMAGE_FOR_PRESENTATION, SECONDARY_CAPTURE, DicomStyle, stable_uid, write_dicom
+from medfilip.datasets.dicom import (
+    DX_IMAGE_FOR_PRESENTATION,
+    SECONDARY_CAPTURE,
+    DicomStyle,
+    stable_uid,
+    write_dicom,
+)
 from medfilip.datasets.readers import SPLITS_FILE
 from medfilip.datasets.rle import EMPTY, rle_decode, rle_encode
-from medfilip.datasets.sampling import allocate, assign_splits, derived_seed, sample_balanced, sample_random
+from medfilip.datasets.sampling import (
+    allocate,
+    assign_splits,
+    derived_seed,
+    sample_balanced,
+    sample_random,
+)
 from medfilip.io import write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -139,7 +151,7 @@ def render_all(images: list[TwinImage], root: Path, size: int, dataset: str, *, 
     from tqdm import tqdm
 
     tasks = [(image, str(root), size, dataset, phantom_settings) for image in images]
-    bar = dict(total=len(tasks), desc=f"twin {dataset}", unit="img", disable=not progress, mininterval=2.0)
+    bar = {"total": len(tasks), "desc": f"twin {dataset}", "unit": "img", "disable": not progress, "mininterval": 2.0}
     if workers <= 1 or len(tasks) < 8:
         for _ in tqdm(map(_write_image, tasks), **bar):
             pass
@@ -187,17 +199,17 @@ def twin_rsna(settings, size: int, seed: int):
             for x, y, w, h in row.boxes
         ] if row.target else []
         if row.target:
-            label_rows += [dict(patientId=pid, x=round(x * scale, 2), y=round(y * scale, 2), width=round(w * scale, 2),
-                                height=round(h * scale, 2), Target=1) for x, y, w, h in row.boxes]
+            label_rows += [{"patientId": pid, "x": round(x * scale, 2), "y": round(y * scale, 2), "width": round(w * scale, 2),
+                                "height": round(h * scale, 2), "Target": 1} for x, y, w, h in row.boxes]
         else:
-            label_rows.append(dict(patientId=pid, x=None, y=None, width=None, height=None, Target=0))
-        dicom = dict(
-            patient_id=pid, sop_instance_uid=stable_uid("rsna", pid, "image"), study_uid=stable_uid("rsna", pid, "study"),
-            series_uid=stable_uid("rsna", pid, "series"), view=row.view,
-            pixel_spacing=float(row.pixel_spacing) / scale,
-            attributes={"PatientAge": f"{int(row.age):03d}Y" if pd.notna(row.age) else "",
+            label_rows.append({"patientId": pid, "x": None, "y": None, "width": None, "height": None, "Target": 0})
+        dicom = {
+            "patient_id": pid, "sop_instance_uid": stable_uid("rsna", pid, "image"), "study_uid": stable_uid("rsna", pid, "study"),
+            "series_uid": stable_uid("rsna", pid, "series"), "view": row.view,
+            "pixel_spacing": float(row.pixel_spacing) / scale,
+            "attributes": {"PatientAge": f"{int(row.age):03d}Y" if pd.notna(row.age) else "",
                         "PatientSex": str(row.sex) if pd.notna(row.sex) else ""},
-        )
+        }
         images.append(TwinImage(pid, f"stage_2_train_images/{pid}.dcm", split, row.view,
                                 derived_seed(seed, "rsna", pid), findings, dicom,
                                 ["Lung Opacity" if row.target else "No Lung Opacity"]))
@@ -274,11 +286,11 @@ def twin_vinbig(settings, size: int, seed: int):
             finding(spec.canonical(class_name), box=(x0 / side, y0 / side, x1 / side, y1 / side))
             for class_name, class_boxes in sorted(row["boxes"].items()) for x0, y0, x1, y1 in class_boxes
         ]
-        dicom = dict(
-            patient_id=image_id, sop_instance_uid=stable_uid("vinbig", image_id, "image"),
-            study_uid=stable_uid("vinbig", image_id, "study"), series_uid=stable_uid("vinbig", image_id, "series"),
-            view="PA", pixel_spacing=0.139 * side / size,
-        )
+        dicom = {
+            "patient_id": image_id, "sop_instance_uid": stable_uid("vinbig", image_id, "image"),
+            "study_uid": stable_uid("vinbig", image_id, "study"), "series_uid": stable_uid("vinbig", image_id, "series"),
+            "view": "PA", "pixel_spacing": 0.139 * side / size,
+        }
         images.append(TwinImage(image_id, f"train/{image_id}.dicom", split, "PA", derived_seed(seed, "vinbig", image_id),
                                 findings, dicom, list(row["classes"])))
     sides = dict(zip(kept["image_id"], kept["size"]))
@@ -311,8 +323,8 @@ def twin_siim(settings, size: int, seed: int):
         findings = [finding("pneumothorax", mask_rles=twin_rles)] if twin_rles else []
         rle_rows += [{"ImageId": image_id, " EncodedPixels": r} for r in (twin_rles or [EMPTY])]
         study, series = stable_uid("siim", image_id, "study"), stable_uid("siim", image_id, "series")
-        dicom = dict(patient_id=str(uuid.uuid5(uuid.NAMESPACE_OID, image_id)), sop_instance_uid=image_id,
-                     study_uid=study, series_uid=series, view="PA", pixel_spacing=0.168 * sources.SIIM_SIZE / size)
+        dicom = {"patient_id": str(uuid.uuid5(uuid.NAMESPACE_OID, image_id)), "sop_instance_uid": image_id,
+                     "study_uid": study, "series_uid": series, "view": "PA", "pixel_spacing": 0.168 * sources.SIIM_SIZE / size}
         images.append(TwinImage(image_id, f"dicom-images-train/{study}/{series}/{image_id}.dcm", split, "PA",
                                 derived_seed(seed, "siim", image_id), findings, dicom,
                                 ["Pneumothorax" if twin_rles else "No Pneumothorax"]))

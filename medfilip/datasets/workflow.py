@@ -5,7 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medfilip.datasets.catalog import DATASET_NAMES, enabled_datasets, store_index, twin_dir, twin_manifest
+from medfilip.datasets.catalog import (
+    DATASET_NAMES,
+    enabled_datasets,
+    store_index,
+    twin_dir,
+    twin_manifest,
+)
 
 # a wildcard pattern matching the dataset names only (results/images/corpus/ is the images stage's)
 DATASET_WILDCARD = "|".join(DATASET_NAMES)

@@ -10,7 +10,13 @@ from pydantic import ValidationError
 from medfilip.datasets import sources
 from medfilip.datasets.catalog import SPECS, enabled_datasets
 from medfilip.datasets.rle import rle_area, rle_decode, rle_encode
-from medfilip.datasets.sampling import allocate, assign_splits, derived_seed, sample_balanced, sample_random
+from medfilip.datasets.sampling import (
+    allocate,
+    assign_splits,
+    derived_seed,
+    sample_balanced,
+    sample_random,
+)
 from medfilip.datasets.settings import DatasetsConfig, NihSettings, RsnaSettings
 
 

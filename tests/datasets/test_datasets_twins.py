@@ -181,7 +181,7 @@ def test_findings_drawn_inside_real_boxes_and_masks(tables):
 def test_same_seed_same_twin(twins, config, tmp_path):
     again = build_twin("siim", tmp_path / "siim", config, progress=False).root
     assert (again / "train-rle.csv").read_bytes() == (twins["siim"] / "train-rle.csv").read_bytes()
-    first = sorted(twins["siim"].rglob("*.dcm"))[0]
+    first = min(twins["siim"].rglob("*.dcm"))
     assert (again / first.relative_to(twins["siim"])).read_bytes() == first.read_bytes()
 
 
@@ -215,15 +215,38 @@ def test_cli_twin_and_preprocess(tmp_path):
     config.write_text("images: {size: 64}\ndatasets:\n  render_size: 96\n  covid: {n_test: 6, n_validate: 3}\n")
     run = [sys.executable, "-m", "medfilip.cli", "-c", str(config)]
     proc = subprocess.run([*run, "twin", "--dataset", "covid", "--out", str(tmp_path / "twin"), "--no-progress",
-                           "--workers", "2"], capture_output=True, text=True)
+                           "--workers", "2"], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "covid twin: 9 images" in proc.stdout
     proc = subprocess.run([*run, "preprocess-dataset", "--dataset", "covid", "--root", str(tmp_path / "twin"),
-                           "--out", str(tmp_path / "store"), "--no-progress", "--workers", "1"], capture_output=True, text=True)
+                           "--out", str(tmp_path / "store"), "--no-progress", "--workers", "1"], capture_output=True, text=True,
+                          check=False)
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((tmp_path / "store" / "meta.json").read_text())
     assert meta["size"] == 64 and meta["n_images"] == 9 and meta["task"] == "single_label"
     assert meta["label_names"] == ["covid-19 pneumonia", "normal", "pneumonia"]
     proc = subprocess.run([*run, "preprocess-dataset", "--dataset", "covid", "--out", str(tmp_path / "x")],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True, check=False)
     assert proc.returncode == 1 and "datasets.covid.root is null" in proc.stderr
+
+
+def test_readers_accept_the_other_published_layouts(twins, config, tmp_path):
+    # ChestX-ray14 as downloaded: images_001/images/*.png and the v2020 entry file name
+    nih = tmp_path / "nih"
+    shutil.copytree(twins["nih"], nih)
+    (nih / "images_001").mkdir()
+    (nih / "images").rename(nih / "images_001" / "images")
+    (nih / "Data_Entry_2017.csv").rename(nih / "Data_Entry_2017_v2020.csv")
+    table = read_dataset("nih", nih, config)
+    assert table.num_rows == 16 and all("images_001/images/" in p for p in table.column("path").to_pylist())
+    assert table.column("labels").to_pylist() == read_dataset("nih", twins["nih"], config).column("labels").to_pylist()
+    # COVID-19 Radiography v1-3: <class>/*.png with "COVID-19" and "NORMAL" folder names
+    covid = tmp_path / "covid"
+    for old, new in [("COVID", "COVID-19"), ("Normal", "NORMAL"), ("Viral Pneumonia", "Viral Pneumonia")]:
+        shutil.copytree(twins["covid"] / old / "images", covid / new)
+    shutil.copy(twins["covid"] / "splits.csv", covid / "splits.csv")
+    table = read_dataset("covid", covid, config)
+    assert table.column("labels").to_pylist() == read_dataset("covid", twins["covid"], config).column("labels").to_pylist()
+    # a root without the layout: a clear message
+    with pytest.raises(ValueError, match="no RSNA labels CSV"):
+        read_dataset("rsna", tmp_path / "covid", config)
