@@ -126,7 +126,7 @@ DEFAULT_RUNS = {
 class TrainingConfig(Strict):
     model: ModelSettings = ModelSettings()
     optimiser: OptimiserSettings = OptimiserSettings()
-    epochs: int = Field(4, ge=1, le=10000, description="Passes over the training split")
+    epochs: int = Field(2, ge=1, le=10000, description="Passes over the training split")
     batch_size: int = Field(32, ge=2, le=65536, description="Images per step, over all processes")
     seed: int = Field(0, ge=0, description="Seed of initialisation, data order, masking and augmentation")
     grad_clip: float | None = Field(1.0, gt=0.0, description="Clip the gradient norm to this; null = no clipping")
