@@ -39,21 +39,21 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from medfilip.images.store import ImageStore, ImageStoreWriter  # noqa: E402
-from medfilip.io import write_parquet_atomic  # noqa: E402
-from medfilip.labels.templates import render_label  # noqa: E402
-from medfilip.training.data import (  # noqa: E402
+from medfilip.images.store import ImageStore, ImageStoreWriter
+from medfilip.io import write_parquet_atomic
+from medfilip.labels.templates import render_label
+from medfilip.training.data import (
     EpochBatchSampler,
     batch_text_table,
     masked_text,
     read_label_table,
     training_items,
 )
-from medfilip.training.loss import ImageTextMatchingLoss, total_loss  # noqa: E402
-from medfilip.training.model import build_model, default_text_model  # noqa: E402
-from medfilip.training.precision import autocast  # noqa: E402
-from medfilip.training.settings import ModelSettings, TrainingConfig  # noqa: E402
-from medfilip.training.train import train_run  # noqa: E402
+from medfilip.training.loss import ImageTextMatchingLoss, total_loss
+from medfilip.training.model import build_model, default_text_model
+from medfilip.training.precision import autocast
+from medfilip.training.settings import ModelSettings, TrainingConfig
+from medfilip.training.train import train_run
 
 SEVERITIES = [None, None, "mild", "small", "moderate", "large", "severe"]
 LOCATIONS = [None, "left base", "right base", "bilateral lung", "right upper lobe", "left lower lobe", "retrocardiac"]
@@ -101,7 +101,8 @@ def ours(corpus: dict, cfg: TrainingConfig, out: Path, steps: int) -> list[float
                        stop_after_steps=steps)
     import csv
 
-    rates = [float(r["images_per_s"]) for r in csv.DictReader(open(out / "train_log.csv"))][:result.steps]
+    with open(out / "train_log.csv", newline="") as fh:
+        rates = [float(r["images_per_s"]) for r in csv.DictReader(fh)][:result.steps]
     return [cfg.batch_size / r for r in rates]
 
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any
 
 import numpy as np
 import pyarrow.compute as pc
@@ -243,7 +244,7 @@ class Batch:
     texts: list[str]
     text_label_ids: torch.Tensor  # (M,) the label each text was rendered from
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         self.images = self.images.pin_memory()
         self.input_ids = self.input_ids.pin_memory()
         self.attention_mask = self.attention_mask.pin_memory()

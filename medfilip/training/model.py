@@ -67,7 +67,7 @@ class ImageEncoder(nn.Module):
         """A torchvision ImageNet state dict, or the image tower of one of our model.pt files."""
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable file gets the same message
+        except Exception as err:  # any unreadable file gets the same message
             raise ModelError(f"{path}: cannot read image weights ({err})") from err
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
@@ -194,7 +194,7 @@ class DualEncoder(nn.Module):
             x = x.contiguous(memory_format=torch.channels_last)
         return x
 
-    def train(self, mode: bool = True) -> "DualEncoder":
+    def train(self, mode: bool = True) -> DualEncoder:
         super().train(mode)
         for module in self.text.frozen_modules:
             module.eval()
@@ -227,7 +227,13 @@ class DualEncoder(nn.Module):
 
 # -- construction ---------------------------------------------------------------------------
 def _load_text_model(source: str, pretrained: bool) -> tuple[nn.Module, Any]:
-    from transformers import AutoConfig, AutoModel, AutoTokenizer, CLIPTextConfig, CLIPTextModel
+    from transformers import (
+        AutoConfig,
+        AutoModel,
+        AutoTokenizer,
+        CLIPTextConfig,
+        CLIPTextModel,
+    )
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one "Loading weights" bar per model is noise in rule logs

@@ -45,6 +45,6 @@ def settings_param(settings: dict):
     return settings_of
 
 
-def embeddings_option(wildcards, input) -> str:  # noqa: A002 - snakemake's argument name
+def embeddings_option(wildcards, input) -> str:
     """The CLI option for the embeddings input, when the run has one."""
     return f"--embeddings {input.embeddings}" if input.embeddings else ""

@@ -110,7 +110,7 @@ def test_collator_targets(table, tokenizer):
     ])
     vectors = torch.nn.functional.normalize(torch.randn(len(labels), 8, generator=torch.Generator().manual_seed(0)), dim=1)
     categories = labels.category_ids()
-    kwargs = dict(vectors=vectors, categories=categories)
+    kwargs = {"vectors": vectors, "categories": categories}
     ssm = BatchCollator("ssm", tokenizer, 16, **kwargs)(items)
     assert ssm.texts == ["atelectasis", "moderate cardiomegaly", "pneumonia"]
     assert ssm.text_label_ids.tolist() == [idx["atelectasis"], idx["cardiomegaly"], idx["pneumonia"]]

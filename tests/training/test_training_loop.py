@@ -37,7 +37,12 @@ def _log_rows(path: Path) -> list[dict]:
 
 def test_one_step_lowers_the_loss_on_a_fixed_batch(corpus):
     from medfilip.images.store import ImageStore
-    from medfilip.training.data import BatchCollator, PretrainingDataset, read_label_table, training_items
+    from medfilip.training.data import (
+        BatchCollator,
+        PretrainingDataset,
+        read_label_table,
+        training_items,
+    )
     from medfilip.training.loss import ImageTextMatchingLoss, total_loss
     from medfilip.training.model import build_model
 

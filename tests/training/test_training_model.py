@@ -122,3 +122,31 @@ def test_bert_family_folder_with_cls_pooling_and_everything_trained(tmp_path):
     with pytest.raises(ModelError, match="eos"):
         build_model(settings.model_copy(update={"text_pooling": "eos"}), image_size=32)
     assert math.isclose(tiny.logit_scale.item(), 1 / 0.07, rel_tol=1e-5)
+
+
+def test_clip_text_folder_with_eos_pooling(tmp_path):
+    import json
+
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTokenizer
+
+    folder = tmp_path / "tiny-clip"
+    folder.mkdir()
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for c in "abcdefghijklmnopqrstuvwxyz":
+        vocab[c] = len(vocab)
+        vocab[c + "</w>"] = len(vocab)
+    (folder / "vocab.json").write_text(json.dumps(vocab))
+    (folder / "merges.txt").write_text("#version: 0.2\n")
+    CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt")).save_pretrained(folder)
+    config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                            num_attention_heads=2, max_position_embeddings=64, bos_token_id=0, eos_token_id=1,
+                            pad_token_id=1)
+    CLIPTextModel(config).save_pretrained(folder)
+    clip = build_model(ModelSettings(text_model=str(folder), text_pooling="eos", embed_dim=16), image_size=32)
+    trained = [n for n, p in clip.text.named_parameters() if p.requires_grad]
+    assert any("layers.1." in n for n in trained) and not any("layers.0." in n for n in trained)
+    assert any("final_layer_norm" in n for n in trained)
+    save_trained(clip.eval(), tmp_path / "run")
+    again = load_trained(tmp_path / "run")
+    with torch.no_grad():
+        assert torch.allclose(again.encode_text(["mild atelectasis"]), clip.encode_text(["mild atelectasis"]), atol=1e-6)
