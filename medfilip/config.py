@@ -166,6 +166,20 @@ class PipelineConfig(_Strict):
     training: TrainingConfig = TrainingConfig()
     evaluation: EvaluationConfig = EvaluationConfig()
 
+    @model_validator(mode="after")
+    def _runs_use_written_labels(self) -> "PipelineConfig":
+        missing = {
+            name: run.label_variant
+            for name, run in self.training.runs.items()
+            if run.label_variant not in self.labels.variants
+        }
+        if missing:
+            raise ValueError(
+                "training.runs use label variants that labels.variants does not write: "
+                + ", ".join(f"{name} -> {variant}" for name, variant in missing.items())
+            )
+        return self
+
     def shard_names(self) -> list[str]:
         return shard_names(self.reports.n_shards)
 

@@ -48,3 +48,12 @@ def settings_param(settings: dict):
 def embeddings_option(wildcards, input) -> str:
     """The CLI option for the embeddings input, when the run has one."""
     return f"--embeddings {input.embeddings}" if input.embeddings else ""
+
+
+def embedded_variants(cfg: Any) -> list[str]:
+    """Label variants whose strings E_sim must embed: those of the runs trained against an SSM,
+    plus the full template for the SSM heatmap. (Embedding the report texts of a ConVIRT-style run,
+    which needs no SSM, would cost most of the embedding time for nothing.)"""
+    variants = {cfg.training.runs[run].label_variant for run in cfg.training.runs if needs_embeddings(cfg, run)}
+    variants.add("triplet_explanation")
+    return sorted(v for v in variants if v in cfg.labels.variants)

@@ -6,6 +6,7 @@
 # only new label strings are embedded. The output holds the vectors of exactly the current labels.
 
 from medfilip.embeddings import model_files, model_slug
+from medfilip.training.workflow import embedded_variants
 
 EMBEDDINGS_SLUG = model_slug(CFG.embeddings.model)
 # what training and evaluation read
@@ -23,6 +24,8 @@ rule embed_labels:
         config=EFFECTIVE_CONFIG,
         settings=SETTINGS["embeddings"],
         cache=f"results/cache/embeddings/{EMBEDDINGS_SLUG}",
+        # only the variants an SSM is built from (training runs with an SSM target, the heatmap)
+        variants=embedded_variants(CFG),
     threads: 2
     log:
         "results/logs/embed_labels/embed_labels.log",
@@ -32,6 +35,7 @@ rule embed_labels:
         "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} embed --labels {input.labels} --cache {params.cache} --out {output}"
+        " --variants {params.variants}"
         " --threads {threads} --no-progress > {log} 2>&1"
 
 
