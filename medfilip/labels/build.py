@@ -61,6 +61,23 @@ def _location(location: str | None, default: str | None, omit_default: bool) -> 
     return location
 
 
+
+def _variant_labels(variant, report_text, items, knowledge, default_locations, settings):
+    """The label rows (text + fields) of one report in one variant, duplicates included."""
+    if variant == LabelVariant.report.value:
+        text = render_label("", variant=variant, report_text=report_text or NORMAL)
+        yield {"label": text, "category": None, "severity": None, "location": None, "polarity": None,
+               "explanation": None}
+        return
+    for e in items:
+        category = knowledge.resolve(e["category"])
+        explanation = knowledge.explanation(category)
+        location = _location(e["location"], default_locations.get(category), settings.omit_default_location)
+        text = render_label(category, e["severity"], location, explanation, variant,
+                            negated=e["polarity"] == "negated")
+        yield {"label": text, "category": category, "severity": e["severity"], "location": location,
+               "polarity": e["polarity"], "explanation": explanation}
+
 def build_labels(
     report_paths: Iterable[str | Path],
     entities_path: str | Path,
@@ -108,37 +125,27 @@ def build_labels(
     unique: dict[str, set[str]] = {v: set() for v in settings.variants}
     for rid in sorted(reports):
         ents = findings.get(rid, [])
-        positive = [e for e in ents if e["polarity"] != "negated"]
-        if not positive:
-            n_normal += 1
+        is_normal = not any(e["polarity"] != "negated" for e in ents)
+        n_normal += is_normal
+        # a report with no positive finding is normal; kept negations ("no pneumothorax") stay beside it
+        items = ents + ([{"category": NORMAL, "severity": None, "location": None, "polarity": "present"}]
+                        if is_normal else [])
         for variant in settings.variants:
             seen: set[str] = set()
-
-            def add(text, category, severity, location, polarity, explanation, is_normal):
+            for label in _variant_labels(variant, reports[rid], items, knowledge, default_locations, settings):
+                text = label["label"]
                 if text in seen:
-                    return
+                    continue
                 seen.add(text)
                 unique[variant].add(text)
-                for name, value in zip(
-                    LABEL_SCHEMA.names,
-                    (rid, variant, text, label_key(text), category, severity, location, polarity, explanation,
-                     None if category is None else f"{severity or ''}|{category}", is_normal),
-                ):
-                    rows[name].append(value)
-
-            if variant == LabelVariant.report.value:
-                text = reports[rid] or NORMAL
-                add(render_label("", variant=variant, report_text=text), None, None, None, None, None, not positive)
-                continue
-            # a report with no positive finding is normal; kept negations ("no pneumothorax") stay beside it
-            items = ents + ([] if positive else [{"category": NORMAL, "severity": None, "location": None, "polarity": "present"}])
-            for e in items:
-                category = knowledge.resolve(e["category"])
-                explanation = knowledge.explanation(category)
-                location = _location(e["location"], default_locations.get(category), settings.omit_default_location)
-                negated = e["polarity"] == "negated"
-                text = render_label(category, e["severity"], location, explanation, variant, negated=negated)
-                add(text, category, e["severity"], location, e["polarity"], explanation, not positive)
+                category = label["category"]
+                record = {
+                    **label, "report_id": rid, "variant": variant, "label_key": label_key(text),
+                    "fine_grained_key": None if category is None else f"{label['severity'] or ''}|{category}",
+                    "is_normal": is_normal,
+                }
+                for name in LABEL_SCHEMA.names:
+                    rows[name].append(record[name])
 
     table = pa.Table.from_pydict(rows, schema=LABEL_SCHEMA)
     write_parquet_atomic(table, out_path)

@@ -6,7 +6,6 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
 
 from medfilip.io import atomic_path
 from medfilip.phantom.appearance import APPEARANCE

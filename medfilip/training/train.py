@@ -245,6 +245,7 @@ def train_run(
     total_steps = steps_per_epoch * cfg.epochs
     global_batch = per_rank_batch * env.world_size
     bar = tqdm(total=total_steps, initial=step, disable=not (progress and env.is_main), desc=run_name, unit="step")
+    log_every = max(1, steps_per_epoch // 10)
     network.train()
     started = time.perf_counter()
     steps_this_session, images_seen = 0, 0
@@ -284,6 +285,11 @@ def train_run(
             })
             bar.update(1)
             bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}", epoch=epoch)
+            if bar.disable and env.is_main and (step % log_every == 0 or step == total_steps):
+                # no progress bar (rules, batch jobs): a log line about ten times an epoch instead
+                done = images_seen / max(now - started, 1e-9)
+                log.info("run %s: step %d/%d, epoch %d, loss %.4f, lr %.2e, %.1f images/s",
+                         run_name, step, total_steps, epoch, loss.item(), lr, done)
             if step % cfg.checkpoint_every == 0:
                 checkpoint()
             if stop_after_steps is not None and step >= stop_after_steps:
