@@ -14,6 +14,8 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
+from typing import Literal
+
 from pydantic import Field, field_validator
 
 from medfilip.configbase import Strict
@@ -65,8 +67,8 @@ class LabelVariantName(str, Enum):
 
 class ModelSettings(Strict):
     image_arch: ImageArch = Field(ImageArch.resnet18, description="torchvision ResNet of the image encoder")
-    image_channels: int = Field(
-        1, ge=1, le=3, description="Input channels: 1 = grayscale stem (ImageNet conv1 summed over RGB), 3 = repeated"
+    image_channels: Literal[1, 3] = Field(
+        1, description="Input channels: 1 = grayscale stem (ImageNet conv1 summed over RGB), 3 = repeated"
     )
     image_weights: Path | None = Field(
         None,

@@ -22,7 +22,8 @@ rule embed_labels:
         EMBEDDINGS,
     params:
         config=EFFECTIVE_CONFIG,
-        settings=SETTINGS["embeddings"],
+        # what changes the vectors (batch_size and device do not)
+        settings={k: SETTINGS["embeddings"][k] for k in ("model", "max_length")},
         cache=f"results/cache/embeddings/{EMBEDDINGS_SLUG}",
         # only the variants an SSM is built from (training runs with an SSM target, the heatmap)
         variants=embedded_variants(CFG),
