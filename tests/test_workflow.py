@@ -7,6 +7,7 @@ resources/ are found in the repository by the workflow's path fallback
 
 from __future__ import annotations
 
+import csv
 import re
 import shutil
 import subprocess
@@ -198,12 +199,12 @@ def test_run_rerun_and_vocabulary_edit(project: Path):
     quiet = yaml.safe_load(Path(config).read_text())
     quiet["extraction"]["flush_every"] = 7
     (project / "quiet.yaml").write_text(yaml.safe_dump(quiet))
-    proc = snakemake(project, "-n", "all", configfile=project / "quiet.yaml")
+    proc = snakemake(project, "-n", *TARGETS, configfile=project / "quiet.yaml")
     assert "Nothing to be done" in output_of(proc), output_of(proc)
     reseeded = yaml.safe_load(Path(config).read_text())
     reseeded["reports"]["iu_xray"]["split_seed"] = 3
     (project / "reseeded.yaml").write_text(yaml.safe_dump(reseeded))
-    proc = snakemake(project, "-n", "all", configfile=project / "reseeded.yaml")
+    proc = snakemake(project, "-n", *TARGETS, configfile=project / "reseeded.yaml")
     assert job_counts(proc).get("report_shards") == 1, output_of(proc)
 
     # editing the vocabulary re-runs extraction and what follows it, never the reports
@@ -257,14 +258,16 @@ def test_knowledge_edit_reruns_labels_and_below_never_extraction(project: Path):
     config = project / "config.yaml"
     embeddings = f"results/embeddings/{model_slug(None)}.parquet"
     targets = ("results/labels.parquet", embeddings, "results/figures/ssm_heatmap.png")
-    proc = snakemake(project, "--cores", "2", *targets, configfile=config)
+    proc = snakemake(project, "--cores", "2", *targets, "results/tables/extraction_quality.csv", configfile=config)
     assert proc.returncode == 0, output_of(proc)
-    assert job_counts(proc) == {"report_shards": 1, "extract_triplets": 2, "entities": 1, "structured_labels": 1,
-                                "embed_labels": 1, "ssm_heatmap": 1}
+    assert job_counts(proc) == {"report_shards": 1, "extract_triplets": 2, "entities": 1, "extraction_quality": 1,
+                                "structured_labels": 1, "embed_labels": 1, "ssm_heatmap": 1}
     labels = pq.read_table(project / "results" / "labels.parquet").to_pylist()
     assert {r["variant"] for r in labels} == {"triplet_explanation", "report"}
     assert any(r["label"].startswith("mild cardiomegaly, where cardiomegaly is ") for r in labels)
-    assert pq.read_table(project / embeddings).num_rows == len({r["label"] for r in labels})
+    # E_sim embeds the variants an SSM is built from (the medfilip run's, the heatmap's), not report texts
+    assert pq.read_table(project / embeddings).num_rows == len(
+        {r["label"] for r in labels if r["variant"] == "triplet_explanation"})
 
     # edit one entry
     knowledge = yaml.safe_load((project / "knowledge.yaml").read_text())
@@ -289,3 +292,48 @@ def test_knowledge_edit_reruns_labels_and_below_never_extraction(project: Path):
     changed = {r["label"] for r in new} - {r["label"] for r in labels}
     assert changed and all("a dark rim of free air along the chest wall" in t for t in changed)
     assert re.search(rf"\b{len(changed)} embedded\b", log), log
+
+
+@pytest.mark.slow
+def test_tiny_end_to_end_zeroshot(project: Path):
+    """`results/tables/zeroshot.csv` from nothing: reports -> extraction -> labels -> embeddings ->
+    phantom corpus + two twins -> two training runs -> zero-shot table, all through snakemake."""
+    cfg = yaml.safe_load((project / "config.yaml").read_text())
+    cfg.update({
+        "labels": {"variants": ["triplet_explanation", "report"]},
+        "images": {"size": 32},
+        "datasets": {"render_size": 64, "rsna": {"n_test": 12, "n_validate": 8},
+                     "covid": {"n_test": 12, "n_validate": 8},
+                     **{name: {"enabled": False} for name in ("nih", "vinbig", "siim")}},
+        "training": {"epochs": 1, "batch_size": 2, "num_workers": 0, "checkpoint_every": 2,
+                     "model": {"embed_dim": 16, "max_length": 24},
+                     "runs": {"medfilip": {"label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce"},
+                              "convirt": {"label_variant": "report", "target": "identity", "loss": "infonce"}}},
+        # 7 reports leave too few held-out images for the corpus sets
+        "evaluation": {"corpus": {"enabled": False}, "batch_size": 8},
+    })
+    (project / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(project, "--cores", "2", "results/tables/zeroshot.csv", "results/figures/train_curves.png",
+                     configfile=project / "config.yaml")
+    assert proc.returncode == 0, output_of(proc)
+    counts = job_counts(proc)
+    assert counts["train"] == 2 and counts["dataset_twin"] == 2 and counts["preprocess_dataset"] == 2
+    assert counts["corpus_images"] == 1 and counts["zeroshot"] == 1 and counts["embed_labels"] == 1
+
+    results = project / "results"
+    table = list(csv.DictReader((results / "tables" / "zeroshot.csv").open()))
+    assert sorted(row["run"] for row in table) == ["convirt", "medfilip"]  # yaml.safe_dump sorted the runs
+    for row in table:
+        for column in ("rsna_auc", "covid_auc", "covid_top1", "mean_auc"):
+            assert 0.0 <= float(row[column]) <= 1.0, (column, row)
+    assert (results / "figures" / "zeroshot.png").stat().st_size > 0
+    log = list(csv.DictReader((results / "models" / "medfilip" / "train_log.csv").open()))
+    measured = yaml.safe_load((results / "models" / "medfilip" / "config.yaml").read_text())["measured"]
+    assert measured["steps"] == len(log) == measured["n_images"] // 2 >= 1  # batch 2, 1 epoch, last batch dropped
+    assert all(float(r["loss"]) > 0 for r in log)
+    # the rendered twins are DICOM / PNG in the real layouts, read back by the real readers
+    assert len(list((results / "twins" / "rsna" / "stage_2_train_images").glob("*.dcm"))) == 20
+    assert (results / "twins" / "covid" / "COVID").is_dir()
+
+    proc = snakemake(project, "-n", "results/tables/zeroshot.csv", configfile=project / "config.yaml")
+    assert "Nothing to be done" in output_of(proc), output_of(proc)
