@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
 import tempfile
+import time
+import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+# mkstemp creates files readable by their owner only; results should get the usual permissions
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 @contextmanager
@@ -26,6 +33,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        os.chmod(tmp_path, 0o666 & ~_UMASK)
         os.replace(tmp_path, path)
     finally:
         if tmp_path.exists():
@@ -75,3 +83,21 @@ def sha256_files(paths: list[Path]) -> str:
         h.update(p.read_bytes())
         h.update(b"\x00")
     return h.hexdigest()
+
+
+@contextmanager
+def folder_lock(root: str | Path) -> Iterator[None]:
+    """An exclusive lock on a folder (``flock`` on ``root/.lock``): other processes wait."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def part_file_name(tag: str | None = None) -> str:
+    """A unique name for a Parquet part of a cache folder; names sort in the order they were made."""
+    return f"part-{time.time_ns():020d}-{os.getpid()}-{tag or uuid.uuid4().hex[:8]}.parquet"

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from medfilip.devices import resolve_device
+
 if TYPE_CHECKING:
     import numpy as np
     import torch
@@ -113,13 +115,10 @@ def model_files(model: str | os.PathLike | None) -> list[str]:
 
 
 def pick_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise EmbeddingModelError("embeddings.device = cuda, but torch sees no CUDA device (use cpu or auto)")
-    return device
+    try:
+        return resolve_device(device, "embeddings.device")
+    except ValueError as err:
+        raise EmbeddingModelError(str(err)) from None
 
 
 class TextEncoder:

@@ -10,14 +10,11 @@ output; the output is a file with the vectors of exactly the current labels
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import logging
 import os
 import time
-import uuid
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +24,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from medfilip.embeddings.model import ModelRef, resolve_model
-from medfilip.io import write_parquet_atomic
+from medfilip.io import folder_lock, part_file_name, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -117,27 +114,17 @@ class EmbeddingCache:
         if table.num_rows == 0:
             return None
         self.root.mkdir(parents=True, exist_ok=True)
-        name = f"part-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+        name = part_file_name()
         return write_parquet_atomic(table, self.root / name)
-
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        self.root.mkdir(parents=True, exist_ok=True)
-        with open(self.root / ".lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def compact(self, force: bool = False) -> int:
         """Merge the parts into one when there are many; returns the number of parts merged."""
-        with self._lock():
+        with folder_lock(self.root):
             parts = self.parts()
             if len(parts) <= 1 or (not force and len(parts) <= self.compact_above):
                 return 0
             table = dedupe_keys(pa.concat_tables([pq.read_table(p) for p in parts]))
-            write_parquet_atomic(table, self.root / f"part-{time.time_ns():020d}-{os.getpid()}-compact.parquet")
+            write_parquet_atomic(table, self.root / part_file_name("compact"))
             for p in parts:  # the merged file is in place before any part goes
                 p.unlink(missing_ok=True)
             log.info("compacted %d embedding cache parts in %s (%d vectors)", len(parts), self.root, table.num_rows)

@@ -26,7 +26,12 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from medfilip.evaluation.metrics import evaluate_scores, mean_ignoring_nan, top1_accuracy
+from medfilip.devices import resolve_device
+from medfilip.evaluation.metrics import (
+    evaluate_scores,
+    mean_ignoring_nan,
+    top1_accuracy,
+)
 from medfilip.evaluation.sets import NORMAL, EvalSet
 from medfilip.labels.templates import render_label
 
@@ -51,16 +56,6 @@ def class_texts(eval_set: EvalSet, explain: Callable[[str], str], variant: str) 
         explanation = explain(c.category) if variant == "triplet_explanation" else None
         texts.append(render_label(c.category, severity=c.severity, explanation=explanation, variant=variant))
     return texts
-
-
-def resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("evaluation.device = cuda but no CUDA device is available")
-    return device
 
 
 def logit_scale_of(model: Any) -> float:
@@ -231,7 +226,7 @@ def evaluate_runs(
 
     if load_model is None:
         from medfilip.training.model import load_trained as load_model
-    device = resolve_device(device)
+    device = resolve_device(device, "evaluation.device")
     total = ZeroShotResult()
     for run_dir in run_dirs:
         run_dir = Path(run_dir)

@@ -7,21 +7,17 @@ never leaves a torn file. Parts are merged under an exclusive lock.
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 import time
-import uuid
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from medfilip.extraction.backend import ExtractionResult
 from medfilip.extraction.schema import TRIPLET_TYPE, triplet_rows
-from medfilip.io import write_parquet_atomic
+from medfilip.io import folder_lock, part_file_name, write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -106,27 +102,18 @@ class ExtractionCache:
     def append(self, table: pa.Table) -> Path | None:
         if table.num_rows == 0:
             return None
-        name = f"part-{time.time_ns():020d}-{os.getpid()}-{uuid.uuid4().hex[:8]}.parquet"
+        name = part_file_name()
         return write_parquet_atomic(table, self.root / name)
-
-    @contextmanager
-    def _lock(self) -> Iterator[None]:
-        with open(self.root / ".lock", "w") as fh:
-            fcntl.flock(fh, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def compact(self, force: bool = False) -> int:
         """Merge parts into one when there are many; returns the number of parts merged."""
-        with self._lock():
+        with folder_lock(self.root):
             parts = self.parts()
             if len(parts) <= 1 or (not force and len(parts) <= self.compact_above):
                 return 0
             rows = self.load()
             merged = pa.Table.from_pylist(list(rows.values()), schema=CACHE_SCHEMA)
-            name = f"part-{time.time_ns():020d}-{os.getpid()}-compact.parquet"
+            name = part_file_name("compact")
             write_parquet_atomic(merged, self.root / name)
             for p in parts:  # the merged file is in place before any part goes
                 p.unlink(missing_ok=True)

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from medfilip.devices import resolve_device
 from medfilip.training.checkpoint import (
     CHECKPOINT_FILE,
     load_checkpoint,
@@ -68,10 +69,9 @@ class TrainResult:
     model: DualEncoder | None = None
 
 
-def resolve_device(setting: str, env: DistributedEnv) -> torch.device:
-    if setting == "cuda" or (setting == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise RuntimeError("training.device is cuda but no CUDA device is available")
+def training_device(setting: str, env: DistributedEnv) -> torch.device:
+    """The device of this process: its local rank's GPU under CUDA."""
+    if resolve_device(setting, "training.device") == "cuda":
         return torch.device("cuda", env.local_rank)
     return torch.device("cpu")
 
@@ -145,7 +145,7 @@ def train_run(
     run = cfg.runs[run_name]
     out_dir = Path(out_dir)
     env = distributed_env()
-    device = resolve_device(cfg.device, env)
+    device = training_device(cfg.device, env)
     precision = resolve_precision(cfg.precision, device)
     owns_group = env.is_distributed and not torch.distributed.is_initialized()
     init_distributed(env, device)
