@@ -30,7 +30,7 @@ class DatasetSettings(Strict):
     )
     n_test: int = Field(1024, ge=1, le=1_000_000, description="Images in the test split (paper: 1,024).")
     n_validate: int = Field(
-        512, ge=0, le=1_000_000,
+        256, ge=0, le=1_000_000,
         description="Images in the validate split (used to choose thresholds honestly; 0 = none).",
     )
 
@@ -75,7 +75,7 @@ class CovidSettings(DatasetSettings):
 
 class DatasetsConfig(Strict):
     render_size: int = Field(
-        256, ge=32, le=4096,
+        128, ge=32, le=4096,
         description="Side in pixels of the twin images as written to disk (before preprocessing to images.size).",
     )
     seed: int = Field(0, ge=0, description="Seed of the twins' sampling, rendering and of real datasets' splits.")
