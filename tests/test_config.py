@@ -71,3 +71,23 @@ def test_cli_reports_config_error_without_traceback(tmp_path, repo):
     assert proc.returncode == 2
     assert "reports.n_shards = 0" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def _merged(base: dict, over: dict) -> dict:
+    """snakemake's --configfile merge: nested mappings updated key by key."""
+    out = dict(base)
+    for key, value in over.items():
+        out[key] = _merged(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+@pytest.mark.parametrize("name", ["paper.yaml", "ablation.yaml"])
+def test_shipped_variant_configs_are_valid_over_the_default(repo, name):
+    base = yaml.safe_load((repo / "config" / "config.yaml").read_text())
+    over = yaml.safe_load((repo / "config" / name).read_text())
+    cfg = validate_config(_merged(base, over), source=name)
+    if name == "paper.yaml":
+        assert cfg.images.size == 448 and cfg.training.model.image_arch == "resnet50"
+        assert cfg.training.optimiser.lr == pytest.approx(1e-4) and cfg.training.epochs == 20
+    else:
+        assert set(cfg.training.runs) == {"medfilip", "no_fg", "no_iki", "convirt", "medclip", "ref_ssm", "ref_loss"}
