@@ -155,3 +155,33 @@ def test_cli_trains_a_run_and_draws_the_curves(corpus, tmp_path, monkeypatch):
     assert main(["train-curves", "--runs", str(out), str(tmp_path / "models" / "absent"), "--out", str(figure)]) == 0
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert main(["-c", str(config), "train", "--run", "nope", "--out", str(out)]) == 1
+
+
+def test_bf16_autocast_and_channels_last_compose_on_cpu(corpus, tmp_path):
+    """The GPU path's pieces (bf16 autocast, channels_last images) run on CPU too, so a CPU-only
+    machine catches dtype and memory-format mistakes before a GPU job does."""
+    from medfilip.training.loss import ImageTextMatchingLoss, total_loss
+    from medfilip.training.model import build_model
+    from medfilip.training.precision import autocast
+
+    model = build_model(CFG.model, 32).train()
+    model.image.to(memory_format=torch.channels_last)
+    model.channels_last = True
+    images = torch.randint(0, 255, (4, 32, 32), dtype=torch.uint8)
+    tokens = model.text.tokenizer(["mild left base atelectasis", "normal", "small effusion", "cardiomegaly"],
+                                  padding=True, return_tensors="pt")
+    with autocast("bf16", torch.device("cpu")):
+        out = model(images, tokens["input_ids"], tokens["attention_mask"])
+    assert out["image_features"].shape == (4, CFG.model.embed_dim)
+    loss = total_loss(ImageTextMatchingLoss("mse_ce")(out["image_features"], out["text_features"], out["logit_scale"],
+                                                      torch.eye(4)))
+    assert loss.dtype == torch.float32 and torch.isfinite(loss)
+    loss.backward()
+    conv = next(m for m in model.image.modules() if isinstance(m, torch.nn.Conv2d))
+    assert conv.weight.grad is not None and torch.isfinite(conv.weight.grad).all()
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+
+    # and the loop with precision bf16 trains and saves a run
+    result = _train(corpus, tmp_path / "bf16", cfg=CFG.model_copy(update={"precision": "bf16", "epochs": 1}))
+    assert result.finished and (tmp_path / "bf16" / "model.pt").exists()
+    assert all(float(r["loss"]) > 0 for r in _log_rows(tmp_path / "bf16" / "train_log.csv"))
