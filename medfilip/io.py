@@ -101,3 +101,27 @@ def folder_lock(root: str | Path) -> Iterator[None]:
 def part_file_name(tag: str | None = None) -> str:
     """A unique name for a Parquet part of a cache folder; names sort in the order they were made."""
     return f"part-{time.time_ns():020d}-{os.getpid()}-{tag or uuid.uuid4().hex[:8]}.parquet"
+
+
+def cache_parts(root: str | Path) -> list[Path]:
+    """The Parquet parts of a cache folder, oldest first (none when the folder does not exist yet)."""
+    root = Path(root)
+    return sorted(root.glob("part-*.parquet")) if root.is_dir() else []
+
+
+def read_cache_parts(root: str | Path, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
+    """All parts of a cache folder as one table (``columns`` of ``schema``, or all of it).
+
+    A concurrent compaction may delete a part between listing and reading: the read is retried.
+    """
+    for _ in range(5):
+        try:
+            tables = [pq.read_table(p, schema=schema, columns=columns) for p in cache_parts(root)]
+            break
+        except FileNotFoundError:
+            time.sleep(0.05)
+    else:
+        raise RuntimeError(f"{root}: cache parts keep disappearing; is another process compacting?")
+    if tables:
+        return pa.concat_tables(tables)
+    return (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()

@@ -24,7 +24,13 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from medfilip.embeddings.model import ModelRef, resolve_model
-from medfilip.io import folder_lock, part_file_name, write_parquet_atomic
+from medfilip.io import (
+    cache_parts,
+    folder_lock,
+    part_file_name,
+    read_cache_parts,
+    write_parquet_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -85,19 +91,10 @@ class EmbeddingCache:
         self.compact_above = compact_above
 
     def parts(self) -> list[Path]:
-        return sorted(self.root.glob("part-*.parquet")) if self.root.is_dir() else []
+        return cache_parts(self.root)
 
     def read(self, columns: list[str] | None = None) -> pa.Table:
-        schema = EMBEDDING_SCHEMA if columns is None else pa.schema([EMBEDDING_SCHEMA.field(c) for c in columns])
-        for _ in range(5):  # a concurrent compaction may delete a part between listing and reading
-            try:
-                tables = [pq.read_table(p, columns=columns) for p in self.parts()]
-                break
-            except FileNotFoundError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError(f"{self.root}: cache parts keep disappearing; is another process compacting?")
-        return pa.concat_tables(tables) if tables else schema.empty_table()
+        return read_cache_parts(self.root, EMBEDDING_SCHEMA, columns)
 
     def keys(self) -> set[str]:
         return set(self.read(["key"]).column("key").to_pylist())

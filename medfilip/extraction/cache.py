@@ -13,11 +13,16 @@ from pathlib import Path
 from typing import Iterable
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from medfilip.extraction.backend import ExtractionResult
 from medfilip.extraction.schema import TRIPLET_TYPE, triplet_rows
-from medfilip.io import folder_lock, part_file_name, write_parquet_atomic
+from medfilip.io import (
+    cache_parts,
+    folder_lock,
+    part_file_name,
+    read_cache_parts,
+    write_parquet_atomic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +76,11 @@ class ExtractionCache:
         self.compact_above = compact_above
 
     def parts(self) -> list[Path]:
-        return sorted(self.root.glob("part-*.parquet"))
-
-    def _read_parts(self) -> pa.Table:
-        for _ in range(5):  # a concurrent compaction may delete a part between listing and reading
-            try:
-                tables = [pq.read_table(p, schema=CACHE_SCHEMA) for p in self.parts()]
-                break
-            except FileNotFoundError:
-                time.sleep(0.05)
-        else:
-            raise RuntimeError(f"{self.root}: cache parts keep disappearing; is another process compacting?")
-        return pa.concat_tables(tables) if tables else CACHE_SCHEMA.empty_table()
+        return cache_parts(self.root)
 
     def load(self, keys: Iterable[str] | None = None) -> dict[str, dict]:
         """cache_key -> row (as a dict) for the wanted keys (all keys if None)."""
-        table = self._read_parts()
+        table = read_cache_parts(self.root, CACHE_SCHEMA)
         if keys is not None:
             import pyarrow.compute as pc
 
