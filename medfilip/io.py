@@ -125,3 +125,16 @@ def read_cache_parts(root: str | Path, schema: pa.Schema, columns: list[str] | N
     if tables:
         return pa.concat_tables(tables)
     return (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
+
+
+def save_figure(fig, path: str | Path, dpi: int) -> Path:
+    """A matplotlib figure as a PNG, written atomically; the figure is closed afterwards."""
+    import matplotlib.pyplot as plt
+
+    path = Path(path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format="png")
+    finally:
+        plt.close(fig)
+    return path

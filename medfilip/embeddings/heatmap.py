@@ -101,7 +101,7 @@ def draw_ssm_heatmap(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medfilip.io import atomic_path
+    from medfilip.io import save_figure
 
     n, m = target.shape
     col_names = [batch.short_texts[t] for t in text_ids]
@@ -120,7 +120,4 @@ def draw_ssm_heatmap(
     ax.set_title(title, fontsize=9)
     fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01, label="S[i, j] = max cos(label of image i, text j)")
     fig.tight_layout()
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, format="png", dpi=130)
-    plt.close(fig)
-    return Path(out)
+    return save_figure(fig, out, dpi=130)

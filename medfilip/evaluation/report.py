@@ -22,7 +22,7 @@ from typing import Sequence
 import numpy as np
 
 from medfilip.evaluation.metrics import mean_ignoring_nan
-from medfilip.io import write_csv_atomic
+from medfilip.io import save_figure, write_csv_atomic
 
 PER_CLASS_COLUMNS = ["run", "dataset", "class", "protocol", "auc", "f1", "acc", "precision", "recall", "threshold", "n_pos", "n"]
 
@@ -95,7 +95,6 @@ def write_figure(summaries: Sequence[dict], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medfilip.io import atomic_path
 
     rows = table_rows(summaries)
     runs = [r["run"] for r in rows]
@@ -123,8 +122,4 @@ def write_figure(summaries: Sequence[dict], path: str | Path) -> Path:
     ax.set_title("Zero-shot classification: mean AUC per evaluation set")
     ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=150, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=150)

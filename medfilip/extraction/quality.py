@@ -209,7 +209,7 @@ def plot_quality(rows: list[dict], path: str | Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medfilip.io import atomic_path
+    from medfilip.io import save_figure
 
     cats = [r for r in rows if r["support"] >= 5 and not r["category"].endswith("-average")]
     micro = next(r for r in rows if r["category"] == "micro-average")
@@ -226,6 +226,4 @@ def plot_quality(rows: list[dict], path: str | Path) -> None:
     ax.set_title(f"rules extraction quality: micro F1 {micro['f1']:.3f}", fontsize=10)
     ax.legend(loc="lower right", fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=130, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=130)

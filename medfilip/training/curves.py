@@ -35,7 +35,7 @@ def plot_train_curves(run_dirs: list[Path], out: str | Path, window: int = 10) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medfilip.io import atomic_path
+    from medfilip.io import save_figure
 
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1.3]})
     plotted = 0
@@ -58,8 +58,4 @@ def plot_train_curves(run_dirs: list[Path], out: str | Path, window: int = 10) -
     else:
         ax_loss.text(0.5, 0.5, "no training logs", ha="center", va="center", transform=ax_loss.transAxes)
     fig.tight_layout()
-    out = Path(out)
-    with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=120, format="png")
-    plt.close(fig)
-    return out
+    return save_figure(fig, out, dpi=120)
