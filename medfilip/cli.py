@@ -28,13 +28,6 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
     return load_config(args.config)
 
 
-def _vocabulary(cfg: PipelineConfig):
-    """The canonical vocabulary: raw categories are normalised with it whatever the backend."""
-    from medfilip.extraction.vocabulary import Vocabulary
-
-    return Vocabulary.load(cfg.extraction.rules.vocabulary_dir)
-
-
 # -- sub-commands -------------------------------------------------------------------
 def cmd_config(args: argparse.Namespace) -> int:
     cfg = _config(args)
@@ -136,8 +129,9 @@ def cmd_batches(args: argparse.Namespace) -> int:
 
 def cmd_entities(args: argparse.Namespace) -> int:
     from medfilip.extraction.entities import build_entities
+    from medfilip.extraction.vocabulary import configured_vocabulary
 
-    table = build_entities(args.extractions, _vocabulary(_config(args)), args.out)
+    table = build_entities(args.extractions, configured_vocabulary(_config(args)), args.out)
     print(f"{table.num_rows} entities -> {args.out}")
     return 0
 
@@ -145,10 +139,16 @@ def cmd_entities(args: argparse.Namespace) -> int:
 def cmd_quality(args: argparse.Namespace) -> int:
     import pyarrow.parquet as pq
 
-    from medfilip.extraction.quality import MeshMapping, read_reports, score_extraction, write_quality
+    from medfilip.extraction.quality import (
+        MeshMapping,
+        read_reports,
+        score_extraction,
+        write_quality,
+    )
+    from medfilip.extraction.vocabulary import configured_vocabulary
 
     cfg = _config(args)
-    mapping = MeshMapping.load(cfg.quality.mesh_mapping, _vocabulary(cfg))
+    mapping = MeshMapping.load(cfg.quality.mesh_mapping, configured_vocabulary(cfg))
     rows, diag = score_extraction(read_reports(args.reports), pq.read_table(args.entities), mapping)
     write_quality(rows, diag, args.out, args.figure)
     micro = next(r for r in rows if r["category"] == "micro-average")
@@ -170,9 +170,10 @@ def _extraction_side(values: list[str], results: Path) -> list[Path]:
 
 def cmd_compare(args: argparse.Namespace) -> int:
     from medfilip.extraction.compare import MICRO, compare_paths
+    from medfilip.extraction.vocabulary import configured_vocabulary
 
     rows, diag = compare_paths(_extraction_side(args.a, args.results), _extraction_side(args.b, args.results),
-                               _vocabulary(_config(args)), args.out)
+                               configured_vocabulary(_config(args)), args.out)
     micro = next(r for r in rows if r["category"] == MICRO)
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
     print(f"{diag['a']} vs {diag['b']}: {diag['n_compared']} reports compared "

@@ -161,3 +161,9 @@ class Vocabulary:
     @cached_property
     def groups(self) -> dict[str, str | None]:
         return {c.name: c.group for c in self.categories}
+
+
+def configured_vocabulary(cfg) -> Vocabulary:
+    """The canonical vocabulary of a PipelineConfig (``extraction.rules.vocabulary_dir``): every stage
+    that names categories uses it, whatever the extraction backend."""
+    return Vocabulary.load(cfg.extraction.rules.vocabulary_dir)

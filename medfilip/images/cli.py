@@ -21,9 +21,9 @@ def cmd_corpus_images(args: argparse.Namespace) -> int:
     mapping = entities = None
     if corpus.findings == "mesh":
         from medfilip.extraction.quality import MeshMapping
-        from medfilip.extraction.vocabulary import Vocabulary
+        from medfilip.extraction.vocabulary import configured_vocabulary
 
-        mapping = MeshMapping.load(cfg.quality.mesh_mapping, Vocabulary.load(cfg.extraction.rules.vocabulary_dir))
+        mapping = MeshMapping.load(cfg.quality.mesh_mapping, configured_vocabulary(cfg))
     else:
         if args.entities is None:
             raise ValueError("images.corpus.findings = entities: pass --entities results/entities.parquet")

@@ -10,10 +10,10 @@ from medfilip.knowledge.dictionary import KnowledgeError, load_knowledge
 
 def cmd_knowledge(args: argparse.Namespace) -> int:
     from medfilip.config import load_config
-    from medfilip.extraction.vocabulary import Vocabulary
+    from medfilip.extraction.vocabulary import configured_vocabulary
 
     cfg = load_config(args.config)
-    vocabulary = list(Vocabulary.load(cfg.extraction.rules.vocabulary_dir).by_name)
+    vocabulary = list(configured_vocabulary(cfg).by_name)
     knowledge = load_knowledge(cfg.knowledge.path, required=vocabulary)
 
     if args.show:

@@ -8,13 +8,13 @@ from pathlib import Path
 
 def cmd_labels(args: argparse.Namespace) -> int:
     from medfilip.config import load_config
-    from medfilip.extraction.vocabulary import Vocabulary
+    from medfilip.extraction.vocabulary import configured_vocabulary
     from medfilip.io import write_csv_atomic
     from medfilip.knowledge import load_knowledge
     from medfilip.labels.build import build_labels, label_statistics
 
     cfg = load_config(args.config)
-    vocabulary = Vocabulary.load(cfg.extraction.rules.vocabulary_dir)
+    vocabulary = configured_vocabulary(cfg)
     knowledge = load_knowledge(cfg.knowledge.path, required=vocabulary.by_name)
     summary = build_labels(
         args.reports,
