@@ -61,22 +61,23 @@ def _location(location: str | None, default: str | None, omit_default: bool) -> 
     return location
 
 
-
 def _variant_labels(variant, report_text, items, knowledge, default_locations, settings):
-    """The label rows (text + fields) of one report in one variant, duplicates included."""
+    """The label rows (text + fields) of one report in one variant, duplicates included; the items'
+    categories are canonical already."""
     if variant == LabelVariant.report.value:
         text = render_label("", variant=variant, report_text=report_text or NORMAL)
         yield {"label": text, "category": None, "severity": None, "location": None, "polarity": None,
                "explanation": None}
         return
     for e in items:
-        category = knowledge.resolve(e["category"])
+        category = e["category"]
         explanation = knowledge.explanation(category)
         location = _location(e["location"], default_locations.get(category), settings.omit_default_location)
         text = render_label(category, e["severity"], location, explanation, variant,
                             negated=e["polarity"] == "negated")
         yield {"label": text, "category": category, "severity": e["severity"], "location": location,
                "polarity": e["polarity"], "explanation": explanation}
+
 
 def build_labels(
     report_paths: Iterable[str | Path],
@@ -108,10 +109,11 @@ def build_labels(
         if ent["report_id"] not in reports:
             not_in_corpus += 1
             continue
-        if knowledge.resolve(ent["category"]) is None:
+        category = knowledge.resolve(ent["category"])
+        if category is None:
             unknown[ent["category"]] += 1
             continue
-        findings.setdefault(ent["report_id"], []).append(ent)
+        findings.setdefault(ent["report_id"], []).append({**ent, "category": category})
     if unknown:
         raise ValueError(
             f"{entities_path}: categories with no knowledge-dictionary entry: {sorted(unknown)} "
@@ -120,6 +122,7 @@ def build_labels(
     if not_in_corpus:
         log.warning("%d entities of reports not in the report shards were ignored", not_in_corpus)
 
+    normal = {"category": knowledge.resolve(NORMAL), "severity": None, "location": None, "polarity": "present"}
     rows: dict[str, list] = {name: [] for name in LABEL_SCHEMA.names}
     n_normal = 0
     unique: dict[str, set[str]] = {v: set() for v in settings.variants}
@@ -128,8 +131,7 @@ def build_labels(
         is_normal = not any(e["polarity"] != "negated" for e in ents)
         n_normal += is_normal
         # a report with no positive finding is normal; kept negations ("no pneumothorax") stay beside it
-        items = ents + ([{"category": NORMAL, "severity": None, "location": None, "polarity": "present"}]
-                        if is_normal else [])
+        items = ents + ([normal] if is_normal else [])
         for variant in settings.variants:
             seen: set[str] = set()
             for label in _variant_labels(variant, reports[rid], items, knowledge, default_locations, settings):
