@@ -337,3 +337,18 @@ def test_tiny_end_to_end_zeroshot(project: Path):
 
     proc = snakemake(project, "-n", "results/tables/zeroshot.csv", configfile=project / "config.yaml")
     assert "Nothing to be done" in output_of(proc), output_of(proc)
+
+
+def test_embedded_variants_cover_ssm_runs_and_the_heatmap():
+    from medfilip.config import validate_config
+    from medfilip.training.workflow import embedded_variants
+
+    # the default: medfilip's SSM labels (= the heatmap's); convirt's report texts are not embedded
+    assert embedded_variants(validate_config({})) == ["triplet_explanation"]
+    ablation = {"no_fg": {"label_variant": "category", "target": "ssm", "loss": "mse_ce"},
+                "convirt": {"label_variant": "report", "target": "identity", "loss": "infonce"}}
+    assert embedded_variants(validate_config({"training": {"runs": ablation}})) == ["category", "triplet_explanation"]
+    # without the full template, the heatmap draws (and E_sim embeds) the fullest variant written
+    no_template = validate_config({"labels": {"variants": ["triplet", "report"]},
+                                   "training": {"runs": {"convirt": ablation["convirt"]}}})
+    assert embedded_variants(no_template) == ["triplet"]

@@ -41,6 +41,11 @@ def pick_variant(labels: pa.Table, variant: str | None) -> str:
         if variant not in present:
             raise ValueError(f"labels: no rows of variant {variant!r} (present: {', '.join(sorted(present))})")
         return variant
+    return preferred_variant(present)
+
+
+def preferred_variant(present) -> str:
+    """The variant the heatmap draws when none is named: the fullest label form that was written."""
     for v in PREFERRED_VARIANTS:
         if v in present:
             return v

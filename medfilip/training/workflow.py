@@ -51,9 +51,11 @@ def embeddings_option(wildcards, input) -> str:
 
 
 def embedded_variants(cfg: Any) -> list[str]:
-    """Label variants whose strings E_sim must embed: those of the runs trained against an SSM,
-    plus the full template for the SSM heatmap. (Embedding the report texts of a ConVIRT-style run,
-    which needs no SSM, would cost most of the embedding time for nothing.)"""
+    """Label variants whose strings E_sim must embed: those of the runs trained against an SSM
+    (written, as the config check ensures), plus the one the SSM heatmap draws. (Embedding the report
+    texts of a ConVIRT-style run, which needs no SSM, would cost most of the embedding time for nothing.)"""
+    from medfilip.embeddings.heatmap import preferred_variant
+
     variants = {cfg.training.runs[run].label_variant for run in cfg.training.runs if needs_embeddings(cfg, run)}
-    variants.add("triplet_explanation")
-    return sorted(v for v in variants if v in cfg.labels.variants)
+    variants.add(preferred_variant(cfg.labels.variants))
+    return sorted(variants)
