@@ -81,12 +81,14 @@ def cmd_extract(args: argparse.Namespace) -> int:
             shard, backend, cache, out,
             runs_dir=args.runs_dir,
             flush_every=cfg.extraction.flush_every,
-            retry_failed=args.retry_failed,
+            retry_failed=args.retry_failed or cfg.extraction.retry_failed,
             progress=not args.no_progress,
+            max_failure_share=cfg.extraction.failure_share_limit(),
         )
         spent = f", ${run.cost_usd:.4f}" if run.cost_usd else ""
         print(f"shard {run.shard}: {run.n_reports} reports, {run.n_cached} cached, {run.n_extracted} extracted, "
-              f"{run.n_failed} failed, {run.n_triplets} triplets in {run.wall_s:.1f}s{spent}")
+              f"{run.n_failed} failed ({run.n_failed_in_shard} failed in shard), {run.n_triplets} triplets "
+              f"in {run.wall_s:.1f}s{spent}")
     return 0
 
 

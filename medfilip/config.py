@@ -134,6 +134,12 @@ class OpenAIBackendConfig(_Strict):
 class ExtractionConfig(_Strict):
     backend: Literal["rules", "openai"] = Field("rules", description="Extraction backend")
     flush_every: int = Field(200, ge=1, le=1_000_000, description="Reports per cache write (what a kill can lose)")
+    max_failure_share: float | None = Field(
+        None, ge=0, le=1,
+        description="Share of a shard's reports whose extraction may fail before the stage stops; "
+        "null = 0 for the openai backend (any failure stops it), 1 for rules",
+    )
+    retry_failed: bool = Field(False, description="Extract again the reports whose cached result failed")
     rules: RulesBackendConfig = RulesBackendConfig()
     openai: OpenAIBackendConfig = OpenAIBackendConfig()
     prices: dict[str, ModelPrice] = Field(
@@ -145,6 +151,14 @@ class ExtractionConfig(_Strict):
         },
         description="USD prices per model for cost accounting; a model not listed costs 0 (local servers)",
     )
+
+
+    def failure_share_limit(self) -> float:
+        """The share of failed reports a shard may have: max_failure_share, or the backend's default
+        (paid LLM calls stop at the first failure; the offline rules backend never stops)."""
+        if self.max_failure_share is not None:
+            return float(self.max_failure_share)
+        return 0.0 if self.backend == "openai" else 1.0
 
 
 class QualityConfig(_Strict):

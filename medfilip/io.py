@@ -127,6 +127,44 @@ def read_cache_parts(root: str | Path, schema: pa.Schema, columns: list[str] | N
     return (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
 
 
+class _LineStream:
+    """A stream that writes each progress-bar refresh as its own line (a log file shows every update,
+    not one line of carriage returns)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> None:
+        text = text.replace("\x1b[A", "").strip("\r\n ")
+        if text:
+            self.stream.write(text.split("\r")[-1].strip() + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def progress_bar(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "it",
+                 disable: bool = False, lines: int = 10, stream=None, **kwargs):
+    """A tqdm bar; when the stream is not a terminal (a rule's log), about ``lines`` plain lines,
+    one every 1/lines of the work, instead of one line of carriage returns."""
+    import math
+    import sys
+
+    from tqdm.auto import tqdm
+
+    stream = stream if stream is not None else sys.stderr
+    if total is None and iterable is not None and hasattr(iterable, "__len__"):
+        total = len(iterable)
+    if stream.isatty() if hasattr(stream, "isatty") else False:
+        return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, file=stream, **kwargs)
+    kwargs.pop("mininterval", None)
+    every = max(1, math.ceil((total or 0) / lines)) if total else 1
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, file=_LineStream(stream),
+                miniters=every, mininterval=0, maxinterval=float("inf"),
+                bar_format="{desc}: {n_fmt}/{total_fmt} {unit}s ({percentage:.0f}%), {elapsed} elapsed, "
+                           "{remaining} left, {rate_fmt}{postfix}", **kwargs)
+
+
 def save_figure(fig, path: str | Path, dpi: int) -> Path:
     """A matplotlib figure as a PNG, written atomically; the figure is closed afterwards."""
     import matplotlib.pyplot as plt

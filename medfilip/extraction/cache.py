@@ -8,9 +8,12 @@ never leaves a torn file. Parts are merged under an exclusive lock.
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import time
+import uuid
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 import pyarrow as pa
 
@@ -22,6 +25,7 @@ from medfilip.io import (
     part_file_name,
     read_cache_parts,
     write_parquet_atomic,
+    write_text_atomic,
 )
 
 log = logging.getLogger(__name__)
@@ -125,3 +129,85 @@ def _better(new: dict, old: dict) -> bool:
         return new["status"] == "ok"
     return new["created_at"] >= old["created_at"]
 
+
+
+class KeyClaims:
+    """The cache keys live extraction jobs are extracting right now: one ``<host>-<pid>-<tag>.keys``
+    file per job under ``<cache>/claims/``, changed only under the folder's lock.
+
+    A claim counts while its job lives: on this host, while its process exists and it touched its file
+    within ``stale_s``; on another host (a cluster sharing the folder), while it touched its file
+    within ``stale_s``. A killed job's claims are taken over by the next job that asks.
+    """
+
+    def __init__(self, cache_root: str | Path, stale_s: float = 600.0):
+        self.root = Path(cache_root) / "claims"
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.host = socket.gethostname().replace("-", "_")
+        self.path = self.root / f"{self.host}-{os.getpid()}-{uuid.uuid4().hex[:8]}.keys"
+        self.stale_s = stale_s
+        self.keys: set[str] = set()
+        self._touched = 0.0
+
+    def _alive(self, path: Path) -> bool:
+        try:
+            age = time.time() - path.stat().st_mtime
+        except FileNotFoundError:
+            return False
+        if age > self.stale_s:
+            return False
+        host, pid, _ = path.stem.rsplit("-", 2)
+        if host != self.host:
+            return True
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return False
+        except (PermissionError, ValueError):
+            return True
+        return True
+
+    def held_elsewhere(self) -> set[str]:
+        """Keys claimed by other live jobs (stale claim files are removed on the way)."""
+        held: set[str] = set()
+        for path in self.root.glob("*.keys"):
+            if path == self.path:
+                continue
+            if not self._alive(path):
+                path.unlink(missing_ok=True)
+                continue
+            try:
+                held.update(path.read_text(encoding="utf-8").split())
+            except FileNotFoundError:
+                continue
+        return held
+
+    def claim(self, keys: Iterable[str], done: Callable[[list[str]], set[str]]) -> tuple[list[str], list[str]]:
+        """Claim the keys no live job holds and ``done`` does not report finished (read after the claims,
+        so a job that flushed and released in between is seen); returns (claimed, held elsewhere)."""
+        keys = list(dict.fromkeys(keys))
+        with folder_lock(self.root):
+            others = self.held_elsewhere()
+            theirs = [k for k in keys if k in others]
+            free = [k for k in keys if k not in others]
+            finished = done(free) if free else set()
+            mine = [k for k in free if k not in finished]
+            if mine:
+                self.keys.update(mine)
+                write_text_atomic("\n".join(sorted(self.keys)) + "\n", self.path)
+                self._touched = time.time()
+        return mine, theirs
+
+    def touch(self, every_s: float = 30.0) -> None:
+        """Mark this job alive (cheap: at most once every ``every_s``)."""
+        now = time.time()
+        if self.keys and now - self._touched >= every_s:
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                pass
+            self._touched = now
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self.keys.clear()

@@ -1,7 +1,9 @@
 """Build ``results/labels.parquet`` from report shards, entities and the knowledge dictionary.
 
-One row per (report, variant, distinct label text). A report whose entities hold no positive
-finding gets one ``normal`` label, so every report (and so every image) has at least one label.
+One row per (report, variant, distinct label text). A report whose extraction succeeded and whose
+entities hold no positive finding gets one ``normal`` label. A report whose extraction failed (or
+that no extraction shard holds) gets no label at all: it is counted and left out, never taken for
+normal, and training drops its image.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class LabelSummary:
     n_rows: int
     n_normal_reports: int
     unique_labels: dict[str, int]
+    n_failed_reports: int = 0  # extraction failed or missing: no labels
 
 
 def _location(location: str | None, default: str | None, omit_default: bool) -> str | None:
@@ -87,14 +90,34 @@ def build_labels(
     out_path: str | Path,
     *,
     default_locations: dict[str, str | None] | None = None,
+    extractions: Iterable[str | Path] | None = None,
 ) -> LabelSummary:
-    """Write labels.parquet; ``knowledge`` is a KnowledgeDictionary (explanations per category)."""
+    """Write labels.parquet; ``knowledge`` is a KnowledgeDictionary (explanations per category).
+
+    ``extractions`` are the extraction shards (their ``status`` per report): only reports extracted
+    with status ``ok`` get labels. None takes every report as extracted (for entities made elsewhere).
+    """
     default_locations = default_locations or {}
     reports: dict[str, str] = {}
     for path in report_paths:
         table = pq.read_table(path, columns=["report_id", "text"])
         for rid, text in zip(table.column("report_id").to_pylist(), table.column("text").to_pylist()):
             reports[rid] = text or ""
+    n_failed = 0
+    if extractions is not None:
+        extracted: set[str] = set()
+        for path in extractions:
+            table = pq.read_table(path, columns=["report_id", "status"])
+            for rid, status in zip(table.column("report_id").to_pylist(), table.column("status").to_pylist()):
+                if status == "ok":
+                    extracted.add(rid)
+        failed = sorted(set(reports) - extracted)
+        if failed:
+            n_failed = len(failed)
+            log.warning("%d of %d reports have no successful extraction (failed, or in no extraction shard) and get "
+                        "no labels (first: %s)", n_failed, len(reports), ", ".join(failed[:5]))
+            for rid in failed:
+                del reports[rid]
 
     entities = pq.read_table(entities_path, columns=["report_id", "severity", "location", "category", "polarity"])
     keep_polarity = {"present"} | ({"uncertain"} if settings.uncertain == "present" else set())
@@ -151,10 +174,10 @@ def build_labels(
 
     table = pa.Table.from_pydict(rows, schema=LABEL_SCHEMA)
     write_parquet_atomic(table, out_path)
-    summary = LabelSummary(len(reports), table.num_rows, n_normal, {v: len(s) for v, s in unique.items()})
+    summary = LabelSummary(len(reports), table.num_rows, n_normal, {v: len(s) for v, s in unique.items()}, n_failed)
     log.info(
-        "%d label rows for %d reports (%d normal); unique labels per variant: %s",
-        summary.n_rows, summary.n_reports, summary.n_normal_reports, summary.unique_labels,
+        "%d label rows for %d reports (%d normal, %d left out for failed extraction); unique labels per variant: %s",
+        summary.n_rows, summary.n_reports, summary.n_normal_reports, summary.n_failed_reports, summary.unique_labels,
     )
     return summary
 

@@ -23,11 +23,13 @@ def cmd_labels(args: argparse.Namespace) -> int:
         cfg.labels,
         args.out,
         default_locations={name: cat.location for name, cat in vocabulary.by_name.items()},
+        extractions=args.extractions,
     )
     if args.stats:
         write_csv_atomic(label_statistics(args.out), args.stats, ["statistic", "variant", "key", "value"])
     print(
-        f"{summary.n_rows} labels for {summary.n_reports} reports ({summary.n_normal_reports} normal); "
+        f"{summary.n_rows} labels for {summary.n_reports} reports ({summary.n_normal_reports} normal, "
+        f"{summary.n_failed_reports} left out: extraction failed); "
         f"unique per variant: {summary.unique_labels}"
     )
     return 0
@@ -37,6 +39,9 @@ def register(sub) -> None:
     s = sub.add_parser("labels", help="structured labels (paper template + knowledge) from entities")
     s.add_argument("--reports", type=Path, nargs="+", required=True, help="report shard Parquet files")
     s.add_argument("--entities", type=Path, default=Path("results/entities.parquet"))
+    s.add_argument("--extractions", type=Path, nargs="+", required=True,
+                   help="extraction shards (results/extraction/<backend>/*.parquet): reports whose extraction "
+                        "failed get no labels")
     s.add_argument("--out", type=Path, default=Path("results/labels.parquet"))
     s.add_argument("--stats", type=Path, default=None, help="label statistics CSV (results/tables/label_stats.csv)")
     s.set_defaults(func=cmd_labels)

@@ -7,6 +7,8 @@ rule structured_labels:
     input:
         reports=expand("results/reports/shards/{shard}.parquet", shard=SHARDS),
         entities="results/entities.parquet",
+        # each report's extraction status: a failed extraction gives no labels, never "normal"
+        extractions=expand("results/extraction/{backend}/{shard}.parquet", backend=BACKEND, shard=SHARDS),
         knowledge=CFG.knowledge.path,
         # default locations per category (left out of the label text)
         vocabulary=VOCABULARY,
@@ -26,4 +28,4 @@ rule structured_labels:
         "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} labels --reports {input.reports} --entities {input.entities}"
-        " --out {output.labels} --stats {output.stats} > {log} 2>&1"
+        " --extractions {input.extractions} --out {output.labels} --stats {output.stats} > {log} 2>&1"
