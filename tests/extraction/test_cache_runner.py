@@ -162,3 +162,65 @@ def test_sigkill_mid_run_resumes_without_losing_or_duplicating(tmp_path, repo):
     table = pq.read_table(out)
     assert table["report_id"].to_pylist() == ids  # none lost, none duplicated
     assert len(ExtractionCache(cache_dir).load()) == 200
+
+
+COUNTING_RUN = textwrap.dedent(
+    """
+    import os, sys, time
+    from medfilip.extraction.cache import ExtractionCache
+    from medfilip.extraction.rules import RulesBackend
+    from medfilip.extraction.runner import extract_shard
+
+    class LoggedRules(RulesBackend):
+        # the real rules backend; each extraction appends the text's key to a shared log (O_APPEND)
+        def extract(self, reports):
+            reports = list(reports)
+            for r in super().extract(reports):
+                time.sleep(0.005)
+                with open(sys.argv[4], "a") as fh:
+                    fh.write(self.cache_key(texts[r.report_id]) + "\\n")
+                yield r
+
+    shard, cache_dir, out, log_path, vocab, go = sys.argv[1:7]
+    import pyarrow.parquet as pq
+    t = pq.read_table(shard, columns=["report_id", "text"])
+    texts = dict(zip(t["report_id"].to_pylist(), t["text"].to_pylist()))
+    while not os.path.exists(go):  # all writers start together
+        time.sleep(0.01)
+    run = extract_shard(shard, LoggedRules(vocab), ExtractionCache(cache_dir), out, flush_every=5, progress=False,
+                        poll_s=0.05)
+    print(run.n_extracted)
+    """
+)
+
+
+@pytest.mark.slow
+def test_concurrent_jobs_extract_each_text_once(tmp_path, repo):
+    """Issue 12.7: four writers over shards sharing most of their texts extract each text once."""
+    script = tmp_path / "run.py"
+    script.write_text(COUNTING_RUN)
+    texts = [f"Report {i}. {FINDINGS[i % len(FINDINGS)]}" for i in range(60)]
+    shards = []
+    for w in range(4):
+        # each shard: 45 of the 60 texts (a different window), so every text is in three shards
+        picked = [texts[(w * 15 + i) % 60] for i in range(45)]
+        reports = [Report(f"w{w}r{i:03d}", "test", f"p{i}", f"s{i}", t, "", "train") for i, t in enumerate(picked)]
+        path = tmp_path / f"{w:03d}.parquet"
+        write_parquet_atomic(reports_table(reports), path)
+        shards.append(path)
+    cache_dir, log_path, go = tmp_path / "cache", tmp_path / "extracted.log", tmp_path / "go"
+    env = {**os.environ, "PYTHONPATH": str(repo)}
+    procs = [subprocess.Popen([sys.executable, str(script), str(s), str(cache_dir), str(tmp_path / f"out{s.name}"),
+                               str(log_path), str(repo / "resources" / "vocabulary"), str(go)],
+                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for s in shards]
+    time.sleep(1.0)
+    go.touch()
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    extracted = log_path.read_text().split()
+    assert len(extracted) == len(set(extracted)) == 60, "each distinct text extracted exactly once"
+    assert sum(int(o[0].split()[-1]) for o in outs) == 60
+    for s in shards:
+        table = pq.read_table(tmp_path / f"out{s.name}")
+        assert table.num_rows == 45 and set(table["status"].to_pylist()) == {"ok"}
+    assert not list((cache_dir / "claims").glob("*.keys")), "claims are released"
