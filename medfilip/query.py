@@ -1,9 +1,10 @@
 """DuckDB over the pipeline's Parquet outputs: ``medfilip query "select ..."``.
 
 Views (read-only: they only read Parquet files):
-  reports          results/reports/shards/*.parquet
+  reports          results/reports/shards/*.parquet (one row per report: the newest shard holding it)
   entities         results/entities.parquet
-  extraction       results/extraction/<backend>/*.parquet (one row per report and backend)
+  extraction       results/extraction/<backend>/<shard>.parquet (one row per report and backend, from
+                   the newest shard file, for the reports of the current shards only)
   extraction_runs  results/extraction/runs/*.parquet (one row per shard run)
   rejects          results/reports/rejects.parquet
 """
@@ -18,20 +19,51 @@ import duckdb
 VIEWS = {
     "reports": "reports/shards/*.parquet",
     "entities": "entities.parquet",
-    "extraction": "extraction/*/[0-9]*.parquet",
+    "extraction": "extraction/*/*.parquet",
     "extraction_runs": "extraction/runs/*.parquet",
     "rejects": "reports/rejects.parquet",
 }
+# Views over files that a re-run or another shard count may leave side by side: each report counts
+# once, from the newest file that holds it (and, for extraction, only reports in the current shards).
+ONE_ROW_PER = {"reports": ("report_id",), "extraction": ("backend", "report_id")}
+
+
+def _files(results: Path, name: str) -> list[Path]:
+    """The view's files, oldest first. Extraction shards are the digit-named files of a backend's
+    folder: never the run records of extraction/runs/."""
+    files = [p for p in results.glob(VIEWS[name]) if p.is_file()]
+    if name == "extraction":
+        files = [p for p in files if p.parent.name != "runs" and p.stem.isdigit()]
+    return sorted(files, key=lambda p: (p.stat().st_mtime_ns, str(p)))
+
+
+def _quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
 
 
 def connect(results: str | Path = "results") -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB whose views read the Parquet outputs; nothing is written back."""
     results = Path(results)
     con = duckdb.connect(":memory:")
-    for name, pattern in VIEWS.items():
-        if any(results.glob(pattern)):
-            path = str(results / pattern).replace("'", "''")
-            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet('{path}', union_by_name=true)")
+    for name in VIEWS:
+        files = _files(results, name)
+        if not files:
+            continue
+        listed = "[" + ", ".join(_quote(str(p)) for p in files) + "]"
+        if name not in ONE_ROW_PER:
+            con.execute(f"CREATE VIEW {name} AS SELECT * FROM read_parquet({listed}, union_by_name=true)")
+            continue
+        ranks = ", ".join(f"({_quote(str(p))}, {i})" for i, p in enumerate(files))
+        keys = ", ".join(ONE_ROW_PER[name])
+        current = ""
+        if name == "extraction" and "reports" in {v for (v,) in con.execute("select view_name from duckdb_views()").fetchall()}:
+            current = "WHERE report_id IN (SELECT report_id FROM reports)"
+        con.execute(
+            f"""CREATE VIEW {name} AS SELECT * EXCLUDE (filename, _rank) FROM (
+                  SELECT t.*, r._rank FROM read_parquet({listed}, union_by_name=true, filename=true) t
+                  JOIN (VALUES {ranks}) r(_file, _rank) ON t.filename = r._file {current}
+                ) QUALIFY row_number() OVER (PARTITION BY {keys} ORDER BY _rank DESC) = 1"""
+        )
     return con
 
 
