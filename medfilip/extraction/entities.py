@@ -48,13 +48,15 @@ def build_entities(extraction_paths: Iterable[str | Path], vocabulary: Vocabular
                 canonical = cache[raw]
                 if canonical is None:
                     unmapped[raw] += 1
-                key = (t["sentence"], raw, t["polarity"], t["location"], t["severity"])
+                # every backend's locations read as the vocabulary says (no "heart opacity")
+                location = vocabulary.tidy_location(t["location"], canonical)
+                key = (t["sentence"], raw, t["polarity"], location, t["severity"])
                 if key in seen:  # same statement twice in a sentence
                     continue
                 seen.add(key)
                 rows["report_id"].append(rec["report_id"])
                 rows["severity"].append(t["severity"])
-                rows["location"].append(t["location"])
+                rows["location"].append(location)
                 rows["category_raw"].append(raw)
                 rows["category"].append(canonical)
                 rows["polarity"].append(t["polarity"])

@@ -169,7 +169,7 @@ class RulesExtractor:
         if region is None:
             region = self.vocab.by_name[m.category].location
         parts = [p for p in (laterality, region) if p]
-        return " ".join(parts) or None
+        return self.vocab.tidy_location(" ".join(parts) or None, m.category)
 
     # -- public -------------------------------------------------------------------
     def extract_sentence(self, sentence: str) -> list[Triplet]:

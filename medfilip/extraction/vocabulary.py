@@ -67,6 +67,14 @@ class Vocabulary:
         self.laterality_of = {w.lower(): canon for canon, ws in (modifiers.get("laterality") or {}).items() for w in ws}
         self.region_patterns = {canon: ws for canon, ws in (modifiers.get("regions") or {}).items()}
         self.compounds = {k.lower(): v for k, v in (modifiers.get("compounds") or {}).items()}
+        self.location_regions = {k: frozenset(v) for k, v in (modifiers.get("location_regions") or {}).items()}
+        self.location_rewrites = {" ".join(k.lower().split()): v for k, v in (modifiers.get("location_rewrites") or {}).items()}
+        self.implied_regions = frozenset(modifiers.get("implied_regions") or ())
+        self.unpaired_regions = frozenset(modifiers.get("unpaired_regions") or ())
+        named = {r for rs in self.location_regions.values() for r in rs} | self.implied_regions | self.unpaired_regions
+        unknown = sorted(named - set(self.region_patterns))
+        if unknown:
+            raise VocabularyError(f"{root / 'modifiers.yaml'}: location_regions names unknown regions {unknown}")
 
         sev_alt = _alternation([re.escape(w) for w in self.severity_of])
         side_alt = _alternation([re.escape(w) for w in self.laterality_of])
@@ -157,6 +165,49 @@ class Vocabulary:
                 if best is None or cand > best:
                     best = cand
         return best[2] if best else None
+
+    def _split_location(self, location: str) -> tuple[str | None, str | None]:
+        loc = " ".join(location.lower().split())
+        for side in sorted(set(self.laterality_of.values()), key=len, reverse=True):
+            if loc == side or loc.startswith(side + " "):
+                return side, loc[len(side):].strip() or None
+        return None, loc
+
+    def tidy_location(self, location: str | None, category: str | None) -> str | None:
+        """A location that can be right for ``category`` (canonical): ``location_rewrites`` applied,
+        and a region of another organ than the category's default replaced by the default (see
+        ``location_regions`` in modifiers.yaml). Free-text regions an LLM gives are kept."""
+        if not location:
+            return location
+        loc = " ".join(location.lower().split())
+        laterality, region = self._split_location(self.location_rewrites.get(loc, loc))
+        entry = self.by_name.get(category) if category else None
+        default = entry.location if entry is not None else None
+        allowed = self.location_regions.get(default)
+        if region and allowed is not None and region in self.region_patterns and region not in allowed:
+            region = default
+        tidy = " ".join(p for p in (laterality, region) if p) or None
+        return self.location_rewrites.get(tidy, tidy) if tidy else None
+
+    def label_location(self, location: str | None, category: str | None) -> str | None:
+        """How a (tidy) location reads in a label beside ``category``: a region the category already
+        says is left out, laterality kept ("bilateral pleura" + "pleural effusion" -> "bilateral");
+        an organ without sides loses its laterality ("left heart" + "cardiomegaly" -> "heart")."""
+        if not location:
+            return location
+        laterality, region = self._split_location(location)
+        entry = self.by_name.get(category) if category else None
+        default = entry.location if entry is not None else None
+        if region is not None and region == default and default in self.unpaired_regions:
+            laterality = None
+        if region and (
+            (region == default and default in self.implied_regions)
+            or (category and " " not in region and any(w.startswith(region) for w in category.split()))
+        ):
+            region = None
+        if laterality and not region and default in self.unpaired_regions:
+            laterality = None
+        return " ".join(p for p in (laterality, region) if p) or None
 
     @cached_property
     def groups(self) -> dict[str, str | None]:

@@ -64,7 +64,7 @@ def _location(location: str | None, default: str | None, omit_default: bool) -> 
     return location
 
 
-def _variant_labels(variant, report_text, items, knowledge, default_locations, settings):
+def _variant_labels(variant, report_text, items, knowledge, default_locations, settings, location_text=None):
     """The label rows (text + fields) of one report in one variant, duplicates included; the items'
     categories are canonical already."""
     if variant == LabelVariant.report.value:
@@ -75,7 +75,10 @@ def _variant_labels(variant, report_text, items, knowledge, default_locations, s
     for e in items:
         category = e["category"]
         explanation = knowledge.explanation(category)
-        location = _location(e["location"], default_locations.get(category), settings.omit_default_location)
+        location = e["location"]
+        if location_text is not None:  # the vocabulary's wording: no "bilateral pleura pleural effusion"
+            location = location_text(location, category)
+        location = _location(location, default_locations.get(category), settings.omit_default_location)
         text = render_label(category, e["severity"], location, explanation, variant,
                             negated=e["polarity"] == "negated")
         yield {"label": text, "category": category, "severity": e["severity"], "location": location,
@@ -91,11 +94,14 @@ def build_labels(
     *,
     default_locations: dict[str, str | None] | None = None,
     extractions: Iterable[str | Path] | None = None,
+    location_text=None,
 ) -> LabelSummary:
     """Write labels.parquet; ``knowledge`` is a KnowledgeDictionary (explanations per category).
 
     ``extractions`` are the extraction shards (their ``status`` per report): only reports extracted
     with status ``ok`` get labels. None takes every report as extracted (for entities made elsewhere).
+    ``location_text(location, category)`` words a location for the label text
+    (:meth:`~medfilip.extraction.vocabulary.Vocabulary.label_location`); None keeps it as it is.
     """
     default_locations = default_locations or {}
     reports: dict[str, str] = {}
@@ -157,7 +163,8 @@ def build_labels(
         items = ents + ([normal] if is_normal else [])
         for variant in settings.variants:
             seen: set[str] = set()
-            for label in _variant_labels(variant, reports[rid], items, knowledge, default_locations, settings):
+            for label in _variant_labels(variant, reports[rid], items, knowledge, default_locations, settings,
+                                         location_text):
                 text = label["label"]
                 if text in seen:
                     continue

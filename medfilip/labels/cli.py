@@ -24,6 +24,7 @@ def cmd_labels(args: argparse.Namespace) -> int:
         args.out,
         default_locations={name: cat.location for name, cat in vocabulary.by_name.items()},
         extractions=args.extractions,
+        location_text=vocabulary.label_location,
     )
     if args.stats:
         write_csv_atomic(label_statistics(args.out), args.stats, ["statistic", "variant", "key", "value"])

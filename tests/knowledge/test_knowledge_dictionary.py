@@ -94,7 +94,7 @@ def test_synonyms_are_unique_and_never_name_another_category(knowledge):
     ("Edema", "pulmonary edema"),
     ("No Finding", "normal"),
     ("ILD", "interstitial lung disease"),                # VinDr-CXR
-    ("Nodule/Mass", "lung lesion"),
+    ("Nodule/Mass", "nodule"),  # as the dataset catalog says (issue 12.8)
     ("Aortic enlargement", "aortic enlargement"),
     ("Lung_Opacity", "lung opacity"),                   # COVID-19 Radiography folder name
     ("COVID", "covid-19 pneumonia"),
