@@ -30,7 +30,10 @@ def _config(args: argparse.Namespace) -> PipelineConfig:
 
 # -- sub-commands -------------------------------------------------------------------
 def cmd_config(args: argparse.Namespace) -> int:
+    from medfilip.config_checks import check_paths
+
     cfg = _config(args)
+    check_paths(cfg, str(args.config or "config/config.yaml"))  # what the workflow checks before any job
     if args.show:
         import json
 
@@ -207,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    s = sub.add_parser("config", help="validate the config and print a summary")
+    s = sub.add_parser("config", help="validate the config (values, and the paths and models it names) and print a summary")
     s.add_argument("--show", action="store_true", help="print the full config with defaults filled in")
     s.set_defaults(func=cmd_config)
 

@@ -278,7 +278,7 @@ def render_corpus_pngs(
     progress: bool = True,
 ) -> tuple[list[CorpusImage], Counter[str]]:
     """Render the PNGs that are missing or out of date; returns the images that exist and the counts."""
-    from tqdm import tqdm
+    from medfilip.io import progress_bar
 
     png_dir = Path(png_dir)
     settings = dict(phantom_settings or {})
@@ -296,7 +296,8 @@ def render_corpus_pngs(
         pool = mp.get_context().Pool(workers)
         results = pool.imap(_render_one, tasks, chunksize=max(1, min(16, len(tasks) // (workers * 8))))
     try:
-        for image_id, outcome in tqdm(results, total=len(tasks), desc="render corpus", unit="img", disable=not progress, mininterval=2.0):
+        for image_id, outcome in progress_bar(results, total=len(tasks), desc="render corpus", unit="img",
+                                              disable=not progress, mininterval=2.0):
             status[image_id] = outcome
             counts[outcome.split(":")[0]] += 1
             if outcome.startswith("skipped") and counts["skipped"] == 1:

@@ -267,6 +267,7 @@ class ImageStoreWriter:
         (self.tmp_dir / ARRAYS).mkdir()
         self._rows: list[dict[str, Any]] = []
         self._ids: set[str] = set()
+        self._paths: dict[str, Any] = {}
         self._rejects: list[dict[str, str | None]] = []
         self._shard = 0
         self._in_shard = 0
@@ -274,11 +275,22 @@ class ImageStoreWriter:
         self._closed = False
 
     # -- adding ---------------------------------------------------------------------------
-    def add(self, image_id: str, array: np.ndarray, **columns: Any) -> None:
-        """One image (uint8 (S, S)) and its index columns (report_id, path, view, split, findings, labels ...)."""
+    def add(self, image_id: str, array: np.ndarray, **columns: Any) -> bool:
+        """One image (uint8 (S, S)) and its index columns (report_id, path, view, split, findings, labels ...).
+
+        An image_id already in the store (``x.png`` and ``x.jpg`` both give ``x``) is not added: it
+        becomes a reject row naming the file that has the id, and False is returned.
+        """
         self._check_open()
         if image_id in self._ids:
-            raise ImageStoreError(f"{self.out_dir}: image_id {image_id!r} added twice")
+            first = self._paths.get(image_id)
+            self.add_reject(columns.get("path"), image_id,
+                            f"duplicate image_id: {image_id!r} is already taken by "
+                            f"{first if first is not None else 'an earlier image'}; this file is left out "
+                            "(rename one of them to keep both)")
+            log.warning("%s: image_id %r given twice (%s and %s); the second is a reject", self.out_dir, image_id,
+                        first, columns.get("path"))
+            return False
         array = np.asarray(array)
         if array.dtype != np.uint8 or array.shape != (self.size, self.size):
             raise ImageStoreError(
@@ -294,9 +306,11 @@ class ImageStoreWriter:
         self._part.write(np.ascontiguousarray(array).tobytes())
         self._rows.append({"image_id": image_id, **columns, "shard": self._shard, "offset": self._in_shard})
         self._ids.add(image_id)
+        self._paths[image_id] = columns.get("path")
         self._in_shard += 1
         if self._in_shard == self.shard_size:
             self._finish_shard()
+        return True
 
     def add_reject(self, path: str | Path | None, image_id: str | None, reason: str) -> None:
         self._check_open()

@@ -110,10 +110,26 @@ def test_writer_rejects_wrong_arrays_and_duplicates(tmp_path):
     with pytest.raises(ImageStoreError, match="'b'.*expected uint8"):
         w.add("b", np.zeros((SIZE, SIZE), np.float32))
     w.add("c", np.zeros((SIZE, SIZE), np.uint8))
-    with pytest.raises(ImageStoreError, match="added twice"):
-        w.add("c", np.zeros((SIZE, SIZE), np.uint8))
     w.abort()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_image_id_collision_is_a_reject_row_and_the_store_is_written(tmp_path):
+    """Issue 12.6: x.png and x.jpg both give the id x: the second is a reject with the reason, the
+    stage goes on, and the previous store is replaced only by the finished new one."""
+    out, _ = _write(tmp_path)
+    old = ImageStore.open(out)
+    with ImageStoreWriter(out, SIZE, "x") as w:
+        assert w.add("x", np.full((SIZE, SIZE), 1, np.uint8), path="imgs/x.png")
+        assert ImageStore.open(out).image_ids == old.image_ids  # the old store is whole meanwhile
+        assert not w.add("x", np.full((SIZE, SIZE), 2, np.uint8), path="imgs/x.jpg")
+        assert w.add("y", np.full((SIZE, SIZE), 3, np.uint8), path="imgs/y.png")
+    store = ImageStore.open(out)
+    assert store.image_ids == ["x", "y"] and int(store[0][0, 0]) == 1
+    (reject,) = store.rejects().to_pylist()
+    assert reject["path"] == "imgs/x.jpg" and reject["image_id"] == "x"
+    assert "duplicate image_id" in reject["reason"] and "imgs/x.png" in reject["reason"]
+    assert store.meta["n_rejects"] == 1
 
 
 def test_exception_inside_writer_leaves_old_store(tmp_path):
@@ -170,3 +186,21 @@ def test_open_names_what_is_wrong(tmp_path):
     (out / "index.parquet").unlink()
     with pytest.raises(ImageStoreError, match=r"index\.parquet: missing"):
         ImageStore.open(out)
+
+
+def test_image_stage_goes_on_past_a_stem_collision(tmp_path):
+    """x.png and x.jpg in one folder, both read as image x: one image, one reject, no abort."""
+    import pyarrow as pa
+    from PIL import Image
+
+    from medfilip.images.preprocess import preprocess_images
+
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name, value in (("x.png", 40), ("x.jpg", 200), ("z.png", 90)):
+        Image.fromarray(np.full((32, 40), value, np.uint8)).save(folder / name)
+    table = pa.table({"image_id": ["x", "x", "z"], "path": [str(folder / n) for n in ("x.png", "x.jpg", "z.png")]})
+    store = preprocess_images(table, tmp_path / "store", size=SIZE, dataset="covid")
+    assert store.image_ids == ["x", "z"]
+    (reject,) = store.rejects().to_pylist()
+    assert reject["path"].endswith("x.jpg") and "already taken by" in reject["reason"]

@@ -9,8 +9,17 @@ in, paths resolved) is written to EFFECTIVE_CONFIG and that file is what every
 job hands to the CLI, so a job always sees exactly the config the DAG was
 built from. (workflow.configfiles alone would not do: it lists the command-line
 files first and config/config.yaml last, and misses --config overrides.)
+
+Each invocation's effective config is its own file, named by a hash of its content
+(results/config/effective-<hash>.yaml): two snakemake runs with different configs on one
+folder never overwrite each other's, so a running job can never pick up another run's
+settings. The rules' `config` param is the constant string
+"results/config/effective-${MEDFILIP_CONFIG_ID}.yaml", which the job's shell expands from
+this invocation's environment: a constant, so changing a key that no rule's params
+name re-runs nothing.
 """
 
+import hashlib
 import os
 import sys
 from pathlib import Path
@@ -21,13 +30,14 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from medfilip.config import ConfigError, shard_names, validate_config
+from medfilip.config_checks import check_paths
 from medfilip.extraction.vocabulary import FILES as VOCABULARY_FILES
 
 
 # The folder holding workflow/ and resources/: relative config paths that do not
 # exist in the working directory are looked up here (see config/README.md).
 REPO_ROOT = Path(workflow.basedir).parent
-EFFECTIVE_CONFIG = "results/config/effective.yaml"
+EFFECTIVE_CONFIG = "results/config/effective-${MEDFILIP_CONFIG_ID}.yaml"
 
 # Jobs call the `medfilip` CLI of the Python environment running snakemake, even when
 # that environment is not activated (.venv/bin/snakemake); under --use-conda the rule's
@@ -81,16 +91,29 @@ SETTINGS = resolved(checked)
 # The schema checks the values as pydantic read them: snakemake reads nested --config
 # values as strings (--config 'reports={n_shards: 8}' gives "8"), which pydantic accepts.
 validate(SETTINGS, "../schemas/config.schema.yaml")
-CFG = validate_config(SETTINGS, source=EFFECTIVE_CONFIG)
+EFFECTIVE_TEXT = yaml.safe_dump(SETTINGS, sort_keys=False)
+os.environ["MEDFILIP_CONFIG_ID"] = hashlib.sha256(EFFECTIVE_TEXT.encode("utf-8")).hexdigest()[:16]
+EFFECTIVE_FILE = os.path.expandvars(EFFECTIVE_CONFIG)
+CFG = validate_config(SETTINGS, source=EFFECTIVE_FILE)
+# Every path and model the config names exists and is the right kind, before any job is planned
+# (so no job's outputs are removed for a run that cannot finish).
+try:
+    check_paths(CFG, source=" + ".join(map(str, workflow.configfiles)) or "config")
+except ConfigError as err:
+    raise WorkflowError(str(err)) from None
 # Rules, report captions and --report see the same complete config as the CLI.
 config.update(SETTINGS)
 
 
-# Written only when jobs are about to run, under snakemake's lock of the working
-# directory: a dry-run, --lint, or a second snakemake refused by the lock never
-# rewrites the config that running jobs read.
+# Cluster jobs get the invocation's config id too (local jobs inherit the environment).
+envvars:
+    "MEDFILIP_CONFIG_ID",
+
+
+# Written only when jobs are about to run (not by a dry-run or --lint). The name is the content's
+# hash, so a file of that name always holds exactly this text: another invocation never changes it.
 onstart:
-    write_if_changed(EFFECTIVE_CONFIG, yaml.safe_dump(SETTINGS, sort_keys=False))
+    write_if_changed(EFFECTIVE_FILE, EFFECTIVE_TEXT)
 
 
 BACKEND = CFG.extraction.backend

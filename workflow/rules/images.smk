@@ -36,5 +36,5 @@ rule corpus_images:
         "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} corpus-images --reports {input.shards} {params.entities}"
-        " --png-dir {params.png_dir} --out $(dirname {output.index}) --workers {threads} --no-progress"
+        " --png-dir {params.png_dir} --out $(dirname {output.index}) --workers {threads}"
         " > {log} 2>&1"

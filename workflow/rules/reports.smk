@@ -12,6 +12,9 @@ rule report_shards:
         out_dir=parent_dir,
         # not used by the command: listed so that a change of any reports.* key re-runs this rule
         settings=SETTINGS["reports"],
+        # the corpus path(s) as resolved: pointing at another corpus re-runs this rule even when
+        # the new files are older than the shards
+        corpus=report_corpus(),
     log:
         "results/logs/report_shards/report_shards.log",
     benchmark:
