@@ -54,9 +54,18 @@ def cmd_reports(args: argparse.Namespace) -> int:
         cfg.reports.n_shards,
         args.rejects,
         limit=cfg.reports.limit,
+        source=_corpus_description(cfg),
     )
     print(f"{summary.n_reports} reports in {len(summary.per_shard)} shards, {summary.n_rejects} rejected; splits {summary.per_split}")
     return 0
+
+
+def _corpus_description(cfg: PipelineConfig) -> str:
+    """The configured corpus, as its key path and path (for error messages)."""
+    r = cfg.reports
+    if r.source == "iu_xray":
+        return f"reports.iu_xray.path = {str(r.iu_xray.path) if r.iu_xray.path else 'null (the shipped IU-Xray tarball)'}"
+    return f"reports.mimic_cxr.root = {r.mimic_cxr.root}"
 
 
 def make_backend(cfg: PipelineConfig):
@@ -276,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(-1 if args.quiet else args.verbose)
+    log.info("medfilip %s, config %s", args.command, args.config or "config/config.yaml (default)")
     try:
         return args.func(args)
     except ConfigError as err:

@@ -186,7 +186,8 @@ def test_run_rerun_and_vocabulary_edit(project: Path):
     assert (results / "logs" / "extract_triplets" / "rules" / "000.log").exists()
     assert (results / "benchmarks" / "report_shards" / "report_shards.tsv").exists()
     # the CLI was handed the effective config: merged, defaults filled in, paths resolved
-    effective = yaml.safe_load((results / "config" / "effective.yaml").read_text())
+    (effective_file,) = (results / "config").glob("effective-*.yaml")  # one per invocation's config
+    effective = yaml.safe_load(effective_file.read_text())
     assert effective["reports"]["n_shards"] == 2
     assert effective["extraction"]["rules"]["vocabulary_dir"] == "vocabulary"
     assert effective["quality"]["mesh_mapping"] == str(ROOT / "resources" / "mesh" / "mesh_to_category.yaml")
@@ -222,14 +223,15 @@ def test_run_rerun_and_vocabulary_edit(project: Path):
 
 @pytest.mark.slow
 def test_jobs_get_command_line_overrides(project: Path):
-    # --config values reach the CLI too (through results/config/effective.yaml); snakemake
+    # --config values reach the CLI too (through results/config/effective-<hash>.yaml); snakemake
     # reads nested --config values as strings, which must still validate
     proc = snakemake(project, "--cores", "1", "results/reports/rejects.parquet",
                      "--config", "reports={n_shards: 3, iu_xray: {path: iu_reports}}", configfile=project / "config.yaml")
     assert proc.returncode == 0, output_of(proc)
     shards = sorted(p.name for p in (project / "results" / "reports" / "shards").glob("*.parquet"))
     assert shards == ["000.parquet", "001.parquet", "002.parquet"]
-    assert yaml.safe_load((project / "results" / "config" / "effective.yaml").read_text())["reports"]["n_shards"] == 3
+    (effective,) = (project / "results" / "config").glob("effective-*.yaml")
+    assert yaml.safe_load(effective.read_text())["reports"]["n_shards"] == 3
 
 
 @pytest.mark.slow

@@ -70,8 +70,13 @@ def write_report_shards(
     n_shards: int,
     rejects_path: str | Path,
     limit: int | None = None,
+    source: str | None = None,
 ) -> ShardSummary:
-    """Shard reports by a hash of their id; duplicates of an id are rejected, not overwritten."""
+    """Shard reports by a hash of their id; duplicates of an id are rejected, not overwritten.
+
+    A corpus without a single usable report is an error naming ``source`` (the corpus path), raised
+    before anything is written.
+    """
     out_dir = Path(out_dir)
     reports: dict[str, Report] = {}
     rejects: list[Reject] = []
@@ -84,6 +89,10 @@ def write_report_shards(
         else:
             reports[rec.report_id] = rec
     kept = sorted(reports)
+    if not kept:
+        why = f"all {len(rejects)} records rejected (first: {rejects[0].location}: {rejects[0].reason})" if rejects \
+            else "no report files found"
+        raise ValueError(f"{source or 'the report corpus'}: no reports ({why}); check the corpus path in the config")
     if limit is not None:
         kept = kept[:limit]
     names = shard_names(n_shards)

@@ -14,7 +14,7 @@ Each invocation's effective config is its own file, named by a hash of its conte
 (results/config/effective-<hash>.yaml): two snakemake runs with different configs on one
 folder never overwrite each other's, so a running job can never pick up another run's
 settings. The rules' `config` param is the constant string
-"results/config/effective-${MEDFILIP_CONFIG_ID}.yaml", which the job's shell expands from
+"results/config/effective-$MEDFILIP_CONFIG_ID.yaml", which the job's shell expands from
 this invocation's environment: a constant, so changing a key that no rule's params
 name re-runs nothing.
 """
@@ -37,7 +37,7 @@ from medfilip.extraction.vocabulary import FILES as VOCABULARY_FILES
 # The folder holding workflow/ and resources/: relative config paths that do not
 # exist in the working directory are looked up here (see config/README.md).
 REPO_ROOT = Path(workflow.basedir).parent
-EFFECTIVE_CONFIG = "results/config/effective-${MEDFILIP_CONFIG_ID}.yaml"
+EFFECTIVE_CONFIG = "results/config/effective-$MEDFILIP_CONFIG_ID.yaml"
 
 # Jobs call the `medfilip` CLI of the Python environment running snakemake, even when
 # that environment is not activated (.venv/bin/snakemake); under --use-conda the rule's
