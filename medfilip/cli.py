@@ -285,9 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     _setup_logging(-1 if args.quiet else args.verbose)
-    log.info("medfilip %s, config %s", args.command, args.config or "config/config.yaml (default)")
     try:
-        return args.func(args)
+        rc = args.func(args)
+        # which config the job read (a workflow job: its invocation's effective-<hash>.yaml)
+        log.info("medfilip %s done, config %s", args.command, args.config or "config/config.yaml (default)")
+        return rc
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

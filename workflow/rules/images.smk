@@ -4,7 +4,9 @@
 #
 # The rendered PNGs (results/corpus/{source}/images/) are deliberately not an output: snakemake
 # deletes the outputs of a job before it runs, and the PNGs are a cache that makes a re-run render
-# only what changed. The store folder is replaced as a whole when the job succeeds.
+# only what changed. The store folder is replaced as a whole when the job succeeds; its index and
+# meta are update() outputs, so snakemake does not delete them when the job starts and restores
+# them if it fails: a failed run leaves the previous store whole.
 
 from medfilip.images.workflow import corpus_findings_inputs, corpus_params
 
@@ -17,8 +19,8 @@ rule corpus_images:
         **corpus_findings_inputs(CFG, VOCABULARY),
         shards=expand("results/reports/shards/{shard}.parquet", shard=SHARDS),
     output:
-        index="results/images/corpus/index.parquet",
-        meta="results/images/corpus/meta.json",
+        index=update("results/images/corpus/index.parquet"),
+        meta=update("results/images/corpus/meta.json"),
     params:
         config=EFFECTIVE_CONFIG,
         png_dir=CORPUS["png_dir"],
