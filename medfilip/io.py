@@ -133,11 +133,14 @@ class _LineStream:
 
     def __init__(self, stream):
         self.stream = stream
+        self._last = None
 
     def write(self, text: str) -> None:
-        text = text.replace("\x1b[A", "").strip("\r\n ")
-        if text:
-            self.stream.write(text.split("\r")[-1].strip() + "\n")
+        text = text.replace("\x1b[A", "").strip("\r\n ").split("\r")[-1].strip()
+        head = text.split(",")[0]  # "desc: n/total unit (p%)": closing the bar repeats the last count
+        if text and head != self._last:
+            self.stream.write(text + "\n")
+            self._last = head
 
     def flush(self) -> None:
         self.stream.flush()

@@ -56,3 +56,25 @@ def test_part_file_names_are_unique_and_ordered():
     names = [part_file_name() for _ in range(50)]
     assert len(set(names)) == 50 and names == sorted(names)
     assert part_file_name("compact").endswith("-compact.parquet")
+
+
+def test_progress_bar_writes_about_ten_plain_lines_to_a_log():
+    """Issue 12.9: a rule's log (not a terminal) gets about ten progress lines, never carriage returns."""
+    import io
+
+    from medfilip.io import progress_bar
+
+    log = io.StringIO()
+    bar = progress_bar(total=995, desc="extract rules shard 000", unit="report", stream=log)
+    for _ in range(995):
+        bar.update(1)
+    bar.close()
+    lines = log.getvalue().splitlines()
+    assert "\r" not in log.getvalue()
+    assert 10 <= len(lines) <= 12
+    assert lines[0].startswith("extract rules shard 000: 0/995 reports (0%)")
+    assert lines[-1].startswith("extract rules shard 000: 995/995 reports (100%)")
+    silent = io.StringIO()
+    for _ in progress_bar(range(5), desc="x", stream=silent, disable=True):
+        pass
+    assert silent.getvalue() == ""

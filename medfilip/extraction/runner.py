@@ -157,11 +157,12 @@ def extract_shard(
             extract(mine)
         finally:
             flush()  # on an exception too: finished work is kept
-        waiting = theirs
+        waiting, wait_s = theirs, poll_s
         while waiting:
             # texts another live job claimed: read its results when it flushes them; take over
-            # the ones whose job died
-            time.sleep(poll_s)
+            # the ones whose job died (each look reads the cache, so looks grow rarer, up to 15 s)
+            time.sleep(wait_s)
+            wait_s = min(wait_s * 1.5, max(poll_s, 15.0))
             done = finished(waiting)
             bar.update(len(done))
             waiting = [k for k in waiting if k not in done]

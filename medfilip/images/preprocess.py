@@ -246,7 +246,7 @@ def preprocess_images(
     the index; ``width`` and ``height`` (original pixels) are added for mapping boxes and masks
     with ``letterbox_geometry``. Output order is the table's order, whatever ``workers`` is.
     """
-    from tqdm import tqdm
+    from medfilip.io import progress_bar
 
     for column in ("image_id", "path"):
         if column not in table.column_names:
@@ -268,7 +268,7 @@ def preprocess_images(
         out_dir, size, dataset, shard_size=shard_size, label_names=label_names, column_types=column_types
     ) as writer:
         results = _run(tasks, workers)
-        for i, square, width, height, reason in tqdm(
+        for i, square, width, height, reason in progress_bar(
             results, total=len(tasks), desc=f"images {dataset}", unit="img", disable=not progress, mininterval=2.0
         ):
             row = rows[i]
