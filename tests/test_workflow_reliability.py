@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -15,9 +13,8 @@ import pytest
 import yaml
 
 from medfilip.cli import main
-from medfilip.config import load_config
 from medfilip.config_checks import path_problems
-from test_workflow import ROOT, job_counts, mtimes, output_of, project, snakemake  # noqa: F401 (fixture)
+from test_workflow import job_counts, mtimes, output_of, project, snakemake  # noqa: F401 (fixture)
 
 SHARDS_TARGET = "results/reports/rejects.parquet"
 
