@@ -6,9 +6,9 @@ where it stopped without losing or duplicating finished reports.
 
 Concurrent jobs sharing a cache (one per shard) never extract the same text
 twice: before dispatch a job claims the keys it will extract (claim files
-under ``<cache>/claims/``, made atomically, held by a live process); a key
-another live job claimed is waited for and read from the cache when that job
-flushes it. A claim of a killed job is taken over.
+under ``<cache>/claims/``, changed under a lock) and releases them once they
+are flushed; a key another live job holds is waited for and then read from the
+cache. The claims of a killed job are taken over.
 
 A shard whose share of failed reports exceeds ``max_failure_share`` raises
 :class:`ExtractionFailed` before its output is written: failed reports never
@@ -95,7 +95,7 @@ def extract_shard(
     retry_failed: bool = False,
     progress: bool = True,
     max_failure_share: float = 1.0,
-    poll_s: float = 1.0,
+    poll_s: float = 0.5,
 ) -> ShardRun:
     """Extract the reports of one shard missing from the cache, then write the shard's results.
 
@@ -120,7 +120,8 @@ def extract_shard(
         return {k for k, row in rows.items()
                 if row["status"] == "ok" or not retry_failed or row["created_at"] >= run.started_at}
 
-    wanted = [k for k in first_id if k not in finished(list(first_id))]
+    done_before = finished(list(first_id))
+    wanted = [k for k in first_id if k not in done_before]
     claims = KeyClaims(cache.root)
     buffer: list[tuple[str, ExtractionResult]] = []
     bar = None
@@ -157,12 +158,17 @@ def extract_shard(
             extract(mine)
         finally:
             flush()  # on an exception too: finished work is kept
-        waiting, wait_s = theirs, poll_s
+            claims.release()  # flushed: a job waiting for these texts finds them in the cache
+        waiting, last_look = theirs, time.time()
         while waiting:
-            # texts another live job claimed: read its results when it flushes them; take over
-            # the ones whose job died (each look reads the cache, so looks grow rarer, up to 15 s)
-            time.sleep(wait_s)
-            wait_s = min(wait_s * 1.5, max(poll_s, 15.0))
+            # texts another live job claimed: it releases them once flushed (or dies, and they are
+            # taken over here). Claims are cheap to read; the cache is read when some were released,
+            # and at least every 30 s.
+            time.sleep(poll_s)
+            held = claims.held_elsewhere()
+            if all(k in held for k in waiting) and time.time() - last_look < 30:
+                continue
+            last_look = time.time()
             done = finished(waiting)
             bar.update(len(done))
             waiting = [k for k in waiting if k not in done]
@@ -174,6 +180,7 @@ def extract_shard(
                         extract(taken)
                     finally:
                         flush()
+                        claims.release()
     finally:
         claims.release()
         if bar is not None:
