@@ -330,3 +330,89 @@ def mean_ignoring_nan(values: Iterable[float]) -> float:
     arr = np.asarray([v for v in values if v is not None], dtype=np.float64)
     arr = arr[~np.isnan(arr)]
     return float(arr.mean()) if arr.size else float("nan")
+
+
+# -- every bootstrap replicate at once ------------------------------------------------------------
+# ``weights`` is a (B, n) matrix of resample counts (medfilip.evaluation.bootstrap.resample_weights):
+# row b says how often each test image is drawn in replicate b. A metric weighted by row b equals the
+# metric on the resampled images, so all B replicates come from one sort of the scores and a few
+# cumulative sums, O(B n) (the reference, one metric call per replicate, is the test's brute force).
+def _weighted_groups(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray):
+    """Scores sorted descending into runs of equal value; per replicate the positive and negative
+    weight of each run, (B, G) each, and the run's score (G,)."""
+    s, y = _binary(scores, labels)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels, dtype=np.float64).reshape(-1)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if weights.shape[1] != scores.size:
+        raise ValueError(f"weights have {weights.shape[1]} columns for {scores.size} scores")
+    w = weights[:, ~np.isnan(labels) & ~np.isnan(scores)]
+    order = np.argsort(-s, kind="stable")
+    s, y, w = s[order], y[order], w[:, order]
+    if s.size == 0:
+        z = np.zeros((w.shape[0], 0))
+        return z, z, s
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+    gp = np.add.reduceat(w * y, starts, axis=1)
+    gn = np.add.reduceat(w * ~y, starts, axis=1)
+    return gp, gn, s[starts]
+
+
+def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(B,) ROC AUC of one class under each row of resample weights (ties count half); NaN where a
+    replicate has no positive or no negative image."""
+    gp, gn, _ = _weighted_groups(scores, labels, weights)
+    p, n = gp.sum(axis=1), gn.sum(axis=1)
+    below = n[:, None] - np.cumsum(gn, axis=1)  # negatives scored strictly lower than each run
+    with np.errstate(invalid="ignore", divide="ignore"):
+        area = (gp * (below + 0.5 * gn)).sum(axis=1) / (p * n)
+    return np.where((p > 0) & (n > 0), area, np.nan)
+
+
+def bootstrap_f1_max(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) F1 and accuracy at the F1-maximising threshold of each replicate (the ``test`` protocol:
+    the threshold is chosen again on every resample, as :func:`f1_max_threshold` on it would)."""
+    gp, gn, _ = _weighted_groups(scores, labels, weights)
+    p, n = gp.sum(axis=1), gn.sum(axis=1)
+    if gp.shape[1] == 0:
+        nan = np.full(gp.shape[0], np.nan)
+        return nan, nan.copy()
+    tp, fp = np.cumsum(gp, axis=1), np.cumsum(gn, axis=1)
+    f1 = 2.0 * tp / np.maximum(tp + fp + p[:, None], 1e-300)
+    best = np.argmax(f1, axis=1)  # first maximum = highest threshold, as f1_max_threshold
+    rows = np.arange(f1.shape[0])
+    tp_b, fp_b = tp[rows, best], fp[rows, best]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = (tp_b + n - fp_b) / (p + n)
+    ok = p > 0
+    return np.where(ok, f1[rows, best], np.nan), np.where(ok, acc, np.nan)
+
+
+def bootstrap_at_threshold(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+                           threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) F1 and accuracy of ``score >= threshold`` (a threshold fixed beforehand: the ``validate``
+    protocol); NaN where a replicate has no positive or the threshold is NaN."""
+    gp, gn, values = _weighted_groups(scores, labels, weights)
+    p, n = gp.sum(axis=1), gn.sum(axis=1)
+    if threshold is None or np.isnan(threshold):
+        nan = np.full(gp.shape[0], np.nan)
+        return nan, nan.copy()
+    pred = values >= threshold
+    tp, fp = gp[:, pred].sum(axis=1), gn[:, pred].sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = 2.0 * tp / (tp + fp + p)
+        acc = (tp + n - fp) / (p + n)
+    ok = p > 0
+    return np.where(ok, f1, np.nan), np.where(ok, acc, np.nan)
+
+
+def bootstrap_top1(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(B,) top-1 accuracy (:func:`top1_accuracy`) under each row of resample weights."""
+    scores, labels = _matrix(scores, labels)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    has_pos = np.nansum(labels, axis=1) > 0
+    pick = np.argmax(scores, axis=1)
+    correct = (labels[np.arange(len(pick)), pick] == 1.0) & has_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (weights @ correct.astype(np.float64)) / (weights @ has_pos.astype(np.float64))
+    return out
