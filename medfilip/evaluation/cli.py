@@ -38,6 +38,8 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
         protocols=list(ev.protocols),
         batch_size=ev.batch_size,
         progress=not args.no_progress,
+        n_resamples=ev.bootstrap.n_resamples,
+        seed=ev.bootstrap.seed,
     )
     rows = write_table(result.summaries, args.out)
     if args.per_class:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -27,7 +29,13 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from medfilip.devices import resolve_device
+from medfilip.evaluation.bootstrap import DEFAULT_RESAMPLES, resample_indices, resample_weights
 from medfilip.evaluation.metrics import (
+    auc,
+    bootstrap_at_threshold,
+    bootstrap_auc,
+    bootstrap_f1_max,
+    bootstrap_top1,
     evaluate_scores,
     mean_ignoring_nan,
     top1_accuracy,
@@ -53,9 +61,15 @@ def class_texts(eval_set: EvalSet, explain: Callable[[str], str], variant: str) 
     variant = eval_set.text_variant or variant
     texts = []
     for c in eval_set.classes:
-        explanation = explain(c.category) if variant == "triplet_explanation" else None
+        explained = eval_set.explain_as.get(c.name, c.category)  # the unseen-class control swaps it
+        explanation = explain(explained) if variant == "triplet_explanation" else None
         texts.append(render_label(c.category, severity=c.severity, explanation=explanation, variant=variant))
     return texts
+
+
+def negated_texts(eval_set: EvalSet) -> list[str | None]:
+    """"no {category}" for each class (None for 'normal', which has no negation)."""
+    return [None if c.category == NORMAL else render_label(c.category, negated=True) for c in eval_set.classes]
 
 
 def logit_scale_of(model: Any) -> float:
@@ -155,6 +169,46 @@ class _EmbeddingCache:
             self.get(store, np.array(sorted(rows), dtype=np.int64))
 
 
+class _StoreResamples:
+    """Bootstrap weights over each store's test images, drawn once per store from a seed derived
+    from (seed, store name): every run sees the same resamples (paired differences), and every set
+    of one store (corpus_single, corpus_multi ... share the corpus test images) the same images."""
+
+    def __init__(self, n_resamples: int, seed: int):
+        self.n_resamples, self.seed = n_resamples, seed
+        self._by_store: dict[str, tuple[dict[int, int], np.ndarray]] = {}
+
+    def weights(self, s: EvalSet) -> np.ndarray:
+        key = str(s.store.root)
+        if key not in self._by_store:
+            test = np.asarray(s.store.indices("test"), dtype=np.int64)
+            seed = store_seed(self.seed, Path(key).name)
+            idx = resample_indices(test.size, self.n_resamples, seed)
+            self._by_store[key] = ({int(r): j for j, r in enumerate(test)}, resample_weights(idx, test.size))
+        position, w = self._by_store[key]
+        return w[:, [position[int(r)] for r in s.rows["test"]]]
+
+
+def store_seed(seed: int, store_name: str) -> int:
+    """The resample seed of one store: stable across runs and processes (crc32, not hash())."""
+    return (int(seed) * 1_000_003 + zlib.crc32(store_name.encode("utf-8"))) % (2**32)
+
+
+def _set_mean(per_class: list[np.ndarray]) -> np.ndarray:
+    """(B,) mean over classes of per-class replicates, ignoring undefined ones (as mean_ignoring_nan)."""
+    if not per_class:
+        return np.full(0, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.vstack(per_class), axis=0)
+
+
+def _quiet_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return auc(scores, labels)
+
+
 def evaluate_run(
     model: Any,
     run: str,
@@ -167,24 +221,29 @@ def evaluate_run(
     batch_size: int = 64,
     device: str = "cpu",
     progress: bool = True,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
 ) -> ZeroShotResult:
-    """Scores and metrics of one model on every set: per-class rows and a summary per set."""
+    """Scores and metrics of one model on every set: per-class rows and a summary per set.
+
+    A summary holds the point estimates (``summary[protocol][metric]``, means over
+    :func:`mean_classes`), the negation AUCs (``summary["negation"]``: with "no {category}" texts,
+    AUC of minus their cosine, and of positive minus negated cosine) and ``summary["replicates"]``:
+    the (B,) bootstrap replicates of every mean, over the store's resampled test images."""
     if hasattr(model, "eval"):
         model.eval()
     scale = logit_scale_of(model)
     cache = _EmbeddingCache(model, batch_size, device, progress)
     cache.prefetch(sets)
+    resamples = _StoreResamples(n_resamples, seed)
     result = ZeroShotResult()
     for s in sets:
         started = time.perf_counter()
         texts = class_texts(s, explain, text_variant)
         text_emb = encode_texts(model, texts, batch_size)
         softmax = s.kind == "single_label" and single_label_score == "softmax"
-        scores = {
-            split: zero_shot_scores(cache.get(s.store, rows), text_emb, softmax=softmax, logit_scale=scale)
-            for split, rows in s.rows.items()
-            if rows.size
-        }
+        emb = {split: cache.get(s.store, rows) for split, rows in s.rows.items() if rows.size}
+        scores = {split: zero_shot_scores(e, text_emb, softmax=softmax, logit_scale=scale) for split, e in emb.items()}
         rows = evaluate_scores(
             s.class_names,
             scores["test"],
@@ -194,22 +253,73 @@ def evaluate_run(
             protocols=protocols,
             set_name=f"{run}/{s.name}",
         )
+        # negation: "no {category}" should score the category's positives low
+        negs = negated_texts(s)
+        neg_cols = [k for k, t in enumerate(negs) if t is not None]
+        cos_test = zero_shot_scores(emb["test"], text_emb)
+        neg_auc: dict[str, tuple[float, float]] = {}
+        neg_scores = np.full_like(cos_test, np.nan)
+        if neg_cols:
+            neg_emb = encode_texts(model, [negs[k] for k in neg_cols], batch_size)
+            neg_scores[:, neg_cols] = zero_shot_scores(emb["test"], neg_emb)
+        labels_test = s.labels["test"]
+        for k in neg_cols:
+            neg_auc[s.class_names[k]] = (_quiet_auc(-neg_scores[:, k], labels_test[:, k]),
+                                         _quiet_auc(cos_test[:, k] - neg_scores[:, k], labels_test[:, k]))
         for r in rows:
-            result.per_class.append({"run": run, "dataset": s.name, **r})
+            a_neg, a_comb = neg_auc.get(r["class"], (float("nan"), float("nan")))
+            result.per_class.append({"run": run, "dataset": s.name, **r, "auc_neg": a_neg, "auc_comb": a_comb})
         summary = {"run": run, "dataset": s.name, "kind": s.kind, "source": s.source,
-                   "text_variant": s.text_variant or text_variant, "primary": s.text_variant is None,
-                   "n_classes": len(s.classes), "n_test": s.n("test"), "n_validate": s.n("validate")}
+                   "text_variant": s.text_variant or text_variant, "primary": s.text_variant is None and not s.explain_as,
+                   "n_classes": len(s.classes), "n_test": s.n("test"), "n_validate": s.n("validate"), "note": s.note}
         averaged = mean_classes(s)
         summary["mean_over"] = averaged
         for protocol in protocols:
             mine = [r for r in rows if r["protocol"] == protocol and r["class"] in averaged]
             summary[protocol] = {m: mean_ignoring_nan(r[m] for r in mine) for m in ("auc", "f1", "accuracy", "precision", "recall")}
+        negated_classes = [c for c in averaged if c in neg_auc]
+        summary["negation"] = {
+            "auc_pos": mean_ignoring_nan(r["auc"] for r in rows if r["protocol"] == protocols[0] and r["class"] in negated_classes),
+            "auc_neg": mean_ignoring_nan(neg_auc[c][0] for c in negated_classes),
+            "auc_comb": mean_ignoring_nan(neg_auc[c][1] for c in negated_classes),
+        }
         if s.kind == "single_label":
             summary["top1"] = top1_accuracy(scores["test"], s.labels["test"])
+        summary["replicates"] = _set_replicates(s, rows, scores["test"], cos_test, neg_scores, resamples.weights(s),
+                                                averaged, negated_classes, protocols)
         result.summaries.append(summary)
         log.info("%s on %s (%s, %d classes, %d test images): mean AUC %.3f in %.1fs", run, s.name, s.kind,
                  len(s.classes), s.n("test"), summary[protocols[0]]["auc"], time.perf_counter() - started)
     return result
+
+
+def _set_replicates(s: EvalSet, rows: list[dict], scores: np.ndarray, cos: np.ndarray, neg: np.ndarray,
+                    weights: np.ndarray, averaged: list[str], negated_classes: list[str],
+                    protocols: Sequence[str]) -> dict[str, np.ndarray]:
+    """(B,) replicates of each set mean (the keys of report.SET_METRICS)."""
+    labels = s.labels["test"]
+    col = {name: k for k, name in enumerate(s.class_names)}
+    per: dict[str, list[np.ndarray]] = {}
+    for name in averaged:
+        k = col[name]
+        per.setdefault("auc", []).append(bootstrap_auc(scores[:, k], labels[:, k], weights))
+        if "test" in protocols:
+            f1, acc = bootstrap_f1_max(scores[:, k], labels[:, k], weights)
+            per.setdefault("f1", []).append(f1)
+            per.setdefault("acc", []).append(acc)
+        if "validate" in protocols:
+            t = next(r["threshold"] for r in rows if r["class"] == name and r["protocol"] == "validate")
+            f1, acc = bootstrap_at_threshold(scores[:, k], labels[:, k], weights, t)
+            per.setdefault("f1_valthr", []).append(f1)
+            per.setdefault("acc_valthr", []).append(acc)
+    for name in negated_classes:
+        k = col[name]
+        per.setdefault("auc_neg", []).append(bootstrap_auc(-neg[:, k], labels[:, k], weights))
+        per.setdefault("auc_comb", []).append(bootstrap_auc(cos[:, k] - neg[:, k], labels[:, k], weights))
+    out = {metric: _set_mean(values) for metric, values in per.items()}
+    if s.kind == "single_label":
+        out["top1"] = bootstrap_top1(scores, labels, weights)
+    return out
 
 
 def evaluate_runs(
