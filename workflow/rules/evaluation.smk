@@ -47,3 +47,64 @@ rule zeroshot:
         "medfilip -c {params.config} zeroshot --runs {input.models} --sets {input.stores}"
         " --knowledge {input.knowledge} --out {output.table} --per-class {output.per_class}"
         " --figure {output.figure} --no-progress > {log} 2>&1"
+
+
+# Retrieval (paper Table V) and the case study (paper Fig. 5) read the corpus store's held-out
+# images; each run is encoded by the rule itself (at most evaluation.retrieval.max_images images).
+rule retrieval:
+    input:
+        models=[f"{run}/model.pt" for run in ZEROSHOT_RUNS],
+        corpus="results/images/corpus/index.parquet",
+        knowledge=SETTINGS["knowledge"]["path"],
+    output:
+        table=report(
+            "results/tables/retrieval.csv",
+            caption="../report/retrieval_table.rst",
+            category="Retrieval",
+        ),
+    params:
+        config=EFFECTIVE_CONFIG,
+        retrieval=SETTINGS["evaluation"]["retrieval"],
+        bootstrap=SETTINGS["evaluation"]["bootstrap"],
+        text_variant=SETTINGS["evaluation"]["text_variant"],
+    threads: workflow.cores
+    log:
+        "results/logs/retrieval/retrieval.log",
+    benchmark:
+        "results/benchmarks/retrieval/retrieval.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} retrieval --runs {input.models} --corpus {input.corpus}"
+        " --knowledge {input.knowledge} --out {output.table} --no-progress > {log} 2>&1"
+
+
+rule case_study:
+    input:
+        models=[f"{run}/model.pt" for run in ZEROSHOT_RUNS],
+        corpus="results/images/corpus/index.parquet",
+        knowledge=SETTINGS["knowledge"]["path"],
+    output:
+        figure=report(
+            "results/figures/case_study.png",
+            caption="../report/case_study_figure.rst",
+            category="Case study",
+        ),
+        table=report(
+            "results/tables/case_study.csv",
+            caption="../report/case_study_table.rst",
+            category="Case study",
+        ),
+    params:
+        config=EFFECTIVE_CONFIG,
+        case_study=SETTINGS["evaluation"]["case_study"],
+        prompt=SETTINGS["evaluation"]["retrieval"]["baseline_prompt"],
+    log:
+        "results/logs/case_study/case_study.log",
+    benchmark:
+        "results/benchmarks/case_study/case_study.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} case-study --runs {input.models} --corpus {input.corpus}"
+        " --knowledge {input.knowledge} --figure {output.figure} --table {output.table} > {log} 2>&1"
