@@ -37,6 +37,7 @@ bench: venv
 	$(BIN)/python benchmarks/ssm.py
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/zeroshot_threshold.py
+	$(BIN)/python benchmarks/zeroshot_bootstrap.py
 
 clean:
 	rm -rf results .snakemake

@@ -176,7 +176,7 @@ class _StoreResamples:
 
     def __init__(self, n_resamples: int, seed: int):
         self.n_resamples, self.seed = n_resamples, seed
-        self._by_store: dict[str, tuple[dict[int, int], np.ndarray]] = {}
+        self._by_store: dict[str, tuple[dict[int, int], np.ndarray]] = {}  # row -> position, (n, B) counts
 
     def weights(self, s: EvalSet) -> np.ndarray:
         key = str(s.store.root)
@@ -184,9 +184,11 @@ class _StoreResamples:
             test = np.asarray(s.store.indices("test"), dtype=np.int64)
             seed = store_seed(self.seed, Path(key).name)
             idx = resample_indices(test.size, self.n_resamples, seed)
-            self._by_store[key] = ({int(r): j for j, r in enumerate(test)}, resample_weights(idx, test.size))
-        position, w = self._by_store[key]
-        return w[:, [position[int(r)] for r in s.rows["test"]]]
+            counts = np.ascontiguousarray(resample_weights(idx, test.size).T)
+            self._by_store[key] = ({int(r): j for j, r in enumerate(test)}, counts)
+        position, counts = self._by_store[key]
+        # (B, n) as the transpose of a contiguous (n, B) block: the metrics use it without a copy
+        return counts[[position[int(r)] for r in s.rows["test"]]].T
 
 
 def store_seed(seed: int, store_name: str) -> int:
@@ -236,11 +238,14 @@ def evaluate_run(
     cache = _EmbeddingCache(model, batch_size, device, progress)
     cache.prefetch(sets)
     resamples = _StoreResamples(n_resamples, seed)
+    # every text of every set (class and negated), each encoded once, in as few forward passes as possible
+    wanted = list(dict.fromkeys(t for s in sets for t in (*class_texts(s, explain, text_variant), *negated_texts(s)) if t))
+    encoded = dict(zip(wanted, encode_texts(model, wanted, batch_size))) if wanted else {}
     result = ZeroShotResult()
     for s in sets:
         started = time.perf_counter()
         texts = class_texts(s, explain, text_variant)
-        text_emb = encode_texts(model, texts, batch_size)
+        text_emb = np.stack([encoded[t] for t in texts])
         softmax = s.kind == "single_label" and single_label_score == "softmax"
         emb = {split: cache.get(s.store, rows) for split, rows in s.rows.items() if rows.size}
         scores = {split: zero_shot_scores(e, text_emb, softmax=softmax, logit_scale=scale) for split, e in emb.items()}
@@ -260,7 +265,7 @@ def evaluate_run(
         neg_auc: dict[str, tuple[float, float]] = {}
         neg_scores = np.full_like(cos_test, np.nan)
         if neg_cols:
-            neg_emb = encode_texts(model, [negs[k] for k in neg_cols], batch_size)
+            neg_emb = np.stack([encoded[negs[k]] for k in neg_cols])
             neg_scores[:, neg_cols] = zero_shot_scores(emb["test"], neg_emb)
         labels_test = s.labels["test"]
         for k in neg_cols:

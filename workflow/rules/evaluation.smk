@@ -98,7 +98,8 @@ rule case_study:
     params:
         config=EFFECTIVE_CONFIG,
         case_study=SETTINGS["evaluation"]["case_study"],
-        prompt=SETTINGS["evaluation"]["retrieval"]["baseline_prompt"],
+        # a dict, so that snakemake leaves the prompt's "{category}" alone
+        prompt={"baseline_prompt": SETTINGS["evaluation"]["retrieval"]["baseline_prompt"]},
     log:
         "results/logs/case_study/case_study.log",
     benchmark:
