@@ -317,3 +317,32 @@ def test_cli_with_a_tiny_trained_dual_encoder(tmp_path: Path, capsys):
     assert 0.0 <= float(row["covid_top1"]) <= 1.0
     assert (tmp_path / "figures" / "zeroshot.png").exists() and (tmp_path / "tables" / "per_class.csv").exists()
     assert "tiny: mean AUC" in capsys.readouterr().out
+
+
+class BlindEncoder(StripeEncoder):
+    """Sees nothing in the images: every image embeds to the same vector (chance everywhere)."""
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.ones(images.shape[0], len(VOCAB)), dim=1)
+
+
+def test_negation_columns_and_a_paired_difference(tmp_path: Path):
+    multi_label_store(tmp_path / "nih")
+    sets = load_eval_sets([tmp_path / "nih"], EvaluationConfig())
+    models = {"medfilip": StripeEncoder(), "blind": BlindEncoder()}
+    result = evaluate_runs([tmp_path / "medfilip", tmp_path / "blind"], sets, explain,
+                           load_model=lambda d, dev: models[Path(d).name], device="cpu", progress=False,
+                           n_resamples=300, seed=0)
+    rows = {r["run"]: r for r in write_table(result.summaries, tmp_path / "z.csv")}
+    # the stripe encoder reads "no cardiomegaly" as "cardiomegaly": negated texts score the positives
+    # highest (AUC of minus their cosine = 0), and positive minus negated is flat (0.5)
+    assert rows["medfilip"]["nih_auc"] == 1.0
+    assert rows["medfilip"]["nih_auc_neg"] == 0.0 and rows["medfilip"]["nih_auc_comb"] == 0.5
+    per_class = [r for r in result.per_class if r["run"] == "medfilip"]
+    assert all(r["auc_neg"] == 0.0 for r in per_class)
+    # the blind run is at chance; its paired difference to medfilip excludes 0
+    blind = rows["blind"]
+    assert blind["nih_auc"] == 0.5
+    assert blind["delta_nih_auc_vs_medfilip"] == -0.5
+    assert blind["delta_nih_auc_vs_medfilip_low"] <= -0.5 <= blind["delta_nih_auc_vs_medfilip_high"] < 0
+    assert blind["nih_auc_low"] == blind["nih_auc_high"] == 0.5  # ties everywhere: 0.5 in every resample
