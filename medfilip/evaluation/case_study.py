@@ -76,8 +76,10 @@ def case_study_rows(
     baseline_prompt: str = "This is an X-ray image of {category}",
     device: str = "cpu",
     load_model: Callable[[Path, str], Any] | None = None,
+    image_embeddings: Sequence[str | Path] | None = None,
 ) -> list[dict]:
-    """One row per (image, text kind, run) with the cosine similarity (COLUMNS)."""
+    """One row per (image, text kind, run) with the cosine similarity (COLUMNS); ``image_embeddings``:
+    each run's stored image embeddings (medfilip.evaluation.zeroshot.write_image_embeddings)."""
     import torch
 
     from medfilip.devices import resolve_device
@@ -94,13 +96,18 @@ def case_study_rows(
     texts = [case_texts(f, explain, baseline_prompt) for _, f in cases]
     flat = [t[k] for t in texts for k in TEXT_KINDS]
     rows = []
-    for run_dir in run_dirs:
+    for j, run_dir in enumerate(run_dirs):
         run_dir = Path(run_dir)
         model = load_model(run_dir, device)
         if hasattr(model, "eval"):
             model.eval()
         with torch.inference_mode():
-            img = model.encode_image(batch).float().cpu().numpy().astype(np.float64)
+            if image_embeddings is not None:
+                from medfilip.evaluation.zeroshot import stored_rows
+
+                img = stored_rows(image_embeddings[j], store, np.array([r for r, _ in cases])).astype(np.float64)
+            else:
+                img = model.encode_image(batch).float().cpu().numpy().astype(np.float64)
             txt = model.encode_text(flat).float().cpu().numpy().astype(np.float64)
         txt = txt.reshape(len(cases), len(TEXT_KINDS), -1)
         cos = np.einsum("id,ikd->ik", img, txt)

@@ -225,10 +225,12 @@ def evaluate_retrieval(
     device: str = "cpu",
     load_model: Callable[[Path, str], Any] | None = None,
     progress: bool = False,
+    image_embeddings: Sequence[str | Path] | None = None,
 ) -> list[dict]:
-    """The rows of retrieval.csv for every run folder (run name = folder name)."""
+    """The rows of retrieval.csv for every run folder (run name = folder name); ``image_embeddings``:
+    each run's stored image embeddings (medfilip.evaluation.zeroshot.write_image_embeddings)."""
     from medfilip.devices import resolve_device
-    from medfilip.evaluation.zeroshot import encode_store_images
+    from medfilip.evaluation.zeroshot import encode_store_images, stored_rows
 
     if load_model is None:
         from medfilip.training.model import load_trained as load_model
@@ -241,14 +243,17 @@ def evaluate_retrieval(
     log.info("retrieval: %d of %d held-out images with exactly one finding, %d categories", len(images),
              images.n_eligible, len(set(images.keys("category"))))
     scores = {}
-    for run_dir in run_dirs:
+    for j, run_dir in enumerate(run_dirs):
         run_dir = Path(run_dir)
         started = time.perf_counter()
         model = load_model(run_dir, device)
         if hasattr(model, "eval"):
             model.eval()
-        emb = encode_store_images(model, store, images.rows, batch_size=batch_size, device=device, progress=progress,
-                                  desc=f"{run_dir.name} images")
+        if image_embeddings is not None:
+            emb = stored_rows(image_embeddings[j], store, images.rows)
+        else:
+            emb = encode_store_images(model, store, images.rows, batch_size=batch_size, device=device,
+                                      progress=progress, desc=f"{run_dir.name} images")
         scores[run_dir.name] = run_scores(model, emb, images, explain=explain, text_variant=text_variant,
                                           baseline_prompt=baseline_prompt, ks=ks, batch_size=batch_size)
         log.info("retrieval %s: %.1fs", run_dir.name, time.perf_counter() - started)

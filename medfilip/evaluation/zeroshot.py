@@ -12,8 +12,11 @@ learnt scale; ``evaluation.single_label_score = cosine`` keeps the cosine) and t
 is ``argmax_k s_ik`` (the same under both). Metrics: :mod:`medfilip.evaluation.metrics`; a set's
 mean is over its classes, less 'normal' on single-label sets (:func:`mean_classes`).
 
-Each image is encoded once per run, whatever the number of sets that use it (the three corpus
-sets share the corpus store's held-out images).
+Each image is encoded once per run, whatever the number of sets that use it (the corpus sets share
+the corpus store's held-out images), and stored (:func:`write_image_embeddings`, the rule
+``image_embeddings``: one file per run), so the zero-shot table, retrieval and the case study read
+the same vectors and a new run or a changed evaluation setting encodes no image another job already
+encoded.
 """
 
 from __future__ import annotations
@@ -40,7 +43,8 @@ from medfilip.evaluation.metrics import (
     mean_ignoring_nan,
     top1_accuracy,
 )
-from medfilip.evaluation.sets import NORMAL, EvalSet
+from medfilip.evaluation.sets import NORMAL, SPLITS, EvalSet, EvaluationSetError
+from medfilip.io import atomic_path, sha256_text
 from medfilip.labels.templates import render_label
 
 log = logging.getLogger(__name__)
@@ -140,12 +144,80 @@ def mean_classes(eval_set: EvalSet) -> list[str]:
     return names
 
 
-class _EmbeddingCache:
-    """Image embeddings of one run, by (store folder, row), each row encoded once."""
+# -- image embeddings of a run, encoded once and stored (rule image_embeddings) ------------------
+IMAGE_EMBEDDINGS_DIR = "results/evaluation/image_embeddings"
 
-    def __init__(self, model: Any, batch_size: int, device: str, progress: bool):
+
+def held_out_rows(store: Any) -> np.ndarray:
+    """Rows of every held-out (validate, test) image of a store: what any evaluation may score."""
+    return np.sort(np.concatenate([np.asarray(store.indices(split), dtype=np.int64) for split in SPLITS]))
+
+
+def _ids_digest(store: Any, rows: np.ndarray) -> str:
+    ids = store.image_ids
+    return sha256_text(*(ids[int(r)] for r in rows))
+
+
+def write_image_embeddings(model: Any, stores: Sequence[Any], out: str | Path, *, batch_size: int = 64,
+                           device: str = "cpu", progress: bool = False) -> Path:
+    """Encode the held-out images of each store once with ``model`` into one ``.npz`` (per store:
+    ``{name}.rows``, ``{name}.emb``, and the digest of the image ids, so a rebuilt store is caught)."""
+    if hasattr(model, "eval"):
+        model.eval()
+    arrays: dict[str, np.ndarray] = {}
+    for store in stores:
+        name = Path(store.root).name
+        rows = held_out_rows(store)
+        started = time.perf_counter()
+        arrays[f"{name}.rows"] = rows
+        arrays[f"{name}.emb"] = encode_store_images(model, store, rows, batch_size=batch_size, device=device,
+                                                    progress=progress, desc=name)
+        arrays[f"{name}.ids"] = np.array(_ids_digest(store, rows))
+        log.info("%s: %d held-out images encoded in %.1fs", name, rows.size, time.perf_counter() - started)
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return Path(out)
+
+
+def read_image_embeddings(path: str | Path, stores: Sequence[Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{store root: (rows, embeddings)}`` from a file of :func:`write_image_embeddings`, checked
+    against the stores (same held-out images); a clear error names the file and the store."""
+    path = Path(path)
+    out = {}
+    with np.load(path) as data:
+        for store in stores:
+            name = Path(store.root).name
+            if f"{name}.emb" not in data.files:
+                raise EvaluationSetError(f"{path}: no embeddings of store '{name}' (re-run the image_embeddings rule)")
+            rows, now = data[f"{name}.rows"], held_out_rows(store)
+            if not np.array_equal(rows, now) or str(data[f"{name}.ids"]) != _ids_digest(store, now):
+                raise EvaluationSetError(f"{path}: the embeddings of '{name}' were made from other images than "
+                                         f"{store.root} holds now (re-run the image_embeddings rule)")
+            out[str(store.root)] = (rows, data[f"{name}.emb"])
+    return out
+
+
+def stored_rows(path: str | Path, store: Any, rows: np.ndarray) -> np.ndarray:
+    """(len(rows), D) stored embeddings of ``store[rows]`` (held-out rows only)."""
+    stored_at, emb = read_image_embeddings(path, [store])[str(store.root)]
+    where = {int(r): j for j, r in enumerate(stored_at)}
+    missing = [int(r) for r in rows if int(r) not in where]
+    if missing:
+        raise EvaluationSetError(f"{path}: rows {missing[:5]} of {store.root} are not held-out images with embeddings")
+    return np.asarray(emb[[where[int(r)] for r in rows]], dtype=np.float32)
+
+
+class _EmbeddingCache:
+    """Image embeddings of one run, by (store folder, row), each row encoded once (or read from the
+    run's stored embeddings)."""
+
+    def __init__(self, model: Any, batch_size: int, device: str, progress: bool,
+                 stored: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
         self.model, self.batch_size, self.device, self.progress = model, batch_size, device, progress
         self._emb: dict[str, dict[int, np.ndarray]] = {}
+        for key, (rows, emb) in (stored or {}).items():
+            self._emb[key] = dict(zip(np.asarray(rows).tolist(), np.asarray(emb, dtype=np.float32)))
 
     def get(self, store: Any, rows: np.ndarray) -> np.ndarray:
         key = str(store.root)
@@ -225,6 +297,7 @@ def evaluate_run(
     progress: bool = True,
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
+    stored_embeddings: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> ZeroShotResult:
     """Scores and metrics of one model on every set: per-class rows and a summary per set.
 
@@ -235,7 +308,7 @@ def evaluate_run(
     if hasattr(model, "eval"):
         model.eval()
     scale = logit_scale_of(model)
-    cache = _EmbeddingCache(model, batch_size, device, progress)
+    cache = _EmbeddingCache(model, batch_size, device, progress, stored_embeddings)
     cache.prefetch(sets)
     resamples = _StoreResamples(n_resamples, seed)
     # every text of every set (class and negated), each encoded once, in as few forward passes as possible
@@ -334,19 +407,26 @@ def evaluate_runs(
     *,
     load_model: Callable[[Path, str], Any] | None = None,
     device: str = "auto",
+    image_embeddings: Sequence[str | Path] | None = None,
     **kwargs: Any,
 ) -> ZeroShotResult:
-    """:func:`evaluate_run` for each run folder (run name = folder name); models load one at a time."""
+    """:func:`evaluate_run` for each run folder (run name = folder name); models load one at a time.
+    ``image_embeddings``: each run's stored image embeddings (:func:`write_image_embeddings`, in
+    the order of ``run_dirs``); images found there are not encoded again."""
     import torch
 
     if load_model is None:
         from medfilip.training.model import load_trained as load_model
+    if image_embeddings is not None and len(image_embeddings) != len(run_dirs):
+        raise ValueError(f"{len(image_embeddings)} image embedding files for {len(run_dirs)} runs")
     device = resolve_device(device, "evaluation.device")
+    stores = list({str(s.store.root): s.store for s in sets}.values())
     total = ZeroShotResult()
-    for run_dir in run_dirs:
+    for j, run_dir in enumerate(run_dirs):
         run_dir = Path(run_dir)
         model = load_model(run_dir, device)
-        part = evaluate_run(model, run_dir.name, sets, explain, device=device, **kwargs)
+        stored = read_image_embeddings(image_embeddings[j], stores) if image_embeddings is not None else None
+        part = evaluate_run(model, run_dir.name, sets, explain, device=device, stored_embeddings=stored, **kwargs)
         total.per_class.extend(part.per_class)
         total.summaries.extend(part.summaries)
         del model

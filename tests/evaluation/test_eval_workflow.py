@@ -4,6 +4,7 @@ zeroshot.csv (intervals, negation, the control), retrieval.csv and case_study.pn
 from __future__ import annotations
 
 import csv
+import re
 import shutil
 import subprocess
 import sys
@@ -34,6 +35,18 @@ def openi_xml(n: int, findings: str, impression: str, mesh: list[str]) -> str:
 </Abstract></Article></MedlineCitation><MeSH>{majors}</MeSH>
 <parentImage id="CXR{n}_IM-000{n}-1001"><figureId>F1</figureId></parentImage></eCitation>
 """
+
+
+def job_counts(text: str) -> dict[str, int]:
+    """Rule -> number of jobs, from snakemake's "Job stats" table."""
+    start = text.find("Job stats:")
+    counts = {}
+    for line in text[start:].splitlines()[3:] if start >= 0 else []:
+        m = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
+        if not m or m.group(1) == "total":
+            break
+        counts[m.group(1)] = int(m.group(2))
+    return counts
 
 
 @pytest.mark.slow
@@ -67,6 +80,9 @@ def test_tiny_run_writes_retrieval_case_study_and_zeroshot_with_intervals(tmp_pa
            "--cores", "2", *targets, "--configfile", str(tmp_path / "config.yaml")]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    counts = job_counts(proc.stdout + proc.stderr)
+    # each run's held-out images are encoded once, by one job, for all three evaluations
+    assert counts["image_embeddings"] == 2 and counts["zeroshot"] == counts["retrieval"] == counts["case_study"] == 1
     results = tmp_path / "results"
 
     zeroshot = {r["run"]: r for r in csv.DictReader((results / "tables" / "zeroshot.csv").open())}
@@ -94,3 +110,10 @@ def test_tiny_run_writes_retrieval_case_study_and_zeroshot_with_intervals(tmp_pa
     for rule in ("retrieval", "case_study"):
         assert (results / "logs" / rule / f"{rule}.log").exists()
         assert (results / "benchmarks" / rule / f"{rule}.tsv").exists()
+
+    # a retrieval setting re-runs retrieval only: no image is encoded again, no other table re-made
+    config["evaluation"]["retrieval"]["ks"] = [1, 5, 10]
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
+    proc = subprocess.run([*cmd, "-n"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert job_counts(proc.stdout + proc.stderr) == {"retrieval": 1}

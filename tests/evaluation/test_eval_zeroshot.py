@@ -346,3 +346,37 @@ def test_negation_columns_and_a_paired_difference(tmp_path: Path):
     assert blind["delta_nih_auc_vs_medfilip"] == -0.5
     assert blind["delta_nih_auc_vs_medfilip_low"] <= -0.5 <= blind["delta_nih_auc_vs_medfilip_high"] < 0
     assert blind["nih_auc_low"] == blind["nih_auc_high"] == 0.5  # ties everywhere: 0.5 in every resample
+
+
+class TextOnlyEncoder(StripeEncoder):
+    """Fails when asked to encode an image: everything must come from the stored embeddings."""
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("an image was encoded again")
+
+
+def test_stored_image_embeddings_are_read_not_recomputed(tmp_path: Path):
+    from medfilip.evaluation.sets import EvaluationSetError
+    from medfilip.evaluation.zeroshot import read_image_embeddings, write_image_embeddings
+    from medfilip.images.store import ImageStore
+
+    stores = [multi_label_store(tmp_path / "nih"), corpus_store(tmp_path / "corpus")]
+    out = write_image_embeddings(StripeEncoder(), stores, tmp_path / "emb" / "medfilip.npz", batch_size=4)
+    stored = read_image_embeddings(out, stores)
+    rows, emb = stored[str(stores[1].root)]
+    assert rows.tolist() == sorted(set(stores[1].indices("validate")) | set(stores[1].indices("test")))
+    np.testing.assert_allclose(emb, StripeEncoder().encode_image(torch.from_numpy(stores[1].get_batch(rows))).numpy())
+
+    sets = load_eval_sets([tmp_path / "nih", tmp_path / "corpus"], EvaluationConfig(corpus=CORPUS_SETTINGS))
+    fresh = evaluate_runs([tmp_path / "medfilip"], sets, explain, load_model=lambda d, dev: StripeEncoder(),
+                          device="cpu", progress=False, n_resamples=50)
+    again = evaluate_runs([tmp_path / "medfilip"], sets, explain, load_model=lambda d, dev: TextOnlyEncoder(),
+                          device="cpu", progress=False, n_resamples=50, image_embeddings=[out])
+    assert write_table(fresh.summaries, tmp_path / "a.csv") == write_table(again.summaries, tmp_path / "b.csv")
+
+    # a store rebuilt with other images is caught, naming the file
+    items = [(f"x{i}", image_with([]), {"split": "test", "labels": [0.0, 1.0, 0.0]}) for i in range(4)]
+    write_store(tmp_path / "nih", items, size=SIZE, dataset="nih", label_names=["cardiomegaly", "atelectasis",
+                                                                                 "pleural effusion"])
+    with pytest.raises(EvaluationSetError, match="medfilip.npz.*other images"):
+        read_image_embeddings(out, [ImageStore.open(tmp_path / "nih")])

@@ -8,11 +8,36 @@ from medfilip.evaluation.sets import configured_run_dirs, configured_set_dirs
 
 ZEROSHOT_RUNS = configured_run_dirs(CFG)
 ZEROSHOT_SETS = configured_set_dirs(CFG)
+# every store an evaluation reads (retrieval and the case study read the corpus store in any case)
+EVAL_STORES = list(dict.fromkeys([*ZEROSHOT_SETS, "results/images/corpus"]))
+# each run's held-out image embeddings, encoded once (rule image_embeddings)
+RUN_EMBEDDINGS = [f"results/evaluation/image_embeddings/{Path(run).name}.npz" for run in ZEROSHOT_RUNS]
+
+
+rule image_embeddings:
+    input:
+        model="results/models/{run}/model.pt",
+        stores=[f"{store}/index.parquet" for store in EVAL_STORES],
+    output:
+        "results/evaluation/image_embeddings/{run}.npz",
+    params:
+        config=EFFECTIVE_CONFIG,
+    threads: workflow.cores
+    log:
+        "results/logs/image_embeddings/{run}.log",
+    benchmark:
+        "results/benchmarks/image_embeddings/{run}.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} embed-images --run {input.model} --stores {input.stores} --out {output}"
+        " --threads {threads} --no-progress > {log} 2>&1"
 
 
 rule zeroshot:
     input:
         models=[f"{run}/model.pt" for run in ZEROSHOT_RUNS],
+        embeddings=RUN_EMBEDDINGS,
         stores=[f"{store}/index.parquet" for store in ZEROSHOT_SETS],
         # the class texts carry each category's explanation (IKI)
         knowledge=SETTINGS["knowledge"]["path"],
@@ -45,7 +70,7 @@ rule zeroshot:
         "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} zeroshot --runs {input.models} --sets {input.stores}"
-        " --knowledge {input.knowledge} --out {output.table} --per-class {output.per_class}"
+        " --image-embeddings {input.embeddings} --knowledge {input.knowledge} --out {output.table} --per-class {output.per_class}"
         " --figure {output.figure} --no-progress > {log} 2>&1"
 
 
@@ -54,6 +79,7 @@ rule zeroshot:
 rule retrieval:
     input:
         models=[f"{run}/model.pt" for run in ZEROSHOT_RUNS],
+        embeddings=RUN_EMBEDDINGS,
         corpus="results/images/corpus/index.parquet",
         knowledge=SETTINGS["knowledge"]["path"],
     output:
@@ -76,12 +102,13 @@ rule retrieval:
         "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} retrieval --runs {input.models} --corpus {input.corpus}"
-        " --knowledge {input.knowledge} --out {output.table} --no-progress > {log} 2>&1"
+        " --image-embeddings {input.embeddings} --knowledge {input.knowledge} --out {output.table} --no-progress > {log} 2>&1"
 
 
 rule case_study:
     input:
         models=[f"{run}/model.pt" for run in ZEROSHOT_RUNS],
+        embeddings=RUN_EMBEDDINGS,
         corpus="results/images/corpus/index.parquet",
         knowledge=SETTINGS["knowledge"]["path"],
     output:
@@ -108,4 +135,4 @@ rule case_study:
         "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} case-study --runs {input.models} --corpus {input.corpus}"
-        " --knowledge {input.knowledge} --figure {output.figure} --table {output.table} > {log} 2>&1"
+        " --image-embeddings {input.embeddings} --knowledge {input.knowledge} --figure {output.figure} --table {output.table} > {log} 2>&1"
