@@ -10,6 +10,13 @@ ZEROSHOT_RUNS = configured_run_dirs(CFG)
 ZEROSHOT_SETS = configured_set_dirs(CFG)
 # every store an evaluation reads (retrieval and the case study read the corpus store in any case)
 EVAL_STORES = list(dict.fromkeys([*ZEROSHOT_SETS, "results/images/corpus"]))
+# the evaluation keys that change the zero-shot table (not retrieval's, the case study's, the
+# probe's ... and not batch size or device): its param, so a change of another key leaves it be
+ZEROSHOT_SETTINGS = {
+    key: SETTINGS["evaluation"][key]
+    for key in ("text_variant", "compare_category_text", "single_label_score", "protocols", "datasets", "corpus",
+                "bootstrap", "mismatched_explanation")
+}
 # each run's held-out image embeddings, encoded once (rule image_embeddings)
 RUN_EMBEDDINGS = [f"results/evaluation/image_embeddings/{Path(run).name}.npz" for run in ZEROSHOT_RUNS]
 
@@ -60,7 +67,7 @@ rule zeroshot:
     params:
         config=EFFECTIVE_CONFIG,
         # text variant, protocols, class lists ...: a change re-runs the table
-        evaluation=SETTINGS["evaluation"],
+        evaluation=ZEROSHOT_SETTINGS,
     threads: workflow.cores
     log:
         "results/logs/zeroshot/zeroshot.log",
