@@ -370,42 +370,29 @@ def _weighted_groups(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray
     return sums[:g], sums[g:], s[order][first]
 
 
-def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
-    """(B,) ROC AUC of one class under each row of resample weights (ties count half); NaN where a
-    replicate has no positive or no negative image."""
-    gp, gn, _ = _weighted_groups(scores, labels, weights)
-    p, n = gp.sum(axis=0), gn.sum(axis=0)
-    below = n[None, :] - np.cumsum(gn, axis=0)  # negatives scored strictly lower than each run
+def _auc_from_groups(gp: np.ndarray, gn: np.ndarray, p: np.ndarray, n: np.ndarray, cum_n: np.ndarray) -> np.ndarray:
+    below = n[None, :] - cum_n  # negatives scored strictly lower than each run
     with np.errstate(invalid="ignore", divide="ignore"):
         area = (gp * (below + 0.5 * gn)).sum(axis=0) / (p * n)
     return np.where((p > 0) & (n > 0), area, np.nan)
 
 
-def bootstrap_f1_max(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(B,) F1 and accuracy at the F1-maximising threshold of each replicate (the ``test`` protocol:
-    the threshold is chosen again on every resample, as :func:`f1_max_threshold` on it would)."""
-    gp, gn, _ = _weighted_groups(scores, labels, weights)
+def _f1_max_from_groups(gp: np.ndarray, p: np.ndarray, n: np.ndarray, cum_n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if gp.shape[0] == 0:
         nan = np.full(gp.shape[1], np.nan)
         return nan, nan.copy()
-    p, n = gp.sum(axis=0), gn.sum(axis=0)
-    tp, fp = np.cumsum(gp, axis=0), np.cumsum(gn, axis=0)
-    f1 = 2.0 * tp / np.maximum(tp + fp + p[None, :], 1e-300)
+    tp = np.cumsum(gp, axis=0)
+    f1 = 2.0 * tp / np.maximum(tp + cum_n + p[None, :], 1e-300)
     best = np.argmax(f1, axis=0)  # first maximum = highest threshold, as f1_max_threshold
     cols = np.arange(f1.shape[1])
-    tp_b, fp_b = tp[best, cols], fp[best, cols]
+    tp_b, fp_b = tp[best, cols], cum_n[best, cols]
     with np.errstate(invalid="ignore", divide="ignore"):
         acc = (tp_b + n - fp_b) / (p + n)
     ok = p > 0
     return np.where(ok, f1[best, cols], np.nan), np.where(ok, acc, np.nan)
 
 
-def bootstrap_at_threshold(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray,
-                           threshold: float) -> tuple[np.ndarray, np.ndarray]:
-    """(B,) F1 and accuracy of ``score >= threshold`` (a threshold fixed beforehand: the ``validate``
-    protocol); NaN where a replicate has no positive or the threshold is NaN."""
-    gp, gn, values = _weighted_groups(scores, labels, weights)
-    p, n = gp.sum(axis=0), gn.sum(axis=0)
+def _at_threshold_from_groups(gp, gn, values, p, n, threshold) -> tuple[np.ndarray, np.ndarray]:
     if threshold is None or np.isnan(threshold):
         nan = np.full(gp.shape[1], np.nan)
         return nan, nan.copy()
@@ -416,6 +403,43 @@ def bootstrap_at_threshold(scores: np.ndarray, labels: np.ndarray, weights: np.n
         acc = (tp + n - fp) / (p + n)
     ok = p > 0
     return np.where(ok, f1, np.nan), np.where(ok, acc, np.nan)
+
+
+def bootstrap_class(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray, *, f1_max: bool = True,
+                    threshold: float | None = None) -> dict[str, np.ndarray]:
+    """Every replicate metric of one class from one grouping of its scores: ``auc``; with
+    ``f1_max``, ``f1`` and ``acc`` at each replicate's F1-maximising threshold; with a
+    ``threshold``, ``f1_at`` and ``acc_at`` there. Each (B,), as the functions below."""
+    gp, gn, values = _weighted_groups(scores, labels, weights)
+    p, n = gp.sum(axis=0), gn.sum(axis=0)
+    cum_n = np.cumsum(gn, axis=0)
+    out = {"auc": _auc_from_groups(gp, gn, p, n, cum_n)}
+    if f1_max:
+        out["f1"], out["acc"] = _f1_max_from_groups(gp, p, n, cum_n)
+    if threshold is not None:
+        out["f1_at"], out["acc_at"] = _at_threshold_from_groups(gp, gn, values, p, n, threshold)
+    return out
+
+
+def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(B,) ROC AUC of one class under each row of resample weights (ties count half); NaN where a
+    replicate has no positive or no negative image."""
+    return bootstrap_class(scores, labels, weights, f1_max=False)["auc"]
+
+
+def bootstrap_f1_max(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) F1 and accuracy at the F1-maximising threshold of each replicate (the ``test`` protocol:
+    the threshold is chosen again on every resample, as :func:`f1_max_threshold` on it would)."""
+    out = bootstrap_class(scores, labels, weights)
+    return out["f1"], out["acc"]
+
+
+def bootstrap_at_threshold(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+                           threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) F1 and accuracy of ``score >= threshold`` (a threshold fixed beforehand: the ``validate``
+    protocol); NaN where a replicate has no positive or the threshold is NaN."""
+    gp, gn, values = _weighted_groups(scores, labels, weights)
+    return _at_threshold_from_groups(gp, gn, values, gp.sum(axis=0), gn.sum(axis=0), threshold)
 
 
 def bootstrap_top1(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:

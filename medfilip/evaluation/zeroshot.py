@@ -35,9 +35,8 @@ from medfilip.devices import resolve_device
 from medfilip.evaluation.bootstrap import DEFAULT_RESAMPLES, resample_indices, resample_weights
 from medfilip.evaluation.metrics import (
     auc,
-    bootstrap_at_threshold,
     bootstrap_auc,
-    bootstrap_f1_max,
+    bootstrap_class,
     bootstrap_top1,
     evaluate_scores,
     mean_ignoring_nan,
@@ -380,16 +379,12 @@ def _set_replicates(s: EvalSet, rows: list[dict], scores: np.ndarray, cos: np.nd
     per: dict[str, list[np.ndarray]] = {}
     for name in averaged:
         k = col[name]
-        per.setdefault("auc", []).append(bootstrap_auc(scores[:, k], labels[:, k], weights))
-        if "test" in protocols:
-            f1, acc = bootstrap_f1_max(scores[:, k], labels[:, k], weights)
-            per.setdefault("f1", []).append(f1)
-            per.setdefault("acc", []).append(acc)
-        if "validate" in protocols:
-            t = next(r["threshold"] for r in rows if r["class"] == name and r["protocol"] == "validate")
-            f1, acc = bootstrap_at_threshold(scores[:, k], labels[:, k], weights, t)
-            per.setdefault("f1_valthr", []).append(f1)
-            per.setdefault("acc_valthr", []).append(acc)
+        t = next((r["threshold"] for r in rows if r["class"] == name and r["protocol"] == "validate"), None)
+        reps = bootstrap_class(scores[:, k], labels[:, k], weights, f1_max="test" in protocols,
+                               threshold=t if "validate" in protocols else None)
+        for key, metric in (("auc", "auc"), ("f1", "f1"), ("acc", "acc"), ("f1_at", "f1_valthr"), ("acc_at", "acc_valthr")):
+            if key in reps:
+                per.setdefault(metric, []).append(reps[key])
     for name in negated_classes:
         k = col[name]
         per.setdefault("auc_neg", []).append(bootstrap_auc(-neg[:, k], labels[:, k], weights))
