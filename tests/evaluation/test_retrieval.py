@@ -155,3 +155,39 @@ def test_no_eligible_image_gives_skip_rows(tmp_path: Path):
     rows = evaluate_retrieval([tmp_path / "medfilip"], store, str, load_model=lambda d, dev: StripeEncoder(), device="cpu")
     assert rows == [{"run": "medfilip", "n_images": 0, "n_eligible": 0,
                      "note": f"skipped: {store.root}: no held-out image with exactly one finding"}]
+
+
+def test_cli_embed_images_retrieval_and_case_study_with_a_tiny_trained_model(tmp_path: Path, capsys):
+    """The real chain: a saved DualEncoder, its stored image embeddings, the real IKI dictionary, the CLI."""
+    import yaml
+
+    from medfilip.cli import main
+    from medfilip.training.model import build_model, save_trained
+    from medfilip.training.settings import ModelSettings
+
+    root = Path(__file__).resolve().parents[2]
+    save_trained(build_model(ModelSettings(embed_dim=16, text_trainable_layers=0), SIZE, seed=0), tmp_path / "models" / "medfilip")
+    corpus(tmp_path / "images" / "corpus")
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"evaluation": {"device": "cpu", "batch_size": 8,
+                                                                          "bootstrap": {"n_resamples": 100}}}))
+    knowledge = str(root / "resources" / "knowledge" / "dictionary.yaml")
+    common = ["-q", "-c", str(tmp_path / "config.yaml")]
+    emb = tmp_path / "emb" / "medfilip.npz"
+    assert main([*common, "embed-images", "--run", str(tmp_path / "models" / "medfilip" / "model.pt"),
+                 "--stores", str(tmp_path / "images" / "corpus"), "--out", str(emb), "--no-progress"]) == 0
+    out = tmp_path / "retrieval.csv"
+    assert main([*common, "retrieval", "--runs", str(tmp_path / "models" / "medfilip"), "--corpus",
+                 str(tmp_path / "images" / "corpus"), "--image-embeddings", str(emb), "--knowledge", knowledge,
+                 "--out", str(out), "--no-progress"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert len(rows) == 8 and all(0.0 <= float(r["p_at_1"]) <= 1.0 for r in rows)
+    assert main([*common, "case-study", "--runs", str(tmp_path / "models" / "medfilip"), "--corpus",
+                 str(tmp_path / "images" / "corpus"), "--image-embeddings", str(emb), "--knowledge", knowledge,
+                 "--figure", str(tmp_path / "case.png"), "--table", str(tmp_path / "case.csv")]) == 0
+    # test images with one finding show 3 categories (every test pneumothorax has a second finding)
+    assert len(list(csv.DictReader((tmp_path / "case.csv").open()))) == 3 * 3
+    # a run that was never trained: a named error before any work
+    capsys.readouterr()
+    assert main([*common, "retrieval", "--runs", str(tmp_path / "models" / "nothing"), "--corpus",
+                 str(tmp_path / "images" / "corpus"), "--knowledge", knowledge, "--out", str(tmp_path / "x.csv")]) == 1
+    assert "trained model not found" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
