@@ -17,7 +17,9 @@ queries the N images), ranked by cosine similarity (ties by gallery order). Rele
 (``relevance`` column): ``category`` = the gallery item's finding has the query's category;
 ``severity_category`` = the same severity and category (fine-grained). The query's own pair is in
 the gallery and counts. P@K = relevant among the top K / K; R@K = relevant among the top K / all
-relevant items in the gallery. Each mean over queries has its 95 % bootstrap interval (queries
+relevant items in the gallery. With the baseline prompt the texts of one category are identical,
+so image-to-text ranks them together and P@K equals P@1 for K up to the category's size: the
+template texts, which carry severity and location, are what can tell more. Each mean over queries has its 95 % bootstrap interval (queries
 resampled, the gallery fixed), and every run other than ``medfilip`` its paired difference to
 medfilip (same resamples, same prompt, direction and relevance).
 """
