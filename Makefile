@@ -21,7 +21,8 @@ demo: venv
 	$(BIN)/snakemake --cores $(CORES) --snakefile workflow/Snakefile all
 	$(BIN)/medfilip query "select category, count(*) as n from entities where polarity = 'present' group by 1 order by 2 desc limit 10"
 	$(BIN)/medfilip query "select category, precision, recall, f1 from read_csv_auto('results/tables/extraction_quality.csv') where category like '%average'"
-	$(BIN)/medfilip query "select run, rsna_auc, nih_auc, vinbig_auc, siim_auc, covid_auc, downstream_mean_auc, mean_auc from read_csv_auto('results/tables/zeroshot.csv')"
+	$(BIN)/medfilip query "select run, rsna_acc, rsna_f1, rsna_auc, nih_auc, vinbig_auc, siim_auc, covid_auc, covid_mismatched_auc, downstream_mean_acc, downstream_mean_f1, downstream_mean_auc, downstream_mean_auc_low, downstream_mean_auc_high, mean_auc from read_csv_auto('results/tables/zeroshot.csv')"
+	$(BIN)/medfilip query "select run, prompt, direction, n_images, p_at_1, p_at_5, p_at_10, r_at_10 from read_csv_auto('results/tables/retrieval.csv') where relevance = 'category' order by prompt, direction, run"
 
 test: venv
 	$(BIN)/python -m pytest -q
@@ -36,6 +37,7 @@ bench: venv
 	$(BIN)/python benchmarks/ssm.py
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/zeroshot_threshold.py
+	$(BIN)/python benchmarks/zeroshot_bootstrap.py
 
 clean:
 	rm -rf results .snakemake

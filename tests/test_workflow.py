@@ -73,7 +73,7 @@ def snakemake(workdir: Path, *args: str, configfile: str | Path) -> subprocess.C
     # --configfile takes several values, so it goes last, after the targets
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
            *args, "--configfile", str(configfile)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
 def output_of(proc: subprocess.CompletedProcess) -> str:

@@ -118,3 +118,22 @@ def mean_interval(values: np.ndarray, *, n_resamples: int = DEFAULT_RESAMPLES, s
     idx = resample_indices(values.size, n_resamples, seed)
     means = values[idx].mean(axis=1)
     return _interval(float(values.mean()), means, level)
+
+
+def resample_weights(indices: np.ndarray, n: int) -> np.ndarray:
+    """``(n_resamples, n)`` float counts: how often each row is drawn in each resample of ``indices``.
+
+    A weighted metric over these counts equals the metric over the resampled rows, and lets the
+    vectorised metrics (:func:`medfilip.evaluation.metrics.bootstrap_auc` ...) score every
+    replicate in one pass."""
+    indices = np.asarray(indices, dtype=np.int64)
+    b = indices.shape[0]
+    if indices.size and (int(indices.max()) >= n or int(indices.min()) < 0):
+        raise ValueError(f"resample indices reach outside 0..{n - 1}")
+    flat = (np.arange(b, dtype=np.int64)[:, None] * n + indices).ravel()
+    return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
+
+
+def interval_from_replicates(estimate: float, replicates: np.ndarray, level: float = DEFAULT_LEVEL) -> Interval:
+    """The percentile interval of replicate values computed elsewhere (NaN replicates left out)."""
+    return _interval(float(estimate), np.asarray(replicates, dtype=np.float64), level)

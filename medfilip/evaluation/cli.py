@@ -38,6 +38,9 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
         protocols=list(ev.protocols),
         batch_size=ev.batch_size,
         progress=not args.no_progress,
+        n_resamples=ev.bootstrap.n_resamples,
+        seed=ev.bootstrap.seed,
+        image_embeddings=args.image_embeddings,
     )
     rows = write_table(result.summaries, args.out)
     if args.per_class:
@@ -47,6 +50,77 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
     for row in rows:
         print(f"{row['run']}: mean AUC {row['mean_auc']} over {len(sets)} sets")
     print(f"-> {args.out}")
+    return 0
+
+
+def cmd_embed_images(args: argparse.Namespace) -> int:
+    import torch
+
+    from medfilip.config import load_config
+    from medfilip.devices import resolve_device
+    from medfilip.images.store import ImageStore
+    from medfilip.training.model import load_trained
+    from medfilip.evaluation.zeroshot import write_image_embeddings
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    ev = load_config(args.config).evaluation
+    run = args.run.parent if args.run.is_file() else args.run
+    if not (run / "model.pt").is_file():
+        raise FileNotFoundError(f"trained model not found: {run / 'model.pt'} (train the run first)")
+    device = resolve_device(ev.device, "evaluation.device")
+    stores = [ImageStore.open(p.parent if p.is_file() else p) for p in args.stores]
+    model = load_trained(run, device)
+    out = write_image_embeddings(model, stores, args.out, batch_size=ev.batch_size, device=device,
+                                 progress=not args.no_progress)
+    print(f"{run.name}: held-out images of {len(stores)} stores -> {out}")
+    return 0
+
+
+def _runs_and_corpus(args: argparse.Namespace):
+    from medfilip.config import load_config
+    from medfilip.images.store import ImageStore
+    from medfilip.knowledge import load_knowledge
+
+    cfg = load_config(args.config)
+    runs = [p.parent if p.is_file() else p for p in args.runs]
+    missing = [str(r / "model.pt") for r in runs if not (r / "model.pt").is_file()]
+    if missing:
+        raise FileNotFoundError(f"trained model not found: {', '.join(missing)} (train the run first)")
+    if args.image_embeddings is not None and len(args.image_embeddings) != len(runs):
+        raise ValueError(f"--image-embeddings: {len(args.image_embeddings)} files for {len(runs)} runs")
+    corpus = args.corpus.parent if args.corpus.is_file() else args.corpus
+    store = ImageStore.open(corpus)
+    knowledge = load_knowledge(args.knowledge or cfg.knowledge.path)
+    return cfg, runs, store, knowledge
+
+
+def cmd_retrieval(args: argparse.Namespace) -> int:
+    from medfilip.evaluation.retrieval import evaluate_retrieval, write_table
+
+    cfg, runs, store, knowledge = _runs_and_corpus(args)
+    ev = cfg.evaluation
+    rows = evaluate_retrieval(
+        runs, store, knowledge.explanation, image_embeddings=args.image_embeddings, max_images=ev.retrieval.max_images, ks=ev.retrieval.ks,
+        text_variant=ev.text_variant, baseline_prompt=ev.retrieval.baseline_prompt,
+        n_resamples=ev.bootstrap.n_resamples, seed=ev.bootstrap.seed, batch_size=ev.batch_size, device=ev.device,
+        progress=not args.no_progress,
+    )
+    write_table(rows, args.out)
+    print(f"retrieval: {rows[0].get('n_images', 0)} images, {len(runs)} runs -> {args.out}")
+    return 0
+
+
+def cmd_case_study(args: argparse.Namespace) -> int:
+    from medfilip.evaluation.case_study import case_study_rows, write_case_study
+
+    cfg, runs, store, knowledge = _runs_and_corpus(args)
+    ev = cfg.evaluation
+    rows = case_study_rows(runs, store, knowledge.explanation, n_images=ev.case_study.n_images,
+                           baseline_prompt=ev.retrieval.baseline_prompt, device=ev.device,
+                           image_embeddings=args.image_embeddings)
+    write_case_study(rows, store, args.figure, args.table)
+    print(f"case study: {len({r['image_id'] for r in rows})} images, {len(runs)} runs -> {args.figure}")
     return 0
 
 
@@ -60,5 +134,33 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--per-class", type=Path, default=None, help="long-form per-class CSV")
     s.add_argument("--figure", type=Path, default=None, help="grouped bar chart of mean AUC (PNG)")
     s.add_argument("--knowledge", type=Path, default=None, help="IKI dictionary (default: knowledge.path)")
+    s.add_argument("--image-embeddings", type=Path, nargs="+", default=None,
+                   help="each run's stored image embeddings (medfilip embed-images), in the order of --runs")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_zeroshot)
+
+    s = sub.add_parser("embed-images", help="encode the held-out images of evaluation stores once with a trained run (.npz)")
+    s.add_argument("--run", type=Path, required=True, help="run folder (results/models/<run>) or its model.pt")
+    s.add_argument("--stores", type=Path, nargs="+", required=True, help="image store folders or their index.parquet")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    s.add_argument("--no-progress", action="store_true")
+    s.set_defaults(func=cmd_embed_images)
+
+    for name, func, helptext in (
+        ("retrieval", cmd_retrieval, "image-text retrieval P@K / R@K of trained runs on held-out corpus images (CSV)"),
+        ("case-study", cmd_case_study, "cosine similarity of a few test images and three texts of their finding (PNG)"),
+    ):
+        s = sub.add_parser(name, help=helptext)
+        s.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders (results/models/<run>) or their model.pt")
+        s.add_argument("--corpus", type=Path, required=True, help="corpus image store (results/images/corpus) or its index.parquet")
+        s.add_argument("--knowledge", type=Path, default=None, help="IKI dictionary (default: knowledge.path)")
+        s.add_argument("--image-embeddings", type=Path, nargs="+", default=None,
+                       help="each run's stored image embeddings (medfilip embed-images), in the order of --runs")
+        if name == "retrieval":
+            s.add_argument("--out", type=Path, default=Path("results/tables/retrieval.csv"))
+            s.add_argument("--no-progress", action="store_true")
+        else:
+            s.add_argument("--figure", type=Path, default=Path("results/figures/case_study.png"))
+            s.add_argument("--table", type=Path, default=Path("results/tables/case_study.csv"))
+        s.set_defaults(func=func)

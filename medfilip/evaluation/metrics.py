@@ -330,3 +330,125 @@ def mean_ignoring_nan(values: Iterable[float]) -> float:
     arr = np.asarray([v for v in values if v is not None], dtype=np.float64)
     arr = arr[~np.isnan(arr)]
     return float(arr.mean()) if arr.size else float("nan")
+
+
+# -- every bootstrap replicate at once ------------------------------------------------------------
+# ``weights`` is a (B, n) matrix of resample counts (medfilip.evaluation.bootstrap.resample_weights):
+# row b says how often each test image is drawn in replicate b. A metric weighted by row b equals the
+# metric on the resampled images, so all B replicates come from one sort of the scores, one sparse
+# product (images -> runs of equal score, split by label) and a few cumulative sums, O(B n) (the
+# reference, one metric call per replicate, is the test's brute force). Passing the transpose of a
+# C-contiguous (n, B) array (``w_nb.T``) saves a copy.
+def _weighted_groups(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray):
+    """Scores sorted descending into G runs of equal value; per replicate the positive and negative
+    weight of each run, (G, B) each, and the run's score (G,)."""
+    import scipy.sparse as sparse
+
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
+    labels = np.asarray(labels, dtype=np.float64).reshape(-1)
+    if scores.shape != labels.shape:
+        raise ValueError(f"scores {scores.shape} and labels {labels.shape} differ in length")
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    if weights.shape[1] != scores.size:
+        raise ValueError(f"weights have {weights.shape[1]} columns for {scores.size} scores")
+    keep = np.flatnonzero(~np.isnan(labels) & ~np.isnan(scores))
+    s, y = scores[keep], labels[keep]
+    if y.size and not np.isin(y, (0.0, 1.0)).all():
+        raise ValueError(f"labels must be 1, 0 or NaN; found {sorted(set(np.unique(y)) - {0.0, 1.0})[:5]}")
+    b = weights.shape[0]
+    if s.size == 0:
+        z = np.zeros((0, b))
+        return z, z, s
+    order = np.argsort(-s, kind="stable")
+    first = np.r_[True, s[order][1:] != s[order][:-1]]
+    group = np.empty(s.size, dtype=np.int64)
+    group[order] = np.cumsum(first) - 1
+    g = int(first.sum())
+    row = group + g * (y == 0)  # positives in rows 0..G-1, negatives in G..2G-1
+    indicator = sparse.csr_matrix((np.ones(s.size), (row, keep)), shape=(2 * g, scores.size))
+    sums = indicator @ np.ascontiguousarray(weights.T)  # (2G, B)
+    return sums[:g], sums[g:], s[order][first]
+
+
+def _auc_from_groups(gp: np.ndarray, gn: np.ndarray, p: np.ndarray, n: np.ndarray, cum_n: np.ndarray) -> np.ndarray:
+    below = n[None, :] - cum_n  # negatives scored strictly lower than each run
+    with np.errstate(invalid="ignore", divide="ignore"):
+        area = (gp * (below + 0.5 * gn)).sum(axis=0) / (p * n)
+    return np.where((p > 0) & (n > 0), area, np.nan)
+
+
+def _f1_max_from_groups(gp: np.ndarray, p: np.ndarray, n: np.ndarray, cum_n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if gp.shape[0] == 0:
+        nan = np.full(gp.shape[1], np.nan)
+        return nan, nan.copy()
+    tp = np.cumsum(gp, axis=0)
+    f1 = 2.0 * tp / np.maximum(tp + cum_n + p[None, :], 1e-300)
+    best = np.argmax(f1, axis=0)  # first maximum = highest threshold, as f1_max_threshold
+    cols = np.arange(f1.shape[1])
+    tp_b, fp_b = tp[best, cols], cum_n[best, cols]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = (tp_b + n - fp_b) / (p + n)
+    ok = p > 0
+    return np.where(ok, f1[best, cols], np.nan), np.where(ok, acc, np.nan)
+
+
+def _at_threshold_from_groups(gp, gn, values, p, n, threshold) -> tuple[np.ndarray, np.ndarray]:
+    if threshold is None or np.isnan(threshold):
+        nan = np.full(gp.shape[1], np.nan)
+        return nan, nan.copy()
+    pred = values >= threshold
+    tp, fp = gp[pred].sum(axis=0), gn[pred].sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = 2.0 * tp / (tp + fp + p)
+        acc = (tp + n - fp) / (p + n)
+    ok = p > 0
+    return np.where(ok, f1, np.nan), np.where(ok, acc, np.nan)
+
+
+def bootstrap_class(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray, *, f1_max: bool = True,
+                    threshold: float | None = None) -> dict[str, np.ndarray]:
+    """Every replicate metric of one class from one grouping of its scores: ``auc``; with
+    ``f1_max``, ``f1`` and ``acc`` at each replicate's F1-maximising threshold; with a
+    ``threshold``, ``f1_at`` and ``acc_at`` there. Each (B,), as the functions below."""
+    gp, gn, values = _weighted_groups(scores, labels, weights)
+    p, n = gp.sum(axis=0), gn.sum(axis=0)
+    cum_n = np.cumsum(gn, axis=0)
+    out = {"auc": _auc_from_groups(gp, gn, p, n, cum_n)}
+    if f1_max:
+        out["f1"], out["acc"] = _f1_max_from_groups(gp, p, n, cum_n)
+    if threshold is not None:
+        out["f1_at"], out["acc_at"] = _at_threshold_from_groups(gp, gn, values, p, n, threshold)
+    return out
+
+
+def bootstrap_auc(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(B,) ROC AUC of one class under each row of resample weights (ties count half); NaN where a
+    replicate has no positive or no negative image."""
+    return bootstrap_class(scores, labels, weights, f1_max=False)["auc"]
+
+
+def bootstrap_f1_max(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) F1 and accuracy at the F1-maximising threshold of each replicate (the ``test`` protocol:
+    the threshold is chosen again on every resample, as :func:`f1_max_threshold` on it would)."""
+    out = bootstrap_class(scores, labels, weights)
+    return out["f1"], out["acc"]
+
+
+def bootstrap_at_threshold(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray,
+                           threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) F1 and accuracy of ``score >= threshold`` (a threshold fixed beforehand: the ``validate``
+    protocol); NaN where a replicate has no positive or the threshold is NaN."""
+    gp, gn, values = _weighted_groups(scores, labels, weights)
+    return _at_threshold_from_groups(gp, gn, values, gp.sum(axis=0), gn.sum(axis=0), threshold)
+
+
+def bootstrap_top1(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """(B,) top-1 accuracy (:func:`top1_accuracy`) under each row of resample weights."""
+    scores, labels = _matrix(scores, labels)
+    weights = np.atleast_2d(np.asarray(weights, dtype=np.float64))
+    has_pos = np.nansum(labels, axis=1) > 0
+    pick = np.argmax(scores, axis=1)
+    correct = (labels[np.arange(len(pick)), pick] == 1.0) & has_pos
+    with np.errstate(invalid="ignore", divide="ignore"):
+        out = (weights @ correct.astype(np.float64)) / (weights @ has_pos.astype(np.float64))
+    return out

@@ -16,9 +16,18 @@
                      in both splits. An image is positive for a pair when it has that finding at that
                      severity, negative when it has the category at another severity or not at all,
                      and unknown (NaN) when it has the category with no severity stated.
+  ``corpus_fg``      MIMIC-FG style: the ``fg_categories`` most common categories among held-out
+                     findings with a stated severity, times each one's ``fg_severities`` most common
+                     severities (classes chosen from label counts, never from results). Images: the
+                     held-out images with one of those categories, so a class's negatives include the
+                     same category at another severity (and a positive for "mild cardiomegaly" must
+                     beat "severe cardiomegaly" images, not only normal ones). Labels as corpus_fine.
 
 A set listed in ``evaluation.compare_category_text`` is also scored with the bare category names
-as ``{set}_by_category`` (unseen classes: by category vs by explanation).
+as ``{set}_by_category`` (unseen classes: by category vs by explanation). A set with a class named in
+``evaluation.mismatched_explanation`` is also scored as ``{set}_mismatched``: that class's text carries
+another category's explanation (the unseen-class control: the phantom draws COVID-19 from its own
+dictionary explanation, so a high ``covid_auc`` is partly built in; the control says how much).
 """
 
 from __future__ import annotations
@@ -69,6 +78,8 @@ class EvalSet:
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     text_variant: str | None = None  # None: evaluation.text_variant
     source: str = "downstream"  # downstream | corpus
+    explain_as: dict[str, str] = field(default_factory=dict)  # class name -> category whose explanation its text carries
+    note: str = ""
 
     @property
     def class_names(self) -> list[str]:
@@ -233,12 +244,65 @@ def corpus_sets(store: "ImageStore", settings: "CorpusSetsSettings") -> list[Eva
             source="corpus",
         )
     )
+    out.append(fg_set(store, settings, rows, pairs_of))
     return out
 
 
+def fg_set(store: "ImageStore", settings: "CorpusSetsSettings", rows: dict[str, np.ndarray],
+           pairs_of: list[set[tuple[str | None, str | None]]]) -> EvalSet:
+    """The MIMIC-FG-style set (module doc): severity + category classes over the images that have
+    one of its categories, so same-category findings at another severity are negatives."""
+    held_out = np.concatenate([rows[s] for s in SPLITS])
+    counts = Counter(p for i in held_out for p in pairs_of[i] if p[0] is not None and p[1] is not None)
+    by_category: dict[str, Counter] = {}
+    for (severity, category), k in counts.items():
+        by_category.setdefault(category, Counter())[severity] = k
+    # categories with at least two severities (else there is nothing fine-grained), most images first
+    ranked = sorted((c for c, sev in by_category.items() if len(sev) >= 2),
+                    key=lambda c: (-sum(by_category[c].values()), c))[: settings.fg_categories]
+    pairs = [(sev, c) for c in ranked
+             for sev, _ in sorted(by_category[c].items(), key=lambda kv: (-kv[1], kv[0]))[: settings.fg_severities]]
+    chosen = set(ranked)
+    keep = {split: np.array([i for i in r if any(p[1] in chosen for p in pairs_of[i])], dtype=np.int64)
+            for split, r in rows.items()}
+    if not pairs:
+        log.warning("%s: no category has findings at two severities among held-out images; corpus_fg is empty", store.root)
+
+    def label(i: int, severity: str, category: str) -> float:
+        if (severity, category) in pairs_of[i]:
+            return 1.0
+        if (None, category) in pairs_of[i]:
+            return float("nan")
+        return 0.0
+
+    return EvalSet(
+        name="corpus_fg",
+        kind="multi_label",
+        classes=[ClassSpec(f"{s} {c}", c, s) for s, c in pairs],
+        store=store,
+        rows=keep,
+        labels={split: np.array([[label(i, s, c) for s, c in pairs] for i in r], dtype=np.float32).reshape(-1, len(pairs))
+                for split, r in keep.items()},
+        source="corpus",
+        note=f"{len(ranked)} categories x up to {settings.fg_severities} severities; images with one of the categories",
+    )
+
+
+def mismatched_copy(s: EvalSet, mismatch: dict[str, str]) -> EvalSet | None:
+    """The unseen-class control of ``s``: each class named in ``mismatch`` takes the explanation of
+    the category given there (None when ``s`` has none of them)."""
+    swap = {c.name: mismatch[c.name] for c in s.classes if c.name in mismatch}
+    if not swap:
+        return None
+    what = "; ".join(f"'{k}' scored with the explanation of '{v}'" for k, v in swap.items())
+    return replace(s, name=f"{s.name}_mismatched", text_variant="triplet_explanation", explain_as=swap,
+                   note=f"control: {what} (the phantom draws the class from its own explanation)")
+
+
 def load_eval_sets(set_dirs: Iterable[str | Path], settings: "EvaluationConfig") -> list[EvalSet]:
-    """Every evaluation set of the given store folders (a corpus store gives its three sets), with the
-    ``{set}_by_category`` copies asked for by ``compare_category_text``. Empty sets are dropped with a warning."""
+    """Every evaluation set of the given store folders (a corpus store gives its four sets), with the
+    ``{set}_by_category`` copies asked for by ``compare_category_text`` and the ``{set}_mismatched``
+    controls of ``mismatched_explanation``. Empty sets are dropped with a warning."""
     from medfilip.images.store import ImageStore
 
     sets: list[EvalSet] = []
@@ -257,5 +321,9 @@ def load_eval_sets(set_dirs: Iterable[str | Path], settings: "EvaluationConfig")
             continue
         out.append(s)
         if s.name in by_category:
-            out.append(replace(s, name=f"{s.name}_by_category", text_variant="category"))
+            out.append(replace(s, name=f"{s.name}_by_category", text_variant="category",
+                               note="the same images scored with the category name alone"))
+        control = mismatched_copy(s, dict(settings.mismatched_explanation))
+        if control is not None:
+            out.append(control)
     return out

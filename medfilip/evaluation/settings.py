@@ -68,10 +68,68 @@ class CorpusSetsSettings(Strict):
         "in the test split and in the validate split",
     )
 
+    fg_categories: int = Field(
+        5,
+        ge=1,
+        le=1000,
+        description="MIMIC-FG-style set corpus_fg: this many categories (the most common among held-out findings "
+        "with a stated severity) ...",
+    )
+    fg_severities: int = Field(
+        3,
+        ge=2,
+        le=100,
+        description="... times this many severities of each (its most common ones); classes = severity + category, "
+        "negatives include the same category at another severity",
+    )
+
     @field_validator("single_label_classes", "multi_label_classes", "fine_grained_categories")
     @classmethod
     def _no_repeats(cls, value, info):
         return _unique(value, info.field_name)
+
+
+class BootstrapSettings(Strict):
+    n_resamples: int = Field(
+        1000, ge=1, le=1_000_000, description="Bootstrap resamples of the test images behind every interval"
+    )
+    seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the resamples (the same for every run: paired)")
+
+
+class RetrievalSettings(Strict):
+    max_images: int = Field(
+        1000,
+        ge=1,
+        le=1_000_000,
+        description="Held-out corpus images with exactly one finding used for retrieval (paper: 1,000); fewer "
+        "when the held-out splits have fewer (a seeded draw when they have more)",
+    )
+    ks: list[int] = Field([1, 5, 10], min_length=1, description="K of Precision@K and Recall@K")
+    baseline_prompt: str = Field(
+        "This is an X-ray image of {category}",
+        description="The baselines' text, scored for every run beside its own evaluation texts; must contain "
+        "'{category}'",
+    )
+
+    @field_validator("ks")
+    @classmethod
+    def _positive_unique(cls, value):
+        if any(k < 1 for k in value):
+            raise ValueError(f"every K must be >= 1, got {value}")
+        return _unique(value, "ks")
+
+    @field_validator("baseline_prompt")
+    @classmethod
+    def _has_category(cls, value):
+        if "{category}" not in value:
+            raise ValueError(f"baseline_prompt must contain '{{category}}', got {value!r}")
+        return value
+
+
+class CaseStudySettings(Strict):
+    n_images: int = Field(
+        4, ge=1, le=32, description="Test images of the case study figure (one per most common category)"
+    )
 
 
 class EvaluationConfig(Strict):
@@ -103,6 +161,15 @@ class EvaluationConfig(Strict):
     batch_size: int = Field(64, ge=1, le=65536, description="Images encoded per forward pass")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cpu, cuda, or auto (cuda when available)")
     corpus: CorpusSetsSettings = CorpusSetsSettings()
+    bootstrap: BootstrapSettings = BootstrapSettings()
+    mismatched_explanation: dict[str, str] = Field(
+        {"covid-19 pneumonia": "cardiomegaly"},
+        description="Unseen-class control: a set with this class is also scored as '{set}_mismatched', the class's "
+        "text carrying the explanation of the category named here (the phantom draws COVID-19 from its own "
+        "explanation, so covid_auc is partly built in); {} = no control",
+    )
+    retrieval: RetrievalSettings = RetrievalSettings()
+    case_study: CaseStudySettings = CaseStudySettings()
 
     @field_validator("compare_category_text", "protocols", "datasets")
     @classmethod

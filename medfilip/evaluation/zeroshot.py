@@ -12,14 +12,19 @@ learnt scale; ``evaluation.single_label_score = cosine`` keeps the cosine) and t
 is ``argmax_k s_ik`` (the same under both). Metrics: :mod:`medfilip.evaluation.metrics`; a set's
 mean is over its classes, less 'normal' on single-label sets (:func:`mean_classes`).
 
-Each image is encoded once per run, whatever the number of sets that use it (the three corpus
-sets share the corpus store's held-out images).
+Each image is encoded once per run, whatever the number of sets that use it (the corpus sets share
+the corpus store's held-out images), and stored (:func:`write_image_embeddings`, the rule
+``image_embeddings``: one file per run), so the zero-shot table, retrieval and the case study read
+the same vectors and a new run or a changed evaluation setting encodes no image another job already
+encoded.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import warnings
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
@@ -27,12 +32,18 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from medfilip.devices import resolve_device
+from medfilip.evaluation.bootstrap import DEFAULT_RESAMPLES, resample_indices, resample_weights
 from medfilip.evaluation.metrics import (
+    auc,
+    bootstrap_auc,
+    bootstrap_class,
+    bootstrap_top1,
     evaluate_scores,
     mean_ignoring_nan,
     top1_accuracy,
 )
-from medfilip.evaluation.sets import NORMAL, EvalSet
+from medfilip.evaluation.sets import NORMAL, SPLITS, EvalSet, EvaluationSetError
+from medfilip.io import atomic_path, sha256_text
 from medfilip.labels.templates import render_label
 
 log = logging.getLogger(__name__)
@@ -53,9 +64,15 @@ def class_texts(eval_set: EvalSet, explain: Callable[[str], str], variant: str) 
     variant = eval_set.text_variant or variant
     texts = []
     for c in eval_set.classes:
-        explanation = explain(c.category) if variant == "triplet_explanation" else None
+        explained = eval_set.explain_as.get(c.name, c.category)  # the unseen-class control swaps it
+        explanation = explain(explained) if variant == "triplet_explanation" else None
         texts.append(render_label(c.category, severity=c.severity, explanation=explanation, variant=variant))
     return texts
+
+
+def negated_texts(eval_set: EvalSet) -> list[str | None]:
+    """"no {category}" for each class (None for 'normal', which has no negation)."""
+    return [None if c.category == NORMAL else render_label(c.category, negated=True) for c in eval_set.classes]
 
 
 def logit_scale_of(model: Any) -> float:
@@ -126,12 +143,80 @@ def mean_classes(eval_set: EvalSet) -> list[str]:
     return names
 
 
-class _EmbeddingCache:
-    """Image embeddings of one run, by (store folder, row), each row encoded once."""
+# -- image embeddings of a run, encoded once and stored (rule image_embeddings) ------------------
+IMAGE_EMBEDDINGS_DIR = "results/evaluation/image_embeddings"
 
-    def __init__(self, model: Any, batch_size: int, device: str, progress: bool):
+
+def held_out_rows(store: Any) -> np.ndarray:
+    """Rows of every held-out (validate, test) image of a store: what any evaluation may score."""
+    return np.sort(np.concatenate([np.asarray(store.indices(split), dtype=np.int64) for split in SPLITS]))
+
+
+def _ids_digest(store: Any, rows: np.ndarray) -> str:
+    ids = store.image_ids
+    return sha256_text(*(ids[int(r)] for r in rows))
+
+
+def write_image_embeddings(model: Any, stores: Sequence[Any], out: str | Path, *, batch_size: int = 64,
+                           device: str = "cpu", progress: bool = False) -> Path:
+    """Encode the held-out images of each store once with ``model`` into one ``.npz`` (per store:
+    ``{name}.rows``, ``{name}.emb``, and the digest of the image ids, so a rebuilt store is caught)."""
+    if hasattr(model, "eval"):
+        model.eval()
+    arrays: dict[str, np.ndarray] = {}
+    for store in stores:
+        name = Path(store.root).name
+        rows = held_out_rows(store)
+        started = time.perf_counter()
+        arrays[f"{name}.rows"] = rows
+        arrays[f"{name}.emb"] = encode_store_images(model, store, rows, batch_size=batch_size, device=device,
+                                                    progress=progress, desc=name)
+        arrays[f"{name}.ids"] = np.array(_ids_digest(store, rows))
+        log.info("%s: %d held-out images encoded in %.1fs", name, rows.size, time.perf_counter() - started)
+    with atomic_path(out) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+    return Path(out)
+
+
+def read_image_embeddings(path: str | Path, stores: Sequence[Any]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{store root: (rows, embeddings)}`` from a file of :func:`write_image_embeddings`, checked
+    against the stores (same held-out images); a clear error names the file and the store."""
+    path = Path(path)
+    out = {}
+    with np.load(path) as data:
+        for store in stores:
+            name = Path(store.root).name
+            if f"{name}.emb" not in data.files:
+                raise EvaluationSetError(f"{path}: no embeddings of store '{name}' (re-run the image_embeddings rule)")
+            rows, now = data[f"{name}.rows"], held_out_rows(store)
+            if not np.array_equal(rows, now) or str(data[f"{name}.ids"]) != _ids_digest(store, now):
+                raise EvaluationSetError(f"{path}: the embeddings of '{name}' were made from other images than "
+                                         f"{store.root} holds now (re-run the image_embeddings rule)")
+            out[str(store.root)] = (rows, data[f"{name}.emb"])
+    return out
+
+
+def stored_rows(path: str | Path, store: Any, rows: np.ndarray) -> np.ndarray:
+    """(len(rows), D) stored embeddings of ``store[rows]`` (held-out rows only)."""
+    stored_at, emb = read_image_embeddings(path, [store])[str(store.root)]
+    where = {int(r): j for j, r in enumerate(stored_at)}
+    missing = [int(r) for r in rows if int(r) not in where]
+    if missing:
+        raise EvaluationSetError(f"{path}: rows {missing[:5]} of {store.root} are not held-out images with embeddings")
+    return np.asarray(emb[[where[int(r)] for r in rows]], dtype=np.float32)
+
+
+class _EmbeddingCache:
+    """Image embeddings of one run, by (store folder, row), each row encoded once (or read from the
+    run's stored embeddings)."""
+
+    def __init__(self, model: Any, batch_size: int, device: str, progress: bool,
+                 stored: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
         self.model, self.batch_size, self.device, self.progress = model, batch_size, device, progress
         self._emb: dict[str, dict[int, np.ndarray]] = {}
+        for key, (rows, emb) in (stored or {}).items():
+            self._emb[key] = dict(zip(np.asarray(rows).tolist(), np.asarray(emb, dtype=np.float32)))
 
     def get(self, store: Any, rows: np.ndarray) -> np.ndarray:
         key = str(store.root)
@@ -155,6 +240,48 @@ class _EmbeddingCache:
             self.get(store, np.array(sorted(rows), dtype=np.int64))
 
 
+class _StoreResamples:
+    """Bootstrap weights over each store's test images, drawn once per store from a seed derived
+    from (seed, store name): every run sees the same resamples (paired differences), and every set
+    of one store (corpus_single, corpus_multi ... share the corpus test images) the same images."""
+
+    def __init__(self, n_resamples: int, seed: int):
+        self.n_resamples, self.seed = n_resamples, seed
+        self._by_store: dict[str, tuple[dict[int, int], np.ndarray]] = {}  # row -> position, (n, B) counts
+
+    def weights(self, s: EvalSet) -> np.ndarray:
+        key = str(s.store.root)
+        if key not in self._by_store:
+            test = np.asarray(s.store.indices("test"), dtype=np.int64)
+            seed = store_seed(self.seed, Path(key).name)
+            idx = resample_indices(test.size, self.n_resamples, seed)
+            counts = np.ascontiguousarray(resample_weights(idx, test.size).T)
+            self._by_store[key] = ({int(r): j for j, r in enumerate(test)}, counts)
+        position, counts = self._by_store[key]
+        # (B, n) as the transpose of a contiguous (n, B) block: the metrics use it without a copy
+        return counts[[position[int(r)] for r in s.rows["test"]]].T
+
+
+def store_seed(seed: int, store_name: str) -> int:
+    """The resample seed of one store: stable across runs and processes (crc32, not hash())."""
+    return (int(seed) * 1_000_003 + zlib.crc32(store_name.encode("utf-8"))) % (2**32)
+
+
+def _set_mean(per_class: list[np.ndarray]) -> np.ndarray:
+    """(B,) mean over classes of per-class replicates, ignoring undefined ones (as mean_ignoring_nan)."""
+    if not per_class:
+        return np.full(0, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(np.vstack(per_class), axis=0)
+
+
+def _quiet_auc(scores: np.ndarray, labels: np.ndarray) -> float:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return auc(scores, labels)
+
+
 def evaluate_run(
     model: Any,
     run: str,
@@ -167,24 +294,33 @@ def evaluate_run(
     batch_size: int = 64,
     device: str = "cpu",
     progress: bool = True,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    seed: int = 0,
+    stored_embeddings: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
 ) -> ZeroShotResult:
-    """Scores and metrics of one model on every set: per-class rows and a summary per set."""
+    """Scores and metrics of one model on every set: per-class rows and a summary per set.
+
+    A summary holds the point estimates (``summary[protocol][metric]``, means over
+    :func:`mean_classes`), the negation AUCs (``summary["negation"]``: with "no {category}" texts,
+    AUC of minus their cosine, and of positive minus negated cosine) and ``summary["replicates"]``:
+    the (B,) bootstrap replicates of every mean, over the store's resampled test images."""
     if hasattr(model, "eval"):
         model.eval()
     scale = logit_scale_of(model)
-    cache = _EmbeddingCache(model, batch_size, device, progress)
+    cache = _EmbeddingCache(model, batch_size, device, progress, stored_embeddings)
     cache.prefetch(sets)
+    resamples = _StoreResamples(n_resamples, seed)
+    # every text of every set (class and negated), each encoded once, in as few forward passes as possible
+    wanted = list(dict.fromkeys(t for s in sets for t in (*class_texts(s, explain, text_variant), *negated_texts(s)) if t))
+    encoded = dict(zip(wanted, encode_texts(model, wanted, batch_size))) if wanted else {}
     result = ZeroShotResult()
     for s in sets:
         started = time.perf_counter()
         texts = class_texts(s, explain, text_variant)
-        text_emb = encode_texts(model, texts, batch_size)
+        text_emb = np.stack([encoded[t] for t in texts])
         softmax = s.kind == "single_label" and single_label_score == "softmax"
-        scores = {
-            split: zero_shot_scores(cache.get(s.store, rows), text_emb, softmax=softmax, logit_scale=scale)
-            for split, rows in s.rows.items()
-            if rows.size
-        }
+        emb = {split: cache.get(s.store, rows) for split, rows in s.rows.items() if rows.size}
+        scores = {split: zero_shot_scores(e, text_emb, softmax=softmax, logit_scale=scale) for split, e in emb.items()}
         rows = evaluate_scores(
             s.class_names,
             scores["test"],
@@ -194,22 +330,69 @@ def evaluate_run(
             protocols=protocols,
             set_name=f"{run}/{s.name}",
         )
+        # negation: "no {category}" should score the category's positives low
+        negs = negated_texts(s)
+        neg_cols = [k for k, t in enumerate(negs) if t is not None]
+        cos_test = zero_shot_scores(emb["test"], text_emb)
+        neg_auc: dict[str, tuple[float, float]] = {}
+        neg_scores = np.full_like(cos_test, np.nan)
+        if neg_cols:
+            neg_emb = np.stack([encoded[negs[k]] for k in neg_cols])
+            neg_scores[:, neg_cols] = zero_shot_scores(emb["test"], neg_emb)
+        labels_test = s.labels["test"]
+        for k in neg_cols:
+            neg_auc[s.class_names[k]] = (_quiet_auc(-neg_scores[:, k], labels_test[:, k]),
+                                         _quiet_auc(cos_test[:, k] - neg_scores[:, k], labels_test[:, k]))
         for r in rows:
-            result.per_class.append({"run": run, "dataset": s.name, **r})
+            a_neg, a_comb = neg_auc.get(r["class"], (float("nan"), float("nan")))
+            result.per_class.append({"run": run, "dataset": s.name, **r, "auc_neg": a_neg, "auc_comb": a_comb})
         summary = {"run": run, "dataset": s.name, "kind": s.kind, "source": s.source,
-                   "text_variant": s.text_variant or text_variant, "primary": s.text_variant is None,
-                   "n_classes": len(s.classes), "n_test": s.n("test"), "n_validate": s.n("validate")}
+                   "text_variant": s.text_variant or text_variant, "primary": s.text_variant is None and not s.explain_as,
+                   "n_classes": len(s.classes), "n_test": s.n("test"), "n_validate": s.n("validate"), "note": s.note}
         averaged = mean_classes(s)
         summary["mean_over"] = averaged
         for protocol in protocols:
             mine = [r for r in rows if r["protocol"] == protocol and r["class"] in averaged]
             summary[protocol] = {m: mean_ignoring_nan(r[m] for r in mine) for m in ("auc", "f1", "accuracy", "precision", "recall")}
+        negated_classes = [c for c in averaged if c in neg_auc]
+        summary["negation"] = {
+            "auc_pos": mean_ignoring_nan(r["auc"] for r in rows if r["protocol"] == protocols[0] and r["class"] in negated_classes),
+            "auc_neg": mean_ignoring_nan(neg_auc[c][0] for c in negated_classes),
+            "auc_comb": mean_ignoring_nan(neg_auc[c][1] for c in negated_classes),
+        }
         if s.kind == "single_label":
             summary["top1"] = top1_accuracy(scores["test"], s.labels["test"])
+        summary["replicates"] = _set_replicates(s, rows, scores["test"], cos_test, neg_scores, resamples.weights(s),
+                                                averaged, negated_classes, protocols)
         result.summaries.append(summary)
         log.info("%s on %s (%s, %d classes, %d test images): mean AUC %.3f in %.1fs", run, s.name, s.kind,
                  len(s.classes), s.n("test"), summary[protocols[0]]["auc"], time.perf_counter() - started)
     return result
+
+
+def _set_replicates(s: EvalSet, rows: list[dict], scores: np.ndarray, cos: np.ndarray, neg: np.ndarray,
+                    weights: np.ndarray, averaged: list[str], negated_classes: list[str],
+                    protocols: Sequence[str]) -> dict[str, np.ndarray]:
+    """(B,) replicates of each set mean (the keys of report.SET_METRICS)."""
+    labels = s.labels["test"]
+    col = {name: k for k, name in enumerate(s.class_names)}
+    per: dict[str, list[np.ndarray]] = {}
+    for name in averaged:
+        k = col[name]
+        t = next((r["threshold"] for r in rows if r["class"] == name and r["protocol"] == "validate"), None)
+        reps = bootstrap_class(scores[:, k], labels[:, k], weights, f1_max="test" in protocols,
+                               threshold=t if "validate" in protocols else None)
+        for key, metric in (("auc", "auc"), ("f1", "f1"), ("acc", "acc"), ("f1_at", "f1_valthr"), ("acc_at", "acc_valthr")):
+            if key in reps:
+                per.setdefault(metric, []).append(reps[key])
+    for name in negated_classes:
+        k = col[name]
+        per.setdefault("auc_neg", []).append(bootstrap_auc(-neg[:, k], labels[:, k], weights))
+        per.setdefault("auc_comb", []).append(bootstrap_auc(cos[:, k] - neg[:, k], labels[:, k], weights))
+    out = {metric: _set_mean(values) for metric, values in per.items()}
+    if s.kind == "single_label":
+        out["top1"] = bootstrap_top1(scores, labels, weights)
+    return out
 
 
 def evaluate_runs(
@@ -219,19 +402,26 @@ def evaluate_runs(
     *,
     load_model: Callable[[Path, str], Any] | None = None,
     device: str = "auto",
+    image_embeddings: Sequence[str | Path] | None = None,
     **kwargs: Any,
 ) -> ZeroShotResult:
-    """:func:`evaluate_run` for each run folder (run name = folder name); models load one at a time."""
+    """:func:`evaluate_run` for each run folder (run name = folder name); models load one at a time.
+    ``image_embeddings``: each run's stored image embeddings (:func:`write_image_embeddings`, in
+    the order of ``run_dirs``); images found there are not encoded again."""
     import torch
 
     if load_model is None:
         from medfilip.training.model import load_trained as load_model
+    if image_embeddings is not None and len(image_embeddings) != len(run_dirs):
+        raise ValueError(f"{len(image_embeddings)} image embedding files for {len(run_dirs)} runs")
     device = resolve_device(device, "evaluation.device")
+    stores = list({str(s.store.root): s.store for s in sets}.values())
     total = ZeroShotResult()
-    for run_dir in run_dirs:
+    for j, run_dir in enumerate(run_dirs):
         run_dir = Path(run_dir)
         model = load_model(run_dir, device)
-        part = evaluate_run(model, run_dir.name, sets, explain, device=device, **kwargs)
+        stored = read_image_embeddings(image_embeddings[j], stores) if image_embeddings is not None else None
+        part = evaluate_run(model, run_dir.name, sets, explain, device=device, stored_embeddings=stored, **kwargs)
         total.per_class.extend(part.per_class)
         total.summaries.extend(part.summaries)
         del model

@@ -141,8 +141,13 @@ def test_downstream_multi_label_scores_perfectly(tmp_path: Path):
 def test_single_label_set_top1_softmax_and_by_category_copy(tmp_path: Path):
     covid_store(tmp_path / "covid")
     sets = load_eval_sets([tmp_path / "covid"], EvaluationConfig())
-    assert [s.name for s in sets] == ["covid", "covid_by_category"]
+    assert [s.name for s in sets] == ["covid", "covid_by_category", "covid_mismatched"]
     assert sets[0].kind == "single_label" and sets[1].text_variant == "category"
+    # the unseen-class control: covid's text carries cardiomegaly's explanation, the others keep theirs
+    control = class_texts(sets[2], explain, "category")
+    assert control[0] == "covid-19 pneumonia, where covid-19 pneumonia is a test pattern of stripes (12 letters)"
+    assert control[1:] == class_texts(sets[0], explain, "triplet_explanation")[1:]
+    assert "cardiomegaly" in sets[2].note
     result = evaluate_run(StripeEncoder(), "stripes", sets, explain, batch_size=8)
     for summary in result.summaries:
         assert summary["top1"] == 1.0 and summary["test"]["auc"] == 1.0
@@ -150,6 +155,7 @@ def test_single_label_set_top1_softmax_and_by_category_copy(tmp_path: Path):
     result.summaries[1]["test"]["auc"] = 0.25
     (row,) = write_table(result.summaries, tmp_path / "t.csv")
     assert row["covid_by_category_auc"] == 0.25 and row["mean_auc"] == row["downstream_mean_auc"] == 1.0
+    assert "covid_mismatched" in row["note"] and row["covid_mismatched_auc"] == 1.0
     # softmax scores of single-label sets are probabilities over the classes
     img = StripeEncoder().encode_image(torch.from_numpy(np.stack([image_with(["pneumonia"])]))).numpy()
     txt = StripeEncoder().encode_text(["covid-19 pneumonia", "pneumonia", "normal"]).numpy()
@@ -180,7 +186,7 @@ def test_binary_single_label_set_averages_the_disease_class_only(tmp_path: Path)
 
 def test_corpus_sets_from_findings(tmp_path: Path):
     store = corpus_store(tmp_path / "corpus")
-    single, multi, fine = corpus_sets(store, CORPUS_SETTINGS)
+    single, multi, fine, _ = corpus_sets(store, CORPUS_SETTINGS)
     assert (single.name, multi.name, fine.name) == ("corpus_single", "corpus_multi", "corpus_fine")
     # multi-label: every held-out image, 'normal' = no finding at all
     assert multi.n("test") + multi.n("validate") == len(CORPUS) - 1
@@ -205,15 +211,31 @@ def test_corpus_sets_from_findings(tmp_path: Path):
     assert strict.class_names == ["mild cardiomegaly"]
 
 
+def test_fg_set_negatives_share_the_category(tmp_path: Path):
+    store = corpus_store(tmp_path / "corpus")
+    fg = corpus_sets(store, CORPUS_SETTINGS)[3]
+    # atelectasis has one stated severity held out: nothing fine-grained; cardiomegaly has two
+    assert fg.name == "corpus_fg" and fg.class_names == ["mild cardiomegaly", "severe cardiomegaly"]
+    ids = store.image_ids
+    assert [ids[i] for i in fg.rows["test"]] == ["r004", "r006", "r008", "r010", "r013"]  # only cardiomegaly images
+    assert [ids[i] for i in fg.rows["validate"]] == ["r005", "r007", "r009"]
+    np.testing.assert_array_equal(fg.labels["test"][:, 0], [1, 1, 0, np.nan, 1])
+    np.testing.assert_array_equal(fg.labels["test"][:, 1], [0, 0, 1, np.nan, 0])
+    # one category kept, one severity: a class grid of 1 x 2 is cut to the counts asked for
+    one = corpus_sets(store, CORPUS_SETTINGS.model_copy(update={"fg_categories": 1, "fg_severities": 2}))[3]
+    assert one.class_names == ["mild cardiomegaly", "severe cardiomegaly"]
+
+
 def test_corpus_scoring_and_table_and_figure(tmp_path: Path):
     corpus_store(tmp_path / "corpus")
     multi_label_store(tmp_path / "nih")
     settings = EvaluationConfig(corpus=CORPUS_SETTINGS)
     sets = load_eval_sets([tmp_path / "nih", tmp_path / "corpus"], settings)
-    assert [s.name for s in sets] == ["nih", "corpus_single", "corpus_multi", "corpus_fine"]
+    assert [s.name for s in sets] == ["nih", "corpus_single", "corpus_multi", "corpus_fine", "corpus_fg"]
     result = evaluate_runs(
         [tmp_path / "models" / "medfilip", tmp_path / "models" / "convirt"], sets, explain,
         load_model=lambda run_dir, device: StripeEncoder(), device="cpu", batch_size=5, progress=False,
+        n_resamples=200, seed=3,
     )
     by = {(s["run"], s["dataset"]): s for s in result.summaries}
     assert by[("medfilip", "corpus_multi")]["test"]["auc"] == 1.0
@@ -224,18 +246,31 @@ def test_corpus_scoring_and_table_and_figure(tmp_path: Path):
         table = list(csv.DictReader(fh))
     header = list(table[0])
     assert [r["run"] for r in table] == ["medfilip", "convirt"]
-    assert header[:6] == ["run", "nih_auc", "nih_f1", "nih_acc", "nih_f1_valthr", "nih_acc_valthr"]
-    assert "corpus_single_top1" in header and "nih_top1" not in header
-    assert header[-2:] == ["downstream_mean_auc", "mean_auc"]
-    assert len(header) == 1 + 4 * 5 + 1 + 2
+    # accuracy and F1 lead, AUC beside; every metric with its interval
+    assert header[:10] == ["run", "nih_acc", "nih_acc_low", "nih_acc_high", "nih_f1", "nih_f1_low", "nih_f1_high",
+                           "nih_auc", "nih_auc_low", "nih_auc_high"]
+    for column in ("nih_acc_valthr", "nih_f1_valthr", "nih_auc_neg", "nih_auc_comb", "corpus_single_top1", "mean_auc"):
+        assert {column, f"{column}_low", f"{column}_high"} <= set(header), column
+    assert "nih_top1" not in header and header[-1] == "note"
     assert float(table[0]["nih_auc"]) == 1.0 and float(table[0]["mean_auc"]) == rows[0]["mean_auc"]
     assert float(table[0]["downstream_mean_auc"]) == float(table[0]["nih_auc"])  # nih is the one downstream set
+    # a perfect set has a degenerate interval; the paired difference of identical models is exactly 0
+    assert float(table[0]["nih_auc_low"]) == float(table[0]["nih_auc_high"]) == 1.0
+    assert not any(c.startswith("delta_") and table[0][c] for c in header)  # medfilip is the reference
+    deltas = [c for c in header if c.startswith("delta_")]
+    assert "delta_nih_auc_vs_medfilip" in deltas and "delta_mean_auc_vs_medfilip_low" in deltas
+    assert all(float(table[1][c]) == 0.0 for c in deltas if table[1][c])
+    # the intervals are reproducible from the seed
+    again = evaluate_runs([tmp_path / "models" / "medfilip"], sets, explain,
+                          load_model=lambda run_dir, device: StripeEncoder(), device="cpu", progress=False,
+                          n_resamples=200, seed=3)
+    np.testing.assert_array_equal(again.summaries[2]["replicates"]["auc"], result.summaries[2]["replicates"]["auc"])
 
     long = write_per_class(result.per_class, tmp_path / "tables" / "zeroshot_per_class.csv")
     with open(tmp_path / "tables" / "zeroshot_per_class.csv", newline="") as fh:
         reader = csv.DictReader(fh)
         assert reader.fieldnames == ["run", "dataset", "class", "protocol", "auc", "f1", "acc", "precision", "recall",
-                                     "threshold", "n_pos", "n"]
+                                     "threshold", "n_pos", "n", "auc_neg", "auc_comb"]
         assert len(list(reader)) == len(long) == 2 * 2 * sum(len(s.classes) for s in sets)
 
     figure = write_figure(result.summaries, tmp_path / "figures" / "zeroshot.png")
@@ -282,3 +317,66 @@ def test_cli_with_a_tiny_trained_dual_encoder(tmp_path: Path, capsys):
     assert 0.0 <= float(row["covid_top1"]) <= 1.0
     assert (tmp_path / "figures" / "zeroshot.png").exists() and (tmp_path / "tables" / "per_class.csv").exists()
     assert "tiny: mean AUC" in capsys.readouterr().out
+
+
+class BlindEncoder(StripeEncoder):
+    """Sees nothing in the images: every image embeds to the same vector (chance everywhere)."""
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.ones(images.shape[0], len(VOCAB)), dim=1)
+
+
+def test_negation_columns_and_a_paired_difference(tmp_path: Path):
+    multi_label_store(tmp_path / "nih")
+    sets = load_eval_sets([tmp_path / "nih"], EvaluationConfig())
+    models = {"medfilip": StripeEncoder(), "blind": BlindEncoder()}
+    result = evaluate_runs([tmp_path / "medfilip", tmp_path / "blind"], sets, explain,
+                           load_model=lambda d, dev: models[Path(d).name], device="cpu", progress=False,
+                           n_resamples=300, seed=0)
+    rows = {r["run"]: r for r in write_table(result.summaries, tmp_path / "z.csv")}
+    # the stripe encoder reads "no cardiomegaly" as "cardiomegaly": negated texts score the positives
+    # highest (AUC of minus their cosine = 0), and positive minus negated is flat (0.5)
+    assert rows["medfilip"]["nih_auc"] == 1.0
+    assert rows["medfilip"]["nih_auc_neg"] == 0.0 and rows["medfilip"]["nih_auc_comb"] == 0.5
+    per_class = [r for r in result.per_class if r["run"] == "medfilip"]
+    assert all(r["auc_neg"] == 0.0 for r in per_class)
+    # the blind run is at chance; its paired difference to medfilip excludes 0
+    blind = rows["blind"]
+    assert blind["nih_auc"] == 0.5
+    assert blind["delta_nih_auc_vs_medfilip"] == -0.5
+    assert blind["delta_nih_auc_vs_medfilip_low"] <= -0.5 <= blind["delta_nih_auc_vs_medfilip_high"] < 0
+    assert blind["nih_auc_low"] == blind["nih_auc_high"] == 0.5  # ties everywhere: 0.5 in every resample
+
+
+class TextOnlyEncoder(StripeEncoder):
+    """Fails when asked to encode an image: everything must come from the stored embeddings."""
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        raise AssertionError("an image was encoded again")
+
+
+def test_stored_image_embeddings_are_read_not_recomputed(tmp_path: Path):
+    from medfilip.evaluation.sets import EvaluationSetError
+    from medfilip.evaluation.zeroshot import read_image_embeddings, write_image_embeddings
+    from medfilip.images.store import ImageStore
+
+    stores = [multi_label_store(tmp_path / "nih"), corpus_store(tmp_path / "corpus")]
+    out = write_image_embeddings(StripeEncoder(), stores, tmp_path / "emb" / "medfilip.npz", batch_size=4)
+    stored = read_image_embeddings(out, stores)
+    rows, emb = stored[str(stores[1].root)]
+    assert rows.tolist() == sorted(set(stores[1].indices("validate")) | set(stores[1].indices("test")))
+    np.testing.assert_allclose(emb, StripeEncoder().encode_image(torch.from_numpy(stores[1].get_batch(rows))).numpy())
+
+    sets = load_eval_sets([tmp_path / "nih", tmp_path / "corpus"], EvaluationConfig(corpus=CORPUS_SETTINGS))
+    fresh = evaluate_runs([tmp_path / "medfilip"], sets, explain, load_model=lambda d, dev: StripeEncoder(),
+                          device="cpu", progress=False, n_resamples=50)
+    again = evaluate_runs([tmp_path / "medfilip"], sets, explain, load_model=lambda d, dev: TextOnlyEncoder(),
+                          device="cpu", progress=False, n_resamples=50, image_embeddings=[out])
+    assert write_table(fresh.summaries, tmp_path / "a.csv") == write_table(again.summaries, tmp_path / "b.csv")
+
+    # a store rebuilt with other images is caught, naming the file
+    items = [(f"x{i}", image_with([]), {"split": "test", "labels": [0.0, 1.0, 0.0]}) for i in range(4)]
+    write_store(tmp_path / "nih", items, size=SIZE, dataset="nih", label_names=["cardiomegaly", "atelectasis",
+                                                                                 "pleural effusion"])
+    with pytest.raises(EvaluationSetError, match="medfilip.npz.*other images"):
+        read_image_embeddings(out, [ImageStore.open(tmp_path / "nih")])

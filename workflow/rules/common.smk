@@ -175,5 +175,8 @@ def get_final_output():
         "results/tables/zeroshot.csv",
         "results/tables/zeroshot_per_class.csv",
         "results/figures/zeroshot.png",
+        "results/tables/retrieval.csv",
+        "results/figures/case_study.png",
+        "results/tables/case_study.csv",
     ]
     return targets

@@ -8,11 +8,43 @@ from medfilip.evaluation.sets import configured_run_dirs, configured_set_dirs
 
 ZEROSHOT_RUNS = configured_run_dirs(CFG)
 ZEROSHOT_SETS = configured_set_dirs(CFG)
+# every store an evaluation reads (retrieval and the case study read the corpus store in any case)
+EVAL_STORES = list(dict.fromkeys([*ZEROSHOT_SETS, "results/images/corpus"]))
+# the evaluation keys that change the zero-shot table (not retrieval's, the case study's, the
+# probe's ... and not batch size or device): its param, so a change of another key leaves it be
+ZEROSHOT_SETTINGS = {
+    key: SETTINGS["evaluation"][key]
+    for key in ("text_variant", "compare_category_text", "single_label_score", "protocols", "datasets", "corpus",
+                "bootstrap", "mismatched_explanation")
+}
+# each run's held-out image embeddings, encoded once (rule image_embeddings)
+RUN_EMBEDDINGS = [f"results/evaluation/image_embeddings/{Path(run).name}.npz" for run in ZEROSHOT_RUNS]
+
+
+rule image_embeddings:
+    input:
+        model="results/models/{run}/model.pt",
+        stores=[f"{store}/index.parquet" for store in EVAL_STORES],
+    output:
+        "results/evaluation/image_embeddings/{run}.npz",
+    params:
+        config=EFFECTIVE_CONFIG,
+    threads: workflow.cores
+    log:
+        "results/logs/image_embeddings/{run}.log",
+    benchmark:
+        "results/benchmarks/image_embeddings/{run}.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} embed-images --run {input.model} --stores {input.stores} --out {output}"
+        " --threads {threads} --no-progress > {log} 2>&1"
 
 
 rule zeroshot:
     input:
         models=[f"{run}/model.pt" for run in ZEROSHOT_RUNS],
+        embeddings=RUN_EMBEDDINGS,
         stores=[f"{store}/index.parquet" for store in ZEROSHOT_SETS],
         # the class texts carry each category's explanation (IKI)
         knowledge=SETTINGS["knowledge"]["path"],
@@ -35,7 +67,7 @@ rule zeroshot:
     params:
         config=EFFECTIVE_CONFIG,
         # text variant, protocols, class lists ...: a change re-runs the table
-        evaluation=SETTINGS["evaluation"],
+        evaluation=ZEROSHOT_SETTINGS,
     threads: workflow.cores
     log:
         "results/logs/zeroshot/zeroshot.log",
@@ -45,5 +77,69 @@ rule zeroshot:
         "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} zeroshot --runs {input.models} --sets {input.stores}"
-        " --knowledge {input.knowledge} --out {output.table} --per-class {output.per_class}"
+        " --image-embeddings {input.embeddings} --knowledge {input.knowledge} --out {output.table} --per-class {output.per_class}"
         " --figure {output.figure} --no-progress > {log} 2>&1"
+
+
+# Retrieval (paper Table V) and the case study (paper Fig. 5) read the corpus store's held-out
+# images; each run is encoded by the rule itself (at most evaluation.retrieval.max_images images).
+rule retrieval:
+    input:
+        models=[f"{run}/model.pt" for run in ZEROSHOT_RUNS],
+        embeddings=RUN_EMBEDDINGS,
+        corpus="results/images/corpus/index.parquet",
+        knowledge=SETTINGS["knowledge"]["path"],
+    output:
+        table=report(
+            "results/tables/retrieval.csv",
+            caption="../report/retrieval_table.rst",
+            category="Retrieval",
+        ),
+    params:
+        config=EFFECTIVE_CONFIG,
+        retrieval=SETTINGS["evaluation"]["retrieval"],
+        bootstrap=SETTINGS["evaluation"]["bootstrap"],
+        text_variant=SETTINGS["evaluation"]["text_variant"],
+    threads: workflow.cores
+    log:
+        "results/logs/retrieval/retrieval.log",
+    benchmark:
+        "results/benchmarks/retrieval/retrieval.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} retrieval --runs {input.models} --corpus {input.corpus}"
+        " --image-embeddings {input.embeddings} --knowledge {input.knowledge} --out {output.table} --no-progress > {log} 2>&1"
+
+
+rule case_study:
+    input:
+        models=[f"{run}/model.pt" for run in ZEROSHOT_RUNS],
+        embeddings=RUN_EMBEDDINGS,
+        corpus="results/images/corpus/index.parquet",
+        knowledge=SETTINGS["knowledge"]["path"],
+    output:
+        figure=report(
+            "results/figures/case_study.png",
+            caption="../report/case_study_figure.rst",
+            category="Case study",
+        ),
+        table=report(
+            "results/tables/case_study.csv",
+            caption="../report/case_study_table.rst",
+            category="Case study",
+        ),
+    params:
+        config=EFFECTIVE_CONFIG,
+        case_study=SETTINGS["evaluation"]["case_study"],
+        # a dict, so that snakemake leaves the prompt's "{category}" alone
+        prompt={"baseline_prompt": SETTINGS["evaluation"]["retrieval"]["baseline_prompt"]},
+    log:
+        "results/logs/case_study/case_study.log",
+    benchmark:
+        "results/benchmarks/case_study/case_study.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} case-study --runs {input.models} --corpus {input.corpus}"
+        " --image-embeddings {input.embeddings} --knowledge {input.knowledge} --figure {output.figure} --table {output.table} > {log} 2>&1"
