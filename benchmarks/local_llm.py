@@ -70,6 +70,9 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=REPO / "config" / "local_llm.yaml")
     ap.add_argument("--n", type=int, default=100, help="reports in the sample")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--limit", type=int, default=None,
+                    help="extract only the first K reports of the sample (by id), when the machine is too slow "
+                         "for all of it; timings then extrapolate to the whole sample")
     ap.add_argument("--threads", type=int, default=2, help="server CPU threads")
     ap.add_argument("--out-dir", type=Path, default=REPO / "results" / "local_llm_eval")
     args = ap.parse_args()
@@ -81,9 +84,13 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
 
     sample = sample_reports(args.n, args.seed)
+    if args.limit:
+        sample = sample[: args.limit]
+        out = out / f"first{args.limit}"
+        out.mkdir(parents=True, exist_ok=True)
     shard = out / "sample.parquet"
     write_parquet_atomic(reports_table(sample), shard)
-    print(f"sample: {len(sample)} annotated IU-Xray reports (seed {args.seed}), "
+    print(f"sample: {len(sample)} annotated IU-Xray reports (the first {len(sample)} of {args.n}, seed {args.seed}), "
           f"{sum(len(r.text) for r in sample) / len(sample):.0f} characters on average")
 
     vocab = configured_vocabulary(cfg)
@@ -129,6 +136,8 @@ def main() -> None:
     micro = next(r for r in agreement if r["category"] == MICRO)
 
     summary = {
+        "sample": f"first {n} of {args.n} annotated IU-Xray reports, seed {args.seed}",
+        "extrapolated_hours_for_sample": round(args.n * latency / n / 3600, 2) if latency else None,
         "model": o.model, "model_file": o.model_file, "prompt_version": backend.version,
         "structured_output": backend.structured_output, "n_reports": n, "seed": args.seed,
         "n_extracted_this_run": run.n_extracted, "wall_s_this_run": round(wall, 1),

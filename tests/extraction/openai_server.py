@@ -149,9 +149,11 @@ FAULT_KINDS = {
     "ok", "rate_limit", "insufficient_quota", "server_error", "unavailable", "bad_request", "hang",
     "truncated", "truncated_stop", "malformed", "no_category", "bad_polarity", "extra_key", "empty", "refusal",
 }
-LLAMA_CPP_FORMAT_ERROR = (
-    "[{{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': \"Input should be 'text' "
-    "or 'json_object'\", 'input': '{type}', 'ctx': {{'expected': \"'text' or 'json_object'\"}}}}]")
+LLAMA_CPP_FORMAT_ERROR = (  # the message llama-cpp-python 0.3.36's server answers, with its 500
+    "1 validation error:\n  {{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': "
+    "\"Input should be 'text' or 'json_object'\", 'input': '{type}', 'ctx': {{'expected': \"'text' or "
+    "'json_object'\"}}}}\n\n  File \"llama_cpp/server/app.py\", line 376, in create_chat_completion\n"
+    "    POST /v1/chat/completions")
 _REPORT = re.compile(r"<report>\s*(.*?)\s*</report>", re.S)
 
 

@@ -43,10 +43,9 @@ def _missing() -> str | None:
 pytestmark = [pytest.mark.local_llm, pytest.mark.slow,
               pytest.mark.skipif(_missing() is not None, reason=str(_missing()))]
 
-REPORTS = [
+REPORTS = [  # two short reports: on 2 shared cores a 270M model writes ~1-10 tokens/s
     ("CXR1", "Mild cardiomegaly. Small left pleural effusion.", "No pneumothorax."),
-    ("CXR2", "The lungs are clear. Heart size is normal.", "No acute cardiopulmonary abnormality."),
-    ("CXR3", "Right lower lobe atelectasis. Degenerative changes of the spine.", "Atelectasis."),
+    ("CXR2", "Right lower lobe atelectasis.", "Atelectasis."),
 ]
 
 
@@ -65,8 +64,8 @@ def server(tmp_path_factory):
 
 def _config(server, **kw) -> OpenAIBackendConfig:
     base = dict(base_url=server.base_url, model=server.model_alias, model_file=llm_server.PACKAGED, prompt=CLOSED,
-                structured_output="json_object_schema", max_concurrency=1, timeout_s=600, max_retries=1,
-                max_output_tokens=384)
+                structured_output="json_object_schema", max_concurrency=1, timeout_s=900, max_retries=1,
+                max_output_tokens=160)
     return OpenAIBackendConfig(**{**base, **kw})
 
 
@@ -93,7 +92,7 @@ def test_snakemake_extracts_through_the_real_server(server, tmp_path):
         (corpus / f"{rid[3:]}.xml").write_text(_openi(rid, findings, impression), encoding="utf-8")
     openai = {"base_url": server.base_url, "model": server.model_alias, "model_file": "packaged",
               "api_key_env": "MEDFILIP_LOCAL_LLM_KEY", "prompt": str(CLOSED), "structured_output": "auto",
-              "max_concurrency": 1, "timeout_s": 600, "max_retries": 1, "max_output_tokens": 384}
+              "max_concurrency": 1, "timeout_s": 900, "max_retries": 1, "max_output_tokens": 160}
     config = {"reports": {"source": "iu_xray", "n_shards": 1, "iu_xray": {"path": "iu_reports"}},
               "extraction": {"backend": "openai", "flush_every": 1, "openai": openai}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
@@ -102,7 +101,7 @@ def test_snakemake_extracts_through_the_real_server(server, tmp_path):
     def snakemake(configfile: str, *args: str) -> subprocess.CompletedProcess:
         cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(tmp_path),
                "--cores", "1", *args, "--configfile", str(tmp_path / configfile)]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=900, env=env)
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
 
     proc = snakemake("config.yaml", "results/entities.parquet")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
