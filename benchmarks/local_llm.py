@@ -74,11 +74,17 @@ def main() -> None:
                     help="extract only the first K reports of the sample (by id), when the machine is too slow "
                          "for all of it; timings then extrapolate to the whole sample")
     ap.add_argument("--threads", type=int, default=2, help="server CPU threads")
+    ap.add_argument("--max-output-tokens", type=int, default=None,
+                    help="override extraction.openai.max_output_tokens (a base model that rambles to the cap costs "
+                         "two capped replies: the reply and the corrective retry)")
     ap.add_argument("--out-dir", type=Path, default=REPO / "results" / "local_llm_eval")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     os.chdir(REPO)  # the config's relative paths (prompt, vocabulary) are the repository's
     cfg = load_config(args.config)
+    if args.max_output_tokens:
+        o = cfg.extraction.openai.model_copy(update={"max_output_tokens": args.max_output_tokens})
+        cfg = cfg.model_copy(update={"extraction": cfg.extraction.model_copy(update={"openai": o})})
     o = cfg.extraction.openai
     out = args.out_dir / f"n{args.n}-seed{args.seed}"
     out.mkdir(parents=True, exist_ok=True)
@@ -110,7 +116,8 @@ def main() -> None:
         backend = OpenAIBackend.from_config(cfg)
         llm_out = out / "openai" / "sample.parquet"
         t = time.perf_counter()
-        run = extract_shard(shard, backend, ExtractionCache(out / "cache" / "openai"), llm_out, progress=True)
+        run = extract_shard(shard, backend, ExtractionCache(out / "cache" / "openai"), llm_out, progress=True,
+                            flush_every=1)  # every answer kept: a killed run resumes
         wall = time.perf_counter() - t
     finally:
         if started is not None:
@@ -138,7 +145,7 @@ def main() -> None:
     summary = {
         "sample": f"first {n} of {args.n} annotated IU-Xray reports, seed {args.seed}",
         "extrapolated_hours_for_sample": round(args.n * latency / n / 3600, 2) if latency else None,
-        "model": o.model, "model_file": o.model_file, "prompt_version": backend.version,
+        "model": o.model, "model_file": o.model_file, "max_output_tokens": o.max_output_tokens, "prompt_version": backend.version,
         "structured_output": backend.structured_output, "n_reports": n, "seed": args.seed,
         "n_extracted_this_run": run.n_extracted, "wall_s_this_run": round(wall, 1),
         "failed": len(failed), "failed_share": round(len(failed) / n, 4), "failed_by_reason": dict(kinds),
