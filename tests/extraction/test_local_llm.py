@@ -124,15 +124,20 @@ def test_snakemake_extracts_through_the_real_server(server, tmp_path):
     proc = snakemake("config.yaml", "results/entities.parquet")
     assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
 
-    # a reply that fails validation: a 16-token cap truncates every reply (finish_reason=length);
-    # asked once more, then recorded as failed with the reason, and the run goes on
-    capped = yaml.safe_load((tmp_path / "config.yaml").read_text())
-    capped["extraction"]["openai"]["max_output_tokens"] = 16
-    (tmp_path / "capped.yaml").write_text(yaml.safe_dump(capped))
-    proc = snakemake("capped.yaml", "results/entities.parquet")
+    # a reply that fails validation: a prompt asking for prose, no grammar (structured_output: none) and a
+    # 16-token cap; the reply is not the JSON object, is asked once more, then recorded as failed with the
+    # reason, and the run goes on (exit 0). (Under the grammar a capped reply can still be valid:
+    # {"triplets": []} fits in 16 tokens.)
+    prose = tmp_path / "prose.yaml"
+    prose.write_text(yaml.safe_dump({"version": "prose-v1", "system": "Describe the report in two French sentences. "
+                                     "Never write JSON, braces or lists.", "user": "{report}"}))
+    bad = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    bad["extraction"]["openai"].update(max_output_tokens=16, structured_output="none", prompt=str(prose))
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    proc = snakemake("bad.yaml", "results/entities.parquet")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    assert _jobs(proc) == {"extract_triplets": 1, "entities": 1}  # the setting is in the cache key
+    assert _jobs(proc) == {"extract_triplets": 1, "entities": 1}  # the prompt and settings are in the cache key
     rows = pq.read_table(shard).to_pylist()
-    failed = [r for r in rows if r["status"] == "failed"]
-    assert failed and all("truncated" in r["error"] and "corrective retry" in r["error"] for r in failed)
-    assert all(r["completion_tokens"] >= 16 for r in failed)  # both attempts are counted
+    assert [r["status"] for r in rows] == ["failed"] * len(REPORTS)
+    assert all("unusable reply after one corrective retry" in r["error"] for r in rows)
+    assert all(r["completion_tokens"] > 0 and r["triplets"] == [] for r in rows)  # both attempts are counted
