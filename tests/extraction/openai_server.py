@@ -109,7 +109,9 @@ Other knobs (plain attributes; ``reset()`` restores them):
   ``"6m0s"``) computed from the window; ``extra_headers`` (dict) is added to every
   chat reply and overrides them (e.g. ``{"x-ratelimit-remaining-requests": "0"}``);
 * ``usage`` — ``(prompt_tokens, completion_tokens)`` to report on every reply;
-* ``hang_s`` — how long ``hang`` waits; ``batch_polls``, ``batch_outcome`` (above).
+* ``hang_s`` — how long ``hang`` waits; ``batch_polls``, ``batch_outcome`` (above);
+* ``rejected_response_formats`` — ``response_format`` types answered with the 500 that
+  llama-cpp-python's server gives a ``json_schema`` request (``{"json_schema"}`` acts like it).
 
 Records
 -------
@@ -147,6 +149,11 @@ FAULT_KINDS = {
     "ok", "rate_limit", "insufficient_quota", "server_error", "unavailable", "bad_request", "hang",
     "truncated", "truncated_stop", "malformed", "no_category", "bad_polarity", "extra_key", "empty", "refusal",
 }
+LLAMA_CPP_FORMAT_ERROR = (  # the message llama-cpp-python 0.3.36's server answers, with its 500
+    "1 validation error:\n  {{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': "
+    "\"Input should be 'text' or 'json_object'\", 'input': '{type}', 'ctx': {{'expected': \"'text' or "
+    "'json_object'\"}}}}\n\n  File \"llama_cpp/server/app.py\", line 376, in create_chat_completion\n"
+    "    POST /v1/chat/completions")
 _REPORT = re.compile(r"<report>\s*(.*?)\s*</report>", re.S)
 
 
@@ -319,6 +326,7 @@ class OpenAIServer:
             self.batch_polls = 1
             self.batch_outcome = "completed"
             self.check_auth = True
+            self.rejected_response_formats: set[str] = set()
             self._queue: deque[str] = deque()
             self._always: str | None = None
             self._arrivals: deque[float] = deque()  # every chat arrival in the window
@@ -413,6 +421,11 @@ class OpenAIServer:
                     self._stop.wait(self.latency_s)
                 chars = sum(len(_text_of(m.get("content"))) for m in body["messages"])
                 headers.update(self._window(math.ceil(chars / 4) + int(body.get("max_tokens") or 0)))
+            fmt = body.get("response_format")
+            if isinstance(fmt, dict) and fmt.get("type") in self.rejected_response_formats:
+                # what llama-cpp-python's server answers: its request model allows only text and
+                # json_object, and its error handler turns the validation error into a 500
+                raise HTTPError(500, LLAMA_CPP_FORMAT_ERROR.format(type=fmt.get("type")), "internal_server_error")
             fault = self._next_fault()
             if fault == "rate_limit":
                 with self._lock:

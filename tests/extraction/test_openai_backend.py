@@ -335,6 +335,98 @@ def test_structured_output_modes_reach_the_server(openai_server):
     assert bodies[0]["response_format"] == {"type": "json_object"} and "response_format" not in bodies[1]
 
 
+CLOSED = ROOT / "resources" / "prompts" / "triplets_closed.yaml"
+VOCAB = ROOT / "resources" / "vocabulary"
+
+
+def test_closed_prompt_lists_the_vocabulary_and_makes_the_category_an_enum():
+    from medfilip.extraction.vocabulary import Vocabulary
+
+    names = Vocabulary.load(VOCAB).category_names
+    prompt = load_prompt(CLOSED)
+    categories = ob.prompt_categories(prompt, VOCAB)
+    assert prompt.closed_categories and categories == names and len(names) > 20
+    body = build_request(prompt, "Mild cardiomegaly.", OpenAIBackendConfig(structured_output="json_object_schema"),
+                         categories=categories)
+    system = body["messages"][0]["content"]
+    assert "{categories}" not in system and ", ".join(names) in system
+    assert body["messages"][1]["content"].startswith("Report: Mild cardiomegaly.")
+    # llama.cpp's form: json_object with the schema beside it; the category is one of the names
+    fmt = body["response_format"]
+    assert fmt["type"] == "json_object" and set(fmt) == {"type", "schema"}
+    item = fmt["schema"]["properties"]["triplets"]["items"]
+    assert item["properties"]["category"]["enum"] == names
+    assert item["properties"]["polarity"]["enum"] == ["present", "negated", "uncertain"]
+    assert "sentence" in item["required"]
+    # the open prompt keeps free-text categories, whatever list is passed
+    open_body = build_request(load_prompt(PROMPT), "x", OpenAIBackendConfig(structured_output="json_object_schema"),
+                              categories=names)
+    assert "enum" not in open_body["response_format"]["schema"]["properties"]["triplets"]["items"]["properties"]["category"]
+    with pytest.raises(ConfigError, match="closed list of categories"):
+        build_request(prompt, "x", OpenAIBackendConfig())
+
+
+def test_closed_prompt_file_errors(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("version: v\ncategories: some\nsystem: s {categories}\nuser: '{report}'\n")
+    with pytest.raises(ConfigError, match="prompt key 'categories' is 'some'"):
+        load_prompt(bad)
+    bad.write_text("version: v\ncategories: vocabulary\nsystem: no list\nuser: '{report}'\n")
+    with pytest.raises(ConfigError, match="needs a \\{categories\\} placeholder"):
+        load_prompt(bad)
+
+
+def test_version_follows_the_model_file_content_and_the_category_list(openai_server, tmp_path):
+    gguf = tmp_path / "model.gguf"
+    gguf.write_bytes(b"GGUF" + bytes(1000))
+    base = backend(openai_server, prompt=CLOSED, model_file=str(gguf))
+    assert base.version.startswith("triplets-closed-v2+")
+    assert backend(openai_server, prompt=CLOSED).version != base.version  # the file counts
+    os.utime(gguf, ns=(1, 1))  # touched, same bytes: same key (extracted reports stay cached)
+    assert backend(openai_server, prompt=CLOSED, model_file=str(gguf)).version == base.version
+    gguf.write_bytes(b"GGUF" + bytes(999) + b"\x01")  # a new model: every report again
+    assert backend(openai_server, prompt=CLOSED, model_file=str(gguf)).version != base.version
+    settings = ob.generation_settings(OpenAIBackendConfig(model_file=str(gguf)), ["a", "b"])
+    assert settings["model_file_sha256"] == __import__("hashlib").sha256(gguf.read_bytes()).hexdigest()
+    assert ob.generation_settings(OpenAIBackendConfig(), ["a", "c"])["categories_sha256"] != settings["categories_sha256"]
+    # a vocabulary with other category names changes the closed prompt's version
+    vocab = tmp_path / "vocab"
+    vocab.mkdir()
+    for f in ("categories.yaml", "modifiers.yaml", "triggers.yaml"):
+        (vocab / f).write_text((VOCAB / f).read_text())
+    (vocab / "categories.yaml").write_text((VOCAB / "categories.yaml").read_text().replace("name: cardiomegaly",
+                                                                                        "name: big heart"))
+    other = OpenAIBackend(config(openai_server, prompt=CLOSED, model_file=str(gguf)), api_key=openai_server.api_key,
+                          vocabulary_dir=vocab)
+    assert other.version != backend(openai_server, prompt=CLOSED, model_file=str(gguf)).version
+    with pytest.raises(ConfigError, match="no such file"):
+        backend(openai_server, prompt=CLOSED, model_file=str(tmp_path / "missing.gguf"))
+
+
+def test_auto_switches_to_llama_cpp_form_once_the_server_rejects_json_schema(openai_server, caplog):
+    openai_server.rejected_response_formats = {"json_schema"}  # as llama-cpp-python's server
+    b = backend(openai_server, prompt=CLOSED, structured_output="auto", max_concurrency=1)
+    with caplog.at_level(logging.WARNING, logger="medfilip.extraction.openai_backend"):
+        results = list(b.extract(reports(5)))
+    assert [r.status for r in results] == ["ok"] * 5 and sum(len(r.triplets) for r in results) > 0
+    sent = [r.body["response_format"]["type"] for r in openai_server.chat_requests()]
+    assert sent == ["json_schema"] + ["json_object"] * 5  # one rejection, then llama.cpp's form, no retries
+    assert b.stats["format_switched"] == 1 and b.stats["retries"] == 0
+    assert "switches to json_object_schema" in caplog.text
+    assert all(r.latency_s > 0 and r.prompt_tokens > 0 and r.completion_tokens > 0 for r in results)
+
+
+def test_a_rejected_structured_output_mode_stops_with_the_mode_to_use(openai_server):
+    openai_server.rejected_response_formats = {"json_schema"}
+    with pytest.raises(ExtractionAborted, match="structured_output 'json_schema'.*json_object_schema"):
+        list(backend(openai_server, structured_output="json_schema").extract(reports(3)))
+    assert openai_server.count() <= 3  # not retried as a server error
+    openai_server.reset()
+    openai_server.rejected_response_formats = {"json_object"}  # a server without llama.cpp's form
+    with pytest.raises(ExtractionAborted, match="structured_output 'json_object_schema'.*use json_schema"):
+        list(backend(openai_server, structured_output="json_object_schema").extract(reports(1)))
+
+
 # -- rate limits --------------------------------------------------------------------------------
 def test_the_server_rate_limit_is_never_exceeded(openai_server):
     openai_server.rpm_limit, openai_server.window_s = 20, 1.0  # 20 requests a second, scaled down from a minute

