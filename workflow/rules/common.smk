@@ -153,4 +153,7 @@ def get_final_output():
         "results/tables/zeroshot_per_class.csv",
         "results/figures/zeroshot.png",
     ]
+    from medfilip.evaluation.segmentation.workflow import segmentation_targets
+
+    targets += segmentation_targets(CFG)
     return targets
