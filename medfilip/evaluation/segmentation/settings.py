@@ -41,15 +41,20 @@ class SegmentationSettings(Strict):
         description="Epochs over a fraction's images; the steps are then clipped to [min_steps, max_steps]",
     )
     min_steps: int = Field(
-        20, ge=1, le=10_000_000,
+        40, ge=1, le=10_000_000,
         description="At least this many optimiser steps per fraction (so 1% of train is not 1 step)",
     )
     max_steps: int | None = Field(
-        40, ge=1, le=10_000_000,
+        80, ge=1, le=10_000_000,
         description="At most this many optimiser steps per fraction (the CPU budget); null = epochs x batches",
     )
-    batch_size: int = Field(16, ge=1, le=4096, description="Images per optimiser step")
-    lr: float = Field(1e-3, gt=0, le=10, description="AdamW learning rate (encoder and decoder), cosine-decayed to 0")
+    batch_size: int = Field(8, ge=1, le=4096, description="Images per optimiser step")
+    positive_share: float | None = Field(
+        0.5, ge=0, le=1,
+        description="Share of each batch drawn from the images with pneumothorax (Kaggle SIIM solutions oversample "
+        "them); null = batches drawn from the subset as it is",
+    )
+    lr: float = Field(3e-3, gt=0, le=10, description="AdamW learning rate (encoder and decoder), cosine-decayed to 0")
     weight_decay: float = Field(1e-4, ge=0, le=1, description="AdamW weight decay")
     checks: int = Field(
         2, ge=1, le=1000,
@@ -57,7 +62,7 @@ class SegmentationSettings(Strict):
         "the end of training); the best one on validate is scored on test",
     )
     thresholds: list[float] = Field(
-        [0.3, 0.4, 0.5, 0.6, 0.7],
+        [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
         min_length=1,
         description="Candidate probability thresholds; the one with the best validate Dice (mean over images) is used",
     )
