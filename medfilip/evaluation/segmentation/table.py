@@ -111,6 +111,7 @@ def build_rows(runs: list[RunScores], fractions: list[float], *, n_resamples: in
     for r in runs:
         row: dict[str, Any] = {"run": r.run, "encoder": r.encoder}
         notes: list[str] = []
+        skipped: dict[str, list[str]] = {}  # reason -> fraction labels (one note per reason)
         records = {float(rec["fraction"]): rec for rec in r.summary.get("fractions", [])}
         for f in fractions:
             lab = labels[f]
@@ -118,7 +119,7 @@ def build_rows(runs: list[RunScores], fractions: list[float], *, n_resamples: in
             arrays = r.scores.get(f)
             if arrays is None:
                 reason = rec["reason"] if rec and rec.get("reason") else "not run (fraction not in this run's outputs)"
-                notes.append(f"{lab}: skipped: {reason}")
+                skipped.setdefault(reason, []).append(lab)
                 continue
             positive = arrays["truth_area"] > 0
             positive_test = positive
@@ -135,6 +136,7 @@ def build_rows(runs: list[RunScores], fractions: list[float], *, n_resamples: in
                 if positive.any():
                     row.update(paired_difference(_positive_mean, [arrays["dice"], positive], [ref["dice"], positive],
                                                  indices=indices).as_dict(f"delta_dice_pos_{lab}_vs_{REFERENCE_RUN}"))
+        notes = [f"{', '.join(labs)}: skipped: {reason}" for reason, labs in skipped.items()] + notes
         if r.run == REFERENCE_RUN:
             notes.append("reference run of the delta columns")
         elif reference is None:
