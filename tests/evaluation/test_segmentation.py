@@ -287,6 +287,29 @@ def test_every_encoder_tensor_of_the_unet_is_the_runs(trained_run):
         assert torch.allclose(pooled, model.image.backbone(x), atol=1e-5)
 
 
+def test_the_image_tower_read_from_model_pt_is_load_trained_s(trained_run):
+    from medfilip.evaluation.segmentation.unet import load_image_encoder
+    from medfilip.training.model import load_trained
+
+    run, _ = trained_run
+    image, settings, size = load_image_encoder(run)
+    reference = load_trained(run).image.state_dict()
+    assert set(image.state_dict()) == set(reference) and size == 32 and settings.image_channels == 1
+    assert all(torch.equal(v, reference[k]) for k, v in image.state_dict().items())
+
+
+def test_a_broken_model_pt_is_a_named_error(tmp_path):
+    from medfilip.evaluation.segmentation.unet import load_image_encoder
+    from medfilip.training.model import ModelError
+
+    (tmp_path / "model.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ModelError, match=r"model\.pt: cannot read"):
+        load_image_encoder(tmp_path)
+    torch.save({"format": 99}, tmp_path / "model.pt")
+    with pytest.raises(ModelError, match="model format 99"):
+        load_image_encoder(tmp_path)
+
+
 def test_the_decoder_is_the_same_for_every_encoder(trained_run):
     run, _ = trained_run
     pretrained, _ = unet_from_run(run, [32, 16, 8, 8, 8], seed=0)

@@ -16,12 +16,21 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "tests"))
 
-from test_workflow import REPORTS, job_counts, openi_xml, output_of, snakemake  # noqa: E402
+import subprocess  # noqa: E402
+
+from test_workflow import REPORTS, SNAKEFILE, job_counts, openi_xml, output_of  # noqa: E402
 
 from medfilip.datasets.settings import SiimSettings  # noqa: E402
 
 TARGETS = ("results/tables/segmentation.csv", "results/tables/segmentation_long.csv", "results/figures/segmentation.png")
 HAS_TRAIN_SPLITS = "n_train" in SiimSettings.model_fields  # datasets.<name>.n_train (the probe's train splits)
+
+
+def snakemake(workdir: Path, *args: str, configfile: str | Path) -> subprocess.CompletedProcess:
+    """As tests/test_workflow.py's, with room for two pretraining runs and five fine-tunings on a busy machine."""
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
+           *args, "--configfile", str(configfile)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
 
 
 @pytest.fixture

@@ -41,11 +41,11 @@ class SegmentationSettings(Strict):
         description="Epochs over a fraction's images; the steps are then clipped to [min_steps, max_steps]",
     )
     min_steps: int = Field(
-        40, ge=1, le=10_000_000,
+        32, ge=1, le=10_000_000,
         description="At least this many optimiser steps per fraction (so 1% of train is not 1 step)",
     )
     max_steps: int | None = Field(
-        80, ge=1, le=10_000_000,
+        64, ge=1, le=10_000_000,
         description="At most this many optimiser steps per fraction (the CPU budget); null = epochs x batches",
     )
     batch_size: int = Field(8, ge=1, le=4096, description="Images per optimiser step")
