@@ -413,7 +413,7 @@ def test_finetune_baseline_and_run_then_table_and_figure(tmp_path, trained_run):
     assert len(long) == 4 and {r["status"] for r in long} == {"ok"}
 
     figure = tmp_path / "segmentation.png"
-    write_figure([out["medfilip"], out["random_init"]], store, figure, cfg)
+    write_figure([out["medfilip"], out["random_init"]], store, figure)
     assert figure.stat().st_size > 10_000
 
 
@@ -443,7 +443,7 @@ def test_skipped_store_and_fraction_give_reason_rows_not_nan(tmp_path):
     assert [r["run"] for r in written] == ["random_init"] and "no train split" in written[0]["note"]
     assert_no_silent_blank(written)
     assert rows[0]["n_test_positive"] is None
-    write_figure([tmp_path / "skip"], no_train, tmp_path / "f.png", cfg)
+    write_figure([tmp_path / "skip"], no_train, tmp_path / "f.png")
     assert (tmp_path / "f.png").stat().st_size > 0
 
     # a train split without any pneumothorax: a fraction with no positive is skipped, named

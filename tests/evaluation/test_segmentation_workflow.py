@@ -104,7 +104,7 @@ def test_tiny_segmentation_through_snakemake(project: Path):
     (project / "lr.yaml").write_text(yaml.safe_dump(cfg))
     proc = snakemake(project, "-n", *TARGETS, configfile=project / "lr.yaml")
     assert job_counts(proc) == {"segmentation_run": 2, "segmentation_baseline": 1, "segmentation_table": 1}, output_of(proc)
-    cfg["evaluation"]["segmentation"]["lr"] = 0.001
+    cfg = yaml.safe_load(config.read_text())
     cfg["evaluation"]["segmentation"]["device"] = "auto"
     (project / "device.yaml").write_text(yaml.safe_dump(cfg))
     proc = snakemake(project, "-n", *TARGETS, configfile=project / "device.yaml")

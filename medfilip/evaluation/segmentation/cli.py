@@ -48,7 +48,7 @@ def cmd_segmentation_table(args: argparse.Namespace) -> int:
     folders = [_folder(p) for p in args.results]
     rows = write_tables(folders, args.out, args.long, cfg)
     if args.figure:
-        write_figure(folders, _folder(args.store), args.figure, cfg)
+        write_figure(folders, _folder(args.store), args.figure)
     for row in rows:
         cells = [f"{k} {row[k]:.3f}" for k in row if k.startswith(("dice_", "dice_pos_")) and not k.endswith(("_low", "_high"))
                  and isinstance(row[k], float)]

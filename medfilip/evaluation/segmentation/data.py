@@ -59,17 +59,23 @@ def mask_to_square(mask: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def store_masks(store, rows: np.ndarray, size: int | None = None) -> np.ndarray:
-    """bool (len(rows), size, size) pneumothorax masks of the store rows (size: the store's by default)."""
-    from medfilip.datasets.readers import siim_mask
-
+def require_mask_columns(store) -> Path:
+    """The store's index file, after checking that it has the mask columns (SegmentationDataError if not)."""
     index_file = Path(store.root) / "index.parquet"
     missing = [c for c in MASK_COLUMNS if c not in store.index.column_names]
     if missing:
         raise SegmentationDataError(
             f"{index_file}: no mask column(s) {', '.join(missing)} (a segmentation store is a SIIM-ACR store built "
-            "by `medfilip preprocess` from the SIIM reader, which keeps the RLE masks)"
+            "by `medfilip preprocess-dataset` from the SIIM reader, which keeps the RLE masks)"
         )
+    return index_file
+
+
+def store_masks(store, rows: np.ndarray, size: int | None = None) -> np.ndarray:
+    """bool (len(rows), size, size) pneumothorax masks of the store rows (size: the store's by default)."""
+    from medfilip.datasets.readers import siim_mask
+
+    index_file = require_mask_columns(store)
     rows = np.asarray(rows, dtype=np.int64)
     columns = {c: store.index.column(c).take(rows).to_pylist() for c in ("image_id", *MASK_COLUMNS)}
     out_size = int(size or store.size)
@@ -138,13 +144,7 @@ def load_segmentation_data(store_root: str | Path, size: int) -> SegmentationDat
     from medfilip.images.store import ImageStore
 
     store = ImageStore.open(store_root)
-    index_file = Path(store_root) / "index.parquet"
-    missing = [c for c in MASK_COLUMNS if c not in store.index.column_names]
-    if missing:
-        raise SegmentationDataError(
-            f"{index_file}: no mask column(s) {', '.join(missing)} (a segmentation store is a SIIM-ACR store, whose "
-            "reader keeps the RLE masks)"
-        )
+    index_file = require_mask_columns(store)
     rows = {split: store.indices(split) for split in SPLITS}
     if rows["test"].size == 0:
         raise SegmentationDataError(f"{index_file}: no image in the test split (column split)")

@@ -213,7 +213,7 @@ def write_tables(run_folders: list[str | Path], out: str | Path, long_out: str |
 
 
 # -- figure -------------------------------------------------------------------------------------------
-def write_figure(run_folders: list[str | Path], store_root: str | Path, out: str | Path, cfg) -> Path:
+def write_figure(run_folders: list[str | Path], store_root: str | Path, out: str | Path) -> Path:
     """Image, truth and each run's prediction (largest fraction) for the same few test images."""
     import matplotlib
 
