@@ -37,15 +37,15 @@ class SegmentationSettings(Strict):
         description="Channels of the five UNet decoder blocks (smp's default is 256, 128, 64, 32, 16)",
     )
     epochs: int = Field(
-        10, ge=1, le=10_000,
+        4, ge=1, le=10_000,
         description="Epochs over a fraction's images; the steps are then clipped to [min_steps, max_steps]",
     )
     min_steps: int = Field(
-        32, ge=1, le=10_000_000,
+        16, ge=1, le=10_000_000,
         description="At least this many optimiser steps per fraction (so 1% of train is not 1 step)",
     )
     max_steps: int | None = Field(
-        64, ge=1, le=10_000_000,
+        96, ge=1, le=10_000_000,
         description="At most this many optimiser steps per fraction (the CPU budget); null = epochs x batches",
     )
     batch_size: int = Field(8, ge=1, le=4096, description="Images per optimiser step")
