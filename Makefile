@@ -36,6 +36,7 @@ bench: venv
 	$(BIN)/python benchmarks/ssm.py
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/zeroshot_threshold.py
+	$(BIN)/python benchmarks/segmentation.py
 
 clean:
 	rm -rf results .snakemake

@@ -467,3 +467,42 @@ def _without_train_positives(store_root, tmp_path):
     pq.write_table(index.set_column(index.schema.get_field_index("split"), "split", pa.array(splits)),
                    store_root / "index.parquet")
     return store_root
+
+
+def test_table_rows_from_hand_made_scores():
+    """Point estimates are the plain means; the paired delta uses the same resamples; a test set
+    without pneumothorax leaves the positive-only columns empty with the reason; no medfilip run: no deltas."""
+    from pathlib import Path
+
+    from medfilip.evaluation.segmentation.table import RunScores, build_rows, table_columns
+
+    ids = [f"t{i}" for i in range(6)]
+    truth_area = np.array([0, 5, 0, 9, 0, 0])
+
+    def run(name, dice, fractions=(1.0,)):
+        arrays = {"dice": np.asarray(dice, float), "iou": np.asarray(dice, float) / 2, "truth_area": truth_area,
+                  "pred_area": truth_area}
+        summary = {"fractions": [{"fraction": f, "status": "ok"} for f in fractions]
+                   + [{"fraction": 0.1, "status": "skipped", "reason": "no image with pneumothorax among 2"}]}
+        return RunScores(name, "enc", summary, ids, {f: arrays for f in fractions}, Path("."))
+
+    a = run("medfilip", [1, 0.5, 1, 0.25, 1, 0])
+    b = run("no_ssm", [1, 0.75, 0, 0.25, 1, 1])
+    rows = build_rows([a, b], [0.1, 1.0], n_resamples=200, seed=0)
+    assert [r["run"] for r in rows] == ["medfilip", "no_ssm", "all_empty"]
+    assert rows[0]["dice_100pct"] == pytest.approx(3.75 / 6)
+    assert rows[0]["dice_pos_100pct"] == pytest.approx(0.375)
+    assert rows[1]["dice_pos_100pct"] == pytest.approx(0.5)
+    assert rows[0]["iou_100pct"] == pytest.approx(3.75 / 12)
+    assert rows[1]["delta_dice_100pct_vs_medfilip"] == pytest.approx(4 / 6 - 3.75 / 6)
+    assert rows[1]["delta_dice_pos_100pct_vs_medfilip"] == pytest.approx(0.125)
+    assert "delta_dice_100pct_vs_medfilip" not in rows[0]
+    assert "10pct: skipped: no image with pneumothorax among 2" in rows[0]["note"]
+    assert "dice_10pct" not in rows[0]
+    assert rows[2]["dice_100pct"] == pytest.approx(4 / 6) and rows[2]["dice_pos_100pct"] == 0.0
+    assert "delta_dice_pos_10pct_vs_medfilip" in table_columns([0.1, 1.0], True)
+    # no positives in test; no medfilip run
+    truth_area[:] = 0
+    rows = build_rows([run("other", [1, 1, 1, 0, 1, 1])], [1.0], n_resamples=50, seed=0)
+    assert "dice_pos_100pct" not in rows[0] and "dice_pos and iou_pos undefined" in rows[0]["note"]
+    assert "no run named medfilip" in rows[0]["note"] and "undefined" in rows[1]["note"]

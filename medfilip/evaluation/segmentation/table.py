@@ -156,7 +156,9 @@ def build_rows(runs: list[RunScores], fractions: list[float], *, n_resamples: in
                     empty.update({f"{metric}_pos_{lab}": 0.0, f"{metric}_pos_{lab}_low": 0.0, f"{metric}_pos_{lab}_high": 0.0})
         empty.update(n_test=n_test, n_test_positive=int(positive_test.sum()),
                      note="reference without a model: the Kaggle Dice of predicting no pneumothorax anywhere "
-                          "(= the share of test images without one); no delta")
+                          "(= the share of test images without one); no delta"
+                          + ("" if positive_test.any() else "; no test image with pneumothorax, dice_pos and iou_pos "
+                             "undefined"))
         rows.append(empty)
     return rows
 
