@@ -196,7 +196,8 @@ def finetune_fraction(unet, x_train, y_train, x_val, val_truth, settings, *, see
         train_s += time.perf_counter() - started
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
-            raise FloatingPointError(f"fraction {fraction:g}: the loss is {loss_value} at step {step} (lower evaluation.segmentation.lr)")
+            raise ValueError(f"segmentation, fraction {fraction:g}: the loss is {loss_value} at step {step} "
+                             "(lower evaluation.segmentation.lr)")
         if step in checks:
             prob = predict(unet, x_val, infer_batch, device, precision)
             score, threshold, min_area = choose_on_validate(prob, val_truth, settings.thresholds, settings.min_area)
