@@ -51,6 +51,7 @@ bench: venv
 	$(BIN)/python benchmarks/train_step.py
 	$(BIN)/python benchmarks/zeroshot_threshold.py
 	$(BIN)/python benchmarks/zeroshot_bootstrap.py
+	$(BIN)/python benchmarks/segmentation.py
 
 clean:
 	rm -rf results .snakemake

@@ -13,7 +13,8 @@ from medfilip.extraction.backend import ExtractionAborted
 
 log = logging.getLogger("medfilip")
 
-STAGE_PACKAGES = ("extraction", "knowledge", "labels", "embeddings", "phantom", "images", "datasets", "training", "evaluation")
+STAGE_PACKAGES = ("extraction", "knowledge", "labels", "embeddings", "phantom", "images", "datasets", "training",
+                  "evaluation", "evaluation.segmentation")
 
 
 def _setup_logging(verbose: int) -> None:

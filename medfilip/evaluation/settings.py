@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from medfilip.configbase import Strict
+from medfilip.evaluation.segmentation.settings import SegmentationSettings
 
 # The IU-Xray MeSH categories with the most held-out reports (validate + test of the embedded corpus):
 # every one has >= 20 held-out reports, so AUC and F1 are defined on both splits.
@@ -170,6 +171,7 @@ class EvaluationConfig(Strict):
     )
     retrieval: RetrievalSettings = RetrievalSettings()
     case_study: CaseStudySettings = CaseStudySettings()
+    segmentation: SegmentationSettings = SegmentationSettings()
 
     @field_validator("compare_category_text", "protocols", "datasets")
     @classmethod

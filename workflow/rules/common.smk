@@ -182,4 +182,7 @@ def get_final_output():
         "results/figures/case_study.png",
         "results/tables/case_study.csv",
     ]
+    from medfilip.evaluation.segmentation.workflow import segmentation_targets
+
+    targets += segmentation_targets(CFG)
     return targets

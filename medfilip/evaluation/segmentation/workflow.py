@@ -1,0 +1,53 @@
+"""What workflow/rules/segmentation.smk needs from the config (imported at DAG time: keep it light).
+
+One job per pretrained run (``results/segmentation/runs/{run}/``) and one for the random-init
+baseline (``results/segmentation/baseline/random_init/``), then one table job. A run's job depends
+on its model.pt, the SIIM store and the segmentation settings only, so adding a run fine-tunes that
+run alone, and a segmentation setting re-runs segmentation and nothing upstream.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+STORE = "results/images/siim"
+RUNS_DIR = "results/segmentation/runs"
+BASELINE_DIR = "results/segmentation/baseline/random_init"
+TABLE = "results/tables/segmentation.csv"
+LONG_TABLE = "results/tables/segmentation_long.csv"
+FIGURE = "results/figures/segmentation.png"
+RUN_OUTPUTS = ("scores.parquet", "summary.json", "examples.npz")
+# settings that change where or how fast it runs, not the numbers: no params (no re-run)
+OPERATIONAL = ("device",)
+
+
+def segmentation_enabled(cfg: Any) -> bool:
+    return bool(cfg.evaluation.segmentation.enabled and cfg.datasets.siim.enabled)
+
+
+def segmentation_targets(cfg: Any) -> list[str]:
+    """The table, its long form and the figure (for `rule all`), when segmentation is enabled."""
+    return [TABLE, LONG_TABLE, FIGURE] if segmentation_enabled(cfg) else []
+
+
+def run_folders(cfg: Any) -> list[str]:
+    """The output folder of every pretrained run, then the baseline's (the table's row order)."""
+    return [f"{RUNS_DIR}/{run}" for run in cfg.training.runs] + [BASELINE_DIR]
+
+
+def job_params(settings: dict[str, Any]) -> dict[str, Any]:
+    """The settings a segmentation job's numbers depend on (the model and store are inputs); the
+    baseline's encoder architecture comes from training.model."""
+    own = {k: v for k, v in settings["evaluation"]["segmentation"].items() if k not in OPERATIONAL}
+    model = settings["training"]["model"]
+    return {"segmentation": own, "encoder": {"image_arch": model["image_arch"], "image_channels": model["image_channels"]}}
+
+
+def table_params(settings: dict[str, Any]) -> dict[str, Any]:
+    """The bootstrap settings of the table (evaluation.bootstrap when the config has it)."""
+    return {"bootstrap": settings["evaluation"].get("bootstrap", {"n_resamples": 1000, "seed": 0})}
+
+
+def job_threads(cores: int) -> int:
+    """Torch threads per job: several small jobs side by side use 2 cores better than one at a time."""
+    return max(1, int(cores) // 4)

@@ -1,0 +1,108 @@
+# Stage: segmentation (paper Table IV). A UNet whose encoder is each run's pretrained image encoder,
+# and one with a random-init encoder as the baseline, fine-tuned on fractions of the SIIM-ACR train
+# split (results/images/siim/), Dice and IoU on test; choices on validate. One job per run and one
+# for the baseline (adding a run fine-tunes that run alone), then one table + figure job.
+# Logic: medfilip/evaluation/segmentation/ (workflow.py gives the lists and params).
+
+from medfilip.evaluation.segmentation.workflow import (
+    BASELINE_DIR,
+    FIGURE,
+    LONG_TABLE,
+    RUNS_DIR,
+    STORE,
+    TABLE,
+    job_params,
+    job_threads,
+    run_folders,
+    table_params,
+)
+
+SEGMENTATION_FOLDERS = run_folders(CFG)
+
+
+rule segmentation_run:
+    input:
+        model="results/models/{run}/model.pt",
+        store=f"{STORE}/index.parquet",
+    output:
+        scores=f"{RUNS_DIR}/{{run}}/scores.parquet",
+        summary=f"{RUNS_DIR}/{{run}}/summary.json",
+        examples=f"{RUNS_DIR}/{{run}}/examples.npz",
+    params:
+        config=EFFECTIVE_CONFIG,
+        # evaluation.segmentation (but its device): a change re-runs segmentation only
+        settings=job_params(SETTINGS),
+    threads: job_threads(workflow.cores)
+    resources:
+        gpu=1 if CFG.evaluation.segmentation.device == "cuda" else 0,
+    log:
+        "results/logs/segmentation/{run}.log",
+    benchmark:
+        "results/benchmarks/segmentation/{run}.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} segmentation --model {input.model} --run {wildcards.run}"
+        " --store {input.store} --out-dir $(dirname {output.summary}) --threads {threads} > {log} 2>&1"
+
+
+rule segmentation_baseline:
+    input:
+        store=f"{STORE}/index.parquet",
+    output:
+        scores=f"{BASELINE_DIR}/scores.parquet",
+        summary=f"{BASELINE_DIR}/summary.json",
+        examples=f"{BASELINE_DIR}/examples.npz",
+    params:
+        config=EFFECTIVE_CONFIG,
+        # evaluation.segmentation and training.model's architecture (the random encoder's)
+        settings=job_params(SETTINGS),
+    threads: job_threads(workflow.cores)
+    resources:
+        gpu=1 if CFG.evaluation.segmentation.device == "cuda" else 0,
+    log:
+        "results/logs/segmentation/random_init.log",
+    benchmark:
+        "results/benchmarks/segmentation/random_init.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} segmentation --baseline --store {input.store}"
+        " --out-dir $(dirname {output.summary}) --threads {threads} > {log} 2>&1"
+
+
+rule segmentation_table:
+    input:
+        summaries=[f"{folder}/summary.json" for folder in SEGMENTATION_FOLDERS],
+        scores=[f"{folder}/scores.parquet" for folder in SEGMENTATION_FOLDERS],
+        examples=[f"{folder}/examples.npz" for folder in SEGMENTATION_FOLDERS],
+        store=f"{STORE}/index.parquet",
+    output:
+        table=report(
+            TABLE,
+            caption="../report/segmentation_table.rst",
+            category="Segmentation",
+        ),
+        long=report(
+            LONG_TABLE,
+            caption="../report/segmentation_long.rst",
+            category="Segmentation",
+        ),
+        figure=report(
+            FIGURE,
+            caption="../report/segmentation_figure.rst",
+            category="Segmentation",
+        ),
+    params:
+        config=EFFECTIVE_CONFIG,
+        # the bootstrap resamples: a change re-runs the table, not the fine-tuning
+        settings=table_params(SETTINGS),
+    log:
+        "results/logs/segmentation/table.log",
+    benchmark:
+        "results/benchmarks/segmentation/table.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} segmentation-table --results {input.summaries} --store {input.store}"
+        " --out {output.table} --long {output.long} --figure {output.figure} > {log} 2>&1"
