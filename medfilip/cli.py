@@ -85,7 +85,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     from medfilip.extraction.cache import ExtractionCache
     from medfilip.extraction.runner import extract_shard
 
-    cfg = _config(args)
+    from medfilip.workflow_resources import share_llm_limits
+
+    # several jobs at once share the account's per-minute limits (the workflow passes its llm_requests)
+    cfg = share_llm_limits(_config(args), args.llm_jobs)
     backend = make_backend(cfg)
     cache = ExtractionCache(args.cache_dir or Path("results/cache/extraction") / backend.name)
     backend = with_extraction_mode(backend, cfg, cache, args.mode, args.shards)
@@ -235,6 +238,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache-dir", type=Path, default=None, help="default results/cache/extraction/<backend>")
     s.add_argument("--runs-dir", type=Path, default=Path("results/extraction/runs"))
     s.add_argument("--retry-failed", action="store_true", help="extract again the reports whose cached result failed")
+    s.add_argument("--llm-jobs", type=int, default=1,
+                   help="extraction jobs calling the LLM at once: each paces itself to 1/N of the per-minute limits")
     s.add_argument("--mode", choices=["sync", "batch"], default=None,
                    help="openai only: concurrent requests or the Batch API (default: extraction.openai.mode)")
     s.add_argument("--no-progress", action="store_true")

@@ -32,12 +32,16 @@ from snakemake.utils import validate
 from medfilip.config import ConfigError, shard_names, validate_config
 from medfilip.config_checks import check_paths
 from medfilip.extraction.vocabulary import FILES as VOCABULARY_FILES
+from medfilip.workflow_resources import gpus, training_gpus  # the rules' GPU requests
 
 
 # The folder holding workflow/ and resources/: relative config paths that do not
 # exist in the working directory are looked up here (see config/README.md).
 REPO_ROOT = Path(workflow.basedir).parent
 EFFECTIVE_CONFIG = "results/config/effective-$MEDFILIP_CONFIG_ID.yaml"
+# what the conda env's post-deploy script installs (it runs from a copy in the conda prefix, in
+# the working directory: neither is the checkout); snakemake runs it with this environment
+os.environ["MEDFILIP_SOURCE_DIR"] = str(REPO_ROOT.resolve())
 
 # Jobs call the `medfilip` CLI of the Python environment running snakemake, even when
 # that environment is not activated (.venv/bin/snakemake); under --use-conda the rule's
@@ -117,6 +121,24 @@ onstart:
 
 
 BACKEND = CFG.extraction.backend
+
+# LLM calls share the account's per-minute limits across the whole run: llm_requests (at most that
+# many extraction jobs at once) is 1 unless --resources / the profile sets it, and each job paces
+# itself to 1/llm_requests of extraction.openai's limits. Cluster jobs re-read the Snakefile without
+# --resources, so the count reaches them through the environment, like the config id.
+if workflow.is_main_process:
+    from medfilip.workflow_resources import llm_jobs
+
+    if "llm_requests" not in workflow.global_resources:
+        workflow.register_resource("llm_requests", 1)
+    os.environ["MEDFILIP_LLM_JOBS"] = str(llm_jobs(workflow.global_resources))
+
+
+envvars:
+    "MEDFILIP_LLM_JOBS",
+
+
+LLM_JOBS = "$MEDFILIP_LLM_JOBS"
 SHARDS = shard_names(CFG.reports.n_shards)
 VOCABULARY = [str(Path(CFG.extraction.rules.vocabulary_dir) / f) for f in VOCABULARY_FILES]
 

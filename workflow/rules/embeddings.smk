@@ -28,6 +28,8 @@ rule embed_labels:
         # only the variants an SSM is built from (training runs with an SSM target, the heatmap)
         variants=embedded_variants(CFG),
     threads: 2
+    resources:
+        gpu=gpus(CFG.embeddings.device),
     log:
         "results/logs/embed_labels/embed_labels.log",
     benchmark:

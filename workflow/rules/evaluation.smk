@@ -30,6 +30,8 @@ rule image_embeddings:
     params:
         config=EFFECTIVE_CONFIG,
     threads: workflow.cores
+    resources:
+        gpu=gpus(CFG.evaluation.device),
     log:
         "results/logs/image_embeddings/{run}.log",
     benchmark:
@@ -69,6 +71,8 @@ rule zeroshot:
         # text variant, protocols, class lists ...: a change re-runs the table
         evaluation=ZEROSHOT_SETTINGS,
     threads: workflow.cores
+    resources:
+        gpu=gpus(CFG.evaluation.device),
     log:
         "results/logs/zeroshot/zeroshot.log",
     benchmark:
@@ -101,6 +105,8 @@ rule retrieval:
         bootstrap=SETTINGS["evaluation"]["bootstrap"],
         text_variant=SETTINGS["evaluation"]["text_variant"],
     threads: workflow.cores
+    resources:
+        gpu=gpus(CFG.evaluation.device),
     log:
         "results/logs/retrieval/retrieval.log",
     benchmark:

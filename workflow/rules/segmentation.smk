@@ -34,7 +34,7 @@ rule segmentation_run:
         settings=job_params(SETTINGS),
     threads: job_threads(workflow.cores)
     resources:
-        gpu=1 if CFG.evaluation.segmentation.device == "cuda" else 0,
+        gpu=gpus(CFG.evaluation.segmentation.device),
     log:
         "results/logs/segmentation/{run}.log",
     benchmark:
@@ -59,7 +59,7 @@ rule segmentation_baseline:
         settings=job_params(SETTINGS),
     threads: job_threads(workflow.cores)
     resources:
-        gpu=1 if CFG.evaluation.segmentation.device == "cuda" else 0,
+        gpu=gpus(CFG.evaluation.segmentation.device),
     log:
         "results/logs/segmentation/random_init.log",
     benchmark:

@@ -34,7 +34,7 @@ rule train:
         embeddings=embeddings_option,
     threads: workflow.cores
     resources:
-        gpu=1 if CFG.training.device == "cuda" else 0,
+        gpu=training_gpus(CFG.training),
         mem_mb=8000,
     log:
         "results/logs/train/{run}.log",
