@@ -136,9 +136,9 @@ if workflow.is_main_process:
 
 envvars:
     "MEDFILIP_LLM_JOBS",
+    "MEDFILIP_SOURCE_DIR",
 
 
-LLM_JOBS = "$MEDFILIP_LLM_JOBS"
 SHARDS = shard_names(CFG.reports.n_shards)
 VOCABULARY = [str(Path(CFG.extraction.rules.vocabulary_dir) / f) for f in VOCABULARY_FILES]
 

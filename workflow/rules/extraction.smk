@@ -46,7 +46,7 @@ rule extract_triplets:
         "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} extract --shards {input.shard} --out {output}"
-        " --cache-dir {params.cache_dir} --runs-dir {params.runs_dir} --llm-jobs " + LLM_JOBS +
+        " --cache-dir {params.cache_dir} --runs-dir {params.runs_dir} --llm-jobs $MEDFILIP_LLM_JOBS"
         " > {log} 2>&1"
 
 
