@@ -67,6 +67,13 @@ def _summary(store) -> str:
     return "; ".join(parts)
 
 
+def cmd_corpus_merge(args: argparse.Namespace) -> int:
+    from medfilip.images.corpus import merge_corpus_parts
+
+    print(_summary(merge_corpus_parts(args.parts, args.out)))
+    return 0
+
+
 def cmd_image_store(args: argparse.Namespace) -> int:
     from collections import Counter
 
@@ -95,6 +102,14 @@ def register(sub) -> None:
     s.add_argument("--workers", type=int, default=0, help="processes for rendering and decoding (0 = all usable cores)")
     s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_corpus_images)
+
+    s = sub.add_parser(
+        "corpus-merge",
+        help="the corpus store from its per-report-shard parts (pixels linked, not decoded again)",
+    )
+    s.add_argument("--parts", type=Path, nargs="+", required=True, help="part stores (results/images/corpus_parts/*)")
+    s.add_argument("--out", type=Path, required=True, help="the image store folder (results/images/corpus)")
+    s.set_defaults(func=cmd_corpus_merge)
 
     s = sub.add_parser("image-store", help="summary of an image store (size, splits, rejects by reason)")
     s.add_argument("store", type=Path)

@@ -383,3 +383,26 @@ def build_corpus_store(
     return preprocess_images(
         table, out_dir, size=size, workers=workers, dataset="corpus", shard_size=shard_size, progress=progress, extra_meta=extra
     )
+
+
+def merge_corpus_parts(parts: Sequence[str | Path], out_dir: str | Path) -> ImageStore:
+    """The per-report-shard corpus stores (one job each, ``results/images/corpus_parts/{shard}``) → the
+    corpus store. Their meta counts are summed (rendered, reports without image, seconds) and their
+    corpus sources joined; the pixels are linked, not decoded again (see ``merge_stores``)."""
+    from medfilip.images.store import merge_stores
+
+    metas = [json.loads((Path(p) / "meta.json").read_text(encoding="utf-8")) for p in parts]
+
+    def summed(key: str) -> dict[str, int]:
+        total: Counter[str] = Counter()
+        for meta in metas:
+            total.update(meta.get(key) or {})
+        return dict(total)
+
+    extra = {
+        "corpus_sources": sorted({s for meta in metas for s in meta.get("corpus_sources") or []}),
+        "reports_without_image": summed("reports_without_image"),
+        "rendered": summed("rendered"),
+        "seconds": round(sum(float(meta.get("seconds") or 0.0) for meta in metas), 3),
+    }
+    return merge_stores(parts, out_dir, extra_meta=extra)

@@ -2,25 +2,30 @@
 # IU-Xray layout, or the real IU-Xray PNGs / MIMIC-CXR-JPGs), decoded once into the uint8 store
 # results/images/corpus/ (index.parquet + arrays/*.npy + rejects.parquet + meta.json).
 #
+# One job per report shard decodes that shard's images into results/images/corpus_parts/{shard}/
+# (its own store, renamed into place when the job succeeds): at MIMIC scale the shards decode in
+# parallel jobs, and a killed run loses one shard at most, as finished parts are outputs snakemake
+# keeps. corpus_images then links the parts' pixels into the corpus store (seconds, no decoding).
+#
 # The rendered PNGs (results/corpus/{source}/images/) are deliberately not an output: snakemake
 # deletes the outputs of a job before it runs, and the PNGs are a cache that makes a re-run render
-# only what changed. The store folder is replaced as a whole when the job succeeds; its index and
-# meta are update() outputs, so snakemake does not delete them when the job starts and restores
-# them if it fails: a failed run leaves the previous store whole.
+# only what changed. The store folders are replaced as a whole when a job succeeds; their index
+# and meta are update() outputs, so snakemake does not delete them when the job starts and
+# restores them if it fails: a failed run leaves the previous store whole.
 
 from medfilip.images.workflow import corpus_findings_inputs, corpus_params
 
 CORPUS = corpus_params(CFG, SETTINGS)
 
 
-rule corpus_images:
+rule corpus_images_part:
     input:
         # the MeSH mapping + vocabulary, or results/entities.parquet (images.corpus.findings)
         **corpus_findings_inputs(CFG, VOCABULARY),
-        shards=expand("results/reports/shards/{shard}.parquet", shard=SHARDS),
+        shard="results/reports/shards/{shard}.parquet",
     output:
-        index=update("results/images/corpus/index.parquet"),
-        meta=update("results/images/corpus/meta.json"),
+        index=update("results/images/corpus_parts/{shard}/index.parquet"),
+        meta=update("results/images/corpus_parts/{shard}/meta.json"),
     params:
         config=EFFECTIVE_CONFIG,
         png_dir=CORPUS["png_dir"],
@@ -31,12 +36,29 @@ rule corpus_images:
         image_root=CORPUS["image_root"],
     threads: workflow.cores
     log:
-        "results/logs/corpus_images/corpus_images.log",
+        "results/logs/corpus_images/{shard}.log",
     benchmark:
-        "results/benchmarks/corpus_images/corpus_images.tsv"
+        "results/benchmarks/corpus_images/{shard}.tsv"
     conda:
         "../envs/medfilip.yaml"
     shell:
-        "medfilip -c {params.config} corpus-images --reports {input.shards} {params.entities}"
+        "medfilip -c {params.config} corpus-images --reports {input.shard} {params.entities}"
         " --png-dir {params.png_dir} --out $(dirname {output.index}) --workers {threads}"
-        " > {log} 2>&1"
+        " --no-progress > {log} 2>&1"
+
+
+rule corpus_images:
+    input:
+        parts=expand("results/images/corpus_parts/{shard}/index.parquet", shard=SHARDS),
+        metas=expand("results/images/corpus_parts/{shard}/meta.json", shard=SHARDS),
+    output:
+        index=update("results/images/corpus/index.parquet"),
+        meta=update("results/images/corpus/meta.json"),
+    params:
+        parts=expand("results/images/corpus_parts/{shard}", shard=SHARDS),
+    log:
+        "results/logs/corpus_images/merge.log",
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip corpus-merge --parts {params.parts} --out $(dirname {output.index}) > {log} 2>&1"
