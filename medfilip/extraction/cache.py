@@ -83,13 +83,16 @@ class ExtractionCache:
         return cache_parts(self.root)
 
     def load(self, keys: Iterable[str] | None = None) -> dict[str, dict]:
-        """cache_key -> row (as a dict) for the wanted keys (all keys if None)."""
-        table = read_cache_parts(self.root, CACHE_SCHEMA)
-        if keys is not None:
-            import pyarrow.compute as pc
+        """cache_key -> row (as a dict) for the wanted keys (all keys if None).
 
-            wanted = pa.array(sorted(set(keys)), pa.string())
-            table = table.filter(pc.is_in(table["cache_key"], value_set=wanted))
+        With ``keys``, a filtered scan: each part is read row group by row group and only the
+        wanted rows are kept (parts are written sorted by key, so row-group statistics skip most
+        groups), so a job's memory follows its own shard, not the whole corpus's cache.
+        """
+        if keys is not None:
+            table = _read_keys(self.root, sorted(set(keys)))
+        else:
+            table = read_cache_parts(self.root, CACHE_SCHEMA)
         best: dict[str, dict] = {}
         for row in table.to_pylist():
             old = best.get(row["cache_key"])
@@ -101,7 +104,7 @@ class ExtractionCache:
         if table.num_rows == 0:
             return None
         name = part_file_name()
-        return write_parquet_atomic(table, self.root / name)
+        return write_parquet_atomic(table.sort_by("cache_key"), self.root / name)
 
     def compact(self, force: bool = False) -> int:
         """Merge parts into one when there are many; returns the number of parts merged."""
@@ -110,7 +113,7 @@ class ExtractionCache:
             if len(parts) <= 1 or (not force and len(parts) <= self.compact_above):
                 return 0
             rows = self.load()
-            merged = pa.Table.from_pylist(list(rows.values()), schema=CACHE_SCHEMA)
+            merged = pa.Table.from_pylist(list(rows.values()), schema=CACHE_SCHEMA).sort_by("cache_key")
             name = part_file_name("compact")
             write_parquet_atomic(merged, self.root / name)
             for p in parts:  # the merged file is in place before any part goes
@@ -122,6 +125,28 @@ class ExtractionCache:
         rows = self.load()
         return {"root": str(self.root), "parts": len(self.parts()), "entries": len(rows),
                 "failed": sum(r["status"] != "ok" for r in rows.values())}
+
+
+def _read_keys(root: Path, keys: list[str]) -> pa.Table:
+    """The rows of ``keys`` from every part: a filtered scan (row groups whose key range misses
+    every wanted key are skipped; of the rest only matching rows are kept). A part deleted by a
+    concurrent compaction between listing and reading is a retry, as in read_cache_parts."""
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
+    if not keys:
+        return CACHE_SCHEMA.empty_table()
+    wanted = ds.field("cache_key").isin(pa.array(keys, pa.string()))
+    for _ in range(5):
+        try:
+            # a dataset read: the filter is pushed down to row groups; columns an older part lacks are null
+            tables = [pq.read_table(path, schema=CACHE_SCHEMA, filters=wanted) for path in cache_parts(root)]
+            break
+        except FileNotFoundError:
+            time.sleep(0.05)
+    else:
+        raise RuntimeError(f"{root}: cache parts keep disappearing; is another process compacting?")
+    return pa.concat_tables(tables) if tables else CACHE_SCHEMA.empty_table()
 
 
 def _better(new: dict, old: dict) -> bool:
