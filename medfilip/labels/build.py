@@ -18,7 +18,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medfilip.io import write_parquet_atomic
+from medfilip.io import atomic_path
 from medfilip.labels.settings import LabelsConfig
 from medfilip.labels.templates import LabelVariant, render_label
 
@@ -41,6 +41,16 @@ LABEL_SCHEMA = pa.schema(
         ("is_normal", pa.bool_()),
     ]
 )
+
+
+# rows per row group of labels.parquet: pyarrow's default maximum, what pq.write_table uses
+ROW_GROUP = 1024 * 1024
+
+
+def _iter_rows(path: str | Path, columns: list[str], batch_size: int = 65_536):
+    """A Parquet file's rows as dicts, a batch at a time (the whole table is never in Python objects)."""
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size, columns=columns):
+        yield from batch.to_pylist()
 
 
 def label_key(text: str) -> str:
@@ -125,14 +135,13 @@ def build_labels(
             for rid in failed:
                 del reports[rid]
 
-    entities = pq.read_table(entities_path, columns=["report_id", "severity", "location", "category", "polarity"])
     keep_polarity = {"present"} | ({"uncertain"} if settings.uncertain == "present" else set())
     if settings.negated == "keep":
         keep_polarity.add("negated")
     findings: dict[str, list[dict]] = {}
     unknown: Counter[str] = Counter()
     not_in_corpus = 0
-    for ent in entities.to_pylist():
+    for ent in _iter_rows(entities_path, ["report_id", "severity", "location", "category", "polarity"]):
         if ent["category"] is None or ent["polarity"] not in keep_polarity:
             continue
         if ent["report_id"] not in reports:
@@ -153,35 +162,46 @@ def build_labels(
 
     normal = {"category": knowledge.resolve(NORMAL), "severity": None, "location": None, "polarity": "present"}
     rows: dict[str, list] = {name: [] for name in LABEL_SCHEMA.names}
-    n_normal = 0
+    n_normal = n_rows = 0
     unique: dict[str, set[str]] = {v: set() for v in settings.variants}
-    for rid in sorted(reports):
-        ents = findings.get(rid, [])
-        is_normal = not any(e["polarity"] != "negated" for e in ents)
-        n_normal += is_normal
-        # a report with no positive finding is normal; kept negations ("no pneumothorax") stay beside it
-        items = ents + ([normal] if is_normal else [])
-        for variant in settings.variants:
-            seen: set[str] = set()
-            for label in _variant_labels(variant, reports[rid], items, knowledge, default_locations, settings,
-                                         location_text):
-                text = label["label"]
-                if text in seen:
-                    continue
-                seen.add(text)
-                unique[variant].add(text)
-                category = label["category"]
-                record = {
-                    **label, "report_id": rid, "variant": variant, "label_key": label_key(text),
-                    "fine_grained_key": None if category is None else f"{label['severity'] or ''}|{category}",
-                    "is_normal": is_normal,
-                }
-                for name in LABEL_SCHEMA.names:
-                    rows[name].append(record[name])
+    # streamed: the rows go to the file a row group at a time (pyarrow's default row-group length,
+    # so the file is the one a single write_table would give), never all of them in lists at once
+    with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, LABEL_SCHEMA, compression="zstd") as writer:
+        def flush() -> None:
+            writer.write_table(pa.Table.from_pydict(rows, schema=LABEL_SCHEMA))
+            for column in rows.values():
+                column.clear()
 
-    table = pa.Table.from_pydict(rows, schema=LABEL_SCHEMA)
-    write_parquet_atomic(table, out_path)
-    summary = LabelSummary(len(reports), table.num_rows, n_normal, {v: len(s) for v, s in unique.items()}, n_failed)
+        for rid in sorted(reports):
+            ents = findings.pop(rid, [])
+            is_normal = not any(e["polarity"] != "negated" for e in ents)
+            n_normal += is_normal
+            # a report with no positive finding is normal; kept negations ("no pneumothorax") stay beside it
+            items = ents + ([normal] if is_normal else [])
+            for variant in settings.variants:
+                seen: set[str] = set()
+                for label in _variant_labels(variant, reports[rid], items, knowledge, default_locations, settings,
+                                             location_text):
+                    text = label["label"]
+                    if text in seen:
+                        continue
+                    seen.add(text)
+                    unique[variant].add(text)
+                    category = label["category"]
+                    record = {
+                        **label, "report_id": rid, "variant": variant, "label_key": label_key(text),
+                        "fine_grained_key": None if category is None else f"{label['severity'] or ''}|{category}",
+                        "is_normal": is_normal,
+                    }
+                    for name in LABEL_SCHEMA.names:
+                        rows[name].append(record[name])
+                    n_rows += 1
+                    if len(rows["report_id"]) == ROW_GROUP:
+                        flush()
+        if rows["report_id"] or n_rows == 0:
+            flush()
+
+    summary = LabelSummary(len(reports), n_rows, n_normal, {v: len(s) for v, s in unique.items()}, n_failed)
     log.info(
         "%d label rows for %d reports (%d normal, %d left out for failed extraction); unique labels per variant: %s",
         summary.n_rows, summary.n_reports, summary.n_normal_reports, summary.n_failed_reports, summary.unique_labels,

@@ -125,3 +125,19 @@ def test_label_statistics(inputs, tmp_path):
 
     write_csv_atomic(label_statistics(out), path)
     assert next(csv.reader(path.open())) == ["statistic", "variant", "key", "value"]
+
+
+def test_labels_stream_in_row_groups_with_the_same_rows(inputs, tmp_path, monkeypatch):
+    import medfilip.labels.build as build
+
+    shard, entities, knowledge = inputs
+    whole = tmp_path / "whole.parquet"
+    build_labels([shard], entities, knowledge, LabelsConfig(), whole)
+    monkeypatch.setattr(build, "ROW_GROUP", 3)  # flush every 3 rows: several row groups
+    streamed = tmp_path / "streamed.parquet"
+    summary = build_labels([shard], entities, knowledge, LabelsConfig(), streamed)
+    a, b = pq.read_table(whole), pq.read_table(streamed)
+    assert b.num_rows == summary.n_rows == a.num_rows > 3
+    assert pq.ParquetFile(streamed).metadata.num_row_groups == -(-a.num_rows // 3)
+    assert pq.ParquetFile(whole).metadata.num_row_groups == 1
+    assert a.equals(b)
