@@ -1,0 +1,113 @@
+"""DDP with gathered features trains the objective of one large batch: two gloo ranks, each with half
+the batch, give the loss and the parameter gradients of one process on the concatenated batch.
+Without the gather (each rank's loss on its own shard) they do not: the test can tell."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+from medfilip.training.gather import gather_batch
+from medfilip.training.loss import ImageTextMatchingLoss, total_loss
+
+N, N_LABELS, DIM = 8, 5, 6
+
+
+class Tiny(nn.Module):
+    """An image tower (linear on pixels) and a text tower (embedding of label ids) + logit scale."""
+
+    def __init__(self):
+        super().__init__()
+        self.image = nn.Sequential(nn.Linear(16, 12), nn.ReLU(), nn.Linear(12, DIM))
+        self.text = nn.Sequential(nn.Embedding(N_LABELS, 12), nn.Linear(12, DIM))
+        self.logit_scale = nn.Parameter(torch.tensor(2.5))
+
+    def forward(self, images, label_ids):
+        img = nn.functional.normalize(self.image(images), dim=-1)
+        txt = nn.functional.normalize(self.text(label_ids), dim=-1)
+        return img, txt, self.logit_scale.exp()
+
+
+def batch():
+    g = torch.Generator().manual_seed(1)
+    images = torch.randn(N, 16, generator=g)
+    ids = torch.tensor([0, 1, 2, 1, 3, 4, 0, 2])  # shared labels across the two halves
+    a = torch.rand(N_LABELS, N_LABELS, generator=g)
+    ssm = (a + a.T) / 2
+    ssm.fill_diagonal_(1.0)
+    return images, ids, ssm
+
+
+def target_of(ids, ssm, kind):
+    if kind == "infonce":
+        return (ids[:, None] == ids[None, :]).float()
+    return ssm[ids][:, ids]
+
+
+def model():
+    torch.manual_seed(0)
+    return Tiny()
+
+
+def single_process(kind):
+    images, ids, ssm = batch()
+    m = model()
+    img, txt, scale = m(images, ids)
+    loss = total_loss(ImageTextMatchingLoss(kind)(img, txt, scale, target_of(ids, ssm, kind)))
+    loss.backward()
+    return loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}
+
+
+def _rank(rank, world, store, out, kind, gather):
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
+    try:
+        images, ids, ssm = batch()
+        half = N // world
+        mine = slice(rank * half, (rank + 1) * half)
+        m = DDP(model())
+        img, txt, scale = m(images[mine], ids[mine])
+        local_ids = ids[mine]
+        if gather:
+            img, txt, local_ids = gather_batch(img, txt, local_ids)
+        loss = total_loss(ImageTextMatchingLoss(kind)(img, txt, scale, target_of(local_ids, ssm, kind)))
+        loss.backward()
+        torch.save({"loss": loss.detach(), "grads": {n.removeprefix("module."): p.grad.clone()
+                                                     for n, p in m.named_parameters()}}, out / f"rank{rank}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def two_ranks(tmp_path: Path, kind: str, gather: bool):
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    mp.spawn(_rank, args=(2, tmp_path / "store", tmp_path, kind, gather), nprocs=2, join=True)
+    return [torch.load(tmp_path / f"rank{r}.pt") for r in range(2)]
+
+
+@pytest.mark.parametrize("kind", ["mse_ce", "infonce", "mse_bce"])
+def test_gathered_ddp_equals_one_process_on_the_concatenated_batch(tmp_path, kind):
+    want_loss, want_grads = single_process(kind)
+    ranks = two_ranks(tmp_path, kind, gather=True)
+    for got in ranks:
+        torch.testing.assert_close(got["loss"], want_loss, rtol=1e-5, atol=1e-6)
+        assert set(got["grads"]) == set(want_grads)
+        for name, grad in want_grads.items():
+            torch.testing.assert_close(got["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=f"{kind}: {name}")
+
+
+def test_per_rank_loss_without_gather_is_another_objective(tmp_path):
+    want_loss, want_grads = single_process("mse_ce")
+    got = two_ranks(tmp_path, "mse_ce", gather=False)[0]
+    assert not torch.allclose(got["grads"]["image.0.weight"], want_grads["image.0.weight"], rtol=1e-3, atol=1e-5)
+
+
+def test_gather_batch_is_the_identity_in_one_process():
+    x, y, ids = torch.randn(3, 2), torch.randn(3, 2), torch.arange(3)
+    a, b, c = gather_batch(x, y, ids)
+    assert a is x and b is y and c is ids
