@@ -69,3 +69,24 @@ def share_llm_limits(cfg: Any, jobs: int) -> Any:
     shared = o.model_copy(update={"requests_per_minute": per_job_rate(o.requests_per_minute, jobs),
                                   "tokens_per_minute": per_job_rate(o.tokens_per_minute, jobs)})
     return cfg.model_copy(update={"extraction": cfg.extraction.model_copy(update={"openai": shared})})
+
+
+def training_launcher(nproc_per_node: int = 1, nnodes: int = 1, port: int = 29500) -> str:
+    """The shell prefix that starts ``medfilip train`` (a console script, hence ``--no-python``) as
+    ``nnodes x nproc_per_node`` DDP processes; empty for one process.
+
+    Under SLURM (``$SLURM_JOB_ID`` set in the job) ``srun`` starts one torchrun per node and the
+    first node of the allocation is the rendezvous host; elsewhere torchrun runs on this machine.
+    torchrun sets RANK, WORLD_SIZE and LOCAL_RANK, which medfilip.training.distributed reads.
+    The training rule runs ``{launcher} medfilip -c ... train ...``.
+    """
+    if nproc_per_node < 1 or nnodes < 1:
+        raise ValueError(f"nproc_per_node = {nproc_per_node}, nnodes = {nnodes}: both must be >= 1")
+    if nproc_per_node * nnodes == 1:
+        return ""
+    torchrun = (f"torchrun --nnodes {nnodes} --nproc-per-node {nproc_per_node} --rdzv-backend c10d "
+                f"--rdzv-id ${{SLURM_JOB_ID:-medfilip}} --rdzv-endpoint $MEDFILIP_RDZV_HOST:{port} --no-python")
+    host = ('MEDFILIP_RDZV_HOST=$( [ -n "${SLURM_JOB_ID:-}" ] && scontrol show hostnames "$SLURM_JOB_NODELIST" '
+            '| head -n 1 || echo localhost )')
+    srun = '$( [ -n "${SLURM_JOB_ID:-}" ] && echo "srun --nodes ' + str(nnodes) + ' --ntasks-per-node 1 --kill-on-bad-exit 1" )'
+    return f"{host}; {srun} {torchrun}"

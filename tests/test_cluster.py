@@ -168,3 +168,28 @@ def test_openai_backend_paces_to_its_share(monkeypatch):
     third = OpenAIBackend.from_config(share_llm_limits(cfg, 3))
     assert whole.limiter.requests_per_window == 600
     assert third.limiter.requests_per_window == 200
+
+
+def test_training_launcher_runs_torchrun_only_for_several_processes(tmp_path):
+    from medfilip.workflow_resources import training_launcher
+
+    assert training_launcher(1, 1) == ""
+    with pytest.raises(ValueError):
+        training_launcher(0, 1)
+    prefix = training_launcher(4, 2)
+    assert "--nnodes 2 --nproc-per-node 4" in prefix and "--no-python" in prefix
+    # what the shell makes of it: torchrun on this machine without SLURM; srun + first node under SLURM
+    stub = tmp_path / "bin"
+    stub.mkdir()
+    for name, body in {"torchrun": 'echo torchrun "$@"', "srun": 'shift 6; echo srun "$@"',
+                       "scontrol": "echo node17; echo node18"}.items():
+        (stub / name).write_text(f"#!/bin/sh\n{body}\n")
+        (stub / name).chmod(0o755)
+    cmd = f"{prefix} medfilip train --run medfilip"
+    env = {"PATH": f"{stub}:{os.environ['PATH']}"}
+    local = subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True).stdout
+    assert local.startswith("torchrun ") and "--rdzv-endpoint localhost:29500" in local
+    assert local.rstrip().endswith("--no-python medfilip train --run medfilip")
+    slurm = subprocess.run(["bash", "-c", cmd], env={**env, "SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "node[17-18]"},
+                           capture_output=True, text=True).stdout
+    assert slurm.startswith("srun torchrun") and "--rdzv-endpoint node17:29500" in slurm and "--rdzv-id 42" in slurm
