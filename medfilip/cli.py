@@ -90,6 +90,10 @@ def cmd_extract(args: argparse.Namespace) -> int:
     # several jobs at once share the account's per-minute limits (the workflow passes its llm_requests)
     cfg = share_llm_limits(_config(args), args.llm_jobs)
     backend = make_backend(cfg)
+    if backend.name == "openai":
+        o = cfg.extraction.openai
+        print(f"LLM limits of this job: {o.requests_per_minute} requests/min, {o.tokens_per_minute} tokens/min "
+              f"(1/{args.llm_jobs} of the run's: {args.llm_jobs} extraction job(s) may run at once)")
     cache = ExtractionCache(args.cache_dir or Path("results/cache/extraction") / backend.name)
     backend = with_extraction_mode(backend, cfg, cache, args.mode, args.shards)
     for shard, out in zip(args.shards, args.out):

@@ -42,6 +42,7 @@ def llm_jobs(resources: dict[str, Any] | None, default: int = 1) -> int:
     ``workflow.global_resources``; a limit that is unset or unbounded counts as ``default``.
     """
     value = (resources or {}).get("llm_requests")
+    value = getattr(value, "value", value)  # snakemake's Resources hold Resource objects
     try:
         n = int(value)
     except (TypeError, ValueError):

@@ -1,0 +1,48 @@
+"""Concurrent openai extraction jobs share the run's per-minute limits (issue 13 §6): the workflow
+declares llm_requests (1 unless --resources sets it) and hands every job its count, and each job
+paces itself to 1/N of extraction.openai's limits. Real snakemake runs against the local server."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+from tests.test_workflow import REPORTS, job_counts, openi_xml, output_of, snakemake  # noqa: E402
+
+
+def _project(tmp_path: Path, base_url: str) -> Path:
+    corpus = tmp_path / "iu_reports"
+    corpus.mkdir()
+    for rid, findings, impression, mesh in REPORTS:
+        (corpus / f"{rid.removeprefix('CXR')}.xml").write_text(openi_xml(rid, findings, impression, mesh))
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "reports": {"source": "iu_xray", "n_shards": 2, "iu_xray": {"path": "iu_reports"}},
+        "extraction": {"backend": "openai", "openai": {"base_url": base_url, "requests_per_minute": 600,
+                                                        "tokens_per_minute": 300_000}},
+    }))
+    return config
+
+
+def _limits(workdir: Path) -> list[str]:
+    logs = sorted((workdir / "results" / "logs" / "extract_triplets" / "openai").glob("*.log"))
+    return [re.search(r"LLM limits of this job: .*", p.read_text()).group(0) for p in logs]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("resources, jobs", [((), 1), (("--resources", "llm_requests=2"), 2)])
+def test_extraction_jobs_pace_to_their_share(tmp_path, openai_server, monkeypatch, resources, jobs):
+    monkeypatch.setenv("OPENAI_API_KEY", openai_server.api_key)
+    config = _project(tmp_path, openai_server.base_url)
+    proc = snakemake(tmp_path, "results/entities.parquet", "--cores", "4", *resources, configfile=config)
+    assert proc.returncode == 0, output_of(proc)
+    assert job_counts(proc)["extract_triplets"] == 2
+    assert _limits(tmp_path) == [f"LLM limits of this job: {600 // jobs} requests/min, {300_000 // jobs} tokens/min "
+                                 f"(1/{jobs} of the run's: {jobs} extraction job(s) may run at once)"] * 2
+    assert openai_server.count() > 0
