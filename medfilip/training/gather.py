@@ -16,14 +16,15 @@ exactly dL/dtheta of the single-process loss on the concatenated batch.
 Hook into the training step (medfilip/training/train.py), per batch::
 
     image_features, text_features = model(images, tokens)          # local shard (n of N)
-    image_features, text_features, label_ids = gather_batch(image_features, text_features, label_ids)
-    target = targets(label_ids)                                      # (N x N) from the global ids
+    image_features, text_features, image_ids, text_ids = gather_batch(
+        image_features, text_features, image_label_ids, text_label_ids, image_extras=1)
+    target = targets(image_ids, text_ids)                            # (N x M) from the global ids
     loss = sum(loss_fn(image_features, text_features, logit_scale, target).values())
     loss.backward()                                                  # DDP averages: no rescaling
 
-Every rank must feed batches of the same size (a DistributedSampler with drop_last, or the
-last batch padded); :func:`gather_batch` checks it. Outside a process group it returns its
-inputs unchanged, so the single-process path is the same code.
+Ranks may hold different numbers of images and of texts (each batch's distinct label texts):
+the pieces are padded for the collective and cut back. Outside a process group
+:func:`gather_batch` returns its inputs unchanged, so the single-process path is the same code.
 """
 
 from __future__ import annotations
@@ -36,43 +37,55 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def _check_sizes(local: torch.Tensor, what: str) -> None:
-    sizes = [torch.zeros(1, dtype=torch.long, device=local.device) for _ in range(dist.get_world_size())]
-    dist.all_gather(sizes, torch.tensor([local.shape[0]], dtype=torch.long, device=local.device))
-    got = [int(s.item()) for s in sizes]
-    if len(set(got)) != 1:
-        raise ValueError(f"gather_batch: {what} batch sizes differ across ranks {got}; every rank needs the same "
-                         "batch size (DistributedSampler with drop_last=True)")
+def _padded(local: torch.Tensor, rows: int) -> torch.Tensor:
+    if local.shape[0] == rows:
+        return local.contiguous()
+    pad = local.new_zeros((rows - local.shape[0], *local.shape[1:]))
+    return torch.cat([local, pad], dim=0)  # differentiable: the gradient of the padding is dropped
 
 
-def gather_with_grad(local: torch.Tensor) -> torch.Tensor:
-    """All ranks' ``local`` concatenated in rank order; the gradient flows back to every rank's piece."""
+def gather_with_grad(local: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
+    """All ranks' ``local`` concatenated in rank order; the gradient flows back to every rank's piece.
+    ``sizes`` (each rank's first dimension) allows pieces of different lengths (padded for the gather)."""
     from torch.distributed.nn.functional import all_gather
 
-    return torch.cat(all_gather(local.contiguous()), dim=0)
+    if sizes is None or len(set(sizes)) == 1:
+        return torch.cat(all_gather(local.contiguous()), dim=0)
+    pieces = all_gather(_padded(local, max(sizes)))
+    return torch.cat([piece[:n] for piece, n in zip(pieces, sizes)], dim=0)
 
 
-def gather_no_grad(local: torch.Tensor) -> torch.Tensor:
-    """All ranks' ``local`` (ids, masks: no gradient) concatenated in rank order."""
-    pieces = [torch.empty_like(local) for _ in range(dist.get_world_size())]
-    dist.all_gather(pieces, local.contiguous())
-    return torch.cat(pieces, dim=0)
+def gather_no_grad(local: torch.Tensor, sizes: list[int] | None = None) -> torch.Tensor:
+    """All ranks' ``local`` (ids, masks: no gradient) concatenated in rank order (lengths may differ
+    when ``sizes`` is given)."""
+    rows = max(sizes) if sizes else local.shape[0]
+    pieces = [local.new_empty((rows, *local.shape[1:])) for _ in range(dist.get_world_size())]
+    dist.all_gather(pieces, _padded(local.detach(), rows))
+    return torch.cat([piece[:n] for piece, n in zip(pieces, sizes or [rows] * len(pieces))], dim=0)
 
 
 def gather_batch(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
     *extras: torch.Tensor,
-    check_sizes: bool = True,
+    image_extras: int = 0,
 ) -> tuple[torch.Tensor, ...]:
     """(image features, text features, *extras) of the whole global batch, in rank order.
 
     Features keep their gradient (see the module docstring for why no loss rescaling is needed);
-    ``extras`` (label ids, report ids as ints ...) are gathered without one. ``check_sizes`` costs
-    one tiny all_gather (a host sync): turn it off in the hot loop once the sampler guarantees it.
+    ``extras`` (label ids ...) are gathered without one: the first ``image_extras`` of them have
+    one row per image, the rest one row per text. Ranks may hold different numbers of texts (a
+    batch's distinct label texts) and of images (a last, smaller batch): the pieces are padded
+    for the collective and cut back, which costs one tiny all_gather of the sizes.
     """
     if not is_distributed():
         return (image_features, text_features, *extras)
-    if check_sizes:
-        _check_sizes(image_features, "image")
-    return (gather_with_grad(image_features), gather_with_grad(text_features), *(gather_no_grad(e) for e in extras))
+    both = torch.tensor([image_features.shape[0], text_features.shape[0]], dtype=torch.long, device=image_features.device)
+    gathered = [torch.zeros_like(both) for _ in range(dist.get_world_size())]
+    dist.all_gather(gathered, both)
+    image_sizes = [int(g[0]) for g in gathered]
+    text_sizes = [int(g[1]) for g in gathered]
+    out = [gather_with_grad(image_features, image_sizes), gather_with_grad(text_features, text_sizes)]
+    for k, extra in enumerate(extras):
+        out.append(gather_no_grad(extra, image_sizes if k < image_extras else text_sizes))
+    return tuple(out)

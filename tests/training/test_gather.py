@@ -29,26 +29,31 @@ class Tiny(nn.Module):
         self.text = nn.Sequential(nn.Embedding(N_LABELS, 12), nn.Linear(12, DIM))
         self.logit_scale = nn.Parameter(torch.tensor(2.5))
 
-    def forward(self, images, label_ids):
+    def forward(self, images, text_ids):
         img = nn.functional.normalize(self.image(images), dim=-1)
-        txt = nn.functional.normalize(self.text(label_ids), dim=-1)
+        txt = nn.functional.normalize(self.text(text_ids), dim=-1)
         return img, txt, self.logit_scale.exp()
+
+
+# each rank's images with their label ids, and its batch's distinct label texts (3 and 4 of them:
+# ranks hold different numbers of texts, as batches of real label tables do)
+IMAGE_IDS = [[0, 1, 2, 1], [3, 4, 0, 2]]
+TEXT_IDS = [[0, 1, 2], [3, 4, 0, 2]]
 
 
 def batch():
     g = torch.Generator().manual_seed(1)
     images = torch.randn(N, 16, generator=g)
-    ids = torch.tensor([0, 1, 2, 1, 3, 4, 0, 2])  # shared labels across the two halves
     a = torch.rand(N_LABELS, N_LABELS, generator=g)
     ssm = (a + a.T) / 2
     ssm.fill_diagonal_(1.0)
-    return images, ids, ssm
+    return images, ssm
 
 
-def target_of(ids, ssm, kind):
+def target_of(image_ids, text_ids, ssm, kind):
     if kind == "infonce":
-        return (ids[:, None] == ids[None, :]).float()
-    return ssm[ids][:, ids]
+        return (image_ids[:, None] == text_ids[None, :]).float()
+    return ssm[image_ids][:, text_ids]
 
 
 def model():
@@ -57,10 +62,12 @@ def model():
 
 
 def single_process(kind):
-    images, ids, ssm = batch()
+    images, ssm = batch()
+    image_ids = torch.tensor(IMAGE_IDS[0] + IMAGE_IDS[1])
+    text_ids = torch.tensor(TEXT_IDS[0] + TEXT_IDS[1])  # the concatenated batch's texts
     m = model()
-    img, txt, scale = m(images, ids)
-    loss = total_loss(ImageTextMatchingLoss(kind)(img, txt, scale, target_of(ids, ssm, kind)))
+    img, txt, scale = m(images, text_ids)
+    loss = total_loss(ImageTextMatchingLoss(kind)(img, txt, scale, target_of(image_ids, text_ids, ssm, kind)))
     loss.backward()
     return loss.detach(), {n: p.grad.clone() for n, p in m.named_parameters()}
 
@@ -68,15 +75,15 @@ def single_process(kind):
 def _rank(rank, world, store, out, kind, gather):
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=world)
     try:
-        images, ids, ssm = batch()
+        images, ssm = batch()
         half = N // world
         mine = slice(rank * half, (rank + 1) * half)
+        image_ids, text_ids = torch.tensor(IMAGE_IDS[rank]), torch.tensor(TEXT_IDS[rank])
         m = DDP(model())
-        img, txt, scale = m(images[mine], ids[mine])
-        local_ids = ids[mine]
+        img, txt, scale = m(images[mine], text_ids)
         if gather:
-            img, txt, local_ids = gather_batch(img, txt, local_ids)
-        loss = total_loss(ImageTextMatchingLoss(kind)(img, txt, scale, target_of(local_ids, ssm, kind)))
+            img, txt, image_ids, text_ids = gather_batch(img, txt, image_ids, text_ids, image_extras=1)
+        loss = total_loss(ImageTextMatchingLoss(kind)(img, txt, scale, target_of(image_ids, text_ids, ssm, kind)))
         loss.backward()
         torch.save({"loss": loss.detach(), "grads": {n.removeprefix("module."): p.grad.clone()
                                                      for n, p in m.named_parameters()}}, out / f"rank{rank}.pt")
@@ -108,6 +115,6 @@ def test_per_rank_loss_without_gather_is_another_objective(tmp_path):
 
 
 def test_gather_batch_is_the_identity_in_one_process():
-    x, y, ids = torch.randn(3, 2), torch.randn(3, 2), torch.arange(3)
-    a, b, c = gather_batch(x, y, ids)
+    x, y, ids = torch.randn(3, 2), torch.randn(5, 2), torch.arange(3)
+    a, b, c = gather_batch(x, y, ids, image_extras=1)
     assert a is x and b is y and c is ids
