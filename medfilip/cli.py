@@ -13,7 +13,8 @@ from medfilip.extraction.backend import ExtractionAborted
 
 log = logging.getLogger("medfilip")
 
-STAGE_PACKAGES = ("knowledge", "labels", "embeddings", "phantom", "images", "datasets", "training", "evaluation")
+STAGE_PACKAGES = ("knowledge", "labels", "embeddings", "phantom", "images", "datasets", "training", "evaluation",
+                  "evaluation.probe")
 
 
 def _setup_logging(verbose: int) -> None:

@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from medfilip.configbase import Strict
+from medfilip.evaluation.probe.settings import LinearProbeSettings
 
 # The IU-Xray MeSH categories with the most held-out reports (validate + test of the embedded corpus):
 # every one has >= 20 held-out reports, so AUC and F1 are defined on both splits.
@@ -103,6 +104,7 @@ class EvaluationConfig(Strict):
     batch_size: int = Field(64, ge=1, le=65536, description="Images encoded per forward pass")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cpu, cuda, or auto (cuda when available)")
     corpus: CorpusSetsSettings = CorpusSetsSettings()
+    linear_probe: LinearProbeSettings = Field(LinearProbeSettings(), description="Linear probe (paper Table II) and its fine-tuned baselines")
 
     @field_validator("compare_category_text", "protocols", "datasets")
     @classmethod
