@@ -153,4 +153,7 @@ def get_final_output():
         "results/tables/zeroshot_per_class.csv",
         "results/figures/zeroshot.png",
     ]
+    from medfilip.evaluation.probe.workflow import probe_targets
+
+    targets += probe_targets(CFG)  # linear probe (Table II): table, per-class table, figure
     return targets

@@ -30,9 +30,9 @@ class ProbeBaselineSettings(Strict):
         "baseline; null = training.model.image_weights (if set), else that row is skipped",
     )
     image_size: int = Field(
-        64, ge=16, le=1024,
-        description="Side in px the baselines see (the store images resized once); the embedded default is sized "
-        "for 2 CPU cores (paper: the dataset's full size, e.g. 224)",
+        64, ge=32, le=1024,
+        description="Side in px the baselines see (the store images resized once; ConvNeXt needs 32 or more); sized "
+        "for 2 CPU cores (paper: the dataset's full size)",
     )
     epochs: int = Field(3, ge=1, le=1000, description="Epochs over the train subset (the same for every fraction)")
     batch_size: int = Field(32, ge=1, le=4096, description="Images per optimiser step")
