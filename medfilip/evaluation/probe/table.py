@@ -133,6 +133,12 @@ def score_fraction(scores: ProbeScores, fraction: float, counts: np.ndarray) -> 
                 per_class.append(row)
                 continue
             m = point_metrics(t[:, j], scores.test_labels[:, j], v[:, j], scores.validate_labels[:, j])
+            if np.isnan(m["auc"]) or np.isnan(m["f1"]):
+                y = scores.test_labels[:, j]
+                reason = f"{name}: undefined on test ({int(np.sum(y == 1))} positive, {int(np.sum(y == 0))} negative images)"
+                per_class.append({**row, **m, "note": reason})
+                notes.append(f"seed {fit.seed}: {reason}")
+                continue
             per_class.append({**row, **m})
             class_est.append(m)
             class_rep.append(weighted_metrics(t[:, j], scores.test_labels[:, j], counts, m["threshold_val"]))
