@@ -141,3 +141,25 @@ def test_no_train_split_is_a_skip_row_and_paired_delta(tmp_path):
     assert d == pytest.approx(rows["other"]["toy_100pct_auc"] - rows["medfilip"]["toy_100pct_auc"], abs=1e-3)
     assert rows["other"]["delta_toy_100pct_auc_vs_medfilip_high"] < 0  # clearly worse, paired
     assert rows["medfilip"]["delta_toy_100pct_auc_vs_medfilip"] is None
+
+
+def test_table_of_skip_rows_only_through_the_cli(tmp_path):
+    """No probed dataset left (every one without a train split): the table holds the reasons, no NaN row."""
+    import csv
+
+    import yaml
+
+    from medfilip.cli import main
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({"datasets": {"rsna": {"n_train": 0}, "vinbig": {"enabled": False}},
+                                      "training": {"runs": {"medfilip": {"label_variant": "triplet_explanation",
+                                                                         "target": "ssm", "loss": "mse_ce"}}}}))
+    out = tmp_path / "linear_probe.csv"
+    assert main(["-c", str(config), "linear-probe", "--out", str(out), "--per-class", str(tmp_path / "pc.csv"),
+                 "--figure", str(tmp_path / "fig.png")]) == 0
+    rows = {r["run"]: r for r in csv.DictReader(out.open())}
+    assert rows["medfilip"]["note"] == ("rsna: skipped: no train split (datasets.rsna.n_train = 0) | "
+                                        "vinbig: skipped: datasets.vinbig.enabled is false")
+    assert rows["resnet18_imagenet"]["note"].startswith("skipped: no weights configured")
+    assert (tmp_path / "fig.png").stat().st_size > 0

@@ -87,10 +87,25 @@ def test_tiny_linear_probe_table_and_reuse(project):
     assert "features" not in counts and "probe_baseline" not in counts and "train" not in counts
 
 
-def test_a_probed_dataset_without_train_split_is_a_named_error_before_any_job(project):
+def test_a_probed_dataset_without_train_split_is_a_skip_and_a_typo_an_error(project):
+    from medfilip.config import validate_config
+    from medfilip.evaluation.probe.workflow import dataset_skips, probe_datasets
+
     cfg = _tiny(project)
     cfg["datasets"]["rsna"]["n_train"] = 0
     (project / "config.yaml").write_text(yaml.safe_dump(cfg))
     proc = snakemake(project, "-n", TABLE, configfile=project / "config.yaml")
+    assert proc.returncode == 0, output_of(proc)
+    counts = job_counts(proc)
+    # no job for rsna (no train split): vinbig's features and probes only, the table still planned
+    assert counts["features"] == 2 and counts["probe_fit"] == 2 and counts["probe_baseline"] == 2, counts
+    assert counts["linear_probe"] == 1
+    checked = validate_config(cfg)
+    assert probe_datasets(checked) == ["vinbig"]
+    assert dataset_skips(checked) == {"rsna": "rsna: skipped: no train split (datasets.rsna.n_train = 0)"}
+
+    cfg["evaluation"]["linear_probe"]["datasets"] = ["rsna", "vinbigdata"]
+    (project / "config.yaml").write_text(yaml.safe_dump(cfg))
+    proc = snakemake(project, "-n", TABLE, configfile=project / "config.yaml")
     assert proc.returncode != 0
-    assert "datasets.rsna.n_train = 0" in output_of(proc) and "Traceback" not in output_of(proc)
+    assert "unknown dataset 'vinbigdata'" in output_of(proc) and "Traceback" not in output_of(proc)

@@ -120,7 +120,7 @@ rule linear_probe:
         config=EFFECTIVE_CONFIG,
         # the bootstrap (resamples, seed) and the skipped-baseline rows
         evaluation={k: v for k, v in SETTINGS["evaluation"].items() if k == "bootstrap"},
-        skipped=probe_wf.skipped_baselines(CFG) if PROBE_ON else [],
+        skipped=[probe_wf.skipped_baselines(CFG), probe_wf.dataset_skips(CFG)] if PROBE_ON else [],
     threads: 1
     log:
         "results/logs/linear_probe/linear_probe.log",
@@ -129,5 +129,5 @@ rule linear_probe:
     conda:
         "../envs/medfilip.yaml"
     shell:
-        "medfilip -c {params.config} linear-probe --scores {input.scores} --out {output.table}"
+        "medfilip -c {params.config} linear-probe --scores {input.scores:q} --out {output.table}"
         " --per-class {output.per_class} --figure {output.figure} > {log} 2>&1"

@@ -90,17 +90,24 @@ def cmd_linear_probe(args: argparse.Namespace) -> int:
     from medfilip.config import load_config
     from medfilip.evaluation.probe.scores import ProbeScores
     from medfilip.evaluation.probe.table import build_tables, write_outputs
-    from medfilip.evaluation.probe.workflow import skipped_baselines
+    from medfilip.evaluation.probe.workflow import dataset_skips, runs, skipped_baselines
 
     cfg = load_config(args.config)
     boot = getattr(cfg.evaluation, "bootstrap", None)
     n_resamples = getattr(boot, "n_resamples", 1000)
     seed = getattr(boot, "seed", 0)
-    scores = [ProbeScores.load(p) for p in args.scores]
+    scores = [ProbeScores.load(p) for p in args.scores or []]
     skips = [{"run": name, "kind": "baseline", "note": "skipped: no weights configured (evaluation.linear_probe.baselines."
               "imagenet_weights or training.model.image_weights: a local torchvision ImageNet state dict)"}
              for name in skipped_baselines(cfg)]
+    dataset_notes = list(dataset_skips(cfg).values())
+    scored = {s.name for s in scores}
+    skips = [{"run": r, "kind": "pretrained", "note": " | ".join(dataset_notes) or "no probe scores"}
+             for r in runs(cfg) if r not in scored] + skips
     table, per_class, long = build_tables(scores, n_resamples=n_resamples, seed=seed, skip_rows=skips)
+    for row in table:
+        if row.get("run") in scored:
+            row["note"] = " | ".join([*dataset_notes, row["note"]] if row["note"] else dataset_notes)
     write_outputs(table, per_class, long, args.out, args.per_class, args.figure)
     for row in table:
         aucs = {k: v for k, v in row.items() if k.endswith("_auc") and not k.startswith("delta")}
@@ -132,7 +139,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.set_defaults(func=cmd_probe_baseline)
 
     s = sub.add_parser("linear-probe", help="the linear-probe table (Table II), per-class table and figure from scores")
-    s.add_argument("--scores", type=Path, nargs="+", required=True, help="scores.npz files of runs and baselines")
+    s.add_argument("--scores", type=Path, nargs="*", default=[], help="scores.npz files of runs and baselines")
     s.add_argument("--out", type=Path, default=Path("results/tables/linear_probe.csv"))
     s.add_argument("--per-class", type=Path, default=None)
     s.add_argument("--figure", type=Path, default=None)

@@ -234,7 +234,7 @@ def build_tables(all_scores: Sequence[ProbeScores], *, n_resamples: int = 1000, 
         row["note"] = " | ".join(dict.fromkeys(notes[n]))
         table.append(row)
     for extra in skip_rows:
-        table.append({**{k: None for k in (table[0] if table else {})}, **extra})
+        table.append({**{k: None for k in (table[0] if table else {"run": None, "kind": None, "note": None})}, **extra})
     per_class = [{k: _r(v) if isinstance(v, float) else v for k, v in r.items()} for r in per_class]
     return table, per_class, long
 

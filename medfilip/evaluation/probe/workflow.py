@@ -1,7 +1,9 @@
 """What the probe rules need from the config (imported by workflow/rules/probe.smk: keep it light).
 
-Checked when the DAG is built, before any job: every probed dataset is enabled and has a train
-split (``datasets.<name>.n_train > 0``), so a bad setting is a named error, not a failed job.
+Checked when the DAG is built, before any job: a dataset name that is not a downstream dataset is
+a named error; a listed dataset that is disabled or has no train split (``datasets.<name>.n_train:
+0``) gets no jobs and is a documented skip (its reason in the table's ``note``), so `all` still
+writes the table.
 """
 
 from __future__ import annotations
@@ -26,23 +28,26 @@ def probe_settings(cfg: Any):
     return cfg.evaluation.linear_probe
 
 
-def probe_datasets(cfg: Any) -> list[str]:
-    """The probed datasets, checked: known, enabled and with a train split."""
+def dataset_skips(cfg: Any) -> dict[str, str]:
+    """Listed datasets that get no probe jobs -> the reason (for the table's note). Unknown names raise."""
     settings = probe_settings(cfg)
-    names = list(type(cfg.datasets).model_fields)
-    out = []
+    names = [n for n in type(cfg.datasets).model_fields if hasattr(getattr(cfg.datasets, n), "n_train")]
+    out = {}
     for name in settings.datasets:
-        section = getattr(cfg.datasets, name, None) if name in names else None
-        if section is None or not hasattr(section, "n_train"):
-            raise ProbeConfigError(f"evaluation.linear_probe.datasets: unknown dataset {name!r}; "
-                                   f"known: {[n for n in names if hasattr(getattr(cfg.datasets, n), 'n_train')]}")
+        if name not in names:
+            raise ProbeConfigError(f"evaluation.linear_probe.datasets: unknown dataset {name!r}; known: {names}")
+        section = getattr(cfg.datasets, name)
         if not section.enabled:
-            raise ProbeConfigError(f"evaluation.linear_probe.datasets lists {name}, but datasets.{name}.enabled is false")
-        if section.n_train <= 0:
-            raise ProbeConfigError(f"evaluation.linear_probe.datasets lists {name}, but datasets.{name}.n_train = 0: "
-                                   f"no train split to probe (set n_train > 0 or drop {name} from the list)")
-        out.append(name)
+            out[name] = f"{name}: skipped: datasets.{name}.enabled is false"
+        elif section.n_train <= 0:
+            out[name] = f"{name}: skipped: no train split (datasets.{name}.n_train = 0)"
     return out
+
+
+def probe_datasets(cfg: Any) -> list[str]:
+    """The probed datasets that get jobs: listed, enabled and with a train split."""
+    skips = dataset_skips(cfg)
+    return [name for name in probe_settings(cfg).datasets if name not in skips]
 
 
 def imagenet_weights(cfg: Any) -> Path | None:
@@ -81,7 +86,12 @@ def runs(cfg: Any) -> list[str]:
 
 
 def probe_enabled(cfg: Any) -> bool:
-    return bool(probe_settings(cfg).enabled and probe_datasets(cfg) and runs(cfg))
+    """The table is built (in `all`): the probe is on and there are runs; with no probed dataset left
+    it holds the skip reasons only."""
+    if not probe_settings(cfg).enabled:
+        return False
+    dataset_skips(cfg)  # unknown names: an error now
+    return bool(runs(cfg))
 
 
 def feature_files(run: str, dataset: str) -> dict[str, str]:
