@@ -16,7 +16,7 @@ per class on multi-label ones) at ``image_size`` px (the store images resized on
 made on test; validate serves the honest threshold only. Scores: the softmax / sigmoid outputs of
 the evaluated classes, in the same :class:`ProbeScores` form as the linear probe.
 
-Sizing (embedded default, 2 CPU cores): 32 px, 2 epochs, batch 64, one subset per fraction
+Sizing (embedded default, 2 CPU cores): 32 px, 1 epoch, batch 64, one subset per fraction
 (``baselines.seeds: 1``). The numbers measure whether the pipeline trains them, not what a ResNet
 or ConvNeXt reaches at full resolution (paper config: raise image_size, epochs and seeds).
 """

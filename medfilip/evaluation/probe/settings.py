@@ -34,7 +34,7 @@ class ProbeBaselineSettings(Strict):
         description="Side in px the baselines see (the store images resized once; ConvNeXt needs 32 or more); sized "
         "for 2 CPU cores (paper: the dataset's full size)",
     )
-    epochs: int = Field(2, ge=1, le=1000, description="Epochs over the train subset (the same for every fraction)")
+    epochs: int = Field(1, ge=1, le=1000, description="Epochs over the train subset (the same for every fraction)")
     batch_size: int = Field(64, ge=1, le=4096, description="Images per optimiser step")
     lr: float = Field(0.001, gt=0, le=10.0, description="AdamW learning rate")
     weight_decay: float = Field(0.0001, ge=0, le=1.0, description="AdamW weight decay")
