@@ -43,6 +43,7 @@ def _tiny(project) -> dict:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # two trainings, four baselines: ~2 min on 2 idle cores, far more on a busy machine
 def test_tiny_linear_probe_table_and_reuse(project):
     cfg = _tiny(project)
     config = project / "config.yaml"
