@@ -185,4 +185,7 @@ def get_final_output():
     from medfilip.evaluation.segmentation.workflow import segmentation_targets
 
     targets += segmentation_targets(CFG)
+    from medfilip.evaluation.probe.workflow import probe_targets
+
+    targets += probe_targets(CFG)  # linear probe (Table II): table, per-class table, figure
     return targets
