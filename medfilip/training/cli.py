@@ -21,6 +21,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         images_dir=args.images,
         labels_path=args.labels,
         embeddings_path=args.embeddings,
+        calibration_path=args.calibration,
         out_dir=args.out,
         resume=args.resume,
         progress=args.progress,
@@ -47,6 +48,8 @@ def register(sub) -> None:
     s.add_argument("--images", type=Path, default=Path("results/images/corpus"), help="corpus image store")
     s.add_argument("--labels", type=Path, default=Path("results/labels.parquet"))
     s.add_argument("--embeddings", type=Path, default=None, help="label embeddings (needed by SSM targets)")
+    s.add_argument("--calibration", type=Path, default=None,
+                   help="SSM calibration (default: <embeddings stem>.calibration.json beside --embeddings)")
     s.add_argument("--out", type=Path, required=True, help="run folder (results/models/RUN)")
     s.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue from the run folder's checkpoint.pt when it was written under the same settings")
