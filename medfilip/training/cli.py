@@ -42,6 +42,19 @@ def cmd_train_curves(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablation(args: argparse.Namespace) -> int:
+    from medfilip.config import load_config
+    from medfilip.evaluation.ablation import write_ablation
+
+    cfg = load_config(args.config)
+    rows = write_ablation(args.zeroshot, cfg.training.runs, args.out)
+    have = [r for r in rows if not r["note"]]
+    print(f"ablation (Table VI shape): {len(have)} of {len(rows)} rows have a trained run -> {args.out}")
+    for r in rows:
+        print(f"  {r['row']:<18} run {r['run'] or '-':<12} downstream mean AUC {r.get('downstream_mean_auc') or '-'}")
+    return 0
+
+
 def register(sub) -> None:
     s = sub.add_parser("train", help="pretrain the dual encoder for one run of training.runs")
     s.add_argument("--run", required=True, help="run name (a key of training.runs)")
@@ -56,6 +69,11 @@ def register(sub) -> None:
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (for rules)")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("ablation", help="the cumulative ablation table (paper Table VI) from the zero-shot table")
+    s.add_argument("--zeroshot", type=Path, default=Path("results/tables/zeroshot.csv"))
+    s.add_argument("--out", type=Path, default=Path("results/tables/ablation.csv"))
+    s.set_defaults(func=cmd_ablation)
 
     s = sub.add_parser("train-curves", help="loss curves of trained runs (PNG)")
     s.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders (results/models/*)")
