@@ -55,6 +55,21 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_seeds(args: argparse.Namespace) -> int:
+    from medfilip.config import load_config
+    from medfilip.training.seeds import write_seed_summary
+
+    cfg = load_config(args.config)
+    bootstrap = getattr(cfg.evaluation, "bootstrap", None)
+    rows = write_seed_summary(args.zeroshot, cfg.training.runs, args.out, default_seed=cfg.training.seed,
+                              n_resamples=getattr(bootstrap, "n_resamples", 1000), bootstrap_seed=getattr(bootstrap, "seed", 0))
+    for r in rows:
+        print(f"  {r['method']:<12} {r['n_seeds']} seed(s)  downstream mean AUC {r['downstream_mean_auc']}"
+              f"  vs medfilip {r['delta_downstream_mean_auc_vs_medfilip'] or '-'}")
+    print(f"-> {args.out}")
+    return 0
+
+
 def register(sub) -> None:
     s = sub.add_parser("train", help="pretrain the dual encoder for one run of training.runs")
     s.add_argument("--run", required=True, help="run name (a key of training.runs)")
@@ -74,6 +89,11 @@ def register(sub) -> None:
     s.add_argument("--zeroshot", type=Path, default=Path("results/tables/zeroshot.csv"))
     s.add_argument("--out", type=Path, default=Path("results/tables/ablation.csv"))
     s.set_defaults(func=cmd_ablation)
+
+    s = sub.add_parser("seeds-summary", help="means over seeds with paired bootstrap intervals (per method)")
+    s.add_argument("--zeroshot", type=Path, default=Path("results/tables/zeroshot.csv"))
+    s.add_argument("--out", type=Path, default=Path("results/tables/seeds.csv"))
+    s.set_defaults(func=cmd_seeds)
 
     s = sub.add_parser("train-curves", help="loss curves of trained runs (PNG)")
     s.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders (results/models/*)")

@@ -122,6 +122,11 @@ class RunSettings(Strict):
         description="mse_ce: MSE + soft cross-entropy (paper eq. 9); mse_bce: the reference code's MSE + "
         "BCE-with-logits; infonce: symmetric cross-entropy only",
     )
+    seed: int | None = Field(
+        None, ge=0,
+        description="This run's seed (initialisation, data order, masking); null = training.seed. Seeds of one "
+        "method are runs of their own (config/simulation.yaml)",
+    )
 
 
 # The method and the paper's own baselines: "no SSM" (Table VI) is a 0/1 matrix of exact label matches

@@ -166,6 +166,8 @@ def train_run(
     if run_name not in cfg.runs:
         raise ValueError(f"run {run_name!r} is not in training.runs ({', '.join(cfg.runs)})")
     run = cfg.runs[run_name]
+    if run.seed is not None and run.seed != cfg.seed:
+        cfg = cfg.model_copy(update={"seed": run.seed})
     out_dir = Path(out_dir)
     env = distributed_env()
     device = training_device(cfg.device, env)

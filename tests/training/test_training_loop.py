@@ -91,7 +91,8 @@ def test_killed_run_resumes_to_identical_weights(corpus, tmp_path):
 
     # outputs: model.pt, config.yaml with the run's settings and what was measured
     run_config = yaml.safe_load((tmp_path / "straight" / "config.yaml").read_text())
-    assert run_config["run"] == {"name": "medfilip", "label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce"}
+    assert run_config["run"] == {"name": "medfilip", "label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce",
+                                 "seed": None}
     assert run_config["measured"]["steps"] == 6 and run_config["measured"]["n_dropped"] == 1
     assert "runs" not in run_config
     header = (tmp_path / "straight" / "train_log.csv").read_text().splitlines()[0]
