@@ -271,7 +271,8 @@ def train_run(
     # -- loop -----------------------------------------------------------------------------------
     if env.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    total_steps = steps_per_epoch * cfg.epochs
+    # a fractional number of epochs ends inside the last epoch (the demo's schedule fits its time budget)
+    total_steps = max(1, round(steps_per_epoch * cfg.epochs))
     global_batch = per_rank_batch * env.world_size
     bar = tqdm(total=total_steps, initial=step, disable=not (progress and env.is_main), desc=run_name, unit="step")
     log_every = max(1, steps_per_epoch // 10)
@@ -280,7 +281,7 @@ def train_run(
     steps_this_session, images_seen = 0, 0
     last = time.perf_counter()
     stopped = False
-    while epoch < cfg.epochs and not stopped:
+    while step < total_steps and not stopped:
         sampler.set_epoch(epoch, position)
         for batch in loader:
             images = batch.images.to(device, non_blocking=True)
@@ -324,13 +325,15 @@ def train_run(
             if stop_after_steps is not None and step >= stop_after_steps:
                 stopped = True
                 break
+            if step >= total_steps and position < steps_per_epoch:
+                break  # the end of a fractional last epoch
         else:
             epoch += 1
             position = 0
     bar.close()
     seconds = time.perf_counter() - started
     rate = images_seen / seconds if seconds > 0 else 0.0
-    finished = not stopped or (epoch >= cfg.epochs)
+    finished = not stopped or step >= total_steps
     final_loss = rows[-1]["loss"] if rows else float("nan")
 
     if finished and env.is_main:
