@@ -124,8 +124,8 @@ def draw_ssm_heatmap(
         own = "; ".join(dict.fromkeys(batch.short_texts[i] for i in ids))
         row_names.append(f"{rid}: {own if len(own) <= 38 else own[:37] + '…'}")
     width = 2.8 + 0.32 * m
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(6.0, width * len(panels)), max(4.0, 2.6 + 0.34 * n)),
-                             squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(6.0, width * len(panels)), max(4.0, 3.4 + 0.34 * n)),
+                             squeeze=False, layout="constrained")
     vmin = min(0.0, min(float(t.min()) for t, _ in panels))
     rows, cols = np.nonzero(positives)
     for k, (ax, (values, subtitle)) in enumerate(zip(axes[0], panels)):
