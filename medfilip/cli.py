@@ -14,7 +14,7 @@ from medfilip.extraction.backend import ExtractionAborted
 log = logging.getLogger("medfilip")
 
 STAGE_PACKAGES = ("extraction", "knowledge", "labels", "embeddings", "phantom", "images", "datasets", "training",
-                  "evaluation", "evaluation.segmentation")
+                  "evaluation", "evaluation.segmentation", "evaluation.probe")
 
 
 def _setup_logging(verbose: int) -> None:

@@ -10,15 +10,106 @@ batch's sum(c_i) labels, and a segment max (scatter_reduce "amax") back to the N
 device of ``vectors``. The reference code's variant keeps a similarity only where the image
 label's category equals the text's category (``variant="same_category"``) and zeroes it
 elsewhere, before the max.
+
+Three corrections make the target a sound one (issue 11):
+
+- **Polarity.** With ``labels.negated: keep`` a negated label ("no pneumothorax") and a stated
+  one ("large apical pneumothorax, where ...") are opposites, however close their embeddings:
+  given ``negated`` (L,) bool, a pair of labels of different polarity scores 0 in every variant.
+- **Calibration.** Raw E_sim cosines of unrelated findings are high (MiniLM: median 0.38 across
+  categories, 0.94 within one), so a row-normalised target spreads most of its mass over texts
+  that are not the image's. :class:`Calibration` maps a cosine s to a target monotonically, with
+  1 kept at 1: ``floor`` ``clamp((s - c) / (1 - c), 0, 1)``, ``temperature`` ``exp((s - 1) / t)``.
+  Its parameter comes from label statistics alone (:mod:`medfilip.embeddings.calibration`).
+  It is applied before the max, which it commutes with.
+- **Own texts are 1.** ``positives`` (N, M) marks each image's own texts; they get exactly 1
+  even when the text column was made from another image's label (two labels masked to the same
+  string) -- without it the image's own target would be cos(its label, the other label).
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 
 VARIANTS = ("paper", "same_category")
+CALIBRATION_METHODS = ("none", "floor", "temperature")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """A monotone map of SSM cosines to targets, 1 -> 1 (see the module docstring).
+
+    ``floor``: cosines at or under ``floor`` become 0, the rest are stretched linearly to [0, 1].
+    ``temperature``: ``exp((s - 1) / temperature)``. ``stats`` records how the parameter was derived
+    (label statistics only), for the file written beside the embeddings.
+    """
+
+    method: str = "none"
+    floor: float | None = None
+    temperature: float | None = None
+    stats: dict = field(default_factory=dict, compare=False)
+
+    def __post_init__(self):
+        if self.method not in CALIBRATION_METHODS:
+            raise ValueError(f"ssm calibration: method {self.method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+        if self.method == "floor" and (self.floor is None or not -1.0 <= self.floor < 1.0):
+            raise ValueError(f"ssm calibration: floor must be in [-1, 1), got {self.floor!r}")
+        if self.method == "temperature" and (self.temperature is None or not self.temperature > 0):
+            raise ValueError(f"ssm calibration: temperature must be > 0, got {self.temperature!r}")
+
+    def apply(self, sims: torch.Tensor) -> torch.Tensor:
+        """The calibrated target of cosines ``sims`` (any shape; same dtype and device)."""
+        if self.method == "floor":
+            return ((sims - self.floor) / (1.0 - self.floor)).clamp(0.0, 1.0)
+        if self.method == "temperature":
+            return torch.exp((sims.clamp(-1.0, 1.0) - 1.0) / self.temperature)
+        return sims
+
+    def describe(self) -> str:
+        if self.method == "floor":
+            return f"floor {self.floor:.3f}"
+        if self.method == "temperature":
+            return f"temperature {self.temperature:.4f}"
+        return "uncalibrated"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "calibration") -> Calibration:
+        unknown = set(data) - {"method", "floor", "temperature", "stats"}
+        if unknown:
+            raise ValueError(f"{source}: unknown fields {sorted(unknown)}")
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as err:
+            raise ValueError(f"{source}: {err}") from err
+
+    @classmethod
+    def read(cls, path: str | Path) -> Calibration:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as err:
+            raise ValueError(f"{path}: cannot read the SSM calibration ({err})") from err
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: the SSM calibration is not a JSON object")
+        return cls.from_dict(data, str(path))
+
+    def write(self, path: str | Path) -> Path:
+        from medfilip.io import write_text_atomic
+
+        data = self.to_dict()
+        for key in ("floor", "temperature"):
+            if data[key] is not None and not math.isfinite(data[key]):
+                raise ValueError(f"ssm calibration: {key} is {data[key]}")
+        return write_text_atomic(json.dumps(data, indent=2, sort_keys=True) + "\n", Path(path))
 
 LabelIds = Sequence[Sequence[int]] | Sequence[torch.Tensor]
 
@@ -51,13 +142,19 @@ def ssm_target(
     vectors: torch.Tensor,
     categories: torch.Tensor | None = None,
     variant: str = "paper",
+    *,
+    negated: torch.Tensor | None = None,
+    calibration: Calibration | None = None,
+    positives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The (N, M) soft-label target: S[i, j] = max over image i's labels l of v_l · v_{text_j}.
 
     ``image_label_ids``: per image, its label ids (rows of ``vectors``; duplicates allowed).
     ``text_label_ids``: (M,) label id of each batch text. ``vectors``: (L, D), rows L2-normalised.
     ``categories``: (L,) long category id of each label, needed by ``variant="same_category"``.
-    The result has the dtype and device of ``vectors``.
+    ``negated``: (L,) bool, a label's polarity: pairs of different polarity score 0.
+    ``calibration``: applied to every cosine (before the max). ``positives``: (N, M) bool, each
+    image's own texts, set to exactly 1. The result has the dtype and device of ``vectors``.
     """
     if variant not in VARIANTS:
         raise ValueError(f"ssm: variant {variant!r} is not one of {', '.join(VARIANTS)}")
@@ -76,10 +173,24 @@ def ssm_target(
             raise ValueError(f"ssm: {categories.shape[0]} categories for {vectors.shape[0]} label vectors")
         same = categories.index_select(0, flat)[:, None] == categories.index_select(0, text)[None, :]
         sims = torch.where(same, sims, torch.zeros((), dtype=sims.dtype, device=device))
+    if calibration is not None:
+        sims = calibration.apply(sims)
+    if negated is not None:
+        negated = torch.as_tensor(negated, dtype=torch.bool, device=device)
+        if negated.shape[0] != vectors.shape[0]:
+            raise ValueError(f"ssm: {negated.shape[0]} polarities for {vectors.shape[0]} label vectors")
+        agree = negated.index_select(0, flat)[:, None] == negated.index_select(0, text)[None, :]
+        sims = torch.where(agree, sims, torch.zeros((), dtype=sims.dtype, device=device))
 
     target = sims.new_zeros((len(image_label_ids), text.shape[0]))
     # every image owns >= 1 row of sims, so include_self=False leaves no zero-initialised cell behind
-    return target.scatter_reduce_(0, owner[:, None].expand_as(sims), sims, reduce="amax", include_self=False)
+    target.scatter_reduce_(0, owner[:, None].expand_as(sims), sims, reduce="amax", include_self=False)
+    if positives is not None:
+        positives = torch.as_tensor(positives, dtype=torch.bool, device=device)
+        if positives.shape != target.shape:
+            raise ValueError(f"ssm: positives of shape {tuple(positives.shape)} for a target of {tuple(target.shape)}")
+        target = target.masked_fill(positives, 1.0)
+    return target
 
 
 def batch_texts(image_label_ids: LabelIds, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -81,7 +81,7 @@ def _merged(base: dict, over: dict) -> dict:
     return out
 
 
-@pytest.mark.parametrize("name", ["paper.yaml", "ablation.yaml"])
+@pytest.mark.parametrize("name", ["paper.yaml", "ablation.yaml", "simulation.yaml"])
 def test_shipped_variant_configs_are_valid_over_the_default(repo, name):
     base = yaml.safe_load((repo / "config" / "config.yaml").read_text())
     over = yaml.safe_load((repo / "config" / name).read_text())
@@ -89,5 +89,11 @@ def test_shipped_variant_configs_are_valid_over_the_default(repo, name):
     if name == "paper.yaml":
         assert cfg.images.size == 448 and cfg.training.model.image_arch == "resnet50"
         assert cfg.training.optimiser.lr == pytest.approx(1e-4) and cfg.training.epochs == 20
+    elif name == "simulation.yaml":
+        # the default's four runs (seed 0) and two more seeds of each
+        assert len(cfg.training.runs) == 12 and cfg.training.epochs == 3
+        assert sorted(r.seed or 0 for r in cfg.training.runs.values()) == [0] * 4 + [1] * 4 + [2] * 4
     else:
-        assert set(cfg.training.runs) == {"medfilip", "no_fg", "no_iki", "convirt", "medclip", "ref_ssm", "ref_loss"}
+        # merged into the default's four runs: Table VI's five rows (medfilip is the last)
+        assert set(cfg.training.runs) == {"medfilip", "no_ssm", "medclip", "convirt",
+                                          "abl_report", "abl_entity", "abl_fg", "abl_ssm"}

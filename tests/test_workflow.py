@@ -304,7 +304,7 @@ def test_tiny_end_to_end_zeroshot(project: Path):
     cfg.update({
         "labels": {"variants": ["triplet_explanation", "report"]},
         "images": {"size": 32},
-        "datasets": {"render_size": 64, "rsna": {"n_test": 12, "n_validate": 8},
+        "datasets": {"render_size": 64, "rsna": {"n_test": 12, "n_validate": 8, "n_train": 0},
                      "covid": {"n_test": 12, "n_validate": 8},
                      **{name: {"enabled": False} for name in ("nih", "vinbig", "siim")}},
         "training": {"epochs": 1, "batch_size": 2, "num_workers": 0, "checkpoint_every": 2,

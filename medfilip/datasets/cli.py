@@ -48,7 +48,7 @@ def cmd_preprocess_dataset(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         extra_meta={"task": task_of(table), "classes": list(settings.classes), "root": str(root)},
     )
-    splits = {s: len(store.indices(s)) for s in ("validate", "test")}
+    splits = {s: len(store.indices(s)) for s in ("train", "validate", "test")}
     print(f"{args.dataset}: {len(store)} images of {store.size}x{store.size} from {root} -> {args.out}; splits {splits}; "
           f"{store.meta.get('n_rejects', 0)} rejected; labels {store.label_names}")
     return 0

@@ -5,7 +5,7 @@ Each reader returns a pa.Table, one row per kept image:
     image_id   string
     path       string   absolute path of the image file (it may be missing: preprocessing rejects it)
     view       string   PA / AP
-    split      string   validate | test
+    split      string   train | validate | test
     labels     list<float32>  1 / 0 / NaN aligned with the table's label_names (canonical names)
     boxes      list<struct<category, x0, y0, x1, y1>>  (rsna, nih, vinbig) in [0, 1] of the source image
     mask_rle, mask_height, mask_width  (siim) the relative RLE strings of the pneumothorax regions
@@ -14,7 +14,11 @@ Each reader returns a pa.Table, one row per kept image:
 with schema metadata ``dataset``, ``task`` (single_label | multi_label), ``label_names`` and
 ``classes`` (JSON lists; see ``label_names_of``). Which images are kept and their split: a twin's
 ``splits.csv`` when the root has one, else the sampling policy of medfilip.datasets.sampling
-(seeded) over the whole dataset.
+(seeded) over the whole dataset: validate + test first, then ``n_train`` train images from the rest,
+patient-disjoint where the labels give a patient id (ChestX-ray14's ``Patient ID``; RSNA has one
+image per patientId; VinBigData, SIIM and the COVID folders give none, so they are disjoint by
+image). A large ``n_train`` (e.g. 1,000,000) takes every remaining labelled image: the real
+partition left over by the evaluation splits.
 
 torchxrayvision's dataset classes give the label logic where they fit:
 ``RSNA_Pneumonia_Dataset`` (Target per patient, extension=".dcm"; views from the DICOM header table
@@ -43,10 +47,10 @@ import pyarrow as pa
 from medfilip.datasets import sources
 from medfilip.datasets.catalog import SPECS
 from medfilip.datasets.sampling import (
-    assign_splits,
-    derived_seed,
+    SPLIT_NAMES,
     sample_balanced,
     sample_random,
+    sample_splits,
 )
 
 log = logging.getLogger(__name__)
@@ -118,9 +122,10 @@ def _normalised_boxes(boxes: list[tuple[str, float, float, float, float]], size:
 
 
 def _select(dataset: str, root: Path, frame: pd.DataFrame, settings, seed: int,
-            sampler: Callable[[pd.DataFrame, int, int], np.ndarray]) -> pd.DataFrame:
+            sampler: Callable[[pd.DataFrame, int, int], np.ndarray], groups: str | None = None) -> pd.DataFrame:
     """The kept rows of ``frame`` (column image_id) with a ``split`` column: from the twin's
-    splits.csv when the root has one, else sampled and split with the seed."""
+    splits.csv when the root has one, else sampled and split with the seed (``groups``: the
+    column of patient ids that train must not share with validate / test)."""
     splits_csv = root / SPLITS_FILE
     if splits_csv.exists():
         marks = pd.read_csv(splits_csv, dtype=str)
@@ -129,14 +134,18 @@ def _select(dataset: str, root: Path, frame: pd.DataFrame, settings, seed: int,
         if missing:
             log.warning("%s: %d image(s) in %s are not in the labels, e.g. %s", dataset, len(missing), splits_csv,
                         sorted(missing)[:3])
-        bad = set(kept["split"]) - {"validate", "test"}
+        bad = set(kept["split"]) - set(SPLIT_NAMES)
         if bad:
-            raise DatasetLayoutError(f"{splits_csv}: split must be validate or test, found {sorted(bad)}")
+            raise DatasetLayoutError(f"{splits_csv}: split must be one of {list(SPLIT_NAMES)}, found {sorted(bad)}")
         return kept.reset_index(drop=True)
-    n = settings.n_test + settings.n_validate
-    idx = sampler(frame, n, derived_seed(seed, dataset, "sample"))
+
+    def on_rows(pool: np.ndarray, n: int, sub_seed: int) -> np.ndarray:
+        return pool[sampler(frame.iloc[pool].reset_index(drop=True), n, sub_seed)] if pool.size else pool
+
+    idx, splits = sample_splits(len(frame), settings.n_test, settings.n_validate, settings.n_train, seed, dataset,
+                                on_rows, None if groups is None else frame[groups].to_numpy())
     kept = frame.iloc[idx].reset_index(drop=True)
-    kept["split"] = assign_splits(len(kept), settings.n_test, settings.n_validate, derived_seed(seed, dataset, "split"))
+    kept["split"] = splits
     return kept
 
 
@@ -230,8 +239,10 @@ def read_nih(root: str | Path, settings, *, seed: int = 0) -> pa.Table:
         "_positives": list(labels > 0.5),
         "_has_box": ds.csv["Image Index"].isin(boxed).to_numpy(),
         "_no_finding": (ds.csv["Finding Labels"] == "No Finding").to_numpy(),
+        "_patient": ds.csv["Patient ID"].astype(str).to_numpy() if "Patient ID" in ds.csv.columns else
+        ds.csv["Image Index"].astype(str).to_numpy(),
     })
-    frame = _select("nih", root, frame, settings, seed, _balanced_sampler)
+    frame = _select("nih", root, frame, settings, seed, _balanced_sampler, groups="_patient")
     files = file_map(root, (".png",))
     frame["path"] = [files.get(i, root / "images" / i) for i in frame["image_id"]]
     spec = SPECS["nih"]
@@ -299,7 +310,8 @@ def read_siim(root: str | Path, settings, *, seed: int = 0) -> pa.Table:
     frame["path"] = [files.get(f"{i}.dcm", image_dir / f"{i}.dcm") for i in frame["image_id"]]
     heights, widths = [], []
     for rles, path in zip(frame["rles"], frame["path"]):
-        h, w = (dicom_size(path) if rles else None) or (sources.SIIM_SIZE, sources.SIIM_SIZE)
+        # every image's own size (an empty mask too: train and test masks then match their images)
+        h, w = dicom_size(path) or (sources.SIIM_SIZE, sources.SIIM_SIZE)
         heights.append(h)
         widths.append(w)
     extra = {

@@ -11,6 +11,10 @@ labels (to choose its evaluation images), so a twin and its real dataset hold al
   without any finding.
 
 Splits: a seeded shuffle of the kept images; the first n_validate go to validate, the rest to test.
+Train (``n_train``, for the linear probe and segmentation): drawn *after* validate and test, by the
+same policy, from the images left over — and, where the label file gives a patient id (ChestX-ray14's
+``Patient ID``), from patients with no image in validate or test — so the evaluation images do not
+change when ``n_train`` does, and no patient is on both sides (:func:`sample_splits`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import hashlib
 import numpy as np
 
 ABNORMAL_FRACTION = 0.5
+SPLIT_NAMES = ("train", "validate", "test")
 
 
 def derived_seed(seed: int, *parts: str) -> int:
@@ -101,6 +106,67 @@ def assign_splits(n_items: int, n_test: int, n_validate: int, seed: int) -> np.n
     splits = np.full(n_items, "test", dtype=object)
     splits[order[:n_val]] = "validate"
     return splits
+
+
+def train_candidates(n_items: int, held_out: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Row numbers (ascending) an image of the train split may come from: not held out (validate /
+    test) and, when ``groups`` (N,) gives each row's patient, of a patient with no held-out image."""
+    free = np.ones(n_items, bool)
+    free[np.asarray(held_out, dtype=np.int64)] = False
+    if groups is not None:
+        groups = np.asarray(groups)
+        free &= ~np.isin(groups, groups[np.asarray(held_out, dtype=np.int64)])
+    return np.flatnonzero(free)
+
+
+def sample_splits(
+    n_items: int,
+    n_test: int,
+    n_validate: int,
+    n_train: int,
+    seed: int,
+    dataset: str,
+    sampler,
+    groups: np.ndarray | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(row numbers, split names) of the kept images: validate + test first (``sampler`` over every
+    row, then :func:`assign_splits`), then ``n_train`` train images sampled from
+    :func:`train_candidates` (patient-disjoint when ``groups`` is given).
+
+    ``sampler(pool, n, seed)`` returns the chosen row numbers, a subset of ``pool`` (row numbers).
+    Seeds derive from ``seed`` and ``dataset``; the held-out sample and split use the same seeds as
+    before train splits existed, so adding train images leaves validate and test as they were."""
+    everything = np.arange(n_items)
+    held_out = np.asarray(sampler(everything, n_test + n_validate, derived_seed(seed, dataset, "sample")), dtype=np.int64)
+    splits = assign_splits(len(held_out), n_test, n_validate, derived_seed(seed, dataset, "split"))
+    if n_train <= 0:
+        return held_out, splits
+    pool = train_candidates(n_items, held_out, groups)
+    train = np.asarray(sampler(pool, n_train, derived_seed(seed, dataset, "train")), dtype=np.int64) if pool.size else \
+        np.zeros(0, np.int64)
+    return np.concatenate([held_out, train]), np.concatenate([splits, np.full(train.size, "train", dtype=object)])
+
+
+def random_sampler(pool: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """:func:`sample_random` over the rows ``pool`` (a ``sampler`` for :func:`sample_splits`)."""
+    pool = np.asarray(pool, dtype=np.int64)
+    return pool[sample_random(pool.size, n, seed)]
+
+
+def balanced_sampler(positives: np.ndarray, has_box: np.ndarray | None, candidates: np.ndarray | None):
+    """:func:`sample_balanced` over the rows ``pool`` (a ``sampler`` for :func:`sample_splits`)."""
+
+    def sampler(pool: np.ndarray, n: int, seed: int) -> np.ndarray:
+        pool = np.asarray(pool, dtype=np.int64)
+        if pool.size == 0:
+            return pool
+        return pool[sample_balanced(
+            np.asarray(positives, bool)[pool], n, seed,
+            has_box=None if has_box is None else np.asarray(has_box, bool)[pool],
+            candidates=None if candidates is None else np.asarray(candidates, bool)[pool],
+        )]
+
+    return sampler
 
 
 def allocate(counts: dict[str, int], n: int) -> dict[str, int]:

@@ -19,6 +19,14 @@ def _classes_field(spec: DatasetSpec, what: str):
     )
 
 
+def _train_field(default: int):
+    return Field(
+        default, ge=0, le=10_000_000,
+        description="Images in the train split (linear probe, segmentation), drawn after validate and test from "
+        "the rest, patient-disjoint where the labels give a patient id; more than are left = all of them; 0 = none.",
+    )
+
+
 class DatasetSettings(Strict):
     spec_name: ClassVar[str] = ""
 
@@ -33,6 +41,8 @@ class DatasetSettings(Strict):
         256, ge=0, le=1_000_000,
         description="Images in the validate split (used to choose thresholds honestly; 0 = none).",
     )
+
+    n_train: int = _train_field(0)
 
     @field_validator("classes", check_fields=False)
     @classmethod
@@ -51,6 +61,7 @@ class DatasetSettings(Strict):
 class RsnaSettings(DatasetSettings):
     spec_name: ClassVar[str] = "rsna"
     classes: list[str] = _classes_field(RSNA, "Classes (Target 1 = Lung Opacity -> pneumonia, 0 -> normal).")
+    n_train: int = _train_field(1000)
 
 
 class NihSettings(DatasetSettings):
@@ -61,11 +72,13 @@ class NihSettings(DatasetSettings):
 class VinbigSettings(DatasetSettings):
     spec_name: ClassVar[str] = "vinbig"
     classes: list[str] = _classes_field(VINBIG, "VinBigData class_name values evaluated (paper: 8).")
+    n_train: int = _train_field(1000)
 
 
 class SiimSettings(DatasetSettings):
     spec_name: ClassVar[str] = "siim"
     classes: list[str] = _classes_field(SIIM, "Classes (RLE mask given -> pneumothorax, -1 -> normal).")
+    n_train: int = _train_field(1000)
 
 
 class CovidSettings(DatasetSettings):

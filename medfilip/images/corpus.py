@@ -29,7 +29,7 @@ import os
 import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -363,6 +363,11 @@ def build_corpus_store(
             raise ValueError("MIMIC-CXR reports need their JPGs: set images.corpus.image_root or reports.mimic_cxr.image_root")
         if png_dir is None:
             raise ValueError("no image_root and no png_dir: nowhere to render the corpus")
+        from medfilip.phantom.findings import complete_findings
+
+        # every drawn finding gets a severity and a location (the phantom's documented defaults),
+        # and the store's findings records say what was drawn
+        images = [replace(im, findings=complete_findings(im.findings, image_seed(im.image_id, seed))) for im in images]
         images, render_counts = render_corpus_pngs(
             images, png_dir, size=size, seed=seed, workers=workers, phantom_settings=phantom_settings, progress=progress
         )

@@ -21,6 +21,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         images_dir=args.images,
         labels_path=args.labels,
         embeddings_path=args.embeddings,
+        calibration_path=args.calibration,
         out_dir=args.out,
         resume=args.resume,
         progress=args.progress,
@@ -41,18 +42,58 @@ def cmd_train_curves(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_ablation(args: argparse.Namespace) -> int:
+    from medfilip.config import load_config
+    from medfilip.evaluation.ablation import write_ablation
+
+    cfg = load_config(args.config)
+    rows = write_ablation(args.zeroshot, cfg.training.runs, args.out)
+    have = [r for r in rows if not r["note"]]
+    print(f"ablation (Table VI shape): {len(have)} of {len(rows)} rows have a trained run -> {args.out}")
+    for r in rows:
+        print(f"  {r['row']:<18} run {r['run'] or '-':<12} downstream mean AUC {r.get('downstream_mean_auc') or '-'}")
+    return 0
+
+
+def cmd_seeds(args: argparse.Namespace) -> int:
+    from medfilip.config import load_config
+    from medfilip.training.seeds import write_seed_summary
+
+    cfg = load_config(args.config)
+    bootstrap = getattr(cfg.evaluation, "bootstrap", None)
+    rows = write_seed_summary(args.zeroshot, cfg.training.runs, args.out, default_seed=cfg.training.seed,
+                              n_resamples=getattr(bootstrap, "n_resamples", 1000), bootstrap_seed=getattr(bootstrap, "seed", 0))
+    for r in rows:
+        print(f"  {r['method']:<12} {r['n_seeds']} seed(s)  downstream mean AUC {r['downstream_mean_auc']}"
+              f"  vs medfilip {r['delta_downstream_mean_auc_vs_medfilip'] or '-'}")
+    print(f"-> {args.out}")
+    return 0
+
+
 def register(sub) -> None:
     s = sub.add_parser("train", help="pretrain the dual encoder for one run of training.runs")
     s.add_argument("--run", required=True, help="run name (a key of training.runs)")
     s.add_argument("--images", type=Path, default=Path("results/images/corpus"), help="corpus image store")
     s.add_argument("--labels", type=Path, default=Path("results/labels.parquet"))
     s.add_argument("--embeddings", type=Path, default=None, help="label embeddings (needed by SSM targets)")
+    s.add_argument("--calibration", type=Path, default=None,
+                   help="SSM calibration (default: <embeddings stem>.calibration.json beside --embeddings)")
     s.add_argument("--out", type=Path, required=True, help="run folder (results/models/RUN)")
     s.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue from the run folder's checkpoint.pt when it was written under the same settings")
     s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (for rules)")
     s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("ablation", help="the cumulative ablation table (paper Table VI) from the zero-shot table")
+    s.add_argument("--zeroshot", type=Path, default=Path("results/tables/zeroshot.csv"))
+    s.add_argument("--out", type=Path, default=Path("results/tables/ablation.csv"))
+    s.set_defaults(func=cmd_ablation)
+
+    s = sub.add_parser("seeds-summary", help="means over seeds with paired bootstrap intervals (per method)")
+    s.add_argument("--zeroshot", type=Path, default=Path("results/tables/zeroshot.csv"))
+    s.add_argument("--out", type=Path, default=Path("results/tables/seeds.csv"))
+    s.set_defaults(func=cmd_seeds)
 
     s = sub.add_parser("train-curves", help="loss curves of trained runs (PNG)")
     s.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders (results/models/*)")

@@ -58,11 +58,22 @@ class LabelTable:
     def __len__(self) -> int:
         return len(self.texts)
 
+    def negated(self) -> torch.Tensor:
+        """(L,) bool: the label is a negated finding ("no pneumothorax")."""
+        return torch.tensor([p == "negated" for p in self.polarities], dtype=torch.bool)
+
+    def category_keys(self) -> list[str | None]:
+        """Per label, its category, with negated ones apart ("no pneumothorax" is not "pneumothorax")."""
+        return [
+            (f"no {c}" if p == "negated" else c) if c else None for c, p in zip(self.categories, self.polarities)
+        ]
+
     def category_ids(self) -> torch.Tensor:
-        """(L,) long: an integer per distinct category (-1 for none), for same-category and multi-hot."""
-        names = sorted({c for c in self.categories if c})
-        index = {c: i for i, c in enumerate(names)}
-        return torch.tensor([index.get(c, -1) if c else -1 for c in self.categories], dtype=torch.long)
+        """(L,) long: an integer per distinct (category, polarity) (-1 for none), for same-category and
+        multi-hot targets."""
+        keys = self.category_keys()
+        index = {c: i for i, c in enumerate(sorted({c for c in keys if c}))}
+        return torch.tensor([index[c] if c else -1 for c in keys], dtype=torch.long)
 
 
 def read_label_table(labels_path: str | Path, variant: str) -> tuple[LabelTable, dict[str, list[int]]]:
@@ -290,6 +301,11 @@ def identity_target(own_columns: list[list[int]], n_texts: int) -> torch.Tensor:
     return target
 
 
+def own_text_mask(own_columns: list[list[int]], n_texts: int) -> torch.Tensor:
+    """(N, M) bool: text j is one of image i's own texts."""
+    return identity_target(own_columns, n_texts).bool()
+
+
 class BatchCollator:
     """Items -> :class:`Batch` (runs in the DataLoader workers)."""
 
@@ -301,6 +317,8 @@ class BatchCollator:
         *,
         vectors: torch.Tensor | None = None,
         categories: torch.Tensor | None = None,
+        negated: torch.Tensor | None = None,
+        calibration: Any = None,
     ):
         if target not in TARGET_KINDS:
             raise ValueError(f"target {target!r} is not one of {', '.join(TARGET_KINDS)}")
@@ -313,12 +331,15 @@ class BatchCollator:
         self.max_length = max_length
         self.vectors = vectors
         self.categories = categories
+        self.negated = negated
+        self.calibration = calibration
 
     def __call__(self, items: Sequence[dict]) -> Batch:
         images = torch.stack([item["image"] for item in items])
         image_label_ids = [item["label_ids"] for item in items]
         texts, sources, own = batch_text_table(items)
         text_label_ids = torch.tensor(sources, dtype=torch.long)
+        positives = own_text_mask(own, len(texts))
         if self.target in ("ssm", "ssm_same_category"):
             from medfilip.ssm import ssm_target
 
@@ -328,10 +349,13 @@ class BatchCollator:
                 self.vectors,
                 categories=self.categories,
                 variant="paper" if self.target == "ssm" else "same_category",
+                negated=self.negated,
+                calibration=self.calibration,
+                positives=positives,
             ).float()
         elif self.target == "multi_hot":
-            target = category_target(image_label_ids, text_label_ids, self.categories)
+            target = category_target(image_label_ids, text_label_ids, self.categories).masked_fill(positives, 1.0)
         else:
-            target = identity_target(own, len(texts))
+            target = positives.float()
         tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
         return Batch(images, tokens["input_ids"], tokens["attention_mask"], target, texts, text_label_ids)

@@ -121,6 +121,25 @@ def _write_run_config(path: Path, settings: dict, facts: dict) -> None:
     write_text_atomic(yaml.safe_dump({**settings, "measured": facts}, sort_keys=False), path)
 
 
+def _calibration_file(embeddings_path: str | Path | None, calibration_path: str | Path | None) -> Path | None:
+    from medfilip.embeddings.calibration import calibration_path as beside
+
+    if calibration_path is not None:
+        return Path(calibration_path)
+    return beside(embeddings_path) if embeddings_path is not None else None
+
+
+def _calibration(embeddings_path: str | Path, calibration_path: str | Path | None, variant: str):
+    from medfilip.embeddings.calibration import read_calibration
+    from medfilip.ssm import Calibration
+
+    path = _calibration_file(embeddings_path, calibration_path)
+    if calibration_path is None and (path is None or not path.exists()):
+        log.warning("no SSM calibration file beside %s: raw cosines as targets", embeddings_path)
+        return Calibration("none")
+    return read_calibration(path, variant)
+
+
 def train_run(
     run_name: str,
     cfg: TrainingConfig,
@@ -129,13 +148,17 @@ def train_run(
     labels_path: str | Path,
     embeddings_path: str | Path | None,
     out_dir: str | Path,
+    calibration_path: str | Path | None = None,
     resume: bool = True,
     progress: bool = True,
     stop_after_steps: int | None = None,
     return_model: bool = False,
 ) -> TrainResult:
     """Train run ``run_name`` of ``cfg.runs``; ``stop_after_steps`` stops early as a kill would
-    (after that step's checkpoint, if one falls due), leaving no model.pt."""
+    (after that step's checkpoint, if one falls due), leaving no model.pt.
+
+    SSM targets are calibrated by ``calibration_path`` (default: the file beside the embeddings,
+    written by ``medfilip embed``); with no such file they are the raw cosines (logged)."""
     from tqdm import tqdm
 
     from medfilip.images.store import ImageStore
@@ -143,6 +166,8 @@ def train_run(
     if run_name not in cfg.runs:
         raise ValueError(f"run {run_name!r} is not in training.runs ({', '.join(cfg.runs)})")
     run = cfg.runs[run_name]
+    if run.seed is not None and run.seed != cfg.seed:
+        cfg = cfg.model_copy(update={"seed": run.seed})
     out_dir = Path(out_dir)
     env = distributed_env()
     device = training_device(cfg.device, env)
@@ -161,13 +186,15 @@ def train_run(
     if n_dropped:
         log.warning("%d training images have no label rows of variant %s and are left out", n_dropped, run.label_variant)
     log.info("run %s: %d training images, %d unique %s labels", run_name, len(positions), len(labels), run.label_variant)
-    vectors = None
+    vectors, calibration = None, None
     if run.target in ("ssm", "ssm_same_category"):
         if embeddings_path is None:
             raise ValueError(f"run {run_name!r}: target {run.target} needs --embeddings")
         from medfilip.embeddings import load_embeddings
 
         vectors = torch.from_numpy(np.ascontiguousarray(load_embeddings(embeddings_path, labels.texts), dtype=np.float32))
+        calibration = _calibration(embeddings_path, calibration_path, run.label_variant)
+        log.info("run %s: SSM target %s", run_name, calibration.describe())
 
     per_rank_batch = cfg.batch_size // env.world_size
     if per_rank_batch * env.world_size != cfg.batch_size:
@@ -188,7 +215,8 @@ def train_run(
     sizes = model_size(model)
     log.info("model: %(parameters)d parameters, %(trainable)d trained", sizes)
     collator = BatchCollator(
-        run.target, model.text.tokenizer, cfg.model.max_length, vectors=vectors, categories=labels.category_ids()
+        run.target, model.text.tokenizer, cfg.model.max_length, vectors=vectors, categories=labels.category_ids(),
+        negated=labels.negated(), calibration=calibration,
     )
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -218,7 +246,8 @@ def train_run(
     fingerprint = _fingerprint(
         settings, env.world_size,
         {"images": Path(images_dir) / "index.parquet", "labels": Path(labels_path),
-         "embeddings": Path(embeddings_path) if embeddings_path and vectors is not None else None},
+         "embeddings": Path(embeddings_path) if embeddings_path and vectors is not None else None,
+         "calibration": _calibration_file(embeddings_path, calibration_path) if vectors is not None else None},
     )
     checkpoint_path = out_dir / CHECKPOINT_FILE
     step, epoch, position, rows = 0, 0, 0, []
@@ -242,7 +271,8 @@ def train_run(
     # -- loop -----------------------------------------------------------------------------------
     if env.is_main:
         out_dir.mkdir(parents=True, exist_ok=True)
-    total_steps = steps_per_epoch * cfg.epochs
+    # a fractional number of epochs ends inside the last epoch (the demo's schedule fits its time budget)
+    total_steps = max(1, round(steps_per_epoch * cfg.epochs))
     global_batch = per_rank_batch * env.world_size
     bar = tqdm(total=total_steps, initial=step, disable=not (progress and env.is_main), desc=run_name, unit="step")
     log_every = max(1, steps_per_epoch // 10)
@@ -251,7 +281,7 @@ def train_run(
     steps_this_session, images_seen = 0, 0
     last = time.perf_counter()
     stopped = False
-    while epoch < cfg.epochs and not stopped:
+    while step < total_steps and not stopped:
         sampler.set_epoch(epoch, position)
         for batch in loader:
             images = batch.images.to(device, non_blocking=True)
@@ -295,13 +325,15 @@ def train_run(
             if stop_after_steps is not None and step >= stop_after_steps:
                 stopped = True
                 break
+            if step >= total_steps and position < steps_per_epoch:
+                break  # the end of a fractional last epoch
         else:
             epoch += 1
             position = 0
     bar.close()
     seconds = time.perf_counter() - started
     rate = images_seen / seconds if seconds > 0 else 0.0
-    finished = not stopped or (epoch >= cfg.epochs)
+    finished = not stopped or step >= total_steps
     final_loss = rows[-1]["loss"] if rows else float("nan")
 
     if finished and env.is_main:

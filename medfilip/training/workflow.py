@@ -36,6 +36,15 @@ def embeddings_input(cfg: Any, embeddings_path: str):
     return embeddings
 
 
+def calibration_input(cfg: Any, calibration_path: str):
+    """wildcards -> the SSM calibration stored beside the label vectors, for runs with an SSM target."""
+
+    def calibration(wildcards) -> list[str]:
+        return [calibration_path] if needs_embeddings(cfg, wildcards.run) else []
+
+    return calibration
+
+
 def settings_param(settings: dict):
     """wildcards -> the run's effective settings (a param, so a change re-runs that run)."""
 
@@ -47,7 +56,9 @@ def settings_param(settings: dict):
 
 def embeddings_option(wildcards, input) -> str:
     """The CLI option for the embeddings input, when the run has one."""
-    return f"--embeddings {input.embeddings}" if input.embeddings else ""
+    if not input.embeddings:
+        return ""
+    return f"--embeddings {input.embeddings} --calibration {input.calibration}"
 
 
 def embedded_variants(cfg: Any) -> list[str]:

@@ -142,6 +142,21 @@ def test_splits_and_allocation():
     assert derived_seed(0, "rsna", "x") == derived_seed(0, "rsna", "x") != derived_seed(1, "rsna", "x")
 
 
+def test_sample_splits_draw_train_after_the_held_out_images():
+    from medfilip.datasets.sampling import random_sampler, sample_splits
+
+    groups = np.repeat(np.arange(50), 2)  # 50 patients with 2 images each
+    idx, splits = sample_splits(100, 10, 4, 30, seed=0, dataset="x", sampler=random_sampler, groups=groups)
+    held, train = idx[splits != "train"], idx[splits == "train"]
+    assert len(held) == 14 and len(train) == 30 and len(set(idx)) == 44
+    assert set(groups[train]).isdisjoint(groups[held])
+    held0, splits0 = sample_splits(100, 10, 4, 0, seed=0, dataset="x", sampler=random_sampler)
+    assert np.array_equal(held0, held) and list(splits0) == list(splits[splits != "train"])
+    # more asked than there are free patients: every free image, no more
+    idx, splits = sample_splits(100, 10, 4, 1000, seed=0, dataset="x", sampler=random_sampler, groups=groups)
+    assert (splits == "train").sum() == 100 - 2 * len(set(groups[idx[splits != "train"]]))
+
+
 # -- catalog and config -----------------------------------------------------------------------
 def test_every_canonical_name_has_a_knowledge_entry():
     from medfilip.knowledge import load_knowledge

@@ -24,7 +24,8 @@ from medfilip.datasets.twins import build_twin
 from medfilip.phantom.render import render_phantom
 
 SIZE = 128
-SMALL = {name: {"n_test": 12, "n_validate": 4} for name in DATASET_NAMES}
+SMALL = {name: {"n_test": 12, "n_validate": 4, "n_train": 6} for name in DATASET_NAMES}
+N = 22  # images per twin
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +52,7 @@ def _pixels(path: str) -> np.ndarray:
 def test_manifests_and_splits(twins):
     for name, root in twins.items():
         manifest = json.loads((root / "manifest.json").read_text())
-        assert manifest["n_images"] == 16 and manifest["splits"] == {"validate": 4, "test": 12}
+        assert manifest["n_images"] == N and manifest["splits"] == {"train": 6, "validate": 4, "test": 12}
         assert manifest["label_names"] == SPECS[name].label_names(SPECS[name].default_classes)
         assert not list(root.parent.glob(f".{name}.*")), "no temporary folder left behind"
     assert json.loads((twins["siim"] / "manifest.json").read_text())["findings_from_masks"] > 0
@@ -94,7 +95,7 @@ def test_siim_twin_layout_and_masks(twins):
     rle = pd.read_csv(twins["siim"] / "train-rle.csv", dtype=str)
     assert list(rle.columns) == ["ImageId", " EncodedPixels"]
     files = list((twins["siim"] / "dicom-images-train").glob("*/*/*.dcm"))
-    assert len(files) == 16
+    assert len(files) == N
     ds = pydicom.dcmread(files[0])
     assert ds.SOPInstanceUID == files[0].stem and ds.StudyInstanceUID == files[0].parent.parent.name
     assert ds.PhotometricInterpretation == "MONOCHROME2" and ds.PatientID
@@ -107,7 +108,7 @@ def test_nih_and_covid_twins_are_pngs(twins):
     assert boxes_header == "Image Index,Finding Label,Bbox [x,y,w,h],,,"
     for name, pattern in [("nih", "images/*.png"), ("covid", "*/images/*.png")]:
         files = sorted(twins[name].glob(pattern))
-        assert len(files) == 16
+        assert len(files) == N
         with Image.open(files[0]) as img:
             assert img.mode == "L" and img.size == (SIZE, SIZE)
     assert {p.parent.parent.name for p in twins["covid"].glob("*/images/*.png")} == {"COVID", "Normal", "Viral Pneumonia"}
@@ -116,8 +117,8 @@ def test_nih_and_covid_twins_are_pngs(twins):
 # -- readers on the twins ---------------------------------------------------------------------
 def test_readers_give_the_real_labels(tables):
     for name, table in tables.items():
-        assert table.num_rows == 16
-        assert sorted(table.column("split").to_pylist()) == ["test"] * 12 + ["validate"] * 4
+        assert table.num_rows == N
+        assert sorted(table.column("split").to_pylist()) == ["test"] * 12 + ["train"] * 6 + ["validate"] * 4
         assert label_names_of(table) == SPECS[name].label_names(SPECS[name].default_classes)
         assert task_of(table) == SPECS[name].task
         assert all(Path(p).is_file() for p in table.column("path").to_pylist())
@@ -135,7 +136,7 @@ def test_readers_give_the_real_labels(tables):
     assert [r["labels"][0] for r in tables["siim"].to_pylist()] == [float(siim[r["image_id"]]) for r in tables["siim"].to_pylist()]
     for r in tables["covid"].to_pylist():
         assert r["labels"] == [float(r["image_id"].startswith(p + "-")) for p in ("COVID", "Normal", "Viral Pneumonia")]
-    # the multi-label samples are balanced: every class has a positive among 16 images
+    # the multi-label samples are balanced: every class has a positive among 22 images
     for name in ("nih", "vinbig"):
         labels = np.array(tables[name].column("labels").to_pylist())
         assert (labels.sum(axis=0) >= 1).all(), name
@@ -146,7 +147,7 @@ def test_reader_without_splits_file_samples_and_splits(twins, config, tmp_path):
     shutil.copytree(twins["covid"], copy)
     (copy / "splits.csv").unlink()
     table = read_dataset("covid", copy, config)
-    assert sorted(table.column("split").to_pylist()) == ["test"] * 12 + ["validate"] * 4
+    assert sorted(table.column("split").to_pylist()) == ["test"] * 12 + ["train"] * 6 + ["validate"] * 4
     assert table.equals(read_dataset("covid", copy, config)), "seeded"
     fewer = DatasetsConfig(render_size=SIZE, covid={"n_test": 6, "n_validate": 2})
     assert read_dataset("covid", copy, fewer).num_rows == 8
@@ -193,7 +194,7 @@ def test_dicom_round_trip_through_preprocessing(tables, tmp_path):
         table = tables[name]
         store = preprocess_images(table, tmp_path / name, size=SIZE, dataset=name, label_names=label_names_of(table),
                                   progress=False)
-        assert len(store) == 16 and store.label_names == label_names_of(table)
+        assert len(store) == N and store.label_names == label_names_of(table)
         assert np.array_equal(store.labels(), np.array(table.column("labels").to_pylist(), np.float32))
         assert len(store.indices("validate")) == 4
         for i, row in enumerate(store.index.to_pylist()):
@@ -238,7 +239,7 @@ def test_readers_accept_the_other_published_layouts(twins, config, tmp_path):
     (nih / "images").rename(nih / "images_001" / "images")
     (nih / "Data_Entry_2017.csv").rename(nih / "Data_Entry_2017_v2020.csv")
     table = read_dataset("nih", nih, config)
-    assert table.num_rows == 16 and all("images_001/images/" in p for p in table.column("path").to_pylist())
+    assert table.num_rows == N and all("images_001/images/" in p for p in table.column("path").to_pylist())
     assert table.column("labels").to_pylist() == read_dataset("nih", twins["nih"], config).column("labels").to_pylist()
     # COVID-19 Radiography v1-3: <class>/*.png with "COVID-19" and "NORMAL" folder names
     covid = tmp_path / "covid"
@@ -250,3 +251,46 @@ def test_readers_accept_the_other_published_layouts(twins, config, tmp_path):
     # a root without the layout: a clear message
     with pytest.raises(ValueError, match="no RSNA labels CSV"):
         read_dataset("rsna", tmp_path / "covid", config)
+
+
+# -- train splits -------------------------------------------------------------------------------
+def test_train_split_leaves_validate_and_test_alone_and_is_patient_disjoint(twins, config, tmp_path):
+    # the held-out images are those of a twin without train images, whatever n_train is
+    for name in ("rsna", "nih", "vinbig", "siim"):
+        marks = pd.read_csv(twins[name] / "splits.csv")
+        no_train = DatasetsConfig(render_size=SIZE, seed=0, **{name: {"n_test": 12, "n_validate": 4, "n_train": 0}})
+        other = build_twin(name, tmp_path / name, no_train, progress=False).root
+        again = pd.read_csv(other / "splits.csv")
+        held = marks[marks["split"] != "train"]
+        assert sorted(zip(held.image_id, held.split)) == sorted(zip(again.image_id, again.split)), name
+        assert set(marks.loc[marks["split"] == "train", "image_id"]).isdisjoint(held["image_id"])
+    # ChestX-ray14 gives patients several images: no train patient has a held-out image
+    entries = sources.read_nih_entries().set_index("Image Index")["Patient ID"]
+    marks = pd.read_csv(twins["nih"] / "splits.csv")
+    patients = marks.assign(patient=marks["image_id"].map(entries)).groupby("split")["patient"].apply(set)
+    assert patients["train"].isdisjoint(patients["validate"] | patients["test"])
+
+
+def test_siim_train_images_keep_their_masks(tables):
+    rows = [r for r in tables["siim"].to_pylist() if r["split"] == "train"]
+    assert len(rows) == 6
+    siim = sources.read_siim_images().set_index("image_id")["target"]
+    for r in rows:
+        mask = siim_mask(r)
+        assert mask.shape == (SIZE, SIZE)
+        assert bool(mask.any()) == bool(siim[r["image_id"]]), r["image_id"]
+
+
+def test_reader_of_a_real_folder_draws_a_patient_disjoint_train_split(twins, config, tmp_path):
+    nih = tmp_path / "nih"
+    shutil.copytree(twins["nih"], nih)
+    (nih / "splits.csv").unlink()
+    fewer = DatasetsConfig(render_size=SIZE, nih={"n_test": 8, "n_validate": 4, "n_train": 1000})
+    table = read_dataset("nih", nih, fewer).to_pandas()
+    # all 22 images: 12 held out, and every one of the rest whose patient is not held out goes to train
+    assert (table["split"] != "train").sum() == 12
+    entries = pd.read_csv(nih / "Data_Entry_2017.csv").set_index("Image Index")["Patient ID"]
+    patient = table["image_id"].map(entries)
+    held = set(patient[table["split"] != "train"])
+    assert set(patient[table["split"] == "train"]).isdisjoint(held)
+    assert (table["split"] == "train").sum() == (~patient.isin(held)).sum()

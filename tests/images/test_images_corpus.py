@@ -127,8 +127,8 @@ def test_rendered_corpus_store_and_resume(shard, mapping, tmp_path):
     assert [r["report_id"] for r in rows] == ["CXR1", "CXR2", "CXR5"]
     assert [r["split"] for r in rows] == ["train", "test", "test"]
     assert [r["view"] for r in rows] == ["PA", "PA", "AP"]
-    assert rows[0]["findings"] == [
-        {"category": "opacity", "location": "right upper lobe", "severity": None},
+    assert rows[0]["findings"] == [  # what was drawn: an unstated severity is the phantom's default
+        {"category": "opacity", "location": "right upper lobe", "severity": "moderate"},
         {"category": "atelectasis", "location": "left base", "severity": "mild"},
         {"category": "pleural effusion", "location": "bilateral", "severity": "mild"},
     ]

@@ -91,7 +91,8 @@ def test_killed_run_resumes_to_identical_weights(corpus, tmp_path):
 
     # outputs: model.pt, config.yaml with the run's settings and what was measured
     run_config = yaml.safe_load((tmp_path / "straight" / "config.yaml").read_text())
-    assert run_config["run"] == {"name": "medfilip", "label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce"}
+    assert run_config["run"] == {"name": "medfilip", "label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce",
+                                 "seed": None}
     assert run_config["measured"]["steps"] == 6 and run_config["measured"]["n_dropped"] == 1
     assert "runs" not in run_config
     header = (tmp_path / "straight" / "train_log.csv").read_text().splitlines()[0]
@@ -185,3 +186,19 @@ def test_bf16_autocast_and_channels_last_compose_on_cpu(corpus, tmp_path):
     result = _train(corpus, tmp_path / "bf16", cfg=CFG.model_copy(update={"precision": "bf16", "epochs": 1}))
     assert result.finished and (tmp_path / "bf16" / "model.pt").exists()
     assert all(float(r["loss"]) > 0 for r in _log_rows(tmp_path / "bf16" / "train_log.csv"))
+
+
+def test_fractional_epochs_end_inside_the_last_epoch(corpus, tmp_path):
+    # 25 images // 8 = 3 steps per epoch; 1.34 epochs = round(4.02) = 4 steps, the second epoch cut after 1
+    cfg = CFG.model_copy(update={"epochs": 1.34, "augment": False, "checkpoint_every": 100})
+    result = _train(corpus, tmp_path / "frac", cfg, resume=False)
+    assert result.finished and result.steps == 4 and result.epochs_done == 1
+    log = _log_rows(tmp_path / "frac" / "train_log.csv")
+    assert [(int(r["step"]), int(r["epoch"])) for r in log] == [(1, 0), (2, 0), (3, 0), (4, 1)]
+    # a run's own seed overrides training.seed
+    seeded = CFG.model_copy(update={"epochs": 0.34, "augment": False, "runs": {
+        "medfilip": RunSettings(label_variant="triplet_explanation", target="ssm", loss="mse_ce", seed=7)}})
+    one = _train(corpus, tmp_path / "s7", seeded, resume=False)
+    default = _train(corpus, tmp_path / "s0", CFG.model_copy(update={"epochs": 0.34, "augment": False}), resume=False)
+    assert one.steps == default.steps == 1
+    assert _log_rows(tmp_path / "s7" / "train_log.csv")[0]["loss"] != _log_rows(tmp_path / "s0" / "train_log.csv")[0]["loss"]

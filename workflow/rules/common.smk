@@ -203,8 +203,15 @@ def get_final_output():
         "results/tables/retrieval.csv",
         "results/figures/case_study.png",
         "results/tables/case_study.csv",
+        # Table VI's shape (targets helper); rows without a run of training.runs say so in `note`
+        "results/tables/ablation.csv",
+        # means over seeds with paired intervals (one seed in the embedded default)
+        "results/tables/seeds.csv",
     ]
     from medfilip.evaluation.segmentation.workflow import segmentation_targets
 
     targets += segmentation_targets(CFG)
+    from medfilip.evaluation.probe.workflow import probe_targets
+
+    targets += probe_targets(CFG)  # linear probe (Table II): table, per-class table, figure
     return targets

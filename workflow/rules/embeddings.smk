@@ -11,6 +11,8 @@ from medfilip.training.workflow import embedded_variants
 EMBEDDINGS_SLUG = model_slug(CFG.embeddings.model)
 # what training and evaluation read
 EMBEDDINGS = f"results/embeddings/{EMBEDDINGS_SLUG}.parquet"
+# the SSM calibration (embeddings.calibration), from label statistics only; training and the heatmap read it
+SSM_CALIBRATION = f"results/embeddings/{EMBEDDINGS_SLUG}.calibration.json"
 
 
 rule embed_labels:
@@ -19,11 +21,12 @@ rule embed_labels:
         # a local model folder's files (none for a hub id): new weights re-run the embedding
         model=model_files(CFG.embeddings.model),
     output:
-        EMBEDDINGS,
+        embeddings=EMBEDDINGS,
+        calibration=SSM_CALIBRATION,
     params:
         config=EFFECTIVE_CONFIG,
-        # what changes the vectors (batch_size and device do not)
-        settings={k: SETTINGS["embeddings"][k] for k in ("model", "max_length")},
+        # what changes the vectors and the calibration (batch_size and device do not)
+        settings={k: SETTINGS["embeddings"][k] for k in ("model", "max_length", "calibration")},
         cache=f"results/cache/embeddings/{EMBEDDINGS_SLUG}",
         # only the variants an SSM is built from (training runs with an SSM target, the heatmap)
         variants=embedded_variants(CFG),
@@ -37,7 +40,8 @@ rule embed_labels:
     conda:
         "../envs/medfilip.yaml"
     shell:
-        "medfilip -c {params.config} embed --labels {input.labels} --cache {params.cache} --out {output}"
+        "medfilip -c {params.config} embed --labels {input.labels} --cache {params.cache} --out {output.embeddings}"
+        " --calibration {output.calibration}"
         " --variants {params.variants}"
         " --threads {threads} --no-progress > {log} 2>&1"
 
@@ -46,6 +50,7 @@ rule ssm_heatmap:
     input:
         labels="results/labels.parquet",
         embeddings=EMBEDDINGS,
+        calibration=SSM_CALIBRATION,
     output:
         report(
             "results/figures/ssm_heatmap.png",
@@ -60,4 +65,5 @@ rule ssm_heatmap:
         "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} ssm-heatmap --labels {input.labels} --embeddings {input.embeddings}"
+        " --calibration {input.calibration}"
         " --out {output} > {log} 2>&1"

@@ -7,7 +7,13 @@
 
 import re
 
-from medfilip.training.workflow import embeddings_input, embeddings_option, run_names, settings_param
+from medfilip.training.workflow import (
+    calibration_input,
+    embeddings_input,
+    embeddings_option,
+    run_names,
+    settings_param,
+)
 
 TRAIN_RUNS = run_names(CFG)
 
@@ -23,6 +29,8 @@ rule train:
         labels="results/labels.parquet",
         # the label vectors, for runs whose target is an SSM
         embeddings=embeddings_input(CFG, EMBEDDINGS),
+        # the SSM calibration computed with them (label statistics only)
+        calibration=calibration_input(CFG, SSM_CALIBRATION),
     output:
         model="results/models/{run}/model.pt",
         train_log="results/models/{run}/train_log.csv",

@@ -1,0 +1,108 @@
+"""Sound batch targets (issue 11): own texts exactly 1 on shared columns, polarity-aware targets,
+calibrated SSM targets in the collator."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from medfilip.ssm import Calibration, ssm_target
+from medfilip.training.data import BatchCollator, LabelTable
+
+torch.set_num_threads(1)
+
+# labels: two atelectasis labels that both mask to "atelectasis", a stated and a negated pneumothorax,
+# cardiomegaly, normal
+ROWS = [
+    ("mild left base atelectasis", "atelectasis", "mild", "left base", "present"),
+    ("severe right upper lobe atelectasis", "atelectasis", "severe", "right upper lobe", "present"),
+    ("large apical pneumothorax", "pneumothorax", "large", "apical", "present"),
+    ("no pneumothorax", "pneumothorax", None, None, "negated"),
+    ("moderate cardiomegaly", "cardiomegaly", "moderate", None, "present"),
+    ("normal", "normal", None, None, "present"),
+]
+MILD_ATEL, SEVERE_ATEL, PTX, NO_PTX, CARDIO, NORMAL = range(6)
+
+
+@pytest.fixture(scope="module")
+def labels() -> LabelTable:
+    return LabelTable(
+        variant="triplet", texts=[r[0] for r in ROWS], keys=[r[0] for r in ROWS], categories=[r[1] for r in ROWS],
+        severities=[r[2] for r in ROWS], locations=[r[3] for r in ROWS], explanations=[None] * len(ROWS),
+        polarities=[r[4] for r in ROWS],
+    )
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    from transformers import AutoTokenizer
+
+    from medfilip.training.model import default_text_model
+
+    return AutoTokenizer.from_pretrained(default_text_model())
+
+
+def vectors_for(n: int, seed: int = 0, close: tuple[int, int] | None = None) -> torch.Tensor:
+    v = torch.randn(n, 12, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    if close is not None:  # make two labels near-duplicates (cos ~ 0.99)
+        v[close[1]] = v[close[0]] + 0.1 * v[close[1]]
+    return torch.nn.functional.normalize(v, dim=1).float()
+
+
+def item(label_ids: list[int], texts: list[str]) -> dict:
+    return {"image": torch.zeros(4, 4, dtype=torch.uint8), "label_ids": label_ids, "texts": texts}
+
+
+@pytest.mark.parametrize("target", ["ssm", "ssm_same_category", "multi_hot", "identity"])
+def test_own_text_is_exactly_one_on_a_shared_column(labels, tokenizer, target):
+    # image 0's "mild left base atelectasis" and image 1's "severe right upper lobe atelectasis" both
+    # masked to "atelectasis": one column, made from image 0's label
+    items = [item([MILD_ATEL], ["atelectasis"]), item([SEVERE_ATEL, CARDIO], ["atelectasis", "moderate cardiomegaly"])]
+    vectors = vectors_for(len(ROWS))
+    for calibration in (None, Calibration("floor", floor=0.2), Calibration("temperature", temperature=0.1)):
+        batch = BatchCollator(target, tokenizer, 16, vectors=vectors, categories=labels.category_ids(),
+                              negated=labels.negated(), calibration=calibration)(items)
+        assert batch.texts == ["atelectasis", "moderate cardiomegaly"]
+        assert batch.text_label_ids.tolist() == [MILD_ATEL, CARDIO]
+        assert batch.target[0, 0] == 1.0 and batch.target[1, 0] == 1.0 and batch.target[1, 1] == 1.0
+    # without the fix image 1's own target would be cos(severe, mild) < 1
+    raw = ssm_target([[MILD_ATEL], [SEVERE_ATEL, CARDIO]], [MILD_ATEL, CARDIO], vectors)
+    assert raw[1, 0] < 0.99
+
+
+def test_negated_label_is_never_a_positive_for_a_stated_one(labels, tokenizer):
+    # "no pneumothorax" and "large apical pneumothorax" embed almost alike (as E_sim models do)
+    vectors = vectors_for(len(ROWS), close=(PTX, NO_PTX))
+    assert float(vectors[PTX] @ vectors[NO_PTX]) > 0.95
+    items = [item([NO_PTX], ["no pneumothorax"]), item([PTX], ["pneumothorax"])]
+    kwargs = {"vectors": vectors, "categories": labels.category_ids(), "negated": labels.negated()}
+    for target in ("ssm", "ssm_same_category", "multi_hot"):
+        t = BatchCollator(target, tokenizer, 16, **kwargs)(items).target
+        # columns: "no pneumothorax", "pneumothorax"
+        assert t[0, 1] == 0.0, target  # the negated image gets nothing of the stated pneumothorax
+        assert t[1, 0] == 0.0, target  # nor the reverse
+        assert t[0, 0] == 1.0 and t[1, 1] == 1.0
+    # the category keys keep them apart
+    assert labels.category_keys()[NO_PTX] == "no pneumothorax" and labels.category_keys()[PTX] == "pneumothorax"
+    assert labels.category_ids()[NO_PTX] != labels.category_ids()[PTX]
+    # and without polarity the same-category SSM would have called them near-identical
+    blind = ssm_target([[NO_PTX]], [PTX], vectors, torch.tensor([0, 0, 1, 1, 2, 3]), variant="same_category")
+    assert blind[0, 0] > 0.95
+
+
+def test_collator_applies_the_calibration(labels, tokenizer):
+    vectors = vectors_for(len(ROWS), seed=3)
+    items = [item([MILD_ATEL], [ROWS[MILD_ATEL][0]]), item([CARDIO], [ROWS[CARDIO][0]])]
+    raw = BatchCollator("ssm", tokenizer, 16, vectors=vectors, negated=labels.negated())(items).target
+    cos = float(vectors[MILD_ATEL] @ vectors[CARDIO])
+    assert raw[0, 1] == pytest.approx(cos, abs=1e-6)
+    floor = cos - 0.1
+    cal = BatchCollator("ssm", tokenizer, 16, vectors=vectors, negated=labels.negated(),
+                        calibration=Calibration("floor", floor=floor))(items).target
+    assert cal[0, 1] == pytest.approx(0.1 / (1 - floor), abs=1e-5)
+    high = BatchCollator("ssm", tokenizer, 16, vectors=vectors, negated=labels.negated(),
+                         calibration=Calibration("floor", floor=cos + 0.01))(items).target
+    assert high[0, 1] == 0.0 and high[0, 0] == 1.0
+    temp = BatchCollator("ssm", tokenizer, 16, vectors=vectors, negated=labels.negated(),
+                         calibration=Calibration("temperature", temperature=0.2))(items).target
+    assert temp[0, 1] == pytest.approx(float(torch.exp(torch.tensor((cos - 1) / 0.2))), abs=1e-5)

@@ -1,0 +1,133 @@
+# Stage: linear probe (paper Table II). Frozen image-encoder features of every run are extracted
+# once per (run, dataset) into results/features/{run}/{dataset}/{split}.npy (+ .json: image ids,
+# model hash), the logistic-regression probes of each run read them (results/probe/runs/...), the
+# fine-tuned baselines train on the same subsets (results/probe/baselines/...), and one job scores
+# them all with bootstrap intervals. Adding a run adds its features and probe jobs only; changing
+# evaluation.linear_probe re-runs the probe fits (and the baselines for their own keys), never the
+# feature extraction. The lists (and the check that each probed dataset has a train split) come
+# from medfilip.evaluation.probe.workflow.
+
+import re
+
+from medfilip.datasets.workflow import DATASET_WILDCARD
+from medfilip.evaluation.probe import workflow as probe_wf
+
+try:
+    PROBE_ON = probe_wf.probe_enabled(CFG)
+except probe_wf.ProbeConfigError as err:
+    raise WorkflowError(str(err)) from None
+PROBE_BASELINES = probe_wf.baselines(CFG) if PROBE_ON else []
+
+
+rule features:
+    input:
+        model="results/models/{run}/model.pt",
+        index="results/images/{dataset}/index.parquet",
+    output:
+        train="results/features/{run}/{dataset}/train.npy",
+        validate="results/features/{run}/{dataset}/validate.npy",
+        test="results/features/{run}/{dataset}/test.npy",
+        train_meta="results/features/{run}/{dataset}/train.json",
+        validate_meta="results/features/{run}/{dataset}/validate.json",
+        test_meta="results/features/{run}/{dataset}/test.json",
+    wildcard_constraints:
+        dataset=DATASET_WILDCARD,
+    params:
+        config=EFFECTIVE_CONFIG,
+    threads: workflow.cores
+    log:
+        "results/logs/features/{run}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/features/{run}/{dataset}.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} features --run {input.model} --store {input.index}"
+        " --out $(dirname {output.train}) > {log} 2>&1"
+
+
+rule probe_fit:
+    input:
+        features=rules.features.output,
+        index="results/images/{dataset}/index.parquet",
+        model="results/models/{run}/model.pt",
+    output:
+        scores="results/probe/runs/{run}/{dataset}/scores.npz",
+        meta="results/probe/runs/{run}/{dataset}/scores.json",
+    wildcard_constraints:
+        dataset=DATASET_WILDCARD,
+    params:
+        config=EFFECTIVE_CONFIG,
+        # fractions, seeds, C grid: a change refits the probes, not the features
+        settings=probe_wf.fit_params(SETTINGS),
+    threads: 1
+    log:
+        "results/logs/probe_fit/{run}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/probe_fit/{run}/{dataset}.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} probe-fit --features $(dirname {input.features[0]}) --store {input.index}"
+        " --model {input.model} --name {wildcards.run} --out {output.scores} > {log} 2>&1"
+
+
+rule probe_baseline:
+    input:
+        index="results/images/{dataset}/index.parquet",
+    output:
+        scores="results/probe/baselines/{baseline}/{dataset}/scores.npz",
+        meta="results/probe/baselines/{baseline}/{dataset}/scores.json",
+    wildcard_constraints:
+        dataset=DATASET_WILDCARD,
+        baseline="|".join(re.escape(b) for b in PROBE_BASELINES) or "no_baseline",
+    params:
+        config=EFFECTIVE_CONFIG,
+        # fractions, seeds, the baselines' size and training keys, the ResNet's arch and weights
+        settings=probe_wf.baseline_params(SETTINGS),
+    threads: workflow.cores
+    log:
+        "results/logs/probe_baseline/{baseline}/{dataset}.log",
+    benchmark:
+        "results/benchmarks/probe_baseline/{baseline}/{dataset}.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} probe-baseline --name {wildcards.baseline} --store {input.index}"
+        " --out {output.scores} > {log} 2>&1"
+
+
+rule linear_probe:
+    input:
+        scores=probe_wf.score_files(CFG) if PROBE_ON else [],
+    output:
+        table=report(
+            "results/tables/linear_probe.csv",
+            caption="../report/linear_probe_table.rst",
+            category="Linear probe",
+        ),
+        per_class=report(
+            "results/tables/linear_probe_per_class.csv",
+            caption="../report/linear_probe_per_class.rst",
+            category="Linear probe",
+        ),
+        figure=report(
+            "results/figures/linear_probe.png",
+            caption="../report/linear_probe_figure.rst",
+            category="Linear probe",
+        ),
+    params:
+        config=EFFECTIVE_CONFIG,
+        # the bootstrap (resamples, seed) and the skipped-baseline rows
+        evaluation={k: v for k, v in SETTINGS["evaluation"].items() if k == "bootstrap"},
+        skipped=[probe_wf.skipped_baselines(CFG), probe_wf.dataset_skips(CFG)] if PROBE_ON else [],
+    threads: 1
+    log:
+        "results/logs/linear_probe/linear_probe.log",
+    benchmark:
+        "results/benchmarks/linear_probe/linear_probe.tsv"
+    conda:
+        "../envs/medfilip.yaml"
+    shell:
+        "medfilip -c {params.config} linear-probe --scores {input.scores:q} --out {output.table}"
+        " --per-class {output.per_class} --figure {output.figure} > {log} 2>&1"
