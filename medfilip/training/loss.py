@@ -29,13 +29,17 @@ LOSS_KINDS = ("mse_ce", "mse_bce", "infonce")
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean over rows with a positive target mass of H(row-normalised target, softmax(logits row))."""
+    """Mean over rows with a positive target mass of H(row-normalised target, softmax(logits row)).
+
+    Written without data-dependent shapes or branches (no boolean indexing, no ``bool(...)``): rows
+    without mass get weight 0, so the step never waits on the host and compiles to one graph. With
+    no valid row at all the loss is 0 (still attached to the graph).
+    """
     mass = target.sum(dim=1)
-    valid = mass > 0
-    if not bool(valid.any()):
-        return logits.sum() * 0.0
-    p = target[valid] / mass[valid, None]
-    return -(p * F.log_softmax(logits[valid], dim=1)).sum(dim=1).mean()
+    valid = (mass > 0).to(logits.dtype)
+    p = target / mass.clamp_min(torch.finfo(mass.dtype).tiny)[:, None]  # 0 where the mass is 0
+    per_row = -(p * F.log_softmax(logits, dim=1)).sum(dim=1)
+    return (per_row * valid).sum() / valid.sum().clamp_min(1.0)
 
 
 def symmetric_soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
