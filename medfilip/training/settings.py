@@ -164,6 +164,10 @@ class TrainingConfig(Strict):
     compile: bool = Field(False, description="torch.compile the image encoder")
     checkpoint_every: int = Field(100, ge=1, le=10_000_000, description="Steps between resumable checkpoints")
     num_workers: int = Field(1, ge=0, le=256, description="DataLoader worker processes per training process")
+    log_every: int = Field(
+        1, ge=1, le=1_000_000,
+        description="Steps per train_log.csv row (losses averaged on the device over them: the host syncs once a row)",
+    )
     runs: dict[str, RunSettings] = Field(
         DEFAULT_RUNS,
         description="Models to train, by name (results/models/{name}/): label variant, target and loss of each",

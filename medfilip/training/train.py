@@ -11,6 +11,7 @@ continues from the checkpoint and, on CPU, ends with the same weights as an unin
 from __future__ import annotations
 
 import logging
+import math
 import os
 import random
 import time
@@ -224,6 +225,7 @@ def train_run(
         collate_fn=collator,
         num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
+        prefetch_factor=4 if cfg.num_workers > 0 else None,  # batches ready ahead per worker
         pin_memory=device.type == "cuda",
         generator=torch.Generator().manual_seed(cfg.seed),
     )
@@ -281,6 +283,34 @@ def train_run(
     steps_this_session, images_seen = 0, 0
     last = time.perf_counter()
     stopped = False
+    # losses are summed on the device and read once a row (training.log_every steps): the host never
+    # waits for the GPU inside a window (no .item(), no isfinite branch per step)
+    window_loss: torch.Tensor | None = None
+    window_terms: dict[str, torch.Tensor] = {}
+    window_steps = 0
+
+    def log_row(lr: float, now: float) -> None:
+        nonlocal window_loss, window_terms, window_steps, last
+        mean_loss = (window_loss / window_steps).item()
+        if not math.isfinite(mean_loss):
+            first = step - window_steps + 1
+            where = f"step {step}" if window_steps == 1 else f"steps {first}-{step}"
+            raise FloatingPointError(f"run {run_name}: loss is {mean_loss} at {where}")
+        rate = global_batch * window_steps / max(now - last, 1e-9)
+        last = now
+        rows.append({
+            "step": step, "epoch": epoch, "loss": round(mean_loss, 6),
+            **{k: round((v / window_steps).item(), 6) for k, v in window_terms.items()},
+            "lr": lr, "logit_scale": round(float(model.logit_scale.detach()), 4), "images_per_s": round(rate, 2),
+        })
+        bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.1f}", epoch=epoch)
+        if bar.disable and env.is_main and (step % log_every == 0 or step == total_steps):
+            # no progress bar (rules, batch jobs): a log line about ten times an epoch instead
+            done = images_seen / max(now - started, 1e-9)
+            log.info("run %s: step %d/%d, epoch %d, loss %.4f, lr %.2e, %.1f images/s",
+                     run_name, step, total_steps, epoch, mean_loss, lr, done)
+        window_loss, window_terms, window_steps = None, {}, 0
+
     while step < total_steps and not stopped:
         sampler.set_epoch(epoch, position)
         for batch in loader:
@@ -292,8 +322,6 @@ def train_run(
                 out = network(images, input_ids, attention_mask)
             terms = loss_fn(out["image_features"], out["text_features"], out["logit_scale"], target)
             loss = total_loss(terms)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(f"run {run_name}: loss is {loss.item()} at step {step + 1}")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if cfg.grad_clip is not None:
@@ -303,23 +331,16 @@ def train_run(
             scheduler.step()
             step += 1
             position += 1
-            now = time.perf_counter()
-            rate = global_batch / max(now - last, 1e-9)
-            last = now
             steps_this_session += 1
             images_seen += global_batch
-            rows.append({
-                "step": step, "epoch": epoch, "loss": round(loss.item(), 6),
-                **{k: round(v.item(), 6) for k, v in terms.items()},
-                "lr": lr, "logit_scale": round(float(model.logit_scale.detach()), 4), "images_per_s": round(rate, 2),
-            })
+            window_loss = loss.detach() if window_loss is None else window_loss + loss.detach()
+            for k, v in terms.items():
+                window_terms[k] = v.detach() if k not in window_terms else window_terms[k] + v.detach()
+            window_steps += 1
             bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}", epoch=epoch)
-            if bar.disable and env.is_main and (step % log_every == 0 or step == total_steps):
-                # no progress bar (rules, batch jobs): a log line about ten times an epoch instead
-                done = images_seen / max(now - started, 1e-9)
-                log.info("run %s: step %d/%d, epoch %d, loss %.4f, lr %.2e, %.1f images/s",
-                         run_name, step, total_steps, epoch, loss.item(), lr, done)
+            last_of_run = step >= total_steps or (stop_after_steps is not None and step >= stop_after_steps)
+            if step % cfg.log_every == 0 or last_of_run or step % cfg.checkpoint_every == 0:
+                log_row(lr, time.perf_counter())
             if step % cfg.checkpoint_every == 0:
                 checkpoint()
             if stop_after_steps is not None and step >= stop_after_steps:

@@ -202,3 +202,19 @@ def test_fractional_epochs_end_inside_the_last_epoch(corpus, tmp_path):
     default = _train(corpus, tmp_path / "s0", CFG.model_copy(update={"epochs": 0.34, "augment": False}), resume=False)
     assert one.steps == default.steps == 1
     assert _log_rows(tmp_path / "s7" / "train_log.csv")[0]["loss"] != _log_rows(tmp_path / "s0" / "train_log.csv")[0]["loss"]
+
+
+def test_log_every_averages_the_device_sums_of_its_steps(corpus, tmp_path):
+    # 3 steps per epoch, 2 epochs = 6 steps: rows after steps 4 and 6 (the last), each the mean of its steps
+    cfg = CFG.model_copy(update={"augment": False, "checkpoint_every": 100})
+    _train(corpus, tmp_path / "every1", cfg, resume=False)
+    _train(corpus, tmp_path / "every4", cfg.model_copy(update={"log_every": 4}), resume=False)
+    one = _log_rows(tmp_path / "every1" / "train_log.csv")
+    four = _log_rows(tmp_path / "every4" / "train_log.csv")
+    assert [int(r["step"]) for r in one] == [1, 2, 3, 4, 5, 6]
+    assert [int(r["step"]) for r in four] == [4, 6]
+    for row, steps in zip(four, ([0, 1, 2, 3], [4, 5])):
+        for key in ("loss", "mse_loss", "ce_loss"):
+            mean = sum(float(one[i][key]) for i in steps) / len(steps)
+            assert float(row[key]) == pytest.approx(mean, abs=2e-6), key
+        assert row["lr"] == one[steps[-1]]["lr"]
