@@ -30,9 +30,21 @@ def training_processes(training: Any) -> int:
     return int(getattr(distributed, "nproc_per_node", 1) or 1) if distributed is not None else 1
 
 
+def training_nodes(training: Any) -> int:
+    """Nodes of a training job: training.distributed.nnodes when set, else 1."""
+    distributed = getattr(training, "distributed", None)
+    return int(getattr(distributed, "nnodes", 1) or 1) if distributed is not None else 1
+
+
 def training_gpus(training: Any) -> int:
-    """GPUs per node of a training job: one per process, none when the device is pinned to cpu."""
-    return gpus(training.device, training_processes(training))
+    """GPUs of a training job (SLURM --gpus, the job's total): one per process on every node, none
+    when the device is pinned to cpu."""
+    return gpus(training.device, training_processes(training) * training_nodes(training))
+
+
+def training_launch(training: Any) -> str:
+    """The training rule's command prefix for the configured training.distributed (empty for one process)."""
+    return training_launcher(training_processes(training), training_nodes(training))
 
 
 def llm_jobs(resources: dict[str, Any] | None, default: int = 1) -> int:

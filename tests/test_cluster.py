@@ -193,3 +193,22 @@ def test_training_launcher_runs_torchrun_only_for_several_processes(tmp_path):
     slurm = subprocess.run(["bash", "-c", cmd], env={**env, "SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "node[17-18]"},
                            capture_output=True, text=True).stdout
     assert slurm.startswith("srun torchrun") and "--rdzv-endpoint node17:29500" in slurm and "--rdzv-id 42" in slurm
+
+
+def test_distributed_training_asks_for_every_gpu_and_node_and_launches_torchrun():
+    from medfilip.workflow_resources import training_launch, training_nodes
+
+    one = validate_config({}).training
+    assert training_gpus(one) == 1 and training_nodes(one) == 1 and training_launch(one) == ""
+    ddp = validate_config({"training": {"distributed": {"nproc_per_node": 4, "nnodes": 2}}}).training
+    assert training_gpus(ddp) == 8 and training_nodes(ddp) == 2
+    assert "torchrun --nnodes 2 --nproc-per-node 4" in training_launch(ddp)
+    cpu = validate_config({"training": {"device": "cpu", "distributed": {"nproc_per_node": 2}}}).training
+    assert training_gpus(cpu) == 0 and "--nproc-per-node 2" in training_launch(cpu)
+
+
+def test_paper_yaml_is_sized_for_one_h100():
+    cfg = validate_config(yaml.safe_load((ROOT / "config" / "paper.yaml").read_text()))
+    t = cfg.training
+    assert t.batch_size >= 128 and t.num_workers >= 8 and t.precision == "bf16" and t.channels_last and t.compile
+    assert t.log_every > 1

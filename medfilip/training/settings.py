@@ -140,6 +140,14 @@ DEFAULT_RUNS = {
 }
 
 
+class DistributedSettings(Strict):
+    nproc_per_node: int = Field(
+        1, ge=1, le=64,
+        description="Training processes (GPUs) per node; more than 1 (or nnodes > 1) launches torchrun (srun under SLURM)",
+    )
+    nnodes: int = Field(1, ge=1, le=1024, description="Nodes of one training job (SLURM --nodes)")
+
+
 class TrainingConfig(Strict):
     model: ModelSettings = ModelSettings()
     optimiser: OptimiserSettings = OptimiserSettings()
@@ -164,6 +172,10 @@ class TrainingConfig(Strict):
     compile: bool = Field(False, description="torch.compile the image encoder")
     checkpoint_every: int = Field(100, ge=1, le=10_000_000, description="Steps between resumable checkpoints")
     num_workers: int = Field(1, ge=0, le=256, description="DataLoader worker processes per training process")
+    distributed: DistributedSettings = Field(
+        DistributedSettings(),
+        description="DDP processes of each training job; batch_size is over all of them",
+    )
     log_every: int = Field(
         1, ge=1, le=1_000_000,
         description="Steps per train_log.csv row (losses averaged on the device over them: the host syncs once a row)",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 # Operational settings: they change how fast a run goes, not its weights, so they are no rule params.
-OPERATIONAL = ("checkpoint_every", "num_workers", "log_every")
+OPERATIONAL = ("checkpoint_every", "num_workers", "log_every", "distributed")
 
 
 def run_names(cfg: Any) -> list[str]:

@@ -32,7 +32,7 @@ from snakemake.utils import validate
 from medfilip.config import ConfigError, shard_names, validate_config
 from medfilip.config_checks import check_paths
 from medfilip.extraction.vocabulary import FILES as VOCABULARY_FILES
-from medfilip.workflow_resources import gpus, training_gpus  # the rules' GPU requests
+from medfilip.workflow_resources import gpus, training_gpus, training_launch, training_nodes  # rules' GPUs, DDP
 
 
 # The folder holding workflow/ and resources/: relative config paths that do not

@@ -40,9 +40,12 @@ rule train:
         # the training settings with this run's entry: changing them re-runs this run only
         settings=settings_param(SETTINGS),
         embeddings=embeddings_option,
+        # torchrun (srun under SLURM) when training.distributed asks for more than one process
+        launch=training_launch(CFG.training),
     threads: workflow.cores
     resources:
         gpu=training_gpus(CFG.training),
+        nodes=training_nodes(CFG.training),
         mem_mb=8000,
     log:
         "results/logs/train/{run}.log",
@@ -51,7 +54,7 @@ rule train:
     conda:
         "../envs/medfilip.yaml"
     shell:
-        "medfilip -c {params.config} train --run {wildcards.run} --images $(dirname {input.images})"
+        "{params.launch} medfilip -c {params.config} train --run {wildcards.run} --images $(dirname {input.images})"
         " --labels {input.labels} {params.embeddings} --out $(dirname {output.model}) --threads {threads}"
         " --no-progress > {log} 2>&1"
 
