@@ -6,9 +6,10 @@ same batches (order, masked label texts, batch texts) and the same optimiser:
   * ours: ``medfilip.training.train.train_run`` itself — uint8 images read from the memory-mapped
     store by DataLoader workers, texts tokenised and the SSM target built in the workers from the
     cached E_sim vectors (a gather + matmul), bf16/channels_last when asked;
-  * reference: the reference train.py's data path re-implemented — every image preloaded as a
-    normalised float tensor in memory, no workers, and the SSM target re-embedded every step by
-    running E_sim (the same MiniLM) over the batch's label texts, then cosine + max per image.
+  * reference: the reference train.py's loop re-implemented — every image preloaded as a
+    normalised float tensor in memory, served by a DataLoader with the same number of workers as
+    ours, and the SSM target re-embedded every step (as the official code does) by running E_sim
+    (the same MiniLM) over the batch's label texts, then cosine + max per image.
 
 Images/s is measured over the steps after ``--warmup`` (wall time between step ends, so waiting
 for data counts). The corpus is synthetic (random images with bright patches, label texts rendered
@@ -106,6 +107,28 @@ def ours(corpus: dict, cfg: TrainingConfig, out: Path, steps: int) -> list[float
     return [cfg.batch_size / r for r in rates]
 
 
+class _ReferenceItems(torch.utils.data.Dataset):
+    """(float image, label ids, masked texts) per item: the reference's per-item work."""
+
+    def __init__(self, pixels, image_label_ids, labels, mask_probability, seed):
+        self.pixels, self.image_label_ids, self.labels = pixels, image_label_ids, labels
+        self.mask_probability, self.seed = mask_probability, seed
+
+    def __len__(self) -> int:
+        return len(self.image_label_ids)
+
+    def __getitem__(self, key):
+        epoch, i = key
+        rng = np.random.default_rng((self.seed, epoch, i))
+        ids = self.image_label_ids[i]
+        return self.pixels[i], {"label_ids": ids,
+                                "texts": [masked_text(self.labels, lid, self.mask_probability, rng) for lid in ids]}
+
+
+def _reference_collate(batch):
+    return torch.stack([image for image, _ in batch]), [item for _, item in batch]
+
+
 def reference(corpus: dict, cfg: TrainingConfig, device: torch.device, precision: str, steps: int) -> list[float]:
     """The reference loop's data path around the same model, loss and optimiser."""
     from transformers import AutoModel, AutoTokenizer
@@ -125,16 +148,17 @@ def reference(corpus: dict, cfg: TrainingConfig, device: torch.device, precision
                                 weight_decay=cfg.optimiser.weight_decay)
     loss_fn = ImageTextMatchingLoss("mse_ce")
     sampler = EpochBatchSampler(len(positions), cfg.batch_size, seed=cfg.seed)
+    # the reference's DataLoader: the same number of workers as ours, over the preloaded float images
+    loader = torch.utils.data.DataLoader(
+        _ReferenceItems(pixels, image_label_ids, labels, cfg.mask_probability, cfg.seed), batch_sampler=sampler,
+        collate_fn=_reference_collate, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
+        pin_memory=device.type == "cuda",
+    )
     seconds, last = [], time.perf_counter()
-    for keys in sampler:
+    for images, items in loader:
         if len(seconds) == steps:
             break
-        items = []
-        for epoch, i in keys:
-            rng = np.random.default_rng((cfg.seed, epoch, i))
-            ids = image_label_ids[i]
-            items.append({"label_ids": ids, "texts": [masked_text(labels, lid, cfg.mask_probability, rng) for lid in ids]})
-        images = pixels[[i for _, i in keys]].to(device)
+        images = images.to(device, non_blocking=True)
         if device.type == "cuda" and cfg.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         texts, sources, _ = batch_text_table(items)
@@ -205,7 +229,7 @@ def main() -> int:
           f"{args.steps - args.warmup} timed steps after {args.warmup} warm-up")
     print(f"ours      (uint8 store, {args.workers} worker(s), cached SSM): {ours_rate:8.1f} images/s "
           f"(median step {statistics.median(ours_s[args.warmup:]):.3f} s)")
-    print(f"reference (float preloaded, no workers, SSM re-embedded):  {ref_rate:8.1f} images/s "
+    print(f"reference (float preloaded, {args.workers} worker(s), SSM re-embedded): {ref_rate:8.1f} images/s "
           f"(median step {statistics.median(ref_s[args.warmup:]):.3f} s)")
     print(f"ratio ours / reference: {ours_rate / ref_rate:.2f}x")
     return 0
