@@ -67,6 +67,7 @@ def paper_dry_run(tmp_path_factory) -> str:
     cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--profile", str(tmp / "profile"),
            "--directory", str(work), "--dry-run", "--printshellcmds", "--cores", "256",
            "results/models/medfilip/model.pt", "results/embeddings/bert.parquet",
+           "results/features/medfilip/rsna/train.npy", "results/probe/baselines/resnet50_random/rsna/scores.npz",
            "--configfile", str(ROOT / "config" / "paper.yaml"), str(stand_ins)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp, env=env)
@@ -96,6 +97,10 @@ def test_paper_gpu_model_jobs_request_a_gpu_and_cpu_jobs_do_not(paper_dry_run):
             assert int(resources_of(block).get("gpu", 0)) == 0, name
     for block in blocks["extract_triplets"]:
         assert int(resources_of(block)["runtime"]) > 60
+    # feature extraction and the fine-tuned baselines (evaluation.linear_probe.device: auto)
+    for name in ("features", "probe_baseline"):
+        (block,) = blocks[name]
+        assert int(resources_of(block)["gpu"]) == 1 and int(resources_of(block)["runtime"]) > 60, name
 
 
 def test_gpu_requests_follow_the_device():

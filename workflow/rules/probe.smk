@@ -35,6 +35,8 @@ rule features:
     params:
         config=EFFECTIVE_CONFIG,
     threads: workflow.cores
+    resources:
+        gpu=gpus(CFG.evaluation.linear_probe.device),
     log:
         "results/logs/features/{run}/{dataset}.log",
     benchmark:
@@ -86,6 +88,8 @@ rule probe_baseline:
         # fractions, seeds, the baselines' size and training keys, the ResNet's arch and weights
         settings=probe_wf.baseline_params(SETTINGS),
     threads: workflow.cores
+    resources:
+        gpu=gpus(CFG.evaluation.linear_probe.device),
     log:
         "results/logs/probe_baseline/{baseline}/{dataset}.log",
     benchmark:
