@@ -254,6 +254,10 @@ class Batch:
     target: torch.Tensor  # float32 (N, M)
     texts: list[str]
     text_label_ids: torch.Tensor  # (M,) the label each text was rendered from
+    # per image: its label ids and the columns of its own texts (to rebuild the target of the global
+    # batch when DDP ranks gather their features, medfilip.training.gather)
+    image_label_ids: list[list[int]] | None = None
+    own: list[list[int]] | None = None
 
     def pin_memory(self) -> Batch:
         self.images = self.images.pin_memory()
@@ -334,16 +338,14 @@ class BatchCollator:
         self.negated = negated
         self.calibration = calibration
 
-    def __call__(self, items: Sequence[dict]) -> Batch:
-        images = torch.stack([item["image"] for item in items])
-        image_label_ids = [item["label_ids"] for item in items]
-        texts, sources, own = batch_text_table(items)
-        text_label_ids = torch.tensor(sources, dtype=torch.long)
-        positives = own_text_mask(own, len(texts))
+    def target_of(self, image_label_ids: list[list[int]], text_label_ids: torch.Tensor, own: list[list[int]],
+                  n_texts: int) -> torch.Tensor:
+        """The (N images x M texts) target of this collator's kind."""
+        positives = own_text_mask(own, n_texts)
         if self.target in ("ssm", "ssm_same_category"):
             from medfilip.ssm import ssm_target
 
-            target = ssm_target(
+            return ssm_target(
                 image_label_ids,
                 text_label_ids,
                 self.vectors,
@@ -353,9 +355,16 @@ class BatchCollator:
                 calibration=self.calibration,
                 positives=positives,
             ).float()
-        elif self.target == "multi_hot":
-            target = category_target(image_label_ids, text_label_ids, self.categories).masked_fill(positives, 1.0)
-        else:
-            target = positives.float()
+        if self.target == "multi_hot":
+            return category_target(image_label_ids, text_label_ids, self.categories).masked_fill(positives, 1.0)
+        return positives.float()
+
+    def __call__(self, items: Sequence[dict]) -> Batch:
+        images = torch.stack([item["image"] for item in items])
+        image_label_ids = [item["label_ids"] for item in items]
+        texts, sources, own = batch_text_table(items)
+        text_label_ids = torch.tensor(sources, dtype=torch.long)
+        target = self.target_of(image_label_ids, text_label_ids, own, len(texts))
         tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        return Batch(images, tokens["input_ids"], tokens["attention_mask"], target, texts, text_label_ids)
+        return Batch(images, tokens["input_ids"], tokens["attention_mask"], target, texts, text_label_ids,
+                     image_label_ids, own)

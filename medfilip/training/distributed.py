@@ -1,8 +1,10 @@
 """The distributed environment, read from what torchrun sets (RANK, WORLD_SIZE, LOCAL_RANK).
 
 Without those variables the run is a single process and nothing is initialised. The backend is
-gloo on CPU and nccl on CUDA. Each process computes its loss on its own shard of the batch
-(no feature all-gather); DDP averages the gradients, so every rank holds the same weights.
+gloo on CPU and nccl on CUDA. Each step gathers the image and text features of every rank
+(medfilip/training/gather.py) and computes the loss of the global batch; DDP averages the
+gradients, so every rank holds the same weights and trains the objective of one large batch
+(BatchNorm statistics stay per rank).
 """
 
 from __future__ import annotations

@@ -89,3 +89,46 @@ def gather_batch(
     for k, extra in enumerate(extras):
         out.append(gather_no_grad(extra, image_sizes if k < image_extras else text_sizes))
     return tuple(out)
+
+
+def global_batch_table(
+    image_label_ids: list[list[int]], own: list[list[int]], texts: list[str], text_label_ids: list[int],
+) -> tuple[list[int], list[int], list[list[int]], list[list[int]], list[int], list[int]]:
+    """Every rank's batch table, joined as one batch of the concatenated items would be built.
+
+    Returns (image sizes, text sizes, global image label ids, global own columns, the rows of the
+    gathered text features to keep, their label ids): texts repeated across ranks are kept once
+    (first appearance in rank order, as ``batch_text_table`` does for one batch), so the global
+    target and loss are those of one process on the concatenated batch. One all_gather_object
+    (a host sync) per step.
+    """
+    tables: list = [None] * dist.get_world_size()
+    dist.all_gather_object(tables, (image_label_ids, own, texts, text_label_ids))
+    return join_batch_tables(tables)
+
+
+def join_batch_tables(
+    tables: list[tuple[list[list[int]], list[list[int]], list[str], list[int]]],
+) -> tuple[list[int], list[int], list[list[int]], list[list[int]], list[int], list[int]]:
+    """The joining step of :func:`global_batch_table`: (image label ids, own columns, texts, text
+    label ids) of every rank, in rank order -> the global batch table."""
+    image_sizes = [len(t[0]) for t in tables]
+    text_sizes = [len(t[2]) for t in tables]
+    keep: list[int] = []
+    kept_ids: list[int] = []
+    column: dict[str, int] = {}
+    all_images: list[list[int]] = []
+    all_own: list[list[int]] = []
+    row = 0
+    for ids, own_r, texts_r, sources_r in tables:
+        local = []
+        for text, source in zip(texts_r, sources_r):
+            if text not in column:
+                column[text] = len(keep)
+                keep.append(row)
+                kept_ids.append(source)
+            local.append(column[text])
+            row += 1
+        all_images.extend(ids)
+        all_own.extend([[local[c] for c in cols] for cols in own_r])
+    return image_sizes, text_sizes, all_images, all_own, keep, kept_ids

@@ -44,6 +44,7 @@ from medfilip.training.distributed import (
     init_distributed,
     shutdown_distributed,
 )
+from medfilip.training.gather import gather_with_grad, global_batch_table
 from medfilip.training.loss import ImageTextMatchingLoss, total_loss
 from medfilip.training.model import DualEncoder, build_model, model_size, save_trained
 from medfilip.training.precision import autocast, resolve_precision
@@ -320,7 +321,17 @@ def train_run(
             target = batch.target.to(device, non_blocking=True)
             with autocast(precision, device):
                 out = network(images, input_ids, attention_mask)
-            terms = loss_fn(out["image_features"], out["text_features"], out["logit_scale"], target)
+            image_features, text_features = out["image_features"], out["text_features"]
+            if env.is_distributed:
+                # the loss of the global batch: features gathered across ranks (with gradient), the
+                # target rebuilt from every rank's batch table (medfilip/training/gather.py)
+                image_sizes, text_sizes, all_ids, all_own, keep, kept_ids = global_batch_table(
+                    batch.image_label_ids, batch.own, batch.texts, batch.text_label_ids.tolist())
+                image_features = gather_with_grad(image_features, image_sizes)
+                text_features = gather_with_grad(text_features, text_sizes)[torch.tensor(keep, device=device)]
+                target = collator.target_of(all_ids, torch.tensor(kept_ids, dtype=torch.long), all_own,
+                                            len(keep)).to(device, non_blocking=True)
+            terms = loss_fn(image_features, text_features, out["logit_scale"], target)
             loss = total_loss(terms)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

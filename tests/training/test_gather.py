@@ -118,3 +118,23 @@ def test_gather_batch_is_the_identity_in_one_process():
     x, y, ids = torch.randn(3, 2), torch.randn(5, 2), torch.arange(3)
     a, b, c = gather_batch(x, y, ids, image_extras=1)
     assert a is x and b is y and c is ids
+
+
+def test_joined_batch_tables_are_the_table_of_the_concatenated_batch():
+    from medfilip.training.data import batch_text_table
+    from medfilip.training.gather import join_batch_tables
+
+    rank_items = [
+        [{"label_ids": [0, 1], "texts": ["a", "b"]}, {"label_ids": [2], "texts": ["c"]}],
+        [{"label_ids": [1, 3], "texts": ["b", "d"]}, {"label_ids": [4], "texts": ["a2"]}, {"label_ids": [0], "texts": ["a"]}],
+    ]
+    tables = []
+    for items in rank_items:
+        texts, sources, own = batch_text_table(items)
+        tables.append(([it["label_ids"] for it in items], own, texts, sources))
+    image_sizes, text_sizes, ids, own, keep, kept_ids = join_batch_tables(tables)
+    want_texts, want_sources, want_own = batch_text_table([it for items in rank_items for it in items])
+    all_texts = [t for table in tables for t in table[2]]
+    assert [all_texts[k] for k in keep] == want_texts and kept_ids == want_sources and own == want_own
+    assert ids == [it["label_ids"] for items in rank_items for it in items]
+    assert image_sizes == [2, 3] and text_sizes == [3, 4]
