@@ -172,6 +172,10 @@ class TrainingConfig(Strict):
     compile: bool = Field(False, description="torch.compile the image encoder")
     checkpoint_every: int = Field(100, ge=1, le=10_000_000, description="Steps between resumable checkpoints")
     num_workers: int = Field(1, ge=0, le=256, description="DataLoader worker processes per training process")
+    max_pairs: int | None = Field(
+        None, ge=1,
+        description="Train on a seeded random sample of this many (image, report) pairs; null = all. Not the first ids",
+    )
     distributed: DistributedSettings = Field(
         DistributedSettings(),
         description="DDP processes of each training job; batch_size is over all of them",

@@ -45,6 +45,7 @@ from medfilip.training.distributed import (
     shutdown_distributed,
 )
 from medfilip.training.gather import gather_with_grad, global_batch_table
+from medfilip.training.sampling import sample_pairs
 from medfilip.training.loss import ImageTextMatchingLoss, total_loss
 from medfilip.training.model import DualEncoder, build_model, model_size, save_trained
 from medfilip.training.precision import autocast, resolve_precision
@@ -185,6 +186,12 @@ def train_run(
     store = ImageStore.open(images_dir)
     labels, by_report = read_label_table(labels_path, run.label_variant)
     positions, image_label_ids, n_dropped = training_items(store, by_report)
+    if cfg.max_pairs is not None and cfg.max_pairs < len(positions):
+        # a seeded uniform sample of the pairs (by image id: independent of the store's order)
+        image_ids = store.index.column("image_id").to_pylist()
+        chosen = sample_pairs([image_ids[int(p)] for p in positions], cfg.max_pairs, seed=cfg.seed)
+        log.info("run %s: training.max_pairs = %d of %d pairs (seed %d)", run_name, len(chosen), len(positions), cfg.seed)
+        positions, image_label_ids = positions[chosen], [image_label_ids[int(i)] for i in chosen]
     if n_dropped:
         log.warning("%d training images have no label rows of variant %s and are left out", n_dropped, run.label_variant)
     log.info("run %s: %d training images, %d unique %s labels", run_name, len(positions), len(labels), run.label_variant)

@@ -218,3 +218,20 @@ def test_log_every_averages_the_device_sums_of_its_steps(corpus, tmp_path):
             mean = sum(float(one[i][key]) for i in steps) / len(steps)
             assert float(row[key]) == pytest.approx(mean, abs=2e-6), key
         assert row["lr"] == one[steps[-1]]["lr"]
+
+
+def test_max_pairs_trains_on_a_seeded_sample_not_the_first_images(corpus, tmp_path, caplog):
+    import logging
+
+    from medfilip.images.store import ImageStore
+    from medfilip.training.sampling import sample_pairs
+
+    cfg = CFG.model_copy(update={"augment": False, "epochs": 1, "max_pairs": 16, "checkpoint_every": 100})
+    with caplog.at_level(logging.INFO, logger="medfilip.training.train"):
+        result = _train(corpus, tmp_path / "sample", cfg, resume=False)
+    assert result.n_images == 16 and result.steps == 2  # 16 pairs // batch 8
+    assert "training.max_pairs = 16 of 25 pairs (seed 0)" in caplog.text
+    store = ImageStore.open(corpus["images"])
+    ids = [store.index.column("image_id").to_pylist()[int(p)] for p in store.indices("train")]
+    chosen = sample_pairs(ids, 16, seed=0)
+    assert list(chosen) != list(range(16))  # not the first 16
