@@ -19,7 +19,8 @@ folder; label vectors for our path are random unit vectors (their values do not 
     python benchmarks/train_step.py [--images 480] [--size 128] [--arch resnet18] [--batch 32]
         [--steps 12] [--warmup 2] [--workers 1] [--threads 2]
     python benchmarks/train_step.py --device cuda --size 448 --arch resnet50 --batch 128 --bf16 \
-        --channels-last --workers 8 --images 4096      # the GPU figure
+        --channels-last --workers 8 --images 4096 --text-model /path/to/clip-vit-base-patch32 \
+        --text-pooling eos --text-trainable-layers 12      # the GPU figure (CLIP-size text tower)
 """
 
 from __future__ import annotations
@@ -201,6 +202,10 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--text-trainable-layers", type=int, default=1)
+    p.add_argument("--text-model", default=None,
+                   help="a local text model folder, e.g. openai/clip-vit-base-patch32 (the CLIP-size text tower; "
+                        "default: the packaged MiniLM)")
+    p.add_argument("--text-pooling", default=None, help="eos for CLIP (default: the model setting's default)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--bf16", action="store_true")
     p.add_argument("--channels-last", action="store_true")
@@ -210,7 +215,9 @@ def main() -> int:
     device = torch.device(args.device)
     precision = "bf16" if args.bf16 else "fp32"
     cfg = TrainingConfig(
-        model=ModelSettings(image_arch=args.arch, text_trainable_layers=args.text_trainable_layers),
+        model=ModelSettings(image_arch=args.arch, text_trainable_layers=args.text_trainable_layers,
+                            **({"text_model": args.text_model} if args.text_model else {}),
+                            **({"text_pooling": args.text_pooling} if args.text_pooling else {})),
         batch_size=args.batch, epochs=1, num_workers=args.workers, device=args.device, precision=precision,
         channels_last=args.channels_last, checkpoint_every=args.steps,  # the log is written at checkpoints
     )
@@ -225,7 +232,7 @@ def main() -> int:
     what = f"{args.arch} at {args.size} px, batch {args.batch}, {precision}, {args.device}"
     if args.device == "cuda":
         what += f" ({torch.cuda.get_device_name()})"
-    print(f"model: {what}; MiniLM top {args.text_trainable_layers} layer(s) trained; "
+    print(f"model: {what}; text {args.text_model or 'MiniLM'}, top {args.text_trainable_layers} layer(s) trained; "
           f"{args.steps - args.warmup} timed steps after {args.warmup} warm-up")
     print(f"ours      (uint8 store, {args.workers} worker(s), cached SSM): {ours_rate:8.1f} images/s "
           f"(median step {statistics.median(ours_s[args.warmup:]):.3f} s)")
