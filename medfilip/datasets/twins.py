@@ -150,10 +150,10 @@ def _write_image(task: tuple[TwinImage, str, int, str, Any]) -> str:
 
 def render_all(images: list[TwinImage], root: Path, size: int, dataset: str, *, workers: int = 1, progress: bool = True,
                phantom_settings=None) -> None:
-    from tqdm import tqdm
+    from medfilip.io import progress_bar as tqdm
 
     tasks = [(image, str(root), size, dataset, phantom_settings) for image in images]
-    bar = {"total": len(tasks), "desc": f"twin {dataset}", "unit": "img", "disable": not progress, "mininterval": 2.0}
+    bar = {"total": len(tasks), "desc": f"twin {dataset}", "unit": "img", "disable": not progress}
     if workers <= 1 or len(tasks) < 8:
         for _ in tqdm(map(_write_image, tasks), **bar):
             pass

@@ -28,6 +28,7 @@ from medfilip.io import (
     cache_parts,
     folder_lock,
     part_file_name,
+    progress_bar,
     read_cache_parts,
     write_parquet_atomic,
 )
@@ -174,8 +175,6 @@ def embed_texts(
 
 def _embed_new(new: list[str], keys: dict[str, str], ref: ModelRef, cache: EmbeddingCache, *, batch_size: int,
                max_length: int, device: str, progress: bool, flush_every: int) -> int:
-    from tqdm.auto import tqdm
-
     from medfilip.embeddings.model import TextEncoder
 
     encoder = TextEncoder(ref, device=device, max_length=max_length, progress=progress)
@@ -191,7 +190,7 @@ def _embed_new(new: list[str], keys: dict[str, str], ref: ModelRef, cache: Embed
             pending_texts.clear()
             pending_vectors.clear()
 
-    with tqdm(total=len(new), desc="embed labels", unit="text", disable=not progress) as bar:
+    with progress_bar(total=len(new), desc="embed labels", unit="text", disable=not progress) as bar:
         try:
             for n_batch, start in enumerate(range(0, len(order), batch_size), start=1):
                 batch = [new[i] for i in order[start : start + batch_size]]

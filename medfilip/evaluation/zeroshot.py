@@ -101,12 +101,13 @@ def encode_store_images(
 ) -> np.ndarray:
     """float32 (len(rows), D) image embeddings of ``store[rows]``, ``batch_size`` images per forward pass."""
     import torch
-    from tqdm import tqdm
+
+    from medfilip.io import progress_bar
 
     rows = np.asarray(rows, dtype=np.int64)
     chunks = []
     with torch.inference_mode():
-        for start in tqdm(range(0, rows.size, batch_size), desc=desc, unit="batch", disable=not progress, leave=False):
+        for start in progress_bar(range(0, rows.size, batch_size), desc=desc, unit="batch", disable=not progress):
             batch = torch.from_numpy(store.get_batch(rows[start : start + batch_size])).to(device)
             chunks.append(model.encode_image(batch).float().cpu().numpy())
     if not chunks:

@@ -433,13 +433,11 @@ def test_the_server_rate_limit_is_never_exceeded(openai_server):
     openai_server.ratelimit_headers = True
     openai_server.latency_s = 0.02
     b = backend(openai_server, requests_per_minute=20, max_concurrency=8, window_s=1.0)
-    t0 = time.monotonic()
     results = list(b.extract(reports(45)))
-    elapsed = time.monotonic() - t0
     assert len(results) == 45 and all(r.status == "ok" for r in results)
     assert openai_server.rate_limited == 0 and openai_server.count() == 45
     assert openai_server.max_in_window <= 20
-    assert 45 / elapsed >= 0.7 * 20  # and it is not needlessly slow
+    # (how close to the limit the client runs is a speed figure: benchmarks/extraction.py, not a timed test)
 
 
 def test_the_server_headers_slow_the_client_down(openai_server):

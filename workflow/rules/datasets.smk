@@ -29,7 +29,7 @@ rule dataset_twin:
         "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} twin --dataset {wildcards.dataset} --out $(dirname {output.manifest})"
-        " --workers {threads} --no-progress > {log} 2>&1"
+        " --workers {threads} > {log} 2>&1"
 
 
 rule preprocess_dataset:
@@ -54,4 +54,4 @@ rule preprocess_dataset:
         "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} preprocess-dataset --dataset {wildcards.dataset} --root {params.root:q}"
-        " --out $(dirname {output.index}) --workers {threads} --no-progress > {log} 2>&1"
+        " --out $(dirname {output.index}) --workers {threads} > {log} 2>&1"

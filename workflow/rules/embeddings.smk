@@ -43,7 +43,7 @@ rule embed_labels:
         "medfilip -c {params.config} embed --labels {input.labels} --cache {params.cache} --out {output.embeddings}"
         " --calibration {output.calibration}"
         " --variants {params.variants}"
-        " --threads {threads} --no-progress > {log} 2>&1"
+        " --threads {threads} > {log} 2>&1"
 
 
 rule ssm_heatmap:

@@ -40,7 +40,7 @@ rule image_embeddings:
         "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} embed-images --run {input.model} --stores {input.stores} --out {output}"
-        " --threads {threads} --no-progress > {log} 2>&1"
+        " --threads {threads} > {log} 2>&1"
 
 
 rule zeroshot:
