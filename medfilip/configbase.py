@@ -10,3 +10,13 @@ class Strict(BaseModel):
     """Unknown keys are errors, values are immutable, enums read back as their values."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=True, validate_default=True)
+
+
+def data_fractions(value: list[float]) -> list[float]:
+    """A list of training-data fractions (linear probe, segmentation): each in (0, 1], none twice; sorted."""
+    bad = [f for f in value if not 0.0 < f <= 1.0]
+    if bad:
+        raise ValueError(f"fractions must be in (0, 1], got {bad}")
+    if len(set(value)) != len(value):
+        raise ValueError(f"a fraction is listed twice: {value}")
+    return sorted(value)

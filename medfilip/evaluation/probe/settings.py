@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from medfilip.configbase import Strict
+from medfilip.configbase import Strict, data_fractions
 
 
 class ProbeBaselineSettings(Strict):
@@ -70,12 +70,7 @@ class LinearProbeSettings(Strict):
     @field_validator("fractions")
     @classmethod
     def _fractions(cls, value: list[float]) -> list[float]:
-        bad = [f for f in value if not 0.0 < f <= 1.0]
-        if bad:
-            raise ValueError(f"fractions must be in (0, 1], got {bad}")
-        if len(set(value)) != len(value):
-            raise ValueError(f"fraction listed twice in {value}")
-        return sorted(value)
+        return data_fractions(value)
 
     @field_validator("c_grid")
     @classmethod

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medfilip.configbase import Strict
+from medfilip.configbase import Strict, data_fractions
 
 
 class SegmentationSettings(Strict):
@@ -82,12 +82,7 @@ class SegmentationSettings(Strict):
     @field_validator("fractions")
     @classmethod
     def _fractions(cls, value: list[float]) -> list[float]:
-        bad = [f for f in value if not 0 < f <= 1]
-        if bad:
-            raise ValueError(f"fractions must be in (0, 1], got {bad}")
-        if len(set(value)) != len(value):
-            raise ValueError(f"a fraction is listed twice: {value}")
-        return sorted(value)
+        return data_fractions(value)
 
     @field_validator("thresholds")
     @classmethod
