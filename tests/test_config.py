@@ -97,3 +97,14 @@ def test_shipped_variant_configs_are_valid_over_the_default(repo, name):
         # merged into the default's four runs: Table VI's five rows (medfilip is the last)
         assert set(cfg.training.runs) == {"medfilip", "no_ssm", "medclip", "convirt",
                                           "abl_report", "abl_entity", "abl_fg", "abl_ssm"}
+
+
+@pytest.mark.parametrize("section", ["linear_probe", "segmentation"])
+@pytest.mark.parametrize("fractions, message", [([0.1, 0.1], "listed twice"), ([0.0, 0.5], "(0, 1]"),
+                                                ([1.5], "(0, 1]")])
+def test_data_fractions_are_checked_with_the_key_path(section, fractions, message):
+    with pytest.raises(ConfigError) as err:
+        validate_config({"evaluation": {section: {"fractions": fractions}}})
+    assert f"evaluation.{section}.fractions" in str(err.value) and message in str(err.value)
+    ok = validate_config({"evaluation": {section: {"fractions": [1.0, 0.01]}}})
+    assert getattr(ok.evaluation, section).fractions == [0.01, 1.0]
