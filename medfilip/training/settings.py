@@ -103,7 +103,7 @@ class OptimiserSettings(Strict):
     lr: float = Field(0.03, gt=0.0, le=10.0, description="SGD peak learning rate")
     momentum: float = Field(0.9, ge=0.0, lt=1.0, description="SGD momentum (0 = plain SGD, as the reference)")
     weight_decay: float = Field(1e-4, ge=0.0, le=1.0, description="SGD weight decay")
-    t_0: float = Field(1.5, gt=0.0, le=1000.0, description="Cosine warm restarts: first period, in epochs")
+    t_0: float = Field(1.25, gt=0.0, le=1000.0, description="Cosine warm restarts: first period, in epochs")
     t_mult: int = Field(1, ge=1, le=100, description="Cosine warm restarts: period growth factor")
     eta_min: float = Field(1e-6, ge=0.0, le=10.0, description="Cosine warm restarts: learning rate at the trough")
 
@@ -152,7 +152,7 @@ class TrainingConfig(Strict):
     model: ModelSettings = ModelSettings()
     optimiser: OptimiserSettings = OptimiserSettings()
     epochs: float = Field(
-        1.5, gt=0, le=10000,
+        1.25, gt=0, le=10000,
         description="Passes over the training split; a fraction ends inside the last pass (1.6 = 1.6 x the steps "
         "of one epoch)",
     )

@@ -45,7 +45,7 @@ class SegmentationSettings(Strict):
         description="At least this many optimiser steps per fraction (so 1% of train is not 1 step)",
     )
     max_steps: int | None = Field(
-        96, ge=1, le=10_000_000,
+        64, ge=1, le=10_000_000,
         description="At most this many optimiser steps per fraction (the CPU budget); null = epochs x batches",
     )
     batch_size: int = Field(8, ge=1, le=4096, description="Images per optimiser step")
