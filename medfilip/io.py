@@ -109,14 +109,16 @@ def cache_parts(root: str | Path) -> list[Path]:
     return sorted(root.glob("part-*.parquet")) if root.is_dir() else []
 
 
-def read_cache_parts(root: str | Path, schema: pa.Schema, columns: list[str] | None = None) -> pa.Table:
-    """All parts of a cache folder as one table (``columns`` of ``schema``, or all of it).
+def read_cache_parts(root: str | Path, schema: pa.Schema, columns: list[str] | None = None,
+                     filters=None) -> pa.Table:
+    """All parts of a cache folder as one table (``columns`` of ``schema``, or all of it; only the rows
+    matching ``filters``, a pyarrow expression pushed down to row groups, when given).
 
     A concurrent compaction may delete a part between listing and reading: the read is retried.
     """
     for _ in range(5):
         try:
-            tables = [pq.read_table(p, schema=schema, columns=columns) for p in cache_parts(root)]
+            tables = [pq.read_table(p, schema=schema, columns=columns, filters=filters) for p in cache_parts(root)]
             break
         except FileNotFoundError:
             time.sleep(0.05)

@@ -130,23 +130,13 @@ class ExtractionCache:
 def _read_keys(root: Path, keys: list[str]) -> pa.Table:
     """The rows of ``keys`` from every part: a filtered scan (row groups whose key range misses
     every wanted key are skipped; of the rest only matching rows are kept). A part deleted by a
-    concurrent compaction between listing and reading is a retry, as in read_cache_parts."""
+    concurrent compaction between listing and reading is retried by read_cache_parts."""
     import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
 
     if not keys:
         return CACHE_SCHEMA.empty_table()
-    wanted = ds.field("cache_key").isin(pa.array(keys, pa.string()))
-    for _ in range(5):
-        try:
-            # a dataset read: the filter is pushed down to row groups; columns an older part lacks are null
-            tables = [pq.read_table(path, schema=CACHE_SCHEMA, filters=wanted) for path in cache_parts(root)]
-            break
-        except FileNotFoundError:
-            time.sleep(0.05)
-    else:
-        raise RuntimeError(f"{root}: cache parts keep disappearing; is another process compacting?")
-    return pa.concat_tables(tables) if tables else CACHE_SCHEMA.empty_table()
+    # the filter is pushed down to row groups; columns an older part lacks are null
+    return read_cache_parts(root, CACHE_SCHEMA, filters=ds.field("cache_key").isin(pa.array(keys, pa.string())))
 
 
 def _better(new: dict, old: dict) -> bool:
