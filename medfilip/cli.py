@@ -95,9 +95,10 @@ def make_backend(cfg: PipelineConfig):
 def cmd_extract(args: argparse.Namespace) -> int:
     from medfilip.extraction.cache import ExtractionCache
     from medfilip.extraction.runner import extract_shard
-
     from medfilip.workflow_resources import share_llm_limits
 
+    if len(args.out) != len(args.shards):
+        raise ValueError(f"--out: {len(args.out)} files for {len(args.shards)} --shards (one output per shard)")
     # several jobs at once share the account's per-minute limits (the workflow passes its llm_requests)
     cfg = share_llm_limits(_config(args), args.llm_jobs)
     backend = make_backend(cfg)
@@ -107,7 +108,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
               f"(1/{args.llm_jobs} of the run's: {args.llm_jobs} extraction job(s) may run at once)")
     cache = ExtractionCache(args.cache_dir or Path("results/cache/extraction") / backend.name)
     backend = with_extraction_mode(backend, cfg, cache, args.mode, args.shards)
-    for shard, out in zip(args.shards, args.out):
+    for shard, out in zip(args.shards, args.out, strict=True):
         run = extract_shard(
             shard, backend, cache, out,
             runs_dir=args.runs_dir,

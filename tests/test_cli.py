@@ -61,7 +61,7 @@ def test_query_answers_over_the_views(results, capsys):
                  "select e.polarity, count(*) as n from entities e join reports r using (report_id) group by 1 order by 1"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "polarity,n"
-    assert {l.split(",")[0] for l in lines[1:]} <= {"present", "negated", "uncertain"}
+    assert {line.split(",")[0] for line in lines[1:]} <= {"present", "negated", "uncertain"}
     assert main(["query", "--results", str(results), "--format", "json",
                  "select sum(n_reports) as n, sum(n_extracted) as x from extraction_runs"]) == 0
     (row,) = json.loads(capsys.readouterr().out)
@@ -75,7 +75,8 @@ def test_query_error_is_a_message_not_a_traceback(results, capsys):
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, bytes]]:
-    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes()) for p in sorted(root.rglob("*")) if p.is_file()}
+    files = sorted(p for p in root.rglob("*") if p.is_file())
+    return {str(p.relative_to(root)): (p.stat().st_mtime_ns, p.read_bytes()) for p in files}
 
 
 def test_query_is_read_only(results, tmp_path, capsys):
@@ -140,7 +141,8 @@ def _common(ns: argparse.Namespace) -> dict:
 def test_every_command_takes_the_common_options_before_or_after_its_name():
     parser = build_parser()
     commands = _commands(parser)
-    assert {"config", "query", "extract", "train", "zeroshot", "llm-server", "twin", "segmentation", "probe-fit"} <= set(commands)
+    some = {"config", "query", "extract", "train", "zeroshot", "llm-server", "twin", "segmentation", "probe-fit"}
+    assert some <= set(commands)
     options, values = GIVEN
     for name, command in commands.items():
         required = _required(command)
@@ -173,9 +175,9 @@ def _rule_command_lines(tmp_path: Path) -> list[list[str]]:
     (tmp_path / "iu").mkdir()
     (tmp_path / "config.yaml").write_text(yaml.safe_dump({"reports": {"source": "iu_xray", "n_shards": 2,
                                                                       "iu_xray": {"path": "iu"}}}))
-    proc = subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"),
-                           "--directory", str(tmp_path), "-n", "-p", "all", "--configfile", str(tmp_path / "config.yaml")],
-                          capture_output=True, text=True, timeout=300)
+    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"),
+           "--directory", str(tmp_path), "-n", "-p", "all", "--configfile", str(tmp_path / "config.yaml")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = []
     for line in (proc.stdout + proc.stderr).splitlines():

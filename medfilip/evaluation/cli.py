@@ -58,9 +58,9 @@ def cmd_embed_images(args: argparse.Namespace) -> int:
 
     from medfilip.config import load_config
     from medfilip.devices import resolve_device
+    from medfilip.evaluation.zeroshot import write_image_embeddings
     from medfilip.images.store import ImageStore
     from medfilip.training.model import load_trained
-    from medfilip.evaluation.zeroshot import write_image_embeddings
 
     if args.threads:
         torch.set_num_threads(args.threads)
