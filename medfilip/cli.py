@@ -348,7 +348,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-rows", type=int, default=50)
     s.set_defaults(func=cmd_query)
 
-    # Later stages register their own sub-commands (medfilip/<stage>/cli.py: register(sub)).
+    # Later stages register their own sub-commands (medfilip/<stage>/cli.py: register(sub)); each gets the common
+    # options from the parent parser (defining one of them again is an argparse conflict error at build time).
     for stage in STAGE_PACKAGES:
         try:
             module = importlib.import_module(f"medfilip.{stage}.cli")
