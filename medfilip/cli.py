@@ -1,20 +1,31 @@
-"""``medfilip``: one sub-command per pipeline stage. Snakemake rules call these."""
+"""``medfilip``: one sub-command per pipeline stage (Snakemake rules call these), plus ``predict`` and ``export``
+for a trained model. Common options (-c/--config, -v, -q, --no-progress, --workers, --threads) go before or
+after the command: ``medfilip -c X train ...`` = ``medfilip train -c X ...``."""
 
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import logging
 import sys
 from pathlib import Path
 
 from medfilip.config import ConfigError, PipelineConfig, load_config
-from medfilip.extraction.backend import ExtractionAborted
 
 log = logging.getLogger("medfilip")
 
 STAGE_PACKAGES = ("extraction", "knowledge", "labels", "embeddings", "phantom", "images", "datasets", "training",
                   "evaluation", "evaluation.segmentation", "evaluation.probe")
+# Commands of a trained model (medfilip.predict owns their arguments): (name, add arguments, run, help).
+LIBRARY_COMMANDS = (
+    ("predict", "add_predict_arguments", "run_predict",
+     "zero-shot scores of images (PNG, JPEG, DICOM) under a trained model, per class"),
+    ("export", "add_export_arguments", "run_export",
+     "write a pipeline run folder as a self-contained model folder (config, safetensors weights, text encoder)"),
+)
+# What a command sees when a common option is not given (anywhere).
+COMMON_DEFAULTS = {"config": None, "verbose": 0, "quiet": False, "no_progress": False, "workers": 0, "threads": 0}
 
 
 def _setup_logging(verbose: int) -> None:
@@ -84,9 +95,10 @@ def make_backend(cfg: PipelineConfig):
 def cmd_extract(args: argparse.Namespace) -> int:
     from medfilip.extraction.cache import ExtractionCache
     from medfilip.extraction.runner import extract_shard
-
     from medfilip.workflow_resources import share_llm_limits
 
+    if len(args.out) != len(args.shards):
+        raise ValueError(f"--out: {len(args.out)} files for {len(args.shards)} --shards (one output per shard)")
     # several jobs at once share the account's per-minute limits (the workflow passes its llm_requests)
     cfg = share_llm_limits(_config(args), args.llm_jobs)
     backend = make_backend(cfg)
@@ -96,7 +108,7 @@ def cmd_extract(args: argparse.Namespace) -> int:
               f"(1/{args.llm_jobs} of the run's: {args.llm_jobs} extraction job(s) may run at once)")
     cache = ExtractionCache(args.cache_dir or Path("results/cache/extraction") / backend.name)
     backend = with_extraction_mode(backend, cfg, cache, args.mode, args.shards)
-    for shard, out in zip(args.shards, args.out):
+    for shard, out in zip(args.shards, args.out, strict=True):
         run = extract_shard(
             shard, backend, cache, out,
             runs_dir=args.runs_dir,
@@ -206,11 +218,26 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_only(con, sql: str) -> None:
+    """Raise ValueError unless every statement of ``sql`` is a SELECT (SHOW, DESCRIBE, SUMMARIZE are).
+
+    DuckDB writes files on request: ``COPY entities TO 'results/entities.parquet'`` (or an EXPLAIN
+    ANALYZE of it) would replace a pipeline output, and ATTACH, INSTALL, SET ... act outside the views.
+    """
+    import duckdb
+
+    for statement in con.extract_statements(sql):
+        if statement.type != duckdb.StatementType.SELECT:
+            kind = str(statement.type).rsplit(".", 1)[-1]
+            raise ValueError(f"medfilip query is read-only: {kind} statements are refused (only SELECT)")
+
+
 def cmd_query(args: argparse.Namespace) -> int:
     from medfilip.query import connect, format_result
 
     con = connect(args.results)
     try:
+        _read_only(con, args.sql)
         result = con.execute(args.sql)
     except Exception as err:  # duckdb raises many error types; show the message, not a traceback
         print(f"query failed: {err}", file=sys.stderr)
@@ -220,12 +247,54 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 # -- parser -----------------------------------------------------------------------------
+def common_options(*, defaults: bool) -> argparse.ArgumentParser:
+    """The parent parser of the options every command accepts (argparse ``parents=``).
+
+    The top-level parser takes it with ``defaults=True`` (COMMON_DEFAULTS); every sub-command with
+    ``defaults=False``: an option the command line does not give after the command then leaves the
+    value given before it (``medfilip -c X train``) in place instead of resetting it to the default.
+    Commands that have no use for an option (``--workers`` of ``query``) accept and ignore it.
+    """
+    parent = argparse.ArgumentParser(add_help=False, argument_default=None if defaults else argparse.SUPPRESS)
+    g = parent.add_argument_group("common options (before or after the command)")
+    g.add_argument("-c", "--config", type=Path, metavar="YAML", help="config YAML (default: config/config.yaml)")
+    g.add_argument("-v", "--verbose", action="count", help="more logging (-vv for debug)")
+    g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
+    g.add_argument("--no-progress", action="store_true", help="no progress bars (for rules: their logs)")
+    g.add_argument("--workers", type=int, metavar="N",
+                   help="processes of the commands that render or decode images (0, the default: every available core)")
+    g.add_argument("--threads", type=int, metavar="N",
+                   help="CPU threads of torch, or of the llama.cpp server for llm-server (0, the default: torch's "
+                        "default; probe commands: every available core; llm-server: all cores, at most 8)")
+    if defaults:
+        parent.set_defaults(**COMMON_DEFAULTS)
+    return parent
+
+
+def _register_library_commands(sub) -> None:
+    """``predict`` and ``export``: medfilip.predict adds their arguments and runs them.
+
+    medfilip.predict is imported here, to build the parser, so its top level stays light (argparse,
+    pathlib); torch and the model load inside run_predict / run_export.
+    """
+    try:
+        predict = importlib.import_module("medfilip.predict")
+    except ModuleNotFoundError as err:  # not in this tree yet (the lead makes this unconditional at merge)
+        if err.name != "medfilip.predict":
+            raise
+        return
+    for name, add_arguments, run, helptext in LIBRARY_COMMANDS:
+        s = sub.add_parser(name, help=helptext, description=helptext)
+        getattr(predict, add_arguments)(s)
+        s.set_defaults(func=getattr(predict, run))
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="medfilip", description=__doc__)
-    p.add_argument("-c", "--config", type=Path, default=None, help="config YAML (default: config/config.yaml)")
-    p.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-vv for debug)")
-    p.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = argparse.ArgumentParser(prog="medfilip", description=__doc__, parents=[common_options(defaults=True)])
+    # every sub-command gets the common options (the stage modules' register(sub) call sub.add_parser as usual)
+    shared = common_options(defaults=False)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                           parser_class=functools.partial(argparse.ArgumentParser, parents=[shared]))
 
     s = sub.add_parser("config", help="validate the config (values, and the paths and models it names) and print a summary")
     s.add_argument("--show", action="store_true", help="print the full config with defaults filled in")
@@ -246,7 +315,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extraction jobs calling the LLM at once: each paces itself to 1/N of the per-minute limits")
     s.add_argument("--mode", choices=["sync", "batch"], default=None,
                    help="openai only: concurrent requests or the Batch API (default: extraction.openai.mode)")
-    s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_extract)
 
     s = sub.add_parser("batches", help="list the Batch API chunks of the openai cache (status, counts, merged)")
@@ -274,13 +342,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser("query", help="run SQL over reports, entities and extraction_runs (DuckDB, read-only)")
-    s.add_argument("sql")
+    s.add_argument("sql", help="SELECT statements only (COPY, CREATE, ATTACH, SET ... are refused)")
     s.add_argument("--results", type=Path, default=Path("results"), help="results folder")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s.add_argument("--max-rows", type=int, default=50)
     s.set_defaults(func=cmd_query)
 
-    # Later stages register their own sub-commands (medfilip/<stage>/cli.py: register(sub)).
+    # Later stages register their own sub-commands (medfilip/<stage>/cli.py: register(sub)); each gets the common
+    # options from the parent parser (defining one of them again is an argparse conflict error at build time).
     for stage in STAGE_PACKAGES:
         try:
             module = importlib.import_module(f"medfilip.{stage}.cli")
@@ -289,7 +358,15 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         module.register(sub)
+    _register_library_commands(sub)
     return p
+
+
+def _extraction_aborted(err: BaseException) -> bool:
+    """An ExtractionAborted (checked without importing the extraction stage, which pulls in pyarrow:
+    when it was raised, its module is loaded)."""
+    backend = sys.modules.get("medfilip.extraction.backend")
+    return backend is not None and isinstance(err, backend.ExtractionAborted)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -303,15 +380,17 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
-    except ExtractionAborted as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 3
     except KeyboardInterrupt:  # finished work is already flushed (extraction flushes on the way out)
         print("interrupted", file=sys.stderr)
         return 130
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    except Exception as err:
+        if _extraction_aborted(err):
+            print(f"error: {err}", file=sys.stderr)
+            return 3
+        if isinstance(err, (FileNotFoundError, ValueError)):
+            print(f"error: {err}", file=sys.stderr)
+            return 1
+        raise
 
 
 if __name__ == "__main__":

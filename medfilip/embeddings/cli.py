@@ -167,8 +167,6 @@ def register(sub) -> None:
     s.add_argument("--out", type=Path, required=True, help="vectors of exactly the current labels (Parquet)")
     s.add_argument("--calibration", type=Path, default=None,
                    help="SSM calibration file (default: beside --out, <stem>.calibration.json)")
-    s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("ssm-calibrate", help="(re)compute the SSM calibration of written label embeddings")

@@ -58,9 +58,9 @@ def cmd_embed_images(args: argparse.Namespace) -> int:
 
     from medfilip.config import load_config
     from medfilip.devices import resolve_device
+    from medfilip.evaluation.zeroshot import write_image_embeddings
     from medfilip.images.store import ImageStore
     from medfilip.training.model import load_trained
-    from medfilip.evaluation.zeroshot import write_image_embeddings
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -136,15 +136,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--knowledge", type=Path, default=None, help="IKI dictionary (default: knowledge.path)")
     s.add_argument("--image-embeddings", type=Path, nargs="+", default=None,
                    help="each run's stored image embeddings (medfilip embed-images), in the order of --runs")
-    s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_zeroshot)
 
     s = sub.add_parser("embed-images", help="encode the held-out images of evaluation stores once with a trained run (.npz)")
     s.add_argument("--run", type=Path, required=True, help="run folder (results/models/<run>) or its model.pt")
     s.add_argument("--stores", type=Path, nargs="+", required=True, help="image store folders or their index.parquet")
     s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_embed_images)
 
     for name, func, helptext in (
@@ -159,7 +156,6 @@ def register(sub: argparse._SubParsersAction) -> None:
                        help="each run's stored image embeddings (medfilip embed-images), in the order of --runs")
         if name == "retrieval":
             s.add_argument("--out", type=Path, default=Path("results/tables/retrieval.csv"))
-            s.add_argument("--no-progress", action="store_true")
         else:
             s.add_argument("--figure", type=Path, default=Path("results/figures/case_study.png"))
             s.add_argument("--table", type=Path, default=Path("results/tables/case_study.csv"))

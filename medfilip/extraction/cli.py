@@ -19,7 +19,7 @@ def _settings(args: argparse.Namespace) -> dict:
         "port": port,
         "alias": args.alias or cfg.model,
         "n_ctx": args.n_ctx,
-        "n_threads": args.threads,
+        "n_threads": args.threads or None,  # 0 (the default): llm_server picks (all cores, at most 8)
         # a key in the configured variable guards the server too; unset: the server takes any key
         "api_key": os.environ.get(cfg.api_key_env, "").strip() or None,
     }
@@ -59,6 +59,5 @@ def register(sub) -> None:
     s.add_argument("--model-file", default=None, help="a GGUF path or 'packaged' (default: extraction.openai.model_file)")
     s.add_argument("--alias", default=None, help="served model name (default: extraction.openai.model)")
     s.add_argument("--n-ctx", type=int, default=4096, help="context window in tokens")
-    s.add_argument("--threads", type=int, default=None, help="CPU threads (default: all cores, at most 8)")
     s.add_argument("--timeout", type=float, default=180.0, help="seconds to wait until the server answers")
     s.set_defaults(func=cmd_llm_server)

@@ -99,8 +99,6 @@ def register(sub) -> None:
         help="where rendered PNGs go, in the IU-Xray layout; a cache: up-to-date files are not rendered again",
     )
     s.add_argument("--out", type=Path, required=True, help="the image store folder (results/images/corpus)")
-    s.add_argument("--workers", type=int, default=0, help="processes for rendering and decoding (0 = all usable cores)")
-    s.add_argument("--no-progress", action="store_true")
     s.set_defaults(func=cmd_corpus_images)
 
     s = sub.add_parser(

@@ -24,7 +24,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         calibration_path=args.calibration,
         out_dir=args.out,
         resume=args.resume,
-        progress=args.progress,
+        progress=not args.no_progress,
     )
     if result.finished:
         print(
@@ -81,8 +81,6 @@ def register(sub) -> None:
     s.add_argument("--out", type=Path, required=True, help="run folder (results/models/RUN)")
     s.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="continue from the run folder's checkpoint.pt when it was written under the same settings")
-    s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
-    s.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar (for rules)")
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("ablation", help="the cumulative ablation table (paper Table VI) from the zero-shot table")

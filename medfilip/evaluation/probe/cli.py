@@ -21,12 +21,13 @@ def _device(cfg) -> str:
     return resolve_device(cfg.evaluation.linear_probe.device, "evaluation.linear_probe.device")
 
 
-def _threads() -> None:
+def _threads(threads: int) -> None:
+    """torch CPU threads: --threads, or (0, the default) every available core."""
     import os
 
     import torch
 
-    torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
+    torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))
 
 
 def cmd_features(args: argparse.Namespace) -> int:
@@ -34,7 +35,7 @@ def cmd_features(args: argparse.Namespace) -> int:
     from medfilip.evaluation.features import extract_features
 
     cfg = load_config(args.config)
-    _threads()
+    _threads(args.threads)
     out = extract_features(_folder(args.run), _folder(args.store), args.out, splits=args.splits,
                            batch_size=cfg.evaluation.linear_probe.batch_size, device=_device(cfg))
     for split, f in out.items():
@@ -76,7 +77,7 @@ def cmd_probe_baseline(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     p = cfg.evaluation.linear_probe
-    _threads()
+    _threads(args.threads)
     store = ImageStore.open(_folder(args.store))
     data = probe_data_from_store(store)
     scores = train_baseline(args.name, store, data, arch=image_arch(cfg), settings=p.baselines, fractions=p.fractions,

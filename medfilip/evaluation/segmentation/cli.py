@@ -64,7 +64,6 @@ def register(sub) -> None:
     s.add_argument("--run", default=None, help="name in the table (default: the run folder's name, or random_init)")
     s.add_argument("--store", type=Path, default=Path("results/images/siim"), help="SIIM image store or its index.parquet")
     s.add_argument("--out-dir", type=Path, required=True, help="folder of scores.parquet, summary.json, examples.npz")
-    s.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     s.set_defaults(func=cmd_segmentation)
 
     s = sub.add_parser("segmentation-table", help="the segmentation table (Table IV) and figure from every run's outputs")
