@@ -6,10 +6,10 @@
 
 rule ablation_table:
     input:
-        zeroshot="results/tables/zeroshot.csv",
+        zeroshot=paths.ZEROSHOT_TABLE,
     output:
         report(
-            "results/tables/ablation.csv",
+            paths.ABLATION_TABLE,
             caption="../report/ablation_table.rst",
             category="Evaluation",
         ),
@@ -18,7 +18,7 @@ rule ablation_table:
         # which runs fill the rows
         runs=SETTINGS["training"]["runs"],
     log:
-        "results/logs/ablation_table/ablation_table.log",
+        paths.log("ablation_table"),
     conda:
         "../envs/medfilip.yaml"
     shell:
@@ -30,10 +30,10 @@ rule ablation_table:
 # trains 3 seeds of the four runs.
 rule seed_summary:
     input:
-        zeroshot="results/tables/zeroshot.csv",
+        zeroshot=paths.ZEROSHOT_TABLE,
     output:
         report(
-            "results/tables/seeds.csv",
+            paths.SEEDS_TABLE,
             caption="../report/seeds_table.rst",
             category="Evaluation",
         ),
@@ -41,7 +41,7 @@ rule seed_summary:
         config=EFFECTIVE_CONFIG,
         runs=SETTINGS["training"]["runs"],
     log:
-        "results/logs/seed_summary/seed_summary.log",
+        paths.log("seed_summary"),
     conda:
         "../envs/medfilip.yaml"
     shell:

@@ -13,7 +13,7 @@ DATASET_RULES = DatasetRules(CFG, SETTINGS)
 rule dataset_twin:
     output:
         # written last: the whole twin folder is swapped in when the job succeeds
-        manifest="results/twins/{dataset}/manifest.json",
+        manifest=paths.TWIN_MANIFEST,
     wildcard_constraints:
         dataset=DATASET_WILDCARD,
     params:
@@ -22,9 +22,9 @@ rule dataset_twin:
         settings=DATASET_RULES.twin_params,
     threads: workflow.cores
     log:
-        "results/logs/dataset_twin/{dataset}.log",
+        paths.log("dataset_twin", "{dataset}"),
     benchmark:
-        "results/benchmarks/dataset_twin/{dataset}.tsv"
+        paths.benchmark("dataset_twin", "{dataset}")
     conda:
         "../envs/medfilip.yaml"
     shell:
@@ -36,8 +36,8 @@ rule preprocess_dataset:
     input:
         unpack(DATASET_RULES.store_inputs),
     output:
-        index="results/images/{dataset}/index.parquet",
-        meta="results/images/{dataset}/meta.json",
+        index=paths.IMAGE_STORE_INDEX,
+        meta=paths.IMAGE_STORE_META,
     wildcard_constraints:
         dataset=DATASET_WILDCARD,
     params:
@@ -47,9 +47,9 @@ rule preprocess_dataset:
         settings=DATASET_RULES.store_params,
     threads: workflow.cores
     log:
-        "results/logs/preprocess_dataset/{dataset}.log",
+        paths.log("preprocess_dataset", "{dataset}"),
     benchmark:
-        "results/benchmarks/preprocess_dataset/{dataset}.tsv"
+        paths.benchmark("preprocess_dataset", "{dataset}")
     conda:
         "../envs/medfilip.yaml"
     shell:

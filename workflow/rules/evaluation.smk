@@ -9,7 +9,7 @@ from medfilip.evaluation.sets import configured_run_dirs, configured_set_dirs
 ZEROSHOT_RUNS = configured_run_dirs(CFG)
 ZEROSHOT_SETS = configured_set_dirs(CFG)
 # every store an evaluation reads (retrieval and the case study read the corpus store in any case)
-EVAL_STORES = list(dict.fromkeys([*ZEROSHOT_SETS, "results/images/corpus"]))
+EVAL_STORES = list(dict.fromkeys([*ZEROSHOT_SETS, paths.CORPUS_STORE_DIR]))
 # the evaluation keys that change the zero-shot table (not retrieval's, the case study's, the
 # probe's ... and not batch size or device): its param, so a change of another key leaves it be
 ZEROSHOT_SETTINGS = {
@@ -18,24 +18,24 @@ ZEROSHOT_SETTINGS = {
                 "bootstrap", "mismatched_explanation")
 }
 # each run's held-out image embeddings, encoded once (rule image_embeddings)
-RUN_EMBEDDINGS = [f"results/evaluation/image_embeddings/{Path(run).name}.npz" for run in ZEROSHOT_RUNS]
+RUN_EMBEDDINGS = [paths.IMAGE_EMBEDDINGS.format(run=Path(run).name) for run in ZEROSHOT_RUNS]
 
 
 rule image_embeddings:
     input:
-        model="results/models/{run}/model.pt",
+        model=paths.MODEL,
         stores=[f"{store}/index.parquet" for store in EVAL_STORES],
     output:
-        "results/evaluation/image_embeddings/{run}.npz",
+        paths.IMAGE_EMBEDDINGS,
     params:
         config=EFFECTIVE_CONFIG,
     threads: workflow.cores
     resources:
         gpu=gpus(CFG.evaluation.device),
     log:
-        "results/logs/image_embeddings/{run}.log",
+        paths.log("image_embeddings", "{run}"),
     benchmark:
-        "results/benchmarks/image_embeddings/{run}.tsv"
+        paths.benchmark("image_embeddings", "{run}")
     conda:
         "../envs/medfilip.yaml"
     shell:
@@ -52,17 +52,17 @@ rule zeroshot:
         knowledge=SETTINGS["knowledge"]["path"],
     output:
         table=report(
-            "results/tables/zeroshot.csv",
+            paths.ZEROSHOT_TABLE,
             caption="../report/zeroshot_table.rst",
             category="Zero-shot",
         ),
         per_class=report(
-            "results/tables/zeroshot_per_class.csv",
+            paths.ZEROSHOT_PER_CLASS,
             caption="../report/zeroshot_per_class.rst",
             category="Zero-shot",
         ),
         figure=report(
-            "results/figures/zeroshot.png",
+            paths.ZEROSHOT_FIGURE,
             caption="../report/zeroshot_figure.rst",
             category="Zero-shot",
         ),
@@ -74,9 +74,9 @@ rule zeroshot:
     resources:
         gpu=gpus(CFG.evaluation.device),
     log:
-        "results/logs/zeroshot/zeroshot.log",
+        paths.log("zeroshot"),
     benchmark:
-        "results/benchmarks/zeroshot/zeroshot.tsv"
+        paths.benchmark("zeroshot")
     conda:
         "../envs/medfilip.yaml"
     shell:
@@ -91,11 +91,11 @@ rule retrieval:
     input:
         models=[f"{run}/model.pt" for run in ZEROSHOT_RUNS],
         embeddings=RUN_EMBEDDINGS,
-        corpus="results/images/corpus/index.parquet",
+        corpus=paths.CORPUS_STORE_INDEX,
         knowledge=SETTINGS["knowledge"]["path"],
     output:
         table=report(
-            "results/tables/retrieval.csv",
+            paths.RETRIEVAL_TABLE,
             caption="../report/retrieval_table.rst",
             category="Retrieval",
         ),
@@ -108,9 +108,9 @@ rule retrieval:
     resources:
         gpu=gpus(CFG.evaluation.device),
     log:
-        "results/logs/retrieval/retrieval.log",
+        paths.log("retrieval"),
     benchmark:
-        "results/benchmarks/retrieval/retrieval.tsv"
+        paths.benchmark("retrieval")
     conda:
         "../envs/medfilip.yaml"
     shell:
@@ -122,16 +122,16 @@ rule case_study:
     input:
         models=[f"{run}/model.pt" for run in ZEROSHOT_RUNS],
         embeddings=RUN_EMBEDDINGS,
-        corpus="results/images/corpus/index.parquet",
+        corpus=paths.CORPUS_STORE_INDEX,
         knowledge=SETTINGS["knowledge"]["path"],
     output:
         figure=report(
-            "results/figures/case_study.png",
+            paths.CASE_STUDY_FIGURE,
             caption="../report/case_study_figure.rst",
             category="Case study",
         ),
         table=report(
-            "results/tables/case_study.csv",
+            paths.CASE_STUDY_TABLE,
             caption="../report/case_study_table.rst",
             category="Case study",
         ),
@@ -141,9 +141,9 @@ rule case_study:
         # a dict, so that snakemake leaves the prompt's "{category}" alone
         prompt={"baseline_prompt": SETTINGS["evaluation"]["retrieval"]["baseline_prompt"]},
     log:
-        "results/logs/case_study/case_study.log",
+        paths.log("case_study"),
     benchmark:
-        "results/benchmarks/case_study/case_study.tsv"
+        paths.benchmark("case_study")
     conda:
         "../envs/medfilip.yaml"
     shell:

@@ -24,13 +24,13 @@ rule extract_triplets:
     input:
         # the vocabulary (rules) or the prompt file (openai): editing it re-runs extraction
         unpack(extraction_inputs),
-        shard="results/reports/shards/{shard}.parquet",
+        shard=paths.REPORT_SHARD,
     output:
-        "results/extraction/{backend}/{shard}.parquet",
+        paths.EXTRACTION_SHARD,
     params:
         config=EFFECTIVE_CONFIG,
-        cache_dir="results/cache/extraction/{backend}",
-        runs_dir="results/extraction/runs",
+        cache_dir=paths.EXTRACTION_CACHE_DIR,
+        runs_dir=paths.EXTRACTION_RUNS_DIR,
         # openai: the model id and generation settings, so changing them re-runs extraction (only)
         model=extraction_settings().get("model", "rules"),
         generation=extraction_settings(),
@@ -39,9 +39,9 @@ rule extract_triplets:
         # none, and batch mode only uploads and polls (its shards must not queue behind each other for 24 h)
         llm_requests=1 if BACKEND == "openai" and CFG.extraction.openai.mode == "sync" else 0,
     log:
-        "results/logs/extract_triplets/{backend}/{shard}.log",
+        paths.log("extract_triplets", "{backend}/{shard}"),
     benchmark:
-        "results/benchmarks/extract_triplets/{backend}/{shard}.tsv"
+        paths.benchmark("extract_triplets", "{backend}/{shard}")
     conda:
         "../envs/medfilip.yaml"
     shell:
@@ -52,16 +52,16 @@ rule extract_triplets:
 
 rule entities:
     input:
-        extractions=expand("results/extraction/{backend}/{shard}.parquet", backend=BACKEND, shard=SHARDS),
+        extractions=expand(paths.EXTRACTION_SHARD, backend=BACKEND, shard=SHARDS),
         vocabulary=VOCABULARY,
     output:
-        "results/entities.parquet",
+        paths.ENTITIES,
     params:
         config=EFFECTIVE_CONFIG,
     log:
-        "results/logs/entities/entities.log",
+        paths.log("entities"),
     benchmark:
-        "results/benchmarks/entities/entities.tsv"
+        paths.benchmark("entities")
     conda:
         "../envs/medfilip.yaml"
     shell:

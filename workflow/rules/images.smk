@@ -22,10 +22,10 @@ rule corpus_images_part:
     input:
         # the MeSH mapping + vocabulary, or results/entities.parquet (images.corpus.findings)
         **corpus_findings_inputs(CFG, VOCABULARY),
-        shard="results/reports/shards/{shard}.parquet",
+        shard=paths.REPORT_SHARD,
     output:
-        index=update("results/images/corpus_parts/{shard}/index.parquet"),
-        meta=update("results/images/corpus_parts/{shard}/meta.json"),
+        index=update(paths.CORPUS_PART_INDEX),
+        meta=update(paths.CORPUS_PART_META),
     params:
         config=EFFECTIVE_CONFIG,
         png_dir=CORPUS["png_dir"],
@@ -36,9 +36,9 @@ rule corpus_images_part:
         image_root=CORPUS["image_root"],
     threads: workflow.cores
     log:
-        "results/logs/corpus_images/{shard}.log",
+        paths.log("corpus_images", "{shard}"),
     benchmark:
-        "results/benchmarks/corpus_images/{shard}.tsv"
+        paths.benchmark("corpus_images", "{shard}")
     conda:
         "../envs/medfilip.yaml"
     shell:
@@ -49,15 +49,15 @@ rule corpus_images_part:
 
 rule corpus_images:
     input:
-        parts=expand("results/images/corpus_parts/{shard}/index.parquet", shard=SHARDS),
-        metas=expand("results/images/corpus_parts/{shard}/meta.json", shard=SHARDS),
+        parts=expand(paths.CORPUS_PART_INDEX, shard=SHARDS),
+        metas=expand(paths.CORPUS_PART_META, shard=SHARDS),
     output:
-        index=update("results/images/corpus/index.parquet"),
-        meta=update("results/images/corpus/meta.json"),
+        index=update(paths.CORPUS_STORE_INDEX),
+        meta=update(paths.CORPUS_STORE_META),
     params:
-        parts=expand("results/images/corpus_parts/{shard}", shard=SHARDS),
+        parts=expand(paths.CORPUS_PART_DIR, shard=SHARDS),
     log:
-        "results/logs/corpus_images/merge.log",
+        paths.log("corpus_images", "merge"),
     conda:
         "../envs/medfilip.yaml"
     shell:

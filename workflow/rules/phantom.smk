@@ -5,7 +5,7 @@
 rule phantom_gallery:
     output:
         report(
-            "results/figures/phantom_gallery.png",
+            paths.PHANTOM_GALLERY,
             caption="../report/phantom_gallery.rst",
             category="Images",
         ),
@@ -15,7 +15,7 @@ rule phantom_gallery:
         phantom=CFG.phantom.model_dump(mode="json"),
         size=160,
     log:
-        "results/logs/phantom_gallery/phantom_gallery.log",
+        paths.log("phantom_gallery"),
     conda:
         "../envs/medfilip.yaml"
     shell:

@@ -21,15 +21,15 @@ PROBE_BASELINES = probe_wf.baselines(CFG) if PROBE_ON else []
 
 rule features:
     input:
-        model="results/models/{run}/model.pt",
-        index="results/images/{dataset}/index.parquet",
+        model=paths.MODEL,
+        index=paths.IMAGE_STORE_INDEX,
     output:
-        train="results/features/{run}/{dataset}/train.npy",
-        validate="results/features/{run}/{dataset}/validate.npy",
-        test="results/features/{run}/{dataset}/test.npy",
-        train_meta="results/features/{run}/{dataset}/train.json",
-        validate_meta="results/features/{run}/{dataset}/validate.json",
-        test_meta="results/features/{run}/{dataset}/test.json",
+        train=paths.feature_file("train"),
+        validate=paths.feature_file("validate"),
+        test=paths.feature_file("test"),
+        train_meta=paths.feature_file("train", ".json"),
+        validate_meta=paths.feature_file("validate", ".json"),
+        test_meta=paths.feature_file("test", ".json"),
     wildcard_constraints:
         dataset=DATASET_WILDCARD,
     params:
@@ -38,9 +38,9 @@ rule features:
     resources:
         gpu=gpus(CFG.evaluation.linear_probe.device),
     log:
-        "results/logs/features/{run}/{dataset}.log",
+        paths.log("features", "{run}/{dataset}"),
     benchmark:
-        "results/benchmarks/features/{run}/{dataset}.tsv"
+        paths.benchmark("features", "{run}/{dataset}")
     conda:
         "../envs/medfilip.yaml"
     shell:
@@ -51,11 +51,11 @@ rule features:
 rule probe_fit:
     input:
         features=rules.features.output,
-        index="results/images/{dataset}/index.parquet",
-        model="results/models/{run}/model.pt",
+        index=paths.IMAGE_STORE_INDEX,
+        model=paths.MODEL,
     output:
-        scores="results/probe/runs/{run}/{dataset}/scores.npz",
-        meta="results/probe/runs/{run}/{dataset}/scores.json",
+        scores=paths.PROBE_RUN_SCORES,
+        meta=paths.PROBE_RUN_META,
     wildcard_constraints:
         dataset=DATASET_WILDCARD,
     params:
@@ -64,9 +64,9 @@ rule probe_fit:
         settings=probe_wf.fit_params(SETTINGS),
     threads: 1
     log:
-        "results/logs/probe_fit/{run}/{dataset}.log",
+        paths.log("probe_fit", "{run}/{dataset}"),
     benchmark:
-        "results/benchmarks/probe_fit/{run}/{dataset}.tsv"
+        paths.benchmark("probe_fit", "{run}/{dataset}")
     conda:
         "../envs/medfilip.yaml"
     shell:
@@ -76,10 +76,10 @@ rule probe_fit:
 
 rule probe_baseline:
     input:
-        index="results/images/{dataset}/index.parquet",
+        index=paths.IMAGE_STORE_INDEX,
     output:
-        scores="results/probe/baselines/{baseline}/{dataset}/scores.npz",
-        meta="results/probe/baselines/{baseline}/{dataset}/scores.json",
+        scores=paths.PROBE_BASELINE_SCORES,
+        meta=paths.PROBE_BASELINE_META,
     wildcard_constraints:
         dataset=DATASET_WILDCARD,
         baseline="|".join(re.escape(b) for b in PROBE_BASELINES) or "no_baseline",
@@ -91,9 +91,9 @@ rule probe_baseline:
     resources:
         gpu=gpus(CFG.evaluation.linear_probe.device),
     log:
-        "results/logs/probe_baseline/{baseline}/{dataset}.log",
+        paths.log("probe_baseline", "{baseline}/{dataset}"),
     benchmark:
-        "results/benchmarks/probe_baseline/{baseline}/{dataset}.tsv"
+        paths.benchmark("probe_baseline", "{baseline}/{dataset}")
     conda:
         "../envs/medfilip.yaml"
     shell:
@@ -106,17 +106,17 @@ rule linear_probe:
         scores=probe_wf.score_files(CFG) if PROBE_ON else [],
     output:
         table=report(
-            "results/tables/linear_probe.csv",
+            paths.LINEAR_PROBE_TABLE,
             caption="../report/linear_probe_table.rst",
             category="Linear probe",
         ),
         per_class=report(
-            "results/tables/linear_probe_per_class.csv",
+            paths.LINEAR_PROBE_PER_CLASS,
             caption="../report/linear_probe_per_class.rst",
             category="Linear probe",
         ),
         figure=report(
-            "results/figures/linear_probe.png",
+            paths.LINEAR_PROBE_FIGURE,
             caption="../report/linear_probe_figure.rst",
             category="Linear probe",
         ),
@@ -127,9 +127,9 @@ rule linear_probe:
         skipped=[probe_wf.skipped_baselines(CFG), probe_wf.dataset_skips(CFG)] if PROBE_ON else [],
     threads: 1
     log:
-        "results/logs/linear_probe/linear_probe.log",
+        paths.log("linear_probe"),
     benchmark:
-        "results/benchmarks/linear_probe/linear_probe.tsv"
+        paths.benchmark("linear_probe")
     conda:
         "../envs/medfilip.yaml"
     shell:

@@ -5,8 +5,8 @@ rule report_shards:
     input:
         corpus=report_corpus(),
     output:
-        shards=expand("results/reports/shards/{shard}.parquet", shard=SHARDS),
-        rejects="results/reports/rejects.parquet",
+        shards=expand(paths.REPORT_SHARD, shard=SHARDS),
+        rejects=paths.REPORT_REJECTS,
     params:
         config=EFFECTIVE_CONFIG,
         out_dir=parent_dir,
@@ -16,9 +16,9 @@ rule report_shards:
         # the new files are older than the shards
         corpus=report_corpus(),
     log:
-        "results/logs/report_shards/report_shards.log",
+        paths.log("report_shards"),
     benchmark:
-        "results/benchmarks/report_shards/report_shards.tsv"
+        paths.benchmark("report_shards")
     conda:
         "../envs/medfilip.yaml"
     shell:

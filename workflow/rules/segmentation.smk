@@ -5,12 +5,6 @@
 # Logic: medfilip/evaluation/segmentation/ (workflow.py gives the lists and params).
 
 from medfilip.evaluation.segmentation.workflow import (
-    BASELINE_DIR,
-    FIGURE,
-    LONG_TABLE,
-    RUNS_DIR,
-    STORE,
-    TABLE,
     job_params,
     job_threads,
     run_folders,
@@ -22,12 +16,12 @@ SEGMENTATION_FOLDERS = run_folders(CFG)
 
 rule segmentation_run:
     input:
-        model="results/models/{run}/model.pt",
-        store=f"{STORE}/index.parquet",
+        model=paths.MODEL,
+        store=paths.SEGMENTATION_STORE_INDEX,
     output:
-        scores=f"{RUNS_DIR}/{{run}}/scores.parquet",
-        summary=f"{RUNS_DIR}/{{run}}/summary.json",
-        examples=f"{RUNS_DIR}/{{run}}/examples.npz",
+        scores=paths.SEGMENTATION_RUN_SCORES,
+        summary=paths.SEGMENTATION_RUN_SUMMARY,
+        examples=paths.SEGMENTATION_RUN_EXAMPLES,
     params:
         config=EFFECTIVE_CONFIG,
         # evaluation.segmentation (but its device): a change re-runs segmentation only
@@ -36,9 +30,9 @@ rule segmentation_run:
     resources:
         gpu=gpus(CFG.evaluation.segmentation.device),
     log:
-        "results/logs/segmentation/{run}.log",
+        paths.log("segmentation", "{run}"),
     benchmark:
-        "results/benchmarks/segmentation/{run}.tsv"
+        paths.benchmark("segmentation", "{run}")
     conda:
         "../envs/medfilip.yaml"
     shell:
@@ -48,11 +42,11 @@ rule segmentation_run:
 
 rule segmentation_baseline:
     input:
-        store=f"{STORE}/index.parquet",
+        store=paths.SEGMENTATION_STORE_INDEX,
     output:
-        scores=f"{BASELINE_DIR}/scores.parquet",
-        summary=f"{BASELINE_DIR}/summary.json",
-        examples=f"{BASELINE_DIR}/examples.npz",
+        scores=paths.SEGMENTATION_BASELINE_SCORES,
+        summary=paths.SEGMENTATION_BASELINE_SUMMARY,
+        examples=paths.SEGMENTATION_BASELINE_EXAMPLES,
     params:
         config=EFFECTIVE_CONFIG,
         # evaluation.segmentation and training.model's architecture (the random encoder's)
@@ -61,9 +55,9 @@ rule segmentation_baseline:
     resources:
         gpu=gpus(CFG.evaluation.segmentation.device),
     log:
-        "results/logs/segmentation/random_init.log",
+        paths.log("segmentation", "random_init"),
     benchmark:
-        "results/benchmarks/segmentation/random_init.tsv"
+        paths.benchmark("segmentation", "random_init")
     conda:
         "../envs/medfilip.yaml"
     shell:
@@ -76,20 +70,20 @@ rule segmentation_table:
         summaries=[f"{folder}/summary.json" for folder in SEGMENTATION_FOLDERS],
         scores=[f"{folder}/scores.parquet" for folder in SEGMENTATION_FOLDERS],
         examples=[f"{folder}/examples.npz" for folder in SEGMENTATION_FOLDERS],
-        store=f"{STORE}/index.parquet",
+        store=paths.SEGMENTATION_STORE_INDEX,
     output:
         table=report(
-            TABLE,
+            paths.SEGMENTATION_TABLE,
             caption="../report/segmentation_table.rst",
             category="Segmentation",
         ),
         long=report(
-            LONG_TABLE,
+            paths.SEGMENTATION_LONG_TABLE,
             caption="../report/segmentation_long.rst",
             category="Segmentation",
         ),
         figure=report(
-            FIGURE,
+            paths.SEGMENTATION_FIGURE,
             caption="../report/segmentation_figure.rst",
             category="Segmentation",
         ),
@@ -98,9 +92,9 @@ rule segmentation_table:
         # the bootstrap resamples: a change re-runs the table, not the fine-tuning
         settings=table_params(SETTINGS),
     log:
-        "results/logs/segmentation/table.log",
+        paths.log("segmentation", "table"),
     benchmark:
-        "results/benchmarks/segmentation/table.tsv"
+        paths.benchmark("segmentation", "table")
     conda:
         "../envs/medfilip.yaml"
     shell:
