@@ -13,14 +13,14 @@ rule ablation_table:
             caption="../report/ablation_table.rst",
             category="Evaluation",
         ),
-    params:
-        config=EFFECTIVE_CONFIG,
-        # which runs fill the rows
-        runs=SETTINGS["training"]["runs"],
     log:
         paths.log("ablation_table"),
     conda:
         "../envs/medfilip.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
+        # which runs fill the rows
+        runs=SETTINGS["training"]["runs"],
     shell:
         "medfilip -c {params.config} ablation --zeroshot {input.zeroshot} --out {output} > {log} 2>&1"
 
@@ -37,12 +37,12 @@ rule seed_summary:
             caption="../report/seeds_table.rst",
             category="Evaluation",
         ),
-    params:
-        config=EFFECTIVE_CONFIG,
-        runs=SETTINGS["training"]["runs"],
     log:
         paths.log("seed_summary"),
     conda:
         "../envs/medfilip.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
+        runs=SETTINGS["training"]["runs"],
     shell:
         "medfilip -c {params.config} seeds-summary --zeroshot {input.zeroshot} --out {output} > {log} 2>&1"

@@ -35,7 +35,6 @@ from medfilip.config_checks import check_paths
 from medfilip.extraction.vocabulary import FILES as VOCABULARY_FILES
 from medfilip.workflow_resources import gpus, training_gpus, training_launch, training_nodes  # rules' GPUs, DDP
 
-
 # The folder holding workflow/ and resources/: relative config paths that do not
 # exist in the working directory are looked up here (see config/README.md).
 REPO_ROOT = Path(workflow.basedir).parent

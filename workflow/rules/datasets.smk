@@ -14,19 +14,19 @@ rule dataset_twin:
     output:
         # written last: the whole twin folder is swapped in when the job succeeds
         manifest=paths.TWIN_MANIFEST,
-    wildcard_constraints:
-        dataset=DATASET_WILDCARD,
-    params:
-        config=EFFECTIVE_CONFIG,
-        # sizes, classes, render size, seed and the phantom's knobs: a change re-renders the twin
-        settings=DATASET_RULES.twin_params,
-    threads: workflow.cores
     log:
         paths.log("dataset_twin", "{dataset}"),
     benchmark:
         paths.benchmark("dataset_twin", "{dataset}")
+    wildcard_constraints:
+        dataset=DATASET_WILDCARD,
     conda:
         "../envs/medfilip.yaml"
+    threads: workflow.cores
+    params:
+        config=EFFECTIVE_CONFIG,
+        # sizes, classes, render size, seed and the phantom's knobs: a change re-renders the twin
+        settings=DATASET_RULES.twin_params,
     shell:
         "medfilip -c {params.config} twin --dataset {wildcards.dataset} --out $(dirname {output.manifest})"
         " --workers {threads} > {log} 2>&1"
@@ -38,20 +38,20 @@ rule preprocess_dataset:
     output:
         index=paths.IMAGE_STORE_INDEX,
         meta=paths.IMAGE_STORE_META,
+    log:
+        paths.log("preprocess_dataset", "{dataset}"),
+    benchmark:
+        paths.benchmark("preprocess_dataset", "{dataset}")
     wildcard_constraints:
         dataset=DATASET_WILDCARD,
+    conda:
+        "../envs/medfilip.yaml"
+    threads: workflow.cores
     params:
         config=EFFECTIVE_CONFIG,
         root=DATASET_RULES.root_arg,
         # sizes, classes, seed (real data: the sample and split), images.size and shard size
         settings=DATASET_RULES.store_params,
-    threads: workflow.cores
-    log:
-        paths.log("preprocess_dataset", "{dataset}"),
-    benchmark:
-        paths.benchmark("preprocess_dataset", "{dataset}")
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} preprocess-dataset --dataset {wildcards.dataset} --root {params.root:q}"
         " --out $(dirname {output.index}) --workers {threads} > {log} 2>&1"

@@ -23,6 +23,15 @@ rule embed_labels:
     output:
         embeddings=EMBEDDINGS,
         calibration=SSM_CALIBRATION,
+    log:
+        paths.log("embed_labels"),
+    benchmark:
+        paths.benchmark("embed_labels")
+    conda:
+        "../envs/medfilip.yaml"
+    threads: 2
+    resources:
+        gpu=gpus(CFG.embeddings.device),
     params:
         config=EFFECTIVE_CONFIG,
         # what changes the vectors and the calibration (batch_size and device do not)
@@ -30,15 +39,6 @@ rule embed_labels:
         cache=paths.EMBEDDINGS_CACHE_DIR.format(slug=EMBEDDINGS_SLUG),
         # only the variants an SSM is built from (training runs with an SSM target, the heatmap)
         variants=embedded_variants(CFG),
-    threads: 2
-    resources:
-        gpu=gpus(CFG.embeddings.device),
-    log:
-        paths.log("embed_labels"),
-    benchmark:
-        paths.benchmark("embed_labels")
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} embed --labels {input.labels} --cache {params.cache} --out {output.embeddings}"
         " --calibration {output.calibration}"
@@ -59,10 +59,10 @@ rule ssm_heatmap:
         ),
     log:
         paths.log("ssm_heatmap"),
-    params:
-        config=EFFECTIVE_CONFIG,
     conda:
         "../envs/medfilip.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
     shell:
         "medfilip -c {params.config} ssm-heatmap --labels {input.labels} --embeddings {input.embeddings}"
         " --calibration {input.calibration}"

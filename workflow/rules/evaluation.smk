@@ -14,8 +14,16 @@ EVAL_STORES = list(dict.fromkeys([*ZEROSHOT_SETS, paths.CORPUS_STORE_DIR]))
 # probe's ... and not batch size or device): its param, so a change of another key leaves it be
 ZEROSHOT_SETTINGS = {
     key: SETTINGS["evaluation"][key]
-    for key in ("text_variant", "compare_category_text", "single_label_score", "protocols", "datasets", "corpus",
-                "bootstrap", "mismatched_explanation")
+    for key in (
+        "text_variant",
+        "compare_category_text",
+        "single_label_score",
+        "protocols",
+        "datasets",
+        "corpus",
+        "bootstrap",
+        "mismatched_explanation",
+    )
 }
 # each run's held-out image embeddings, encoded once (rule image_embeddings)
 RUN_EMBEDDINGS = [paths.IMAGE_EMBEDDINGS.format(run=Path(run).name) for run in ZEROSHOT_RUNS]
@@ -27,17 +35,17 @@ rule image_embeddings:
         stores=[f"{store}/index.parquet" for store in EVAL_STORES],
     output:
         paths.IMAGE_EMBEDDINGS,
-    params:
-        config=EFFECTIVE_CONFIG,
-    threads: workflow.cores
-    resources:
-        gpu=gpus(CFG.evaluation.device),
     log:
         paths.log("image_embeddings", "{run}"),
     benchmark:
         paths.benchmark("image_embeddings", "{run}")
     conda:
         "../envs/medfilip.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=gpus(CFG.evaluation.device),
+    params:
+        config=EFFECTIVE_CONFIG,
     shell:
         "medfilip -c {params.config} embed-images --run {input.model} --stores {input.stores} --out {output}"
         " --threads {threads} > {log} 2>&1"
@@ -66,19 +74,19 @@ rule zeroshot:
             caption="../report/zeroshot_figure.rst",
             category="Zero-shot",
         ),
-    params:
-        config=EFFECTIVE_CONFIG,
-        # text variant, protocols, class lists ...: a change re-runs the table
-        evaluation=ZEROSHOT_SETTINGS,
-    threads: workflow.cores
-    resources:
-        gpu=gpus(CFG.evaluation.device),
     log:
         paths.log("zeroshot"),
     benchmark:
         paths.benchmark("zeroshot")
     conda:
         "../envs/medfilip.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=gpus(CFG.evaluation.device),
+    params:
+        config=EFFECTIVE_CONFIG,
+        # text variant, protocols, class lists ...: a change re-runs the table
+        evaluation=ZEROSHOT_SETTINGS,
     shell:
         "medfilip -c {params.config} zeroshot --runs {input.models} --sets {input.stores}"
         " --image-embeddings {input.embeddings} --knowledge {input.knowledge} --out {output.table} --per-class {output.per_class}"
@@ -99,20 +107,20 @@ rule retrieval:
             caption="../report/retrieval_table.rst",
             category="Retrieval",
         ),
-    params:
-        config=EFFECTIVE_CONFIG,
-        retrieval=SETTINGS["evaluation"]["retrieval"],
-        bootstrap=SETTINGS["evaluation"]["bootstrap"],
-        text_variant=SETTINGS["evaluation"]["text_variant"],
-    threads: workflow.cores
-    resources:
-        gpu=gpus(CFG.evaluation.device),
     log:
         paths.log("retrieval"),
     benchmark:
         paths.benchmark("retrieval")
     conda:
         "../envs/medfilip.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=gpus(CFG.evaluation.device),
+    params:
+        config=EFFECTIVE_CONFIG,
+        retrieval=SETTINGS["evaluation"]["retrieval"],
+        bootstrap=SETTINGS["evaluation"]["bootstrap"],
+        text_variant=SETTINGS["evaluation"]["text_variant"],
     shell:
         "medfilip -c {params.config} retrieval --runs {input.models} --corpus {input.corpus}"
         " --image-embeddings {input.embeddings} --knowledge {input.knowledge} --out {output.table} --no-progress > {log} 2>&1"
@@ -135,17 +143,17 @@ rule case_study:
             caption="../report/case_study_table.rst",
             category="Case study",
         ),
-    params:
-        config=EFFECTIVE_CONFIG,
-        case_study=SETTINGS["evaluation"]["case_study"],
-        # a dict, so that snakemake leaves the prompt's "{category}" alone
-        prompt={"baseline_prompt": SETTINGS["evaluation"]["retrieval"]["baseline_prompt"]},
     log:
         paths.log("case_study"),
     benchmark:
         paths.benchmark("case_study")
     conda:
         "../envs/medfilip.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
+        case_study=SETTINGS["evaluation"]["case_study"],
+        # a dict, so that snakemake leaves the prompt's "{category}" alone
+        prompt={"baseline_prompt": SETTINGS["evaluation"]["retrieval"]["baseline_prompt"]},
     shell:
         "medfilip -c {params.config} case-study --runs {input.models} --corpus {input.corpus}"
         " --image-embeddings {input.embeddings} --knowledge {input.knowledge} --figure {output.figure} --table {output.table} > {log} 2>&1"

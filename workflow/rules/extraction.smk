@@ -27,6 +27,16 @@ rule extract_triplets:
         shard=paths.REPORT_SHARD,
     output:
         paths.EXTRACTION_SHARD,
+    log:
+        paths.log("extract_triplets", "{backend}/{shard}"),
+    benchmark:
+        paths.benchmark("extract_triplets", "{backend}/{shard}")
+    conda:
+        "../envs/medfilip.yaml"
+    resources:
+        # caps concurrent calls to an LLM endpoint (profiles set the total); the rules backend makes
+        # none, and batch mode only uploads and polls (its shards must not queue behind each other for 24 h)
+        llm_requests=1 if BACKEND == "openai" and CFG.extraction.openai.mode == "sync" else 0,
     params:
         config=EFFECTIVE_CONFIG,
         cache_dir=paths.EXTRACTION_CACHE_DIR,
@@ -34,16 +44,6 @@ rule extract_triplets:
         # openai: the model id and generation settings, so changing them re-runs extraction (only)
         model=extraction_settings().get("model", "rules"),
         generation=extraction_settings(),
-    resources:
-        # caps concurrent calls to an LLM endpoint (profiles set the total); the rules backend makes
-        # none, and batch mode only uploads and polls (its shards must not queue behind each other for 24 h)
-        llm_requests=1 if BACKEND == "openai" and CFG.extraction.openai.mode == "sync" else 0,
-    log:
-        paths.log("extract_triplets", "{backend}/{shard}"),
-    benchmark:
-        paths.benchmark("extract_triplets", "{backend}/{shard}")
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} extract --shards {input.shard} --out {output}"
         " --cache-dir {params.cache_dir} --runs-dir {params.runs_dir} --llm-jobs $MEDFILIP_LLM_JOBS"
@@ -56,13 +56,13 @@ rule entities:
         vocabulary=VOCABULARY,
     output:
         paths.ENTITIES,
-    params:
-        config=EFFECTIVE_CONFIG,
     log:
         paths.log("entities"),
     benchmark:
         paths.benchmark("entities")
     conda:
         "../envs/medfilip.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
     shell:
         "medfilip -c {params.config} entities {input.extractions} --out {output} > {log} 2>&1"

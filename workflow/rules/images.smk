@@ -26,6 +26,13 @@ rule corpus_images_part:
     output:
         index=update(paths.CORPUS_PART_INDEX),
         meta=update(paths.CORPUS_PART_META),
+    log:
+        paths.log("corpus_images", "{shard}"),
+    benchmark:
+        paths.benchmark("corpus_images", "{shard}")
+    conda:
+        "../envs/medfilip.yaml"
+    threads: workflow.cores
     params:
         config=EFFECTIVE_CONFIG,
         png_dir=CORPUS["png_dir"],
@@ -34,13 +41,6 @@ rule corpus_images_part:
         images=CORPUS["images"],
         phantom=CORPUS["phantom"],
         image_root=CORPUS["image_root"],
-    threads: workflow.cores
-    log:
-        paths.log("corpus_images", "{shard}"),
-    benchmark:
-        paths.benchmark("corpus_images", "{shard}")
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} corpus-images --reports {input.shard} {params.entities}"
         " --png-dir {params.png_dir} --out $(dirname {output.index}) --workers {threads}"
@@ -54,11 +54,11 @@ rule corpus_images:
     output:
         index=update(paths.CORPUS_STORE_INDEX),
         meta=update(paths.CORPUS_STORE_META),
-    params:
-        parts=expand(paths.CORPUS_PART_DIR, shard=SHARDS),
     log:
         paths.log("corpus_images", "merge"),
     conda:
         "../envs/medfilip.yaml"
+    params:
+        parts=expand(paths.CORPUS_PART_DIR, shard=SHARDS),
     shell:
         "medfilip corpus-merge --parts {params.parts} --out $(dirname {output.index}) > {log} 2>&1"

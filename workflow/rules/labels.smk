@@ -19,13 +19,13 @@ rule structured_labels:
             caption="../report/label_stats.rst",
             category="Labels",
         ),
-    params:
-        config=EFFECTIVE_CONFIG,
-        settings=SETTINGS["labels"],
     log:
         paths.log("structured_labels"),
     conda:
         "../envs/medfilip.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
+        settings=SETTINGS["labels"],
     shell:
         "medfilip -c {params.config} labels --reports {input.reports} --entities {input.entities}"
         " --extractions {input.extractions} --out {output.labels} --stats {output.stats} > {log} 2>&1"

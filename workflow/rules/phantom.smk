@@ -9,14 +9,14 @@ rule phantom_gallery:
             caption="../report/phantom_gallery.rst",
             category="Images",
         ),
+    log:
+        paths.log("phantom_gallery"),
+    conda:
+        "../envs/medfilip.yaml"
     params:
         config=EFFECTIVE_CONFIG,
         # the appearance knobs: changing them re-renders the sheet
         phantom=CFG.phantom.model_dump(mode="json"),
         size=160,
-    log:
-        paths.log("phantom_gallery"),
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} phantom-gallery --out {output} --size {params.size} > {log} 2>&1"

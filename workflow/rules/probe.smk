@@ -30,19 +30,19 @@ rule features:
         train_meta=paths.feature_file("train", ".json"),
         validate_meta=paths.feature_file("validate", ".json"),
         test_meta=paths.feature_file("test", ".json"),
-    wildcard_constraints:
-        dataset=DATASET_WILDCARD,
-    params:
-        config=EFFECTIVE_CONFIG,
-    threads: workflow.cores
-    resources:
-        gpu=gpus(CFG.evaluation.linear_probe.device),
     log:
         paths.log("features", "{run}/{dataset}"),
     benchmark:
         paths.benchmark("features", "{run}/{dataset}")
+    wildcard_constraints:
+        dataset=DATASET_WILDCARD,
     conda:
         "../envs/medfilip.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=gpus(CFG.evaluation.linear_probe.device),
+    params:
+        config=EFFECTIVE_CONFIG,
     shell:
         "medfilip -c {params.config} features --run {input.model} --store {input.index}"
         " --out $(dirname {output.train}) > {log} 2>&1"
@@ -56,19 +56,19 @@ rule probe_fit:
     output:
         scores=paths.PROBE_RUN_SCORES,
         meta=paths.PROBE_RUN_META,
-    wildcard_constraints:
-        dataset=DATASET_WILDCARD,
-    params:
-        config=EFFECTIVE_CONFIG,
-        # fractions, seeds, C grid: a change refits the probes, not the features
-        settings=probe_wf.fit_params(SETTINGS),
-    threads: 1
     log:
         paths.log("probe_fit", "{run}/{dataset}"),
     benchmark:
         paths.benchmark("probe_fit", "{run}/{dataset}")
+    wildcard_constraints:
+        dataset=DATASET_WILDCARD,
     conda:
         "../envs/medfilip.yaml"
+    threads: 1
+    params:
+        config=EFFECTIVE_CONFIG,
+        # fractions, seeds, C grid: a change refits the probes, not the features
+        settings=probe_wf.fit_params(SETTINGS),
     shell:
         "medfilip -c {params.config} probe-fit --features $(dirname {input.features[0]}) --store {input.index}"
         " --model {input.model} --name {wildcards.run} --out {output.scores} > {log} 2>&1"
@@ -80,22 +80,22 @@ rule probe_baseline:
     output:
         scores=paths.PROBE_BASELINE_SCORES,
         meta=paths.PROBE_BASELINE_META,
-    wildcard_constraints:
-        dataset=DATASET_WILDCARD,
-        baseline="|".join(re.escape(b) for b in PROBE_BASELINES) or "no_baseline",
-    params:
-        config=EFFECTIVE_CONFIG,
-        # fractions, seeds, the baselines' size and training keys, the ResNet's arch and weights
-        settings=probe_wf.baseline_params(SETTINGS),
-    threads: workflow.cores
-    resources:
-        gpu=gpus(CFG.evaluation.linear_probe.device),
     log:
         paths.log("probe_baseline", "{baseline}/{dataset}"),
     benchmark:
         paths.benchmark("probe_baseline", "{baseline}/{dataset}")
+    wildcard_constraints:
+        dataset=DATASET_WILDCARD,
+        baseline="|".join(re.escape(b) for b in PROBE_BASELINES) or "no_baseline",
     conda:
         "../envs/medfilip.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=gpus(CFG.evaluation.linear_probe.device),
+    params:
+        config=EFFECTIVE_CONFIG,
+        # fractions, seeds, the baselines' size and training keys, the ResNet's arch and weights
+        settings=probe_wf.baseline_params(SETTINGS),
     shell:
         "medfilip -c {params.config} probe-baseline --name {wildcards.baseline} --store {input.index}"
         " --out {output.scores} > {log} 2>&1"
@@ -120,18 +120,18 @@ rule linear_probe:
             caption="../report/linear_probe_figure.rst",
             category="Linear probe",
         ),
-    params:
-        config=EFFECTIVE_CONFIG,
-        # the bootstrap (resamples, seed) and the skipped-baseline rows
-        evaluation={k: v for k, v in SETTINGS["evaluation"].items() if k == "bootstrap"},
-        skipped=[probe_wf.skipped_baselines(CFG), probe_wf.dataset_skips(CFG)] if PROBE_ON else [],
-    threads: 1
     log:
         paths.log("linear_probe"),
     benchmark:
         paths.benchmark("linear_probe")
     conda:
         "../envs/medfilip.yaml"
+    threads: 1
+    params:
+        config=EFFECTIVE_CONFIG,
+        # the bootstrap (resamples, seed) and the skipped-baseline rows
+        evaluation={k: v for k, v in SETTINGS["evaluation"].items() if k == "bootstrap"},
+        skipped=[probe_wf.skipped_baselines(CFG), probe_wf.dataset_skips(CFG)] if PROBE_ON else [],
     shell:
         "medfilip -c {params.config} linear-probe --scores {input.scores:q} --out {output.table}"
         " --per-class {output.per_class} --figure {output.figure} > {log} 2>&1"

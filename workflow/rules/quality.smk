@@ -19,12 +19,12 @@ rule extraction_quality:
             caption="../report/extraction_quality_figure.rst",
             category="Extraction",
         ),
-    params:
-        config=EFFECTIVE_CONFIG,
     log:
         paths.log("extraction_quality"),
     conda:
         "../envs/medfilip.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
     shell:
         "medfilip -c {params.config} quality --reports {input.reports} --entities {input.entities}"
         " --out {output.table} --figure {output.figure} > {log} 2>&1"

@@ -22,19 +22,19 @@ rule segmentation_run:
         scores=paths.SEGMENTATION_RUN_SCORES,
         summary=paths.SEGMENTATION_RUN_SUMMARY,
         examples=paths.SEGMENTATION_RUN_EXAMPLES,
-    params:
-        config=EFFECTIVE_CONFIG,
-        # evaluation.segmentation (but its device): a change re-runs segmentation only
-        settings=job_params(SETTINGS),
-    threads: job_threads(workflow.cores)
-    resources:
-        gpu=gpus(CFG.evaluation.segmentation.device),
     log:
         paths.log("segmentation", "{run}"),
     benchmark:
         paths.benchmark("segmentation", "{run}")
     conda:
         "../envs/medfilip.yaml"
+    threads: job_threads(workflow.cores)
+    resources:
+        gpu=gpus(CFG.evaluation.segmentation.device),
+    params:
+        config=EFFECTIVE_CONFIG,
+        # evaluation.segmentation (but its device): a change re-runs segmentation only
+        settings=job_params(SETTINGS),
     shell:
         "medfilip -c {params.config} segmentation --model {input.model} --run {wildcards.run}"
         " --store {input.store} --out-dir $(dirname {output.summary}) --threads {threads} > {log} 2>&1"
@@ -47,19 +47,19 @@ rule segmentation_baseline:
         scores=paths.SEGMENTATION_BASELINE_SCORES,
         summary=paths.SEGMENTATION_BASELINE_SUMMARY,
         examples=paths.SEGMENTATION_BASELINE_EXAMPLES,
-    params:
-        config=EFFECTIVE_CONFIG,
-        # evaluation.segmentation and training.model's architecture (the random encoder's)
-        settings=job_params(SETTINGS),
-    threads: job_threads(workflow.cores)
-    resources:
-        gpu=gpus(CFG.evaluation.segmentation.device),
     log:
         paths.log("segmentation", "random_init"),
     benchmark:
         paths.benchmark("segmentation", "random_init")
     conda:
         "../envs/medfilip.yaml"
+    threads: job_threads(workflow.cores)
+    resources:
+        gpu=gpus(CFG.evaluation.segmentation.device),
+    params:
+        config=EFFECTIVE_CONFIG,
+        # evaluation.segmentation and training.model's architecture (the random encoder's)
+        settings=job_params(SETTINGS),
     shell:
         "medfilip -c {params.config} segmentation --baseline --store {input.store}"
         " --out-dir $(dirname {output.summary}) --threads {threads} > {log} 2>&1"
@@ -87,16 +87,16 @@ rule segmentation_table:
             caption="../report/segmentation_figure.rst",
             category="Segmentation",
         ),
-    params:
-        config=EFFECTIVE_CONFIG,
-        # the bootstrap resamples: a change re-runs the table, not the fine-tuning
-        settings=table_params(SETTINGS),
     log:
         paths.log("segmentation", "table"),
     benchmark:
         paths.benchmark("segmentation", "table")
     conda:
         "../envs/medfilip.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
+        # the bootstrap resamples: a change re-runs the table, not the fine-tuning
+        settings=table_params(SETTINGS),
     shell:
         "medfilip -c {params.config} segmentation-table --results {input.summaries} --store {input.store}"
         " --out {output.table} --long {output.long} --figure {output.figure} > {log} 2>&1"

@@ -35,6 +35,17 @@ rule train:
         model=paths.MODEL,
         train_log=paths.TRAIN_LOG,
         run_config=paths.RUN_CONFIG,
+    log:
+        paths.log("train", "{run}"),
+    benchmark:
+        paths.benchmark("train", "{run}")
+    conda:
+        "../envs/medfilip.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=training_gpus(CFG.training),
+        nodes=training_nodes(CFG.training),
+        mem_mb=8000,
     params:
         config=EFFECTIVE_CONFIG,
         # the training settings with this run's entry: changing them re-runs this run only
@@ -42,17 +53,6 @@ rule train:
         embeddings=embeddings_option,
         # torchrun (srun under SLURM) when training.distributed asks for more than one process
         launch=training_launch(CFG.training),
-    threads: workflow.cores
-    resources:
-        gpu=training_gpus(CFG.training),
-        nodes=training_nodes(CFG.training),
-        mem_mb=8000,
-    log:
-        paths.log("train", "{run}"),
-    benchmark:
-        paths.benchmark("train", "{run}")
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "{params.launch} medfilip -c {params.config} train --run {wildcards.run} --images $(dirname {input.images})"
         " --labels {input.labels} {params.embeddings} --out $(dirname {output.model}) --threads {threads}"
@@ -68,11 +68,11 @@ rule train_curves:
             caption="../report/train_curves.rst",
             category="Training",
         ),
-    params:
-        runs=expand(paths.MODEL_DIR, run=TRAIN_RUNS),
     log:
         paths.log("train_curves"),
     conda:
         "../envs/medfilip.yaml"
+    params:
+        runs=expand(paths.MODEL_DIR, run=TRAIN_RUNS),
     shell:
         "medfilip train-curves --runs {params.runs} --out {output} > {log} 2>&1"
