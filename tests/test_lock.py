@@ -7,11 +7,11 @@ import importlib.util
 import re
 import shutil
 import subprocess
-import tomllib
 from importlib import metadata
 from pathlib import Path
 
 import pytest
+import tomllib
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version

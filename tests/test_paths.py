@@ -9,12 +9,12 @@ import sys
 from pathlib import Path
 
 from medfilip import paths
+from medfilip.config import validate_config
 from medfilip.datasets import catalog
 from medfilip.evaluation import sets
 from medfilip.evaluation.probe import workflow as probe_wf
 from medfilip.evaluation.segmentation import workflow as segmentation_wf
 from medfilip.images.workflow import corpus_params
-from medfilip.config import validate_config
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE_FILES = [ROOT / "workflow" / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
