@@ -72,7 +72,8 @@ ABLATION_TABLE = f"{RESULTS}/tables/ablation.csv"
 SEEDS_TABLE = f"{RESULTS}/tables/seeds.csv"
 
 # -- zero-shot, retrieval, case study -----------------------------------------------------------
-IMAGE_EMBEDDINGS = f"{RESULTS}/evaluation/image_embeddings/{{run}}.npz"
+IMAGE_EMBEDDINGS_DIR = f"{RESULTS}/evaluation/image_embeddings"
+IMAGE_EMBEDDINGS = f"{IMAGE_EMBEDDINGS_DIR}/{{run}}.npz"
 ZEROSHOT_TABLE = f"{RESULTS}/tables/zeroshot.csv"
 ZEROSHOT_PER_CLASS = f"{RESULTS}/tables/zeroshot_per_class.csv"
 ZEROSHOT_FIGURE = f"{RESULTS}/figures/zeroshot.png"
@@ -110,6 +111,9 @@ SEGMENTATION_BASELINE_EXAMPLES = f"{SEGMENTATION_BASELINE_DIR}/examples.npz"
 SEGMENTATION_TABLE = f"{RESULTS}/tables/segmentation.csv"
 SEGMENTATION_LONG_TABLE = f"{RESULTS}/tables/segmentation_long.csv"
 SEGMENTATION_FIGURE = f"{RESULTS}/figures/segmentation.png"
+
+# -- the local LLM server (medfilip llm-server): its pid file and log ------------------------------
+LLM_SERVER_DIR = f"{RESULTS}/llm-server"
 
 # -- logs and benchmarks ------------------------------------------------------------------------
 LOGS_DIR = f"{RESULTS}/logs"

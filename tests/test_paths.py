@@ -11,9 +11,10 @@ from pathlib import Path
 from medfilip import paths
 from medfilip.config import validate_config
 from medfilip.datasets import catalog
-from medfilip.evaluation import sets
+from medfilip.evaluation import sets, zeroshot
 from medfilip.evaluation.probe import workflow as probe_wf
 from medfilip.evaluation.segmentation import workflow as segmentation_wf
+from medfilip.extraction import llm_server
 from medfilip.images.workflow import corpus_params
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,12 +63,14 @@ def test_patterns_fill_to_the_files_the_cli_and_readme_name():
 
 
 def test_helpers_that_still_spell_paths_agree_with_paths():
-    # datasets.catalog and evaluation.sets keep their own spelling until they import paths
+    # modules outside the workflow helpers keep their own spelling until they import paths
     for name in catalog.DATASET_NAMES:
         assert str(catalog.twin_manifest(name)) == paths.TWIN_MANIFEST.format(dataset=name)
         assert str(catalog.store_index(name)) == paths.IMAGE_STORE_INDEX.format(dataset=name)
         assert f"{sets.IMAGES_DIR}/{name}" == paths.store_dir(name)
     assert f"{sets.MODELS_DIR}/x" == paths.model_dir("x")
+    assert zeroshot.IMAGE_EMBEDDINGS_DIR == paths.IMAGE_EMBEDDINGS_DIR
+    assert str(llm_server.DEFAULT_STATE_DIR) == paths.LLM_SERVER_DIR
     assert probe_wf.TABLE == paths.LINEAR_PROBE_TABLE and segmentation_wf.STORE == "results/images/siim"
 
 
