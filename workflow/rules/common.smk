@@ -29,16 +29,16 @@ from pydantic import BaseModel
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
+from medfilip import paths
 from medfilip.config import ConfigError, shard_names, validate_config
 from medfilip.config_checks import check_paths
 from medfilip.extraction.vocabulary import FILES as VOCABULARY_FILES
 from medfilip.workflow_resources import gpus, training_gpus, training_launch, training_nodes  # rules' GPUs, DDP
 
-
 # The folder holding workflow/ and resources/: relative config paths that do not
 # exist in the working directory are looked up here (see config/README.md).
 REPO_ROOT = Path(workflow.basedir).parent
-EFFECTIVE_CONFIG = "results/config/effective-$MEDFILIP_CONFIG_ID.yaml"
+EFFECTIVE_CONFIG = paths.EFFECTIVE_CONFIG
 # what the conda env's post-deploy script installs (it runs from a copy in the conda prefix, in
 # the working directory: neither is the checkout); snakemake runs it with this environment
 os.environ["MEDFILIP_SOURCE_DIR"] = str(REPO_ROOT.resolve())
@@ -185,28 +185,28 @@ def get_final_output():
     """Every table and figure (and what they are built from) of the configured run."""
     from medfilip.datasets.workflow import dataset_targets
 
-    targets = ["results/entities.parquet"]
+    targets = [paths.ENTITIES]
     if CFG.reports.source == "iu_xray":
         # only IU-Xray carries the MeSH annotations that quality is scored against
-        targets += ["results/tables/extraction_quality.csv", "results/figures/extraction_quality.png"]
+        targets += [paths.EXTRACTION_QUALITY_TABLE, paths.EXTRACTION_QUALITY_FIGURE]
     targets += [
-        "results/labels.parquet",
-        "results/tables/label_stats.csv",
-        "results/figures/ssm_heatmap.png",
-        "results/figures/phantom_gallery.png",
-        "results/images/corpus/index.parquet",
+        paths.LABELS,
+        paths.LABEL_STATS,
+        paths.SSM_HEATMAP,
+        paths.PHANTOM_GALLERY,
+        paths.CORPUS_STORE_INDEX,
         *dataset_targets(CFG),
-        "results/figures/train_curves.png",
-        "results/tables/zeroshot.csv",
-        "results/tables/zeroshot_per_class.csv",
-        "results/figures/zeroshot.png",
-        "results/tables/retrieval.csv",
-        "results/figures/case_study.png",
-        "results/tables/case_study.csv",
+        paths.TRAIN_CURVES,
+        paths.ZEROSHOT_TABLE,
+        paths.ZEROSHOT_PER_CLASS,
+        paths.ZEROSHOT_FIGURE,
+        paths.RETRIEVAL_TABLE,
+        paths.CASE_STUDY_FIGURE,
+        paths.CASE_STUDY_TABLE,
         # Table VI's shape (targets helper); rows without a run of training.runs say so in `note`
-        "results/tables/ablation.csv",
+        paths.ABLATION_TABLE,
         # means over seeds with paired intervals (one seed in the embedded default)
-        "results/tables/seeds.csv",
+        paths.SEEDS_TABLE,
     ]
     from medfilip.evaluation.segmentation.workflow import segmentation_targets
 

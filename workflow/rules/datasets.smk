@@ -13,20 +13,20 @@ DATASET_RULES = DatasetRules(CFG, SETTINGS)
 rule dataset_twin:
     output:
         # written last: the whole twin folder is swapped in when the job succeeds
-        manifest="results/twins/{dataset}/manifest.json",
+        manifest=paths.TWIN_MANIFEST,
+    log:
+        paths.log("dataset_twin", "{dataset}"),
+    benchmark:
+        paths.benchmark("dataset_twin", "{dataset}")
     wildcard_constraints:
         dataset=DATASET_WILDCARD,
+    conda:
+        "../envs/medfilip.yaml"
+    threads: workflow.cores
     params:
         config=EFFECTIVE_CONFIG,
         # sizes, classes, render size, seed and the phantom's knobs: a change re-renders the twin
         settings=DATASET_RULES.twin_params,
-    threads: workflow.cores
-    log:
-        "results/logs/dataset_twin/{dataset}.log",
-    benchmark:
-        "results/benchmarks/dataset_twin/{dataset}.tsv"
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} twin --dataset {wildcards.dataset} --out $(dirname {output.manifest})"
         " --workers {threads} > {log} 2>&1"
@@ -36,22 +36,22 @@ rule preprocess_dataset:
     input:
         unpack(DATASET_RULES.store_inputs),
     output:
-        index="results/images/{dataset}/index.parquet",
-        meta="results/images/{dataset}/meta.json",
+        index=paths.IMAGE_STORE_INDEX,
+        meta=paths.IMAGE_STORE_META,
+    log:
+        paths.log("preprocess_dataset", "{dataset}"),
+    benchmark:
+        paths.benchmark("preprocess_dataset", "{dataset}")
     wildcard_constraints:
         dataset=DATASET_WILDCARD,
+    conda:
+        "../envs/medfilip.yaml"
+    threads: workflow.cores
     params:
         config=EFFECTIVE_CONFIG,
         root=DATASET_RULES.root_arg,
         # sizes, classes, seed (real data: the sample and split), images.size and shard size
         settings=DATASET_RULES.store_params,
-    threads: workflow.cores
-    log:
-        "results/logs/preprocess_dataset/{dataset}.log",
-    benchmark:
-        "results/benchmarks/preprocess_dataset/{dataset}.tsv"
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} preprocess-dataset --dataset {wildcards.dataset} --root {params.root:q}"
         " --out $(dirname {output.index}) --workers {threads} > {log} 2>&1"

@@ -10,35 +10,35 @@ from medfilip.training.workflow import embedded_variants
 
 EMBEDDINGS_SLUG = model_slug(CFG.embeddings.model)
 # what training and evaluation read
-EMBEDDINGS = f"results/embeddings/{EMBEDDINGS_SLUG}.parquet"
+EMBEDDINGS = paths.EMBEDDINGS.format(slug=EMBEDDINGS_SLUG)
 # the SSM calibration (embeddings.calibration), from label statistics only; training and the heatmap read it
-SSM_CALIBRATION = f"results/embeddings/{EMBEDDINGS_SLUG}.calibration.json"
+SSM_CALIBRATION = paths.SSM_CALIBRATION.format(slug=EMBEDDINGS_SLUG)
 
 
 rule embed_labels:
     input:
-        labels="results/labels.parquet",
+        labels=paths.LABELS,
         # a local model folder's files (none for a hub id): new weights re-run the embedding
         model=model_files(CFG.embeddings.model),
     output:
         embeddings=EMBEDDINGS,
         calibration=SSM_CALIBRATION,
+    log:
+        paths.log("embed_labels"),
+    benchmark:
+        paths.benchmark("embed_labels")
+    conda:
+        "../envs/medfilip.yaml"
+    threads: 2
+    resources:
+        gpu=gpus(CFG.embeddings.device),
     params:
         config=EFFECTIVE_CONFIG,
         # what changes the vectors and the calibration (batch_size and device do not)
         settings={k: SETTINGS["embeddings"][k] for k in ("model", "max_length", "calibration")},
-        cache=f"results/cache/embeddings/{EMBEDDINGS_SLUG}",
+        cache=paths.EMBEDDINGS_CACHE_DIR.format(slug=EMBEDDINGS_SLUG),
         # only the variants an SSM is built from (training runs with an SSM target, the heatmap)
         variants=embedded_variants(CFG),
-    threads: 2
-    resources:
-        gpu=gpus(CFG.embeddings.device),
-    log:
-        "results/logs/embed_labels/embed_labels.log",
-    benchmark:
-        "results/benchmarks/embed_labels/embed_labels.tsv"
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} embed --labels {input.labels} --cache {params.cache} --out {output.embeddings}"
         " --calibration {output.calibration}"
@@ -48,21 +48,21 @@ rule embed_labels:
 
 rule ssm_heatmap:
     input:
-        labels="results/labels.parquet",
+        labels=paths.LABELS,
         embeddings=EMBEDDINGS,
         calibration=SSM_CALIBRATION,
     output:
         report(
-            "results/figures/ssm_heatmap.png",
+            paths.SSM_HEATMAP,
             caption="../report/ssm_heatmap.rst",
             category="Labels",
         ),
     log:
-        "results/logs/ssm_heatmap/ssm_heatmap.log",
-    params:
-        config=EFFECTIVE_CONFIG,
+        paths.log("ssm_heatmap"),
     conda:
         "../envs/medfilip.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
     shell:
         "medfilip -c {params.config} ssm-heatmap --labels {input.labels} --embeddings {input.embeddings}"
         " --calibration {input.calibration}"

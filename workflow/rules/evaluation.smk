@@ -9,35 +9,43 @@ from medfilip.evaluation.sets import configured_run_dirs, configured_set_dirs
 ZEROSHOT_RUNS = configured_run_dirs(CFG)
 ZEROSHOT_SETS = configured_set_dirs(CFG)
 # every store an evaluation reads (retrieval and the case study read the corpus store in any case)
-EVAL_STORES = list(dict.fromkeys([*ZEROSHOT_SETS, "results/images/corpus"]))
+EVAL_STORES = list(dict.fromkeys([*ZEROSHOT_SETS, paths.CORPUS_STORE_DIR]))
 # the evaluation keys that change the zero-shot table (not retrieval's, the case study's, the
 # probe's ... and not batch size or device): its param, so a change of another key leaves it be
 ZEROSHOT_SETTINGS = {
     key: SETTINGS["evaluation"][key]
-    for key in ("text_variant", "compare_category_text", "single_label_score", "protocols", "datasets", "corpus",
-                "bootstrap", "mismatched_explanation")
+    for key in (
+        "text_variant",
+        "compare_category_text",
+        "single_label_score",
+        "protocols",
+        "datasets",
+        "corpus",
+        "bootstrap",
+        "mismatched_explanation",
+    )
 }
 # each run's held-out image embeddings, encoded once (rule image_embeddings)
-RUN_EMBEDDINGS = [f"results/evaluation/image_embeddings/{Path(run).name}.npz" for run in ZEROSHOT_RUNS]
+RUN_EMBEDDINGS = [paths.IMAGE_EMBEDDINGS.format(run=Path(run).name) for run in ZEROSHOT_RUNS]
 
 
 rule image_embeddings:
     input:
-        model="results/models/{run}/model.pt",
+        model=paths.MODEL,
         stores=[f"{store}/index.parquet" for store in EVAL_STORES],
     output:
-        "results/evaluation/image_embeddings/{run}.npz",
-    params:
-        config=EFFECTIVE_CONFIG,
+        paths.IMAGE_EMBEDDINGS,
+    log:
+        paths.log("image_embeddings", "{run}"),
+    benchmark:
+        paths.benchmark("image_embeddings", "{run}")
+    conda:
+        "../envs/medfilip.yaml"
     threads: workflow.cores
     resources:
         gpu=gpus(CFG.evaluation.device),
-    log:
-        "results/logs/image_embeddings/{run}.log",
-    benchmark:
-        "results/benchmarks/image_embeddings/{run}.tsv"
-    conda:
-        "../envs/medfilip.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
     shell:
         "medfilip -c {params.config} embed-images --run {input.model} --stores {input.stores} --out {output}"
         " --threads {threads} > {log} 2>&1"
@@ -52,33 +60,33 @@ rule zeroshot:
         knowledge=SETTINGS["knowledge"]["path"],
     output:
         table=report(
-            "results/tables/zeroshot.csv",
+            paths.ZEROSHOT_TABLE,
             caption="../report/zeroshot_table.rst",
             category="Zero-shot",
         ),
         per_class=report(
-            "results/tables/zeroshot_per_class.csv",
+            paths.ZEROSHOT_PER_CLASS,
             caption="../report/zeroshot_per_class.rst",
             category="Zero-shot",
         ),
         figure=report(
-            "results/figures/zeroshot.png",
+            paths.ZEROSHOT_FIGURE,
             caption="../report/zeroshot_figure.rst",
             category="Zero-shot",
         ),
+    log:
+        paths.log("zeroshot"),
+    benchmark:
+        paths.benchmark("zeroshot")
+    conda:
+        "../envs/medfilip.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=gpus(CFG.evaluation.device),
     params:
         config=EFFECTIVE_CONFIG,
         # text variant, protocols, class lists ...: a change re-runs the table
         evaluation=ZEROSHOT_SETTINGS,
-    threads: workflow.cores
-    resources:
-        gpu=gpus(CFG.evaluation.device),
-    log:
-        "results/logs/zeroshot/zeroshot.log",
-    benchmark:
-        "results/benchmarks/zeroshot/zeroshot.tsv"
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} zeroshot --runs {input.models} --sets {input.stores}"
         " --image-embeddings {input.embeddings} --knowledge {input.knowledge} --out {output.table} --per-class {output.per_class}"
@@ -91,28 +99,28 @@ rule retrieval:
     input:
         models=[f"{run}/model.pt" for run in ZEROSHOT_RUNS],
         embeddings=RUN_EMBEDDINGS,
-        corpus="results/images/corpus/index.parquet",
+        corpus=paths.CORPUS_STORE_INDEX,
         knowledge=SETTINGS["knowledge"]["path"],
     output:
         table=report(
-            "results/tables/retrieval.csv",
+            paths.RETRIEVAL_TABLE,
             caption="../report/retrieval_table.rst",
             category="Retrieval",
         ),
+    log:
+        paths.log("retrieval"),
+    benchmark:
+        paths.benchmark("retrieval")
+    conda:
+        "../envs/medfilip.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=gpus(CFG.evaluation.device),
     params:
         config=EFFECTIVE_CONFIG,
         retrieval=SETTINGS["evaluation"]["retrieval"],
         bootstrap=SETTINGS["evaluation"]["bootstrap"],
         text_variant=SETTINGS["evaluation"]["text_variant"],
-    threads: workflow.cores
-    resources:
-        gpu=gpus(CFG.evaluation.device),
-    log:
-        "results/logs/retrieval/retrieval.log",
-    benchmark:
-        "results/benchmarks/retrieval/retrieval.tsv"
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} retrieval --runs {input.models} --corpus {input.corpus}"
         " --image-embeddings {input.embeddings} --knowledge {input.knowledge} --out {output.table} --no-progress > {log} 2>&1"
@@ -122,30 +130,30 @@ rule case_study:
     input:
         models=[f"{run}/model.pt" for run in ZEROSHOT_RUNS],
         embeddings=RUN_EMBEDDINGS,
-        corpus="results/images/corpus/index.parquet",
+        corpus=paths.CORPUS_STORE_INDEX,
         knowledge=SETTINGS["knowledge"]["path"],
     output:
         figure=report(
-            "results/figures/case_study.png",
+            paths.CASE_STUDY_FIGURE,
             caption="../report/case_study_figure.rst",
             category="Case study",
         ),
         table=report(
-            "results/tables/case_study.csv",
+            paths.CASE_STUDY_TABLE,
             caption="../report/case_study_table.rst",
             category="Case study",
         ),
+    log:
+        paths.log("case_study"),
+    benchmark:
+        paths.benchmark("case_study")
+    conda:
+        "../envs/medfilip.yaml"
     params:
         config=EFFECTIVE_CONFIG,
         case_study=SETTINGS["evaluation"]["case_study"],
         # a dict, so that snakemake leaves the prompt's "{category}" alone
         prompt={"baseline_prompt": SETTINGS["evaluation"]["retrieval"]["baseline_prompt"]},
-    log:
-        "results/logs/case_study/case_study.log",
-    benchmark:
-        "results/benchmarks/case_study/case_study.tsv"
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} case-study --runs {input.models} --corpus {input.corpus}"
         " --image-embeddings {input.embeddings} --knowledge {input.knowledge} --figure {output.figure} --table {output.table} > {log} 2>&1"

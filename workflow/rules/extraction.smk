@@ -24,26 +24,26 @@ rule extract_triplets:
     input:
         # the vocabulary (rules) or the prompt file (openai): editing it re-runs extraction
         unpack(extraction_inputs),
-        shard="results/reports/shards/{shard}.parquet",
+        shard=paths.REPORT_SHARD,
     output:
-        "results/extraction/{backend}/{shard}.parquet",
-    params:
-        config=EFFECTIVE_CONFIG,
-        cache_dir="results/cache/extraction/{backend}",
-        runs_dir="results/extraction/runs",
-        # openai: the model id and generation settings, so changing them re-runs extraction (only)
-        model=extraction_settings().get("model", "rules"),
-        generation=extraction_settings(),
+        paths.EXTRACTION_SHARD,
+    log:
+        paths.log("extract_triplets", "{backend}/{shard}"),
+    benchmark:
+        paths.benchmark("extract_triplets", "{backend}/{shard}")
+    conda:
+        "../envs/medfilip.yaml"
     resources:
         # caps concurrent calls to an LLM endpoint (profiles set the total); the rules backend makes
         # none, and batch mode only uploads and polls (its shards must not queue behind each other for 24 h)
         llm_requests=1 if BACKEND == "openai" and CFG.extraction.openai.mode == "sync" else 0,
-    log:
-        "results/logs/extract_triplets/{backend}/{shard}.log",
-    benchmark:
-        "results/benchmarks/extract_triplets/{backend}/{shard}.tsv"
-    conda:
-        "../envs/medfilip.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
+        cache_dir=paths.EXTRACTION_CACHE_DIR,
+        runs_dir=paths.EXTRACTION_RUNS_DIR,
+        # openai: the model id and generation settings, so changing them re-runs extraction (only)
+        model=extraction_settings().get("model", "rules"),
+        generation=extraction_settings(),
     shell:
         "medfilip -c {params.config} extract --shards {input.shard} --out {output}"
         " --cache-dir {params.cache_dir} --runs-dir {params.runs_dir} --llm-jobs $MEDFILIP_LLM_JOBS"
@@ -52,17 +52,17 @@ rule extract_triplets:
 
 rule entities:
     input:
-        extractions=expand("results/extraction/{backend}/{shard}.parquet", backend=BACKEND, shard=SHARDS),
+        extractions=expand(paths.EXTRACTION_SHARD, backend=BACKEND, shard=SHARDS),
         vocabulary=VOCABULARY,
     output:
-        "results/entities.parquet",
-    params:
-        config=EFFECTIVE_CONFIG,
+        paths.ENTITIES,
     log:
-        "results/logs/entities/entities.log",
+        paths.log("entities"),
     benchmark:
-        "results/benchmarks/entities/entities.tsv"
+        paths.benchmark("entities")
     conda:
         "../envs/medfilip.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
     shell:
         "medfilip -c {params.config} entities {input.extractions} --out {output} > {log} 2>&1"

@@ -22,10 +22,17 @@ rule corpus_images_part:
     input:
         # the MeSH mapping + vocabulary, or results/entities.parquet (images.corpus.findings)
         **corpus_findings_inputs(CFG, VOCABULARY),
-        shard="results/reports/shards/{shard}.parquet",
+        shard=paths.REPORT_SHARD,
     output:
-        index=update("results/images/corpus_parts/{shard}/index.parquet"),
-        meta=update("results/images/corpus_parts/{shard}/meta.json"),
+        index=update(paths.CORPUS_PART_INDEX),
+        meta=update(paths.CORPUS_PART_META),
+    log:
+        paths.log("corpus_images", "{shard}"),
+    benchmark:
+        paths.benchmark("corpus_images", "{shard}")
+    conda:
+        "../envs/medfilip.yaml"
+    threads: workflow.cores
     params:
         config=EFFECTIVE_CONFIG,
         png_dir=CORPUS["png_dir"],
@@ -34,13 +41,6 @@ rule corpus_images_part:
         images=CORPUS["images"],
         phantom=CORPUS["phantom"],
         image_root=CORPUS["image_root"],
-    threads: workflow.cores
-    log:
-        "results/logs/corpus_images/{shard}.log",
-    benchmark:
-        "results/benchmarks/corpus_images/{shard}.tsv"
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} corpus-images --reports {input.shard} {params.entities}"
         " --png-dir {params.png_dir} --out $(dirname {output.index}) --workers {threads}"
@@ -49,16 +49,16 @@ rule corpus_images_part:
 
 rule corpus_images:
     input:
-        parts=expand("results/images/corpus_parts/{shard}/index.parquet", shard=SHARDS),
-        metas=expand("results/images/corpus_parts/{shard}/meta.json", shard=SHARDS),
+        parts=expand(paths.CORPUS_PART_INDEX, shard=SHARDS),
+        metas=expand(paths.CORPUS_PART_META, shard=SHARDS),
     output:
-        index=update("results/images/corpus/index.parquet"),
-        meta=update("results/images/corpus/meta.json"),
-    params:
-        parts=expand("results/images/corpus_parts/{shard}", shard=SHARDS),
+        index=update(paths.CORPUS_STORE_INDEX),
+        meta=update(paths.CORPUS_STORE_META),
     log:
-        "results/logs/corpus_images/merge.log",
+        paths.log("corpus_images", "merge"),
     conda:
         "../envs/medfilip.yaml"
+    params:
+        parts=expand(paths.CORPUS_PART_DIR, shard=SHARDS),
     shell:
         "medfilip corpus-merge --parts {params.parts} --out $(dirname {output.index}) > {log} 2>&1"

@@ -5,27 +5,27 @@
 
 rule structured_labels:
     input:
-        reports=expand("results/reports/shards/{shard}.parquet", shard=SHARDS),
-        entities="results/entities.parquet",
+        reports=expand(paths.REPORT_SHARD, shard=SHARDS),
+        entities=paths.ENTITIES,
         # each report's extraction status: a failed extraction gives no labels, never "normal"
-        extractions=expand("results/extraction/{backend}/{shard}.parquet", backend=BACKEND, shard=SHARDS),
+        extractions=expand(paths.EXTRACTION_SHARD, backend=BACKEND, shard=SHARDS),
         knowledge=CFG.knowledge.path,
         # default locations per category (left out of the label text)
         vocabulary=VOCABULARY,
     output:
-        labels="results/labels.parquet",
+        labels=paths.LABELS,
         stats=report(
-            "results/tables/label_stats.csv",
+            paths.LABEL_STATS,
             caption="../report/label_stats.rst",
             category="Labels",
         ),
+    log:
+        paths.log("structured_labels"),
+    conda:
+        "../envs/medfilip.yaml"
     params:
         config=EFFECTIVE_CONFIG,
         settings=SETTINGS["labels"],
-    log:
-        "results/logs/structured_labels/structured_labels.log",
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} labels --reports {input.reports} --entities {input.entities}"
         " --extractions {input.extractions} --out {output.labels} --stats {output.stats} > {log} 2>&1"

@@ -5,18 +5,18 @@
 rule phantom_gallery:
     output:
         report(
-            "results/figures/phantom_gallery.png",
+            paths.PHANTOM_GALLERY,
             caption="../report/phantom_gallery.rst",
             category="Images",
         ),
+    log:
+        paths.log("phantom_gallery"),
+    conda:
+        "../envs/medfilip.yaml"
     params:
         config=EFFECTIVE_CONFIG,
         # the appearance knobs: changing them re-renders the sheet
         phantom=CFG.phantom.model_dump(mode="json"),
         size=160,
-    log:
-        "results/logs/phantom_gallery/phantom_gallery.log",
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} phantom-gallery --out {output} --size {params.size} > {log} 2>&1"

@@ -21,28 +21,28 @@ PROBE_BASELINES = probe_wf.baselines(CFG) if PROBE_ON else []
 
 rule features:
     input:
-        model="results/models/{run}/model.pt",
-        index="results/images/{dataset}/index.parquet",
+        model=paths.MODEL,
+        index=paths.IMAGE_STORE_INDEX,
     output:
-        train="results/features/{run}/{dataset}/train.npy",
-        validate="results/features/{run}/{dataset}/validate.npy",
-        test="results/features/{run}/{dataset}/test.npy",
-        train_meta="results/features/{run}/{dataset}/train.json",
-        validate_meta="results/features/{run}/{dataset}/validate.json",
-        test_meta="results/features/{run}/{dataset}/test.json",
+        train=paths.feature_file("train"),
+        validate=paths.feature_file("validate"),
+        test=paths.feature_file("test"),
+        train_meta=paths.feature_file("train", ".json"),
+        validate_meta=paths.feature_file("validate", ".json"),
+        test_meta=paths.feature_file("test", ".json"),
+    log:
+        paths.log("features", "{run}/{dataset}"),
+    benchmark:
+        paths.benchmark("features", "{run}/{dataset}")
     wildcard_constraints:
         dataset=DATASET_WILDCARD,
-    params:
-        config=EFFECTIVE_CONFIG,
+    conda:
+        "../envs/medfilip.yaml"
     threads: workflow.cores
     resources:
         gpu=gpus(CFG.evaluation.linear_probe.device),
-    log:
-        "results/logs/features/{run}/{dataset}.log",
-    benchmark:
-        "results/benchmarks/features/{run}/{dataset}.tsv"
-    conda:
-        "../envs/medfilip.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
     shell:
         "medfilip -c {params.config} features --run {input.model} --store {input.index}"
         " --out $(dirname {output.train}) > {log} 2>&1"
@@ -51,24 +51,24 @@ rule features:
 rule probe_fit:
     input:
         features=rules.features.output,
-        index="results/images/{dataset}/index.parquet",
-        model="results/models/{run}/model.pt",
+        index=paths.IMAGE_STORE_INDEX,
+        model=paths.MODEL,
     output:
-        scores="results/probe/runs/{run}/{dataset}/scores.npz",
-        meta="results/probe/runs/{run}/{dataset}/scores.json",
+        scores=paths.PROBE_RUN_SCORES,
+        meta=paths.PROBE_RUN_META,
+    log:
+        paths.log("probe_fit", "{run}/{dataset}"),
+    benchmark:
+        paths.benchmark("probe_fit", "{run}/{dataset}")
     wildcard_constraints:
         dataset=DATASET_WILDCARD,
+    conda:
+        "../envs/medfilip.yaml"
+    threads: 1
     params:
         config=EFFECTIVE_CONFIG,
         # fractions, seeds, C grid: a change refits the probes, not the features
         settings=probe_wf.fit_params(SETTINGS),
-    threads: 1
-    log:
-        "results/logs/probe_fit/{run}/{dataset}.log",
-    benchmark:
-        "results/benchmarks/probe_fit/{run}/{dataset}.tsv"
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} probe-fit --features $(dirname {input.features[0]}) --store {input.index}"
         " --model {input.model} --name {wildcards.run} --out {output.scores} > {log} 2>&1"
@@ -76,26 +76,26 @@ rule probe_fit:
 
 rule probe_baseline:
     input:
-        index="results/images/{dataset}/index.parquet",
+        index=paths.IMAGE_STORE_INDEX,
     output:
-        scores="results/probe/baselines/{baseline}/{dataset}/scores.npz",
-        meta="results/probe/baselines/{baseline}/{dataset}/scores.json",
+        scores=paths.PROBE_BASELINE_SCORES,
+        meta=paths.PROBE_BASELINE_META,
+    log:
+        paths.log("probe_baseline", "{baseline}/{dataset}"),
+    benchmark:
+        paths.benchmark("probe_baseline", "{baseline}/{dataset}")
     wildcard_constraints:
         dataset=DATASET_WILDCARD,
         baseline="|".join(re.escape(b) for b in PROBE_BASELINES) or "no_baseline",
+    conda:
+        "../envs/medfilip.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=gpus(CFG.evaluation.linear_probe.device),
     params:
         config=EFFECTIVE_CONFIG,
         # fractions, seeds, the baselines' size and training keys, the ResNet's arch and weights
         settings=probe_wf.baseline_params(SETTINGS),
-    threads: workflow.cores
-    resources:
-        gpu=gpus(CFG.evaluation.linear_probe.device),
-    log:
-        "results/logs/probe_baseline/{baseline}/{dataset}.log",
-    benchmark:
-        "results/benchmarks/probe_baseline/{baseline}/{dataset}.tsv"
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} probe-baseline --name {wildcards.baseline} --store {input.index}"
         " --out {output.scores} > {log} 2>&1"
@@ -106,32 +106,32 @@ rule linear_probe:
         scores=probe_wf.score_files(CFG) if PROBE_ON else [],
     output:
         table=report(
-            "results/tables/linear_probe.csv",
+            paths.LINEAR_PROBE_TABLE,
             caption="../report/linear_probe_table.rst",
             category="Linear probe",
         ),
         per_class=report(
-            "results/tables/linear_probe_per_class.csv",
+            paths.LINEAR_PROBE_PER_CLASS,
             caption="../report/linear_probe_per_class.rst",
             category="Linear probe",
         ),
         figure=report(
-            "results/figures/linear_probe.png",
+            paths.LINEAR_PROBE_FIGURE,
             caption="../report/linear_probe_figure.rst",
             category="Linear probe",
         ),
+    log:
+        paths.log("linear_probe"),
+    benchmark:
+        paths.benchmark("linear_probe")
+    conda:
+        "../envs/medfilip.yaml"
+    threads: 1
     params:
         config=EFFECTIVE_CONFIG,
         # the bootstrap (resamples, seed) and the skipped-baseline rows
         evaluation={k: v for k, v in SETTINGS["evaluation"].items() if k == "bootstrap"},
         skipped=[probe_wf.skipped_baselines(CFG), probe_wf.dataset_skips(CFG)] if PROBE_ON else [],
-    threads: 1
-    log:
-        "results/logs/linear_probe/linear_probe.log",
-    benchmark:
-        "results/benchmarks/linear_probe/linear_probe.tsv"
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} linear-probe --scores {input.scores:q} --out {output.table}"
         " --per-class {output.per_class} --figure {output.figure} > {log} 2>&1"

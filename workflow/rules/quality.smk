@@ -3,28 +3,28 @@
 
 rule extraction_quality:
     input:
-        reports=expand("results/reports/shards/{shard}.parquet", shard=SHARDS),
-        entities="results/entities.parquet",
+        reports=expand(paths.REPORT_SHARD, shard=SHARDS),
+        entities=paths.ENTITIES,
         mesh_mapping=CFG.quality.mesh_mapping,
         # the mapping's categories are checked against the vocabulary
         vocabulary=VOCABULARY,
     output:
         table=report(
-            "results/tables/extraction_quality.csv",
+            paths.EXTRACTION_QUALITY_TABLE,
             caption="../report/extraction_quality_table.rst",
             category="Extraction",
         ),
         figure=report(
-            "results/figures/extraction_quality.png",
+            paths.EXTRACTION_QUALITY_FIGURE,
             caption="../report/extraction_quality_figure.rst",
             category="Extraction",
         ),
-    params:
-        config=EFFECTIVE_CONFIG,
     log:
-        "results/logs/extraction_quality/extraction_quality.log",
+        paths.log("extraction_quality"),
     conda:
         "../envs/medfilip.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
     shell:
         "medfilip -c {params.config} quality --reports {input.reports} --entities {input.entities}"
         " --out {output.table} --figure {output.figure} > {log} 2>&1"

@@ -5,8 +5,14 @@ rule report_shards:
     input:
         corpus=report_corpus(),
     output:
-        shards=expand("results/reports/shards/{shard}.parquet", shard=SHARDS),
-        rejects="results/reports/rejects.parquet",
+        shards=expand(paths.REPORT_SHARD, shard=SHARDS),
+        rejects=paths.REPORT_REJECTS,
+    log:
+        paths.log("report_shards"),
+    benchmark:
+        paths.benchmark("report_shards")
+    conda:
+        "../envs/medfilip.yaml"
     params:
         config=EFFECTIVE_CONFIG,
         out_dir=parent_dir,
@@ -15,13 +21,5 @@ rule report_shards:
         # the corpus path(s) as resolved: pointing at another corpus re-runs this rule even when
         # the new files are older than the shards
         corpus=report_corpus(),
-    log:
-        "results/logs/report_shards/report_shards.log",
-    benchmark:
-        "results/benchmarks/report_shards/report_shards.tsv"
-    conda:
-        "../envs/medfilip.yaml"
     shell:
-        "medfilip -c {params.config} reports"
-        " --out-dir {params.out_dir} --rejects {output.rejects}"
-        " > {log} 2>&1"
+        "medfilip -c {params.config} reports --out-dir {params.out_dir} --rejects {output.rejects} > {log} 2>&1"

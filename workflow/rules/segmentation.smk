@@ -5,12 +5,6 @@
 # Logic: medfilip/evaluation/segmentation/ (workflow.py gives the lists and params).
 
 from medfilip.evaluation.segmentation.workflow import (
-    BASELINE_DIR,
-    FIGURE,
-    LONG_TABLE,
-    RUNS_DIR,
-    STORE,
-    TABLE,
     job_params,
     job_threads,
     run_folders,
@@ -22,25 +16,25 @@ SEGMENTATION_FOLDERS = run_folders(CFG)
 
 rule segmentation_run:
     input:
-        model="results/models/{run}/model.pt",
-        store=f"{STORE}/index.parquet",
+        model=paths.MODEL,
+        store=paths.SEGMENTATION_STORE_INDEX,
     output:
-        scores=f"{RUNS_DIR}/{{run}}/scores.parquet",
-        summary=f"{RUNS_DIR}/{{run}}/summary.json",
-        examples=f"{RUNS_DIR}/{{run}}/examples.npz",
+        scores=paths.SEGMENTATION_RUN_SCORES,
+        summary=paths.SEGMENTATION_RUN_SUMMARY,
+        examples=paths.SEGMENTATION_RUN_EXAMPLES,
+    log:
+        paths.log("segmentation", "{run}"),
+    benchmark:
+        paths.benchmark("segmentation", "{run}")
+    conda:
+        "../envs/medfilip.yaml"
+    threads: job_threads(workflow.cores)
+    resources:
+        gpu=gpus(CFG.evaluation.segmentation.device),
     params:
         config=EFFECTIVE_CONFIG,
         # evaluation.segmentation (but its device): a change re-runs segmentation only
         settings=job_params(SETTINGS),
-    threads: job_threads(workflow.cores)
-    resources:
-        gpu=gpus(CFG.evaluation.segmentation.device),
-    log:
-        "results/logs/segmentation/{run}.log",
-    benchmark:
-        "results/benchmarks/segmentation/{run}.tsv"
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} segmentation --model {input.model} --run {wildcards.run}"
         " --store {input.store} --out-dir $(dirname {output.summary}) --threads {threads} > {log} 2>&1"
@@ -48,24 +42,24 @@ rule segmentation_run:
 
 rule segmentation_baseline:
     input:
-        store=f"{STORE}/index.parquet",
+        store=paths.SEGMENTATION_STORE_INDEX,
     output:
-        scores=f"{BASELINE_DIR}/scores.parquet",
-        summary=f"{BASELINE_DIR}/summary.json",
-        examples=f"{BASELINE_DIR}/examples.npz",
+        scores=paths.SEGMENTATION_BASELINE_SCORES,
+        summary=paths.SEGMENTATION_BASELINE_SUMMARY,
+        examples=paths.SEGMENTATION_BASELINE_EXAMPLES,
+    log:
+        paths.log("segmentation", "random_init"),
+    benchmark:
+        paths.benchmark("segmentation", "random_init")
+    conda:
+        "../envs/medfilip.yaml"
+    threads: job_threads(workflow.cores)
+    resources:
+        gpu=gpus(CFG.evaluation.segmentation.device),
     params:
         config=EFFECTIVE_CONFIG,
         # evaluation.segmentation and training.model's architecture (the random encoder's)
         settings=job_params(SETTINGS),
-    threads: job_threads(workflow.cores)
-    resources:
-        gpu=gpus(CFG.evaluation.segmentation.device),
-    log:
-        "results/logs/segmentation/random_init.log",
-    benchmark:
-        "results/benchmarks/segmentation/random_init.tsv"
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} segmentation --baseline --store {input.store}"
         " --out-dir $(dirname {output.summary}) --threads {threads} > {log} 2>&1"
@@ -76,33 +70,33 @@ rule segmentation_table:
         summaries=[f"{folder}/summary.json" for folder in SEGMENTATION_FOLDERS],
         scores=[f"{folder}/scores.parquet" for folder in SEGMENTATION_FOLDERS],
         examples=[f"{folder}/examples.npz" for folder in SEGMENTATION_FOLDERS],
-        store=f"{STORE}/index.parquet",
+        store=paths.SEGMENTATION_STORE_INDEX,
     output:
         table=report(
-            TABLE,
+            paths.SEGMENTATION_TABLE,
             caption="../report/segmentation_table.rst",
             category="Segmentation",
         ),
         long=report(
-            LONG_TABLE,
+            paths.SEGMENTATION_LONG_TABLE,
             caption="../report/segmentation_long.rst",
             category="Segmentation",
         ),
         figure=report(
-            FIGURE,
+            paths.SEGMENTATION_FIGURE,
             caption="../report/segmentation_figure.rst",
             category="Segmentation",
         ),
+    log:
+        paths.log("segmentation", "table"),
+    benchmark:
+        paths.benchmark("segmentation", "table")
+    conda:
+        "../envs/medfilip.yaml"
     params:
         config=EFFECTIVE_CONFIG,
         # the bootstrap resamples: a change re-runs the table, not the fine-tuning
         settings=table_params(SETTINGS),
-    log:
-        "results/logs/segmentation/table.log",
-    benchmark:
-        "results/benchmarks/segmentation/table.tsv"
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "medfilip -c {params.config} segmentation-table --results {input.summaries} --store {input.store}"
         " --out {output.table} --long {output.long} --figure {output.figure} > {log} 2>&1"

@@ -24,17 +24,28 @@ wildcard_constraints:
 
 rule train:
     input:
-        images="results/images/corpus/index.parquet",
-        meta="results/images/corpus/meta.json",
-        labels="results/labels.parquet",
+        images=paths.CORPUS_STORE_INDEX,
+        meta=paths.CORPUS_STORE_META,
+        labels=paths.LABELS,
         # the label vectors, for runs whose target is an SSM
         embeddings=embeddings_input(CFG, EMBEDDINGS),
         # the SSM calibration computed with them (label statistics only)
         calibration=calibration_input(CFG, SSM_CALIBRATION),
     output:
-        model="results/models/{run}/model.pt",
-        train_log="results/models/{run}/train_log.csv",
-        run_config="results/models/{run}/config.yaml",
+        model=paths.MODEL,
+        train_log=paths.TRAIN_LOG,
+        run_config=paths.RUN_CONFIG,
+    log:
+        paths.log("train", "{run}"),
+    benchmark:
+        paths.benchmark("train", "{run}")
+    conda:
+        "../envs/medfilip.yaml"
+    threads: workflow.cores
+    resources:
+        gpu=training_gpus(CFG.training),
+        nodes=training_nodes(CFG.training),
+        mem_mb=8000,
     params:
         config=EFFECTIVE_CONFIG,
         # the training settings with this run's entry: changing them re-runs this run only
@@ -42,17 +53,6 @@ rule train:
         embeddings=embeddings_option,
         # torchrun (srun under SLURM) when training.distributed asks for more than one process
         launch=training_launch(CFG.training),
-    threads: workflow.cores
-    resources:
-        gpu=training_gpus(CFG.training),
-        nodes=training_nodes(CFG.training),
-        mem_mb=8000,
-    log:
-        "results/logs/train/{run}.log",
-    benchmark:
-        "results/benchmarks/train/{run}.tsv"
-    conda:
-        "../envs/medfilip.yaml"
     shell:
         "{params.launch} medfilip -c {params.config} train --run {wildcards.run} --images $(dirname {input.images})"
         " --labels {input.labels} {params.embeddings} --out $(dirname {output.model}) --threads {threads}"
@@ -61,18 +61,18 @@ rule train:
 
 rule train_curves:
     input:
-        expand("results/models/{run}/train_log.csv", run=TRAIN_RUNS),
+        expand(paths.TRAIN_LOG, run=TRAIN_RUNS),
     output:
         report(
-            "results/figures/train_curves.png",
+            paths.TRAIN_CURVES,
             caption="../report/train_curves.rst",
             category="Training",
         ),
-    params:
-        runs=expand("results/models/{run}", run=TRAIN_RUNS),
     log:
-        "results/logs/train_curves/train_curves.log",
+        paths.log("train_curves"),
     conda:
         "../envs/medfilip.yaml"
+    params:
+        runs=expand(paths.MODEL_DIR, run=TRAIN_RUNS),
     shell:
         "medfilip train-curves --runs {params.runs} --out {output} > {log} 2>&1"

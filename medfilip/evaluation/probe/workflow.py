@@ -11,12 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-FEATURES = "results/features/{run}/{dataset}/{split}.npy"
-RUN_SCORES = "results/probe/runs/{run}/{dataset}/scores.npz"
-BASELINE_SCORES = "results/probe/baselines/{baseline}/{dataset}/scores.npz"
-TABLE = "results/tables/linear_probe.csv"
-PER_CLASS = "results/tables/linear_probe_per_class.csv"
-FIGURE = "results/figures/linear_probe.png"
+from medfilip import paths
+
+FEATURES = paths.FEATURES
+RUN_SCORES = paths.PROBE_RUN_SCORES
+BASELINE_SCORES = paths.PROBE_BASELINE_SCORES
+TABLE = paths.LINEAR_PROBE_TABLE
+PER_CLASS = paths.LINEAR_PROBE_PER_CLASS
+FIGURE = paths.LINEAR_PROBE_FIGURE
 SPLITS = ("train", "validate", "test")
 
 

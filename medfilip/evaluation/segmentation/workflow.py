@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from typing import Any
 
-STORE = "results/images/siim"
-RUNS_DIR = "results/segmentation/runs"
-BASELINE_DIR = "results/segmentation/baseline/random_init"
-TABLE = "results/tables/segmentation.csv"
-LONG_TABLE = "results/tables/segmentation_long.csv"
-FIGURE = "results/figures/segmentation.png"
-RUN_OUTPUTS = ("scores.parquet", "summary.json", "examples.npz")
+from medfilip import paths
+
+STORE = paths.SEGMENTATION_STORE_DIR
+RUNS_DIR = paths.SEGMENTATION_RUNS_DIR
+BASELINE_DIR = paths.SEGMENTATION_BASELINE_DIR
+TABLE = paths.SEGMENTATION_TABLE
+LONG_TABLE = paths.SEGMENTATION_LONG_TABLE
+FIGURE = paths.SEGMENTATION_FIGURE
+RUN_OUTPUTS = paths.SEGMENTATION_JOB_FILES
 # settings that change where or how fast it runs, not the numbers: no params (no re-run)
 OPERATIONAL = ("device",)
 
@@ -32,7 +34,7 @@ def segmentation_targets(cfg: Any) -> list[str]:
 
 def run_folders(cfg: Any) -> list[str]:
     """The output folder of every pretrained run, then the baseline's (the table's row order)."""
-    return [f"{RUNS_DIR}/{run}" for run in cfg.training.runs] + [BASELINE_DIR]
+    return [paths.SEGMENTATION_RUN_DIR.format(run=run) for run in cfg.training.runs] + [BASELINE_DIR]
 
 
 def job_params(settings: dict[str, Any]) -> dict[str, Any]:
