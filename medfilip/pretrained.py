@@ -312,6 +312,7 @@ def save_pretrained(
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "medfilip_format": FORMAT})
         for name, data in ((CONFIG_FILE, config), (PREPROCESS_FILE, preprocess.to_json()), (CLASSES_FILE, classes.to_json())):
             (tmp / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        (tmp / WEIGHTS_FILE).chmod(0o644)  # safetensors writes it private; the folder is meant to be shared
         old = None
         if out_dir.exists():
             old = out_dir.parent / f".{out_dir.name}.old-{os.getpid()}"
