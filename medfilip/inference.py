@@ -116,7 +116,9 @@ class ClassKnowledge:
     def from_yaml(cls, path: str | Path, default_classes: Sequence[str] | None = None) -> ClassKnowledge:
         from medfilip.knowledge.dictionary import load_knowledge
 
-        return cls.from_dictionary(load_knowledge(path), pipeline_default_classes() if default_classes is None else default_classes)
+        return cls.from_dictionary(
+            load_knowledge(path), pipeline_default_classes() if default_classes is None else default_classes
+        )
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -124,7 +126,9 @@ class ClassKnowledge:
             "default_classes": list(self.default_classes),
             "knowledge_source": Path(self.source).name if self.source else None,
             "knowledge_version": self.version,
-            "categories": {c: {"explanation": e, "synonyms": list(self.synonyms.get(c, ()))} for c, e in self.explanations.items()},
+            "categories": {
+                c: {"explanation": e, "synonyms": list(self.synonyms.get(c, ()))} for c, e in self.explanations.items()
+            },
         }
 
     @classmethod
@@ -139,7 +143,9 @@ class ClassKnowledge:
                 version=data.get("knowledge_version"),
             )
         except (KeyError, TypeError, AttributeError) as err:
-            raise ValueError(f"{source}: expected {{'categories': {{<category>: {{'explanation': ...}}}}}} ({err!r})") from None
+            raise ValueError(
+                f"{source}: expected {{'categories': {{<category>: {{'explanation': ...}}}}}} ({err!r})"
+            ) from None
 
 
 def pipeline_default_classes() -> tuple[str, ...]:
@@ -149,7 +155,9 @@ def pipeline_default_classes() -> tuple[str, ...]:
     return tuple(dict.fromkeys([*DEFAULT_SINGLE_LABEL, *DEFAULT_MULTI_LABEL]))
 
 
-def class_text(category: str, severity: str | None, knowledge: ClassKnowledge, variant: str = DEFAULT_TEXT_VARIANT) -> str:
+def class_text(
+    category: str, severity: str | None, knowledge: ClassKnowledge, variant: str = DEFAULT_TEXT_VARIANT
+) -> str:
     """The text of one class, exactly as the zero-shot evaluation renders it."""
     explanation = knowledge.explanation(category) if variant == LabelVariant.triplet_explanation.value else None
     return render_label(category, severity=severity, explanation=explanation, variant=variant)
@@ -161,8 +169,9 @@ def class_texts(classes: Sequence[str], knowledge: ClassKnowledge, variant: str 
     return [class_text(*knowledge.class_spec(name), knowledge, variant) for name in classes]
 
 
-def zero_shot_scores(image_emb: np.ndarray, text_emb: np.ndarray, *, softmax: bool = False,
-                     logit_scale: float = DEFAULT_LOGIT_SCALE) -> np.ndarray:
+def zero_shot_scores(
+    image_emb: np.ndarray, text_emb: np.ndarray, *, softmax: bool = False, logit_scale: float = DEFAULT_LOGIT_SCALE
+) -> np.ndarray:
     """(N, K) scores: cosine of image i and class text k, or its softmax over k at ``logit_scale``
     (the same arithmetic as :func:`medfilip.evaluation.zeroshot.zero_shot_scores`)."""
     cos = image_emb.astype(np.float64) @ text_emb.astype(np.float64).T
@@ -204,21 +213,32 @@ class ZeroShotPrediction:
     def ranked(self, index: int = 0) -> list[dict[str, Any]]:
         """Image ``index``'s classes, best first: ``[{"class", "probability", "cosine"}, ...]``."""
         order = torch.argsort(self.probs[index], descending=True, stable=True).tolist()
-        return [{"class": self.classes[k], "probability": float(self.probs[index, k]),
-                 "cosine": float(self.cosine[index, k])} for k in order]
+        return [
+            {
+                "class": self.classes[k],
+                "probability": float(self.probs[index, k]),
+                "cosine": float(self.cosine[index, k]),
+            }
+            for k in order
+        ]
 
     def top(self, index: int = 0) -> str:
         return self.ranked(index)[0]["class"]
 
     def to_records(self) -> list[dict[str, Any]]:
         """One record per image: its name (when known) and its ranked classes."""
-        return [{"image": self.images[i] if i < len(self.images) else i, "predictions": self.ranked(i)}
-                for i in range(len(self))]
+        return [
+            {"image": self.images[i] if i < len(self.images) else i, "predictions": self.ranked(i)}
+            for i in range(len(self))
+        ]
 
 
 def _encode_texts(model: Any, texts: Sequence[str], batch_size: int) -> np.ndarray:
     with torch.inference_mode():
-        parts = [model.encode_text(list(texts[i:i + batch_size])).float().cpu().numpy() for i in range(0, len(texts), batch_size)]
+        parts = [
+            model.encode_text(list(texts[i : i + batch_size])).float().cpu().numpy()
+            for i in range(0, len(texts), batch_size)
+        ]
     return np.concatenate(parts).astype(np.float32, copy=False)
 
 
@@ -231,9 +251,14 @@ def _image_batch(images: Any, preprocess: Any) -> tuple[torch.Tensor, list[str]]
         images = [images]
     images = list(images)
     if preprocess is None:
-        raise ValueError("zero_shot: images that are not a preprocessed tensor need a preprocess "
-                         "(medfilip.load returns one; it is also model.preprocess)")
-    names = [str(x) if isinstance(x, (str, Path)) else getattr(x, "filename", "") or f"image {i}" for i, x in enumerate(images)]
+        raise ValueError(
+            "zero_shot: images that are not a preprocessed tensor need a preprocess "
+            "(medfilip.load returns one; it is also model.preprocess)"
+        )
+    names = [
+        str(x) if isinstance(x, (str, Path)) else getattr(x, "filename", "") or f"image {i}"
+        for i, x in enumerate(images)
+    ]
     return torch.stack([preprocess(x) for x in images]), names
 
 
@@ -256,9 +281,11 @@ def zero_shot(
     """
     knowledge = knowledge or getattr(model, "knowledge", None)
     if knowledge is None:
-        raise ValueError("zero_shot: no knowledge dictionary for the class texts; pass knowledge="
-                         "medfilip.ClassKnowledge.from_yaml('resources/knowledge/dictionary.yaml') or load the model "
-                         "with medfilip.load(path, knowledge=...)")
+        raise ValueError(
+            "zero_shot: no knowledge dictionary for the class texts; pass knowledge="
+            "medfilip.ClassKnowledge.from_yaml('resources/knowledge/dictionary.yaml') or load the model "
+            "with medfilip.load(path, knowledge=...)"
+        )
     if classes is None:
         classes = list(knowledge.default_classes) or knowledge.categories
     classes = list(classes)
@@ -271,9 +298,12 @@ def zero_shot(
     if hasattr(model, "eval"):
         model.eval()
     with torch.inference_mode():
-        image_emb = np.concatenate([
-            model.encode_image(batch[i:i + batch_size]).float().cpu().numpy() for i in range(0, batch.shape[0], batch_size)
-        ])
+        image_emb = np.concatenate(
+            [
+                model.encode_image(batch[i : i + batch_size]).float().cpu().numpy()
+                for i in range(0, batch.shape[0], batch_size)
+            ]
+        )
     text_emb = _encode_texts(model, texts, batch_size)
     scale = logit_scale_of(model)
     cosine = zero_shot_scores(image_emb, text_emb)

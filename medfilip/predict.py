@@ -1,7 +1,8 @@
 """``medfilip predict`` (zero-shot classes of image files) and ``medfilip export`` (a run folder as
 a self-contained model folder).
 
-    medfilip predict chest.png scan.dcm --model results/models/medfilip [--classes cardiomegaly "pleural effusion" normal]
+    medfilip predict chest.png scan.dcm --model results/models/medfilip
+                     [--classes cardiomegaly "pleural effusion" normal]
                      [--format table|json] [--top K] [--device cpu|cuda|auto]
     medfilip export results/models/medfilip exported/medfilip [--knowledge resources/knowledge/dictionary.yaml]
 
@@ -21,16 +22,30 @@ from typing import Any
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG, JPEG or DICOM files")
-    p.add_argument("--model", "-m", required=True, type=Path,
-                   help="a run folder (results/models/<run>) or a model folder written by `medfilip export`")
-    p.add_argument("--classes", nargs="+", default=None, metavar="CLASS",
-                   help="category names or synonyms, optionally with a severity ('severe cardiomegaly'); "
-                   "default: the model's default classes (the pipeline's evaluation classes)")
+    p.add_argument(
+        "--model",
+        "-m",
+        required=True,
+        type=Path,
+        help="a run folder (results/models/<run>) or a model folder written by `medfilip export`",
+    )
+    p.add_argument(
+        "--classes",
+        nargs="+",
+        default=None,
+        metavar="CLASS",
+        help="category names or synonyms, optionally with a severity ('severe cardiomegaly'); "
+        "default: the model's default classes (the pipeline's evaluation classes)",
+    )
     p.add_argument("--format", choices=("table", "json"), default="table", help="output format (default: table)")
     p.add_argument("--top", type=int, default=None, metavar="K", help="show only the K best classes per image")
-    p.add_argument("--knowledge", type=Path, default=None,
-                   help="knowledge dictionary YAML for the class texts (default: the model folder's, or "
-                   "resources/knowledge/dictionary.yaml of the run's project)")
+    p.add_argument(
+        "--knowledge",
+        type=Path,
+        default=None,
+        help="knowledge dictionary YAML for the class texts (default: the model folder's, or "
+        "resources/knowledge/dictionary.yaml of the run's project)",
+    )
     p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
 
@@ -38,11 +53,20 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
 def add_export_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a trained run folder (results/models/<run>)")
     p.add_argument("out_dir", type=Path, metavar="OUT_DIR", help="the model folder to write (replaced if it exists)")
-    p.add_argument("--knowledge", type=Path, default=None,
-                   help="knowledge dictionary YAML copied into the folder for class texts (default: "
-                   "resources/knowledge/dictionary.yaml of the run's project)")
-    p.add_argument("--classes", nargs="+", default=None, metavar="CLASS",
-                   help="default classes of the exported model (default: the pipeline's evaluation classes)")
+    p.add_argument(
+        "--knowledge",
+        type=Path,
+        default=None,
+        help="knowledge dictionary YAML copied into the folder for class texts (default: "
+        "resources/knowledge/dictionary.yaml of the run's project)",
+    )
+    p.add_argument(
+        "--classes",
+        nargs="+",
+        default=None,
+        metavar="CLASS",
+        help="default classes of the exported model (default: the pipeline's evaluation classes)",
+    )
 
 
 def _device(name: str) -> str:
@@ -98,8 +122,18 @@ def run_predict(args: argparse.Namespace) -> int:
         if args.top is not None:
             records = [{**r, "predictions": r["predictions"][: max(1, args.top)]} for r in records]
         if args.format == "json":
-            print(json.dumps({"model": str(args.model), "classes": result.classes, "texts": result.texts,
-                              "logit_scale": result.logit_scale, "images": records}, indent=2))
+            print(
+                json.dumps(
+                    {
+                        "model": str(args.model),
+                        "classes": result.classes,
+                        "texts": result.texts,
+                        "logit_scale": result.logit_scale,
+                        "images": records,
+                    },
+                    indent=2,
+                )
+            )
         else:
             print(format_table(records))
     return 1 if failed else 0

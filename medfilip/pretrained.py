@@ -76,7 +76,10 @@ class Preprocess:
         self.std = float(std)
 
     def __repr__(self) -> str:
-        return f"Preprocess(image_size={self.image_size}, letterbox, channels={self.channels}, mean={self.mean}, std={self.std})"
+        return (
+            f"Preprocess(image_size={self.image_size}, letterbox, channels={self.channels}, "
+            f"mean={self.mean}, std={self.std})"
+        )
 
     def __call__(self, image: Any) -> torch.Tensor:
         if isinstance(image, (list, tuple)):
@@ -98,7 +101,9 @@ class Preprocess:
 
                 array = _pil_to_gray(Image.fromarray(np.ascontiguousarray(array[..., :3]).astype(np.uint8)))
             if array.ndim != 2:
-                raise ValueError(f"preprocess: expected a 2-D grey image or (H, W, 3) colour array, got shape {array.shape}")
+                raise ValueError(
+                    f"preprocess: expected a 2-D grey image or (H, W, 3) colour array, got shape {array.shape}"
+                )
             if array.dtype == bool or array.dtype != np.uint8:  # 16-bit and float images: stretched as a 16-bit PNG is
                 values = array.astype(np.float32)
                 array = to_uint8(values, float(values.min()), float(values.max()))
@@ -115,8 +120,11 @@ class Preprocess:
             "resize": "letterbox",
             "resample": "lanczos (reducing_gap 3.0); JPEG drafted at reduced scale first",
             "grey": "8-bit as is; 16-bit / 32-bit stretched min..max; colour to luminance (PIL 'L')",
-            "dicom": {"window": "VOI LUT, else first WindowCenter/WindowWidth, else percentiles",
-                      "percentiles": list(PERCENTILES), "monochrome1": "inverted"},
+            "dicom": {
+                "window": "VOI LUT, else first WindowCenter/WindowWidth, else percentiles",
+                "percentiles": list(PERCENTILES),
+                "monochrome1": "inverted",
+            },
             "tensor": "uint8 (S, S); encode_image: float / 255, (x - mean) / std, repeated to channels",
             "channels": self.channels,
             "mean": self.mean,
@@ -128,8 +136,12 @@ class Preprocess:
         try:
             if data.get("resize", "letterbox") != "letterbox":
                 raise ValueError(f"resize {data.get('resize')!r} (this medfilip letterboxes)")
-            return cls(int(data["image_size"]), channels=int(data["channels"]), mean=float(data["mean"]),
-                       std=float(data["std"]))
+            return cls(
+                int(data["image_size"]),
+                channels=int(data["channels"]),
+                mean=float(data["mean"]),
+                std=float(data["std"]),
+            )
         except (KeyError, TypeError, ValueError) as err:
             raise ModelError(f"{source}: unusable preprocessing parameters ({err})") from None
 
@@ -141,8 +153,11 @@ class Preprocess:
 def _check_preprocess(preprocess: Preprocess, model: DualEncoder, source: Path) -> None:
     """The folder's preprocessing must be what this model's encode_image does."""
     expected = Preprocess.for_model(model)
-    problems = [f"{k} {getattr(preprocess, k)!r} (model: {getattr(expected, k)!r})"
-                for k in ("image_size", "channels", "mean", "std") if getattr(preprocess, k) != getattr(expected, k)]
+    problems = [
+        f"{k} {getattr(preprocess, k)!r} (model: {getattr(expected, k)!r})"
+        for k in ("image_size", "channels", "mean", "std")
+        if getattr(preprocess, k) != getattr(expected, k)
+    ]
     if problems:
         raise ModelError(f"{source}: preprocessing does not match the model: {', '.join(problems)}")
 
@@ -163,8 +178,10 @@ def _knowledge(value: ClassKnowledge | str | Path | None, run_dir: Path) -> Clas
         return value
     path = Path(value) if value is not None else find_knowledge(run_dir)
     if path is None:
-        log.warning("%s: no knowledge dictionary found (resources/knowledge/dictionary.yaml); zero_shot needs "
-                    "knowledge=", run_dir)
+        log.warning(
+            "%s: no knowledge dictionary found (resources/knowledge/dictionary.yaml); zero_shot needs knowledge=",
+            run_dir,
+        )
         return None
     if path.suffix == ".json":
         return ClassKnowledge.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
@@ -180,8 +197,10 @@ def _read_json(path: Path) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ModelError(f"{path}: missing (a model folder has {CONFIG_FILE}, {WEIGHTS_FILE}, {PREPROCESS_FILE}, "
-                         f"{CLASSES_FILE}, {TEXT_ENCODER_DIR}/)") from None
+        raise ModelError(
+            f"{path}: missing (a model folder has {CONFIG_FILE}, {WEIGHTS_FILE}, {PREPROCESS_FILE}, "
+            f"{CLASSES_FILE}, {TEXT_ENCODER_DIR}/)"
+        ) from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ModelError(f"{path}: not valid JSON ({err})") from None
     if not isinstance(data, dict):
@@ -201,8 +220,10 @@ def from_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Dua
     if config.get("format") != FORMAT:
         raise ModelError(f"{path / CONFIG_FILE}: field 'format' is {config.get('format')!r}, expected {FORMAT!r}")
     if config.get("format_version") != FORMAT_VERSION:
-        raise ModelError(f"{path / CONFIG_FILE}: field 'format_version' is {config.get('format_version')!r}; "
-                         f"this medfilip reads {FORMAT_VERSION}")
+        raise ModelError(
+            f"{path / CONFIG_FILE}: field 'format_version' is {config.get('format_version')!r}; "
+            f"this medfilip reads {FORMAT_VERSION}"
+        )
     try:
         settings = ModelSettings(**config["model_settings"])
         image_size = int(config["image_size"])
@@ -224,14 +245,17 @@ def from_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Dua
     return model
 
 
-def load_run(run_dir: str | Path, device: str | torch.device = "cpu", *,
-             knowledge: ClassKnowledge | str | Path | None = None) -> DualEncoder:
+def load_run(
+    run_dir: str | Path, device: str | torch.device = "cpu", *, knowledge: ClassKnowledge | str | Path | None = None
+) -> DualEncoder:
     """The model of a pipeline run folder with ``model.preprocess`` and ``model.knowledge`` attached."""
     from medfilip.training.settings import ModelSettings
 
     run_dir = Path(run_dir)
     payload = read_trained(run_dir)
-    model = assemble_model(ModelSettings(**payload["model_settings"]), payload["image_size"], run_dir / TEXT_ENCODER_DIR)
+    model = assemble_model(
+        ModelSettings(**payload["model_settings"]), payload["image_size"], run_dir / TEXT_ENCODER_DIR
+    )
     load_weights(model, payload["state_dict"], run_dir / MODEL_FILE)
     model.to(device).eval()
     model.preprocess = Preprocess.for_model(model)
@@ -241,8 +265,9 @@ def load_run(run_dir: str | Path, device: str | torch.device = "cpu", *,
     return model
 
 
-def load(path: str | Path, device: str | torch.device = "cpu", *,
-         knowledge: ClassKnowledge | str | Path | None = None) -> tuple[DualEncoder, Preprocess]:
+def load(
+    path: str | Path, device: str | torch.device = "cpu", *, knowledge: ClassKnowledge | str | Path | None = None
+) -> tuple[DualEncoder, Preprocess]:
     """``(model, preprocess)`` from a pipeline run folder or a :func:`save_pretrained` folder.
 
     ``knowledge`` (a run folder only; a model folder carries its own): the knowledge dictionary
@@ -259,8 +284,10 @@ def load(path: str | Path, device: str | torch.device = "cpu", *,
     elif (path / MODEL_FILE).is_file():
         model = load_run(path, device, knowledge=knowledge)
     else:
-        raise ModelError(f"{path}: neither a model folder ({CONFIG_FILE} + {WEIGHTS_FILE}) nor a pipeline run folder "
-                         f"({MODEL_FILE} + {TEXT_ENCODER_DIR}/)")
+        raise ModelError(
+            f"{path}: neither a model folder ({CONFIG_FILE} + {WEIGHTS_FILE}) nor a pipeline run folder "
+            f"({MODEL_FILE} + {TEXT_ENCODER_DIR}/)"
+        )
     return model, model.preprocess
 
 
@@ -280,14 +307,21 @@ def save_pretrained(
     from medfilip import __version__
 
     out_dir = Path(out_dir)
-    classes = knowledge if isinstance(knowledge, ClassKnowledge) else (
-        _knowledge(knowledge, out_dir) if knowledge is not None else getattr(model, "knowledge", None))
+    classes = (
+        knowledge
+        if isinstance(knowledge, ClassKnowledge)
+        else (_knowledge(knowledge, out_dir) if knowledge is not None else getattr(model, "knowledge", None))
+    )
     if classes is None:
-        raise ModelError(f"{out_dir}: save_pretrained needs the knowledge dictionary (knowledge=...) for the class texts")
+        raise ModelError(
+            f"{out_dir}: save_pretrained needs the knowledge dictionary (knowledge=...) for the class texts"
+        )
     if default_classes is not None:
         for name in default_classes:
             classes.class_spec(name)  # unknown names fail here, not at prediction time
-        classes = ClassKnowledge(classes.explanations, classes.synonyms, tuple(default_classes), classes.source, classes.version)
+        classes = ClassKnowledge(
+            classes.explanations, classes.synonyms, tuple(default_classes), classes.source, classes.version
+        )
     preprocess = getattr(model, "preprocess", None) or Preprocess.for_model(model)
     config = {
         "format": FORMAT,
@@ -310,7 +344,11 @@ def save_pretrained(
         model.text.model.config.save_pretrained(text_dir)
         model.text.tokenizer.save_pretrained(text_dir)
         save_file(state, str(tmp / WEIGHTS_FILE), metadata={"format": "pt", "medfilip_format": FORMAT})
-        for name, data in ((CONFIG_FILE, config), (PREPROCESS_FILE, preprocess.to_json()), (CLASSES_FILE, classes.to_json())):
+        for name, data in (
+            (CONFIG_FILE, config),
+            (PREPROCESS_FILE, preprocess.to_json()),
+            (CLASSES_FILE, classes.to_json()),
+        ):
             (tmp / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
         (tmp / WEIGHTS_FILE).chmod(0o644)  # safetensors writes it private; the folder is meant to be shared
         old = None

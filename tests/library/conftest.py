@@ -27,6 +27,20 @@ def exported(tiny_run, tmp_path_factory) -> Path:
     from medfilip.predict import main
 
     out = tmp_path_factory.mktemp("exported") / "tiny"
-    assert main(["export", str(tiny_run), str(out), "--knowledge", str(KNOWLEDGE),
-                 "--classes", "normal", "pleural effusion", "cardiomegaly"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                str(tiny_run),
+                str(out),
+                "--knowledge",
+                str(KNOWLEDGE),
+                "--classes",
+                "normal",
+                "pleural effusion",
+                "cardiomegaly",
+            ]
+        )
+        == 0
+    )
     return out

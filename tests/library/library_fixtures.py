@@ -46,18 +46,27 @@ def build_corpus(root: Path, n_per_kind: int = 16) -> dict[str, Path]:
             for kind in KINDS:
                 report_id = f"{kind.replace(' ', '_')}_{i:03d}"
                 square = letterbox(phantom(kind, seed=1000 + i), SIZE)
-                writer.add(f"img_{report_id}", square, report_id=report_id, path=f"{report_id}.png", view="PA",
-                           split="train")
+                writer.add(
+                    f"img_{report_id}", square, report_id=report_id, path=f"{report_id}.png", view="PA", split="train"
+                )
                 findings = KINDS[kind] or [Finding("normal")]
                 for f in findings:
                     label = render_label(f.category, f.severity, f.location, knowledge.explanation(f.category))
-                    rows.append({
-                        "report_id": report_id, "variant": "triplet_explanation", "label": label,
-                        "label_key": hashlib.sha256(label.encode()).hexdigest()[:16], "category": f.category,
-                        "severity": f.severity, "location": f.location, "polarity": "present",
-                        "explanation": knowledge.explanation(f.category), "fine_grained_key": f"{f.severity}|{f.category}",
-                        "is_normal": f.category == "normal",
-                    })
+                    rows.append(
+                        {
+                            "report_id": report_id,
+                            "variant": "triplet_explanation",
+                            "label": label,
+                            "label_key": hashlib.sha256(label.encode()).hexdigest()[:16],
+                            "category": f.category,
+                            "severity": f.severity,
+                            "location": f.location,
+                            "polarity": "present",
+                            "explanation": knowledge.explanation(f.category),
+                            "fine_grained_key": f"{f.severity}|{f.category}",
+                            "is_normal": f.category == "normal",
+                        }
+                    )
     write_parquet_atomic(pa.Table.from_pylist(rows), labels_path)
     return {"images": images, "labels": labels_path}
 
@@ -71,11 +80,24 @@ def train_tiny_model(root: Path, *, epochs: float = 6.0, seed: int = 0) -> Path:
     cfg = TrainingConfig(
         model=ModelSettings(embed_dim=32, max_length=96, text_trainable_layers=0),
         optimiser=OptimiserSettings(lr=0.05, t_0=100.0),
-        epochs=epochs, batch_size=12, num_workers=0, checkpoint_every=10_000, device="cpu",
-        mask_probability=0.0, augment=False, seed=seed,
+        epochs=epochs,
+        batch_size=12,
+        num_workers=0,
+        checkpoint_every=10_000,
+        device="cpu",
+        mask_probability=0.0,
+        augment=False,
+        seed=seed,
         runs={"tiny": RunSettings(label_variant="triplet_explanation", target="multi_hot", loss="mse_ce")},
     )
     out = root / "models" / "tiny"
-    train_run("tiny", cfg, images_dir=corpus["images"], labels_path=corpus["labels"], embeddings_path=None,
-              out_dir=out, progress=False)
+    train_run(
+        "tiny",
+        cfg,
+        images_dir=corpus["images"],
+        labels_path=corpus["labels"],
+        embeddings_path=None,
+        out_dir=out,
+        progress=False,
+    )
     return out

@@ -44,21 +44,50 @@ BLOCKER = textwrap.dedent("""
 """)
 
 # every medfilip module a library process imports (the pipeline's config, io, stores, CLI stay out)
-LIBRARY_MODULES = {"medfilip", "medfilip.configbase", "medfilip.images", "medfilip.images.preprocess",
-                   "medfilip.inference", "medfilip.labels", "medfilip.labels.templates", "medfilip.pretrained",
-                   "medfilip.training", "medfilip.training.model", "medfilip.training.settings"}
-PIPELINE_ONLY = ["snakemake", "openai", "duckdb", "tenacity", "pyarrow", "pandas", "sklearn", "matplotlib",
-                 "pydicom", "scipy", "segmentation_models_pytorch", "torchxrayvision", "llama_cpp"]
+LIBRARY_MODULES = {
+    "medfilip",
+    "medfilip.configbase",
+    "medfilip.images",
+    "medfilip.images.preprocess",
+    "medfilip.inference",
+    "medfilip.labels",
+    "medfilip.labels.templates",
+    "medfilip.pretrained",
+    "medfilip.training",
+    "medfilip.training.model",
+    "medfilip.training.settings",
+}
+PIPELINE_ONLY = [
+    "snakemake",
+    "openai",
+    "duckdb",
+    "tenacity",
+    "pyarrow",
+    "pandas",
+    "sklearn",
+    "matplotlib",
+    "pydicom",
+    "scipy",
+    "segmentation_models_pytorch",
+    "torchxrayvision",
+    "llama_cpp",
+]
 
 
 def _run_blocked(script: str, blocked: list[str], *args: str) -> dict:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     code = BLOCKER + textwrap.dedent(script) + "\nprint('RESULT', json.dumps({**out, 'refused': refused}))\n"
-    proc = subprocess.run([sys.executable, "-c", code, ",".join(blocked), *args], capture_output=True, text=True,
-                          env=env, timeout=300, cwd=ROOT)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, ",".join(blocked), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        cwd=ROOT,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT "))
-    return json.loads(line[len("RESULT "):])
+    return json.loads(line[len("RESULT ") :])
 
 
 def _write_png(path: Path, kind: str, seed: int) -> Path:
@@ -76,7 +105,8 @@ LIBRARY_SCRIPT = """
     image = preprocess(sys.argv[3])
     emb = model.encode_image(image[None])
     text = model.encode_text(["pleural effusion"])
-    result = medfilip.zero_shot(model, [sys.argv[3], Image.open(sys.argv[3])], ["normal", "pleural effusion", "cardiomegaly"])
+    classes = ["normal", "pleural effusion", "cardiomegaly"]
+    result = medfilip.zero_shot(model, [sys.argv[3], Image.open(sys.argv[3])], classes)
     out = {"heavy_after_import": heavy_after_import, "emb_shape": list(emb.shape), "norm": float(emb.norm()),
            "text_norm": float(text.norm()), "top": [result.top(0), result.top(1)],
            "loaded": sorted({m.split(".")[0] for m in sys.modules}),
@@ -115,7 +145,8 @@ def test_export_then_load_gives_identical_embeddings(tiny_run, exported):
     run_model, run_pre = medfilip.load(tiny_run, knowledge=KNOWLEDGE)
     folder_model, folder_pre = medfilip.load(exported)
     assert sorted(p.name for p in exported.iterdir()) == sorted(
-        [CLASSES_FILE, CONFIG_FILE, PREPROCESS_FILE, WEIGHTS_FILE, "text_encoder"])
+        [CLASSES_FILE, CONFIG_FILE, PREPROCESS_FILE, WEIGHTS_FILE, "text_encoder"]
+    )
     a, b = run_model.state_dict(), folder_model.state_dict()
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     batch = torch.stack([run_pre(phantom(k, seed=s)) for k in CLASSES for s in (1, 2)])
@@ -154,14 +185,19 @@ def test_preprocess_is_the_pipeline_image_store(tiny_run, tmp_path):
     png = _write_png(tmp_path / "a.png", "pleural effusion", seed=11)
     jpg = tmp_path / "b.jpg"
     Image.fromarray(np.pad(phantom("cardiomegaly", seed=12), ((0, 0), (8, 8)))).save(jpg, quality=90)  # not square
-    dcm = write_dicom(tmp_path / "c.dcm", phantom("normal", seed=13), patient_id="p", sop_instance_uid="2.25.1",
-                      study_uid="2.25.2", series_uid="2.25.3",
-                      style=DicomStyle(bits_stored=12, photometric="MONOCHROME1", modality="DX"))
+    dcm = write_dicom(
+        tmp_path / "c.dcm",
+        phantom("normal", seed=13),
+        patient_id="p",
+        sop_instance_uid="2.25.1",
+        study_uid="2.25.2",
+        series_uid="2.25.3",
+        style=DicomStyle(bits_stored=12, photometric="MONOCHROME1", modality="DX"),
+    )
     wide = tmp_path / "d.png"
-    Image.fromarray((phantom("normal", seed=14).astype(np.uint16) * 257)).save(wide)  # 16-bit grey
+    Image.fromarray(phantom("normal", seed=14).astype(np.uint16) * 257).save(wide)  # 16-bit grey
     paths = [png, jpg, dcm, wide]
-    table = pa.table({"image_id": [f"i{i}" for i in range(4)], "path": [str(p) for p in paths],
-                      "split": ["test"] * 4})
+    table = pa.table({"image_id": [f"i{i}" for i in range(4)], "path": [str(p) for p in paths], "split": ["test"] * 4})
     store = preprocess_images(table, tmp_path / "store", size=model.image_size, dataset="t", progress=False)
     ours = preprocess(paths)
     assert ours.dtype == torch.uint8 and tuple(ours.shape) == (4, SIZE, SIZE)
@@ -194,11 +230,17 @@ def test_class_texts_and_scores_are_the_pipelines():
 
     dictionary = load_knowledge(KNOWLEDGE)
     knowledge = ClassKnowledge.from_dictionary(dictionary)
-    specs = [ClassSpec("normal", "normal"), ClassSpec("cardiomegaly", "cardiomegaly"),
-             ClassSpec("severe cardiomegaly", "cardiomegaly", "severe"), ClassSpec("pleural effusion", "pleural effusion")]
+    specs = [
+        ClassSpec("normal", "normal"),
+        ClassSpec("cardiomegaly", "cardiomegaly"),
+        ClassSpec("severe cardiomegaly", "cardiomegaly", "severe"),
+        ClassSpec("pleural effusion", "pleural effusion"),
+    ]
     for variant in ("triplet_explanation", "triplet", "category"):
         s = EvalSet("x", "multi_label", specs, store=None)
-        assert class_texts([c.name for c in specs], knowledge, variant) == pipeline_texts(s, dictionary.explanation, variant)
+        assert class_texts([c.name for c in specs], knowledge, variant) == pipeline_texts(
+            s, dictionary.explanation, variant
+        )
     assert class_texts(["severe cardiomegaly"], knowledge)[0].startswith("severe cardiomegaly, where cardiomegaly is ")
     # synonyms name the canonical category's text
     assert class_texts(["Effusion", "Pleural_Effusion"], knowledge) == class_texts(["pleural effusion"] * 2, knowledge)
@@ -222,7 +264,9 @@ def test_zero_shot_defaults_and_structure(exported):
     model, preprocess = medfilip.load(exported)
     result = medfilip.zero_shot(model, [phantom("cardiomegaly", seed=21), phantom("normal", seed=22)])
     assert result.classes == ["normal", "pleural effusion", "cardiomegaly"]  # the exported default classes
-    assert tuple(result.probs.shape) == (2, 3) and torch.allclose(result.probs.sum(1), torch.ones(2, dtype=torch.float64))
+    assert tuple(result.probs.shape) == (2, 3) and torch.allclose(
+        result.probs.sum(1), torch.ones(2, dtype=torch.float64)
+    )
     ranked = result.ranked(0)
     assert [r["probability"] for r in ranked] == sorted((r["probability"] for r in ranked), reverse=True)
     assert [r["cosine"] for r in ranked] == sorted((r["cosine"] for r in ranked), reverse=True)  # same order
@@ -267,18 +311,45 @@ def test_predict_on_png_jpeg_and_dicom(exported, tiny_run, tmp_path, capsys):
     effusion_png = _write_png(tmp_path / "effusion.png", "pleural effusion", seed=31)
     cardio_jpg = tmp_path / "cardiomegaly.jpg"
     Image.fromarray(phantom("cardiomegaly", seed=32)).save(cardio_jpg, quality=95)
-    effusion_dcm = write_dicom(tmp_path / "effusion.dcm", phantom("pleural effusion", seed=33, size=RENDER * 2),
-                               patient_id="p1", sop_instance_uid="2.25.11", study_uid="2.25.12",
-                               series_uid="2.25.13", style=DicomStyle(bits_stored=12, window=True, modality="DX"))
+    effusion_dcm = write_dicom(
+        tmp_path / "effusion.dcm",
+        phantom("pleural effusion", seed=33, size=RENDER * 2),
+        patient_id="p1",
+        sop_instance_uid="2.25.11",
+        study_uid="2.25.12",
+        series_uid="2.25.13",
+        style=DicomStyle(bits_stored=12, window=True, modality="DX"),
+    )
     files = [effusion_png, cardio_jpg, effusion_dcm]
     assert main(["predict", *map(str, files), "--model", str(exported), "--format", "json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert [r["image"] for r in out["images"]] == [str(f) for f in files]
-    assert [r["predictions"][0]["class"] for r in out["images"]] == ["pleural effusion", "cardiomegaly", "pleural effusion"]
+    assert [r["predictions"][0]["class"] for r in out["images"]] == [
+        "pleural effusion",
+        "cardiomegaly",
+        "pleural effusion",
+    ]
     assert out["texts"][1].startswith("pleural effusion, where pleural effusion is ")
     # the run folder and the exported folder predict the same numbers; table format, synonyms, --top
-    assert main(["predict", str(effusion_png), "--model", str(tiny_run), "--knowledge", str(KNOWLEDGE),
-                 "--classes", "normal", "Effusion", "cardiomegaly", "--top", "2"]) == 0
+    assert (
+        main(
+            [
+                "predict",
+                str(effusion_png),
+                "--model",
+                str(tiny_run),
+                "--knowledge",
+                str(KNOWLEDGE),
+                "--classes",
+                "normal",
+                "Effusion",
+                "cardiomegaly",
+                "--top",
+                "2",
+            ]
+        )
+        == 0
+    )
     table = capsys.readouterr().out.splitlines()
     assert table[0] == str(effusion_png) and table[2].split()[0] == "Effusion" and len(table) == 4
     assert float(table[2].split()[1]) == pytest.approx(out["images"][0]["predictions"][0]["probability"], abs=1e-4)
