@@ -46,7 +46,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
         help="knowledge dictionary YAML for the class texts (default: the model folder's, or "
         "resources/knowledge/dictionary.yaml of the run's project)",
     )
-    p.add_argument("--device", default="cpu", help="cpu, cuda or auto (default: cpu)")
+    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="(default: cpu)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
 
 
@@ -69,16 +69,6 @@ def add_export_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"--device {name!r}: expected cpu, cuda or auto")
-    return name
-
-
 def format_table(records: list[dict[str, Any]]) -> str:
     lines = []
     for record in records:
@@ -98,9 +88,11 @@ def run_predict(args: argparse.Namespace) -> int:
     from medfilip.pretrained import load
     from medfilip.training.model import ModelError
 
+    if getattr(args, "threads", 0):  # the medfilip CLI's common --threads
+        torch.set_num_threads(args.threads)
     try:
-        model, preprocess = load(args.model, _device(args.device), knowledge=args.knowledge)
-    except (ModelError, ValueError, OSError) as err:
+        model, preprocess = load(args.model, args.device, knowledge=args.knowledge)
+    except (ModelError, ValueError, OSError, RuntimeError) as err:  # RuntimeError: --device cuda without a GPU
         print(f"medfilip predict: {err}", file=sys.stderr)
         return 2
     squares, names, failed = [], [], 0

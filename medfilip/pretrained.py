@@ -189,6 +189,13 @@ def _knowledge(value: ClassKnowledge | str | Path | None, run_dir: Path) -> Clas
 
 
 # -- loading ------------------------------------------------------------------------------------
+def _device(device: str | torch.device) -> str | torch.device:
+    """``"auto"``: CUDA when there is a GPU, else the CPU; anything else as given."""
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
 def is_pretrained_folder(path: str | Path) -> bool:
     return (Path(path) / CONFIG_FILE).is_file() and (Path(path) / WEIGHTS_FILE).is_file()
 
@@ -235,7 +242,7 @@ def from_pretrained(path: str | Path, device: str | torch.device = "cpu") -> Dua
     except Exception as err:  # noqa: BLE001 - safetensors raises its own error types for bad files
         raise ModelError(f"{path / WEIGHTS_FILE}: cannot read the weights ({err})") from err
     load_weights(model, state, path / WEIGHTS_FILE)
-    model.to(device).eval()
+    model.to(_device(device)).eval()
     preprocess = Preprocess.from_json(_read_json(path / PREPROCESS_FILE), str(path / PREPROCESS_FILE))
     _check_preprocess(preprocess, model, path / PREPROCESS_FILE)
     model.preprocess = preprocess
@@ -257,7 +264,7 @@ def load_run(
         ModelSettings(**payload["model_settings"]), payload["image_size"], run_dir / TEXT_ENCODER_DIR
     )
     load_weights(model, payload["state_dict"], run_dir / MODEL_FILE)
-    model.to(device).eval()
+    model.to(_device(device)).eval()
     model.preprocess = Preprocess.for_model(model)
     model.knowledge = _knowledge(knowledge, run_dir)
     model.text_variant = DEFAULT_TEXT_VARIANT
@@ -268,7 +275,8 @@ def load_run(
 def load(
     path: str | Path, device: str | torch.device = "cpu", *, knowledge: ClassKnowledge | str | Path | None = None
 ) -> tuple[DualEncoder, Preprocess]:
-    """``(model, preprocess)`` from a pipeline run folder or a :func:`save_pretrained` folder.
+    """``(model, preprocess)`` from a pipeline run folder or a :func:`save_pretrained` folder, the
+    model in eval mode on ``device`` ("cpu", "cuda", "auto" = cuda when there is a GPU).
 
     ``knowledge`` (a run folder only; a model folder carries its own): the knowledge dictionary
     YAML (or a ClassKnowledge) the class texts come from."""
