@@ -29,12 +29,14 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pyarrow as pa
 
-from medfilip.images.store import ImageStore, ImageStoreWriter
+if TYPE_CHECKING:  # the decoders are the library's too (medfilip.pretrained): no pyarrow at import
+    import pyarrow as pa
+
+    from medfilip.images.store import ImageStore
 
 log = logging.getLogger(__name__)
 
@@ -246,6 +248,9 @@ def preprocess_images(
     the index; ``width`` and ``height`` (original pixels) are added for mapping boxes and masks
     with ``letterbox_geometry``. Output order is the table's order, whatever ``workers`` is.
     """
+    import pyarrow as pa
+
+    from medfilip.images.store import ImageStore, ImageStoreWriter
     from medfilip.io import progress_bar
 
     for column in ("image_id", "path"):

@@ -299,24 +299,43 @@ def save_trained(model: DualEncoder, run_dir: Path, extra: dict[str, Any] | None
     return run_dir / MODEL_FILE
 
 
-def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> DualEncoder:
-    """The trained dual encoder of a run folder, in eval mode on ``device``."""
-    run_dir = Path(run_dir)
-    path = run_dir / MODEL_FILE
-    if not path.exists():
-        raise ModelError(f"{path}: no trained model (run `medfilip train` first)")
-    payload = torch.load(path, map_location="cpu", weights_only=False)
-    if payload.get("format") != MODEL_FORMAT:
-        raise ModelError(f"{path}: model format {payload.get('format')!r}, expected {MODEL_FORMAT}")
-    settings = ModelSettings(**payload["model_settings"])
+def assemble_model(settings: ModelSettings, image_size: int, text_dir: str | Path) -> DualEncoder:
+    """An untrained dual encoder of ``settings`` whose text tower has the config and tokenizer of
+    ``text_dir`` (a HuggingFace folder); the weights are loaded afterwards (:func:`load_weights`)."""
     image = ImageEncoder(settings.image_arch, settings.image_channels, settings.embed_dim)
-    hf_model, tokenizer = _load_text_model(str(run_dir / TEXT_ENCODER_DIR), pretrained=False)
+    hf_model, tokenizer = _load_text_model(str(text_dir), pretrained=False)
     text = TextEncoder(hf_model, tokenizer, settings.text_pooling, settings.max_length, settings.embed_dim)
-    model = DualEncoder(image, text, settings, payload["image_size"])
-    missing, unexpected = model.load_state_dict(payload["state_dict"], strict=False)
+    return DualEncoder(image, text, settings, image_size)
+
+
+def load_weights(model: DualEncoder, state_dict: dict[str, torch.Tensor], source: str | Path) -> DualEncoder:
+    """``state_dict`` into ``model``; any gap other than BERT's position_ids buffers is an error naming ``source``."""
+    missing, unexpected = model.load_state_dict(state_dict, strict=False)
     # BERT position_ids buffers differ between transformers versions; any other gap is an error
     missing = [k for k in missing if not k.endswith("position_ids")]
     unexpected = [k for k in unexpected if not k.endswith("position_ids")]
     if missing or unexpected:
-        raise ModelError(f"{path}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+        raise ModelError(f"{source}: weights do not fit the model (missing {missing[:3]}, unexpected {unexpected[:3]})")
+    return model
+
+
+def read_trained(run_dir: str | Path) -> dict[str, Any]:
+    """The payload of a run folder's model.pt (format checked): model_settings, image_size, state_dict, run ..."""
+    path = Path(run_dir) / MODEL_FILE
+    if not path.exists():
+        raise ModelError(f"{path}: no trained model (run `medfilip train` first)")
+    payload = torch.load(path, map_location="cpu", weights_only=False)
+    if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise ModelError(f"{path}: model format {found!r}, expected {MODEL_FORMAT}")
+    return payload
+
+
+def load_trained(run_dir: str | Path, device: str | torch.device = "cpu") -> DualEncoder:
+    """The trained dual encoder of a run folder, in eval mode on ``device``."""
+    run_dir = Path(run_dir)
+    payload = read_trained(run_dir)
+    settings = ModelSettings(**payload["model_settings"])
+    model = assemble_model(settings, payload["image_size"], run_dir / TEXT_ENCODER_DIR)
+    load_weights(model, payload["state_dict"], run_dir / MODEL_FILE)
     return model.to(device).eval()

@@ -1,0 +1,311 @@
+"""Zero-shot classification with a trained model, outside the pipeline.
+
+The class texts are the pipeline's (:func:`medfilip.evaluation.zeroshot.class_texts`): the paper's
+eq. 10 template with the class's image-specific knowledge, ``render_label(category, severity,
+explanation=<IKI explanation of category>)`` = "{severity} {category}, where {category} is
+{explanation}". The scores are the pipeline's too (:func:`zero_shot_scores`): the cosine of the
+L2-normalised image and text embeddings (what multi-label sets are scored by), and its softmax over
+the classes at the model's learnt logit scale (what single-label sets are scored by). Both rank the
+classes of an image the same way.
+
+Class names are category names of the knowledge dictionary or any of their synonyms ("Effusion",
+"pleural_effusion"), optionally preceded by a severity word ("severe cardiomegaly", the
+fine-grained classes); a name that is neither raises :class:`UnknownClassError` naming close
+matches. Imports: torch, numpy and the label template only.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from medfilip.labels.templates import LabelVariant, render_label
+
+DEFAULT_LOGIT_SCALE = 1.0 / 0.07
+DEFAULT_TEXT_VARIANT = LabelVariant.triplet_explanation.value
+TEXT_VARIANTS = (LabelVariant.triplet_explanation.value, LabelVariant.triplet.value, LabelVariant.category.value)
+# medfilip.knowledge.dictionary.normalise_name, kept here so a model folder needs no YAML reader
+# (tests/library check that the two agree)
+_SEPARATORS = re.compile(r"[\s_/,\-]+")
+
+
+class UnknownClassError(ValueError):
+    """A class name that is neither a category of the knowledge dictionary nor a synonym of one."""
+
+
+def normalise_name(name: str) -> str:
+    """The matching key of a category name or synonym: lower case, ``_ / - ,`` and runs of spaces as one space."""
+    return _SEPARATORS.sub(" ", name.strip().lower()).strip()
+
+
+@dataclass(frozen=True)
+class ClassKnowledge:
+    """What class texts are built from: each category's IKI explanation and synonyms, and the
+    classes :func:`zero_shot` scores when none are named (the pipeline's evaluation classes)."""
+
+    explanations: Mapping[str, str]
+    synonyms: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    default_classes: tuple[str, ...] = ()
+    source: str = ""
+    version: str | None = None
+
+    def __post_init__(self) -> None:
+        by_key: dict[str, str] = {}
+        for name in self.explanations:
+            by_key[normalise_name(name)] = name
+            for synonym in self.synonyms.get(name, ()):
+                by_key.setdefault(normalise_name(synonym), name)
+        object.__setattr__(self, "_by_key", by_key)
+
+    @property
+    def categories(self) -> list[str]:
+        return list(self.explanations)
+
+    def resolve(self, name: str) -> str | None:
+        """The canonical category of a name or synonym (any case, ``_ / -`` as spaces), else None."""
+        return self._by_key.get(normalise_name(name))  # type: ignore[attr-defined]
+
+    def explanation(self, category: str) -> str:
+        canonical = self.resolve(category)
+        if canonical is None:
+            raise self._unknown(category)
+        return self.explanations[canonical]
+
+    def class_spec(self, name: str) -> tuple[str, str | None]:
+        """(category, severity) of a class name: a category or synonym, or "<severity> <category>"."""
+        canonical = self.resolve(name)
+        if canonical is not None:
+            return canonical, None
+        head, _, rest = " ".join(name.split()).partition(" ")
+        canonical = self.resolve(rest) if rest else None
+        if canonical is not None:
+            return canonical, head.lower()
+        raise self._unknown(name)
+
+    def _unknown(self, name: str) -> UnknownClassError:
+        close = difflib.get_close_matches(normalise_name(name), list(self._by_key), n=6, cutoff=0.6)  # type: ignore[attr-defined]
+        names = list(dict.fromkeys(self._by_key[c] for c in close))[:3]  # type: ignore[attr-defined]
+        hint = f" (did you mean {', '.join(map(repr, names))}?)" if names else ""
+        where = f" of {self.source}" if self.source else ""
+        return UnknownClassError(
+            f"unknown class {name!r}: not a category or synonym in the knowledge dictionary{where}{hint}; "
+            f"{len(self.explanations)} categories are known"
+        )
+
+    # -- (de)serialisation -------------------------------------------------------------------
+    @classmethod
+    def from_dictionary(cls, dictionary: Any, default_classes: Sequence[str] = ()) -> ClassKnowledge:
+        """From a :class:`medfilip.knowledge.KnowledgeDictionary` (the pipeline's YAML)."""
+        entries = [dictionary.entry(c) for c in dictionary.categories]
+        return cls(
+            explanations={e.category: e.explanation for e in entries},
+            synonyms={e.category: tuple(e.synonyms) for e in entries},
+            default_classes=tuple(default_classes),
+            source=str(dictionary.path),
+            version=dictionary.version,
+        )
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, default_classes: Sequence[str] | None = None) -> ClassKnowledge:
+        from medfilip.knowledge.dictionary import load_knowledge
+
+        return cls.from_dictionary(
+            load_knowledge(path), pipeline_default_classes() if default_classes is None else default_classes
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "template": "{severity} {location} {category}, where {category} is {explanation}",
+            "default_classes": list(self.default_classes),
+            "knowledge_source": Path(self.source).name if self.source else None,
+            "knowledge_version": self.version,
+            "categories": {
+                c: {"explanation": e, "synonyms": list(self.synonyms.get(c, ()))} for c, e in self.explanations.items()
+            },
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], source: str = "") -> ClassKnowledge:
+        try:
+            categories = data["categories"]
+            return cls(
+                explanations={str(c): str(v["explanation"]) for c, v in categories.items()},
+                synonyms={str(c): tuple(map(str, v.get("synonyms", ()))) for c, v in categories.items()},
+                default_classes=tuple(map(str, data.get("default_classes", ()))),
+                source=source,
+                version=data.get("knowledge_version"),
+            )
+        except (KeyError, TypeError, AttributeError) as err:
+            raise ValueError(
+                f"{source}: expected {{'categories': {{<category>: {{'explanation': ...}}}}}} ({err!r})"
+            ) from None
+
+
+def pipeline_default_classes() -> tuple[str, ...]:
+    """The classes the pipeline's corpus sets evaluate by default: 'normal' + the multi-label classes."""
+    from medfilip.evaluation.settings import DEFAULT_MULTI_LABEL, DEFAULT_SINGLE_LABEL
+
+    return tuple(dict.fromkeys([*DEFAULT_SINGLE_LABEL, *DEFAULT_MULTI_LABEL]))
+
+
+def class_text(
+    category: str, severity: str | None, knowledge: ClassKnowledge, variant: str = DEFAULT_TEXT_VARIANT
+) -> str:
+    """The text of one class, exactly as the zero-shot evaluation renders it."""
+    explanation = knowledge.explanation(category) if variant == LabelVariant.triplet_explanation.value else None
+    return render_label(category, severity=severity, explanation=explanation, variant=variant)
+
+
+def class_texts(classes: Sequence[str], knowledge: ClassKnowledge, variant: str = DEFAULT_TEXT_VARIANT) -> list[str]:
+    if variant not in TEXT_VARIANTS:
+        raise ValueError(f"text variant {variant!r} is not one of {TEXT_VARIANTS}")
+    return [class_text(*knowledge.class_spec(name), knowledge, variant) for name in classes]
+
+
+def zero_shot_scores(
+    image_emb: np.ndarray, text_emb: np.ndarray, *, softmax: bool = False, logit_scale: float = DEFAULT_LOGIT_SCALE
+) -> np.ndarray:
+    """(N, K) scores: cosine of image i and class text k, or its softmax over k at ``logit_scale``
+    (the same arithmetic as :func:`medfilip.evaluation.zeroshot.zero_shot_scores`)."""
+    cos = image_emb.astype(np.float64) @ text_emb.astype(np.float64).T
+    if not softmax:
+        return cos
+    z = logit_scale * cos
+    z -= z.max(axis=1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def logit_scale_of(model: Any) -> float:
+    value = getattr(model, "logit_scale", None)
+    if value is None:
+        return DEFAULT_LOGIT_SCALE
+    if callable(value) and not isinstance(value, torch.Tensor):
+        value = value()
+    if isinstance(value, torch.Tensor):
+        value = value.detach().float().cpu().item()
+    return float(value)
+
+
+@dataclass
+class ZeroShotPrediction:
+    """Scores of N images against K classes. ``probs`` (softmax over the K classes at the model's
+    logit scale) and ``cosine`` rank the classes the same way; read ``cosine`` for multi-label
+    questions (each class on its own), ``probs`` for "which one of these"."""
+
+    classes: list[str]
+    texts: list[str]
+    cosine: torch.Tensor  # (N, K) float64
+    probs: torch.Tensor  # (N, K) float64, rows sum to 1
+    logit_scale: float
+    images: list[str] = field(default_factory=list)  # names of the inputs (paths), when known
+
+    def __len__(self) -> int:
+        return int(self.probs.shape[0])
+
+    def ranked(self, index: int = 0) -> list[dict[str, Any]]:
+        """Image ``index``'s classes, best first: ``[{"class", "probability", "cosine"}, ...]``."""
+        order = torch.argsort(self.probs[index], descending=True, stable=True).tolist()
+        return [
+            {
+                "class": self.classes[k],
+                "probability": float(self.probs[index, k]),
+                "cosine": float(self.cosine[index, k]),
+            }
+            for k in order
+        ]
+
+    def top(self, index: int = 0) -> str:
+        return self.ranked(index)[0]["class"]
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """One record per image: its name (when known) and its ranked classes."""
+        return [
+            {"image": self.images[i] if i < len(self.images) else i, "predictions": self.ranked(i)}
+            for i in range(len(self))
+        ]
+
+
+def _encode_texts(model: Any, texts: Sequence[str], batch_size: int) -> np.ndarray:
+    with torch.inference_mode():
+        parts = [
+            model.encode_text(list(texts[i : i + batch_size])).float().cpu().numpy()
+            for i in range(0, len(texts), batch_size)
+        ]
+    return np.concatenate(parts).astype(np.float32, copy=False)
+
+
+def _image_batch(images: Any, preprocess: Any) -> tuple[torch.Tensor, list[str]]:
+    """uint8 (B, S, S) from a preprocessed tensor, or one or many images for ``preprocess``."""
+    if isinstance(images, torch.Tensor):
+        batch = images if images.ndim == 3 else images.unsqueeze(0)
+        return batch, []
+    if isinstance(images, (str, Path)) or not isinstance(images, Iterable) or isinstance(images, np.ndarray):
+        images = [images]
+    images = list(images)
+    if preprocess is None:
+        raise ValueError(
+            "zero_shot: images that are not a preprocessed tensor need a preprocess "
+            "(medfilip.load returns one; it is also model.preprocess)"
+        )
+    names = [
+        str(x) if isinstance(x, (str, Path)) else getattr(x, "filename", "") or f"image {i}"
+        for i, x in enumerate(images)
+    ]
+    return torch.stack([preprocess(x) for x in images]), names
+
+
+def zero_shot(
+    model: Any,
+    images: Any,
+    classes: Sequence[str] | None = None,
+    *,
+    knowledge: ClassKnowledge | None = None,
+    text_variant: str = DEFAULT_TEXT_VARIANT,
+    preprocess: Any = None,
+    batch_size: int = 64,
+) -> ZeroShotPrediction:
+    """Score ``images`` against ``classes`` with the pipeline's class texts and scores.
+
+    ``images``: a uint8 tensor (B, S, S) from ``preprocess``, or one or a list of paths (PNG, JPEG,
+    DICOM), PIL images or numpy arrays. ``classes``: category names, synonyms or
+    "<severity> <category>"; None = the model's default classes (the pipeline's evaluation classes).
+    ``knowledge`` and ``preprocess`` default to what :func:`medfilip.load` attached to the model.
+    """
+    knowledge = knowledge or getattr(model, "knowledge", None)
+    if knowledge is None:
+        raise ValueError(
+            "zero_shot: no knowledge dictionary for the class texts; pass knowledge="
+            "medfilip.ClassKnowledge.from_yaml('resources/knowledge/dictionary.yaml') or load the model "
+            "with medfilip.load(path, knowledge=...)"
+        )
+    if classes is None:
+        classes = list(knowledge.default_classes) or knowledge.categories
+    classes = list(classes)
+    if not classes:
+        raise ValueError("zero_shot: no classes to score")
+    if len(set(classes)) != len(classes):
+        raise ValueError(f"zero_shot: a class is named twice: {sorted({c for c in classes if classes.count(c) > 1})}")
+    texts = class_texts(classes, knowledge, text_variant)
+    batch, names = _image_batch(images, preprocess or getattr(model, "preprocess", None))
+    if hasattr(model, "eval"):
+        model.eval()
+    with torch.inference_mode():
+        image_emb = np.concatenate(
+            [
+                model.encode_image(batch[i : i + batch_size]).float().cpu().numpy()
+                for i in range(0, batch.shape[0], batch_size)
+            ]
+        )
+    text_emb = _encode_texts(model, texts, batch_size)
+    scale = logit_scale_of(model)
+    cosine = zero_shot_scores(image_emb, text_emb)
+    probs = zero_shot_scores(image_emb, text_emb, softmax=True, logit_scale=scale)
+    return ZeroShotPrediction(classes, texts, torch.from_numpy(cosine), torch.from_numpy(probs), scale, names)
