@@ -277,12 +277,7 @@ def _register_library_commands(sub) -> None:
     medfilip.predict is imported here, to build the parser, so its top level stays light (argparse,
     pathlib); torch and the model load inside run_predict / run_export.
     """
-    try:
-        predict = importlib.import_module("medfilip.predict")
-    except ModuleNotFoundError as err:  # not in this tree yet (the lead makes this unconditional at merge)
-        if err.name != "medfilip.predict":
-            raise
-        return
+    predict = importlib.import_module("medfilip.predict")
     for name, add_arguments, run, helptext in LIBRARY_COMMANDS:
         s = sub.add_parser(name, help=helptext, description=helptext)
         getattr(predict, add_arguments)(s)

@@ -222,36 +222,7 @@ def test_building_the_parser_imports_no_heavy_dependency():
 
 
 # -- predict / export (medfilip.predict owns their arguments) -------------------------------------------
-def test_predict_and_export_are_wired_to_medfilip_predict(monkeypatch, capsys):
-    """The interface contract with medfilip.predict, through a stand-in module of that interface."""
-    calls = []
-
-    def add_predict_arguments(p):
-        p.add_argument("images", nargs="+", type=Path)
-        p.add_argument("--model", type=Path, required=True)
-
-    def add_export_arguments(p):
-        p.add_argument("run_dir", type=Path)
-        p.add_argument("out_dir", type=Path)
-
-    stand_in = types.ModuleType("medfilip.predict")
-    stand_in.add_predict_arguments, stand_in.add_export_arguments = add_predict_arguments, add_export_arguments
-    stand_in.run_predict = lambda args: calls.append(("predict", args)) or 0
-    stand_in.run_export = lambda args: calls.append(("export", args)) or 4
-    monkeypatch.setitem(sys.modules, "medfilip.predict", stand_in)
-
-    assert main(["-q", "predict", "a.png", "b.dcm", "--model", "m", "--threads", "2"]) == 0
-    assert main(["-q", "export", "results/models/medfilip", "out"]) == 4
-    (_, p), (_, e) = calls
-    assert (p.images, p.model, p.threads, p.config) == ([Path("a.png"), Path("b.dcm")], Path("m"), 2, None)
-    assert (e.run_dir, e.out_dir) == (Path("results/models/medfilip"), Path("out"))
-    with pytest.raises(SystemExit):
-        main(["predict", "--help"])
-    assert "--model" in capsys.readouterr().out
-
-
 def test_predict_and_export_with_the_real_module(capsys):
-    pytest.importorskip("medfilip.predict")
     commands = _commands(build_parser())
     assert {"predict", "export"} <= set(commands)
     for name in ("predict", "export"):
