@@ -6,6 +6,10 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict
 
 
+class ConfigError(ValueError):
+    """A config file that cannot be used; the message names every bad key."""
+
+
 class Strict(BaseModel):
     """Unknown keys are errors, values are immutable, enums read back as their values."""
 

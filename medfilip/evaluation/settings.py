@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from medfilip.configbase import Strict
+from medfilip.names import ClassTextVariant
 from medfilip.evaluation.segmentation.settings import SegmentationSettings
 from medfilip.evaluation.probe.settings import LinearProbeSettings
 
@@ -135,8 +136,8 @@ class CaseStudySettings(Strict):
 
 
 class EvaluationConfig(Strict):
-    text_variant: Literal["triplet_explanation", "triplet", "category"] = Field(
-        "triplet_explanation",
+    text_variant: ClassTextVariant = Field(
+        ClassTextVariant.triplet_explanation,
         description="Class text: triplet_explanation = '{category}, where {category} is {explanation}' (paper eqs. "
         "10-11, IKI), triplet = severity/location/category only, category = the category name",
     )

@@ -7,12 +7,13 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from medfilip.configbase import Strict
+from medfilip.names import LabelVariant, values
 
-VARIANT_NAMES = ("category", "triplet", "triplet_explanation", "report")
+VARIANT_NAMES = values(LabelVariant)
 
 
 class LabelsConfig(Strict):
-    variants: list[Literal["category", "triplet", "triplet_explanation", "report"]] = Field(
+    variants: list[LabelVariant] = Field(
         list(VARIANT_NAMES),
         min_length=1,
         description="Label variants written to labels.parquet (training runs pick one each): category, triplet, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from medfilip.config import ReportsConfig
+from medfilip.reports.settings import ReportsConfig
 from medfilip.reports.records import Reject, Report
 
 

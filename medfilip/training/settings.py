@@ -21,6 +21,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 
 from medfilip.configbase import Strict
+from medfilip.names import LabelVariant, LossKind, TargetKind
 
 
 class ImageArch(str, Enum):
@@ -47,24 +48,8 @@ class TrainDevice(str, Enum):
     auto = "auto"
 
 
-class TargetKind(str, Enum):
-    ssm = "ssm"
-    ssm_same_category = "ssm_same_category"
-    multi_hot = "multi_hot"
-    identity = "identity"
-
-
-class LossKind(str, Enum):
-    mse_ce = "mse_ce"
-    mse_bce = "mse_bce"
-    infonce = "infonce"
-
-
-class LabelVariantName(str, Enum):
-    category = "category"
-    triplet = "triplet"
-    triplet_explanation = "triplet_explanation"
-    report = "report"
+# the run vocabularies live in medfilip.names (LabelVariantName: the old name of LabelVariant)
+LabelVariantName = LabelVariant
 
 
 class ModelSettings(Strict):
@@ -109,8 +94,8 @@ class OptimiserSettings(Strict):
 
 
 class RunSettings(Strict):
-    label_variant: LabelVariantName = Field(
-        LabelVariantName.triplet_explanation, description="Which labels.parquet variant gives the texts"
+    label_variant: LabelVariant = Field(
+        LabelVariant.triplet_explanation, description="Which labels.parquet variant gives the texts"
     )
     target: TargetKind = Field(
         TargetKind.ssm,
@@ -133,10 +118,14 @@ class RunSettings(Strict):
 # (identity on the full template); category multi-hot is the stronger, MedCLIP-style row; ConVIRT
 # matches an image with its report text by InfoNCE.
 DEFAULT_RUNS = {
-    "medfilip": RunSettings(label_variant="triplet_explanation", target="ssm", loss="mse_ce"),
-    "no_ssm": RunSettings(label_variant="triplet_explanation", target="identity", loss="mse_ce"),
-    "medclip": RunSettings(label_variant="triplet_explanation", target="multi_hot", loss="mse_ce"),
-    "convirt": RunSettings(label_variant="report", target="identity", loss="infonce"),
+    "medfilip": RunSettings(label_variant=LabelVariant.triplet_explanation, target=TargetKind.ssm, loss=LossKind.mse_ce),
+    "no_ssm": RunSettings(
+        label_variant=LabelVariant.triplet_explanation, target=TargetKind.identity, loss=LossKind.mse_ce
+    ),
+    "medclip": RunSettings(
+        label_variant=LabelVariant.triplet_explanation, target=TargetKind.multi_hot, loss=LossKind.mse_ce
+    ),
+    "convirt": RunSettings(label_variant=LabelVariant.report, target=TargetKind.identity, loss=LossKind.infonce),
 }
 
 

@@ -1,0 +1,69 @@
+"""Config section `reports:` (imported by medfilip.config; keep this module free of heavy imports)."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+
+from pydantic import ConfigDict, Field, model_validator
+
+from medfilip.configbase import Strict
+
+
+class ReportSource(str, Enum):
+    iu_xray = "iu_xray"
+    mimic_cxr = "mimic_cxr"
+
+
+class SplitFractions(Strict):
+    train: float = Field(0.8, ge=0.0, le=1.0)
+    validate_: float = Field(0.1, ge=0.0, le=1.0, alias="validate")
+    test: float = Field(0.1, ge=0.0, le=1.0)
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> "SplitFractions":
+        total = self.train + self.validate_ + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + validate + test must sum to 1, got {total:g}")
+        return self
+
+
+class IUXrayConfig(Strict):
+    path: Path | None = Field(
+        None,
+        description="Folder of OpenI XML files or a .tgz of them; null = the tarball shipped in torchxrayvision",
+    )
+    split_seed: int = Field(0, ge=0, description="Seed of the patient-level train/validate/test split")
+    split_fractions: SplitFractions = SplitFractions()
+
+
+class MimicCxrConfig(Strict):
+    root: Path | None = Field(None, description="Folder holding files/pXX/pNNNNNNNN/sNNNNNNNN.txt")
+    metadata_csv: Path | None = Field(None, description="mimic-cxr-2.0.0-metadata.csv(.gz)")
+    split_csv: Path | None = Field(None, description="mimic-cxr-2.0.0-split.csv(.gz)")
+    image_root: Path | None = Field(None, description="MIMIC-CXR-JPG root with files/; null = root")
+
+
+class ReportsConfig(Strict):
+    source: ReportSource = ReportSource.iu_xray
+    n_shards: int = Field(4, ge=1, le=100_000, description="Number of Parquet shards; a report always lands in the same one")
+    limit: int | None = Field(None, ge=1, description="Keep only the first N reports (by id); null = all")
+    iu_xray: IUXrayConfig = IUXrayConfig()
+    mimic_cxr: MimicCxrConfig = MimicCxrConfig()
+
+    @model_validator(mode="after")
+    def _mimic_paths(self) -> "ReportsConfig":
+        if self.source == ReportSource.mimic_cxr.value:
+            missing = [k for k in ("root", "split_csv") if getattr(self.mimic_cxr, k) is None]
+            if missing:
+                raise ValueError(
+                    "source is mimic_cxr but reports.mimic_cxr." + " and ".join(missing) + " not set"
+                )
+        return self
+
+
+def shard_names(n_shards: int) -> list[str]:
+    width = max(3, len(str(n_shards - 1)))
+    return [f"{i:0{width}d}" for i in range(n_shards)]
