@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from medfilip.configbase import ConfigError
 from medfilip.configbase import Strict as _Strict
@@ -47,9 +47,9 @@ DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
 
 # the sections live with their stages; these names stay importable from here
 __all__ = [
+    "DEFAULT_CONFIG",
     "BatchConfig",
     "ConfigError",
-    "DEFAULT_CONFIG",
     "ExtractionConfig",
     "IUXrayConfig",
     "MimicCxrConfig",
@@ -68,20 +68,45 @@ __all__ = [
 
 
 class PipelineConfig(_Strict):
-    reports: ReportsConfig = ReportsConfig()
-    extraction: ExtractionConfig = ExtractionConfig()
-    quality: QualityConfig = QualityConfig()
-    knowledge: KnowledgeConfig = KnowledgeConfig()
-    labels: LabelsConfig = LabelsConfig()
-    embeddings: EmbeddingsConfig = EmbeddingsConfig()
-    phantom: PhantomConfig = PhantomConfig()
-    images: ImagesConfig = ImagesConfig()
-    datasets: DatasetsConfig = DatasetsConfig()
-    training: TrainingConfig = TrainingConfig()
-    evaluation: EvaluationConfig = EvaluationConfig()
+    """MedFILIP pipeline configuration (config/README.md explains every key)."""
+
+    reports: ReportsConfig = Field(ReportsConfig(), description="Which report corpus to read and how to shard it")
+    extraction: ExtractionConfig = Field(
+        ExtractionConfig(), description="How reports become (severity, location, category) triplets"
+    )
+    quality: QualityConfig = Field(
+        QualityConfig(), description="Scoring of the extraction against the IU-Xray MeSH annotations"
+    )
+    knowledge: KnowledgeConfig = Field(
+        KnowledgeConfig(),
+        description="The image-specific knowledge dictionary (IKI), visual explanations per category",
+    )
+    labels: LabelsConfig = Field(
+        LabelsConfig(), description="Structured labels built from entities (template, ablation variants, negations)"
+    )
+    embeddings: EmbeddingsConfig = Field(
+        EmbeddingsConfig(), description="E_sim, the text model that embeds each unique label once for the SSM targets"
+    )
+    phantom: PhantomConfig = Field(
+        PhantomConfig(), description="The phantom chest-radiograph simulator (anatomy and finding appearance)"
+    )
+    images: ImagesConfig = Field(
+        ImagesConfig(), description="Image preprocessing (uint8 array shards) and the rendered pretraining corpus"
+    )
+    datasets: DatasetsConfig = Field(
+        DatasetsConfig(),
+        description="Downstream evaluation datasets, phantom twins or real folders, and their readers",
+    )
+    training: TrainingConfig = Field(
+        TrainingConfig(),
+        description="Pretraining of the dual encoder (model, loss, optimiser and the runs to train)",
+    )
+    evaluation: EvaluationConfig = Field(
+        EvaluationConfig(), description="Zero-shot evaluation of sets, class texts, thresholds and the table"
+    )
 
     @model_validator(mode="after")
-    def _runs_use_written_labels(self) -> "PipelineConfig":
+    def _runs_use_written_labels(self) -> PipelineConfig:
         missing = {
             name: run.label_variant
             for name, run in self.training.runs.items()

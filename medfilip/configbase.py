@@ -16,6 +16,10 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_enum_values=True, validate_default=True)
 
 
+# json_schema_extra of a list whose validator refuses repeated items (the generated schema says so too)
+UNIQUE_ITEMS = {"uniqueItems": True}
+
+
 def data_fractions(value: list[float]) -> list[float]:
     """A list of training-data fractions (linear probe, segmentation): each in (0, 1], none twice; sorted."""
     bad = [f for f in value if not 0.0 < f <= 1.0]

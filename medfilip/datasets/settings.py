@@ -16,6 +16,7 @@ def _classes_field(spec: DatasetSpec, what: str):
         list(spec.default_classes),
         min_length=1,
         description=f"{what} Allowed: {', '.join(spec.categories)}.",
+        json_schema_extra={"uniqueItems": True, "items": {"type": "string", "enum": list(spec.categories)}},
     )
 
 

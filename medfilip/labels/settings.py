@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from medfilip.configbase import Strict
+from medfilip.configbase import UNIQUE_ITEMS, Strict
 from medfilip.names import LabelVariant, values
 
 VARIANT_NAMES = values(LabelVariant)
@@ -18,6 +18,7 @@ class LabelsConfig(Strict):
         min_length=1,
         description="Label variants written to labels.parquet (training runs pick one each): category, triplet, "
         "triplet_explanation (the paper's template), report (the report text)",
+        json_schema_extra=UNIQUE_ITEMS,
     )
     negated: Literal["drop", "keep"] = Field(
         "drop", description="Negated findings: drop them (as the reference code does) or keep them as 'no {category}'"

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-
 from typing import Literal
 
 from pydantic import Field, field_validator
@@ -129,6 +128,10 @@ DEFAULT_RUNS = {
 }
 
 
+# a run name becomes a folder name (results/models/{name}/)
+RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
+
+
 class DistributedSettings(Strict):
     nproc_per_node: int = Field(
         1, ge=1, le=64,
@@ -138,8 +141,13 @@ class DistributedSettings(Strict):
 
 
 class TrainingConfig(Strict):
-    model: ModelSettings = ModelSettings()
-    optimiser: OptimiserSettings = OptimiserSettings()
+    model: ModelSettings = Field(
+        ModelSettings(),
+        description="The dual encoder (torchvision ResNet + HuggingFace text encoder, linear projections)",
+    )
+    optimiser: OptimiserSettings = Field(
+        OptimiserSettings(), description="SGD with cosine-annealing warm restarts, stepped every batch"
+    )
     epochs: float = Field(
         1.25, gt=0, le=10000,
         description="Passes over the training split; a fraction ends inside the last pass (1.6 = 1.6 x the steps "
@@ -176,6 +184,7 @@ class TrainingConfig(Strict):
     runs: dict[str, RunSettings] = Field(
         DEFAULT_RUNS,
         description="Models to train, by name (results/models/{name}/): label variant, target and loss of each",
+        json_schema_extra={"minProperties": 1, "propertyNames": {"pattern": RUN_NAME}},
     )
 
     @field_validator("runs")
@@ -185,7 +194,7 @@ class TrainingConfig(Strict):
 
         if not runs:
             raise ValueError("at least one run is needed")
-        bad = [name for name in runs if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)]
+        bad = [name for name in runs if not re.fullmatch(RUN_NAME, name)]
         if bad:
             raise ValueError(f"run names become folder names; use letters, digits, _ . - only: {bad}")
         return runs

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medfilip.configbase import Strict, data_fractions
+from medfilip.configbase import UNIQUE_ITEMS, Strict, data_fractions
 
 
 class SegmentationSettings(Strict):
@@ -26,6 +26,7 @@ class SegmentationSettings(Strict):
         min_length=1,
         description="Fractions of the SIIM train split each UNet is fine-tuned on (paper: 1%, 10%, 100%); "
         "seeded, stratified by pneumothorax / none, each fraction's images contained in the next one's",
+        json_schema_extra=UNIQUE_ITEMS,
     )
     image_size: int = Field(
         64, ge=32, le=1024, multiple_of=32,
@@ -108,7 +109,7 @@ class SegmentationSettings(Strict):
         return value
 
     @model_validator(mode="after")
-    def _steps(self) -> "SegmentationSettings":
+    def _steps(self) -> SegmentationSettings:
         if self.max_steps is not None and self.max_steps < self.min_steps:
             raise ValueError(f"max_steps ({self.max_steps}) is below min_steps ({self.min_steps})")
         return self
