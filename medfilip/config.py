@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from medfilip.configbase import ConfigError
+from medfilip.configbase import ConfigError, reruns
 from medfilip.configbase import Strict as _Strict
 from medfilip.datasets.settings import DatasetsConfig
 from medfilip.embeddings.settings import EmbeddingsConfig
@@ -63,6 +63,9 @@ __all__ = [
     "SplitFractions",
     "load_config",
     "shard_names",
+    "key_reruns",
+    "rerun_patterns",
+    "rerun_rules",
     "validate_config",
 ]
 
@@ -121,6 +124,26 @@ class PipelineConfig(_Strict):
 
     def shard_names(self) -> list[str]:
         return shard_names(self.reports.n_shards)
+
+
+def rerun_patterns(rule: str) -> tuple[str, ...]:
+    """The key patterns (full dotted paths) whose change re-runs ``rule``: every section's ``rerun_keys``."""
+    patterns: list[str] = []
+    for name, field in PipelineConfig.model_fields.items():
+        for pattern in field.annotation.rerun_keys.get(rule, ()):
+            bang = "!" if pattern.startswith("!") else ""
+            patterns.append(f"{bang}{field.alias or name}.{pattern.lstrip('!')}")
+    return tuple(patterns)
+
+
+def rerun_rules() -> set[str]:
+    """Every rule some section declares keys for."""
+    return {rule for field in PipelineConfig.model_fields.values() for rule in field.annotation.rerun_keys}
+
+
+def key_reruns(rule: str, path: str, **wildcards: str) -> bool:
+    """Whether changing the config key at ``path`` (dotted, e.g. training.runs.medfilip.loss) re-runs ``rule``."""
+    return reruns(rerun_patterns(rule), path, **wildcards)
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

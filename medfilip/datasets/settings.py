@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from medfilip.configbase import Strict
+from medfilip.configbase import RerunKeys, Strict
 from medfilip.datasets.catalog import COVID, NIH, RSNA, SIIM, SPECS, VINBIG, DatasetSpec
 
 
@@ -91,6 +91,11 @@ class CovidSettings(DatasetSettings):
 
 
 class DatasetsConfig(Strict):
+    rerun_keys: ClassVar[RerunKeys] = {
+        "dataset_twin": ("render_size", "seed", "{dataset}", "!{dataset}.enabled", "!{dataset}.root"),
+        "preprocess_dataset": ("seed", "{dataset}", "!{dataset}.enabled"),
+    }
+
     render_size: int = Field(
         128, ge=32, le=4096,
         description="Side in pixels of the twin images as written to disk (before preprocessing to images.size).",

@@ -8,11 +8,11 @@ the findings each image was rendered from).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from medfilip.configbase import UNIQUE_ITEMS, Strict
+from medfilip.configbase import UNIQUE_ITEMS, RerunKeys, Strict
 from medfilip.evaluation.probe.settings import LinearProbeSettings
 from medfilip.evaluation.segmentation.settings import SegmentationSettings
 from medfilip.names import ClassTextVariant
@@ -142,6 +142,21 @@ class CaseStudySettings(Strict):
 
 
 class EvaluationConfig(Strict):
+    rerun_keys: ClassVar[RerunKeys] = {
+        "zeroshot": (
+            "text_variant", "compare_category_text", "single_label_score", "protocols", "datasets", "corpus",
+            "bootstrap", "mismatched_explanation",
+        ),
+        "retrieval": ("retrieval", "bootstrap", "text_variant"),
+        "case_study": ("case_study", "retrieval.baseline_prompt"),
+        "probe_fit": ("linear_probe.fractions", "linear_probe.seeds", "linear_probe.c_grid", "linear_probe.max_iter"),
+        "probe_baseline": ("linear_probe.fractions", "linear_probe.seeds", "linear_probe.baselines"),
+        "linear_probe": ("bootstrap",),  # + which baselines and datasets are skipped (rows saying why)
+        "segmentation_run": ("segmentation", "!segmentation.device"),
+        "segmentation_baseline": ("segmentation", "!segmentation.device"),
+        "segmentation_table": ("bootstrap",),
+    }
+
     text_variant: ClassTextVariant = Field(
         ClassTextVariant.triplet_explanation,
         description="Class text: triplet_explanation = '{category}, where {category} is {explanation}' (paper eqs. "

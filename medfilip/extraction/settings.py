@@ -4,11 +4,11 @@ imports)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from medfilip.configbase import Strict
+from medfilip.configbase import RerunKeys, Strict
 
 
 class RulesBackendConfig(Strict):
@@ -74,6 +74,14 @@ DEFAULT_PRICES = {
 
 
 class ExtractionConfig(Strict):
+    rerun_keys: ClassVar[RerunKeys] = {
+        # openai only (extraction_settings in common.smk); the rules backend's vocabulary is an input
+        "extract_triplets": (
+            "openai.model", "openai.temperature", "openai.max_output_tokens", "openai.structured_output",
+            "openai.model_file",
+        ),
+    }
+
     backend: Literal["rules", "openai"] = Field("rules", description="Extraction backend")
     flush_every: int = Field(200, ge=1, le=1_000_000, description="Reports per cache write (what a kill can lose)")
     max_failure_share: float | None = Field(

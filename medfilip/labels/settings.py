@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from medfilip.configbase import UNIQUE_ITEMS, Strict
+from medfilip.configbase import UNIQUE_ITEMS, RerunKeys, Strict
 from medfilip.names import LabelVariant, values
 
 VARIANT_NAMES = values(LabelVariant)
 
 
 class LabelsConfig(Strict):
+    rerun_keys: ClassVar[RerunKeys] = {
+        "structured_labels": ("*",),
+        "embed_labels": ("variants",),  # the SSM heatmap's variant is one of them
+    }
+
     variants: list[LabelVariant] = Field(
         list(VARIANT_NAMES),
         min_length=1,

@@ -5,9 +5,11 @@ from __future__ import annotations
 from enum import Enum
 from pathlib import Path
 
+from typing import ClassVar
+
 from pydantic import ConfigDict, Field, model_validator
 
-from medfilip.configbase import Strict
+from medfilip.configbase import RerunKeys, Strict
 
 
 class ReportSource(str, Enum):
@@ -51,6 +53,8 @@ class MimicCxrConfig(Strict):
 
 
 class ReportsConfig(Strict):
+    rerun_keys: ClassVar[RerunKeys] = {"report_shards": ("*",)}
+
     source: ReportSource = Field(ReportSource.iu_xray, description="Report corpus to read")
     n_shards: int = Field(4, ge=1, le=100_000, description="Number of Parquet shards; a report always lands in the same one")
     limit: int | None = Field(None, ge=1, description="Keep only the first N reports (by id); null = all")

@@ -15,11 +15,11 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from medfilip.configbase import Strict
+from medfilip.configbase import RerunKeys, Strict
 from medfilip.names import LabelVariant, LossKind, TargetKind
 
 
@@ -141,6 +141,18 @@ class DistributedSettings(Strict):
 
 
 class TrainingConfig(Strict):
+    rerun_keys: ClassVar[RerunKeys] = {
+        # a run's own entry re-runs that run only; checkpoint_every, num_workers and log_every change how
+        # fast it goes, not its weights
+        "train": ("*", "!runs", "runs.{run}", "!checkpoint_every", "!num_workers", "!log_every"),
+        "embed_labels": ("runs.*.label_variant", "runs.*.target"),
+        "ablation_table": ("runs",),
+        "seed_summary": ("runs",),
+        "probe_baseline": ("model.image_arch", "model.image_weights"),
+        "segmentation_run": ("model.image_arch", "model.image_channels"),
+        "segmentation_baseline": ("model.image_arch", "model.image_channels"),
+    }
+
     model: ModelSettings = Field(
         ModelSettings(),
         description="The dual encoder (torchvision ResNet + HuggingFace text encoder, linear projections)",
