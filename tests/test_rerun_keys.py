@@ -4,8 +4,9 @@ params helpers must agree: changing a key changes the rule's params exactly when
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 
