@@ -104,3 +104,42 @@ def test_patterns():
     assert not any(key_reruns(rule, "quality.mesh_mapping") for rule in rerun_rules())
     assert key_reruns("embed_labels", "training.runs.medfilip.target")
     assert not key_reruns("embed_labels", "training.runs.medfilip.loss")
+
+
+LIST_PARAMS = r"""
+import json, sys
+from pathlib import Path
+from snakemake.api import SnakemakeApi
+from snakemake.settings.types import ConfigSettings, OutputSettings, ResourceSettings
+
+root, workdir = Path(sys.argv[1]), Path(sys.argv[2])
+with SnakemakeApi(OutputSettings()) as api:
+    workflow = api.workflow(
+        resource_settings=ResourceSettings(cores=1),
+        config_settings=ConfigSettings(configfiles=[root / "config" / "config.yaml"]),
+        snakefile=root / "workflow" / "Snakefile",
+        workdir=workdir,
+    )._workflow
+    print(json.dumps({rule.name: sorted(rule.params.keys()) for rule in workflow.rules}))
+"""
+
+
+def test_every_rule_with_settings_params_declares_its_keys(tmp_path):
+    """A rule whose params hold more than the effective config's file name is re-run by some keys: the
+    settings models must say which (a new rule, or a new param, without a declaration fails here)."""
+    import json
+    import subprocess
+    import sys
+
+    from medfilip.config import ROOT
+
+    proc = subprocess.run([sys.executable, "-c", LIST_PARAMS, str(ROOT), str(tmp_path)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    params = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert {"report_shards", "train", "zeroshot", "all"} <= set(params)
+    # params that name where a rule writes or reads, set by the rule itself, not by the config
+    fixed = {"config", "out_dir", "cache_dir", "runs_dir", "png_dir", "size"}
+    with_settings = {rule for rule, names in params.items() if set(names) - fixed}
+    assert sorted(with_settings - rerun_rules()) == []
+    assert sorted(rerun_rules() - set(params)) == [], "declared for rules the workflow does not have"

@@ -53,7 +53,10 @@ class MimicCxrConfig(Strict):
 
 
 class ReportsConfig(Strict):
-    rerun_keys: ClassVar[RerunKeys] = {"report_shards": ("*",)}
+    rerun_keys: ClassVar[RerunKeys] = {
+        "report_shards": ("*",),
+        "corpus_images": ("n_shards",),  # links one part per shard
+    }
 
     source: ReportSource = Field(ReportSource.iu_xray, description="Report corpus to read")
     n_shards: int = Field(4, ge=1, le=100_000, description="Number of Parquet shards; a report always lands in the same one")

@@ -147,6 +147,7 @@ class TrainingConfig(Strict):
         "train": ("*", "!runs", "runs.{run}", "!checkpoint_every", "!num_workers", "!log_every"),
         "embed_labels": ("runs.*.label_variant", "runs.*.target"),
         "ablation_table": ("runs",),
+        "train_curves": ("runs",),  # their names: one folder per run
         "seed_summary": ("runs",),
         "probe_baseline": ("model.image_arch", "model.image_weights"),
         "segmentation_run": ("model.image_arch", "model.image_channels"),
