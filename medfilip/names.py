@@ -11,6 +11,13 @@ from __future__ import annotations
 from enum import Enum
 
 
+class ReportSource(str, Enum):
+    """The report corpora a reader exists for (reports.source, the `source` column of the shards)."""
+
+    iu_xray = "iu_xray"
+    mimic_cxr = "mimic_cxr"
+
+
 class LabelVariant(str, Enum):
     """Label texts written to labels.parquet (medfilip.labels.templates renders them)."""
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 
 from typing import ClassVar
@@ -10,11 +9,7 @@ from typing import ClassVar
 from pydantic import ConfigDict, Field, model_validator
 
 from medfilip.configbase import RerunKeys, Strict
-
-
-class ReportSource(str, Enum):
-    iu_xray = "iu_xray"
-    mimic_cxr = "mimic_cxr"
+from medfilip.names import ReportSource
 
 
 class SplitFractions(Strict):
