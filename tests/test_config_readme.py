@@ -1,11 +1,13 @@
-"""config/README.md documents every config key the models define, and no key they do not."""
+"""config/README.md documents every config key the models define, no key they do not, and their defaults."""
 
 from __future__ import annotations
 
 import re
 from fnmatch import fnmatchcase
 
-from medfilip.config import ROOT
+import yaml
+
+from medfilip.config import ROOT, PipelineConfig
 from medfilip.schema import config_schema
 
 README = ROOT / "config" / "README.md"
@@ -64,3 +66,33 @@ def test_no_documented_key_is_unknown():
     assert len(documented) > 150
     unknown = [d for d in documented if not known(d, keys)]
     assert unknown == [], "config/README.md names keys the config models do not have"
+
+
+def default_cells() -> list[tuple[str, str]]:
+    """(key, default as written) for the rows whose default column is backticked values, one per key."""
+    out = []
+    for line in README.read_text(encoding="utf-8").splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
+        if not line.startswith("| `") or len(cells) < 4 or not re.fullmatch(r"(`[^`]*`(, )?)+", cells[3]):
+            continue
+        names = re.findall(r"`([^`]+)`", cells[0])
+        keys = [names[0]] + [names[0].rsplit(".", 1)[0] + n for n in names[1:] if n.startswith(".")]
+        values = re.findall(r"`([^`]*)`", cells[3])
+        if len(values) == len(keys) and not any("<" in k or "*" in k for k in keys):
+            out += [(k, v) for k, v in zip(keys, values, strict=True) if "..." not in v]  # [0.1, ..., 0.9] abbreviates
+    return out
+
+
+def test_documented_defaults_are_the_models_defaults():
+    defaults = PipelineConfig().model_dump(mode="json", by_alias=True)
+
+    def default(key: str):
+        node = defaults
+        for part in key.split("."):
+            node = node[part]
+        return node
+
+    cells = [(k, v) for k, v in default_cells() if k.split(".")[0] in defaults]
+    assert len(cells) > 120
+    wrong = {k: (v, default(k)) for k, v in cells if yaml.safe_load(v) != default(k)}
+    assert wrong == {}, "config/README.md default column (written, model default)"
