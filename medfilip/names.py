@@ -3,7 +3,7 @@
 A member is its value wherever a string is expected (``LossKind.infonce == "infonce"``), and the
 config models store the plain value (``Strict`` uses ``use_enum_values``). Where text is produced
 (file names, CSV cells, cache keys, hashes) use ``.value``: ``str()`` and f-strings of a ``str, Enum``
-member give ``"LossKind.infonce"`` on some Python versions, not ``"infonce"``.
+member give ``"LossKind.infonce"``, not ``"infonce"``.
 """
 
 from __future__ import annotations

@@ -146,16 +146,16 @@ def schema_text() -> str:
     return HEADER + body
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m medfilip.schema", description="The config's JSON schema, generated from the pydantic models."
-    )
+def add_schema_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``python -m medfilip.schema`` (and of a ``medfilip schema`` sub-command)."""
     mode = parser.add_mutually_exclusive_group()
     mode.add_argument("--write", action="store_true", help=f"write it to {SCHEMA_PATH.relative_to(ROOT)}")
     mode.add_argument("--check", action="store_true", help="exit 1 when the committed schema is not the generated one")
     parser.add_argument("--path", type=Path, default=SCHEMA_PATH, help="the schema file --write and --check use")
-    args = parser.parse_args(argv)
 
+
+def run_schema(args: argparse.Namespace) -> int:
+    """Print the schema, write it (--write) or check the committed file is current (--check)."""
     text = schema_text()
     if args.write:
         args.path.write_text(text, encoding="utf-8")
@@ -169,6 +169,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     sys.stdout.write(text)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m medfilip.schema", description="The config's JSON schema, generated from the pydantic models."
+    )
+    add_schema_arguments(parser)
+    return run_schema(parser.parse_args(argv))
 
 
 if __name__ == "__main__":
