@@ -47,25 +47,25 @@ DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
 
 # the sections live with their stages; these names stay importable from here
 __all__ = [
-    "DEFAULT_CONFIG",
     "BatchConfig",
     "ConfigError",
+    "DEFAULT_CONFIG",
     "ExtractionConfig",
     "IUXrayConfig",
+    "key_reruns",
+    "load_config",
     "MimicCxrConfig",
     "ModelPrice",
     "OpenAIBackendConfig",
     "PipelineConfig",
     "QualityConfig",
-    "ReportSource",
     "ReportsConfig",
-    "RulesBackendConfig",
-    "SplitFractions",
-    "load_config",
-    "shard_names",
-    "key_reruns",
+    "ReportSource",
     "rerun_patterns",
     "rerun_rules",
+    "RulesBackendConfig",
+    "shard_names",
+    "SplitFractions",
     "validate_config",
 ]
 
