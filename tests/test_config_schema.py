@@ -118,3 +118,15 @@ GOOD = {
 def test_both_accept(data: dict):
     expected = validate_config(data).model_dump(mode="json", by_alias=True)
     assert snakemake_validate(yaml.safe_load(yaml.safe_dump(data))) == expected
+
+
+@pytest.mark.parametrize(
+    "key, value",
+    [("fractions", [0.0, 0.5]), ("thresholds", [0.5, 1.0]), ("min_area", [-0.1]), ("decoder_channels", [8, 8, 8, 8, 0])],
+)
+def test_list_items_are_bounded_in_both(key: str, value: list):
+    data = {"evaluation": {"segmentation": {key: value}}}
+    with pytest.raises(ConfigError):
+        validate_config(data)
+    with pytest.raises(WorkflowError):
+        snakemake_validate(data)

@@ -112,7 +112,10 @@ class RetrievalSettings(Strict):
         "when the held-out splits have fewer (a seeded draw when they have more)",
     )
     ks: list[int] = Field(
-        [1, 5, 10], min_length=1, description="K of Precision@K and Recall@K", json_schema_extra=UNIQUE_ITEMS
+        [1, 5, 10],
+        min_length=1,
+        description="K of Precision@K and Recall@K",
+        json_schema_extra={**UNIQUE_ITEMS, "items": {"type": "integer", "minimum": 1}},
     )
     baseline_prompt: str = Field(
         "This is an X-ray image of {category}",
