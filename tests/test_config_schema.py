@@ -122,7 +122,12 @@ def test_both_accept(data: dict):
 
 @pytest.mark.parametrize(
     "key, value",
-    [("fractions", [0.0, 0.5]), ("thresholds", [0.5, 1.0]), ("min_area", [-0.1]), ("decoder_channels", [8, 8, 8, 8, 0])],
+    [
+        ("fractions", [0.0, 0.5]),
+        ("thresholds", [0.5, 1.0]),
+        ("min_area", [-0.1]),
+        ("decoder_channels", [8, 8, 8, 8, 0]),
+    ],
 )
 def test_list_items_are_bounded_in_both(key: str, value: list):
     data = {"evaluation": {"segmentation": {key: value}}}
