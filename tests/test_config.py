@@ -108,3 +108,38 @@ def test_data_fractions_are_checked_with_the_key_path(section, fractions, messag
     assert f"evaluation.{section}.fractions" in str(err.value) and message in str(err.value)
     ok = validate_config({"evaluation": {section: {"fractions": [1.0, 0.01]}}})
     assert getattr(ok.evaluation, section).fractions == [0.01, 1.0]
+
+
+def test_sections_live_with_their_stages_and_stay_importable_from_config():
+    import medfilip.config as config
+    import medfilip.configbase as configbase
+    import medfilip.extraction.settings as extraction
+    import medfilip.reports.settings as reports
+
+    assert config.ConfigError is configbase.ConfigError
+    for name in ("ReportsConfig", "ReportSource", "SplitFractions", "IUXrayConfig", "MimicCxrConfig", "shard_names"):
+        assert getattr(config, name) is getattr(reports, name), name
+    for name in ("ExtractionConfig", "OpenAIBackendConfig", "BatchConfig", "ModelPrice", "RulesBackendConfig",
+                 "QualityConfig"):
+        assert getattr(config, name) is getattr(extraction, name), name
+    # each section's model is the class its stage defines
+    cfg = config.PipelineConfig()
+    assert type(cfg.reports) is reports.ReportsConfig and type(cfg.quality) is extraction.QualityConfig
+
+
+def test_vocabularies_are_one_enum_each_and_the_config_stores_their_values():
+    from medfilip.labels import templates
+    from medfilip.names import ClassTextVariant, LabelVariant, LossKind, TargetKind, values
+    from medfilip.training import loss, settings
+
+    assert settings.LabelVariantName is LabelVariant is templates.LabelVariant
+    assert settings.TargetKind is TargetKind and settings.LossKind is LossKind
+    assert loss.LOSS_KINDS == values(LossKind) == ("mse_ce", "mse_bce", "infonce")
+    assert set(values(ClassTextVariant)) < set(values(LabelVariant))
+    cfg = validate_config({"training": {"runs": {"m": {"target": TargetKind.multi_hot, "loss": "infonce"}}}})
+    run = cfg.training.runs["m"]
+    # plain strings, so YAML dumps, CSV cells and hashes read "multi_hot", not "TargetKind.multi_hot"
+    assert type(run.target) is str and type(run.loss) is str and type(cfg.labels.variants[0]) is str
+    assert yaml.safe_dump(cfg.model_dump(mode="python")["training"]["runs"]["m"], sort_keys=True) == (
+        "label_variant: triplet_explanation\nloss: infonce\nseed: null\ntarget: multi_hot\n"
+    )

@@ -7,7 +7,7 @@ from typing import ClassVar
 
 from pydantic import Field, field_validator
 
-from medfilip.configbase import Strict
+from medfilip.configbase import RerunKeys, Strict
 from medfilip.datasets.catalog import COVID, NIH, RSNA, SIIM, SPECS, VINBIG, DatasetSpec
 
 
@@ -16,6 +16,7 @@ def _classes_field(spec: DatasetSpec, what: str):
         list(spec.default_classes),
         min_length=1,
         description=f"{what} Allowed: {', '.join(spec.categories)}.",
+        json_schema_extra={"uniqueItems": True, "items": {"type": "string", "enum": list(spec.categories)}},
     )
 
 
@@ -90,6 +91,11 @@ class CovidSettings(DatasetSettings):
 
 
 class DatasetsConfig(Strict):
+    rerun_keys: ClassVar[RerunKeys] = {
+        "dataset_twin": ("render_size", "seed", "{dataset}", "!{dataset}.enabled", "!{dataset}.root"),
+        "preprocess_dataset": ("seed", "{dataset}", "!{dataset}.enabled"),
+    }
+
     render_size: int = Field(
         128, ge=32, le=4096,
         description="Side in pixels of the twin images as written to disk (before preprocessing to images.size).",

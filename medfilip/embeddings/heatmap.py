@@ -10,9 +10,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medfilip.names import ClassTextVariant, values
+
 log = logging.getLogger(__name__)
 
-PREFERRED_VARIANTS = ("triplet_explanation", "triplet", "category")
+PREFERRED_VARIANTS = values(ClassTextVariant)  # the fullest entity text first
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from enum import Enum
 
+from typing import ClassVar
+
 from pydantic import Field
 
-from medfilip.configbase import Strict
+from medfilip.configbase import RerunKeys, Strict
 
 
 class EmbeddingDevice(str, Enum):
@@ -38,6 +40,8 @@ class CalibrationSettings(Strict):
 
 
 class EmbeddingsConfig(Strict):
+    rerun_keys: ClassVar[RerunKeys] = {"embed_labels": ("model", "max_length", "calibration")}
+
     model: str | None = Field(
         None,
         description="E_sim: a local HuggingFace model folder or a hub id (e.g. emilyalsentzer/Bio_ClinicalBERT); "

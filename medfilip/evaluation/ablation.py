@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from medfilip.io import write_csv_atomic
+from medfilip.names import LabelVariant, LossKind, TargetKind
 
 METRIC_SUFFIXES = ("_auc", "_f1", "_acc")
 MEANS = ("downstream_mean_auc", "mean_auc")
@@ -49,18 +50,20 @@ class AblationRow:
     iki: bool
     label_variant: str
     target: str
-    loss: str = "mse_ce"
+    loss: str = LossKind.mse_ce.value
 
     def settings(self) -> tuple[str, str, str]:
         return (self.label_variant, self.target, self.loss)
 
 
 TABLE_VI = (
-    AblationRow("report", False, False, False, False, "report", "identity"),
-    AblationRow("+ Entity", True, False, False, False, "category", "identity"),
-    AblationRow("+ FG", True, True, False, False, "triplet", "identity"),
-    AblationRow("+ SSM", True, True, True, False, "triplet", "ssm"),
-    AblationRow("+ IKI (MedFILIP)", True, True, True, True, "triplet_explanation", "ssm"),
+    AblationRow("report", False, False, False, False, LabelVariant.report.value, TargetKind.identity.value),
+    AblationRow("+ Entity", True, False, False, False, LabelVariant.category.value, TargetKind.identity.value),
+    AblationRow("+ FG", True, True, False, False, LabelVariant.triplet.value, TargetKind.identity.value),
+    AblationRow("+ SSM", True, True, True, False, LabelVariant.triplet.value, TargetKind.ssm.value),
+    AblationRow(
+        "+ IKI (MedFILIP)", True, True, True, True, LabelVariant.triplet_explanation.value, TargetKind.ssm.value
+    ),
 )
 
 

@@ -26,6 +26,7 @@ import numpy as np
 
 from medfilip.evaluation.sets import EvaluationSetError
 from medfilip.labels.templates import render_label
+from medfilip.names import LabelVariant
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +63,9 @@ def case_texts(finding: dict, explain: Callable[[str], str], baseline_prompt: st
     c, sev, loc = finding["category"], finding["severity"], finding["location"]
     return {
         "template + category": baseline_prompt.format(category=c),
-        "severity + category": render_label(c, severity=sev, variant="triplet"),
-        "explanation": render_label(c, severity=sev, location=loc, explanation=explain(c), variant="triplet_explanation"),
+        "severity + category": render_label(c, severity=sev, variant=LabelVariant.triplet.value),
+        "explanation": render_label(c, severity=sev, location=loc, explanation=explain(c),
+                                    variant=LabelVariant.triplet_explanation.value),
     }
 
 

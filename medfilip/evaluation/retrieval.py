@@ -37,6 +37,7 @@ import numpy as np
 from medfilip.evaluation.bootstrap import interval_from_replicates, resample_indices, resample_weights
 from medfilip.evaluation.sets import SPLITS, EvaluationSetError
 from medfilip.labels.templates import render_label
+from medfilip.names import ClassTextVariant
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,8 @@ def image_texts(images: RetrievalImages, prompt: str, *, explain: Callable[[str]
         raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
     return [
         render_label(f["category"], severity=f["severity"], location=f["location"],
-                     explanation=explain(f["category"]) if text_variant == "triplet_explanation" else None,
+                     explanation=(explain(f["category"])
+                                  if text_variant == ClassTextVariant.triplet_explanation else None),
                      variant=text_variant)
         for f in images.findings
     ]
@@ -219,7 +221,7 @@ def evaluate_retrieval(
     *,
     max_images: int = 1000,
     ks: Sequence[int] = (1, 5, 10),
-    text_variant: str = "triplet_explanation",
+    text_variant: str = ClassTextVariant.triplet_explanation.value,
     baseline_prompt: str = "This is an X-ray image of {category}",
     n_resamples: int = 1000,
     seed: int = 0,

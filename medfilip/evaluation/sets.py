@@ -40,6 +40,8 @@ from typing import TYPE_CHECKING, Any, Iterable
 
 import numpy as np
 
+from medfilip.names import ClassTextVariant
+
 if TYPE_CHECKING:  # keep the import light: the workflow imports this module for its input lists
     from medfilip.evaluation.settings import CorpusSetsSettings, EvaluationConfig
     from medfilip.images.store import ImageStore
@@ -295,7 +297,8 @@ def mismatched_copy(s: EvalSet, mismatch: dict[str, str]) -> EvalSet | None:
     if not swap:
         return None
     what = "; ".join(f"'{k}' scored with the explanation of '{v}'" for k, v in swap.items())
-    return replace(s, name=f"{s.name}_mismatched", text_variant="triplet_explanation", explain_as=swap,
+    return replace(s, name=f"{s.name}_mismatched", text_variant=ClassTextVariant.triplet_explanation.value,
+                   explain_as=swap,
                    note=f"control: {what} (the phantom draws the class from its own explanation)")
 
 
@@ -321,7 +324,8 @@ def load_eval_sets(set_dirs: Iterable[str | Path], settings: "EvaluationConfig")
             continue
         out.append(s)
         if s.name in by_category:
-            out.append(replace(s, name=f"{s.name}_by_category", text_variant="category",
+            out.append(replace(s, name=f"{s.name}_by_category",
+                               text_variant=ClassTextVariant.category.value,
                                note="the same images scored with the category name alone"))
         control = mismatched_copy(s, dict(settings.mismatched_explanation))
         if control is not None:

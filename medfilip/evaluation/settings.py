@@ -8,13 +8,14 @@ the findings each image was rendered from).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from medfilip.configbase import Strict
-from medfilip.evaluation.segmentation.settings import SegmentationSettings
+from medfilip.configbase import UNIQUE_ITEMS, RerunKeys, Strict
 from medfilip.evaluation.probe.settings import LinearProbeSettings
+from medfilip.evaluation.segmentation.settings import SegmentationSettings
+from medfilip.names import ClassTextVariant
 
 # The IU-Xray MeSH categories with the most held-out reports (validate + test of the embedded corpus):
 # every one has >= 20 held-out reports, so AUC and F1 are defined on both splits.
@@ -53,14 +54,18 @@ class CorpusSetsSettings(Strict):
         min_length=2,
         description="Classes of the single-label set: an image is kept when exactly one of them is among its "
         "findings ('normal' = no finding at all); scored by top-1 and per class",
+        json_schema_extra=UNIQUE_ITEMS,
     )
     multi_label_classes: list[str] = Field(
         DEFAULT_MULTI_LABEL,
         min_length=1,
         description="Classes of the multi-label set (every held-out image; 'normal' = no finding at all)",
+        json_schema_extra=UNIQUE_ITEMS,
     )
     fine_grained_categories: list[str] | None = Field(
-        None, description="Categories whose severity+category pairs form the fine-grained set; null = any category"
+        None,
+        description="Categories whose severity+category pairs form the fine-grained set; null = any category",
+        json_schema_extra=UNIQUE_ITEMS,
     )
     fine_grained_min_count: int = Field(
         5,
@@ -106,7 +111,12 @@ class RetrievalSettings(Strict):
         description="Held-out corpus images with exactly one finding used for retrieval (paper: 1,000); fewer "
         "when the held-out splits have fewer (a seeded draw when they have more)",
     )
-    ks: list[int] = Field([1, 5, 10], min_length=1, description="K of Precision@K and Recall@K")
+    ks: list[int] = Field(
+        [1, 5, 10],
+        min_length=1,
+        description="K of Precision@K and Recall@K",
+        json_schema_extra={**UNIQUE_ITEMS, "items": {"type": "integer", "minimum": 1}},
+    )
     baseline_prompt: str = Field(
         "This is an X-ray image of {category}",
         description="The baselines' text, scored for every run beside its own evaluation texts; must contain "
@@ -135,8 +145,23 @@ class CaseStudySettings(Strict):
 
 
 class EvaluationConfig(Strict):
-    text_variant: Literal["triplet_explanation", "triplet", "category"] = Field(
-        "triplet_explanation",
+    rerun_keys: ClassVar[RerunKeys] = {
+        "zeroshot": (
+            "text_variant", "compare_category_text", "single_label_score", "protocols", "datasets", "corpus",
+            "bootstrap", "mismatched_explanation",
+        ),
+        "retrieval": ("retrieval", "bootstrap", "text_variant"),
+        "case_study": ("case_study", "retrieval.baseline_prompt"),
+        "probe_fit": ("linear_probe.fractions", "linear_probe.seeds", "linear_probe.c_grid", "linear_probe.max_iter"),
+        "probe_baseline": ("linear_probe.fractions", "linear_probe.seeds", "linear_probe.baselines"),
+        "linear_probe": ("bootstrap",),  # + which baselines and datasets are skipped (rows saying why)
+        "segmentation_run": ("segmentation", "!segmentation.device"),
+        "segmentation_baseline": ("segmentation", "!segmentation.device"),
+        "segmentation_table": ("bootstrap",),
+    }
+
+    text_variant: ClassTextVariant = Field(
+        ClassTextVariant.triplet_explanation,
         description="Class text: triplet_explanation = '{category}, where {category} is {explanation}' (paper eqs. "
         "10-11, IKI), triplet = severity/location/category only, category = the category name",
     )
@@ -144,6 +169,7 @@ class EvaluationConfig(Strict):
         ["covid"],
         description="Sets also scored with the category name alone, as '{set}_by_category' (unseen classes: by "
         "category vs by explanation); a name not evaluated is ignored",
+        json_schema_extra=UNIQUE_ITEMS,
     )
     single_label_score: Literal["softmax", "cosine"] = Field(
         "softmax",
@@ -155,24 +181,41 @@ class EvaluationConfig(Strict):
         min_length=1,
         description="F1/accuracy threshold protocols: test = chosen on the test set (paper, MedKLIP, KAD); validate = "
         "chosen on the validate split, applied to test",
+        json_schema_extra=UNIQUE_ITEMS,
     )
     datasets: list[str] | None = Field(
         None,
         description="Downstream stores to evaluate (results/images/{name}/); null = every dataset enabled in datasets:",
+        json_schema_extra=UNIQUE_ITEMS,
     )
     batch_size: int = Field(64, ge=1, le=65536, description="Images encoded per forward pass")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cpu, cuda, or auto (cuda when available)")
-    corpus: CorpusSetsSettings = CorpusSetsSettings()
-    bootstrap: BootstrapSettings = BootstrapSettings()
+    corpus: CorpusSetsSettings = Field(
+        CorpusSetsSettings(),
+        description="MIMIC-style sets built from the held-out (validate, test) images of the pretraining corpus "
+        "store, ground truth = the findings each image was rendered from",
+    )
+    bootstrap: BootstrapSettings = Field(
+        BootstrapSettings(),
+        description="Bootstrap intervals of every evaluation table (resamples of the test images)",
+    )
     mismatched_explanation: dict[str, str] = Field(
         {"covid-19 pneumonia": "cardiomegaly"},
         description="Unseen-class control: a set with this class is also scored as '{set}_mismatched', the class's "
         "text carrying the explanation of the category named here (the phantom draws COVID-19 from its own "
         "explanation, so covid_auc is partly built in); {} = no control",
     )
-    retrieval: RetrievalSettings = RetrievalSettings()
-    case_study: CaseStudySettings = CaseStudySettings()
-    segmentation: SegmentationSettings = SegmentationSettings()
+    retrieval: RetrievalSettings = Field(
+        RetrievalSettings(),
+        description="Image-text retrieval (paper Table V) on held-out corpus images with exactly one finding",
+    )
+    case_study: CaseStudySettings = Field(CaseStudySettings(), description="Case study figure (paper Fig. 5)")
+    segmentation: SegmentationSettings = Field(
+        SegmentationSettings(),
+        description="Segmentation (paper Table IV): a UNet with each run's pretrained image encoder and one with a "
+        "random-init encoder, fine-tuned on fractions of the SIIM-ACR train split, Dice and IoU on test; "
+        "checkpoint, threshold and minimum area chosen on validate",
+    )
     linear_probe: LinearProbeSettings = Field(LinearProbeSettings(), description="Linear probe (paper Table II) and its fine-tuned baselines")
 
     @field_validator("compare_category_text", "protocols", "datasets")

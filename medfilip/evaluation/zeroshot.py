@@ -45,6 +45,7 @@ from medfilip.evaluation.metrics import (
 from medfilip.evaluation.sets import NORMAL, SPLITS, EvalSet, EvaluationSetError
 from medfilip.io import atomic_path, sha256_text
 from medfilip.labels.templates import render_label
+from medfilip.names import ClassTextVariant
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +66,7 @@ def class_texts(eval_set: EvalSet, explain: Callable[[str], str], variant: str) 
     texts = []
     for c in eval_set.classes:
         explained = eval_set.explain_as.get(c.name, c.category)  # the unseen-class control swaps it
-        explanation = explain(explained) if variant == "triplet_explanation" else None
+        explanation = explain(explained) if variant == ClassTextVariant.triplet_explanation else None
         texts.append(render_label(c.category, severity=c.severity, explanation=explanation, variant=variant))
     return texts
 
@@ -289,7 +290,7 @@ def evaluate_run(
     sets: Sequence[EvalSet],
     explain: Callable[[str], str],
     *,
-    text_variant: str = "triplet_explanation",
+    text_variant: str = ClassTextVariant.triplet_explanation.value,
     single_label_score: str = "softmax",
     protocols: Sequence[str] = ("test", "validate"),
     batch_size: int = 64,

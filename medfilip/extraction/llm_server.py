@@ -31,7 +31,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from medfilip.config import ConfigError
+from medfilip.configbase import ConfigError
 from medfilip.io import write_text_atomic
 
 PACKAGED = "packaged"

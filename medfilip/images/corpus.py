@@ -38,6 +38,7 @@ import pyarrow.parquet as pq
 
 from medfilip.images.preprocess import preprocess_images
 from medfilip.images.store import FINDING_TYPE, ImageStore
+from medfilip.names import ReportSource
 
 log = logging.getLogger(__name__)
 
@@ -359,7 +360,7 @@ def build_corpus_store(
     rendered = image_root is None
     render_counts: Counter[str] = Counter()
     if rendered:
-        if "mimic_cxr" in sources:
+        if ReportSource.mimic_cxr.value in sources:
             raise ValueError("MIMIC-CXR reports need their JPGs: set images.corpus.image_root or reports.mimic_cxr.image_root")
         if png_dir is None:
             raise ValueError("no image_root and no png_dir: nowhere to render the corpus")

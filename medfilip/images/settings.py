@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from medfilip.configbase import Strict
+from medfilip.configbase import RerunKeys, Strict
 
 
 class CorpusImagesConfig(Strict):
@@ -32,6 +32,11 @@ class CorpusImagesConfig(Strict):
 
 
 class ImagesConfig(Strict):
+    rerun_keys: ClassVar[RerunKeys] = {
+        "corpus_images_part": ("*",),
+        "preprocess_dataset": ("size", "shard_size"),
+    }
+
     size: int = Field(
         128, ge=32, le=2048, description="Side of the square uint8 images in every store (paper: 448)"
     )

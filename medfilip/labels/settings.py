@@ -2,21 +2,28 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from medfilip.configbase import Strict
+from medfilip.configbase import UNIQUE_ITEMS, RerunKeys, Strict
+from medfilip.names import LabelVariant, values
 
-VARIANT_NAMES = ("category", "triplet", "triplet_explanation", "report")
+VARIANT_NAMES = values(LabelVariant)
 
 
 class LabelsConfig(Strict):
-    variants: list[Literal["category", "triplet", "triplet_explanation", "report"]] = Field(
+    rerun_keys: ClassVar[RerunKeys] = {
+        "structured_labels": ("*",),
+        "embed_labels": ("variants",),  # the SSM heatmap's variant is one of them
+    }
+
+    variants: list[LabelVariant] = Field(
         list(VARIANT_NAMES),
         min_length=1,
         description="Label variants written to labels.parquet (training runs pick one each): category, triplet, "
         "triplet_explanation (the paper's template), report (the report text)",
+        json_schema_extra=UNIQUE_ITEMS,
     )
     negated: Literal["drop", "keep"] = Field(
         "drop", description="Negated findings: drop them (as the reference code does) or keep them as 'no {category}'"

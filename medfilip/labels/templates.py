@@ -13,17 +13,9 @@ Empty fields are skipped, so a triplet without severity reads "left base atelect
 
 from __future__ import annotations
 
-from enum import Enum
+from medfilip.names import LabelVariant, values
 
-
-class LabelVariant(str, Enum):
-    category = "category"
-    triplet = "triplet"
-    triplet_explanation = "triplet_explanation"
-    report = "report"
-
-
-VARIANTS = tuple(v.value for v in LabelVariant)
+VARIANTS = values(LabelVariant)
 
 
 def _clean(value: str | None) -> str:

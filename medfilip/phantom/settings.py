@@ -6,12 +6,20 @@ stage that renders (``images.size``, the dataset twins), never here.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field
 
-from medfilip.configbase import Strict
+from medfilip.configbase import RerunKeys, Strict
 
 
 class PhantomConfig(Strict):
+    rerun_keys: ClassVar[RerunKeys] = {
+        "phantom_gallery": ("*",),
+        "dataset_twin": ("*",),
+        "corpus_images_part": ("*",),  # when the corpus renders phantoms
+    }
+
     noise: float = Field(
         0.012, ge=0.0, le=0.1, description="Standard deviation of the per-pixel quantum noise (fraction of full scale, 0 = none)"
     )

@@ -15,13 +15,14 @@ import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Iterator
 
+from medfilip.names import ReportSource
 from medfilip.reports.records import Reject, Report, ReportImage
 from medfilip.reports.sections import clean_text
 from medfilip.reports.splits import assign_split
 
 log = logging.getLogger(__name__)
 
-SOURCE = "iu_xray"
+SOURCE = ReportSource.iu_xray.value
 
 
 def shipped_reports_path() -> Path:

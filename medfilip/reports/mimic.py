@@ -27,13 +27,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Iterator
 
+from medfilip.names import ReportSource
 from medfilip.reports.records import Reject, Report, ReportImage
 from medfilip.reports.sections import findings_and_impression
 from medfilip.reports.splits import SPLITS
 
 log = logging.getLogger(__name__)
 
-SOURCE = "mimic_cxr"
+SOURCE = ReportSource.mimic_cxr.value
 
 # files/pXX/pNNNNNNNN/sNNNNNNNN.txt, relative to root.
 _REPORT_PATH = re.compile(r"^files/p(\d{2})/p(\d+)/s(\d+)\.txt$")

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from typing import Iterator
 
-from medfilip.config import ReportsConfig
+from medfilip.names import ReportSource
 from medfilip.reports.records import Reject, Report
+from medfilip.reports.settings import ReportsConfig
 
 
 def read_configured_reports(cfg: ReportsConfig) -> Iterator[Report | Reject]:
-    if cfg.source == "iu_xray":
+    if cfg.source == ReportSource.iu_xray:
         from medfilip.reports.iu_xray import read_iu_xray
 
         f = cfg.iu_xray.split_fractions
         return read_iu_xray(cfg.iu_xray.path, split_seed=cfg.iu_xray.split_seed,
                             split_fractions=(f.train, f.validate_, f.test))
-    if cfg.source == "mimic_cxr":
+    if cfg.source == ReportSource.mimic_cxr:
         from medfilip.reports.mimic import read_mimic_cxr
 
         m = cfg.mimic_cxr

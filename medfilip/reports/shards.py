@@ -11,7 +11,7 @@ from typing import Iterable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medfilip.config import shard_names
+from medfilip.reports.settings import shard_names
 from medfilip.io import write_parquet_atomic
 from medfilip.reports.records import Reject, Report
 from medfilip.reports.splits import shard_of

@@ -25,7 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-LOSS_KINDS = ("mse_ce", "mse_bce", "infonce")
+from medfilip.names import LossKind, values
+
+LOSS_KINDS = values(LossKind)
 
 
 def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -48,7 +50,7 @@ def symmetric_soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> 
 
 
 class ImageTextMatchingLoss(nn.Module):
-    def __init__(self, kind: str = "mse_ce"):
+    def __init__(self, kind: str = LossKind.mse_ce.value):
         super().__init__()
         if kind not in LOSS_KINDS:
             raise ValueError(f"loss {kind!r} is not one of {', '.join(LOSS_KINDS)}")
@@ -68,12 +70,12 @@ class ImageTextMatchingLoss(nn.Module):
         cos = image_features.float() @ text_features.float().T
         logits = logit_scale * cos
         target = target.to(cos.dtype).clamp(0.0, 1.0)
-        if self.kind == "mse_ce":
+        if self.kind == LossKind.mse_ce:
             return {
                 "mse_loss": F.mse_loss(cos, target),
                 "ce_loss": symmetric_soft_cross_entropy(logits, target),
             }
-        if self.kind == "mse_bce":
+        if self.kind == LossKind.mse_bce:
             return {
                 "mse_loss": F.mse_loss(logits, target),
                 "bce_loss": F.binary_cross_entropy_with_logits(logits, target),

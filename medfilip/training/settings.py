@@ -15,12 +15,12 @@ from __future__ import annotations
 
 from enum import Enum
 from pathlib import Path
-
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from medfilip.configbase import Strict
+from medfilip.configbase import RerunKeys, Strict
+from medfilip.names import LabelVariant, LossKind, TargetKind
 
 
 class ImageArch(str, Enum):
@@ -47,24 +47,8 @@ class TrainDevice(str, Enum):
     auto = "auto"
 
 
-class TargetKind(str, Enum):
-    ssm = "ssm"
-    ssm_same_category = "ssm_same_category"
-    multi_hot = "multi_hot"
-    identity = "identity"
-
-
-class LossKind(str, Enum):
-    mse_ce = "mse_ce"
-    mse_bce = "mse_bce"
-    infonce = "infonce"
-
-
-class LabelVariantName(str, Enum):
-    category = "category"
-    triplet = "triplet"
-    triplet_explanation = "triplet_explanation"
-    report = "report"
+# the run vocabularies live in medfilip.names (LabelVariantName: the old name of LabelVariant)
+LabelVariantName = LabelVariant
 
 
 class ModelSettings(Strict):
@@ -109,8 +93,8 @@ class OptimiserSettings(Strict):
 
 
 class RunSettings(Strict):
-    label_variant: LabelVariantName = Field(
-        LabelVariantName.triplet_explanation, description="Which labels.parquet variant gives the texts"
+    label_variant: LabelVariant = Field(
+        LabelVariant.triplet_explanation, description="Which labels.parquet variant gives the texts"
     )
     target: TargetKind = Field(
         TargetKind.ssm,
@@ -133,11 +117,19 @@ class RunSettings(Strict):
 # (identity on the full template); category multi-hot is the stronger, MedCLIP-style row; ConVIRT
 # matches an image with its report text by InfoNCE.
 DEFAULT_RUNS = {
-    "medfilip": RunSettings(label_variant="triplet_explanation", target="ssm", loss="mse_ce"),
-    "no_ssm": RunSettings(label_variant="triplet_explanation", target="identity", loss="mse_ce"),
-    "medclip": RunSettings(label_variant="triplet_explanation", target="multi_hot", loss="mse_ce"),
-    "convirt": RunSettings(label_variant="report", target="identity", loss="infonce"),
+    "medfilip": RunSettings(label_variant=LabelVariant.triplet_explanation, target=TargetKind.ssm, loss=LossKind.mse_ce),
+    "no_ssm": RunSettings(
+        label_variant=LabelVariant.triplet_explanation, target=TargetKind.identity, loss=LossKind.mse_ce
+    ),
+    "medclip": RunSettings(
+        label_variant=LabelVariant.triplet_explanation, target=TargetKind.multi_hot, loss=LossKind.mse_ce
+    ),
+    "convirt": RunSettings(label_variant=LabelVariant.report, target=TargetKind.identity, loss=LossKind.infonce),
 }
+
+
+# a run name becomes a folder name (results/models/{name}/)
+RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 
 class DistributedSettings(Strict):
@@ -149,8 +141,26 @@ class DistributedSettings(Strict):
 
 
 class TrainingConfig(Strict):
-    model: ModelSettings = ModelSettings()
-    optimiser: OptimiserSettings = OptimiserSettings()
+    rerun_keys: ClassVar[RerunKeys] = {
+        # a run's own entry re-runs that run only; checkpoint_every, num_workers and log_every change how
+        # fast it goes, not its weights
+        "train": ("*", "!runs", "runs.{run}", "!checkpoint_every", "!num_workers", "!log_every"),
+        "embed_labels": ("runs.*.label_variant", "runs.*.target"),
+        "ablation_table": ("runs",),
+        "train_curves": ("runs",),  # their names: one folder per run
+        "seed_summary": ("runs",),
+        "probe_baseline": ("model.image_arch", "model.image_weights"),
+        "segmentation_run": ("model.image_arch", "model.image_channels"),
+        "segmentation_baseline": ("model.image_arch", "model.image_channels"),
+    }
+
+    model: ModelSettings = Field(
+        ModelSettings(),
+        description="The dual encoder (torchvision ResNet + HuggingFace text encoder, linear projections)",
+    )
+    optimiser: OptimiserSettings = Field(
+        OptimiserSettings(), description="SGD with cosine-annealing warm restarts, stepped every batch"
+    )
     epochs: float = Field(
         1.25, gt=0, le=10000,
         description="Passes over the training split; a fraction ends inside the last pass (1.6 = 1.6 x the steps "
@@ -187,6 +197,7 @@ class TrainingConfig(Strict):
     runs: dict[str, RunSettings] = Field(
         DEFAULT_RUNS,
         description="Models to train, by name (results/models/{name}/): label variant, target and loss of each",
+        json_schema_extra={"minProperties": 1, "propertyNames": {"pattern": RUN_NAME}},
     )
 
     @field_validator("runs")
@@ -196,7 +207,7 @@ class TrainingConfig(Strict):
 
         if not runs:
             raise ValueError("at least one run is needed")
-        bad = [name for name in runs if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name)]
+        bad = [name for name in runs if not re.fullmatch(RUN_NAME, name)]
         if bad:
             raise ValueError(f"run names become folder names; use letters, digits, _ . - only: {bad}")
         return runs

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from medfilip.devices import resolve_device
+from medfilip.names import SSM_TARGETS
 from medfilip.training.checkpoint import (
     CHECKPOINT_FILE,
     load_checkpoint,
@@ -196,7 +197,7 @@ def train_run(
         log.warning("%d training images have no label rows of variant %s and are left out", n_dropped, run.label_variant)
     log.info("run %s: %d training images, %d unique %s labels", run_name, len(positions), len(labels), run.label_variant)
     vectors, calibration = None, None
-    if run.target in ("ssm", "ssm_same_category"):
+    if run.target in SSM_TARGETS:
         if embeddings_path is None:
             raise ValueError(f"run {run_name!r}: target {run.target} needs --embeddings")
         from medfilip.embeddings import load_embeddings

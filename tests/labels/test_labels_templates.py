@@ -1,5 +1,7 @@
 import pytest
 
+from medfilip.config import ConfigError, validate_config
+from medfilip.labels.settings import LabelsConfig
 from medfilip.labels.templates import VARIANTS, render_label
 
 EXPL = "a dependent homogeneous opacity at the lung base with a concave meniscus."
@@ -38,8 +40,24 @@ def test_negated_reads_no_category_in_every_entity_variant():
         assert render_label("pneumothorax", "large", "left apex", EXPL, variant, negated=True) == "no pneumothorax"
 
 
+def test_every_variant_renders_its_own_text():
+    # each variant the config may list renders, and no two give the same text for one finding
+    texts = {
+        v: render_label(
+            "atelectasis", "mild", "right upper lobe", "plate-like density.", v, report_text="Mild atelectasis."
+        )
+        for v in VARIANTS
+    }
+    assert len(set(texts.values())) == len(VARIANTS) == 4
+    assert texts["report"] == "Mild atelectasis."
+    # shortest to fullest: category < triplet < triplet_explanation, each containing the previous
+    assert texts["category"] in texts["triplet"] in texts["triplet_explanation"]
+    assert LabelsConfig().variants == list(VARIANTS)  # the default writes every variant
+    with pytest.raises(ConfigError, match="variants"):
+        validate_config({"labels": {"variants": ["sentence"]}})
+
+
 def test_report_variant_and_errors():
-    assert VARIANTS == ("category", "triplet", "triplet_explanation", "report")
     assert render_label("", variant="report", report_text="Heart size normal.\n No effusion.") == (
         "Heart size normal. No effusion."
     )

@@ -65,7 +65,11 @@ class LinearProbeSettings(Strict):
     max_iter: int = Field(2000, ge=10, le=1_000_000, description="lbfgs iterations per logistic-regression fit")
     batch_size: int = Field(128, ge=1, le=65536, description="Images per forward pass of the feature extraction")
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Feature extraction and baselines: cpu, cuda or auto")
-    baselines: ProbeBaselineSettings = ProbeBaselineSettings()
+    baselines: ProbeBaselineSettings = Field(
+        ProbeBaselineSettings(),
+        description="The Table II baselines, fine-tuned end to end on the probe's train subsets: the ResNet of "
+        "training.model.image_arch from random init and from local ImageNet weights, ConvNeXt-Tiny from random init",
+    )
 
     @field_validator("fractions")
     @classmethod

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from medfilip.configbase import Strict, data_fractions
+from medfilip.configbase import UNIQUE_ITEMS, Strict, data_fractions
 
 
 class SegmentationSettings(Strict):
@@ -26,6 +26,7 @@ class SegmentationSettings(Strict):
         min_length=1,
         description="Fractions of the SIIM train split each UNet is fine-tuned on (paper: 1%, 10%, 100%); "
         "seeded, stratified by pneumothorax / none, each fraction's images contained in the next one's",
+        json_schema_extra={**UNIQUE_ITEMS, "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}},
     )
     image_size: int = Field(
         64, ge=32, le=1024, multiple_of=32,
@@ -35,6 +36,7 @@ class SegmentationSettings(Strict):
     decoder_channels: list[int] = Field(
         [128, 64, 32, 16, 8], min_length=5, max_length=5,
         description="Channels of the five UNet decoder blocks (smp's default is 256, 128, 64, 32, 16)",
+        json_schema_extra={"items": {"type": "integer", "minimum": 1}},
     )
     epochs: int = Field(
         4, ge=1, le=10_000,
@@ -65,12 +67,14 @@ class SegmentationSettings(Strict):
         [0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9],
         min_length=1,
         description="Candidate probability thresholds; the one with the best validate Dice (mean over images) is used",
+        json_schema_extra={"items": {"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 1}},
     )
     min_area: list[float] = Field(
         [0.0, 0.005],
         min_length=1,
         description="Candidate minimum predicted areas (fraction of the image; a smaller prediction is emptied, as "
         "Kaggle SIIM solutions do); chosen on validate with the threshold",
+        json_schema_extra={"items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1}},
     )
     examples: int = Field(4, ge=1, le=32, description="Test images shown per run in results/figures/segmentation.png")
     seed: int = Field(0, ge=0, description="Seed of the fraction subsets, the decoder init, the baseline encoder and the batch order")
@@ -108,7 +112,7 @@ class SegmentationSettings(Strict):
         return value
 
     @model_validator(mode="after")
-    def _steps(self) -> "SegmentationSettings":
+    def _steps(self) -> SegmentationSettings:
         if self.max_steps is not None and self.max_steps < self.min_steps:
             raise ValueError(f"max_steps ({self.max_steps}) is below min_steps ({self.min_steps})")
         return self

@@ -1,0 +1,61 @@
+"""The string vocabularies several modules share, as `str, Enum` types in one place.
+
+A member is its value wherever a string is expected (``LossKind.infonce == "infonce"``), and the
+config models store the plain value (``Strict`` uses ``use_enum_values``). Where text is produced
+(file names, CSV cells, cache keys, hashes) use ``.value``: ``str()`` and f-strings of a ``str, Enum``
+member give ``"LossKind.infonce"``, not ``"infonce"``.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+
+class ReportSource(str, Enum):
+    """The report corpora a reader exists for (reports.source, the `source` column of the shards)."""
+
+    iu_xray = "iu_xray"
+    mimic_cxr = "mimic_cxr"
+
+
+class LabelVariant(str, Enum):
+    """Label texts written to labels.parquet (medfilip.labels.templates renders them)."""
+
+    category = "category"  # "{category}": no fine-grained triplet, no explanation
+    triplet = "triplet"  # "{severity} {location} {category}"
+    triplet_explanation = "triplet_explanation"  # the paper's full template (eq. 10)
+    report = "report"  # the report text itself (ConVIRT-style)
+
+
+class ClassTextVariant(str, Enum):
+    """How a zero-shot class becomes a text (evaluation.text_variant): the label variants a class name can fill."""
+
+    triplet_explanation = LabelVariant.triplet_explanation.value
+    triplet = LabelVariant.triplet.value
+    category = LabelVariant.category.value
+
+
+class TargetKind(str, Enum):
+    """What a training run's soft targets are (training.runs.*.target)."""
+
+    ssm = "ssm"  # the semantic similarity matrix, paper eqs. 4-5
+    ssm_same_category = "ssm_same_category"  # SSM kept only within a category (reference code)
+    multi_hot = "multi_hot"  # 1 where the text's category is one of the image's
+    identity = "identity"  # 1 for the image's own texts
+
+
+# the targets computed from E_sim label embeddings (the others need none)
+SSM_TARGETS = (TargetKind.ssm.value, TargetKind.ssm_same_category.value)
+
+
+class LossKind(str, Enum):
+    """A training run's loss (training.runs.*.loss)."""
+
+    mse_ce = "mse_ce"  # MSE + soft cross-entropy (paper eq. 9)
+    mse_bce = "mse_bce"  # the reference code's MSE + BCE-with-logits
+    infonce = "infonce"  # symmetric cross-entropy only
+
+
+def values(enum: type[Enum]) -> tuple[str, ...]:
+    """The values of an enum in declaration order (the vocabulary as plain strings)."""
+    return tuple(member.value for member in enum)
