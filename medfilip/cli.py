@@ -19,10 +19,12 @@ STAGE_PACKAGES = ("extraction", "knowledge", "labels", "embeddings", "phantom", 
                   "evaluation", "evaluation.segmentation", "evaluation.probe")
 # Commands of a trained model (medfilip.predict owns their arguments): (name, add arguments, run, help).
 LIBRARY_COMMANDS = (
-    ("predict", "add_predict_arguments", "run_predict",
+    ("medfilip.predict", "predict", "add_predict_arguments", "run_predict",
      "zero-shot scores of images (PNG, JPEG, DICOM) under a trained model, per class"),
-    ("export", "add_export_arguments", "run_export",
+    ("medfilip.predict", "export", "add_export_arguments", "run_export",
      "write a pipeline run folder as a self-contained model folder (config, safetensors weights, text encoder)"),
+    ("medfilip.schema", "schema", "add_schema_arguments", "run_schema",
+     "print the config's JSON schema, generated from the pydantic models (--write, --check)"),
 )
 # What a command sees when a common option is not given (anywhere).
 COMMON_DEFAULTS = {"config": None, "verbose": 0, "quiet": False, "no_progress": False, "workers": 0, "threads": 0}
@@ -272,16 +274,17 @@ def common_options(*, defaults: bool) -> argparse.ArgumentParser:
 
 
 def _register_library_commands(sub) -> None:
-    """``predict`` and ``export``: medfilip.predict adds their arguments and runs them.
+    """``predict``, ``export`` (medfilip.predict) and ``schema`` (medfilip.schema): their module adds their
+    arguments and runs them.
 
-    medfilip.predict is imported here, to build the parser, so its top level stays light (argparse,
-    pathlib); torch and the model load inside run_predict / run_export.
+    The modules are imported here, to build the parser, so their top level stays light (no torch or
+    pyarrow); the model loads inside run_predict / run_export.
     """
-    predict = importlib.import_module("medfilip.predict")
-    for name, add_arguments, run, helptext in LIBRARY_COMMANDS:
+    for module_name, name, add_arguments, run, helptext in LIBRARY_COMMANDS:
+        module = importlib.import_module(module_name)
         s = sub.add_parser(name, help=helptext, description=helptext)
-        getattr(predict, add_arguments)(s)
-        s.set_defaults(func=getattr(predict, run))
+        getattr(module, add_arguments)(s)
+        s.set_defaults(func=getattr(module, run))
 
 
 def build_parser() -> argparse.ArgumentParser:

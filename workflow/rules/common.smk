@@ -2,8 +2,8 @@
 
 The config is checked twice before any job is planned: by the package's pydantic
 models (the same messages the CLI gives, naming each bad key path) and by the
-JSON schema (snakemake's own check, which also catches a schema that drifted
-from the models). Then the
+JSON schema (snakemake's own check; the schema is generated from the models by
+`python -m medfilip.schema --write`, and `make lint` checks it is current). Then the
 effective config (merged from every --configfile and --config, defaults filled
 in, paths resolved) is written to EFFECTIVE_CONFIG and that file is what every
 job hands to the CLI, so a job always sees exactly the config the DAG was
