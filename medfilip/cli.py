@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from medfilip.config import ConfigError, PipelineConfig, load_config
+from medfilip.names import ReportSource
 
 log = logging.getLogger("medfilip")
 
@@ -77,7 +78,7 @@ def cmd_reports(args: argparse.Namespace) -> int:
 def _corpus_description(cfg: PipelineConfig) -> str:
     """The configured corpus, as its key path and path (for error messages)."""
     r = cfg.reports
-    if r.source == "iu_xray":
+    if r.source == ReportSource.iu_xray:
         return f"reports.iu_xray.path = {str(r.iu_xray.path) if r.iu_xray.path else 'null (the shipped IU-Xray tarball)'}"
     return f"reports.mimic_cxr.root = {r.mimic_cxr.root}"
 

@@ -22,6 +22,7 @@ from typing import Any, Callable
 from pydantic import BaseModel
 
 from medfilip.config import ConfigError
+from medfilip.names import ReportSource
 
 # key path -> kind; keys not listed get their kind from their name and type (see _kind)
 KINDS = {
@@ -45,9 +46,9 @@ PLACEHOLDER = "/path/to/"
 def _unused(cfg: Any, key: str) -> bool:
     """Keys of a part of the config this run does not read (another report source or backend)."""
     source = getattr(cfg.reports, "source", None)
-    if key.startswith("reports.mimic_cxr.") and source != "mimic_cxr":
+    if key.startswith("reports.mimic_cxr.") and source != ReportSource.mimic_cxr:
         return True
-    if key.startswith("reports.iu_xray.") and source != "iu_xray":
+    if key.startswith("reports.iu_xray.") and source != ReportSource.iu_xray:
         return True
     return key.startswith("extraction.openai.") and cfg.extraction.backend != "openai"
 

@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+from medfilip import paths
 
 DATASET_NAMES = ("rsna", "nih", "vinbig", "siim", "covid")
 
@@ -147,20 +148,20 @@ SPECS: dict[str, DatasetSpec] = {s.name: s for s in (RSNA, NIH, VINBIG, SIIM, CO
 
 # -- where things live (the rules and the lead's `rule all` use these) ---------------------
 def twin_dir(name: str) -> Path:
-    return Path("results/twins") / name
+    return Path(paths.TWIN_DIR.format(dataset=name))
 
 
 def twin_manifest(name: str) -> Path:
     """The twin rule's output: written last, so its presence means the twin is complete."""
-    return twin_dir(name) / "manifest.json"
+    return Path(paths.TWIN_MANIFEST.format(dataset=name))
 
 
 def store_dir(name: str) -> Path:
-    return Path("results/images") / name
+    return Path(paths.IMAGE_STORE_DIR.format(dataset=name))
 
 
 def store_index(name: str) -> Path:
-    return store_dir(name) / "index.parquet"
+    return Path(paths.IMAGE_STORE_INDEX.format(dataset=name))
 
 
 def enabled_datasets(datasets_config) -> list[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from medfilip.names import LabelVariant, values
 
 
 def _label_texts(labels_path: Path, variants: list[str] | None) -> list[str]:
@@ -178,7 +179,7 @@ def register(sub) -> None:
 
     s = sub.add_parser("ssm-stats", help="what a batch's SSM target asks of the model, raw and calibrated")
     s.add_argument("--labels", type=Path, default=Path("results/labels.parquet"))
-    s.add_argument("--variant", default="triplet_explanation")
+    s.add_argument("--variant", default=LabelVariant.triplet_explanation.value, choices=values(LabelVariant))
     s.add_argument("--embeddings", type=Path, default=None, help="written vectors of the configured model")
     s.add_argument("--models", nargs="+", default=None,
                    help="E_sim models to compare: minilm (the shipped default), mpnet, local folders; embeds through the cache")

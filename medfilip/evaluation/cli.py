@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+from medfilip.names import ClassTextVariant
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +26,7 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
         raise ValueError(f"no evaluation set with test images in {', '.join(map(str, args.sets))}")
     categories = sorted({c for s in sets for c in s.categories})
     knowledge_path = args.knowledge or cfg.knowledge.path
-    knowledge = load_knowledge(knowledge_path, required=categories if ev.text_variant == "triplet_explanation" else ())
+    knowledge = load_knowledge(knowledge_path, required=categories if ev.text_variant == ClassTextVariant.triplet_explanation else ())
     for s in sets:
         log.info("set %s: %s, %d classes, %d validate / %d test images", s.name, s.kind, len(s.classes), s.n("validate"), s.n("test"))
     result = evaluate_runs(

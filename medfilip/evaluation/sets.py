@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Iterable
 import numpy as np
 
 from medfilip.names import ClassTextVariant
+from medfilip import paths
 
 if TYPE_CHECKING:  # keep the import light: the workflow imports this module for its input lists
     from medfilip.evaluation.settings import CorpusSetsSettings, EvaluationConfig
@@ -51,8 +52,8 @@ log = logging.getLogger(__name__)
 NORMAL = "normal"
 SPLITS = ("validate", "test")
 CORPUS_DATASET = "corpus"
-IMAGES_DIR = "results/images"
-MODELS_DIR = "results/models"
+IMAGES_DIR = paths.IMAGE_STORE_DIR.removesuffix("/{dataset}")
+MODELS_DIR = paths.MODELS_DIR
 
 
 class EvaluationSetError(ValueError):

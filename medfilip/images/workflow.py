@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from medfilip import paths
+from medfilip.names import ReportSource
 
 
 def corpus_image_root(cfg: Any) -> Path | None:
@@ -13,7 +14,7 @@ def corpus_image_root(cfg: Any) -> Path | None:
     (reports.mimic_cxr.image_root, else reports.mimic_cxr.root); None = render phantoms."""
     if cfg.images.corpus.image_root is not None:
         return Path(cfg.images.corpus.image_root)
-    if cfg.reports.source == "mimic_cxr":
+    if cfg.reports.source == ReportSource.mimic_cxr:
         mimic = cfg.reports.mimic_cxr
         return Path(mimic.image_root or mimic.root)
     return None

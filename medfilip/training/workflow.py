@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from medfilip.names import SSM_TARGETS
 
 # Operational settings: they change how fast a run goes, not its weights, so they are no rule params.
 OPERATIONAL = ("checkpoint_every", "num_workers", "log_every", "distributed")
@@ -13,7 +14,7 @@ def run_names(cfg: Any) -> list[str]:
 
 
 def needs_embeddings(cfg: Any, run: str) -> bool:
-    return cfg.training.runs[run].target in ("ssm", "ssm_same_category")
+    return cfg.training.runs[run].target in SSM_TARGETS
 
 
 def run_params(settings: dict, run: str) -> dict:

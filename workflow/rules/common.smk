@@ -31,6 +31,7 @@ from snakemake.utils import validate
 
 from medfilip import paths
 from medfilip.config import ConfigError, shard_names, validate_config
+from medfilip.names import ReportSource
 from medfilip.config_checks import check_paths
 from medfilip.extraction.vocabulary import FILES as VOCABULARY_FILES
 from medfilip.workflow_resources import gpus, training_gpus, training_launch, training_nodes  # rules' GPUs, DDP
@@ -166,7 +167,7 @@ def extraction_settings():
 def report_corpus():
     """The corpus files the report rule reads, as its input (a folder counts by its mtime)."""
     reports = CFG.reports
-    if reports.source == "iu_xray":
+    if reports.source == ReportSource.iu_xray:
         if reports.iu_xray.path is None:
             from medfilip.reports.iu_xray import shipped_reports_path
 
@@ -186,7 +187,7 @@ def get_final_output():
     from medfilip.datasets.workflow import dataset_targets
 
     targets = [paths.ENTITIES]
-    if CFG.reports.source == "iu_xray":
+    if CFG.reports.source == ReportSource.iu_xray:
         # only IU-Xray carries the MeSH annotations that quality is scored against
         targets += [paths.EXTRACTION_QUALITY_TABLE, paths.EXTRACTION_QUALITY_FIGURE]
     targets += [
