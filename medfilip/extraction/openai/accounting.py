@@ -4,7 +4,8 @@ price of a model's tokens."""
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from medfilip.config import ModelPrice
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import openai
 
 from medfilip.extraction.openai.reply import shorten
 
-__all__ = ["FormatRejected", "RequestFailed", "describe_error", "error_code", "error_message", "is_quota",
-           "rejects_response_format"]
+__all__ = [
+    "FormatRejected",
+    "RequestFailed",
+    "describe_error",
+    "error_code",
+    "error_message",
+    "is_quota",
+    "rejects_response_format",
+]
 
 
 class RequestFailed(Exception):
@@ -58,7 +66,9 @@ def is_quota(err: BaseException) -> bool:
     if not isinstance(err, openai.RateLimitError):
         return False
     body = getattr(err, "body", None)
-    return error_code(err) == "insufficient_quota" or (isinstance(body, dict) and body.get("type") == "insufficient_quota")
+    return error_code(err) == "insufficient_quota" or (
+        isinstance(body, dict) and body.get("type") == "insufficient_quota"
+    )
 
 
 def rejects_response_format(err: BaseException, request: Mapping[str, Any]) -> bool:

@@ -14,8 +14,9 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any
 
 import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
@@ -24,7 +25,12 @@ from medfilip.config import ConfigError, ModelPrice, OpenAIBackendConfig
 from medfilip.extraction.backend import ExtractionAborted, ExtractionBackend, ExtractionResult, ReportText
 from medfilip.extraction.openai.accounting import cost_usd, estimate_tokens, price_of
 from medfilip.extraction.openai.api_errors import (
-    FormatRejected, RequestFailed, describe_error, error_message, is_quota, rejects_response_format,
+    FormatRejected,
+    RequestFailed,
+    describe_error,
+    error_message,
+    is_quota,
+    rejects_response_format,
 )
 from medfilip.extraction.openai.client import async_client
 from medfilip.extraction.openai.credentials import read_api_key, redact_secret
@@ -42,7 +48,7 @@ __all__ = ["OpenAIBackend"]
 
 
 class OpenAIBackend(ExtractionBackend):
-    """Triplets from an OpenAI-compatible chat-completions endpoint (see the module docstring).
+    """Triplets from an OpenAI-compatible chat-completions endpoint (see the package docstring).
 
     ``window_s`` scales the rate-limit minute (tests use a second); ``backoff_s`` and
     ``backoff_max_s`` shape the exponential jitter between retries without a Retry-After.
@@ -69,8 +75,10 @@ class OpenAIBackend(ExtractionBackend):
         self.structured_output = "json_schema" if cfg.structured_output == "auto" else cfg.structured_output
         self._format_lock = threading.Lock()
         if cfg.azure_api_version and not cfg.base_url:
-            raise ConfigError("extraction.openai.azure_api_version is set but base_url is not: set it to your Azure "
-                              "endpoint, https://<resource>.openai.azure.com")
+            raise ConfigError(
+                "extraction.openai.azure_api_version is set but base_url is not: set it to your Azure "
+                "endpoint, https://<resource>.openai.azure.com"
+            )
         self._api_key = api_key if api_key is not None else read_api_key(cfg.api_key_env)
         self.price = price_of(cfg.model, prices or {})
         self.limiter = RateLimiter(cfg.requests_per_minute, cfg.tokens_per_minute, window_s=window_s)
@@ -80,10 +88,15 @@ class OpenAIBackend(ExtractionBackend):
         warn_if_mimic_online(report_source, cfg.base_url)
 
     @classmethod
-    def from_config(cls, cfg, **kwargs) -> "OpenAIBackend":
+    def from_config(cls, cfg, **kwargs) -> OpenAIBackend:
         """From the whole PipelineConfig: the openai settings, the prices, the report source and the vocabulary."""
-        return cls(cfg.extraction.openai, prices=cfg.extraction.prices, report_source=cfg.reports.source,
-                   vocabulary_dir=cfg.extraction.rules.vocabulary_dir, **kwargs)
+        return cls(
+            cfg.extraction.openai,
+            prices=cfg.extraction.prices,
+            report_source=cfg.reports.source,
+            vocabulary_dir=cfg.extraction.rules.vocabulary_dir,
+            **kwargs,
+        )
 
     def __repr__(self) -> str:  # never shows the key
         return f"OpenAIBackend(model={self.model!r}, base_url={self.endpoint!r}, version={self.version!r})"
@@ -115,8 +128,9 @@ class OpenAIBackend(ExtractionBackend):
         return cost_usd(prompt_tokens, completion_tokens, self.price)
 
     def request_for(self, report_text: str) -> dict[str, Any]:
-        return build_request(self.prompt, report_text, self.cfg, categories=self.categories,
-                             structured_output=self.structured_output)
+        return build_request(
+            self.prompt, report_text, self.cfg, categories=self.categories, structured_output=self.structured_output
+        )
 
     def _format_rejected(self, err: FormatRejected, request: dict[str, Any]) -> dict[str, Any] | None:
         """After the server rejected ``response_format``: the request again in llama.cpp's form (auto),
@@ -126,9 +140,12 @@ class OpenAIBackend(ExtractionBackend):
                 if self.structured_output == "json_schema":
                     self.structured_output = "json_object_schema"
                     self.stats["format_switched"] += 1
-                    log.warning("%s rejected response_format json_schema (%s); structured_output auto switches to "
-                                "json_object_schema ({type: json_object, schema}, llama.cpp's form)",
-                                self.endpoint, err)
+                    log.warning(
+                        "%s rejected response_format json_schema (%s); structured_output auto switches to "
+                        "json_object_schema ({type: json_object, schema}, llama.cpp's form)",
+                        self.endpoint,
+                        err,
+                    )
                 fmt = response_format("json_object_schema", self.categories if self.prompt.closed_categories else None)
                 return {**request, "response_format": fmt}
         return None
@@ -138,9 +155,15 @@ class OpenAIBackend(ExtractionBackend):
         reports = list(reports)
         if not reports:
             return
-        log.info("openai backend: %d reports to %s, model %s, %d in flight, limits %d requests and %d tokens "
-                 "per minute", len(reports), self.endpoint, self.model, self.cfg.max_concurrency,
-                 self.cfg.requests_per_minute, self.cfg.tokens_per_minute)
+        log.info(
+            "openai backend: %d reports to %s, model %s, %d in flight, limits %d requests and %d tokens per minute",
+            len(reports),
+            self.endpoint,
+            self.model,
+            self.cfg.max_concurrency,
+            self.cfg.requests_per_minute,
+            self.cfg.tokens_per_minute,
+        )
         out: queue.Queue = queue.Queue()
         stop = threading.Event()
         done = object()
@@ -188,9 +211,15 @@ class OpenAIBackend(ExtractionBackend):
                     except RuntimeError:  # the loop already closed
                         pass
                 thread.join(timeout=10)
-            log.info("openai backend: %d requests, %d retries (%d rate-limited), %d corrective re-asks; %.1fs "
-                     "waited for the rate limit", self.stats["requests"], self.stats["retries"],
-                     self.stats["rate_limited"], self.stats["corrective"], self.limiter.waited_s)
+            log.info(
+                "openai backend: %d requests, %d retries (%d rate-limited), %d corrective re-asks; %.1fs "
+                "waited for the rate limit",
+                self.stats["requests"],
+                self.stats["retries"],
+                self.stats["rate_limited"],
+                self.stats["corrective"],
+                self.limiter.waited_s,
+            )
 
     # -- async core ----------------------------------------------------------------------------
     def _client(self) -> openai.AsyncOpenAI:
@@ -226,8 +255,14 @@ class OpenAIBackend(ExtractionBackend):
         def failed(reason: str) -> ExtractionResult:
             reason = redact_secret(reason, self._api_key)
             log.warning("report %s: extraction failed: %s", report.report_id, reason)
-            return ExtractionResult(report.report_id, "failed", error=reason, prompt_tokens=usage[0],
-                                    completion_tokens=usage[1], latency_s=time.perf_counter() - t0)
+            return ExtractionResult(
+                report.report_id,
+                "failed",
+                error=reason,
+                prompt_tokens=usage[0],
+                completion_tokens=usage[1],
+                latency_s=time.perf_counter() - t0,
+            )
 
         try:
             try:
@@ -235,7 +270,7 @@ class OpenAIBackend(ExtractionBackend):
             except FormatRejected as err:
                 retry = self._format_rejected(err, request)
                 if retry is None:
-                    raise ExtractionAborted(self._formaterror_message(err)) from None
+                    raise ExtractionAborted(self._format_message(err)) from None
                 request = retry
                 reply = await self._complete(client, request, usage, report.report_id)
             try:
@@ -243,19 +278,26 @@ class OpenAIBackend(ExtractionBackend):
             except ReplyError as first:
                 self.stats["corrective"] += 1
                 log.debug("report %s: unusable reply (%s); asking once more", report.report_id, first)
-                reply = await self._complete(client, corrective_request(request, reply.content, str(first)), usage,
-                                             report.report_id)
+                reply = await self._complete(
+                    client, corrective_request(request, reply.content, str(first)), usage, report.report_id
+                )
                 try:
                     triplets, dropped = parse_reply(reply.content, reply.finish_reason, reply.refusal)
                 except ReplyError as second:
                     return failed(f"unusable reply after one corrective retry: {second} (first reply: {first})")
         except FormatRejected as err:  # json_object_schema rejected too (auto), on a second try
-            raise ExtractionAborted(self._formaterror_message(err)) from None
+            raise ExtractionAborted(self._format_message(err)) from None
         except RequestFailed as err:
             return failed(str(err))
-        return ExtractionResult(report.report_id, "ok", tuple(triplets), dropped_uncategorised=dropped,
-                                prompt_tokens=usage[0], completion_tokens=usage[1],
-                                latency_s=time.perf_counter() - t0)
+        return ExtractionResult(
+            report.report_id,
+            "ok",
+            tuple(triplets),
+            dropped_uncategorised=dropped,
+            prompt_tokens=usage[0],
+            completion_tokens=usage[1],
+            latency_s=time.perf_counter() - t0,
+        )
 
     def _wait(self, retry_state) -> float:
         err = retry_state.outcome.exception() if retry_state.outcome else None
@@ -269,11 +311,21 @@ class OpenAIBackend(ExtractionBackend):
         def before_sleep(state) -> None:
             self.stats["retries"] += 1
             err = state.outcome.exception()
-            log.debug("report %s: attempt %d failed (%s); retrying in %.2fs", report_id, state.attempt_number,
-                      redact_secret(describe_error(err, self.cfg.timeout_s), self._api_key), state.upcoming_sleep)
+            log.debug(
+                "report %s: attempt %d failed (%s); retrying in %.2fs",
+                report_id,
+                state.attempt_number,
+                redact_secret(describe_error(err, self.cfg.timeout_s), self._api_key),
+                state.upcoming_sleep,
+            )
 
-        retrying = AsyncRetrying(stop=stop_after_attempt(self.cfg.max_retries + 1), wait=self._wait,
-                                 retry=retry_if_exception(retryable), before_sleep=before_sleep, reraise=True)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.cfg.max_retries + 1),
+            wait=self._wait,
+            retry=retry_if_exception(retryable),
+            before_sleep=before_sleep,
+            reraise=True,
+        )
         try:
             async for attempt in retrying:
                 with attempt:
@@ -285,8 +337,9 @@ class OpenAIBackend(ExtractionBackend):
                     except openai.APIStatusError as err:
                         self.limiter.settle(ticket, 0)  # a refused request uses no tokens
                         if rejects_response_format(err, request):
-                            raise FormatRejected(redact_secret(describe_error(err, self.cfg.timeout_s),
-                                                                self._api_key)) from None
+                            raise FormatRejected(
+                                redact_secret(describe_error(err, self.cfg.timeout_s), self._api_key)
+                            ) from None
                         if err.status_code == 429 and not is_quota(err):
                             self.stats["rate_limited"] += 1
                             after = retry_after(err)
@@ -305,40 +358,61 @@ class OpenAIBackend(ExtractionBackend):
                     if not completion.choices:
                         raise RequestFailed("the completion has no choices")
                     choice = completion.choices[0]
-                    return Reply(choice.message.content, choice.finish_reason, u.prompt_tokens if u else 0,
-                                 u.completion_tokens if u else 0, getattr(choice.message, "refusal", None))
+                    return Reply(
+                        choice.message.content,
+                        choice.finish_reason,
+                        u.prompt_tokens if u else 0,
+                        u.completion_tokens if u else 0,
+                        getattr(choice.message, "refusal", None),
+                    )
         except openai.APIStatusError as err:
             raise self._status_error(err, attempts) from None
         except openai.APIConnectionError as err:
-            raise RequestFailed(redact_secret(f"{describe_error(err, self.cfg.timeout_s)} (gave up after {attempts} "
-                                         f"attempt{'s' * (attempts > 1)})", self._api_key)) from None
+            raise RequestFailed(
+                redact_secret(
+                    f"{describe_error(err, self.cfg.timeout_s)} (gave up after {attempts} "
+                    f"attempt{'s' * (attempts > 1)})",
+                    self._api_key,
+                )
+            ) from None
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _format_message(self, err: FormatRejected) -> str:
         mode = self.structured_output
         hint = {
             "json_schema": "llama.cpp's server (and llama-cpp-python's) takes structured_output: json_object_schema; "
-                           "auto picks it by itself",
+            "auto picks it by itself",
             "json_object_schema": "this form is llama.cpp's; for OpenAI, Azure or vLLM use json_schema, for a server "
-                                  "with neither json_object or none",
+            "with neither json_object or none",
         }.get(mode, "try structured_output: json_object or none")
-        return (f"{self.endpoint}: the server rejected response_format for structured_output {mode!r} ({err}). "
-                f"{hint} (extraction.openai.structured_output). Reports finished so far are cached.")
+        return (
+            f"{self.endpoint}: the server rejected response_format for structured_output {mode!r} ({err}). "
+            f"{hint} (extraction.openai.structured_output). Reports finished so far are cached."
+        )
 
     def _status_error(self, err, attempts: int) -> Exception:
         where = self.endpoint
         if is_quota(err):
             return ExtractionAborted(
                 f"{where}: insufficient_quota (HTTP 429): the account has no credit left for model {self.model}. "
-                "Reports finished so far are cached; add credit (or change extraction.openai) and run again.")
+                "Reports finished so far are cached; add credit (or change extraction.openai) and run again."
+            )
         if err.status_code == 401:
-            return ExtractionAborted(f"{where}: the API key in ${self.cfg.api_key_env} was rejected (HTTP 401); "
-                                     "check the key and that it belongs to this endpoint")
+            return ExtractionAborted(
+                f"{where}: the API key in ${self.cfg.api_key_env} was rejected (HTTP 401); "
+                "check the key and that it belongs to this endpoint"
+            )
         if err.status_code == 403:
-            return ExtractionAborted(redact_secret(f"{where}: permission denied (HTTP 403): {error_message(err)}", self._api_key))
+            return ExtractionAborted(
+                redact_secret(f"{where}: permission denied (HTTP 403): {error_message(err)}", self._api_key)
+            )
         if err.status_code == 404:
-            return ExtractionAborted(redact_secret(
-                f"{where}: model or deployment {self.model!r} not found (HTTP 404): {error_message(err)}", self._api_key))
+            return ExtractionAborted(
+                redact_secret(
+                    f"{where}: model or deployment {self.model!r} not found (HTTP 404): {error_message(err)}",
+                    self._api_key,
+                )
+            )
         tries = f" (gave up after {attempts} attempt{'s' * (attempts > 1)})" if retryable(err) else ""
         return RequestFailed(redact_secret(describe_error(err, self.cfg.timeout_s) + tries, self._api_key))
 
@@ -346,4 +420,3 @@ class OpenAIBackend(ExtractionBackend):
 class _Raised:
     def __init__(self, error: BaseException):
         self.error = error
-

@@ -22,8 +22,9 @@ import dataclasses
 import logging
 import time
 from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Mapping
+from typing import Any
 
 import openai
 import pyarrow.parquet as pq
@@ -67,7 +68,9 @@ class OpenAIBatchBackend(ExtractionBackend):
         self.store = BatchStore(state_dir)
         self.client = client if client is not None else self._make_client()
         self.runner = BatchRunner(
-            self.client, self.store, self.batch_cfg,
+            self.client,
+            self.store,
+            self.batch_cfg,
             endpoint=sync.endpoint,
             model=sync.model,
             url="/chat/completions" if self.cfg.azure_api_version else "/v1/chat/completions",
@@ -78,12 +81,14 @@ class OpenAIBatchBackend(ExtractionBackend):
         )
 
     @classmethod
-    def from_config(cls, cfg: Any, cache_dir: str | Path, **kwargs) -> "OpenAIBatchBackend":
+    def from_config(cls, cfg: Any, cache_dir: str | Path, **kwargs) -> OpenAIBatchBackend:
         """From the whole PipelineConfig; chunk states go to ``<cache_dir>/batches``."""
         return cls(OpenAIBackend.from_config(cfg), Path(cache_dir) / "batches", **kwargs)
 
     def __repr__(self) -> str:
-        return f"OpenAIBatchBackend(model={self.model!r}, base_url={self.sync.endpoint!r}, state={str(self.store.root)!r})"
+        return (
+            f"OpenAIBatchBackend(model={self.model!r}, base_url={self.sync.endpoint!r}, state={str(self.store.root)!r})"
+        )
 
     @property
     def model(self) -> str:
@@ -113,9 +118,15 @@ class OpenAIBatchBackend(ExtractionBackend):
             ids[key].append(r.report_id)
         if not texts:
             return
-        log.info("openai batch: %d reports to %s, model %s, up to %d requests a batch and %d in flight; state in %s",
-                 len(texts), self.sync.endpoint, self.model, self.batch_cfg.max_requests_per_batch,
-                 self.batch_cfg.max_enqueued_requests, self.store.root)
+        log.info(
+            "openai batch: %d reports to %s, model %s, up to %d requests a batch and %d in flight; state in %s",
+            len(texts),
+            self.sync.endpoint,
+            self.model,
+            self.batch_cfg.max_requests_per_batch,
+            self.batch_cfg.max_enqueued_requests,
+            self.store.root,
+        )
         try:
             for key, result in self.runner.run(texts):
                 for rid in ids[key]:
@@ -140,8 +151,12 @@ class OpenAIBatchBackend(ExtractionBackend):
             n = self.runner.submit(missing)
         except Exception as err:
             raise self._aborted(err) from None
-        log.info("openai batch: %d reports of %d shards missing from the cache, %d submitted now",
-                 len(missing), len(shard_paths), n)
+        log.info(
+            "openai batch: %d reports of %d shards missing from the cache, %d submitted now",
+            len(missing),
+            len(shard_paths),
+            n,
+        )
         return n
 
     def _aborted(self, err: Exception) -> Exception:
@@ -152,8 +167,11 @@ class OpenAIBatchBackend(ExtractionBackend):
         body = getattr(err, "body", None)
         detail = body.get("message") if isinstance(body, Mapping) and body.get("message") else str(err)
         what = f"HTTP {status}: " if status else ""
-        msg = redact_secret(f"{self.sync.endpoint}: Batch API call failed ({what}{detail}). Batches already submitted "
-                      f"are kept in {self.store.root}; run again to resume.", getattr(self.sync, "api_key", None))
+        msg = redact_secret(
+            f"{self.sync.endpoint}: Batch API call failed ({what}{detail}). Batches already submitted "
+            f"are kept in {self.store.root}; run again to resume.",
+            getattr(self.sync, "api_key", None),
+        )
         return ExtractionAborted(msg)
 
 

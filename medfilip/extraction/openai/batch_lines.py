@@ -3,7 +3,8 @@ and the lines of its output and error files."""
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 __all__ = ["UNFINISHED_CODES", "error_text", "field_of", "never_ran", "status_code_of"]
 

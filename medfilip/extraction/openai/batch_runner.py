@@ -15,7 +15,8 @@ import logging
 import time
 import uuid
 from collections import defaultdict
-from typing import Any, Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
 
 import openai
 
@@ -99,8 +100,14 @@ class BatchRunner:
     # -- one chunk ---------------------------------------------------------------------------
     def _new_chunk(self, keys: list[str], texts: Mapping[str, str]) -> Chunk:
         cid = f"{time.time_ns():020d}-{uuid.uuid4().hex[:8]}"
-        lines = [json.dumps({"custom_id": k, "method": "POST", "url": self.url, "body": self.request_body(texts[k])},
-                            ensure_ascii=False, separators=(",", ":")) for k in keys]
+        lines = [
+            json.dumps(
+                {"custom_id": k, "method": "POST", "url": self.url, "body": self.request_body(texts[k])},
+                ensure_ascii=False,
+                separators=(",", ":"),
+            )
+            for k in keys
+        ]
         chunk = Chunk(cid, self.endpoint, self.model, len(keys), time.time())
         self.store.create(chunk, keys, lines)
         self._chunks[cid] = chunk
@@ -141,12 +148,16 @@ class BatchRunner:
         what = f"batch {chunk.batch_id}" if chunk.batch_id else f"file {chunk.input_file_id}"
         if chunk.batch_id is None and self.store.path(chunk.chunk_id, "input.jsonl").exists():
             chunk.status, chunk.input_file_id, chunk.uploading, chunk.creating = "prepared", None, False, False
-            log.warning("batch chunk %s: the server does not know %s (HTTP 404); uploading it again",
-                        chunk.chunk_id, what)
+            log.warning(
+                "batch chunk %s: the server does not know %s (HTTP 404); uploading it again", chunk.chunk_id, what
+            )
         else:
             chunk.status = ABANDONED
-            log.warning("batch chunk %s: the server does not know %s (HTTP 404); its reports are queued again",
-                        chunk.chunk_id, what)
+            log.warning(
+                "batch chunk %s: the server does not know %s (HTTP 404); its reports are queued again",
+                chunk.chunk_id,
+                what,
+            )
         chunk.errors = [*chunk.errors, f"not found on the server: {what}"]
         self.store.save(chunk)
 
@@ -163,8 +174,9 @@ class BatchRunner:
             chunk.uploading = True
             self.store.save(chunk)
             with open(path, "rb") as fh:
-                uploaded = self.client.files.create(file=(f"{chunk.chunk_id}.jsonl", fh, "application/jsonl"),
-                                                    purpose="batch")
+                uploaded = self.client.files.create(
+                    file=(f"{chunk.chunk_id}.jsonl", fh, "application/jsonl"), purpose="batch"
+                )
             chunk.input_file_id = uploaded.id
         chunk.status = "uploaded"
         self.store.save(chunk)
@@ -203,8 +215,12 @@ class BatchRunner:
                 if attempt == self.create_retries:
                     raise
                 wait = min(60.0, 0.5 * 2**attempt)
-                log.warning("batch chunk %s: creating the batch failed (%s); again in %.1fs", chunk.chunk_id,
-                            type(err).__name__, wait)
+                log.warning(
+                    "batch chunk %s: creating the batch failed (%s); again in %.1fs",
+                    chunk.chunk_id,
+                    type(err).__name__,
+                    wait,
+                )
                 self.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -239,9 +255,15 @@ class BatchRunner:
             "status": field_of(batch, "status"),
             "output_file_id": field_of(batch, "output_file_id"),
             "error_file_id": field_of(batch, "error_file_id"),
-            "request_counts": {k: field_of(counts, k) for k in ("total", "completed", "failed")} if counts is not None else {},
-            "errors": [error_text(e if isinstance(e, Mapping) else {"code": field_of(e, "code"), "message": field_of(e, "message")})
-                       for e in (data or [])],
+            "request_counts": {k: field_of(counts, k) for k in ("total", "completed", "failed")}
+            if counts is not None
+            else {},
+            "errors": [
+                error_text(
+                    e if isinstance(e, Mapping) else {"code": field_of(e, "code"), "message": field_of(e, "message")}
+                )
+                for e in (data or [])
+            ],
         }
         changed = any(getattr(chunk, k) != v for k, v in new.items())
         for k, v in new.items():
@@ -254,8 +276,14 @@ class BatchRunner:
         if self._update(chunk, batch):
             self.store.save(chunk)
         if chunk.status != old:
-            log.info("batch %s (chunk %s): %s -> %s %s", chunk.batch_id, chunk.chunk_id, old, chunk.status,
-                     chunk.request_counts)
+            log.info(
+                "batch %s (chunk %s): %s -> %s %s",
+                chunk.batch_id,
+                chunk.chunk_id,
+                old,
+                chunk.status,
+                chunk.request_counts,
+            )
         self._hook("polled", chunk)
 
     def _download(self, chunk: Chunk) -> None:
@@ -268,8 +296,14 @@ class BatchRunner:
         chunk.downloaded = True
         self.store.save(chunk)
         if chunk.status != "completed":
-            log.warning("batch %s (chunk %s) ended %s %s%s", chunk.batch_id, chunk.chunk_id, chunk.status,
-                        chunk.request_counts, f": {'; '.join(chunk.errors)}" if chunk.errors else "")
+            log.warning(
+                "batch %s (chunk %s) ended %s %s%s",
+                chunk.batch_id,
+                chunk.chunk_id,
+                chunk.status,
+                chunk.request_counts,
+                f": {'; '.join(chunk.errors)}" if chunk.errors else "",
+            )
         self._hook("downloaded", chunk)
 
     def _mark_handed(self, cid: str, keys: list[str]) -> None:
@@ -342,8 +376,9 @@ class BatchRunner:
             take.append(key)
         return take
 
-    def _submit(self, queue: list[str], texts: Mapping[str, str], consulted: dict[str, str | None],
-                waiting: dict[str, set[str]]) -> list[str]:
+    def _submit(
+        self, queue: list[str], texts: Mapping[str, str], consulted: dict[str, str | None], waiting: dict[str, set[str]]
+    ) -> list[str]:
         """New chunks from the front of ``queue`` while the queue limit allows; returns what is left.
 
         Keys another process put in a chunk meanwhile are moved to ``waiting`` instead.
@@ -362,7 +397,7 @@ class BatchRunner:
                 if not take:
                     break
                 chunk = self._new_chunk(take, texts)
-            queue = queue[len(take):]
+            queue = queue[len(take) :]
             for k in take:
                 consulted[k] = chunk.chunk_id
             waiting[chunk.chunk_id] = set(take)
@@ -399,8 +434,11 @@ class BatchRunner:
         waiting, queue, consulted = self._plan(texts)
         reused = sum(len(v) for v in waiting.values())
         if reused:
-            log.info("%d reports are in %d batch chunks already submitted or downloaded: not sent again",
-                     reused, len(waiting))
+            log.info(
+                "%d reports are in %d batch chunks already submitted or downloaded: not sent again",
+                reused,
+                len(waiting),
+            )
         while queue or waiting:
             for cid in sorted(waiting):
                 chunk = self.advance(cid)
@@ -420,4 +458,3 @@ class BatchRunner:
                 queue = self._submit(queue, texts, consulted, waiting)
             if queue or waiting:
                 self.sleep(self.cfg.poll_interval_s)
-

@@ -12,10 +12,10 @@ import fcntl
 import json
 import logging
 import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from medfilip.extraction.openai.batch_lines import status_code_of
 from medfilip.io import atomic_path, write_text_atomic
@@ -84,7 +84,9 @@ class BatchStore:
             known = {f.name for f in dataclasses.fields(Chunk)}
             return Chunk(**{k: v for k, v in data.items() if k in known})
         except (OSError, ValueError, TypeError) as err:
-            raise ValueError(f"{path}: unreadable batch state ({err}); move it away to submit its reports again") from None
+            raise ValueError(
+                f"{path}: unreadable batch state ({err}); move it away to submit its reports again"
+            ) from None
 
     def save(self, chunk: Chunk) -> None:
         chunk.updated_at = time.time()
@@ -164,9 +166,19 @@ def batch_summary(root: str | Path) -> list[dict]:
     rows = []
     for cid in store.chunk_ids():
         c = store.load(cid)
-        rows.append({"chunk": cid, "batch_id": c.batch_id, "status": c.status, "requests": c.n_requests,
-                     "completed": c.request_counts.get("completed"), "failed": c.request_counts.get("failed"),
-                     "downloaded": c.downloaded, "merged": c.merged, "model": c.model, "endpoint": c.endpoint,
-                     "errors": "; ".join(c.errors)})
+        rows.append(
+            {
+                "chunk": cid,
+                "batch_id": c.batch_id,
+                "status": c.status,
+                "requests": c.n_requests,
+                "completed": c.request_counts.get("completed"),
+                "failed": c.request_counts.get("failed"),
+                "downloaded": c.downloaded,
+                "merged": c.merged,
+                "model": c.model,
+                "endpoint": c.endpoint,
+                "errors": "; ".join(c.errors),
+            }
+        )
     return rows
-

@@ -16,7 +16,8 @@ def read_api_key(env_name: str) -> str:
         raise ConfigError(
             f"extraction.openai: environment variable {env_name} is not set; it must hold the API key "
             f"(export {env_name}=...; a local server without keys takes any value), or set "
-            f"extraction.openai.api_key_env to the variable that holds it")
+            f"extraction.openai.api_key_env to the variable that holds it"
+        )
     return key
 
 

@@ -40,5 +40,7 @@ def warn_if_mimic_online(report_source: str | None, base_url: str | None) -> boo
         "reports.source is mimic_cxr and extraction.openai.base_url (%s) is an online service: the PhysioNet "
         "credentialed data use agreement restricts sending MIMIC-CXR reports to online services. The usual "
         "answers are Azure OpenAI with human review of prompts opted out, or a local server (vLLM, Ollama) "
-        "on localhost.", where)
+        "on localhost.",
+        where,
+    )
     return True

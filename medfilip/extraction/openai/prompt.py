@@ -72,14 +72,24 @@ def load_prompt(path: str | Path) -> Prompt:
         raise ConfigError(f"{path}: the user template has no {REPORT_PLACEHOLDER} placeholder")
     closed = data.get("categories", "open")
     if closed not in ("open", "vocabulary"):
-        raise ConfigError(f"{path}: prompt key 'categories' is {closed!r}; allowed: open (free text, the default) "
-                          "or vocabulary (a closed list: the configured vocabulary's canonical names)")
+        raise ConfigError(
+            f"{path}: prompt key 'categories' is {closed!r}; allowed: open (free text, the default) "
+            "or vocabulary (a closed list: the configured vocabulary's canonical names)"
+        )
     closed = closed == "vocabulary"
     if closed and CATEGORIES_PLACEHOLDER not in data["system"]:
-        raise ConfigError(f"{path}: categories: vocabulary needs a {CATEGORIES_PLACEHOLDER} placeholder in the "
-                          "system text (where the list of allowed categories goes)")
-    return Prompt(path, str(data["version"]).strip(), str(data["system"]), str(data["user"]),
-                  hashlib.sha256(raw).hexdigest(), closed)
+        raise ConfigError(
+            f"{path}: categories: vocabulary needs a {CATEGORIES_PLACEHOLDER} placeholder in the "
+            "system text (where the list of allowed categories goes)"
+        )
+    return Prompt(
+        path,
+        str(data["version"]).strip(),
+        str(data["system"]),
+        str(data["user"]),
+        hashlib.sha256(raw).hexdigest(),
+        closed,
+    )
 
 
 def prompt_categories(prompt: Prompt, vocabulary_dir: str | Path | None) -> list[str] | None:
@@ -87,8 +97,9 @@ def prompt_categories(prompt: Prompt, vocabulary_dir: str | Path | None) -> list
     if not prompt.closed_categories:
         return None
     if vocabulary_dir is None:
-        raise ConfigError(f"{prompt.path}: categories: vocabulary needs the vocabulary folder "
-                          "(extraction.rules.vocabulary_dir)")
+        raise ConfigError(
+            f"{prompt.path}: categories: vocabulary needs the vocabulary folder (extraction.rules.vocabulary_dir)"
+        )
     try:
         return list(Vocabulary.load(vocabulary_dir).category_names)
     except VocabularyError as err:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any
 
 from pydantic import ValidationError
 
@@ -37,8 +38,13 @@ def reply_of(completion: Mapping[str, Any]) -> Reply:
         raise ReplyError("the completion has no choices")
     choice = choices[0]
     message = choice.get("message") or {}
-    return Reply(message.get("content"), choice.get("finish_reason"), int(usage.get("prompt_tokens") or 0),
-                 int(usage.get("completion_tokens") or 0), message.get("refusal"))
+    return Reply(
+        message.get("content"),
+        choice.get("finish_reason"),
+        int(usage.get("prompt_tokens") or 0),
+        int(usage.get("completion_tokens") or 0),
+        message.get("refusal"),
+    )
 
 
 def shorten(text: str, n: int = 80) -> str:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from medfilip.config import ConfigError, OpenAIBackendConfig
 from medfilip.extraction.openai.prompt import Prompt
@@ -77,24 +78,31 @@ def response_format(structured_output: str, categories: list[str] | None = None)
     return None
 
 
-def build_request(prompt: Prompt, report_text: str, cfg: OpenAIBackendConfig, *,
-                  categories: list[str] | None = None, structured_output: str | None = None) -> dict[str, Any]:
+def build_request(
+    prompt: Prompt,
+    report_text: str,
+    cfg: OpenAIBackendConfig,
+    *,
+    categories: list[str] | None = None,
+    structured_output: str | None = None,
+) -> dict[str, Any]:
     """The chat-completions body for one report (also one Batch API line's ``body``).
 
     ``categories``: the closed list of a ``categories: vocabulary`` prompt; ``structured_output``
     overrides the configured mode (``auto`` once it has switched).
     """
     if prompt.closed_categories and not categories:
-        raise ConfigError(f"{prompt.path}: the prompt asks for a closed list of categories (categories: vocabulary) "
-                          "but none was given")
+        raise ConfigError(
+            f"{prompt.path}: the prompt asks for a closed list of categories (categories: vocabulary) "
+            "but none was given"
+        )
     body: dict[str, Any] = {
         "model": cfg.model,
         "messages": prompt.messages(report_text, categories if prompt.closed_categories else None),
         "temperature": cfg.temperature,
         "max_tokens": cfg.max_output_tokens,
     }
-    fmt = response_format(structured_output or cfg.structured_output,
-                          categories if prompt.closed_categories else None)
+    fmt = response_format(structured_output or cfg.structured_output, categories if prompt.closed_categories else None)
     if fmt is not None:
         body["response_format"] = fmt
     return body
@@ -104,10 +112,12 @@ def corrective_request(request: Mapping[str, Any], content: str | None, error: s
     """The request asked again after an unusable reply: the reply and what was wrong with it appended."""
     messages = list(request["messages"])
     messages.append({"role": "assistant", "content": content or ""})
-    messages.append({
-        "role": "user",
-        "content": f"Your reply could not be used: {error}. Reply again for the same report with only the "
-                   'JSON object {"triplets": [...]} described above, every triplet with severity, location, '
-                   "category, polarity (present, negated or uncertain) and sentence.",
-    })
+    messages.append(
+        {
+            "role": "user",
+            "content": f"Your reply could not be used: {error}. Reply again for the same report with only the "
+            'JSON object {"triplets": [...]} described above, every triplet with severity, location, '
+            "category, polarity (present, negated or uncertain) and sentence.",
+        }
+    )
     return {**request, "messages": messages}

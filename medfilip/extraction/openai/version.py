@@ -22,8 +22,12 @@ def generation_settings(cfg: OpenAIBackendConfig, categories: list[str] | None =
     settings, and the closed category list. In the backend's version (the cache key) and a Snakemake
     param of extraction; the endpoint, key, limits and retries change how it is asked, not the answer.
     """
-    out: dict[str, Any] = {"model": cfg.model, "temperature": cfg.temperature,
-                           "max_output_tokens": cfg.max_output_tokens, "structured_output": cfg.structured_output}
+    out: dict[str, Any] = {
+        "model": cfg.model,
+        "temperature": cfg.temperature,
+        "max_output_tokens": cfg.max_output_tokens,
+        "structured_output": cfg.structured_output,
+    }
     if cfg.model_file is not None:
         out["model_file_sha256"] = model_file_sha256(cfg.model_file)
     if categories:
