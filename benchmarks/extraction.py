@@ -94,7 +94,7 @@ def openai_benchmark(args: argparse.Namespace) -> None:
     from openai_server import OpenAIServer
 
     from medfilip.config import OpenAIBackendConfig
-    from medfilip.extraction.openai_backend import OpenAIBackend
+    from medfilip.extraction.openai.backend import OpenAIBackend
 
     n, rpm = args.openai_reports, args.openai_rpm
     reports, seen = [], set()

@@ -35,7 +35,7 @@ from medfilip.extraction import llm_server
 from medfilip.extraction.cache import ExtractionCache
 from medfilip.extraction.compare import MICRO, compare_paths
 from medfilip.extraction.entities import build_entities
-from medfilip.extraction.openai_backend import OpenAIBackend
+from medfilip.extraction.openai.backend import OpenAIBackend
 from medfilip.extraction.quality import MeshMapping, read_reports, score_extraction
 from medfilip.extraction.rules import RulesBackend
 from medfilip.extraction.runner import extract_shard

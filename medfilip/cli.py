@@ -89,7 +89,7 @@ def make_backend(cfg: PipelineConfig):
 
         return RulesBackend(cfg.extraction.rules.vocabulary_dir)
     if cfg.extraction.backend == "openai":
-        from medfilip.extraction.openai_backend import OpenAIBackend
+        from medfilip.extraction.openai.backend import OpenAIBackend
 
         return OpenAIBackend.from_config(cfg)
     raise ConfigError(f"extraction.backend = {cfg.extraction.backend!r}: not available")

@@ -23,10 +23,11 @@ import yaml
 
 from medfilip.cli import main
 from medfilip.config import BatchConfig, ModelPrice, OpenAIBackendConfig
-from medfilip.extraction.batch import ENDED, OpenAIBatchBackend, batch_summary
+from medfilip.extraction.openai.batch import OpenAIBatchBackend
 from medfilip.extraction.backend import ExtractionAborted
 from medfilip.extraction.cache import ExtractionCache
-from medfilip.extraction.openai_backend import OpenAIBackend
+from medfilip.extraction.openai.backend import OpenAIBackend
+from medfilip.extraction.openai.batch_store import ENDED, batch_summary
 from medfilip.extraction.runner import extract_shard
 from medfilip.io import write_parquet_atomic
 from medfilip.reports.records import Report
@@ -292,9 +293,9 @@ KILLED_RUN = textwrap.dedent(
     import sys
     from pathlib import Path
     from medfilip.config import BatchConfig, OpenAIBackendConfig
-    from medfilip.extraction.batch import OpenAIBatchBackend
+    from medfilip.extraction.openai.batch import OpenAIBatchBackend
     from medfilip.extraction.cache import ExtractionCache
-    from medfilip.extraction.openai_backend import OpenAIBackend
+    from medfilip.extraction.openai.backend import OpenAIBackend
     from medfilip.extraction.runner import extract_shard
 
     shard, cache_dir, out, base_url, key, prompt = sys.argv[1:7]

@@ -21,12 +21,15 @@ import pytest
 import yaml
 
 from medfilip.config import ConfigError, ExtractionConfig, ModelPrice, OpenAIBackendConfig
-from medfilip.extraction import openai_backend as ob
 from medfilip.extraction.backend import ExtractionAborted, ReportText
 from medfilip.extraction.cache import ExtractionCache
-from medfilip.extraction.openai_backend import (
-    OpenAIBackend, ReplyError, build_request, corrective_request, load_prompt, parse_reply, price_of, reply_of,
-)
+from medfilip.extraction.openai import endpoint
+from medfilip.extraction.openai.accounting import price_of
+from medfilip.extraction.openai.backend import OpenAIBackend
+from medfilip.extraction.openai.prompt import load_prompt, prompt_categories
+from medfilip.extraction.openai.reply import ReplyError, parse_reply, reply_of
+from medfilip.extraction.openai.request import build_request, corrective_request
+from medfilip.extraction.openai.version import generation_settings
 from medfilip.extraction.runner import extract_shard
 from medfilip.io import write_parquet_atomic
 from medfilip.reports.records import Report
@@ -344,7 +347,7 @@ def test_closed_prompt_lists_the_vocabulary_and_makes_the_category_an_enum():
 
     names = Vocabulary.load(VOCAB).category_names
     prompt = load_prompt(CLOSED)
-    categories = ob.prompt_categories(prompt, VOCAB)
+    categories = prompt_categories(prompt, VOCAB)
     assert prompt.closed_categories and categories == names and len(names) > 20
     body = build_request(prompt, "Mild cardiomegaly.", OpenAIBackendConfig(structured_output="json_object_schema"),
                          categories=categories)
@@ -386,9 +389,9 @@ def test_version_follows_the_model_file_content_and_the_category_list(openai_ser
     assert backend(openai_server, prompt=CLOSED, model_file=str(gguf)).version == base.version
     gguf.write_bytes(b"GGUF" + bytes(999) + b"\x01")  # a new model: every report again
     assert backend(openai_server, prompt=CLOSED, model_file=str(gguf)).version != base.version
-    settings = ob.generation_settings(OpenAIBackendConfig(model_file=str(gguf)), ["a", "b"])
+    settings = generation_settings(OpenAIBackendConfig(model_file=str(gguf)), ["a", "b"])
     assert settings["model_file_sha256"] == __import__("hashlib").sha256(gguf.read_bytes()).hexdigest()
-    assert ob.generation_settings(OpenAIBackendConfig(), ["a", "c"])["categories_sha256"] != settings["categories_sha256"]
+    assert generation_settings(OpenAIBackendConfig(), ["a", "c"])["categories_sha256"] != settings["categories_sha256"]
     # a vocabulary with other category names changes the closed prompt's version
     vocab = tmp_path / "vocab"
     vocab.mkdir()
@@ -406,7 +409,7 @@ def test_version_follows_the_model_file_content_and_the_category_list(openai_ser
 def test_auto_switches_to_llama_cpp_form_once_the_server_rejects_json_schema(openai_server, caplog):
     openai_server.rejected_response_formats = {"json_schema"}  # as llama-cpp-python's server
     b = backend(openai_server, prompt=CLOSED, structured_output="auto", max_concurrency=1)
-    with caplog.at_level(logging.WARNING, logger="medfilip.extraction.openai_backend"):
+    with caplog.at_level(logging.WARNING, logger="medfilip.extraction.openai.backend"):
         results = list(b.extract(reports(5)))
     assert [r.status for r in results] == ["ok"] * 5 and sum(len(r.triplets) for r in results) > 0
     sent = [r.body["response_format"]["type"] for r in openai_server.chat_requests()]
@@ -474,7 +477,7 @@ KILLED_RUN = textwrap.dedent(
     import sys
     from medfilip.config import OpenAIBackendConfig
     from medfilip.extraction.cache import ExtractionCache
-    from medfilip.extraction.openai_backend import OpenAIBackend
+    from medfilip.extraction.openai.backend import OpenAIBackend
     from medfilip.extraction.runner import extract_shard
 
     shard, cache_dir, out, base_url, key = sys.argv[1:6]
@@ -555,8 +558,8 @@ def test_missing_api_key_is_a_one_line_error(monkeypatch, openai_server):
 
 
 def test_mimic_reports_to_an_online_service_warn_once(monkeypatch, caplog, openai_server):
-    monkeypatch.setattr(ob, "_warned_mimic", set())
-    caplog.set_level(logging.WARNING, logger="medfilip.extraction.openai_backend")
+    monkeypatch.setattr(endpoint, "_warned_mimic", set())
+    caplog.set_level(logging.WARNING, logger="medfilip.extraction.openai.endpoint")
     for _ in range(2):
         backend_for = OpenAIBackend(config(openai_server, base_url=None), api_key="k", report_source="mimic_cxr")
     warnings = [r.getMessage() for r in caplog.records if "PhysioNet" in r.getMessage()]
@@ -567,7 +570,7 @@ def test_mimic_reports_to_an_online_service_warn_once(monkeypatch, caplog, opena
         OpenAIBackend(config(openai_server, base_url=url), api_key="k", report_source="mimic_cxr")
     OpenAIBackend(config(openai_server, base_url="https://example.org/v1"), api_key="k", report_source="iu_xray")
     assert not [r for r in caplog.records if "PhysioNet" in r.getMessage()]
-    assert ob.is_local_url("http://127.1.2.3:80") and not ob.is_local_url("https://my.openai.azure.com")
+    assert endpoint.is_local_url("http://127.1.2.3:80") and not endpoint.is_local_url("https://my.openai.azure.com")
 
 
 def _cli(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:

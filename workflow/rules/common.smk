@@ -156,7 +156,8 @@ def extraction_settings():
     extraction. The endpoint, key, limits and retries change how it is asked, not the answer."""
     if BACKEND != "openai":
         return {}
-    from medfilip.extraction.openai_backend import generation_settings, load_prompt, prompt_categories
+    from medfilip.extraction.openai.prompt import load_prompt, prompt_categories
+    from medfilip.extraction.openai.version import generation_settings
 
     o = CFG.extraction.openai
     # + the model file's sha256 (a new GGUF re-runs extraction) and a closed category list's hash
