@@ -139,7 +139,7 @@ def with_extraction_mode(backend, cfg: PipelineConfig, cache, mode: str | None, 
         return backend
     if backend.name != "openai":
         raise ConfigError(f"--mode batch needs extraction.backend: openai (it is {backend.name!r})")
-    from medfilip.extraction.batch import OpenAIBatchBackend
+    from medfilip.extraction.openai.batch import OpenAIBatchBackend
 
     batch = OpenAIBatchBackend(backend, cache.root / "batches")
     if len(shards) > 1:
@@ -148,7 +148,7 @@ def with_extraction_mode(backend, cfg: PipelineConfig, cache, mode: str | None, 
 
 
 def cmd_batches(args: argparse.Namespace) -> int:
-    from medfilip.extraction.batch import batch_summary
+    from medfilip.extraction.openai.batch_store import batch_summary
 
     root = (args.cache_dir or Path("results/cache/extraction/openai")) / "batches"
     rows = batch_summary(root) if root.exists() else []

@@ -165,7 +165,7 @@ def test_llm_limits_are_shared_by_the_jobs_that_can_run():
 
 
 def test_openai_backend_paces_to_its_share(monkeypatch):
-    from medfilip.extraction.openai_backend import OpenAIBackend
+    from medfilip.extraction.openai.backend import OpenAIBackend
 
     monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
     cfg = validate_config({"extraction": {"backend": "openai", "openai": {"requests_per_minute": 600}}})

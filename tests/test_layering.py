@@ -19,8 +19,6 @@ APPLICATION_MODULES = {
     "medfilip.query",
     "medfilip.workflow_resources",
     "medfilip.schema",
-    "medfilip.extraction.openai_backend",
-    "medfilip.extraction.batch",
     "medfilip.extraction.llm_server",
     "medfilip.extraction.openai",
 }

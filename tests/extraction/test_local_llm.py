@@ -20,7 +20,7 @@ import yaml
 from medfilip.config import OpenAIBackendConfig
 from medfilip.extraction import llm_server
 from medfilip.extraction.backend import ExtractionAborted, ReportText
-from medfilip.extraction.openai_backend import OpenAIBackend
+from medfilip.extraction.openai.backend import OpenAIBackend
 from medfilip.extraction.vocabulary import Vocabulary
 from test_openai_backend import SNAKEFILE, _jobs, _openi
 

@@ -81,16 +81,6 @@ def test_prompt_and_version_load_without_the_openai_sdk():
     assert out.stdout.strip() == "[]"
 
 
-def test_old_import_paths_give_the_same_objects():
-    from medfilip.extraction import batch as old_batch
-    from medfilip.extraction import openai_backend as old
-    from medfilip.extraction.openai import batch, batch_store, reply, request, version
-
-    assert old.OpenAIBackend is OpenAIBackend and old.generation_settings is version.generation_settings
-    assert old.ReplyError is reply.ReplyError and old.build_request is request.build_request
-    assert old_batch.OpenAIBatchBackend is batch.OpenAIBatchBackend and old_batch.ENDED is batch_store.ENDED
-
-
 @pytest.mark.parametrize(
     "settings, expected_version, expected_key",
     [

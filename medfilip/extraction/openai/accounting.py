@@ -7,7 +7,7 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from medfilip.config import ModelPrice
+from medfilip.extraction.settings import ModelPrice
 
 __all__ = ["cost_usd", "estimate_tokens", "price_of"]
 

@@ -21,7 +21,8 @@ from typing import Any
 import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
-from medfilip.config import ConfigError, ModelPrice, OpenAIBackendConfig
+from medfilip.configbase import ConfigError
+from medfilip.extraction.settings import ModelPrice, OpenAIBackendConfig
 from medfilip.extraction.backend import ExtractionAborted, ExtractionBackend, ExtractionResult, ReportText
 from medfilip.extraction.openai.accounting import cost_usd, estimate_tokens, price_of
 from medfilip.extraction.openai.api_errors import (

@@ -29,7 +29,7 @@ from typing import Any
 import openai
 import pyarrow.parquet as pq
 
-from medfilip.config import BatchConfig
+from medfilip.extraction.settings import BatchConfig
 from medfilip.extraction.backend import ExtractionAborted, ExtractionBackend, ExtractionResult, ReportText
 from medfilip.extraction.openai.backend import OpenAIBackend
 from medfilip.extraction.openai.batch_lines import error_text

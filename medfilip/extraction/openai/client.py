@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import openai
 
-from medfilip.config import OpenAIBackendConfig
+from medfilip.extraction.settings import OpenAIBackendConfig
 
 __all__ = ["async_client", "sync_client"]
 

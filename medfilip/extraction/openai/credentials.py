@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 
-from medfilip.config import ConfigError
+from medfilip.configbase import ConfigError
 
 __all__ = ["read_api_key", "redact_secret"]
 

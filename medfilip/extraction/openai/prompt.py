@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from medfilip.config import ConfigError
+from medfilip.configbase import ConfigError
 from medfilip.extraction.vocabulary import Vocabulary, VocabularyError
 
 REPORT_PLACEHOLDER = "{report}"

@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from medfilip.config import ConfigError, OpenAIBackendConfig
+from medfilip.configbase import ConfigError
+from medfilip.extraction.settings import OpenAIBackendConfig
 from medfilip.extraction.openai.prompt import Prompt
 from medfilip.extraction.schema import Triplet
 

@@ -10,7 +10,7 @@ import hashlib
 import json
 from typing import Any
 
-from medfilip.config import OpenAIBackendConfig
+from medfilip.extraction.settings import OpenAIBackendConfig
 from medfilip.extraction.llm_server import model_file_sha256
 from medfilip.extraction.openai.prompt import Prompt
 
