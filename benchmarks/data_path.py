@@ -75,8 +75,12 @@ def main() -> None:
         augment_batch(batch, params)
         warp_cpu_ms = (time.process_time() - t) / args.batch * 1e3
     print(f"data path, {args.size} px, one core (CPU ms per image; best of {args.repeat})")
-    print(f"  reference: store read + float warp on the CPU        {ref_ms:7.3f} ms  -> {1e3 / ref_ms:7.0f} images/s per worker")
-    print(f"  ours:      store read + 4 parameters (warp on device) {our_ms:7.3f} ms  -> {1e3 / our_ms:7.0f} images/s per worker")
+    print(
+        f"  reference: store read + float warp on the CPU        {ref_ms:7.3f} ms  -> {1e3 / ref_ms:7.0f} images/s per worker"
+    )
+    print(
+        f"  ours:      store read + 4 parameters (warp on device) {our_ms:7.3f} ms  -> {1e3 / our_ms:7.0f} images/s per worker"
+    )
     print(f"  ratio reference/ours: {ref_ms / our_ms:.1f}x")
     print(f"  the batched warp itself on this CPU (moved to the device): {warp_cpu_ms:.3f} ms per image")
     if args.device.startswith("cuda"):
@@ -90,7 +94,9 @@ def main() -> None:
         for _ in range(20):
             augment_batch(b, p)
         torch.cuda.synchronize()
-        print(f"  the batched warp on {torch.cuda.get_device_name()}: {(time.perf_counter() - t) / (20 * args.batch) * 1e3:.4f} ms per image")
+        print(
+            f"  the batched warp on {torch.cuda.get_device_name()}: {(time.perf_counter() - t) / (20 * args.batch) * 1e3:.4f} ms per image"
+        )
 
 
 if __name__ == "__main__":

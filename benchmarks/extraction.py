@@ -36,8 +36,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--shards", type=int, default=4)
     ap.add_argument("--repeat", type=int, default=3, help="cold and cached runs are repeated; medians are printed")
-    ap.add_argument("--openai-reports", type=int, default=650,
-                    help="distinct reports sent to the local server (650 at 600/min: ~65 s, past a full minute)")
+    ap.add_argument(
+        "--openai-reports",
+        type=int,
+        default=650,
+        help="distinct reports sent to the local server (650 at 600/min: ~65 s, past a full minute)",
+    )
     ap.add_argument("--openai-rpm", type=int, default=600, help="requests/min limit of the client and the server")
     ap.add_argument("--openai-latency", type=float, default=0.2, help="seconds the server takes per call")
     ap.add_argument("--openai-concurrency", type=int, default=16)
@@ -79,7 +83,9 @@ def main() -> None:
 
     n = summary.n_reports
     c, w = statistics.median(cold), statistics.median(warm)
-    print(f"corpus: {n} IU-Xray reports ({summary.n_rejects} rejected), {args.shards} shards; read+shard {read_s:.2f} s")
+    print(
+        f"corpus: {n} IU-Xray reports ({summary.n_rejects} rejected), {args.shards} shards; read+shard {read_s:.2f} s"
+    )
     print(f"rules engine alone:          {len(texts) / engine_s:8.0f} reports/s")
     print(f"cold extraction (runner):    {n / c:8.0f} reports/s  ({c:.2f} s; {n_cold} unique texts extracted)")
     print(f"cached re-run:               {w:8.2f} s        ({n / w:.0f} reports/s, 0 extracted)")
@@ -108,23 +114,31 @@ def openai_benchmark(args: argparse.Namespace) -> None:
         shard = tmp / "shards" / f"{shard_names(1)[0]}.parquet"
         server.latency_s, server.rpm_limit, server.window_s = args.openai_latency, rpm, 60.0
         server.ratelimit_headers = True
-        cfg = OpenAIBackendConfig(base_url=server.base_url, requests_per_minute=rpm, tokens_per_minute=10**8,
-                                  max_concurrency=args.openai_concurrency)
+        cfg = OpenAIBackendConfig(
+            base_url=server.base_url,
+            requests_per_minute=rpm,
+            tokens_per_minute=10**8,
+            max_concurrency=args.openai_concurrency,
+        )
         cache = ExtractionCache(tmp / "cache")
         t = time.perf_counter()
-        run = extract_shard(shard, OpenAIBackend(cfg, api_key="sk-benchmark"), cache, tmp / "out.parquet",
-                            progress=False)
+        run = extract_shard(
+            shard, OpenAIBackend(cfg, api_key="sk-benchmark"), cache, tmp / "out.parquet", progress=False
+        )
         cold = time.perf_counter() - t
         sent = server.count()
         t = time.perf_counter()
-        rerun = extract_shard(shard, OpenAIBackend(cfg, api_key="sk-benchmark"), cache, tmp / "out.parquet",
-                              progress=False)
+        rerun = extract_shard(
+            shard, OpenAIBackend(cfg, api_key="sk-benchmark"), cache, tmp / "out.parquet", progress=False
+        )
         warm = time.perf_counter() - t
         rate = run.n_extracted / cold
-        print(f"openai backend, local server ({args.openai_latency * 1000:.0f} ms a call, limit {rpm}/min, "
-              f"{args.openai_concurrency} in flight): {run.n_extracted} reports in {cold:.1f} s = {rate:.2f} reports/s "
-              f"= {rate * 60 / rpm:.0%} of the limit; {server.rate_limited} refused (429); most requests in any "
-              f"rolling minute {server.max_in_window} (limit {rpm}); {run.n_failed} failed")
+        print(
+            f"openai backend, local server ({args.openai_latency * 1000:.0f} ms a call, limit {rpm}/min, "
+            f"{args.openai_concurrency} in flight): {run.n_extracted} reports in {cold:.1f} s = {rate:.2f} reports/s "
+            f"= {rate * 60 / rpm:.0%} of the limit; {server.rate_limited} refused (429); most requests in any "
+            f"rolling minute {server.max_in_window} (limit {rpm}); {run.n_failed} failed"
+        )
         print(f"openai re-run: {server.count() - sent} requests, {rerun.n_cached} cached, {warm:.2f} s")
 
 

@@ -53,8 +53,10 @@ def annotated(r: Report) -> bool:
 
 
 def sample_reports(n: int, seed: int) -> list[Report]:
-    reports = sorted((r for r in read_iu_xray() if isinstance(r, Report) and annotated(r) and r.text.strip()),
-                     key=lambda r: r.report_id)
+    reports = sorted(
+        (r for r in read_iu_xray() if isinstance(r, Report) and annotated(r) and r.text.strip()),
+        key=lambda r: r.report_id,
+    )
     return sorted(random.Random(seed).sample(reports, min(n, len(reports))), key=lambda r: r.report_id)
 
 
@@ -70,13 +72,21 @@ def main() -> None:
     ap.add_argument("--config", type=Path, default=REPO / "config" / "local_llm.yaml")
     ap.add_argument("--n", type=int, default=100, help="reports in the sample")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--limit", type=int, default=None,
-                    help="extract only the first K reports of the sample (by id), when the machine is too slow "
-                         "for all of it; timings then extrapolate to the whole sample")
+    ap.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="extract only the first K reports of the sample (by id), when the machine is too slow "
+        "for all of it; timings then extrapolate to the whole sample",
+    )
     ap.add_argument("--threads", type=int, default=2, help="server CPU threads")
-    ap.add_argument("--max-output-tokens", type=int, default=None,
-                    help="override extraction.openai.max_output_tokens (a base model that rambles to the cap costs "
-                         "two capped replies: the reply and the corrective retry)")
+    ap.add_argument(
+        "--max-output-tokens",
+        type=int,
+        default=None,
+        help="override extraction.openai.max_output_tokens (a base model that rambles to the cap costs "
+        "two capped replies: the reply and the corrective retry)",
+    )
     ap.add_argument("--out-dir", type=Path, default=REPO / "results" / "local_llm_eval")
     args = ap.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -96,28 +106,42 @@ def main() -> None:
         out.mkdir(parents=True, exist_ok=True)
     shard = out / "sample.parquet"
     write_parquet_atomic(reports_table(sample), shard)
-    print(f"sample: {len(sample)} annotated IU-Xray reports (the first {len(sample)} of {args.n}, seed {args.seed}), "
-          f"{sum(len(r.text) for r in sample) / len(sample):.0f} characters on average")
+    print(
+        f"sample: {len(sample)} annotated IU-Xray reports (the first {len(sample)} of {args.n}, seed {args.seed}), "
+        f"{sum(len(r.text) for r in sample) / len(sample):.0f} characters on average"
+    )
 
     vocab = configured_vocabulary(cfg)
     rules_out = out / "rules" / "sample.parquet"
-    extract_shard(shard, RulesBackend(cfg.extraction.rules.vocabulary_dir), ExtractionCache(out / "cache" / "rules"),
-                  rules_out, progress=False)
+    extract_shard(
+        shard,
+        RulesBackend(cfg.extraction.rules.vocabulary_dir),
+        ExtractionCache(out / "cache" / "rules"),
+        rules_out,
+        progress=False,
+    )
 
     started = None
     key = os.environ.get(o.api_key_env) or "local"
     os.environ[o.api_key_env] = key
     if not llm_server._ready(o.base_url, api_key=key):
         t = time.perf_counter()
-        started = llm_server.start(o.model_file, state_dir=out / "server", port=llm_server.port_of(o.base_url),
-                                   alias=o.model, n_threads=args.threads, api_key=key)
+        started = llm_server.start(
+            o.model_file,
+            state_dir=out / "server",
+            port=llm_server.port_of(o.base_url),
+            alias=o.model,
+            n_threads=args.threads,
+            api_key=key,
+        )
         print(f"server started in {time.perf_counter() - t:.1f}s: {started.base_url}, {started.model_file}")
     try:
         backend = OpenAIBackend.from_config(cfg)
         llm_out = out / "openai" / "sample.parquet"
         t = time.perf_counter()
-        run = extract_shard(shard, backend, ExtractionCache(out / "cache" / "openai"), llm_out, progress=True,
-                            flush_every=1)  # every answer kept: a killed run resumes
+        run = extract_shard(
+            shard, backend, ExtractionCache(out / "cache" / "openai"), llm_out, progress=True, flush_every=1
+        )  # every answer kept: a killed run resumes
         wall = time.perf_counter() - t
     finally:
         if started is not None:
@@ -145,16 +169,26 @@ def main() -> None:
     summary = {
         "sample": f"first {n} of {args.n} annotated IU-Xray reports, seed {args.seed}",
         "extrapolated_hours_for_sample": round(args.n * latency / n / 3600, 2) if latency else None,
-        "model": o.model, "model_file": o.model_file, "max_output_tokens": o.max_output_tokens, "prompt_version": backend.version,
-        "structured_output": backend.structured_output, "n_reports": n, "seed": args.seed,
-        "n_extracted_this_run": run.n_extracted, "wall_s_this_run": round(wall, 1),
-        "failed": len(failed), "failed_share": round(len(failed) / n, 4), "failed_by_reason": dict(kinds),
+        "model": o.model,
+        "model_file": o.model_file,
+        "max_output_tokens": o.max_output_tokens,
+        "prompt_version": backend.version,
+        "structured_output": backend.structured_output,
+        "n_reports": n,
+        "seed": args.seed,
+        "n_extracted_this_run": run.n_extracted,
+        "wall_s_this_run": round(wall, 1),
+        "failed": len(failed),
+        "failed_share": round(len(failed) / n, 4),
+        "failed_by_reason": dict(kinds),
         "reports_per_s": round(n / latency, 4) if latency else None,
         "output_tokens_per_s": round(completion / latency, 2) if latency else None,
-        "mean_prompt_tokens": round(prompt / n, 1), "mean_completion_tokens": round(completion / n, 1),
+        "mean_prompt_tokens": round(prompt / n, 1),
+        "mean_completion_tokens": round(completion / n, 1),
         "mean_latency_s": round(latency / n, 2),
-        "triplets_per_ok_report": round(sum(len(r["triplets"]) for r in rows if r["status"] == "ok")
-                                        / max(1, n - len(failed)), 2),
+        "triplets_per_ok_report": round(
+            sum(len(r["triplets"]) for r in rows if r["status"] == "ok") / max(1, n - len(failed)), 2
+        ),
         "quality": scores,
         "agreement_with_rules": {k: micro[k] for k in ("kappa", "f1_b", "polarity_agreement")},
         "agreement_reports_compared": adiag["n_compared"],
@@ -162,17 +196,23 @@ def main() -> None:
     write_text_atomic(json.dumps(summary, indent=2, default=str) + "\n", out / "summary.json")
     q = {k: scores[k]["micro-average"] for k in scores}
     f = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
-    print(f"{o.model} ({backend.structured_output}): {n} reports, {len(failed)} failed validation "
-          f"({100 * len(failed) / n:.0f}%: {dict(kinds)}); {summary['reports_per_s']} reports/s, "
-          f"{summary['output_tokens_per_s']} output tokens/s; {summary['mean_prompt_tokens']:.0f} prompt + "
-          f"{summary['mean_completion_tokens']:.0f} completion tokens a report; "
-          f"{summary['triplets_per_ok_report']} triplets per ok report")
+    print(
+        f"{o.model} ({backend.structured_output}): {n} reports, {len(failed)} failed validation "
+        f"({100 * len(failed) / n:.0f}%: {dict(kinds)}); {summary['reports_per_s']} reports/s, "
+        f"{summary['output_tokens_per_s']} output tokens/s; {summary['mean_prompt_tokens']:.0f} prompt + "
+        f"{summary['mean_completion_tokens']:.0f} completion tokens a report; "
+        f"{summary['triplets_per_ok_report']} triplets per ok report"
+    )
     for name in ("rules", "openai"):
-        print(f"  {name:6s} vs MeSH ({scores[name]['n_reports_scored']} reports): micro P={q[name]['precision']:.3f} "
-              f"R={q[name]['recall']:.3f} F1={q[name]['f1']:.3f}; macro F1 "
-              f"{f(scores[name]['macro-average']['f1'])}")
-    print(f"  openai vs rules ({adiag['n_compared']} reports both ok): kappa {f(micro['kappa'])}, "
-          f"F1 {f(micro['f1_b'])}, polarity agreement {f(micro['polarity_agreement'])}")
+        print(
+            f"  {name:6s} vs MeSH ({scores[name]['n_reports_scored']} reports): micro P={q[name]['precision']:.3f} "
+            f"R={q[name]['recall']:.3f} F1={q[name]['f1']:.3f}; macro F1 "
+            f"{f(scores[name]['macro-average']['f1'])}"
+        )
+    print(
+        f"  openai vs rules ({adiag['n_compared']} reports both ok): kappa {f(micro['kappa'])}, "
+        f"F1 {f(micro['f1_b'])}, polarity agreement {f(micro['polarity_agreement'])}"
+    )
     print(f"-> {out / 'summary.json'}")
 
 

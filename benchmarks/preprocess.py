@@ -75,7 +75,9 @@ def generate(fmt: str, n: int, folder: Path, seed: int = 0) -> list[Path]:
             write_dicom(path, img)
         else:
             path = folder / f"{i:05d}.{'png' if fmt == 'png' else 'jpg'}"
-            Image.fromarray(np.rint(img * 255).astype(np.uint8)).save(path, **({"quality": 90} if fmt == "jpeg" else {}))
+            Image.fromarray(np.rint(img * 255).astype(np.uint8)).save(
+                path, **({"quality": 90} if fmt == "jpeg" else {})
+            )
         paths.append(path)
     return paths
 
@@ -104,7 +106,9 @@ def main() -> None:
                 assert len(store) == args.n, store.rejects().to_pylist()[:3]
                 mb_written = sum(f.stat().st_size for f in out.rglob("*") if f.is_file()) / 1e6
                 h, w = FORMATS[fmt]
-                print(f"{fmt:<7} {f'{w}x{h}':>11} {workers:>7} {args.n / seconds:>9.1f} {mb_read:>8.1f} {mb_written:>10.1f} {seconds:>6.2f}")
+                print(
+                    f"{fmt:<7} {f'{w}x{h}':>11} {workers:>7} {args.n / seconds:>9.1f} {mb_read:>8.1f} {mb_written:>10.1f} {seconds:>6.2f}"
+                )
 
 
 if __name__ == "__main__":

@@ -34,8 +34,11 @@ def make_store(root: Path, sizes: dict[str, int], size: int, seed: int):
         for split, n in sizes.items():
             for i in range(n):
                 y = float(rng.random() < 0.25)
-                yield f"{split}-{i}", rng.integers(0, 255, (size, size), dtype=np.uint8), \
-                    {"split": split, "labels": [y, 1.0 - y]}
+                yield (
+                    f"{split}-{i}",
+                    rng.integers(0, 255, (size, size), dtype=np.uint8),
+                    {"split": split, "labels": [y, 1.0 - y]},
+                )
 
     return write_store(root, images(), size=size, dataset="bench", label_names=["pneumonia", "normal"])
 
@@ -63,7 +66,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        store = make_store(tmp / "store", {"train": args.train, "validate": args.validate, "test": args.test}, args.size, 0)
+        store = make_store(
+            tmp / "store", {"train": args.train, "validate": args.validate, "test": args.test}, args.size, 0
+        )
         model = build_model(ModelSettings(embed_dim=64, max_length=16), image_size=args.size, seed=0)
         save_trained(model, tmp / "run")
         data = probe_data_from_store(store)
@@ -89,9 +94,13 @@ def main() -> None:
             train = np.zeros((data.rows["train"].size, ref_model.image.feature_dim), np.float32)
             for seed in subset_seeds(fraction, args.seeds):  # each fit encodes its subset, validate and test
                 pick = subset(data.labels["train"], data.task, fraction, seed, data.dataset)
-                feats = {s: encode_rows(ref_model, store, data.rows[s], batch_size=args.batch_size, device="cpu")
-                         for s in ("validate", "test")}
-                train[pick] = encode_rows(ref_model, store, data.rows["train"][pick], batch_size=args.batch_size, device="cpu")
+                feats = {
+                    s: encode_rows(ref_model, store, data.rows[s], batch_size=args.batch_size, device="cpu")
+                    for s in ("validate", "test")
+                }
+                train[pick] = encode_rows(
+                    ref_model, store, data.rows["train"][pick], batch_size=args.batch_size, device="cpu"
+                )
                 encoded_ref += pick.size + data.rows["validate"].size + data.rows["test"].size
             one = probe_fits({"train": train, **feats}, data, **{**common, "fractions": [fraction]})
             results += [one.test_scores[f"{fraction:g}_{seed}"] for seed in subset_seeds(fraction, args.seeds)]
@@ -99,13 +108,19 @@ def main() -> None:
 
     for key, ref in zip(fits_cached.test_scores, results):
         np.testing.assert_allclose(fits_cached.test_scores[key], ref, rtol=1e-3, atol=1e-4)
-    print(f"store: {args.train} train / {args.validate} validate / {args.test} test images of {args.size} px; "
-          f"{n_fits} fits ({args.fractions} x {args.seeds} seeds below 100 %); {args.threads} threads")
-    print(f"cached     : {encoded_cached:6d} images encoded, {t_cached:7.1f} s "
-          f"(encoding {t_encode:.1f} s = {encoded_cached / t_encode:.0f} img/s, fits {t_cached - t_encode:.1f} s)")
+    print(
+        f"store: {args.train} train / {args.validate} validate / {args.test} test images of {args.size} px; "
+        f"{n_fits} fits ({args.fractions} x {args.seeds} seeds below 100 %); {args.threads} threads"
+    )
+    print(
+        f"cached     : {encoded_cached:6d} images encoded, {t_cached:7.1f} s "
+        f"(encoding {t_encode:.1f} s = {encoded_cached / t_encode:.0f} img/s, fits {t_cached - t_encode:.1f} s)"
+    )
     print(f"re-encode  : {encoded_ref:6d} images encoded, {t_ref:7.1f} s")
-    print(f"ratio      : {t_ref / t_cached:.1f}x faster with the cache, {encoded_ref / encoded_cached:.1f}x fewer images "
-          f"encoded; same scores")
+    print(
+        f"ratio      : {t_ref / t_cached:.1f}x faster with the cache, {encoded_ref / encoded_cached:.1f}x fewer images "
+        f"encoded; same scores"
+    )
 
 
 if __name__ == "__main__":

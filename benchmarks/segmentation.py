@@ -61,9 +61,17 @@ def synthetic_store(root: Path, n_train: int, n_validate: int, n_test: int, size
                 ry, rx = rng.uniform(0.04, 0.15) * src, rng.uniform(0.03, 0.08) * src
                 mask = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
                 image[mask] -= 60
-            writer.add(f"img{i:05d}", letterbox(np.clip(image, 0, 255).astype(np.uint8), size), path=f"{i}.dcm",
-                       view="PA", split=split, labels=[float(positive), float(not positive)],
-                       mask_rle=[rle_encode(mask)] if positive else [], mask_height=src, mask_width=src)
+            writer.add(
+                f"img{i:05d}",
+                letterbox(np.clip(image, 0, 255).astype(np.uint8), size),
+                path=f"{i}.dcm",
+                view="PA",
+                split=split,
+                labels=[float(positive), float(not positive)],
+                mask_rle=[rle_encode(mask)] if positive else [],
+                mask_height=src,
+                mask_width=src,
+            )
     return root
 
 
@@ -73,8 +81,11 @@ def step_speed(decoder, fused: bool, size: int, batch: int, steps: int, warmup: 
 
     unet = build_unet("resnet18", 1, decoder, seed=0).to(device).train()
     settings = SegmentationSettings()
-    opt = make_optimiser(unet, settings) if fused else torch.optim.AdamW(unet.parameters(), lr=settings.lr,
-                                                                         weight_decay=settings.weight_decay)
+    opt = (
+        make_optimiser(unet, settings)
+        if fused
+        else torch.optim.AdamW(unet.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
+    )
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(batch, 1, size, size, generator=gen).to(device)
     y = (torch.rand(batch, 1, size, size, generator=gen) > 0.9).float().to(device)
@@ -132,25 +143,33 @@ def main() -> None:
         if store is None:
             started = time.perf_counter()
             store = synthetic_store(Path(tmp) / "siim", args.train, args.validate, args.test, args.store_size)
-            print(f"synthetic store ({args.train} train / {args.validate} validate / {args.test} test, "
-                  f"{args.store_size} px) in {time.perf_counter() - started:.1f} s")
+            print(
+                f"synthetic store ({args.train} train / {args.validate} validate / {args.test} test, "
+                f"{args.store_size} px) in {time.perf_counter() - started:.1f} s"
+            )
         cfg = validate_config({"evaluation": {"segmentation": {"device": args.device}}})
         started, cpu = time.perf_counter(), time.process_time()
         summary_file = run_segmentation("random_init", store, Path(tmp) / "out", cfg)
         wall, cpu = time.perf_counter() - started, time.process_time() - cpu
         summary = json.loads(summary_file.read_text())
-    print(f"one segmentation job (random init, embedded default settings, {args.threads} thread(s)): {wall:.1f} s wall, "
-          f"{cpu:.1f} s CPU (+ about 8 s of imports per process)")
+    print(
+        f"one segmentation job (random init, embedded default settings, {args.threads} thread(s)): {wall:.1f} s wall, "
+        f"{cpu:.1f} s CPU (+ about 8 s of imports per process)"
+    )
     for rec in summary["fractions"]:
         if rec["status"] == "ok":
-            print(f"  {rec['fraction']:>5g}: {rec['n_train']:>5} train images, {rec['steps']} steps x {rec['batch_size']}, "
-                  f"train {rec['train_seconds']:.1f} s ({rec['train_images_per_s']:.1f} images/s), test {rec['test_seconds']:.1f} s, "
-                  f"validate Dice {rec['validate_dice']:.3f}")
+            print(
+                f"  {rec['fraction']:>5g}: {rec['n_train']:>5} train images, {rec['steps']} steps x {rec['batch_size']}, "
+                f"train {rec['train_seconds']:.1f} s ({rec['train_images_per_s']:.1f} images/s), test {rec['test_seconds']:.1f} s, "
+                f"validate Dice {rec['validate_dice']:.3f}"
+            )
         else:
             print(f"  {rec['fraction']:>5g}: skipped: {rec['reason']}")
     per_job = cpu + 8.0
-    print(f"stage estimate on a quiet machine: {args.jobs} jobs x {per_job:.0f} CPU-s / {args.cores} cores = "
-          f"{args.jobs * per_job / args.cores:.0f} s (+ the table job; each job runs on 1 thread)")
+    print(
+        f"stage estimate on a quiet machine: {args.jobs} jobs x {per_job:.0f} CPU-s / {args.cores} cores = "
+        f"{args.jobs * per_job / args.cores:.0f} s (+ the table job; each job runs on 1 thread)"
+    )
 
 
 if __name__ == "__main__":

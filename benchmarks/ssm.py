@@ -54,9 +54,15 @@ def synthetic_labels(n_reports: int = 4000, n_unique: int = 3000, seed: int = 0)
 
         knowledge = load_knowledge(REPO / "resources" / "knowledge" / "dictionary.yaml")
         explain = knowledge.explanation
-    except (ImportError, OSError, ValueError):  # the dictionary is optional here: a generic explanation keeps the length realistic
+    except (
+        ImportError,
+        OSError,
+        ValueError,
+    ):  # the dictionary is optional here: a generic explanation keeps the length realistic
+
         def explain(c):
             return f"a finding of the {c} kind with its typical density, shape, borders and zone on a chest radiograph"
+
     pool: dict[str, str] = {}
     while len(pool) < n_unique:
         c = rng.choice(categories)
@@ -100,8 +106,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=64, help="embedding batch size")
     ap.add_argument("--max-length", type=int, default=128)
-    ap.add_argument("--keep-cache", type=Path, default=None,
-                    help="embedding cache folder kept between runs (default: a temporary one, so the cold cost is measured)")
+    ap.add_argument(
+        "--keep-cache",
+        type=Path,
+        default=None,
+        help="embedding cache folder kept between runs (default: a temporary one, so the cold cost is measured)",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.ERROR)
     torch.set_num_threads(args.threads)
@@ -117,7 +127,9 @@ def main() -> None:
     for v, t in zip(labels.column("variant").to_pylist(), labels.column("label").to_pylist()):
         per_variant.setdefault(v, set()).add(t)
     print(f"labels: {source}")
-    print(f"unique label strings: {len(all_texts)} ({', '.join(f'{v} {len(s)}' for v, s in sorted(per_variant.items()))})")
+    print(
+        f"unique label strings: {len(all_texts)} ({', '.join(f'{v} {len(s)}' for v, s in sorted(per_variant.items()))})"
+    )
     print(f"E_sim: {resolve_model(args.model).source}; device {args.device}, {args.threads} CPU threads")
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -126,13 +138,22 @@ def main() -> None:
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         if args.device == "cuda":
             torch.cuda.reset_peak_memory_stats()
-        summary = embed_texts(all_texts, args.model, cache_dir, batch_size=args.batch_size,
-                              max_length=args.max_length, device=args.device, progress=False)
+        summary = embed_texts(
+            all_texts,
+            args.model,
+            cache_dir,
+            batch_size=args.batch_size,
+            max_length=args.max_length,
+            device=args.device,
+            progress=False,
+        )
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         gpu_peak = f", GPU peak {torch.cuda.max_memory_allocated() / 2**20:.0f} MiB" if args.device == "cuda" else ""
-        print(f"embed all {summary.n_unique} unique labels ({summary.n_new} not cached): {summary.seconds:.1f} s "
-              f"({summary.n_new / summary.seconds:.0f} texts/s), peak RSS +{(rss1 - rss0) / 1024:.0f} MiB "
-              f"(process peak {rss1 / 1024:.0f} MiB){gpu_peak}")
+        print(
+            f"embed all {summary.n_unique} unique labels ({summary.n_new} not cached): {summary.seconds:.1f} s "
+            f"({summary.n_new / summary.seconds:.0f} texts/s), peak RSS +{(rss1 - rss0) / 1024:.0f} MiB "
+            f"(process peak {rss1 / 1024:.0f} MiB){gpu_peak}"
+        )
         again = embed_texts(all_texts, args.model, cache_dir, progress=False)
         print(f"re-run with every label cached: {again.n_new} embedded in {again.seconds:.2f} s")
 
@@ -180,10 +201,14 @@ def main() -> None:
             assert torch.allclose(target, ours, atol=1e-4), "both paths give the same target"
 
     c, r = statistics.median(cached), statistics.median(reembed)
-    print(f"SSM target per batch, cached embeddings (gather + matmul): {c * 1e3:.2f} ms median, "
-          f"{min(cached) * 1e3:.2f} ms min ({len(cached)} batches)")
-    print(f"SSM target per batch, re-embedding the batch's texts:       {r * 1e3:.1f} ms median, "
-          f"{min(reembed) * 1e3:.1f} ms min ({len(reembed)} batches)")
+    print(
+        f"SSM target per batch, cached embeddings (gather + matmul): {c * 1e3:.2f} ms median, "
+        f"{min(cached) * 1e3:.2f} ms min ({len(cached)} batches)"
+    )
+    print(
+        f"SSM target per batch, re-embedding the batch's texts:       {r * 1e3:.1f} ms median, "
+        f"{min(reembed) * 1e3:.1f} ms min ({len(reembed)} batches)"
+    )
     print(f"ratio: {r / c:.0f}x faster with the cache (medians; {min(reembed) / min(cached):.0f}x on minima)")
 
 

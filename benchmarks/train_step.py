@@ -77,18 +77,36 @@ def synthetic_corpus(root: Path, n_images: int, size: int, seed: int = 0) -> dic
                 loc = LOCATIONS[int(rng.integers(0, len(LOCATIONS)))]
                 expl = f"a {cat} pattern with its typical density, borders and zone on a chest radiograph"
                 label = render_label(cat, sev, loc, expl)
-                rows.append({"report_id": f"r{i}", "variant": "triplet_explanation", "label": label,
-                             "label_key": hashlib.sha256(label.encode()).hexdigest()[:16], "category": cat,
-                             "severity": sev, "location": loc, "polarity": "present", "explanation": expl})
+                rows.append(
+                    {
+                        "report_id": f"r{i}",
+                        "variant": "triplet_explanation",
+                        "label": label,
+                        "label_key": hashlib.sha256(label.encode()).hexdigest()[:16],
+                        "category": cat,
+                        "severity": sev,
+                        "location": loc,
+                        "polarity": "present",
+                        "explanation": expl,
+                    }
+                )
                 y, x = rng.integers(0, size - size // 4, size=2)
-                image[y:y + size // 4, x:x + size // 4] += 100
+                image[y : y + size // 4, x : x + size // 4] += 100
             writer.add(f"img{i}", image, report_id=f"r{i}", path=f"{i}.png", view="PA", split="train")
     write_parquet_atomic(pa.Table.from_pylist(rows), root / "labels.parquet")
     texts = sorted({r["label"] for r in rows})
     vectors = rng.normal(size=(len(texts), 384)).astype(np.float32)
     vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
-    write_parquet_atomic(pa.table({"key": [hashlib.sha256(t.encode()).hexdigest()[:32] for t in texts], "text": texts,
-                                   "vector": pa.array(list(vectors), pa.list_(pa.float32()))}), root / "embeddings.parquet")
+    write_parquet_atomic(
+        pa.table(
+            {
+                "key": [hashlib.sha256(t.encode()).hexdigest()[:32] for t in texts],
+                "text": texts,
+                "vector": pa.array(list(vectors), pa.list_(pa.float32())),
+            }
+        ),
+        root / "embeddings.parquet",
+    )
     return {"images": root / "corpus", "labels": root / "labels.parquet", "embeddings": root / "embeddings.parquet"}
 
 
@@ -98,13 +116,21 @@ def steady_rate(step_seconds: list[float], batch: int, warmup: int) -> float:
 
 
 def ours(corpus: dict, cfg: TrainingConfig, out: Path, steps: int) -> list[float]:
-    result = train_run("medfilip", cfg, images_dir=corpus["images"], labels_path=corpus["labels"],
-                       embeddings_path=corpus["embeddings"], out_dir=out, resume=False, progress=False,
-                       stop_after_steps=steps)
+    result = train_run(
+        "medfilip",
+        cfg,
+        images_dir=corpus["images"],
+        labels_path=corpus["labels"],
+        embeddings_path=corpus["embeddings"],
+        out_dir=out,
+        resume=False,
+        progress=False,
+        stop_after_steps=steps,
+    )
     import csv
 
     with open(out / "train_log.csv", newline="") as fh:
-        rates = [float(r["images_per_s"]) for r in csv.DictReader(fh)][:result.steps]
+        rates = [float(r["images_per_s"]) for r in csv.DictReader(fh)][: result.steps]
     return [cfg.batch_size / r for r in rates]
 
 
@@ -122,8 +148,10 @@ class _ReferenceItems(torch.utils.data.Dataset):
         epoch, i = key
         rng = np.random.default_rng((self.seed, epoch, i))
         ids = self.image_label_ids[i]
-        return self.pixels[i], {"label_ids": ids,
-                                "texts": [masked_text(self.labels, lid, self.mask_probability, rng) for lid in ids]}
+        return self.pixels[i], {
+            "label_ids": ids,
+            "texts": [masked_text(self.labels, lid, self.mask_probability, rng) for lid in ids],
+        }
 
 
 def _reference_collate(batch):
@@ -145,14 +173,21 @@ def reference(corpus: dict, cfg: TrainingConfig, device: torch.device, precision
         model.image.to(memory_format=torch.channels_last)
     esim_tok = AutoTokenizer.from_pretrained(default_text_model())
     esim = AutoModel.from_pretrained(default_text_model()).to(device).eval()
-    optimizer = torch.optim.SGD(model.trainable_parameters(), lr=cfg.optimiser.lr, momentum=cfg.optimiser.momentum,
-                                weight_decay=cfg.optimiser.weight_decay)
+    optimizer = torch.optim.SGD(
+        model.trainable_parameters(),
+        lr=cfg.optimiser.lr,
+        momentum=cfg.optimiser.momentum,
+        weight_decay=cfg.optimiser.weight_decay,
+    )
     loss_fn = ImageTextMatchingLoss("mse_ce")
     sampler = EpochBatchSampler(len(positions), cfg.batch_size, seed=cfg.seed)
     # the reference's DataLoader: the same number of workers as ours, over the preloaded float images
     loader = torch.utils.data.DataLoader(
-        _ReferenceItems(pixels, image_label_ids, labels, cfg.mask_probability, cfg.seed), batch_sampler=sampler,
-        collate_fn=_reference_collate, num_workers=cfg.num_workers, persistent_workers=cfg.num_workers > 0,
+        _ReferenceItems(pixels, image_label_ids, labels, cfg.mask_probability, cfg.seed),
+        batch_sampler=sampler,
+        collate_fn=_reference_collate,
+        num_workers=cfg.num_workers,
+        persistent_workers=cfg.num_workers > 0,
         pin_memory=device.type == "cuda",
     )
     seconds, last = [], time.perf_counter()
@@ -165,19 +200,22 @@ def reference(corpus: dict, cfg: TrainingConfig, device: torch.device, precision
         texts, sources, _ = batch_text_table(items)
         # SSM re-embedded: E_sim over the batch's label texts, every step
         flat = [lid for item in items for lid in item["label_ids"]]
-        esim_in = esim_tok([labels.texts[j] for j in flat + sources], padding=True, truncation=True,
-                           return_tensors="pt").to(device)
+        esim_in = esim_tok(
+            [labels.texts[j] for j in flat + sources], padding=True, truncation=True, return_tensors="pt"
+        ).to(device)
         with torch.no_grad():
             hidden = esim(**esim_in).last_hidden_state
             mask = esim_in["attention_mask"].unsqueeze(-1).float()
             vec = torch.nn.functional.normalize((hidden * mask).sum(1) / mask.sum(1), dim=1)
-        sims = vec[: len(flat)] @ vec[len(flat):].T
+        sims = vec[: len(flat)] @ vec[len(flat) :].T
         owner = torch.tensor([n for n, item in enumerate(items) for _ in item["label_ids"]], device=device)
         target = torch.stack([sims[owner == n].max(0).values for n in range(len(items))])
         tokens = model.tokenize(texts)
         with autocast(precision, device):
             img = torch.nn.functional.normalize(model.image(images).float(), dim=-1)
-            txt = torch.nn.functional.normalize(model.text(tokens["input_ids"], tokens["attention_mask"]).float(), dim=-1)
+            txt = torch.nn.functional.normalize(
+                model.text(tokens["input_ids"], tokens["attention_mask"]).float(), dim=-1
+            )
         loss = total_loss(loss_fn(img, txt, model.logit_scale, target))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -202,9 +240,12 @@ def main() -> int:
     p.add_argument("--workers", type=int, default=1)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--text-trainable-layers", type=int, default=1)
-    p.add_argument("--text-model", default=None,
-                   help="a local text model folder, e.g. openai/clip-vit-base-patch32 (the CLIP-size text tower; "
-                        "default: the packaged MiniLM)")
+    p.add_argument(
+        "--text-model",
+        default=None,
+        help="a local text model folder, e.g. openai/clip-vit-base-patch32 (the CLIP-size text tower; "
+        "default: the packaged MiniLM)",
+    )
     p.add_argument("--text-pooling", default=None, help="eos for CLIP (default: the model setting's default)")
     p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     p.add_argument("--bf16", action="store_true")
@@ -215,11 +256,19 @@ def main() -> int:
     device = torch.device(args.device)
     precision = "bf16" if args.bf16 else "fp32"
     cfg = TrainingConfig(
-        model=ModelSettings(image_arch=args.arch, text_trainable_layers=args.text_trainable_layers,
-                            **({"text_model": args.text_model} if args.text_model else {}),
-                            **({"text_pooling": args.text_pooling} if args.text_pooling else {})),
-        batch_size=args.batch, epochs=1, num_workers=args.workers, device=args.device, precision=precision,
-        channels_last=args.channels_last, checkpoint_every=args.steps,  # the log is written at checkpoints
+        model=ModelSettings(
+            image_arch=args.arch,
+            text_trainable_layers=args.text_trainable_layers,
+            **({"text_model": args.text_model} if args.text_model else {}),
+            **({"text_pooling": args.text_pooling} if args.text_pooling else {}),
+        ),
+        batch_size=args.batch,
+        epochs=1,
+        num_workers=args.workers,
+        device=args.device,
+        precision=precision,
+        channels_last=args.channels_last,
+        checkpoint_every=args.steps,  # the log is written at checkpoints
     )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
@@ -232,12 +281,18 @@ def main() -> int:
     what = f"{args.arch} at {args.size} px, batch {args.batch}, {precision}, {args.device}"
     if args.device == "cuda":
         what += f" ({torch.cuda.get_device_name()})"
-    print(f"model: {what}; text {args.text_model or 'MiniLM'}, top {args.text_trainable_layers} layer(s) trained; "
-          f"{args.steps - args.warmup} timed steps after {args.warmup} warm-up")
-    print(f"ours      (uint8 store, {args.workers} worker(s), cached SSM): {ours_rate:8.1f} images/s "
-          f"(median step {statistics.median(ours_s[args.warmup:]):.3f} s)")
-    print(f"reference (float preloaded, {args.workers} worker(s), SSM re-embedded): {ref_rate:8.1f} images/s "
-          f"(median step {statistics.median(ref_s[args.warmup:]):.3f} s)")
+    print(
+        f"model: {what}; text {args.text_model or 'MiniLM'}, top {args.text_trainable_layers} layer(s) trained; "
+        f"{args.steps - args.warmup} timed steps after {args.warmup} warm-up"
+    )
+    print(
+        f"ours      (uint8 store, {args.workers} worker(s), cached SSM): {ours_rate:8.1f} images/s "
+        f"(median step {statistics.median(ours_s[args.warmup :]):.3f} s)"
+    )
+    print(
+        f"reference (float preloaded, {args.workers} worker(s), SSM re-embedded): {ref_rate:8.1f} images/s "
+        f"(median step {statistics.median(ref_s[args.warmup :]):.3f} s)"
+    )
     print(f"ratio ours / reference: {ours_rate / ref_rate:.2f}x")
     return 0
 

@@ -44,9 +44,15 @@ def reference(scores, labels, idx, classes):
         for k in range(classes):
             s, y = scores[:, k], labels[:, k]
             rows = [(auc(s[r], y[r]), f1_max_threshold(s[r], y[r]), metrics_at_threshold(s[r], y[r], 0.5)) for r in idx]
-            out.append((np.array([a for a, _, _ in rows]), np.array([f.f1 for _, f, _ in rows]),
-                        np.array([f.accuracy for _, f, _ in rows]), np.array([m.f1 for _, _, m in rows]),
-                        np.array([m.accuracy for _, _, m in rows])))
+            out.append(
+                (
+                    np.array([a for a, _, _ in rows]),
+                    np.array([f.f1 for _, f, _ in rows]),
+                    np.array([f.accuracy for _, f, _ in rows]),
+                    np.array([m.f1 for _, _, m in rows]),
+                    np.array([m.accuracy for _, _, m in rows]),
+                )
+            )
     return out
 
 
@@ -77,8 +83,10 @@ def main() -> None:
     for f, s in zip(fast, slow):
         for a, b in zip(f, s):
             np.testing.assert_allclose(a, b, equal_nan=True)
-    print(f"{args.images} images x {args.classes} classes, {args.resamples} resamples "
-          f"(AUC, F1-max + accuracy, F1 + accuracy at a fixed threshold)")
+    print(
+        f"{args.images} images x {args.classes} classes, {args.resamples} resamples "
+        f"(AUC, F1-max + accuracy, F1 + accuracy at a fixed threshold)"
+    )
     print(f"  vectorised (one sort, one sparse product, shared sums per class): {t_fast:8.3f} s")
     print(f"  reference (one metric call per replicate, scaled from {args.reference_classes} classes): {t_slow:8.3f} s")
     print(f"  speed-up: {t_slow / t_fast:.0f}x; replicates identical")

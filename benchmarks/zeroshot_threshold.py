@@ -51,7 +51,9 @@ def main() -> None:
     scores, labels = random_scores(args.images, args.classes, args.seed)
     k = range(args.classes)
     t_exact, exact = timed(lambda: [f1_max_threshold(scores[:, j], labels[:, j]) for j in k], args.repeat)
-    t_grid, grid = timed(lambda: [grid_f1_threshold(scores[:, j], labels[:, j], args.steps, "scores") for j in k], args.repeat)
+    t_grid, grid = timed(
+        lambda: [grid_f1_threshold(scores[:, j], labels[:, j], args.steps, "scores") for j in k], args.repeat
+    )
     _, grid_unit = timed(lambda: [grid_f1_threshold(scores[:, j], labels[:, j], args.steps, "unit") for j in k], 1)
 
     print(f"{args.images} images x {args.classes} classes, seed {args.seed}; grid = {args.steps} steps")
@@ -64,10 +66,14 @@ def main() -> None:
         better += e > g
         print(f"{j:>5} {exact[j].n_pos:>5} {e:>9.6f} {g:>13.6f} {u:>10.6f}  {exact[j].threshold:.6f}")
     gain = [exact[j].f1 - grid[j].f1 for j in k]
-    print(f"F1 (exact vs grid[min,max]): identical in {same}, better in {better}, worse in 0 of {args.classes} classes; "
-          f"largest gain {max(gain):.6f}, mean gain {statistics.mean(gain):.6f}")
-    print(f"time for all {args.classes} classes (median of {args.repeat}): exact {t_exact * 1e3:.2f} ms, "
-          f"grid {t_grid * 1e3:.1f} ms -> exact is {t_grid / t_exact:.0f}x faster")
+    print(
+        f"F1 (exact vs grid[min,max]): identical in {same}, better in {better}, worse in 0 of {args.classes} classes; "
+        f"largest gain {max(gain):.6f}, mean gain {statistics.mean(gain):.6f}"
+    )
+    print(
+        f"time for all {args.classes} classes (median of {args.repeat}): exact {t_exact * 1e3:.2f} ms, "
+        f"grid {t_grid * 1e3:.1f} ms -> exact is {t_grid / t_exact:.0f}x faster"
+    )
 
 
 if __name__ == "__main__":

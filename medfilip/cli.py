@@ -16,16 +16,42 @@ from medfilip.names import ReportSource
 
 log = logging.getLogger("medfilip")
 
-STAGE_PACKAGES = ("extraction", "knowledge", "labels", "embeddings", "phantom", "images", "datasets", "training",
-                  "evaluation", "evaluation.segmentation", "evaluation.probe")
+STAGE_PACKAGES = (
+    "extraction",
+    "knowledge",
+    "labels",
+    "embeddings",
+    "phantom",
+    "images",
+    "datasets",
+    "training",
+    "evaluation",
+    "evaluation.segmentation",
+    "evaluation.probe",
+)
 # Commands of a trained model (medfilip.predict owns their arguments): (name, add arguments, run, help).
 LIBRARY_COMMANDS = (
-    ("medfilip.predict", "predict", "add_predict_arguments", "run_predict",
-     "zero-shot scores of images (PNG, JPEG, DICOM) under a trained model, per class"),
-    ("medfilip.predict", "export", "add_export_arguments", "run_export",
-     "write a pipeline run folder as a self-contained model folder (config, safetensors weights, text encoder)"),
-    ("medfilip.schema", "schema", "add_schema_arguments", "run_schema",
-     "print the config's JSON schema, generated from the pydantic models (--write, --check)"),
+    (
+        "medfilip.predict",
+        "predict",
+        "add_predict_arguments",
+        "run_predict",
+        "zero-shot scores of images (PNG, JPEG, DICOM) under a trained model, per class",
+    ),
+    (
+        "medfilip.predict",
+        "export",
+        "add_export_arguments",
+        "run_export",
+        "write a pipeline run folder as a self-contained model folder (config, safetensors weights, text encoder)",
+    ),
+    (
+        "medfilip.schema",
+        "schema",
+        "add_schema_arguments",
+        "run_schema",
+        "print the config's JSON schema, generated from the pydantic models (--write, --check)",
+    ),
 )
 # What a command sees when a common option is not given (anywhere).
 COMMON_DEFAULTS = {"config": None, "verbose": 0, "quiet": False, "no_progress": False, "workers": 0, "threads": 0}
@@ -54,7 +80,9 @@ def cmd_config(args: argparse.Namespace) -> int:
 
         print(json.dumps(cfg.model_dump(mode="json", by_alias=True), indent=2))
     else:
-        print(f"{args.config or 'config/config.yaml'}: OK ({cfg.reports.n_shards} shards, source {cfg.reports.source}, backend {cfg.extraction.backend})")
+        print(
+            f"{args.config or 'config/config.yaml'}: OK ({cfg.reports.n_shards} shards, source {cfg.reports.source}, backend {cfg.extraction.backend})"
+        )
     return 0
 
 
@@ -71,7 +99,9 @@ def cmd_reports(args: argparse.Namespace) -> int:
         limit=cfg.reports.limit,
         source=_corpus_description(cfg),
     )
-    print(f"{summary.n_reports} reports in {len(summary.per_shard)} shards, {summary.n_rejects} rejected; splits {summary.per_split}")
+    print(
+        f"{summary.n_reports} reports in {len(summary.per_shard)} shards, {summary.n_rejects} rejected; splits {summary.per_split}"
+    )
     return 0
 
 
@@ -79,7 +109,9 @@ def _corpus_description(cfg: PipelineConfig) -> str:
     """The configured corpus, as its key path and path (for error messages)."""
     r = cfg.reports
     if r.source == ReportSource.iu_xray:
-        return f"reports.iu_xray.path = {str(r.iu_xray.path) if r.iu_xray.path else 'null (the shipped IU-Xray tarball)'}"
+        return (
+            f"reports.iu_xray.path = {str(r.iu_xray.path) if r.iu_xray.path else 'null (the shipped IU-Xray tarball)'}"
+        )
     return f"reports.mimic_cxr.root = {r.mimic_cxr.root}"
 
 
@@ -107,13 +139,18 @@ def cmd_extract(args: argparse.Namespace) -> int:
     backend = make_backend(cfg)
     if backend.name == "openai":
         o = cfg.extraction.openai
-        print(f"LLM limits of this job: {o.requests_per_minute} requests/min, {o.tokens_per_minute} tokens/min "
-              f"(1/{args.llm_jobs} of the run's: {args.llm_jobs} extraction job(s) may run at once)")
+        print(
+            f"LLM limits of this job: {o.requests_per_minute} requests/min, {o.tokens_per_minute} tokens/min "
+            f"(1/{args.llm_jobs} of the run's: {args.llm_jobs} extraction job(s) may run at once)"
+        )
     cache = ExtractionCache(args.cache_dir or Path("results/cache/extraction") / backend.name)
     backend = with_extraction_mode(backend, cfg, cache, args.mode, args.shards)
     for shard, out in zip(args.shards, args.out, strict=True):
         run = extract_shard(
-            shard, backend, cache, out,
+            shard,
+            backend,
+            cache,
+            out,
             runs_dir=args.runs_dir,
             flush_every=cfg.extraction.flush_every,
             retry_failed=args.retry_failed or cfg.extraction.retry_failed,
@@ -121,9 +158,11 @@ def cmd_extract(args: argparse.Namespace) -> int:
             max_failure_share=cfg.extraction.failure_share_limit(),
         )
         spent = f", ${run.cost_usd:.4f}" if run.cost_usd else ""
-        print(f"shard {run.shard}: {run.n_reports} reports, {run.n_cached} cached, {run.n_extracted} extracted, "
-              f"{run.n_failed} failed ({run.n_failed_in_shard} failed in shard), {run.n_triplets} triplets "
-              f"in {run.wall_s:.1f}s{spent}")
+        print(
+            f"shard {run.shard}: {run.n_reports} reports, {run.n_cached} cached, {run.n_extracted} extracted, "
+            f"{run.n_failed} failed ({run.n_failed_in_shard} failed in shard), {run.n_triplets} triplets "
+            f"in {run.wall_s:.1f}s{spent}"
+        )
     return 0
 
 
@@ -157,10 +196,12 @@ def cmd_batches(args: argparse.Namespace) -> int:
         return 0
     print(f"{'chunk':<30} {'batch':<32} {'status':<11} {'requests':>8} {'done':>6} {'failed':>6}  downloaded merged")
     for r in rows:
-        print(f"{r['chunk']:<30} {r['batch_id'] or '-':<32} {r['status']:<11} {r['requests']:>8} "
-              f"{r['completed'] if r['completed'] is not None else '-':>6} {r['failed'] if r['failed'] is not None else '-':>6}  "
-              f"{'yes' if r['downloaded'] else 'no':<10} {'yes' if r['merged'] else 'no'}"
-              + (f"  {r['errors']}" if r["errors"] else ""))
+        print(
+            f"{r['chunk']:<30} {r['batch_id'] or '-':<32} {r['status']:<11} {r['requests']:>8} "
+            f"{r['completed'] if r['completed'] is not None else '-':>6} {r['failed'] if r['failed'] is not None else '-':>6}  "
+            f"{'yes' if r['downloaded'] else 'no':<10} {'yes' if r['merged'] else 'no'}"
+            + (f"  {r['errors']}" if r["errors"] else "")
+        )
     return 0
 
 
@@ -189,8 +230,10 @@ def cmd_quality(args: argparse.Namespace) -> int:
     rows, diag = score_extraction(read_reports(args.reports), pq.read_table(args.entities), mapping)
     write_quality(rows, diag, args.out, args.figure)
     micro = next(r for r in rows if r["category"] == "micro-average")
-    print(f"{diag['n_reports_scored']} annotated reports; micro P={micro['precision']:.3f} "
-          f"R={micro['recall']:.3f} F1={micro['f1']:.3f} -> {args.out}")
+    print(
+        f"{diag['n_reports_scored']} annotated reports; micro P={micro['precision']:.3f} "
+        f"R={micro['recall']:.3f} F1={micro['f1']:.3f} -> {args.out}"
+    )
     return 0
 
 
@@ -209,15 +252,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from medfilip.extraction.compare import MICRO, compare_paths
     from medfilip.extraction.vocabulary import configured_vocabulary
 
-    rows, diag = compare_paths(_extraction_side(args.a, args.results), _extraction_side(args.b, args.results),
-                               configured_vocabulary(_config(args)), args.out)
+    rows, diag = compare_paths(
+        _extraction_side(args.a, args.results),
+        _extraction_side(args.b, args.results),
+        configured_vocabulary(_config(args)),
+        args.out,
+    )
     micro = next(r for r in rows if r["category"] == MICRO)
     fmt = lambda x: "n/a" if x is None else f"{x:.3f}"  # noqa: E731
-    print(f"{diag['a']} vs {diag['b']}: {diag['n_compared']} reports compared "
-          f"({diag['n_only_in_a']} only in A, {diag['n_only_in_b']} only in B, "
-          f"{diag['n_failed_a']} failed in A, {diag['n_failed_b']} failed in B), {diag['n_categories']} categories; "
-          f"micro kappa {fmt(micro['kappa'])}, F1 of B against A {fmt(micro['f1_b'])}, "
-          f"polarity agreement {fmt(micro['polarity_agreement'])} -> {args.out}")
+    print(
+        f"{diag['a']} vs {diag['b']}: {diag['n_compared']} reports compared "
+        f"({diag['n_only_in_a']} only in A, {diag['n_only_in_b']} only in B, "
+        f"{diag['n_failed_a']} failed in A, {diag['n_failed_b']} failed in B), {diag['n_categories']} categories; "
+        f"micro kappa {fmt(micro['kappa'])}, F1 of B against A {fmt(micro['f1_b'])}, "
+        f"polarity agreement {fmt(micro['polarity_agreement'])} -> {args.out}"
+    )
     return 0
 
 
@@ -264,11 +313,19 @@ def common_options(*, defaults: bool) -> argparse.ArgumentParser:
     g.add_argument("-v", "--verbose", action="count", help="more logging (-vv for debug)")
     g.add_argument("-q", "--quiet", action="store_true", help="warnings and errors only")
     g.add_argument("--no-progress", action="store_true", help="no progress bars (for rules: their logs)")
-    g.add_argument("--workers", type=int, metavar="N",
-                   help="processes of the commands that render or decode images (0, the default: every available core)")
-    g.add_argument("--threads", type=int, metavar="N",
-                   help="CPU threads of torch, or of the llama.cpp server for llm-server (0, the default: torch's "
-                        "default; probe commands: every available core; llm-server: all cores, at most 8)")
+    g.add_argument(
+        "--workers",
+        type=int,
+        metavar="N",
+        help="processes of the commands that render or decode images (0, the default: every available core)",
+    )
+    g.add_argument(
+        "--threads",
+        type=int,
+        metavar="N",
+        help="CPU threads of torch, or of the llama.cpp server for llm-server (0, the default: torch's "
+        "default; probe commands: every available core; llm-server: all cores, at most 8)",
+    )
     if defaults:
         parent.set_defaults(**COMMON_DEFAULTS)
     return parent
@@ -292,10 +349,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="medfilip", description=__doc__, parents=[common_options(defaults=True)])
     # every sub-command gets the common options (the stage modules' register(sub) call sub.add_parser as usual)
     shared = common_options(defaults=False)
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND",
-                           parser_class=functools.partial(argparse.ArgumentParser, parents=[shared]))
+    sub = p.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="COMMAND",
+        parser_class=functools.partial(argparse.ArgumentParser, parents=[shared]),
+    )
 
-    s = sub.add_parser("config", help="validate the config (values, and the paths and models it names) and print a summary")
+    s = sub.add_parser(
+        "config", help="validate the config (values, and the paths and models it names) and print a summary"
+    )
     s.add_argument("--show", action="store_true", help="print the full config with defaults filled in")
     s.set_defaults(func=cmd_config)
 
@@ -310,10 +373,18 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--cache-dir", type=Path, default=None, help="default results/cache/extraction/<backend>")
     s.add_argument("--runs-dir", type=Path, default=Path("results/extraction/runs"))
     s.add_argument("--retry-failed", action="store_true", help="extract again the reports whose cached result failed")
-    s.add_argument("--llm-jobs", type=int, default=1,
-                   help="extraction jobs calling the LLM at once: each paces itself to 1/N of the per-minute limits")
-    s.add_argument("--mode", choices=["sync", "batch"], default=None,
-                   help="openai only: concurrent requests or the Batch API (default: extraction.openai.mode)")
+    s.add_argument(
+        "--llm-jobs",
+        type=int,
+        default=1,
+        help="extraction jobs calling the LLM at once: each paces itself to 1/N of the per-minute limits",
+    )
+    s.add_argument(
+        "--mode",
+        choices=["sync", "batch"],
+        default=None,
+        help="openai only: concurrent requests or the Batch API (default: extraction.openai.mode)",
+    )
     s.set_defaults(func=cmd_extract)
 
     s = sub.add_parser("batches", help="list the Batch API chunks of the openai cache (status, counts, merged)")
@@ -333,8 +404,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.set_defaults(func=cmd_quality)
 
     s = sub.add_parser("compare", help="agreement between two backends' triplets on the same reports (CSV)")
-    s.add_argument("--a", nargs="+", required=True, metavar="SIDE",
-                   help="reference side: extraction shards, their folder, or a backend name (results/extraction/NAME)")
+    s.add_argument(
+        "--a",
+        nargs="+",
+        required=True,
+        metavar="SIDE",
+        help="reference side: extraction shards, their folder, or a backend name (results/extraction/NAME)",
+    )
     s.add_argument("--b", nargs="+", required=True, metavar="SIDE", help="compared side, as --a")
     s.add_argument("--out", type=Path, default=Path("results/tables/extraction_agreement.csv"))
     s.add_argument("--results", type=Path, default=Path("results"), help="results folder (for backend names)")

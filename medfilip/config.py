@@ -178,4 +178,3 @@ def load_config(path: str | Path | None = None) -> PipelineConfig:
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
     return validate_config(data, str(path))
-

@@ -15,9 +15,9 @@ without an entry here: ``Path`` fields must exist, string fields whose descripti
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -88,7 +88,9 @@ def _kind(key: str, value: Any, field: Any) -> str | None:
 
 
 def _offline() -> bool:
-    return any(os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(v, "").lower() in ("1", "true", "yes") for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _hf_cached(repo_id: str) -> bool:
@@ -108,14 +110,20 @@ def _problem(kind: str, value: Any) -> str | None:
     hint = " (a placeholder: fill in the real path)" if text.startswith(PLACEHOLDER) else ""
     if kind == "hf_model":
         if path.is_dir():
-            return None if (path / "config.json").is_file() else "folder has no config.json (not a Hugging Face model folder)"
+            return (
+                None
+                if (path / "config.json").is_file()
+                else "folder has no config.json (not a Hugging Face model folder)"
+            )
         if path.exists():
             return "is a file; a Hugging Face model is a folder with config.json"
         if text.startswith(("/", ".", "~")) or hint:
             return f"model folder not found{hint}"
         if _offline() and not _hf_cached(text):
-            return ("not a local folder, and not in the Hugging Face cache while offline (HF_HUB_OFFLINE=1): "
-                    f"download it once (huggingface-cli download {text}) or give a local folder")
+            return (
+                "not a local folder, and not in the Hugging Face cache while offline (HF_HUB_OFFLINE=1): "
+                f"download it once (huggingface-cli download {text}) or give a local folder"
+            )
         return None
     if not path.exists():
         what = {"dir": "folder", "file": "file"}.get(kind, "path")

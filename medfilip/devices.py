@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def resolve_device(setting: str, key: str) -> str:
-    """"cpu" or "cuda" for a config value; asking for cuda where torch sees none is an error naming the key."""
+    """ "cpu" or "cuda" for a config value; asking for cuda where torch sees none is an error naming the key."""
     import torch
 
     if setting == "auto":

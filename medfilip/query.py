@@ -56,7 +56,9 @@ def connect(results: str | Path = "results") -> duckdb.DuckDBPyConnection:
         ranks = ", ".join(f"({_quote(str(p))}, {i})" for i, p in enumerate(files))
         keys = ", ".join(ONE_ROW_PER[name])
         current = ""
-        if name == "extraction" and "reports" in {v for (v,) in con.execute("select view_name from duckdb_views()").fetchall()}:
+        if name == "extraction" and "reports" in {
+            v for (v,) in con.execute("select view_name from duckdb_views()").fetchall()
+        }:
             current = "WHERE report_id IN (SELECT report_id FROM reports)"
         con.execute(
             f"""CREATE VIEW {name} AS SELECT * EXCLUDE (filename, _rank) FROM (

@@ -77,17 +77,51 @@ def _untitled(node: Any) -> Any:
 
 # the order keys are written in, so a node reads: what it is, what it allows, its default, its children
 _ORDER = (
-    "description", "type", "anyOf", "enum", "const", "format", "pattern", "minLength", "minimum",
-    "exclusiveMinimum", "maximum", "exclusiveMaximum", "multipleOf", "minItems", "maxItems", "uniqueItems",
-    "items", "minProperties", "propertyNames", "default", "examples", "required", "additionalProperties",
-    "properties", "if", "then", "else",
+    "description",
+    "type",
+    "anyOf",
+    "enum",
+    "const",
+    "format",
+    "pattern",
+    "minLength",
+    "minimum",
+    "exclusiveMinimum",
+    "maximum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "items",
+    "minProperties",
+    "propertyNames",
+    "default",
+    "examples",
+    "required",
+    "additionalProperties",
+    "properties",
+    "if",
+    "then",
+    "else",
 )
 
 
 # keywords that only constrain values of their own type: branches of an anyOf holding only these merge
 _TYPED = {
-    "format", "pattern", "minLength", "maxLength", "minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum",
-    "multipleOf", "items", "minItems", "maxItems", "uniqueItems",
+    "format",
+    "pattern",
+    "minLength",
+    "maxLength",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+    "items",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
 }
 
 
@@ -163,8 +197,10 @@ def run_schema(args: argparse.Namespace) -> int:
     if args.check:
         current = args.path.read_text(encoding="utf-8") if args.path.exists() else ""
         if current != text:
-            print(f"{args.path}: not the schema the config models give; run python -m medfilip.schema --write",
-                  file=sys.stderr)
+            print(
+                f"{args.path}: not the schema the config models give; run python -m medfilip.schema --write",
+                file=sys.stderr,
+            )
             return 1
         return 0
     sys.stdout.write(text)

@@ -111,6 +111,7 @@ class Calibration:
                 raise ValueError(f"ssm calibration: {key} is {data[key]}")
         return write_text_atomic(json.dumps(data, indent=2, sort_keys=True) + "\n", Path(path))
 
+
 LabelIds = Sequence[Sequence[int]] | Sequence[torch.Tensor]
 
 
@@ -121,8 +122,10 @@ def _flatten(image_label_ids: LabelIds, device: torch.device) -> tuple[torch.Ten
     counts = [len(ids) for ids in image_label_ids]
     empty = [i for i, c in enumerate(counts) if c == 0]
     if empty:
-        raise ValueError(f"ssm: image #{empty[0]} of the batch has no label (each image needs c_i >= 1; "
-                         f"give a report without findings its normal label)")
+        raise ValueError(
+            f"ssm: image #{empty[0]} of the batch has no label (each image needs c_i >= 1; "
+            f"give a report without findings its normal label)"
+        )
     if all(isinstance(ids, torch.Tensor) for ids in image_label_ids):
         flat = torch.cat([ids.reshape(-1) for ids in image_label_ids]).to(device=device, dtype=torch.long)
     else:
@@ -193,7 +196,9 @@ def ssm_target(
     return target
 
 
-def batch_texts(image_label_ids: LabelIds, device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def batch_texts(
+    image_label_ids: LabelIds, device: torch.device | str | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch's texts and which image each belongs to.
 
     Returns ``(text_label_ids, positives)``: the distinct label ids of the batch in order of first

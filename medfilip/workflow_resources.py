@@ -79,8 +79,12 @@ def share_llm_limits(cfg: Any, jobs: int) -> Any:
     if jobs == 1:
         return cfg
     o = cfg.extraction.openai
-    shared = o.model_copy(update={"requests_per_minute": per_job_rate(o.requests_per_minute, jobs),
-                                  "tokens_per_minute": per_job_rate(o.tokens_per_minute, jobs)})
+    shared = o.model_copy(
+        update={
+            "requests_per_minute": per_job_rate(o.requests_per_minute, jobs),
+            "tokens_per_minute": per_job_rate(o.tokens_per_minute, jobs),
+        }
+    )
     return cfg.model_copy(update={"extraction": cfg.extraction.model_copy(update={"openai": shared})})
 
 
@@ -97,9 +101,17 @@ def training_launcher(nproc_per_node: int = 1, nnodes: int = 1, port: int = 2950
         raise ValueError(f"nproc_per_node = {nproc_per_node}, nnodes = {nnodes}: both must be >= 1")
     if nproc_per_node * nnodes == 1:
         return ""
-    torchrun = (f"torchrun --nnodes {nnodes} --nproc-per-node {nproc_per_node} --rdzv-backend c10d "
-                f"--rdzv-id ${{SLURM_JOB_ID:-medfilip}} --rdzv-endpoint $MEDFILIP_RDZV_HOST:{port} --no-python")
-    host = ('MEDFILIP_RDZV_HOST=$( [ -n "${SLURM_JOB_ID:-}" ] && scontrol show hostnames "$SLURM_JOB_NODELIST" '
-            '| head -n 1 || echo localhost )')
-    srun = '$( [ -n "${SLURM_JOB_ID:-}" ] && echo "srun --nodes ' + str(nnodes) + ' --ntasks-per-node 1 --kill-on-bad-exit 1" )'
+    torchrun = (
+        f"torchrun --nnodes {nnodes} --nproc-per-node {nproc_per_node} --rdzv-backend c10d "
+        f"--rdzv-id ${{SLURM_JOB_ID:-medfilip}} --rdzv-endpoint $MEDFILIP_RDZV_HOST:{port} --no-python"
+    )
+    host = (
+        'MEDFILIP_RDZV_HOST=$( [ -n "${SLURM_JOB_ID:-}" ] && scontrol show hostnames "$SLURM_JOB_NODELIST" '
+        "| head -n 1 || echo localhost )"
+    )
+    srun = (
+        '$( [ -n "${SLURM_JOB_ID:-}" ] && echo "srun --nodes '
+        + str(nnodes)
+        + ' --ntasks-per-node 1 --kill-on-bad-exit 1" )'
+    )
     return f"{host}; {srun} {torchrun}"

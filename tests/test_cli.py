@@ -9,7 +9,6 @@ import re
 import shlex
 import subprocess
 import sys
-import types
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -25,45 +24,125 @@ ROOT = Path(__file__).resolve().parent.parent
 def results(tmp_path_factory, repo):
     root = tmp_path_factory.mktemp("cli")
     cfg = root / "config.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "reports": {"n_shards": 2, "limit": 60},
-        "extraction": {"rules": {"vocabulary_dir": str(repo / "resources" / "vocabulary")}},
-        "quality": {"mesh_mapping": str(repo / "resources" / "mesh" / "mesh_to_category.yaml")},
-    }))
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "reports": {"n_shards": 2, "limit": 60},
+                "extraction": {"rules": {"vocabulary_dir": str(repo / "resources" / "vocabulary")}},
+                "quality": {"mesh_mapping": str(repo / "resources" / "mesh" / "mesh_to_category.yaml")},
+            }
+        )
+    )
     res = root / "results"
     shards = [res / "reports" / "shards" / f"00{i}.parquet" for i in range(2)]
     outs = [res / "extraction" / "rules" / f"00{i}.parquet" for i in range(2)]
     c = ["-q", "-c", str(cfg)]
-    assert main(c + ["reports", "--out-dir", str(res / "reports" / "shards"), "--rejects", str(res / "reports" / "rejects.parquet")]) == 0
-    assert main(c + ["extract", "--shards", *map(str, shards), "--out", *map(str, outs), "--cache-dir", str(root / "cache"),
-                     "--runs-dir", str(res / "extraction" / "runs"), "--no-progress"]) == 0
+    assert (
+        main(
+            c
+            + [
+                "reports",
+                "--out-dir",
+                str(res / "reports" / "shards"),
+                "--rejects",
+                str(res / "reports" / "rejects.parquet"),
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            c
+            + [
+                "extract",
+                "--shards",
+                *map(str, shards),
+                "--out",
+                *map(str, outs),
+                "--cache-dir",
+                str(root / "cache"),
+                "--runs-dir",
+                str(res / "extraction" / "runs"),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert main(c + ["entities", *map(str, outs), "--out", str(res / "entities.parquet")]) == 0
-    assert main(c + ["quality", "--reports", *map(str, shards), "--entities", str(res / "entities.parquet"),
-                     "--out", str(res / "tables" / "extraction_quality.csv")]) == 0
+    assert (
+        main(
+            c
+            + [
+                "quality",
+                "--reports",
+                *map(str, shards),
+                "--entities",
+                str(res / "entities.parquet"),
+                "--out",
+                str(res / "tables" / "extraction_quality.csv"),
+            ]
+        )
+        == 0
+    )
     return res
 
 
 def test_reports_are_sharded_with_the_contract_columns(results):
     table = pq.read_table(results / "reports" / "shards")
     assert table.num_rows == 60
-    assert {"report_id", "source", "subject_id", "study_id", "findings", "impression", "text", "split"} <= set(table.column_names)
+    assert {"report_id", "source", "subject_id", "study_id", "findings", "impression", "text", "split"} <= set(
+        table.column_names
+    )
     assert set(table["split"].to_pylist()) <= {"train", "validate", "test"}
     assert all("XXXX" not in t for t in table["text"].to_pylist())
 
 
 def test_query_answers_over_the_views(results, capsys):
     capsys.readouterr()
-    assert main(["query", "--results", str(results), "--format", "json",
-                 "select count(*) as n, count(distinct report_id) as r from reports"]) == 0
+    assert (
+        main(
+            [
+                "query",
+                "--results",
+                str(results),
+                "--format",
+                "json",
+                "select count(*) as n, count(distinct report_id) as r from reports",
+            ]
+        )
+        == 0
+    )
     (row,) = json.loads(capsys.readouterr().out)
     assert row == {"n": 60, "r": 60}
-    assert main(["query", "--results", str(results), "--format", "csv",
-                 "select e.polarity, count(*) as n from entities e join reports r using (report_id) group by 1 order by 1"]) == 0
+    assert (
+        main(
+            [
+                "query",
+                "--results",
+                str(results),
+                "--format",
+                "csv",
+                "select e.polarity, count(*) as n from entities e join reports r using (report_id) group by 1 order by 1",
+            ]
+        )
+        == 0
+    )
     lines = capsys.readouterr().out.strip().splitlines()
     assert lines[0] == "polarity,n"
     assert {line.split(",")[0] for line in lines[1:]} <= {"present", "negated", "uncertain"}
-    assert main(["query", "--results", str(results), "--format", "json",
-                 "select sum(n_reports) as n, sum(n_extracted) as x from extraction_runs"]) == 0
+    assert (
+        main(
+            [
+                "query",
+                "--results",
+                str(results),
+                "--format",
+                "json",
+                "select sum(n_reports) as n, sum(n_extracted) as x from extraction_runs",
+            ]
+        )
+        == 0
+    )
     (row,) = json.loads(capsys.readouterr().out)
     assert row["n"] == 60 and 0 < row["x"] <= 60
 
@@ -114,8 +193,10 @@ def test_query_is_read_only(results, tmp_path, capsys):
 
 # -- the common options --------------------------------------------------------------------------
 DEFAULTS = {"config": None, "verbose": 0, "quiet": False, "no_progress": False, "workers": 0, "threads": 0}
-GIVEN = (["-c", "given.yaml", "-vv", "-q", "--no-progress", "--workers", "3", "--threads", "2"],
-         {"config": Path("given.yaml"), "verbose": 2, "quiet": True, "no_progress": True, "workers": 3, "threads": 2})
+GIVEN = (
+    ["-c", "given.yaml", "-vv", "-q", "--no-progress", "--workers", "3", "--threads", "2"],
+    {"config": Path("given.yaml"), "verbose": 2, "quiet": True, "no_progress": True, "workers": 3, "threads": 2},
+)
 
 
 def _commands(parser: argparse.ArgumentParser) -> dict[str, argparse.ArgumentParser]:
@@ -173,10 +254,23 @@ def test_common_options_reach_the_commands(tmp_path, repo, capsys):
 def _rule_command_lines(tmp_path: Path) -> list[list[str]]:
     """Every ``medfilip`` command line of a dry run of the whole workflow (embedded default config)."""
     (tmp_path / "iu").mkdir()
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"reports": {"source": "iu_xray", "n_shards": 2,
-                                                                      "iu_xray": {"path": "iu"}}}))
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "workflow" / "Snakefile"),
-           "--directory", str(tmp_path), "-n", "-p", "all", "--configfile", str(tmp_path / "config.yaml")]
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump({"reports": {"source": "iu_xray", "n_shards": 2, "iu_xray": {"path": "iu"}}})
+    )
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(ROOT / "workflow" / "Snakefile"),
+        "--directory",
+        str(tmp_path),
+        "-n",
+        "-p",
+        "all",
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = []
@@ -186,8 +280,8 @@ def _rule_command_lines(tmp_path: Path) -> list[list[str]]:
         line = re.sub(r"\$\(dirname ([^)]+)\)", lambda m: str(Path(m.group(1)).parent), line)
         line = line.replace("$MEDFILIP_LLM_JOBS", "2").replace("$MEDFILIP_CONFIG_ID", "0123")
         words = shlex.split(line.removeprefix("Shell command:"))
-        words = words[words.index("medfilip") + 1:]
-        lines.append(words[:words.index(">")] if ">" in words else words)
+        words = words[words.index("medfilip") + 1 :]
+        lines.append(words[: words.index(">")] if ">" in words else words)
     return lines
 
 
@@ -206,16 +300,30 @@ def test_every_rule_command_line_parses(tmp_path):
             assert getattr(ns, dest) == (int(words[words.index(option) + 1]) if option in words else 0), words
         assert ns.no_progress == ("--no-progress" in words)
     # the commands that read the common options are all among them
-    assert {"extract", "twin", "preprocess-dataset", "corpus-images", "embed", "train", "embed-images", "zeroshot",
-            "retrieval", "segmentation", "features", "probe-baseline"} <= seen, seen
+    assert {
+        "extract",
+        "twin",
+        "preprocess-dataset",
+        "corpus-images",
+        "embed",
+        "train",
+        "embed-images",
+        "zeroshot",
+        "retrieval",
+        "segmentation",
+        "features",
+        "probe-baseline",
+    } <= seen, seen
     assert len(lines) > 40
 
 
 def test_building_the_parser_imports_no_heavy_dependency():
     """`medfilip -h` (and `medfilip predict` in a core install) does not import the pipeline's heavy modules."""
     heavy = ["torch", "pyarrow", "duckdb", "snakemake", "openai", "pandas", "sklearn", "matplotlib"]
-    code = ("import sys; from medfilip.cli import build_parser; build_parser(); "
-            f"print([m for m in {heavy!r} if m in sys.modules])")
+    code = (
+        "import sys; from medfilip.cli import build_parser; build_parser(); "
+        f"print([m for m in {heavy!r} if m in sys.modules])"
+    )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"

@@ -52,10 +52,14 @@ def paper_dry_run(tmp_path_factory) -> str:
     (tmp / "bert" / "config.json").write_text("{}")
     (tmp / "resnet50.pth").write_bytes(b"\0" * 16)
     stand_ins = tmp / "stand_ins.yaml"
-    stand_ins.write_text(yaml.safe_dump({
-        "embeddings": {"model": str(tmp / "bert")},
-        "training": {"model": {"image_weights": str(tmp / "resnet50.pth"), "text_model": str(tmp / "clip")}},
-    }))
+    stand_ins.write_text(
+        yaml.safe_dump(
+            {
+                "embeddings": {"model": str(tmp / "bert")},
+                "training": {"model": {"image_weights": str(tmp / "resnet50.pth"), "text_model": str(tmp / "clip")}},
+            }
+        )
+    )
     profile = yaml.safe_load(PROFILE.read_text())
     assert profile["executor"] == "slurm" and profile["use-conda"] is True
     profile.pop("use-conda")
@@ -64,11 +68,28 @@ def paper_dry_run(tmp_path_factory) -> str:
     work = tmp / "work"
     work.mkdir()
     # a dry-run caps threads at --cores (1 when unset); a SLURM run has no such cap
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--profile", str(tmp / "profile"),
-           "--directory", str(work), "--dry-run", "--printshellcmds", "--cores", "256",
-           "results/models/medfilip/model.pt", "results/embeddings/bert.parquet",
-           "results/features/medfilip/rsna/train.npy", "results/probe/baselines/resnet50_random/rsna/scores.npz",
-           "--configfile", str(ROOT / "config" / "paper.yaml"), str(stand_ins)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--profile",
+        str(tmp / "profile"),
+        "--directory",
+        str(work),
+        "--dry-run",
+        "--printshellcmds",
+        "--cores",
+        "256",
+        "results/models/medfilip/model.pt",
+        "results/embeddings/bert.parquet",
+        "results/features/medfilip/rsna/train.npy",
+        "results/probe/baselines/resnet50_random/rsna/scores.npz",
+        "--configfile",
+        str(ROOT / "config" / "paper.yaml"),
+        str(stand_ins),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp, env=env)
     out = proc.stdout + proc.stderr
@@ -186,8 +207,11 @@ def test_training_launcher_runs_torchrun_only_for_several_processes(tmp_path):
     # what the shell makes of it: torchrun on this machine without SLURM; srun + first node under SLURM
     stub = tmp_path / "bin"
     stub.mkdir()
-    for name, body in {"torchrun": 'echo torchrun "$@"', "srun": 'shift 6; echo srun "$@"',
-                       "scontrol": "echo node17; echo node18"}.items():
+    for name, body in {
+        "torchrun": 'echo torchrun "$@"',
+        "srun": 'shift 6; echo srun "$@"',
+        "scontrol": "echo node17; echo node18",
+    }.items():
         (stub / name).write_text(f"#!/bin/sh\n{body}\n")
         (stub / name).chmod(0o755)
     cmd = f"{prefix} medfilip train --run medfilip"
@@ -195,8 +219,12 @@ def test_training_launcher_runs_torchrun_only_for_several_processes(tmp_path):
     local = subprocess.run(["bash", "-c", cmd], env=env, capture_output=True, text=True).stdout
     assert local.startswith("torchrun ") and "--rdzv-endpoint localhost:29500" in local
     assert local.rstrip().endswith("--no-python medfilip train --run medfilip")
-    slurm = subprocess.run(["bash", "-c", cmd], env={**env, "SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "node[17-18]"},
-                           capture_output=True, text=True).stdout
+    slurm = subprocess.run(
+        ["bash", "-c", cmd],
+        env={**env, "SLURM_JOB_ID": "42", "SLURM_JOB_NODELIST": "node[17-18]"},
+        capture_output=True,
+        text=True,
+    ).stdout
     assert slurm.startswith("srun torchrun") and "--rdzv-endpoint node17:29500" in slurm and "--rdzv-id 42" in slurm
 
 

@@ -22,13 +22,21 @@ def test_embedded_default_is_valid(repo):
     "data, expected",
     [
         ({"reports": {"n_shards": 0}}, r"reports\.n_shards = 0: Input should be greater than or equal to 1"),
-        ({"reports": {"source": "chexpert"}}, r"reports\.source = 'chexpert': Input should be 'iu_xray' or 'mimic_cxr'"),
+        (
+            {"reports": {"source": "chexpert"}},
+            r"reports\.source = 'chexpert': Input should be 'iu_xray' or 'mimic_cxr'",
+        ),
         ({"extraction": {"backend": "gpt"}}, r"extraction\.backend = 'gpt': Input should be 'rules'"),
         ({"reports": {"n_shard": 3}}, r"reports\.n_shard = 3: unknown key"),
-        ({"reports": {"iu_xray": {"split_fractions": {"train": 0.9, "validate": 0.2, "test": 0.1}}}},
-         r"reports\.iu_xray\.split_fractions: Value error, train \+ validate \+ test must sum to 1, got 1\.2"),
+        (
+            {"reports": {"iu_xray": {"split_fractions": {"train": 0.9, "validate": 0.2, "test": 0.1}}}},
+            r"reports\.iu_xray\.split_fractions: Value error, train \+ validate \+ test must sum to 1, got 1\.2",
+        ),
         ({"reports": {"source": "mimic_cxr"}}, r"reports\.mimic_cxr\.root and split_csv not set"),
-        ({"extraction": {"flush_every": "often"}}, r"extraction\.flush_every = 'often': Input should be a valid integer"),
+        (
+            {"extraction": {"flush_every": "often"}},
+            r"extraction\.flush_every = 'often': Input should be a valid integer",
+        ),
     ],
 )
 def test_errors_name_key_value_and_rule(data, expected):
@@ -66,8 +74,9 @@ def test_shard_names_are_zero_padded_and_sortable():
 def test_cli_reports_config_error_without_traceback(tmp_path, repo):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"reports": {"n_shards": 0}}))
-    proc = subprocess.run([sys.executable, "-m", "medfilip.cli", "-c", str(cfg), "config"],
-                          capture_output=True, text=True, cwd=repo)
+    proc = subprocess.run(
+        [sys.executable, "-m", "medfilip.cli", "-c", str(cfg), "config"], capture_output=True, text=True, cwd=repo
+    )
     assert proc.returncode == 2
     assert "reports.n_shards = 0" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -95,13 +104,22 @@ def test_shipped_variant_configs_are_valid_over_the_default(repo, name):
         assert sorted(r.seed or 0 for r in cfg.training.runs.values()) == [0] * 4 + [1] * 4 + [2] * 4
     else:
         # merged into the default's four runs: Table VI's five rows (medfilip is the last)
-        assert set(cfg.training.runs) == {"medfilip", "no_ssm", "medclip", "convirt",
-                                          "abl_report", "abl_entity", "abl_fg", "abl_ssm"}
+        assert set(cfg.training.runs) == {
+            "medfilip",
+            "no_ssm",
+            "medclip",
+            "convirt",
+            "abl_report",
+            "abl_entity",
+            "abl_fg",
+            "abl_ssm",
+        }
 
 
 @pytest.mark.parametrize("section", ["linear_probe", "segmentation"])
-@pytest.mark.parametrize("fractions, message", [([0.1, 0.1], "listed twice"), ([0.0, 0.5], "(0, 1]"),
-                                                ([1.5], "(0, 1]")])
+@pytest.mark.parametrize(
+    "fractions, message", [([0.1, 0.1], "listed twice"), ([0.0, 0.5], "(0, 1]"), ([1.5], "(0, 1]")]
+)
 def test_data_fractions_are_checked_with_the_key_path(section, fractions, message):
     with pytest.raises(ConfigError) as err:
         validate_config({"evaluation": {section: {"fractions": fractions}}})
@@ -119,8 +137,14 @@ def test_sections_live_with_their_stages_and_stay_importable_from_config():
     assert config.ConfigError is configbase.ConfigError
     for name in ("ReportsConfig", "ReportSource", "SplitFractions", "IUXrayConfig", "MimicCxrConfig", "shard_names"):
         assert getattr(config, name) is getattr(reports, name), name
-    for name in ("ExtractionConfig", "OpenAIBackendConfig", "BatchConfig", "ModelPrice", "RulesBackendConfig",
-                 "QualityConfig"):
+    for name in (
+        "ExtractionConfig",
+        "OpenAIBackendConfig",
+        "BatchConfig",
+        "ModelPrice",
+        "RulesBackendConfig",
+        "QualityConfig",
+    ):
         assert getattr(config, name) is getattr(extraction, name), name
     # each section's model is the class its stage defines
     cfg = config.PipelineConfig()

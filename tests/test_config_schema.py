@@ -62,7 +62,10 @@ def test_snakemake_fills_the_pydantic_defaults():
     expected = validate_config(partial).model_dump(mode="json", by_alias=True)
     assert snakemake_validate(partial) == expected
     assert expected["training"]["runs"]["solo"] == {
-        "label_variant": "triplet_explanation", "target": "ssm", "loss": "infonce", "seed": None
+        "label_variant": "triplet_explanation",
+        "target": "ssm",
+        "loss": "infonce",
+        "seed": None,
     }
 
 

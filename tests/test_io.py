@@ -25,10 +25,9 @@ def test_atomic_write_has_the_usual_permissions(tmp_path: Path):
 def test_failed_atomic_write_leaves_the_old_file(tmp_path: Path):
     target = tmp_path / "t.txt"
     target.write_text("old")
-    with pytest.raises(RuntimeError):
-        with atomic_path(target) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
     assert target.read_text() == "old"
     assert [p.name for p in tmp_path.iterdir()] == ["t.txt"]
 

@@ -62,8 +62,5 @@ def test_the_rule_sees_both_layers():
 
 
 def test_no_stage_module_imports_the_application_layer():
-    bad = {
-        name: sorted(n for n in imported(path) if is_application(n))
-        for name, path in stage_modules().items()
-    }
+    bad = {name: sorted(n for n in imported(path) if is_application(n)) for name, path in stage_modules().items()}
     assert {name: found for name, found in bad.items() if found} == {}

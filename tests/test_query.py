@@ -32,14 +32,21 @@ def test_extraction_view_counts_each_report_once_after_reruns(tmp_path: Path, re
     cache = ExtractionCache(tmp_path / "cache")
     shards = []
     for s in range(2):
-        reports = [Report(f"S{s}R{i}", "test", "p", "s", f"Report {s}-{i}. Mild cardiomegaly.", "", "train")
-                   for i in range(5)]
+        reports = [
+            Report(f"S{s}R{i}", "test", "p", "s", f"Report {s}-{i}. Mild cardiomegaly.", "", "train") for i in range(5)
+        ]
         shards.append(write_parquet_atomic(reports_table(reports), results / "reports" / "shards" / f"00{s}.parquet"))
 
     def run_all():
         for shard in shards:
-            extract_shard(shard, backend, cache, results / "extraction" / "rules" / shard.name,
-                          runs_dir=results / "extraction" / "runs", progress=False)
+            extract_shard(
+                shard,
+                backend,
+                cache,
+                results / "extraction" / "rules" / shard.name,
+                runs_dir=results / "extraction" / "runs",
+                progress=False,
+            )
 
     run_all()
     run_all()  # a forced re-run: two more run records
@@ -55,7 +62,9 @@ def test_extraction_view_counts_each_report_once_after_reruns(tmp_path: Path, re
     os.utime(stale, (old, old))
     gone = pq.read_table(stale).to_pylist()[:1]
     gone[0]["report_id"] = "DELETED"
-    pq.write_table(pa.Table.from_pylist(gone, schema=pq.read_schema(stale)), results / "extraction" / "rules" / "003.parquet")
+    pq.write_table(
+        pa.Table.from_pylist(gone, schema=pq.read_schema(stale)), results / "extraction" / "rules" / "003.parquet"
+    )
     assert _query(results, count, capsys) == {"n": 10, "r": 10}
     # the newest file wins: a re-extraction's rows are the ones shown
     row = _query(results, "select status from extraction where report_id = 'S0R0'", capsys)

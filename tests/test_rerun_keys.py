@@ -133,8 +133,9 @@ def test_every_rule_with_settings_params_declares_its_keys(tmp_path):
 
     from medfilip.config import ROOT
 
-    proc = subprocess.run([sys.executable, "-c", LIST_PARAMS, str(ROOT), str(tmp_path)],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", LIST_PARAMS, str(ROOT), str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     params = json.loads(proc.stdout.strip().splitlines()[-1])
     assert {"report_shards", "train", "zeroshot", "all"} <= set(params)

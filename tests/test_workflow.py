@@ -26,22 +26,48 @@ SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
 
 # (report id, FINDINGS, IMPRESSION, MeSH major terms); the last one has no text and is rejected
 REPORTS = [
-    ("CXR1", "The heart is mildly enlarged. No pleural effusion or pneumothorax.", "Mild cardiomegaly.",
-     ["Cardiomegaly/mild"]),
-    ("CXR2", "There is a small right pleural effusion. The lungs are otherwise clear.", "Small right pleural effusion.",
-     ["Pleural Effusion/right/small"]),
-    ("CXR3", "The heart size and mediastinal contours are normal. The lungs are clear.", "No acute disease.",
-     ["normal"]),
-    ("CXR4", "Left basilar atelectasis. Calcified granuloma in the right upper lobe.", "Left basilar atelectasis.",
-     ["Pulmonary Atelectasis/base/left", "Calcified Granuloma/lung/upper lobe/right"]),
-    ("CXR5", "Moderate right-sided pneumothorax.", "Moderate right pneumothorax.",
-     ["Pneumothorax/right/moderate"]),
-    ("CXR6", "Degenerative changes of the thoracic spine. No focal consolidation.", "No acute cardiopulmonary process.",
-     ["Thoracic Vertebrae/degenerative"]),
+    (
+        "CXR1",
+        "The heart is mildly enlarged. No pleural effusion or pneumothorax.",
+        "Mild cardiomegaly.",
+        ["Cardiomegaly/mild"],
+    ),
+    (
+        "CXR2",
+        "There is a small right pleural effusion. The lungs are otherwise clear.",
+        "Small right pleural effusion.",
+        ["Pleural Effusion/right/small"],
+    ),
+    (
+        "CXR3",
+        "The heart size and mediastinal contours are normal. The lungs are clear.",
+        "No acute disease.",
+        ["normal"],
+    ),
+    (
+        "CXR4",
+        "Left basilar atelectasis. Calcified granuloma in the right upper lobe.",
+        "Left basilar atelectasis.",
+        ["Pulmonary Atelectasis/base/left", "Calcified Granuloma/lung/upper lobe/right"],
+    ),
+    ("CXR5", "Moderate right-sided pneumothorax.", "Moderate right pneumothorax.", ["Pneumothorax/right/moderate"]),
+    (
+        "CXR6",
+        "Degenerative changes of the thoracic spine. No focal consolidation.",
+        "No acute cardiopulmonary process.",
+        ["Thoracic Vertebrae/degenerative"],
+    ),
     ("CXR7", "", "", ["normal"]),
 ]
 TARGETS = ("results/entities.parquet", "results/tables/extraction_quality.csv")
-EXPECTED_PRESENT = {"cardiomegaly", "pleural effusion", "atelectasis", "granuloma", "pneumothorax", "degenerative changes"}
+EXPECTED_PRESENT = {
+    "cardiomegaly",
+    "pleural effusion",
+    "atelectasis",
+    "granuloma",
+    "pneumothorax",
+    "degenerative changes",
+}
 
 
 def openi_xml(report_id: str, findings: str, impression: str, mesh: list[str]) -> str:
@@ -71,8 +97,18 @@ def openi_xml(report_id: str, findings: str, impression: str, mesh: list[str]) -
 
 def snakemake(workdir: Path, *args: str, configfile: str | Path) -> subprocess.CompletedProcess:
     # --configfile takes several values, so it goes last, after the targets
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
-           *args, "--configfile", str(configfile)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        *args,
+        "--configfile",
+        str(configfile),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
 
 
@@ -105,7 +141,9 @@ def project(tmp_path: Path) -> Path:
     corpus = tmp_path / "iu_reports"
     corpus.mkdir()
     for rid, findings, impression, mesh in REPORTS:
-        (corpus / f"{rid.removeprefix('CXR')}.xml").write_text(openi_xml(rid, findings, impression, mesh), encoding="utf-8")
+        (corpus / f"{rid.removeprefix('CXR')}.xml").write_text(
+            openi_xml(rid, findings, impression, mesh), encoding="utf-8"
+        )
     shutil.copytree(ROOT / "resources" / "vocabulary", tmp_path / "vocabulary")
     config = {
         "reports": {"source": "iu_xray", "n_shards": 2, "iu_xray": {"path": "iu_reports"}},
@@ -180,7 +218,7 @@ def test_run_rerun_and_vocabulary_edit(project: Path):
     assert pq.read_table(results / "reports" / "rejects.parquet").num_rows == 1
     entities = pq.read_table(results / "entities.parquet").to_pylist()
     present = {e["category"] for e in entities if e["polarity"] == "present"}
-    assert EXPECTED_PRESENT <= present
+    assert present >= EXPECTED_PRESENT
     assert {e["report_id"] for e in entities} <= {r[0] for r in REPORTS}
     assert (results / "tables" / "extraction_quality.csv").read_text().startswith("category,")
     assert (results / "logs" / "extract_triplets" / "rules" / "000.log").exists()
@@ -217,7 +255,10 @@ def test_run_rerun_and_vocabulary_edit(project: Path):
     assert job_counts(proc) == {"extract_triplets": 2, "entities": 1, "extraction_quality": 1}
     after = mtimes(before)
     assert all(after[p] == before[p] for p in shards)
-    assert after[results / "extraction" / "rules" / "000.parquet"] > before[results / "extraction" / "rules" / "000.parquet"]
+    assert (
+        after[results / "extraction" / "rules" / "000.parquet"]
+        > before[results / "extraction" / "rules" / "000.parquet"]
+    )
     assert after[results / "entities.parquet"] > before[results / "entities.parquet"]
 
 
@@ -225,8 +266,15 @@ def test_run_rerun_and_vocabulary_edit(project: Path):
 def test_jobs_get_command_line_overrides(project: Path):
     # --config values reach the CLI too (through results/config/effective-<hash>.yaml); snakemake
     # reads nested --config values as strings, which must still validate
-    proc = snakemake(project, "--cores", "1", "results/reports/rejects.parquet",
-                     "--config", "reports={n_shards: 3, iu_xray: {path: iu_reports}}", configfile=project / "config.yaml")
+    proc = snakemake(
+        project,
+        "--cores",
+        "1",
+        "results/reports/rejects.parquet",
+        "--config",
+        "reports={n_shards: 3, iu_xray: {path: iu_reports}}",
+        configfile=project / "config.yaml",
+    )
     assert proc.returncode == 0, output_of(proc)
     shards = sorted(p.name for p in (project / "results" / "reports" / "shards").glob("*.parquet"))
     assert shards == ["000.parquet", "001.parquet", "002.parquet"]
@@ -262,14 +310,22 @@ def test_knowledge_edit_reruns_labels_and_below_never_extraction(project: Path):
     targets = ("results/labels.parquet", embeddings, "results/figures/ssm_heatmap.png")
     proc = snakemake(project, "--cores", "2", *targets, "results/tables/extraction_quality.csv", configfile=config)
     assert proc.returncode == 0, output_of(proc)
-    assert job_counts(proc) == {"report_shards": 1, "extract_triplets": 2, "entities": 1, "extraction_quality": 1,
-                                "structured_labels": 1, "embed_labels": 1, "ssm_heatmap": 1}
+    assert job_counts(proc) == {
+        "report_shards": 1,
+        "extract_triplets": 2,
+        "entities": 1,
+        "extraction_quality": 1,
+        "structured_labels": 1,
+        "embed_labels": 1,
+        "ssm_heatmap": 1,
+    }
     labels = pq.read_table(project / "results" / "labels.parquet").to_pylist()
     assert {r["variant"] for r in labels} == {"triplet_explanation", "report"}
     assert any(r["label"].startswith("mild cardiomegaly, where cardiomegaly is ") for r in labels)
     # E_sim embeds the variants an SSM is built from (the medfilip run's, the heatmap's), not report texts
     assert pq.read_table(project / embeddings).num_rows == len(
-        {r["label"] for r in labels if r["variant"] == "triplet_explanation"})
+        {r["label"] for r in labels if r["variant"] == "triplet_explanation"}
+    )
 
     # edit one entry
     knowledge = yaml.safe_load((project / "knowledge.yaml").read_text())
@@ -301,22 +357,40 @@ def test_tiny_end_to_end_zeroshot(project: Path):
     """`results/tables/zeroshot.csv` from nothing: reports -> extraction -> labels -> embeddings ->
     phantom corpus + two twins -> two training runs -> zero-shot table, all through snakemake."""
     cfg = yaml.safe_load((project / "config.yaml").read_text())
-    cfg.update({
-        "labels": {"variants": ["triplet_explanation", "report"]},
-        "images": {"size": 32},
-        "datasets": {"render_size": 64, "rsna": {"n_test": 12, "n_validate": 8, "n_train": 0},
-                     "covid": {"n_test": 12, "n_validate": 8},
-                     **{name: {"enabled": False} for name in ("nih", "vinbig", "siim")}},
-        "training": {"epochs": 1, "batch_size": 2, "num_workers": 0, "checkpoint_every": 2,
-                     "model": {"embed_dim": 16, "max_length": 24},
-                     "runs": {"medfilip": {"label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce"},
-                              "convirt": {"label_variant": "report", "target": "identity", "loss": "infonce"}}},
-        # 7 reports leave too few held-out images for the corpus sets
-        "evaluation": {"corpus": {"enabled": False}, "batch_size": 8},
-    })
+    cfg.update(
+        {
+            "labels": {"variants": ["triplet_explanation", "report"]},
+            "images": {"size": 32},
+            "datasets": {
+                "render_size": 64,
+                "rsna": {"n_test": 12, "n_validate": 8, "n_train": 0},
+                "covid": {"n_test": 12, "n_validate": 8},
+                **{name: {"enabled": False} for name in ("nih", "vinbig", "siim")},
+            },
+            "training": {
+                "epochs": 1,
+                "batch_size": 2,
+                "num_workers": 0,
+                "checkpoint_every": 2,
+                "model": {"embed_dim": 16, "max_length": 24},
+                "runs": {
+                    "medfilip": {"label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce"},
+                    "convirt": {"label_variant": "report", "target": "identity", "loss": "infonce"},
+                },
+            },
+            # 7 reports leave too few held-out images for the corpus sets
+            "evaluation": {"corpus": {"enabled": False}, "batch_size": 8},
+        }
+    )
     (project / "config.yaml").write_text(yaml.safe_dump(cfg))
-    proc = snakemake(project, "--cores", "2", "results/tables/zeroshot.csv", "results/figures/train_curves.png",
-                     configfile=project / "config.yaml")
+    proc = snakemake(
+        project,
+        "--cores",
+        "2",
+        "results/tables/zeroshot.csv",
+        "results/figures/train_curves.png",
+        configfile=project / "config.yaml",
+    )
     assert proc.returncode == 0, output_of(proc)
     counts = job_counts(proc)
     assert counts["train"] == 2 and counts["dataset_twin"] == 2 and counts["preprocess_dataset"] == 2
@@ -347,10 +421,13 @@ def test_embedded_variants_cover_ssm_runs_and_the_heatmap():
 
     # the default: medfilip's SSM labels (= the heatmap's); convirt's report texts are not embedded
     assert embedded_variants(validate_config({})) == ["triplet_explanation"]
-    ablation = {"no_fg": {"label_variant": "category", "target": "ssm", "loss": "mse_ce"},
-                "convirt": {"label_variant": "report", "target": "identity", "loss": "infonce"}}
+    ablation = {
+        "no_fg": {"label_variant": "category", "target": "ssm", "loss": "mse_ce"},
+        "convirt": {"label_variant": "report", "target": "identity", "loss": "infonce"},
+    }
     assert embedded_variants(validate_config({"training": {"runs": ablation}})) == ["category", "triplet_explanation"]
     # without the full template, the heatmap draws (and E_sim embeds) the fullest variant written
-    no_template = validate_config({"labels": {"variants": ["triplet", "report"]},
-                                   "training": {"runs": {"convirt": ablation["convirt"]}}})
+    no_template = validate_config(
+        {"labels": {"variants": ["triplet", "report"]}, "training": {"runs": {"convirt": ablation["convirt"]}}}
+    )
     assert embedded_variants(no_template) == ["triplet"]

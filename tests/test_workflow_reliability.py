@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import yaml
+from test_workflow import job_counts, mtimes, output_of, project, snakemake  # noqa: F401 (fixture)
 
 from medfilip.cli import main
 from medfilip.config_checks import path_problems
-from test_workflow import job_counts, mtimes, output_of, project, snakemake  # noqa: F401 (fixture)
 
 SHARDS_TARGET = "results/reports/rejects.parquet"
 
@@ -36,7 +36,10 @@ def write(project: Path, name: str, **changes) -> Path:
 def test_paper_placeholders_fail_medfilip_config_with_their_key_paths(repo, tmp_path, capsys):
     base = yaml.safe_load((repo / "config" / "config.yaml").read_text())
     paper = yaml.safe_load((repo / "config" / "paper.yaml").read_text())
-    merged = {**base, "training": {**base["training"], "model": {**base["training"]["model"], **paper["training"]["model"]}}}
+    merged = {
+        **base,
+        "training": {**base["training"], "model": {**base["training"]["model"], **paper["training"]["model"]}},
+    }
     (tmp_path / "paper.yaml").write_text(yaml.safe_dump(merged))
     cwd = os.getcwd()
     os.chdir(repo)  # the embedded default's relative paths are the repository's
@@ -71,10 +74,18 @@ def test_path_kinds(tmp_path, monkeypatch):
     assert "datasets.rsna.root = 'nowhere': folder not found" in problems
     (tmp_path / "bert" / "config.json").write_text("{}")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    problems = "\n".join(path_problems(validate_config({"training": {"model": {"text_model": "bert"}},
-                                                        "embeddings": {"model": "no-such-org/no-such-model"}})))
+    problems = "\n".join(
+        path_problems(
+            validate_config(
+                {"training": {"model": {"text_model": "bert"}}, "embeddings": {"model": "no-such-org/no-such-model"}}
+            )
+        )
+    )
     assert "text_model" not in problems
-    assert "embeddings.model = 'no-such-org/no-such-model': not a local folder, and not in the Hugging Face cache" in problems
+    assert (
+        "embeddings.model = 'no-such-org/no-such-model': not a local folder, and not in the Hugging Face cache"
+        in problems
+    )
 
 
 @pytest.mark.slow
@@ -85,8 +96,9 @@ def test_bad_paths_stop_the_workflow_before_any_job(project: Path):
     shards = sorted((project / "results" / "reports" / "shards").glob("*.parquet"))
     before = mtimes(shards)
 
-    bad = write(project, "bad.yaml", training__model__image_weights="/path/to/resnet50.pth",
-                reports__iu_xray__path="iu_reprots")
+    bad = write(
+        project, "bad.yaml", training__model__image_weights="/path/to/resnet50.pth", reports__iu_xray__path="iu_reprots"
+    )
     for args in (("-n", "all"), ("--cores", "1", "all")):
         proc = snakemake(project, *args, configfile=bad)
         assert proc.returncode != 0

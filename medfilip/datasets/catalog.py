@@ -29,6 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
+
 from medfilip import paths
 
 DATASET_NAMES = ("rsna", "nih", "vinbig", "siim", "covid")
@@ -87,8 +88,16 @@ NIH = DatasetSpec(
         "Pneumothorax": "pneumothorax",
     },
     default_classes=(
-        "Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Mass", "Nodule", "Pneumonia",
-        "Pneumothorax", "Consolidation", "Pleural_Thickening",
+        "Atelectasis",
+        "Cardiomegaly",
+        "Effusion",
+        "Infiltration",
+        "Mass",
+        "Nodule",
+        "Pneumonia",
+        "Pneumothorax",
+        "Consolidation",
+        "Pleural_Thickening",
     ),
 )
 
@@ -114,8 +123,14 @@ VINBIG = DatasetSpec(
         "Pulmonary fibrosis": "fibrosis",
     },
     default_classes=(
-        "Aortic enlargement", "Cardiomegaly", "Pleural thickening", "Pulmonary fibrosis", "Lung Opacity",
-        "Pleural effusion", "Nodule/Mass", "Infiltration",
+        "Aortic enlargement",
+        "Cardiomegaly",
+        "Pleural thickening",
+        "Pulmonary fibrosis",
+        "Lung Opacity",
+        "Pleural effusion",
+        "Nodule/Mass",
+        "Infiltration",
     ),
 )
 

@@ -19,10 +19,18 @@ def cmd_twin(args: argparse.Namespace) -> int:
     from medfilip.datasets.twins import build_twin
 
     cfg = load_config(args.config)
-    summary = build_twin(args.dataset, args.out, cfg.datasets, phantom_settings=cfg.phantom, workers=_workers(args),
-                         progress=not args.no_progress)
-    print(f"{summary.dataset} twin: {summary.n_images} images {summary.splits} in {summary.seconds:.1f}s -> {summary.root}; "
-          f"positives {summary.positives}")
+    summary = build_twin(
+        args.dataset,
+        args.out,
+        cfg.datasets,
+        phantom_settings=cfg.phantom,
+        workers=_workers(args),
+        progress=not args.no_progress,
+    )
+    print(
+        f"{summary.dataset} twin: {summary.n_images} images {summary.splits} in {summary.seconds:.1f}s -> {summary.root}; "
+        f"positives {summary.positives}"
+    )
     return 0
 
 
@@ -49,8 +57,10 @@ def cmd_preprocess_dataset(args: argparse.Namespace) -> int:
         extra_meta={"task": task_of(table), "classes": list(settings.classes), "root": str(root)},
     )
     splits = {s: len(store.indices(s)) for s in ("train", "validate", "test")}
-    print(f"{args.dataset}: {len(store)} images of {store.size}x{store.size} from {root} -> {args.out}; splits {splits}; "
-          f"{store.meta.get('n_rejects', 0)} rejected; labels {store.label_names}")
+    print(
+        f"{args.dataset}: {len(store)} images of {store.size}x{store.size} from {root} -> {args.out}; splits {splits}; "
+        f"{store.meta.get('n_rejects', 0)} rejected; labels {store.label_names}"
+    )
     return 0
 
 

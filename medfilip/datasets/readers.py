@@ -56,8 +56,9 @@ from medfilip.datasets.sampling import (
 log = logging.getLogger(__name__)
 
 SPLITS_FILE = "splits.csv"
-BOX_TYPE = pa.struct([("category", pa.string()), ("x0", pa.float32()), ("y0", pa.float32()),
-                      ("x1", pa.float32()), ("y1", pa.float32())])
+BOX_TYPE = pa.struct(
+    [("category", pa.string()), ("x0", pa.float32()), ("y0", pa.float32()), ("x1", pa.float32()), ("y1", pa.float32())]
+)
 
 
 class DatasetLayoutError(ValueError):
@@ -115,14 +116,26 @@ def _normalised_boxes(boxes: list[tuple[str, float, float, float, float]], size:
     """(category, x0, y0, x1, y1 in pixels) -> BOX_TYPE dicts in [0, 1] of an image (height, width)."""
     h, w = size
     return [
-        {"category": c, "x0": float(np.clip(x0 / w, 0, 1)), "y0": float(np.clip(y0 / h, 0, 1)),
-         "x1": float(np.clip(x1 / w, 0, 1)), "y1": float(np.clip(y1 / h, 0, 1))}
+        {
+            "category": c,
+            "x0": float(np.clip(x0 / w, 0, 1)),
+            "y0": float(np.clip(y0 / h, 0, 1)),
+            "x1": float(np.clip(x1 / w, 0, 1)),
+            "y1": float(np.clip(y1 / h, 0, 1)),
+        }
         for c, x0, y0, x1, y1 in boxes
     ]
 
 
-def _select(dataset: str, root: Path, frame: pd.DataFrame, settings, seed: int,
-            sampler: Callable[[pd.DataFrame, int, int], np.ndarray], groups: str | None = None) -> pd.DataFrame:
+def _select(
+    dataset: str,
+    root: Path,
+    frame: pd.DataFrame,
+    settings,
+    seed: int,
+    sampler: Callable[[pd.DataFrame, int, int], np.ndarray],
+    groups: str | None = None,
+) -> pd.DataFrame:
     """The kept rows of ``frame`` (column image_id) with a ``split`` column: from the twin's
     splits.csv when the root has one, else sampled and split with the seed (``groups``: the
     column of patient ids that train must not share with validate / test)."""
@@ -132,8 +145,13 @@ def _select(dataset: str, root: Path, frame: pd.DataFrame, settings, seed: int,
         kept = frame.merge(marks[["image_id", "split"]], on="image_id", how="inner")
         missing = set(marks["image_id"]) - set(kept["image_id"])
         if missing:
-            log.warning("%s: %d image(s) in %s are not in the labels, e.g. %s", dataset, len(missing), splits_csv,
-                        sorted(missing)[:3])
+            log.warning(
+                "%s: %d image(s) in %s are not in the labels, e.g. %s",
+                dataset,
+                len(missing),
+                splits_csv,
+                sorted(missing)[:3],
+            )
         bad = set(kept["split"]) - set(SPLIT_NAMES)
         if bad:
             raise DatasetLayoutError(f"{splits_csv}: split must be one of {list(SPLIT_NAMES)}, found {sorted(bad)}")
@@ -142,8 +160,16 @@ def _select(dataset: str, root: Path, frame: pd.DataFrame, settings, seed: int,
     def on_rows(pool: np.ndarray, n: int, sub_seed: int) -> np.ndarray:
         return pool[sampler(frame.iloc[pool].reset_index(drop=True), n, sub_seed)] if pool.size else pool
 
-    idx, splits = sample_splits(len(frame), settings.n_test, settings.n_validate, settings.n_train, seed, dataset,
-                                on_rows, None if groups is None else frame[groups].to_numpy())
+    idx, splits = sample_splits(
+        len(frame),
+        settings.n_test,
+        settings.n_validate,
+        settings.n_train,
+        seed,
+        dataset,
+        on_rows,
+        None if groups is None else frame[groups].to_numpy(),
+    )
     kept = frame.iloc[idx].reset_index(drop=True)
     kept["split"] = splits
     return kept
@@ -155,11 +181,14 @@ def _random_sampler(frame: pd.DataFrame, n: int, seed: int) -> np.ndarray:
 
 def _balanced_sampler(frame: pd.DataFrame, n: int, seed: int) -> np.ndarray:
     positives = np.stack(frame["_positives"].to_numpy()) if len(frame) else np.zeros((0, 0), bool)
-    return sample_balanced(positives, n, seed, has_box=frame["_has_box"].to_numpy(),
-                           candidates=frame["_no_finding"].to_numpy())
+    return sample_balanced(
+        positives, n, seed, has_box=frame["_has_box"].to_numpy(), candidates=frame["_no_finding"].to_numpy()
+    )
 
 
-def _to_table(dataset: str, kept: pd.DataFrame, classes: list[str], extra: dict[str, pa.Array] | None = None) -> pa.Table:
+def _to_table(
+    dataset: str, kept: pd.DataFrame, classes: list[str], extra: dict[str, pa.Array] | None = None
+) -> pa.Table:
     spec = SPECS[dataset]
     columns = {
         "image_id": pa.array(kept["image_id"].astype(str).tolist(), pa.string()),
@@ -190,14 +219,17 @@ def read_rsna(root: str | Path, settings, *, seed: int = 0) -> pa.Table:
     root = Path(root)
     labels_csv = _first_existing(root, ("stage_2_train_labels.csv", "stage_1_train_labels.csv"), "RSNA labels CSV")
     image_dir = _first_existing(root, ("stage_2_train_images", "stage_1_train_images"), "RSNA image folder")
-    ds = _xrv().datasets.RSNA_Pneumonia_Dataset(imgpath=str(image_dir), csvpath=str(labels_csv), views=["*"],
-                                                  extension=".dcm")
+    ds = _xrv().datasets.RSNA_Pneumonia_Dataset(
+        imgpath=str(image_dir), csvpath=str(labels_csv), views=["*"], extension=".dcm"
+    )
     target = ds.labels[:, ds.pathologies.index("Lung Opacity")]
-    frame = pd.DataFrame({
-        "image_id": ds.csv["patientId"].astype(str).to_numpy(),
-        "view": ds.csv["view"].replace({"UNKNOWN": None}).to_numpy(),
-        "target": target,
-    })
+    frame = pd.DataFrame(
+        {
+            "image_id": ds.csv["patientId"].astype(str).to_numpy(),
+            "view": ds.csv["view"].replace({"UNKNOWN": None}).to_numpy(),
+            "target": target,
+        }
+    )
     frame = _select("rsna", root, frame, settings, seed, _random_sampler)
     by_class = {"Lung Opacity": frame["target"].to_numpy(), "No Lung Opacity": 1.0 - frame["target"].to_numpy()}
     frame["labels"] = list(np.stack([by_class[c] for c in settings.classes], axis=1).astype(np.float32))
@@ -220,28 +252,35 @@ def read_nih(root: str | Path, settings, *, seed: int = 0) -> pa.Table:
     """ChestX-ray14: images (any depth, e.g. images_001/images/*.png) + Data_Entry_2017(_v2020).csv
     [+ BBox_List_2017.csv; the copy torchxrayvision ships when the root has none]."""
     root = Path(root)
-    entries = _first_existing(root, ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv", "Data_Entry_2017_v2020.csv.gz"),
-                              "ChestX-ray14 Data_Entry CSV")
+    entries = _first_existing(
+        root,
+        ("Data_Entry_2017.csv", "Data_Entry_2017_v2020.csv", "Data_Entry_2017_v2020.csv.gz"),
+        "ChestX-ray14 Data_Entry CSV",
+    )
     bbox = root / "BBox_List_2017.csv"
     bbox_arg = str(bbox) if bbox.exists() else str(sources.source_path(sources.NIH_BOXES))
-    ds = _xrv().datasets.NIH_Dataset(imgpath=str(root), csvpath=str(entries), bbox_list_path=bbox_arg, views=["*"],
-                                     unique_patients=False)
+    ds = _xrv().datasets.NIH_Dataset(
+        imgpath=str(root), csvpath=str(entries), bbox_list_path=bbox_arg, views=["*"], unique_patients=False
+    )
     classes = list(settings.classes)
     columns = [ds.pathologies.index(c) for c in classes]
     labels = ds.labels[:, columns]
     box_table = ds.pathology_maskscsv
     box_table = box_table[box_table["Finding Label"].isin(classes)]
     boxed = set(box_table["Image Index"])
-    frame = pd.DataFrame({
-        "image_id": ds.csv["Image Index"].astype(str).to_numpy(),
-        "view": ds.csv["view"].to_numpy(),
-        "labels": list(labels),
-        "_positives": list(labels > 0.5),
-        "_has_box": ds.csv["Image Index"].isin(boxed).to_numpy(),
-        "_no_finding": (ds.csv["Finding Labels"] == "No Finding").to_numpy(),
-        "_patient": ds.csv["Patient ID"].astype(str).to_numpy() if "Patient ID" in ds.csv.columns else
-        ds.csv["Image Index"].astype(str).to_numpy(),
-    })
+    frame = pd.DataFrame(
+        {
+            "image_id": ds.csv["Image Index"].astype(str).to_numpy(),
+            "view": ds.csv["view"].to_numpy(),
+            "labels": list(labels),
+            "_positives": list(labels > 0.5),
+            "_has_box": ds.csv["Image Index"].isin(boxed).to_numpy(),
+            "_no_finding": (ds.csv["Finding Labels"] == "No Finding").to_numpy(),
+            "_patient": ds.csv["Patient ID"].astype(str).to_numpy()
+            if "Patient ID" in ds.csv.columns
+            else ds.csv["Image Index"].astype(str).to_numpy(),
+        }
+    )
     frame = _select("nih", root, frame, settings, seed, _balanced_sampler, groups="_patient")
     files = file_map(root, (".png",))
     frame["path"] = [files.get(i, root / "images" / i) for i in frame["image_id"]]
@@ -259,7 +298,11 @@ def read_nih(root: str | Path, settings, *, seed: int = 0) -> pa.Table:
 
 
 # -- VinBigData -------------------------------------------------------------------------------
-XRV_VINBIG_NAMES = {"Pleural effusion": "Effusion", "Pleural thickening": "Pleural_Thickening", "Other lesion": "Other Lesion"}
+XRV_VINBIG_NAMES = {
+    "Pleural effusion": "Effusion",
+    "Pleural thickening": "Pleural_Thickening",
+    "Other lesion": "Other Lesion",
+}
 
 
 def read_vinbig(root: str | Path, settings, *, seed: int = 0) -> pa.Table:
@@ -273,21 +316,27 @@ def read_vinbig(root: str | Path, settings, *, seed: int = 0) -> pa.Table:
     labels = ds.labels[:, [xrv_index[XRV_VINBIG_NAMES.get(c, c).lower()] for c in classes]]
     per_image = sources.read_vinbig_images(labels_csv).set_index("image_id")
     image_ids = ds.csv["image_id"].astype(str)
-    frame = pd.DataFrame({
-        "image_id": image_ids.to_numpy(),
-        "view": "PA",
-        "labels": list(labels),
-        "_positives": list(labels > 0.5),
-        "_has_box": [any(c in per_image.at[i, "boxes"] for c in classes) for i in image_ids],
-        "_no_finding": (ds.csv["class_name"] == "No finding").to_numpy(),
-    })
+    frame = pd.DataFrame(
+        {
+            "image_id": image_ids.to_numpy(),
+            "view": "PA",
+            "labels": list(labels),
+            "_positives": list(labels > 0.5),
+            "_has_box": [any(c in per_image.at[i, "boxes"] for c in classes) for i in image_ids],
+            "_no_finding": (ds.csv["class_name"] == "No finding").to_numpy(),
+        }
+    )
     frame = _select("vinbig", root, frame, settings, seed, _balanced_sampler)
     frame["path"] = [image_dir / f"{i}.dicom" for i in frame["image_id"]]
     spec = SPECS["vinbig"]
     boxes = []
     for image_id, path in zip(frame["image_id"], frame["path"]):
-        found = [(spec.canonical(c), *box) for c, bs in sorted(per_image.at[image_id, "boxes"].items()) if c in classes
-                 for box in bs]
+        found = [
+            (spec.canonical(c), *box)
+            for c, bs in sorted(per_image.at[image_id, "boxes"].items())
+            if c in classes
+            for box in bs
+        ]
         side = int(per_image.at[image_id, "size"])
         size = (dicom_size(path) if found else None) or (side, side)
         boxes.append(_normalised_boxes(found, size))
@@ -300,8 +349,14 @@ def read_siim(root: str | Path, settings, *, seed: int = 0) -> pa.Table:
     root = Path(root)
     rle_csv = _first_existing(root, ("train-rle.csv", "stage_2_train.csv"), "SIIM RLE CSV")
     images = sources.read_siim_images(rle_csv)
-    frame = pd.DataFrame({"image_id": images["image_id"], "target": images["target"].astype(np.float32),
-                          "rles": images["rles"], "view": "PA"})
+    frame = pd.DataFrame(
+        {
+            "image_id": images["image_id"],
+            "target": images["target"].astype(np.float32),
+            "rles": images["rles"],
+            "view": "PA",
+        }
+    )
     frame = _select("siim", root, frame, settings, seed, _random_sampler)
     by_class = {"Pneumothorax": frame["target"].to_numpy(), "No Pneumothorax": 1.0 - frame["target"].to_numpy()}
     frame["labels"] = list(np.stack([by_class[c] for c in settings.classes], axis=1).astype(np.float32))
@@ -354,7 +409,9 @@ def read_covid(root: str | Path, settings, *, seed: int = 0) -> pa.Table:
     for k, class_name in enumerate(classes):
         folder = next((subdirs[a.lower()] for a in COVID_FOLDER_ALIASES[class_name] if a.lower() in subdirs), None)
         if folder is None:
-            raise DatasetLayoutError(f"{root}: no folder for class {class_name!r} (looked for {COVID_FOLDER_ALIASES[class_name]})")
+            raise DatasetLayoutError(
+                f"{root}: no folder for class {class_name!r} (looked for {COVID_FOLDER_ALIASES[class_name]})"
+            )
         image_dir = folder / "images" if (folder / "images").is_dir() else folder
         onehot = np.zeros(len(classes), np.float32)
         onehot[k] = 1.0
@@ -366,7 +423,11 @@ def read_covid(root: str | Path, settings, *, seed: int = 0) -> pa.Table:
 
 
 READERS: dict[str, Callable[..., pa.Table]] = {
-    "rsna": read_rsna, "nih": read_nih, "vinbig": read_vinbig, "siim": read_siim, "covid": read_covid,
+    "rsna": read_rsna,
+    "nih": read_nih,
+    "vinbig": read_vinbig,
+    "siim": read_siim,
+    "covid": read_covid,
 }
 
 

@@ -137,13 +137,18 @@ def sample_splits(
     Seeds derive from ``seed`` and ``dataset``; the held-out sample and split use the same seeds as
     before train splits existed, so adding train images leaves validate and test as they were."""
     everything = np.arange(n_items)
-    held_out = np.asarray(sampler(everything, n_test + n_validate, derived_seed(seed, dataset, "sample")), dtype=np.int64)
+    held_out = np.asarray(
+        sampler(everything, n_test + n_validate, derived_seed(seed, dataset, "sample")), dtype=np.int64
+    )
     splits = assign_splits(len(held_out), n_test, n_validate, derived_seed(seed, dataset, "split"))
     if n_train <= 0:
         return held_out, splits
     pool = train_candidates(n_items, held_out, groups)
-    train = np.asarray(sampler(pool, n_train, derived_seed(seed, dataset, "train")), dtype=np.int64) if pool.size else \
-        np.zeros(0, np.int64)
+    train = (
+        np.asarray(sampler(pool, n_train, derived_seed(seed, dataset, "train")), dtype=np.int64)
+        if pool.size
+        else np.zeros(0, np.int64)
+    )
     return np.concatenate([held_out, train]), np.concatenate([splits, np.full(train.size, "train", dtype=object)])
 
 
@@ -160,11 +165,15 @@ def balanced_sampler(positives: np.ndarray, has_box: np.ndarray | None, candidat
         pool = np.asarray(pool, dtype=np.int64)
         if pool.size == 0:
             return pool
-        return pool[sample_balanced(
-            np.asarray(positives, bool)[pool], n, seed,
-            has_box=None if has_box is None else np.asarray(has_box, bool)[pool],
-            candidates=None if candidates is None else np.asarray(candidates, bool)[pool],
-        )]
+        return pool[
+            sample_balanced(
+                np.asarray(positives, bool)[pool],
+                n,
+                seed,
+                has_box=None if has_box is None else np.asarray(has_box, bool)[pool],
+                candidates=None if candidates is None else np.asarray(candidates, bool)[pool],
+            )
+        ]
 
     return sampler
 

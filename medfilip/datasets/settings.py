@@ -22,7 +22,9 @@ def _classes_field(spec: DatasetSpec, what: str):
 
 def _train_field(default: int):
     return Field(
-        default, ge=0, le=10_000_000,
+        default,
+        ge=0,
+        le=10_000_000,
         description="Images in the train split (linear probe, segmentation), drawn after validate and test from "
         "the rest, patient-disjoint where the labels give a patient id; more than are left = all of them; 0 = none.",
     )
@@ -38,11 +40,15 @@ class DatasetSettings(Strict):
         "results/twins/<name>/ and read that.",
     )
     n_test: int = Field(
-        512, ge=1, le=1_000_000,
+        512,
+        ge=1,
+        le=1_000_000,
         description="Images in the test split (paper: 1,024; the embedded default takes 512 to fit its 25-minute budget)",
     )
     n_validate: int = Field(
-        256, ge=0, le=1_000_000,
+        256,
+        ge=0,
+        le=1_000_000,
         description="Images in the validate split (used to choose thresholds honestly; 0 = none).",
     )
 
@@ -97,7 +103,9 @@ class DatasetsConfig(Strict):
     }
 
     render_size: int = Field(
-        128, ge=32, le=4096,
+        128,
+        ge=32,
+        le=4096,
         description="Side in pixels of the twin images as written to disk (before preprocessing to images.size).",
     )
     seed: int = Field(0, ge=0, description="Seed of the twins' sampling, rendering and of real datasets' splits.")

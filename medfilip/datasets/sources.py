@@ -90,7 +90,8 @@ def read_rsna_patients(labels_path=None, headers_path=None) -> pd.DataFrame:
     box_lists = (
         boxes[has_box]
         .assign(box=lambda d: list(zip(d.x, d.y, d.width, d.height)))
-        .groupby("patientId", sort=False)["box"].apply(list)
+        .groupby("patientId", sort=False)["box"]
+        .apply(list)
     )
     patients = boxes.groupby("patientId", sort=False)["Target"].max().rename("target").reset_index()
     patients["boxes"] = patients["patientId"].map(box_lists).apply(lambda b: b if isinstance(b, list) else [])
@@ -104,8 +105,17 @@ def read_rsna_patients(labels_path=None, headers_path=None) -> pd.DataFrame:
 
 # -- ChestX-ray14 ---------------------------------------------------------------------------
 NIH_ENTRY_COLUMNS = [
-    "Image Index", "Finding Labels", "Follow-up #", "Patient ID", "Patient Age", "Patient Gender",
-    "View Position", "OriginalImage[Width", "Height]", "OriginalImagePixelSpacing[x", "y]",
+    "Image Index",
+    "Finding Labels",
+    "Follow-up #",
+    "Patient ID",
+    "Patient Age",
+    "Patient Gender",
+    "View Position",
+    "OriginalImage[Width",
+    "Height]",
+    "OriginalImagePixelSpacing[x",
+    "y]",
 ]
 
 
@@ -125,8 +135,9 @@ def read_nih_entries(path: str | os.PathLike | None = None) -> pd.DataFrame:
 def read_nih_boxes(path: str | os.PathLike | None = None) -> pd.DataFrame:
     """BBox_List_2017.csv as image_index, label (Data_Entry spelling: Infiltrate -> Infiltration),
     x, y, w, h (1024-px coordinates)."""
-    df = pd.read_csv(path or source_path(NIH_BOXES), header=0, usecols=range(6),
-                     names=["image_index", "label", "x", "y", "w", "h"])
+    df = pd.read_csv(
+        path or source_path(NIH_BOXES), header=0, usecols=range(6), names=["image_index", "label", "x", "y", "w", "h"]
+    )
     df["label"] = df["label"].replace({"Infiltrate": "Infiltration"})
     return df
 

@@ -60,7 +60,14 @@ MANIFEST = "manifest.json"
 SEVERITIES = ("mild", "moderate", "severe")
 # COVID-19 Radiography Database (v4) folder sizes: the twin keeps these proportions
 COVID_FOLDER_SIZES = {"COVID": 3616, "Normal": 10192, "Viral Pneumonia": 1345, "Lung_Opacity": 6012}
-PNEUMONIA_LOBES = ("right lower lobe", "left lower lobe", "right middle lobe", "right upper lobe", "left upper lobe", "lingula")
+PNEUMONIA_LOBES = (
+    "right lower lobe",
+    "left lower lobe",
+    "right middle lobe",
+    "right upper lobe",
+    "left upper lobe",
+    "lingula",
+)
 
 DICOM_STYLES = {
     # RSNA and SIIM ship 8-bit MONOCHROME2 Secondary Capture (modality CR) files
@@ -118,8 +125,15 @@ def phantom_findings(specs: list[dict[str, Any]], size: int) -> list:
             mask = np.zeros((size, size), bool)
             for rle in spec["mask_rles"]:
                 mask |= rle_decode(rle, size, size)
-        out.append(Finding(category=spec["category"], location=spec.get("location"), severity=spec.get("severity"),
-                           box=spec.get("box"), mask=mask))
+        out.append(
+            Finding(
+                category=spec["category"],
+                location=spec.get("location"),
+                severity=spec.get("severity"),
+                box=spec.get("box"),
+                mask=mask,
+            )
+        )
     return out
 
 
@@ -148,8 +162,16 @@ def _write_image(task: tuple[TwinImage, str, int, str, Any]) -> str:
     return image.image_id
 
 
-def render_all(images: list[TwinImage], root: Path, size: int, dataset: str, *, workers: int = 1, progress: bool = True,
-               phantom_settings=None) -> None:
+def render_all(
+    images: list[TwinImage],
+    root: Path,
+    size: int,
+    dataset: str,
+    *,
+    workers: int = 1,
+    progress: bool = True,
+    phantom_settings=None,
+) -> None:
     from medfilip.io import progress_bar as tqdm
 
     tasks = [(image, str(root), size, dataset, phantom_settings) for image in images]
@@ -177,11 +199,13 @@ def resize_mask(mask: np.ndarray, size: int) -> np.ndarray:
     return out
 
 
-def _kept_and_splits(frame: pd.DataFrame, settings, seed: int, dataset: str, sampler,
-                     groups: np.ndarray | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+def _kept_and_splits(
+    frame: pd.DataFrame, settings, seed: int, dataset: str, sampler, groups: np.ndarray | None = None
+) -> tuple[pd.DataFrame, np.ndarray]:
     """The sampled rows of a source table (validate + test, then train) and their split names."""
-    idx, splits = sample_splits(len(frame), settings.n_test, settings.n_validate, settings.n_train, seed, dataset,
-                                sampler, groups)
+    idx, splits = sample_splits(
+        len(frame), settings.n_test, settings.n_validate, settings.n_train, seed, dataset, sampler, groups
+    )
     return frame.iloc[idx].reset_index(drop=True), splits
 
 
@@ -197,30 +221,65 @@ def twin_rsna(settings, size: int, seed: int):
     images, label_rows = [], []
     for row, split in zip(kept.itertuples(index=False), splits):
         pid = row.patientId
-        findings = [
-            finding("pneumonia", box=(x / sources.RSNA_SIZE, y / sources.RSNA_SIZE,
-                                      (x + w) / sources.RSNA_SIZE, (y + h) / sources.RSNA_SIZE))
-            for x, y, w, h in row.boxes
-        ] if row.target else []
+        findings = (
+            [
+                finding(
+                    "pneumonia",
+                    box=(
+                        x / sources.RSNA_SIZE,
+                        y / sources.RSNA_SIZE,
+                        (x + w) / sources.RSNA_SIZE,
+                        (y + h) / sources.RSNA_SIZE,
+                    ),
+                )
+                for x, y, w, h in row.boxes
+            ]
+            if row.target
+            else []
+        )
         if row.target:
-            label_rows += [{"patientId": pid, "x": round(x * scale, 2), "y": round(y * scale, 2), "width": round(w * scale, 2),
-                                "height": round(h * scale, 2), "Target": 1} for x, y, w, h in row.boxes]
+            label_rows += [
+                {
+                    "patientId": pid,
+                    "x": round(x * scale, 2),
+                    "y": round(y * scale, 2),
+                    "width": round(w * scale, 2),
+                    "height": round(h * scale, 2),
+                    "Target": 1,
+                }
+                for x, y, w, h in row.boxes
+            ]
         else:
             label_rows.append({"patientId": pid, "x": None, "y": None, "width": None, "height": None, "Target": 0})
         dicom = {
-            "patient_id": pid, "sop_instance_uid": stable_uid("rsna", pid, "image"), "study_uid": stable_uid("rsna", pid, "study"),
-            "series_uid": stable_uid("rsna", pid, "series"), "view": row.view,
+            "patient_id": pid,
+            "sop_instance_uid": stable_uid("rsna", pid, "image"),
+            "study_uid": stable_uid("rsna", pid, "study"),
+            "series_uid": stable_uid("rsna", pid, "series"),
+            "view": row.view,
             "pixel_spacing": float(row.pixel_spacing) / scale,
-            "attributes": {"PatientAge": f"{int(row.age):03d}Y" if pd.notna(row.age) else "",
-                        "PatientSex": str(row.sex) if pd.notna(row.sex) else ""},
+            "attributes": {
+                "PatientAge": f"{int(row.age):03d}Y" if pd.notna(row.age) else "",
+                "PatientSex": str(row.sex) if pd.notna(row.sex) else "",
+            },
         }
-        images.append(TwinImage(pid, f"stage_2_train_images/{pid}.dcm", split, row.view,
-                                derived_seed(seed, "rsna", pid), findings, dicom,
-                                ["Lung Opacity" if row.target else "No Lung Opacity"]))
+        images.append(
+            TwinImage(
+                pid,
+                f"stage_2_train_images/{pid}.dcm",
+                split,
+                row.view,
+                derived_seed(seed, "rsna", pid),
+                findings,
+                dicom,
+                ["Lung Opacity" if row.target else "No Lung Opacity"],
+            )
+        )
 
     def write_labels(root: Path) -> None:
         pd.DataFrame(label_rows, columns=["patientId", "x", "y", "width", "height", "Target"]).to_csv(
-            root / "stage_2_train_labels.csv", index=False)
+            root / "stage_2_train_labels.csv", index=False
+        )
 
     return images, write_labels
 
@@ -233,8 +292,14 @@ def twin_nih(settings, size: int, seed: int):
     boxed_ids = set(boxes.loc[boxes["label"].isin(classes), "image_index"])
     has_box = entries["Image Index"].isin(boxed_ids).to_numpy()
     no_finding = entries["findings"].apply(len).eq(0).to_numpy()
-    kept, splits = _kept_and_splits(entries, settings, seed, "nih", balanced_sampler(positives, has_box, no_finding),
-                                    groups=entries["Patient ID"].to_numpy())
+    kept, splits = _kept_and_splits(
+        entries,
+        settings,
+        seed,
+        "nih",
+        balanced_sampler(positives, has_box, no_finding),
+        groups=entries["Patient ID"].to_numpy(),
+    )
     box_groups = {k: g for k, g in boxes[boxes["image_index"].isin(set(kept["Image Index"]))].groupby("image_index")}
     spec = SPECS["nih"]
     scale = size / sources.NIH_SIZE
@@ -248,23 +313,52 @@ def twin_nih(settings, size: int, seed: int):
             mine = image_boxes[image_boxes["label"] == label] if image_boxes is not None else None
             if mine is not None and len(mine):
                 for b in mine.itertuples(index=False):
-                    findings.append(finding(spec.canonical(label), box=(b.x / sources.NIH_SIZE, b.y / sources.NIH_SIZE,
-                                                                         (b.x + b.w) / sources.NIH_SIZE, (b.y + b.h) / sources.NIH_SIZE)))
-                    box_rows.append({"Image Index": image_id, "Finding Label": "Infiltrate" if label == "Infiltration" else label,
-                                     "Bbox [x": round(b.x * scale, 3), "y": round(b.y * scale, 3),
-                                     "w": round(b.w * scale, 3), "h]": round(b.h * scale, 3)})
+                    findings.append(
+                        finding(
+                            spec.canonical(label),
+                            box=(
+                                b.x / sources.NIH_SIZE,
+                                b.y / sources.NIH_SIZE,
+                                (b.x + b.w) / sources.NIH_SIZE,
+                                (b.y + b.h) / sources.NIH_SIZE,
+                            ),
+                        )
+                    )
+                    box_rows.append(
+                        {
+                            "Image Index": image_id,
+                            "Finding Label": "Infiltrate" if label == "Infiltration" else label,
+                            "Bbox [x": round(b.x * scale, 3),
+                            "y": round(b.y * scale, 3),
+                            "w": round(b.w * scale, 3),
+                            "h]": round(b.h * scale, 3),
+                        }
+                    )
             else:
                 findings.append(finding(spec.canonical(label), severity=_random_severity(rng)))
         view = row["View Position"] if row["View Position"] in ("PA", "AP") else "PA"
-        images.append(TwinImage(image_id, f"images/{image_id}", split, view, derived_seed(seed, "nih", image_id), findings,
-                                classes=list(row["findings"])))
+        images.append(
+            TwinImage(
+                image_id,
+                f"images/{image_id}",
+                split,
+                view,
+                derived_seed(seed, "nih", image_id),
+                findings,
+                classes=list(row["findings"]),
+            )
+        )
 
     def write_labels(root: Path) -> None:
         kept[sources.NIH_ENTRY_COLUMNS].to_csv(root / "Data_Entry_2017.csv", index=False)
         table = pd.DataFrame(box_rows, columns=["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]"])
         for extra in ("", " ", "  "):  # the real file ends each row with three empty columns
             table[extra] = ""
-        table.to_csv(root / "BBox_List_2017.csv", index=False, header=["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]", "", "", ""])
+        table.to_csv(
+            root / "BBox_List_2017.csv",
+            index=False,
+            header=["Image Index", "Finding Label", "Bbox [x", "y", "w", "h]", "", "", ""],
+        )
 
     return images, write_labels
 
@@ -284,15 +378,29 @@ def twin_vinbig(settings, size: int, seed: int):
         image_id, side = row["image_id"], row["size"]
         findings = [
             finding(spec.canonical(class_name), box=(x0 / side, y0 / side, x1 / side, y1 / side))
-            for class_name, class_boxes in sorted(row["boxes"].items()) for x0, y0, x1, y1 in class_boxes
+            for class_name, class_boxes in sorted(row["boxes"].items())
+            for x0, y0, x1, y1 in class_boxes
         ]
         dicom = {
-            "patient_id": image_id, "sop_instance_uid": stable_uid("vinbig", image_id, "image"),
-            "study_uid": stable_uid("vinbig", image_id, "study"), "series_uid": stable_uid("vinbig", image_id, "series"),
-            "view": "PA", "pixel_spacing": 0.139 * side / size,
+            "patient_id": image_id,
+            "sop_instance_uid": stable_uid("vinbig", image_id, "image"),
+            "study_uid": stable_uid("vinbig", image_id, "study"),
+            "series_uid": stable_uid("vinbig", image_id, "series"),
+            "view": "PA",
+            "pixel_spacing": 0.139 * side / size,
         }
-        images.append(TwinImage(image_id, f"train/{image_id}.dicom", split, "PA", derived_seed(seed, "vinbig", image_id),
-                                findings, dicom, list(row["classes"])))
+        images.append(
+            TwinImage(
+                image_id,
+                f"train/{image_id}.dicom",
+                split,
+                "PA",
+                derived_seed(seed, "vinbig", image_id),
+                findings,
+                dicom,
+                list(row["classes"]),
+            )
+        )
     sides = dict(zip(kept["image_id"], kept["size"]))
     rows = annotations[annotations["image_id"].isin(sides)].copy()
     factor = rows["image_id"].map(lambda i: size / sides[i])
@@ -321,11 +429,26 @@ def twin_siim(settings, size: int, seed: int):
         findings = [finding("pneumothorax", mask_rles=twin_rles)] if twin_rles else []
         rle_rows += [{"ImageId": image_id, " EncodedPixels": r} for r in (twin_rles or [EMPTY])]
         study, series = stable_uid("siim", image_id, "study"), stable_uid("siim", image_id, "series")
-        dicom = {"patient_id": str(uuid.uuid5(uuid.NAMESPACE_OID, image_id)), "sop_instance_uid": image_id,
-                     "study_uid": study, "series_uid": series, "view": "PA", "pixel_spacing": 0.168 * sources.SIIM_SIZE / size}
-        images.append(TwinImage(image_id, f"dicom-images-train/{study}/{series}/{image_id}.dcm", split, "PA",
-                                derived_seed(seed, "siim", image_id), findings, dicom,
-                                ["Pneumothorax" if twin_rles else "No Pneumothorax"]))
+        dicom = {
+            "patient_id": str(uuid.uuid5(uuid.NAMESPACE_OID, image_id)),
+            "sop_instance_uid": image_id,
+            "study_uid": study,
+            "series_uid": series,
+            "view": "PA",
+            "pixel_spacing": 0.168 * sources.SIIM_SIZE / size,
+        }
+        images.append(
+            TwinImage(
+                image_id,
+                f"dicom-images-train/{study}/{series}/{image_id}.dcm",
+                split,
+                "PA",
+                derived_seed(seed, "siim", image_id),
+                findings,
+                dicom,
+                ["Pneumothorax" if twin_rles else "No Pneumothorax"],
+            )
+        )
     if n_lost:
         log.warning("siim: %d mask region(s) smaller than a %d-px twin pixel were dropped", n_lost, size)
 
@@ -354,11 +477,22 @@ def twin_covid(settings, size: int, seed: int):
         elif class_name == "Viral Pneumonia":
             findings = [finding("pneumonia", location=str(rng.choice(PNEUMONIA_LOBES)), severity=_random_severity(rng))]
         elif class_name == "Lung_Opacity":
-            findings = [finding("lung opacity", location=str(rng.choice(PNEUMONIA_LOBES)), severity=_random_severity(rng))]
+            findings = [
+                finding("lung opacity", location=str(rng.choice(PNEUMONIA_LOBES)), severity=_random_severity(rng))
+            ]
         else:
             findings = []
-        images.append(TwinImage(image_id, f"{class_name}/images/{image_id}.png", split, "PA",
-                                derived_seed(seed, "covid", image_id), findings, classes=[class_name]))
+        images.append(
+            TwinImage(
+                image_id,
+                f"{class_name}/images/{image_id}.png",
+                split,
+                "PA",
+                derived_seed(seed, "covid", image_id),
+                findings,
+                classes=[class_name],
+            )
+        )
     return images, lambda root: None
 
 
@@ -387,10 +521,13 @@ def build_twin(
         shutil.rmtree(building)
     building.mkdir(parents=True)
     try:
-        render_all(images, building, size, dataset, workers=workers, progress=progress, phantom_settings=phantom_settings)
+        render_all(
+            images, building, size, dataset, workers=workers, progress=progress, phantom_settings=phantom_settings
+        )
         write_labels(building)
         pd.DataFrame({"image_id": [i.image_id for i in images], "split": [i.split for i in images]}).to_csv(
-            building / SPLITS_FILE, index=False)
+            building / SPLITS_FILE, index=False
+        )
         spec = SPECS[dataset]
         positives = {spec.canonical(c): sum(c in image.classes for image in images) for c in settings.classes}
         splits = {s: sum(i.split == s for i in images) for s in SPLIT_NAMES}

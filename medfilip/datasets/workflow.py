@@ -35,8 +35,12 @@ def preprocess_params(settings: dict[str, Any], name: str) -> dict[str, Any]:
     """Every setting that changes a dataset's store."""
     datasets = settings["datasets"]
     own = {k: v for k, v in datasets[name].items() if k != "enabled"}
-    return {"seed": datasets["seed"], name: own, "size": settings["images"]["size"],
-            "shard_size": settings["images"]["shard_size"]}
+    return {
+        "seed": datasets["seed"],
+        name: own,
+        "size": settings["images"]["size"],
+        "shard_size": settings["images"]["shard_size"],
+    }
 
 
 def dataset_targets(cfg: Any) -> list[str]:

@@ -82,8 +82,9 @@ def read_vocabulary(labels_path: str | Path, variant: str) -> Vocabulary:
     counts = np.zeros(len(index), np.int64)
     for ids in by_report.values():
         counts[ids] += 1
-    return Vocabulary(variant, list(index), keys, np.array(negated, bool), counts,
-                      [by_report[k] for k in sorted(by_report)])
+    return Vocabulary(
+        variant, list(index), keys, np.array(negated, bool), counts, [by_report[k] for k in sorted(by_report)]
+    )
 
 
 def _sample(n: int, seed: int) -> np.ndarray:
@@ -118,6 +119,7 @@ def own_category_share(cos: np.ndarray, same: np.ndarray, counts: np.ndarray, ca
 
 def fit_temperature(cos: np.ndarray, same: np.ndarray, counts: np.ndarray, share: float) -> tuple[float, float]:
     """(t, achieved share): the temperature whose mean own-category share is ``share``."""
+
     def at(t: float) -> float:
         return own_category_share(cos, same, counts, Calibration("temperature", temperature=t))
 
@@ -148,8 +150,9 @@ def compute_calibration(
     cross = cross_category_cosines(vectors, vocab, seed)
     stats: dict = {"variant": vocab.variant, "n_labels": len(vocab.texts), "n_cross_pairs": int(cross.size)}
     if cross.size:
-        stats["cross_category_cosine"] = {q: round(float(np.percentile(cross, p)), 4)
-                                          for q, p in (("p5", 5), ("median", 50), ("p95", 95))}
+        stats["cross_category_cosine"] = {
+            q: round(float(np.percentile(cross, p)), 4) for q, p in (("p5", 5), ("median", 50), ("p95", 95))
+        }
     if method == "none":
         return Calibration("none", stats=stats)
     if cross.size == 0:
@@ -167,8 +170,11 @@ def compute_calibration(
     cos = np.where(neg[:, None] == neg[None, :], cos, -1.0)  # other polarity: (almost) no weight
     counts = vocab.counts[pick].astype(np.float64)
     t, achieved = fit_temperature(cos, same, counts, share)
-    return Calibration("temperature", temperature=round(t, 6),
-                       stats={**stats, "target_share": share, "achieved_share": round(achieved, 4)})
+    return Calibration(
+        "temperature",
+        temperature=round(t, 6),
+        stats={**stats, "target_share": share, "achieved_share": round(achieved, 4)},
+    )
 
 
 def write_calibration(calibrations: dict[str, Calibration], path: str | Path) -> Path:
@@ -192,8 +198,14 @@ def read_calibration(path: str | Path, variant: str) -> Calibration:
 
 
 def calibrate_labels(
-    labels_path: str | Path, embeddings_path: str | Path, variants: list[str], method: str, *,
-    percentile: float = 95.0, share: float = 0.5, seed: int = 0,
+    labels_path: str | Path,
+    embeddings_path: str | Path,
+    variants: list[str],
+    method: str,
+    *,
+    percentile: float = 95.0,
+    share: float = 0.5,
+    seed: int = 0,
 ) -> dict[str, Calibration]:
     """One calibration per label variant, from labels.parquet and the written vectors."""
     from medfilip.embeddings.store import load_embeddings
@@ -210,8 +222,13 @@ def calibrate_labels(
 
 # -- what a target asks of the model ----------------------------------------------------------
 def batch_statistics(
-    vectors: np.ndarray, vocab: Vocabulary, calibration: Calibration | None = None, *,
-    batch_size: int = 32, n_batches: int = 20, seed: int = 0,
+    vectors: np.ndarray,
+    vocab: Vocabulary,
+    calibration: Calibration | None = None,
+    *,
+    batch_size: int = 32,
+    n_batches: int = 20,
+    seed: int = 0,
 ) -> dict[str, float]:
     """SSM statistics over ``n_batches`` seeded batches of reports' full label sets."""
     import torch
@@ -250,8 +267,11 @@ def batch_statistics(
         return round(float(np.percentile(a, p)), 3) if a.size else float("nan")
 
     return {
-        "same_category_median": q(same, 50), "cross_category_median": q(cross, 50),
-        "cross_category_p5": q(cross, 5), "cross_category_p95": q(cross, 95),
-        "own_category_share": round(float(np.mean(shares)), 3), "effective_texts": round(float(np.mean(effective)), 1),
+        "same_category_median": q(same, 50),
+        "cross_category_median": q(cross, 50),
+        "cross_category_p5": q(cross, 5),
+        "cross_category_p95": q(cross, 95),
+        "own_category_share": round(float(np.mean(shares)), 3),
+        "effective_texts": round(float(np.mean(effective)), 1),
         "texts_per_row": round(float(np.mean(n_texts)), 1),
     }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+
 from medfilip.names import LabelVariant, values
 
 
@@ -35,16 +36,28 @@ def cmd_embed(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     texts = _label_texts(args.labels, args.variants)
     cache = args.cache or Path("results/cache/embeddings") / model_slug(cfg.model)
-    summary = embed_texts(texts, cfg.model, cache, batch_size=cfg.batch_size, max_length=cfg.max_length,
-                          device=cfg.device, progress=not args.no_progress)
+    summary = embed_texts(
+        texts,
+        cfg.model,
+        cache,
+        batch_size=cfg.batch_size,
+        max_length=cfg.max_length,
+        device=cfg.device,
+        progress=not args.no_progress,
+    )
     table = write_label_embeddings(texts, cfg.model, cache, args.out)
-    print(f"{summary.n_unique} unique labels: {summary.n_unique - summary.n_new} cached, {summary.n_new} embedded "
-          f"in {summary.seconds:.1f}s (dim {summary.dim}) -> {args.out} ({table.num_rows} vectors)")
+    print(
+        f"{summary.n_unique} unique labels: {summary.n_unique - summary.n_new} cached, {summary.n_new} embedded "
+        f"in {summary.seconds:.1f}s (dim {summary.dim}) -> {args.out} ({table.num_rows} vectors)"
+    )
     calibrations = _calibrate(args.labels, args.out, args.variants, cfg.calibration)
     out = args.calibration or calibration_path(args.out)
     write_calibration(calibrations, out)
-    print("SSM calibration (label statistics only): "
-          + "; ".join(f"{v} {c.describe()}" for v, c in calibrations.items()) + f" -> {out}")
+    print(
+        "SSM calibration (label statistics only): "
+        + "; ".join(f"{v} {c.describe()}" for v, c in calibrations.items())
+        + f" -> {out}"
+    )
     return 0
 
 
@@ -55,8 +68,15 @@ def _calibrate(labels: Path, embeddings: Path, variants: list[str] | None, setti
 
     if not variants:
         variants = sorted(set(pq.read_table(labels, columns=["variant"]).column("variant").to_pylist()))
-    return calibrate_labels(labels, embeddings, variants, str(getattr(settings.method, "value", settings.method)), percentile=settings.percentile,
-                            share=settings.share, seed=settings.seed)
+    return calibrate_labels(
+        labels,
+        embeddings,
+        variants,
+        str(getattr(settings.method, "value", settings.method)),
+        percentile=settings.percentile,
+        share=settings.share,
+        seed=settings.seed,
+    )
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
@@ -92,27 +112,49 @@ def cmd_ssm_stats(args: argparse.Namespace) -> int:
             from medfilip.embeddings.store import write_label_embeddings
 
             cache = Path("results/cache/embeddings") / model_slug(model)
-            embed_texts(vocab.texts, model, cache, batch_size=cfg.batch_size, max_length=cfg.max_length,
-                        device=cfg.device, progress=False)
+            embed_texts(
+                vocab.texts,
+                model,
+                cache,
+                batch_size=cfg.batch_size,
+                max_length=cfg.max_length,
+                device=cfg.device,
+                progress=False,
+            )
             path = Path(args.workdir) / f"{model_slug(model)}.{args.variant}.parquet"
             write_label_embeddings(vocab.texts, model, cache, path)
         vectors = np.asarray(load_embeddings(path, vocab.texts), dtype=np.float64)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         name = Path(model).name if model else "all-MiniLM-L6-v2"
         for method in ("none", "floor", "temperature"):
-            c = compute_calibration(vectors, vocab, method, percentile=cfg.calibration.percentile,
-                                    share=cfg.calibration.share, seed=cfg.calibration.seed)
-            stats = batch_statistics(vectors, vocab, c, batch_size=args.batch_size, n_batches=args.n_batches,
-                                     seed=args.seed)
+            c = compute_calibration(
+                vectors,
+                vocab,
+                method,
+                percentile=cfg.calibration.percentile,
+                share=cfg.calibration.share,
+                seed=cfg.calibration.seed,
+            )
+            stats = batch_statistics(
+                vectors, vocab, c, batch_size=args.batch_size, n_batches=args.n_batches, seed=args.seed
+            )
             rows.append({"model": name, "calibration": c.describe(), **stats})
-    header = ["model", "calibration", "same-category median", "cross-category median [5-95 pct]",
-              "share on own categories", "effective texts (of ~M)"]
+    header = [
+        "model",
+        "calibration",
+        "same-category median",
+        "cross-category median [5-95 pct]",
+        "share on own categories",
+        "effective texts (of ~M)",
+    ]
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for r in rows:
-        print(f"| {r['model']} | {r['calibration']} | {r['same_category_median']:.3f} | "
-              f"{r['cross_category_median']:.3f} [{r['cross_category_p5']:.2f}-{r['cross_category_p95']:.2f}] | "
-              f"{r['own_category_share']:.2f} | {r['effective_texts']:.1f} (of {r['texts_per_row']:.0f}) |")
+        print(
+            f"| {r['model']} | {r['calibration']} | {r['same_category_median']:.3f} | "
+            f"{r['cross_category_median']:.3f} [{r['cross_category_p5']:.2f}-{r['cross_category_p95']:.2f}] | "
+            f"{r['own_category_share']:.2f} | {r['effective_texts']:.1f} (of {r['texts_per_row']:.0f}) |"
+        )
     return 0
 
 
@@ -142,15 +184,25 @@ def cmd_ssm_heatmap(args: argparse.Namespace) -> int:
     calibration = read_calibration(cal_file, variant) if Path(cal_file).exists() else Calibration("none")
 
     def target_of(c: Calibration | None) -> torch.Tensor:
-        return ssm_target(batch.image_label_ids, text_ids, vectors, categories, variant=args.ssm_variant,
-                          negated=negated, calibration=c, positives=positives)
+        return ssm_target(
+            batch.image_label_ids,
+            text_ids,
+            vectors,
+            categories,
+            variant=args.ssm_variant,
+            negated=negated,
+            calibration=c,
+            positives=positives,
+        )
 
     raw = target_of(None)
     panels = [(raw.numpy(), "raw cosines (paper eqs. 4-5)")]
     if calibration.method != "none":
         panels.append((target_of(calibration).numpy(), f"calibrated: {calibration.describe()} (what training uses)"))
-    title = (f"SSM target of one batch: {len(batch.report_ids)} images x {len(text_ids)} label texts "
-             f"({variant} labels, E_sim {args.embeddings.stem}, {args.ssm_variant})")
+    title = (
+        f"SSM target of one batch: {len(batch.report_ids)} images x {len(text_ids)} label texts "
+        f"({variant} labels, E_sim {args.embeddings.stem}, {args.ssm_variant})"
+    )
     draw_ssm_heatmap(panels, batch, text_ids.tolist(), positives.numpy(), args.out, title)
     for target, name in panels:
         off = torch.from_numpy(target)[~positives]
@@ -163,11 +215,19 @@ def register(sub) -> None:
     s = sub.add_parser("embed", help="embed every unique label string once with E_sim (cached by model + text)")
     s.add_argument("--labels", type=Path, default=Path("results/labels.parquet"))
     s.add_argument("--variants", nargs="+", default=None, help="embed only these label variants (default: all)")
-    s.add_argument("--cache", type=Path, default=None,
-                   help="cache folder that outlives the run (default results/cache/embeddings/<model slug>)")
+    s.add_argument(
+        "--cache",
+        type=Path,
+        default=None,
+        help="cache folder that outlives the run (default results/cache/embeddings/<model slug>)",
+    )
     s.add_argument("--out", type=Path, required=True, help="vectors of exactly the current labels (Parquet)")
-    s.add_argument("--calibration", type=Path, default=None,
-                   help="SSM calibration file (default: beside --out, <stem>.calibration.json)")
+    s.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="SSM calibration file (default: beside --out, <stem>.calibration.json)",
+    )
     s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("ssm-calibrate", help="(re)compute the SSM calibration of written label embeddings")
@@ -181,8 +241,12 @@ def register(sub) -> None:
     s.add_argument("--labels", type=Path, default=Path("results/labels.parquet"))
     s.add_argument("--variant", default=LabelVariant.triplet_explanation.value, choices=values(LabelVariant))
     s.add_argument("--embeddings", type=Path, default=None, help="written vectors of the configured model")
-    s.add_argument("--models", nargs="+", default=None,
-                   help="E_sim models to compare: minilm (the shipped default), mpnet, local folders; embeds through the cache")
+    s.add_argument(
+        "--models",
+        nargs="+",
+        default=None,
+        help="E_sim models to compare: minilm (the shipped default), mpnet, local folders; embeds through the cache",
+    )
     s.add_argument("--workdir", type=Path, default=Path("results/embeddings/stats"))
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--n-batches", type=int, default=20)
@@ -192,11 +256,19 @@ def register(sub) -> None:
     s = sub.add_parser("ssm-heatmap", help="figure: the SSM soft-label target of one training batch")
     s.add_argument("--labels", type=Path, default=Path("results/labels.parquet"))
     s.add_argument("--embeddings", type=Path, required=True, help="results/embeddings/<model slug>.parquet")
-    s.add_argument("--images", type=Path, default=None,
-                   help="image store (results/images/corpus): batch its first train reports; default: labels order")
+    s.add_argument(
+        "--images",
+        type=Path,
+        default=None,
+        help="image store (results/images/corpus): batch its first train reports; default: labels order",
+    )
     s.add_argument("--variant", default=None, help="label variant (default: triplet_explanation if present)")
-    s.add_argument("--calibration", type=Path, default=None,
-                   help="SSM calibration (default: <embeddings stem>.calibration.json beside --embeddings)")
+    s.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="SSM calibration (default: <embeddings stem>.calibration.json beside --embeddings)",
+    )
     s.add_argument("--ssm-variant", choices=["paper", "same_category"], default="paper")
     s.add_argument("--n-images", type=int, default=16)
     s.add_argument("--out", type=Path, default=Path("results/figures/ssm_heatmap.png"))

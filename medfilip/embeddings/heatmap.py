@@ -60,7 +60,11 @@ def train_report_ids(images_dir: str | Path | None) -> list[str] | None:
     if images_dir is None or not (Path(images_dir) / "index.parquet").exists():
         return None
     index = pq.read_table(Path(images_dir) / "index.parquet", columns=["report_id", "split"])
-    ids = [r for r, s in zip(index.column("report_id").to_pylist(), index.column("split").to_pylist()) if s == "train" and r]
+    ids = [
+        r
+        for r, s in zip(index.column("report_id").to_pylist(), index.column("split").to_pylist())
+        if s == "train" and r
+    ]
     return list(dict.fromkeys(ids))
 
 
@@ -126,8 +130,13 @@ def draw_ssm_heatmap(
         own = "; ".join(dict.fromkeys(batch.short_texts[i] for i in ids))
         row_names.append(f"{rid}: {own if len(own) <= 38 else own[:37] + '…'}")
     width = 2.8 + 0.32 * m
-    fig, axes = plt.subplots(1, len(panels), figsize=(max(6.0, width * len(panels)), max(4.0, 3.4 + 0.34 * n)),
-                             squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1,
+        len(panels),
+        figsize=(max(6.0, width * len(panels)), max(4.0, 3.4 + 0.34 * n)),
+        squeeze=False,
+        layout="constrained",
+    )
     vmin = min(0.0, min(float(t.min()) for t, _ in panels))
     rows, cols = np.nonzero(positives)
     for k, (ax, (values, subtitle)) in enumerate(zip(axes[0], panels)):

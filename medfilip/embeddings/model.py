@@ -107,8 +107,12 @@ def resolve_model(model: str | os.PathLike | None) -> ModelRef:
     if name.lower() in _GENERIC_FOLDER_NAMES:
         name = folder.resolve().parent.name
     if not (folder / "config.json").is_file():
-        raise EmbeddingModelError(f"embeddings.model = {str(folder)!r}: not a HuggingFace model folder (no config.json)")
-    return ModelRef(source=str(folder), model_id=f"local:{name}:{folder_fingerprint(folder)}", slug=_slugify(name), local=True)
+        raise EmbeddingModelError(
+            f"embeddings.model = {str(folder)!r}: not a HuggingFace model folder (no config.json)"
+        )
+    return ModelRef(
+        source=str(folder), model_id=f"local:{name}:{folder_fingerprint(folder)}", slug=_slugify(name), local=True
+    )
 
 
 def model_slug(model: str | os.PathLike | None) -> str:
@@ -148,7 +152,9 @@ class TextEncoder:
             self.model = AutoModel.from_pretrained(ref.source, local_files_only=ref.local)
         except (OSError, ValueError) as err:
             if ref.local:
-                raise EmbeddingModelError(f"embeddings.model = {ref.source!r}: cannot load the model folder: {err}") from err
+                raise EmbeddingModelError(
+                    f"embeddings.model = {ref.source!r}: cannot load the model folder: {err}"
+                ) from err
             hint = (
                 "the Hugging Face hub is switched off (HF_HUB_OFFLINE=1) and the model is not in the local HF cache"
                 if offline
@@ -170,7 +176,9 @@ class TextEncoder:
         """(len(texts), dim) float32, each row the masked mean of the last hidden states, L2-normalised."""
         import torch
 
-        enc = self.tokenizer(list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        enc = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_length, return_tensors="pt"
+        )
         enc = {k: v.to(self.device) for k, v in enc.items()}
         with torch.inference_mode():
             hidden = self.model(**enc).last_hidden_state

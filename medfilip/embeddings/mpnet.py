@@ -15,7 +15,6 @@ not a pyproject extra.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import tempfile
@@ -62,8 +61,10 @@ def cache_root() -> Path:
 def _model_folder(root: Path) -> Path | None:
     """The folder holding config.json inside an unpacked zip (it may nest one level or two)."""
     for config in sorted(root.rglob("config.json"), key=lambda p: len(p.parts)):
-        if (config.parent / "tokenizer_config.json").exists() or any(config.parent.glob("*.safetensors")) or any(
-            config.parent.glob("*.bin")
+        if (
+            (config.parent / "tokenizer_config.json").exists()
+            or any(config.parent.glob("*.safetensors"))
+            or any(config.parent.glob("*.bin"))
         ):
             return config.parent
     return None

@@ -69,7 +69,9 @@ def embedding_table(keys: Sequence[str], texts: Sequence[str], vectors: np.ndarr
     n, dim = vectors.shape
     offsets = pa.array(np.arange(0, (n + 1) * dim, dim, dtype=np.int32))
     column = pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1)), type=pa.list_(pa.float32()))
-    return pa.table([pa.array(list(keys), pa.string()), pa.array(list(texts), pa.string()), column], schema=EMBEDDING_SCHEMA)
+    return pa.table(
+        [pa.array(list(keys), pa.string()), pa.array(list(texts), pa.string()), column], schema=EMBEDDING_SCHEMA
+    )
 
 
 def vectors_of(table: pa.Table) -> np.ndarray:
@@ -167,14 +169,33 @@ def embed_texts(
         dim = cache.dim(keys[wanted[0]]) if wanted else None
         return EmbedSummary(len(wanted), 0, time.perf_counter() - t0, dim)
     log.info("%d texts: %d cached, %d to embed with %s", len(wanted), len(wanted) - len(new), len(new), ref.source)
-    dim = _embed_new(new, keys, ref, cache, batch_size=batch_size, max_length=max_length, device=device,
-                     progress=progress, flush_every=flush_every)
+    dim = _embed_new(
+        new,
+        keys,
+        ref,
+        cache,
+        batch_size=batch_size,
+        max_length=max_length,
+        device=device,
+        progress=progress,
+        flush_every=flush_every,
+    )
     cache.compact()
     return EmbedSummary(len(wanted), len(new), time.perf_counter() - t0, dim)
 
 
-def _embed_new(new: list[str], keys: dict[str, str], ref: ModelRef, cache: EmbeddingCache, *, batch_size: int,
-               max_length: int, device: str, progress: bool, flush_every: int) -> int:
+def _embed_new(
+    new: list[str],
+    keys: dict[str, str],
+    ref: ModelRef,
+    cache: EmbeddingCache,
+    *,
+    batch_size: int,
+    max_length: int,
+    device: str,
+    progress: bool,
+    flush_every: int,
+) -> int:
     from medfilip.embeddings.model import TextEncoder
 
     encoder = TextEncoder(ref, device=device, max_length=max_length, progress=progress)
@@ -186,7 +207,9 @@ def _embed_new(new: list[str], keys: dict[str, str], ref: ModelRef, cache: Embed
 
     def flush() -> None:
         if pending_texts:
-            cache.append(embedding_table([keys[t] for t in pending_texts], pending_texts, np.concatenate(pending_vectors)))
+            cache.append(
+                embedding_table([keys[t] for t in pending_texts], pending_texts, np.concatenate(pending_vectors))
+            )
             pending_texts.clear()
             pending_vectors.clear()
 

@@ -74,8 +74,11 @@ def _value(settings: Any, key: str) -> str:
 
 def run_for(row: AblationRow, runs: dict[str, Any]) -> str | None:
     """The run of ``training.runs`` with the row's settings (``medfilip`` first when several match)."""
-    matches = [name for name, s in runs.items()
-               if (_value(s, "label_variant"), _value(s, "target"), _value(s, "loss")) == row.settings()]
+    matches = [
+        name
+        for name, s in runs.items()
+        if (_value(s, "label_variant"), _value(s, "target"), _value(s, "loss")) == row.settings()
+    ]
     if not matches:
         return None
     return "medfilip" if "medfilip" in matches else matches[0]
@@ -114,12 +117,20 @@ def ablation_rows(columns: list[str], zeroshot: dict[str, dict], runs: dict[str,
     out = []
     for step, row in enumerate(TABLE_VI):
         run = run_for(row, runs)
-        record: dict = {"step": step, "row": row.name, **{f: "x" if getattr(row, f) else "" for f in FLAG_COLUMNS},
-                        "label_variant": row.label_variant, "target": row.target, "loss": row.loss,
-                        "run": run or ""}
+        record: dict = {
+            "step": step,
+            "row": row.name,
+            **{f: "x" if getattr(row, f) else "" for f in FLAG_COLUMNS},
+            "label_variant": row.label_variant,
+            "target": row.target,
+            "loss": row.loss,
+            "run": run or "",
+        }
         if run is None:
-            note = (f"no run of training.runs has label_variant={row.label_variant}, target={row.target}, "
-                    f"loss={row.loss} (snakemake ... --configfile config/ablation.yaml trains it)")
+            note = (
+                f"no run of training.runs has label_variant={row.label_variant}, target={row.target}, "
+                f"loss={row.loss} (snakemake ... --configfile config/ablation.yaml trains it)"
+            )
         elif run not in zeroshot:
             note = f"run {run} is not in the zero-shot table"
         else:

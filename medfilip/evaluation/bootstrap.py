@@ -18,8 +18,8 @@ Conventions
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -108,8 +108,9 @@ def paired_difference(
     return _interval(estimate, diffs, level)
 
 
-def mean_interval(values: np.ndarray, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0,
-                  level: float = DEFAULT_LEVEL) -> Interval:
+def mean_interval(
+    values: np.ndarray, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = DEFAULT_LEVEL
+) -> Interval:
     """Interval of a plain mean of per-row values (e.g. per-image Dice); NaN rows are left out."""
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]

@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -49,8 +50,16 @@ def case_images(store: Any, n_images: int) -> list[tuple[int, dict]]:
         fs = [f for f in (findings[int(i)] or []) if _clean(f.get("category"))]
         if len(fs) == 1:
             f = fs[0]
-            single.append((int(i), {"category": _clean(f["category"]), "severity": _clean(f.get("severity")),
-                                    "location": _clean(f.get("location"))}))
+            single.append(
+                (
+                    int(i),
+                    {
+                        "category": _clean(f["category"]),
+                        "severity": _clean(f.get("severity")),
+                        "location": _clean(f.get("location")),
+                    },
+                )
+            )
     counts = Counter(f["category"] for _, f in single)
     order = sorted(counts, key=lambda c: (-counts[c], c))[:n_images]
     first = {}
@@ -64,8 +73,9 @@ def case_texts(finding: dict, explain: Callable[[str], str], baseline_prompt: st
     return {
         "template + category": baseline_prompt.format(category=c),
         "severity + category": render_label(c, severity=sev, variant=LabelVariant.triplet.value),
-        "explanation": render_label(c, severity=sev, location=loc, explanation=explain(c),
-                                    variant=LabelVariant.triplet_explanation.value),
+        "explanation": render_label(
+            c, severity=sev, location=loc, explanation=explain(c), variant=LabelVariant.triplet_explanation.value
+        ),
     }
 
 
@@ -115,9 +125,18 @@ def case_study_rows(
         cos = np.einsum("id,ikd->ik", img, txt)
         for i, (row, f) in enumerate(cases):
             for k, kind in enumerate(TEXT_KINDS):
-                rows.append({"image_id": ids[row], "category": f["category"], "severity": f["severity"],
-                             "location": f["location"], "text_kind": kind, "text": texts[i][kind],
-                             "run": run_dir.name, "cosine": round(float(cos[i, k]), 4)})
+                rows.append(
+                    {
+                        "image_id": ids[row],
+                        "category": f["category"],
+                        "severity": f["severity"],
+                        "location": f["location"],
+                        "text_kind": kind,
+                        "text": texts[i][kind],
+                        "run": run_dir.name,
+                        "cosine": round(float(cos[i, k]), 4),
+                    }
+                )
         del model
     return rows
 
@@ -144,8 +163,9 @@ def write_case_study(rows: Sequence[dict], store: Any, figure: str | Path, table
     pixels = store.get_batch(np.array([where[i] for i in images], dtype=np.int64))
     value = {(r["image_id"], r["text_kind"], r["run"]): r["cosine"] for r in rows}
     first = {r["image_id"]: r for r in rows}
-    fig, axes = plt.subplots(len(images), 2, figsize=(11, 2.6 * len(images)), squeeze=False,
-                             gridspec_kw={"width_ratios": [1, 3.2]})
+    fig, axes = plt.subplots(
+        len(images), 2, figsize=(11, 2.6 * len(images)), squeeze=False, gridspec_kw={"width_ratios": [1, 3.2]}
+    )
     colours = plt.get_cmap("tab10")
     width = 0.8 / max(len(runs), 1)
     x = np.arange(len(TEXT_KINDS))
@@ -158,11 +178,19 @@ def write_case_study(rows: Sequence[dict], store: Any, figure: str | Path, table
         ax = axes[i, 1]
         for j, run in enumerate(runs):
             heights = [value.get((image_id, kind, run), np.nan) for kind in TEXT_KINDS]
-            bars = ax.bar(x - 0.4 + width * (j + 0.5), heights, width, label=run if i == 0 else None,
-                          color=colours(j % 10))
+            bars = ax.bar(
+                x - 0.4 + width * (j + 0.5), heights, width, label=run if i == 0 else None, color=colours(j % 10)
+            )
             for b, h in zip(bars, heights):
-                ax.annotate(f"{h:.2f}", (b.get_x() + b.get_width() / 2, max(h, 0)), ha="center", va="bottom",
-                            fontsize=6, xytext=(0, 1), textcoords="offset points")
+                ax.annotate(
+                    f"{h:.2f}",
+                    (b.get_x() + b.get_width() / 2, max(h, 0)),
+                    ha="center",
+                    va="bottom",
+                    fontsize=6,
+                    xytext=(0, 1),
+                    textcoords="offset points",
+                )
         ax.axhline(0, color="grey", lw=0.6)
         ax.set_xticks(x)
         ax.set_xticklabels(TEXT_KINDS, fontsize=8)

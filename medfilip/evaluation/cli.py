@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 from pathlib import Path
+
 from medfilip.names import ClassTextVariant
 
 log = logging.getLogger(__name__)
@@ -26,9 +27,18 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
         raise ValueError(f"no evaluation set with test images in {', '.join(map(str, args.sets))}")
     categories = sorted({c for s in sets for c in s.categories})
     knowledge_path = args.knowledge or cfg.knowledge.path
-    knowledge = load_knowledge(knowledge_path, required=categories if ev.text_variant == ClassTextVariant.triplet_explanation else ())
+    knowledge = load_knowledge(
+        knowledge_path, required=categories if ev.text_variant == ClassTextVariant.triplet_explanation else ()
+    )
     for s in sets:
-        log.info("set %s: %s, %d classes, %d validate / %d test images", s.name, s.kind, len(s.classes), s.n("validate"), s.n("test"))
+        log.info(
+            "set %s: %s, %d classes, %d validate / %d test images",
+            s.name,
+            s.kind,
+            len(s.classes),
+            s.n("validate"),
+            s.n("test"),
+        )
     result = evaluate_runs(
         runs,
         sets,
@@ -72,8 +82,9 @@ def cmd_embed_images(args: argparse.Namespace) -> int:
     device = resolve_device(ev.device, "evaluation.device")
     stores = [ImageStore.open(p.parent if p.is_file() else p) for p in args.stores]
     model = load_trained(run, device)
-    out = write_image_embeddings(model, stores, args.out, batch_size=ev.batch_size, device=device,
-                                 progress=not args.no_progress)
+    out = write_image_embeddings(
+        model, stores, args.out, batch_size=ev.batch_size, device=device, progress=not args.no_progress
+    )
     print(f"{run.name}: held-out images of {len(stores)} stores -> {out}")
     return 0
 
@@ -102,9 +113,18 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
     cfg, runs, store, knowledge = _runs_and_corpus(args)
     ev = cfg.evaluation
     rows = evaluate_retrieval(
-        runs, store, knowledge.explanation, image_embeddings=args.image_embeddings, max_images=ev.retrieval.max_images, ks=ev.retrieval.ks,
-        text_variant=ev.text_variant, baseline_prompt=ev.retrieval.baseline_prompt,
-        n_resamples=ev.bootstrap.n_resamples, seed=ev.bootstrap.seed, batch_size=ev.batch_size, device=ev.device,
+        runs,
+        store,
+        knowledge.explanation,
+        image_embeddings=args.image_embeddings,
+        max_images=ev.retrieval.max_images,
+        ks=ev.retrieval.ks,
+        text_variant=ev.text_variant,
+        baseline_prompt=ev.retrieval.baseline_prompt,
+        n_resamples=ev.bootstrap.n_resamples,
+        seed=ev.bootstrap.seed,
+        batch_size=ev.batch_size,
+        device=ev.device,
         progress=not args.no_progress,
     )
     write_table(rows, args.out)
@@ -117,29 +137,51 @@ def cmd_case_study(args: argparse.Namespace) -> int:
 
     cfg, runs, store, knowledge = _runs_and_corpus(args)
     ev = cfg.evaluation
-    rows = case_study_rows(runs, store, knowledge.explanation, n_images=ev.case_study.n_images,
-                           baseline_prompt=ev.retrieval.baseline_prompt, device=ev.device,
-                           image_embeddings=args.image_embeddings)
+    rows = case_study_rows(
+        runs,
+        store,
+        knowledge.explanation,
+        n_images=ev.case_study.n_images,
+        baseline_prompt=ev.retrieval.baseline_prompt,
+        device=ev.device,
+        image_embeddings=args.image_embeddings,
+    )
     write_case_study(rows, store, args.figure, args.table)
     print(f"case study: {len({r['image_id'] for r in rows})} images, {len(runs)} runs -> {args.figure}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("zeroshot", help="zero-shot AUC / F1 / accuracy of trained runs on evaluation stores (CSV + figure)")
-    s.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders (results/models/<run>) or their model.pt")
-    s.add_argument("--sets", type=Path, nargs="+", required=True,
-                   help="image store folders (results/images/<dataset>) or their index.parquet; the corpus store gives "
-                        "the corpus_* sets")
+    s = sub.add_parser(
+        "zeroshot", help="zero-shot AUC / F1 / accuracy of trained runs on evaluation stores (CSV + figure)"
+    )
+    s.add_argument(
+        "--runs", type=Path, nargs="+", required=True, help="run folders (results/models/<run>) or their model.pt"
+    )
+    s.add_argument(
+        "--sets",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="image store folders (results/images/<dataset>) or their index.parquet; the corpus store gives "
+        "the corpus_* sets",
+    )
     s.add_argument("--out", type=Path, default=Path("results/tables/zeroshot.csv"))
     s.add_argument("--per-class", type=Path, default=None, help="long-form per-class CSV")
     s.add_argument("--figure", type=Path, default=None, help="grouped bar chart of mean AUC (PNG)")
     s.add_argument("--knowledge", type=Path, default=None, help="IKI dictionary (default: knowledge.path)")
-    s.add_argument("--image-embeddings", type=Path, nargs="+", default=None,
-                   help="each run's stored image embeddings (medfilip embed-images), in the order of --runs")
+    s.add_argument(
+        "--image-embeddings",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="each run's stored image embeddings (medfilip embed-images), in the order of --runs",
+    )
     s.set_defaults(func=cmd_zeroshot)
 
-    s = sub.add_parser("embed-images", help="encode the held-out images of evaluation stores once with a trained run (.npz)")
+    s = sub.add_parser(
+        "embed-images", help="encode the held-out images of evaluation stores once with a trained run (.npz)"
+    )
     s.add_argument("--run", type=Path, required=True, help="run folder (results/models/<run>) or its model.pt")
     s.add_argument("--stores", type=Path, nargs="+", required=True, help="image store folders or their index.parquet")
     s.add_argument("--out", type=Path, required=True)
@@ -150,11 +192,20 @@ def register(sub: argparse._SubParsersAction) -> None:
         ("case-study", cmd_case_study, "cosine similarity of a few test images and three texts of their finding (PNG)"),
     ):
         s = sub.add_parser(name, help=helptext)
-        s.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders (results/models/<run>) or their model.pt")
-        s.add_argument("--corpus", type=Path, required=True, help="corpus image store (results/images/corpus) or its index.parquet")
+        s.add_argument(
+            "--runs", type=Path, nargs="+", required=True, help="run folders (results/models/<run>) or their model.pt"
+        )
+        s.add_argument(
+            "--corpus", type=Path, required=True, help="corpus image store (results/images/corpus) or its index.parquet"
+        )
         s.add_argument("--knowledge", type=Path, default=None, help="IKI dictionary (default: knowledge.path)")
-        s.add_argument("--image-embeddings", type=Path, nargs="+", default=None,
-                       help="each run's stored image embeddings (medfilip embed-images), in the order of --runs")
+        s.add_argument(
+            "--image-embeddings",
+            type=Path,
+            nargs="+",
+            default=None,
+            help="each run's stored image embeddings (medfilip embed-images), in the order of --runs",
+        )
         if name == "retrieval":
             s.add_argument("--out", type=Path, default=Path("results/tables/retrieval.csv"))
         else:

@@ -28,9 +28,10 @@ import hashlib
 import json
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,7 @@ def feature_paths(out_dir: str | Path, split: str) -> tuple[Path, Path]:
     return out_dir / f"{split}.npy", out_dir / f"{split}.json"
 
 
-def pooled_features(model: Any, images) -> "torch.Tensor":  # noqa: F821
+def pooled_features(model: Any, images) -> torch.Tensor:  # noqa: F821
     """(B, dim) backbone features of a uint8 (B, S, S) batch: the encoder without its projection."""
     return model.image.backbone(model.prepare_images(images)).flatten(1).float()
 
@@ -87,7 +88,7 @@ def encode_rows(model: Any, store: Any, rows: np.ndarray, *, batch_size: int, de
     chunks = []
     with torch.inference_mode():
         for start in range(0, rows.size, batch_size):
-            batch = torch.from_numpy(store.get_batch(rows[start:start + batch_size])).to(device)
+            batch = torch.from_numpy(store.get_batch(rows[start : start + batch_size])).to(device)
             chunks.append(pooled_features(model, batch).cpu().numpy())
     return np.concatenate(chunks).astype(np.float32, copy=False) if chunks else np.zeros((0, dim), np.float32)
 
@@ -147,9 +148,8 @@ def extract_features(
         if rows.size == 0:
             meta["note"] = f"the store has no {split} split"
         npy, sidecar = feature_paths(out_dir, split)
-        with atomic_path(npy) as tmp:
-            with open(tmp, "wb") as fh:
-                np.save(fh, vectors)
+        with atomic_path(npy) as tmp, open(tmp, "wb") as fh:
+            np.save(fh, vectors)
         write_text_atomic(json.dumps(meta) + "\n", sidecar)
         log.info("%s / %s / %s: %d images -> %s (%.1fs)", run_dir.name, store.dataset, split, rows.size, npy, seconds)
         out[split] = Features(vectors, rows, ids, meta)
@@ -164,7 +164,11 @@ def load_features(out_dir: str | Path, split: str, *, model_file: str | Path | N
     meta = json.loads(sidecar.read_text(encoding="utf-8"))
     vectors = np.load(npy)
     if vectors.ndim != 2 or vectors.shape[0] != len(meta.get("image_ids", [])):
-        raise FeatureError(f"{npy}: {vectors.shape} features for {len(meta.get('image_ids', []))} image ids in {sidecar}")
+        raise FeatureError(
+            f"{npy}: {vectors.shape} features for {len(meta.get('image_ids', []))} image ids in {sidecar}"
+        )
     if model_file is not None and Path(model_file).is_file() and file_sha256(model_file) != meta.get("model_sha256"):
         raise FeatureError(f"{sidecar}: features of another model than {model_file} (stale cache; re-run features)")
-    return Features(vectors.astype(np.float32, copy=False), np.asarray(meta["rows"], np.int64), list(meta["image_ids"]), meta)
+    return Features(
+        vectors.astype(np.float32, copy=False), np.asarray(meta["rows"], np.int64), list(meta["image_ids"]), meta
+    )

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -377,7 +377,9 @@ def _auc_from_groups(gp: np.ndarray, gn: np.ndarray, p: np.ndarray, n: np.ndarra
     return np.where((p > 0) & (n > 0), area, np.nan)
 
 
-def _f1_max_from_groups(gp: np.ndarray, p: np.ndarray, n: np.ndarray, cum_n: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _f1_max_from_groups(
+    gp: np.ndarray, p: np.ndarray, n: np.ndarray, cum_n: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     if gp.shape[0] == 0:
         nan = np.full(gp.shape[1], np.nan)
         return nan, nan.copy()
@@ -405,8 +407,9 @@ def _at_threshold_from_groups(gp, gn, values, p, n, threshold) -> tuple[np.ndarr
     return np.where(ok, f1, np.nan), np.where(ok, acc, np.nan)
 
 
-def bootstrap_class(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray, *, f1_max: bool = True,
-                    threshold: float | None = None) -> dict[str, np.ndarray]:
+def bootstrap_class(
+    scores: np.ndarray, labels: np.ndarray, weights: np.ndarray, *, f1_max: bool = True, threshold: float | None = None
+) -> dict[str, np.ndarray]:
     """Every replicate metric of one class from one grouping of its scores: ``auc``; with
     ``f1_max``, ``f1`` and ``acc`` at each replicate's F1-maximising threshold; with a
     ``threshold``, ``f1_at`` and ``acc_at`` there. Each (B,), as the functions below."""
@@ -434,8 +437,9 @@ def bootstrap_f1_max(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray
     return out["f1"], out["acc"]
 
 
-def bootstrap_at_threshold(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray,
-                           threshold: float) -> tuple[np.ndarray, np.ndarray]:
+def bootstrap_at_threshold(
+    scores: np.ndarray, labels: np.ndarray, weights: np.ndarray, threshold: float
+) -> tuple[np.ndarray, np.ndarray]:
     """(B,) F1 and accuracy of ``score >= threshold`` (a threshold fixed beforehand: the ``validate``
     protocol); NaN where a replicate has no positive or the threshold is NaN."""
     gp, gn, values = _weighted_groups(scores, labels, weights)

@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -35,8 +35,22 @@ from medfilip.evaluation.bootstrap import interval_from_replicates
 from medfilip.evaluation.metrics import mean_ignoring_nan
 from medfilip.io import save_figure, write_csv_atomic
 
-PER_CLASS_COLUMNS = ["run", "dataset", "class", "protocol", "auc", "f1", "acc", "precision", "recall", "threshold", "n_pos",
-                     "n", "auc_neg", "auc_comb"]
+PER_CLASS_COLUMNS = [
+    "run",
+    "dataset",
+    "class",
+    "protocol",
+    "auc",
+    "f1",
+    "acc",
+    "precision",
+    "recall",
+    "threshold",
+    "n_pos",
+    "n",
+    "auc_neg",
+    "auc_comb",
+]
 REFERENCE_RUN = "medfilip"
 # column suffix -> where its point estimate lives in a summary
 SET_METRICS = {
@@ -124,7 +138,9 @@ def table_rows(summaries: Sequence[dict]) -> list[dict]:
                         continue
                     a, b = reps(run, name, metric), reps(reference, name, metric)
                     diff = None if a is None or b is None or a.size != b.size else a - b
-                    _with_interval(row, f"delta_{name}_{metric}_vs_{reference}", _point(s, metric) - _point(ref, metric), diff)
+                    _with_interval(
+                        row, f"delta_{name}_{metric}_vs_{reference}", _point(s, metric) - _point(ref, metric), diff
+                    )
         for group, names in groups.items():
             for metric in MEAN_METRICS:
                 if not any(n in has[metric] for n in names):
@@ -150,13 +166,24 @@ def _defined_somewhere(summary: dict, metric: str) -> bool:
 def per_class_rows(per_class: Sequence[dict]) -> list[dict]:
     out = []
     for r in per_class:
-        out.append({
-            "run": r["run"], "dataset": r["dataset"], "class": r["class"], "protocol": r["protocol"],
-            "auc": _round(r["auc"]), "f1": _round(r["f1"]), "acc": _round(r["accuracy"]),
-            "precision": _round(r["precision"]), "recall": _round(r["recall"]),
-            "threshold": _round(r["threshold"], 6), "n_pos": r["n_pos"], "n": r["n"],
-            "auc_neg": _round(r.get("auc_neg")), "auc_comb": _round(r.get("auc_comb")),
-        })
+        out.append(
+            {
+                "run": r["run"],
+                "dataset": r["dataset"],
+                "class": r["class"],
+                "protocol": r["protocol"],
+                "auc": _round(r["auc"]),
+                "f1": _round(r["f1"]),
+                "acc": _round(r["accuracy"]),
+                "precision": _round(r["precision"]),
+                "recall": _round(r["recall"]),
+                "threshold": _round(r["threshold"], 6),
+                "n_pos": r["n_pos"],
+                "n": r["n"],
+                "auc_neg": _round(r.get("auc_neg")),
+                "auc_comb": _round(r.get("auc_comb")),
+            }
+        )
     return out
 
 
@@ -182,7 +209,6 @@ def write_figure(summaries: Sequence[dict], path: str | Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-
     rows = table_rows(summaries)
     runs = [r["run"] for r in rows]
     sets = list(dict.fromkeys(s["dataset"] for s in summaries))
@@ -195,20 +221,41 @@ def write_figure(summaries: Sequence[dict], path: str | Path) -> Path:
         b = r.get(f"{c}_{side}")
         return 0.0 if b is None or np.isnan(v) else abs(v - b)
 
-    errors = np.array([[[bound(r, c, "low", v) for c, v in zip(columns, vals)],
-                        [bound(r, c, "high", v) for c, v in zip(columns, vals)]] for r, vals in zip(rows, values)])
+    errors = np.array(
+        [
+            [
+                [bound(r, c, "low", v) for c, v in zip(columns, vals)],
+                [bound(r, c, "high", v) for c, v in zip(columns, vals)],
+            ]
+            for r, vals in zip(rows, values)
+        ]
+    )
     width = 0.8 / max(len(runs), 1)
     x = np.arange(len(groups))
     fig, ax = plt.subplots(figsize=(min(16.0, 3.0 + 0.3 * len(groups) * max(len(runs), 1)), 4.8))
     colours = plt.get_cmap("tab10")
     for j, run in enumerate(runs):
         pos = x - 0.4 + width * (j + 0.5)
-        bars = ax.bar(pos, np.nan_to_num(values[j], nan=0.0), width, label=run, color=colours(j % 10),
-                      yerr=errors[j], error_kw={"elinewidth": 0.7, "capsize": 1.5, "ecolor": "black"})
+        bars = ax.bar(
+            pos,
+            np.nan_to_num(values[j], nan=0.0),
+            width,
+            label=run,
+            color=colours(j % 10),
+            yerr=errors[j],
+            error_kw={"elinewidth": 0.7, "capsize": 1.5, "ecolor": "black"},
+        )
         for b, v in zip(bars, values[j]):
-            ax.annotate("n/a" if np.isnan(v) else f"{v:.2f}", (b.get_x() + b.get_width() / 2, 0 if np.isnan(v) else v),
-                        ha="center", va="bottom", fontsize=7, rotation=90 if len(runs) > 2 else 0,
-                        xytext=(0, 2), textcoords="offset points")
+            ax.annotate(
+                "n/a" if np.isnan(v) else f"{v:.2f}",
+                (b.get_x() + b.get_width() / 2, 0 if np.isnan(v) else v),
+                ha="center",
+                va="bottom",
+                fontsize=7,
+                rotation=90 if len(runs) > 2 else 0,
+                xytext=(0, 2),
+                textcoords="offset points",
+            )
     ax.axhline(0.5, color="grey", lw=0.8, ls="--", label="chance")
     ax.set_xticks(x)
     ax.set_xticklabels(groups, rotation=30, ha="right")

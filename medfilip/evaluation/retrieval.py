@@ -28,9 +28,10 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -84,8 +85,13 @@ def retrieval_images(store: Any, max_images: int, seed: int = 0) -> RetrievalIma
             if len(fs) == 1:
                 f = fs[0]
                 rows.append(int(i))
-                kept.append({"category": _clean(f["category"]), "severity": _clean(f.get("severity")),
-                             "location": _clean(f.get("location"))})
+                kept.append(
+                    {
+                        "category": _clean(f["category"]),
+                        "severity": _clean(f.get("severity")),
+                        "location": _clean(f.get("location")),
+                    }
+                )
     order = np.argsort(rows, kind="stable")
     rows_arr, kept = np.asarray(rows, dtype=np.int64)[order], [kept[j] for j in order]
     n_eligible = int(rows_arr.size)
@@ -95,24 +101,29 @@ def retrieval_images(store: Any, max_images: int, seed: int = 0) -> RetrievalIma
     return RetrievalImages(rows_arr, kept, n_eligible)
 
 
-def image_texts(images: RetrievalImages, prompt: str, *, explain: Callable[[str], str], text_variant: str,
-                baseline_prompt: str) -> list[str]:
+def image_texts(
+    images: RetrievalImages, prompt: str, *, explain: Callable[[str], str], text_variant: str, baseline_prompt: str
+) -> list[str]:
     """The text of each image's finding under ``prompt`` (module doc)."""
     if prompt == "baseline":
         return [baseline_prompt.format(category=f["category"]) for f in images.findings]
     if prompt != "template":
         raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
     return [
-        render_label(f["category"], severity=f["severity"], location=f["location"],
-                     explanation=(explain(f["category"])
-                                  if text_variant == ClassTextVariant.triplet_explanation else None),
-                     variant=text_variant)
+        render_label(
+            f["category"],
+            severity=f["severity"],
+            location=f["location"],
+            explanation=(explain(f["category"]) if text_variant == ClassTextVariant.triplet_explanation else None),
+            variant=text_variant,
+        )
         for f in images.findings
     ]
 
 
-def precision_recall_at_k(similarity: np.ndarray, query_keys: np.ndarray, gallery_keys: np.ndarray,
-                          ks: Sequence[int]) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+def precision_recall_at_k(
+    similarity: np.ndarray, query_keys: np.ndarray, gallery_keys: np.ndarray, ks: Sequence[int]
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """Per query, P@K and R@K for each K: ``{k: (precision (Q,), recall (Q,))}``.
 
     Gallery items are ranked by descending similarity, ties by gallery order (a stable sort). A
@@ -120,7 +131,9 @@ def precision_recall_at_k(similarity: np.ndarray, query_keys: np.ndarray, galler
     similarity = np.asarray(similarity, dtype=np.float64)
     q, g = similarity.shape
     if len(query_keys) != q or len(gallery_keys) != g:
-        raise ValueError(f"similarity {similarity.shape} for {len(query_keys)} queries and {len(gallery_keys)} gallery items")
+        raise ValueError(
+            f"similarity {similarity.shape} for {len(query_keys)} queries and {len(gallery_keys)} gallery items"
+        )
     top = max(ks)
     order = np.argsort(-similarity, axis=1, kind="stable")[:, :top]
     query_keys, gallery_keys = np.asarray(query_keys, dtype=object), np.asarray(gallery_keys, dtype=object)
@@ -146,8 +159,17 @@ def _encode_unique(model: Any, texts: list[str], batch_size: int) -> np.ndarray:
     return emb[[where[t] for t in texts]]
 
 
-def run_scores(model: Any, images_emb: np.ndarray, images: RetrievalImages, *, explain: Callable[[str], str],
-               text_variant: str, baseline_prompt: str, ks: Sequence[int], batch_size: int) -> dict:
+def run_scores(
+    model: Any,
+    images_emb: np.ndarray,
+    images: RetrievalImages,
+    *,
+    explain: Callable[[str], str],
+    text_variant: str,
+    baseline_prompt: str,
+    ks: Sequence[int],
+    batch_size: int,
+) -> dict:
     """``{(prompt, direction, relevance): {k: (precision (N,), recall (N,))}}`` of one model."""
     out = {}
     for prompt in PROMPTS:
@@ -179,8 +201,9 @@ def _replicates(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
         return (weights[:, ok] @ values[ok]) / weights[:, ok].sum(axis=1)
 
 
-def table_rows(scores: dict[str, dict], images: RetrievalImages, ks: Sequence[int], *, n_resamples: int = 1000,
-               seed: int = 0) -> list[dict]:
+def table_rows(
+    scores: dict[str, dict], images: RetrievalImages, ks: Sequence[int], *, n_resamples: int = 1000, seed: int = 0
+) -> list[dict]:
     """Rows of retrieval.csv: one per (run, prompt, direction, relevance), runs in the order given."""
     runs = list(scores)
     reference = REFERENCE_RUN if REFERENCE_RUN in scores else None
@@ -189,15 +212,26 @@ def table_rows(scores: dict[str, dict], images: RetrievalImages, ks: Sequence[in
     rows = []
     for run in runs:
         for (prompt, direction, relevance), by_k in scores[run].items():
-            row: dict = {"run": run, "prompt": prompt, "direction": direction, "relevance": relevance,
-                         "n_images": len(images), "n_eligible": images.n_eligible, "n_categories": n_categories}
+            row: dict = {
+                "run": run,
+                "prompt": prompt,
+                "direction": direction,
+                "relevance": relevance,
+                "n_images": len(images),
+                "n_eligible": images.n_eligible,
+                "n_categories": n_categories,
+            }
             for k in ks:
                 for metric, j in (("p", 0), ("r", 1)):
                     name = f"{metric}_at_{k}"
                     values = by_k[k][j]
                     estimate = _mean(values)
                     iv = interval_from_replicates(estimate, _replicates(values, weights))
-                    row[name], row[f"{name}_low"], row[f"{name}_high"] = _round(estimate), _round(iv.low), _round(iv.high)
+                    row[name], row[f"{name}_low"], row[f"{name}_high"] = (
+                        _round(estimate),
+                        _round(iv.low),
+                        _round(iv.high),
+                    )
             if reference and run != reference:
                 ref = scores[reference][(prompt, direction, relevance)]
                 for k in ks:
@@ -207,8 +241,11 @@ def table_rows(scores: dict[str, dict], images: RetrievalImages, ks: Sequence[in
                         both = np.isfinite(a) & np.isfinite(b)
                         diff = np.where(both, a - b, np.nan)
                         iv = interval_from_replicates(_mean(diff), _replicates(diff, weights))
-                        row[name], row[f"{name}_low"], row[f"{name}_high"] = (_round(iv.estimate), _round(iv.low),
-                                                                              _round(iv.high))
+                        row[name], row[f"{name}_low"], row[f"{name}_high"] = (
+                            _round(iv.estimate),
+                            _round(iv.low),
+                            _round(iv.high),
+                        )
             row["note"] = None
             rows.append(row)
     return rows
@@ -244,8 +281,12 @@ def evaluate_retrieval(
         reason = f"{store.root}: no held-out image with exactly one finding"
         log.warning(reason)
         return [{"run": Path(r).name, "n_images": 0, "n_eligible": 0, "note": f"skipped: {reason}"} for r in run_dirs]
-    log.info("retrieval: %d of %d held-out images with exactly one finding, %d categories", len(images),
-             images.n_eligible, len(set(images.keys("category"))))
+    log.info(
+        "retrieval: %d of %d held-out images with exactly one finding, %d categories",
+        len(images),
+        images.n_eligible,
+        len(set(images.keys("category"))),
+    )
     scores = {}
     for j, run_dir in enumerate(run_dirs):
         run_dir = Path(run_dir)
@@ -256,10 +297,25 @@ def evaluate_retrieval(
         if image_embeddings is not None:
             emb = stored_rows(image_embeddings[j], store, images.rows)
         else:
-            emb = encode_store_images(model, store, images.rows, batch_size=batch_size, device=device,
-                                      progress=progress, desc=f"{run_dir.name} images")
-        scores[run_dir.name] = run_scores(model, emb, images, explain=explain, text_variant=text_variant,
-                                          baseline_prompt=baseline_prompt, ks=ks, batch_size=batch_size)
+            emb = encode_store_images(
+                model,
+                store,
+                images.rows,
+                batch_size=batch_size,
+                device=device,
+                progress=progress,
+                desc=f"{run_dir.name} images",
+            )
+        scores[run_dir.name] = run_scores(
+            model,
+            emb,
+            images,
+            explain=explain,
+            text_variant=text_variant,
+            baseline_prompt=baseline_prompt,
+            ks=ks,
+            batch_size=batch_size,
+        )
         log.info("retrieval %s: %.1fs", run_dir.name, time.perf_counter() - started)
         del model
     return table_rows(scores, images, ks, n_resamples=n_resamples, seed=seed)

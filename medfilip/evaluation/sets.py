@@ -34,14 +34,15 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medfilip.names import ClassTextVariant
 from medfilip import paths
+from medfilip.names import ClassTextVariant
 
 if TYPE_CHECKING:  # keep the import light: the workflow imports this module for its input lists
     from medfilip.evaluation.settings import CorpusSetsSettings, EvaluationConfig
@@ -81,7 +82,9 @@ class EvalSet:
     labels: dict[str, np.ndarray] = field(default_factory=dict)
     text_variant: str | None = None  # None: evaluation.text_variant
     source: str = "downstream"  # downstream | corpus
-    explain_as: dict[str, str] = field(default_factory=dict)  # class name -> category whose explanation its text carries
+    explain_as: dict[str, str] = field(
+        default_factory=dict
+    )  # class name -> category whose explanation its text carries
     note: str = ""
 
     @property
@@ -123,7 +126,7 @@ def configured_run_dirs(cfg) -> list[str]:
 
 
 # -- building sets from stores ------------------------------------------------------------------
-def _split_rows(store: "ImageStore") -> dict[str, np.ndarray]:
+def _split_rows(store: ImageStore) -> dict[str, np.ndarray]:
     return {split: store.indices(split) for split in SPLITS}
 
 
@@ -133,7 +136,7 @@ def _is_single_label(labels: np.ndarray) -> bool:
     return bool((labels.sum(axis=1) == 1).all())
 
 
-def downstream_set(store: "ImageStore", name: str | None = None) -> EvalSet:
+def downstream_set(store: ImageStore, name: str | None = None) -> EvalSet:
     """The set of a labelled downstream store (classes = label_names)."""
     names = store.label_names
     if not names:
@@ -152,7 +155,7 @@ def downstream_set(store: "ImageStore", name: str | None = None) -> EvalSet:
     )
 
 
-def _findings(store: "ImageStore") -> list[list[dict]]:
+def _findings(store: ImageStore) -> list[list[dict]]:
     if "findings" not in store.index.column_names:
         raise EvaluationSetError(f"{store.root}: index has no 'findings' column (not a corpus store)")
     return [row or [] for row in store.index.column("findings").to_pylist()]
@@ -163,7 +166,7 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
-def corpus_sets(store: "ImageStore", settings: "CorpusSetsSettings") -> list[EvalSet]:
+def corpus_sets(store: ImageStore, settings: CorpusSetsSettings) -> list[EvalSet]:
     """The single-label, multi-label and fine-grained sets of the corpus store's held-out images."""
     findings = _findings(store)
     rows = _split_rows(store)
@@ -185,8 +188,15 @@ def corpus_sets(store: "ImageStore", settings: "CorpusSetsSettings") -> list[Eva
         single_rows[split] = np.asarray(keep, dtype=np.int64)
         single_labels[split] = np.array(onehots, dtype=np.float32).reshape(-1, len(single))
     out.append(
-        EvalSet("corpus_single", "single_label", [ClassSpec(c, c) for c in single], store, single_rows, single_labels,
-                source="corpus")
+        EvalSet(
+            "corpus_single",
+            "single_label",
+            [ClassSpec(c, c) for c in single],
+            store,
+            single_rows,
+            single_labels,
+            source="corpus",
+        )
     )
 
     # multi-label: every held-out image
@@ -202,7 +212,10 @@ def corpus_sets(store: "ImageStore", settings: "CorpusSetsSettings") -> list[Eva
             classes=[ClassSpec(c, c) for c in multi],
             store=store,
             rows=rows,
-            labels={s: np.array([multi_hot(i) for i in r], dtype=np.float32).reshape(-1, len(multi)) for s, r in rows.items()},
+            labels={
+                s: np.array([multi_hot(i) for i in r], dtype=np.float32).reshape(-1, len(multi))
+                for s, r in rows.items()
+            },
             source="corpus",
         )
     )
@@ -218,13 +231,17 @@ def corpus_sets(store: "ImageStore", settings: "CorpusSetsSettings") -> list[Eva
         (
             p
             for p in set(counts["test"]) & set(counts["validate"])
-            if min(counts[s][p] for s in SPLITS) >= settings.fine_grained_min_count and (allowed is None or p[1] in allowed)
+            if min(counts[s][p] for s in SPLITS) >= settings.fine_grained_min_count
+            and (allowed is None or p[1] in allowed)
         ),
         key=lambda p: (p[1], p[0]),  # by category, then severity
     )
     if not pairs:
-        log.warning("%s: no severity+category pair has %d images in both validate and test; corpus_fine is empty",
-                    store.root, settings.fine_grained_min_count)
+        log.warning(
+            "%s: no severity+category pair has %d images in both validate and test; corpus_fine is empty",
+            store.root,
+            settings.fine_grained_min_count,
+        )
 
     def fine_label(i: int, severity: str, category: str) -> float:
         if (severity, category) in pairs_of[i]:
@@ -241,7 +258,9 @@ def corpus_sets(store: "ImageStore", settings: "CorpusSetsSettings") -> list[Eva
             store=store,
             rows=rows,
             labels={
-                split: np.array([[fine_label(i, s, c) for s, c in pairs] for i in r], dtype=np.float32).reshape(-1, len(pairs))
+                split: np.array([[fine_label(i, s, c) for s, c in pairs] for i in r], dtype=np.float32).reshape(
+                    -1, len(pairs)
+                )
                 for split, r in rows.items()
             },
             source="corpus",
@@ -251,8 +270,12 @@ def corpus_sets(store: "ImageStore", settings: "CorpusSetsSettings") -> list[Eva
     return out
 
 
-def fg_set(store: "ImageStore", settings: "CorpusSetsSettings", rows: dict[str, np.ndarray],
-           pairs_of: list[set[tuple[str | None, str | None]]]) -> EvalSet:
+def fg_set(
+    store: ImageStore,
+    settings: CorpusSetsSettings,
+    rows: dict[str, np.ndarray],
+    pairs_of: list[set[tuple[str | None, str | None]]],
+) -> EvalSet:
     """The MIMIC-FG-style set (module doc): severity + category classes over the images that have
     one of its categories, so same-category findings at another severity are negatives."""
     held_out = np.concatenate([rows[s] for s in SPLITS])
@@ -261,15 +284,23 @@ def fg_set(store: "ImageStore", settings: "CorpusSetsSettings", rows: dict[str, 
     for (severity, category), k in counts.items():
         by_category.setdefault(category, Counter())[severity] = k
     # categories with at least two severities (else there is nothing fine-grained), most images first
-    ranked = sorted((c for c, sev in by_category.items() if len(sev) >= 2),
-                    key=lambda c: (-sum(by_category[c].values()), c))[: settings.fg_categories]
-    pairs = [(sev, c) for c in ranked
-             for sev, _ in sorted(by_category[c].items(), key=lambda kv: (-kv[1], kv[0]))[: settings.fg_severities]]
+    ranked = sorted(
+        (c for c, sev in by_category.items() if len(sev) >= 2), key=lambda c: (-sum(by_category[c].values()), c)
+    )[: settings.fg_categories]
+    pairs = [
+        (sev, c)
+        for c in ranked
+        for sev, _ in sorted(by_category[c].items(), key=lambda kv: (-kv[1], kv[0]))[: settings.fg_severities]
+    ]
     chosen = set(ranked)
-    keep = {split: np.array([i for i in r if any(p[1] in chosen for p in pairs_of[i])], dtype=np.int64)
-            for split, r in rows.items()}
+    keep = {
+        split: np.array([i for i in r if any(p[1] in chosen for p in pairs_of[i])], dtype=np.int64)
+        for split, r in rows.items()
+    }
     if not pairs:
-        log.warning("%s: no category has findings at two severities among held-out images; corpus_fg is empty", store.root)
+        log.warning(
+            "%s: no category has findings at two severities among held-out images; corpus_fg is empty", store.root
+        )
 
     def label(i: int, severity: str, category: str) -> float:
         if (severity, category) in pairs_of[i]:
@@ -284,8 +315,10 @@ def fg_set(store: "ImageStore", settings: "CorpusSetsSettings", rows: dict[str, 
         classes=[ClassSpec(f"{s} {c}", c, s) for s, c in pairs],
         store=store,
         rows=keep,
-        labels={split: np.array([[label(i, s, c) for s, c in pairs] for i in r], dtype=np.float32).reshape(-1, len(pairs))
-                for split, r in keep.items()},
+        labels={
+            split: np.array([[label(i, s, c) for s, c in pairs] for i in r], dtype=np.float32).reshape(-1, len(pairs))
+            for split, r in keep.items()
+        },
         source="corpus",
         note=f"{len(ranked)} categories x up to {settings.fg_severities} severities; images with one of the categories",
     )
@@ -298,12 +331,16 @@ def mismatched_copy(s: EvalSet, mismatch: dict[str, str]) -> EvalSet | None:
     if not swap:
         return None
     what = "; ".join(f"'{k}' scored with the explanation of '{v}'" for k, v in swap.items())
-    return replace(s, name=f"{s.name}_mismatched", text_variant=ClassTextVariant.triplet_explanation.value,
-                   explain_as=swap,
-                   note=f"control: {what} (the phantom draws the class from its own explanation)")
+    return replace(
+        s,
+        name=f"{s.name}_mismatched",
+        text_variant=ClassTextVariant.triplet_explanation.value,
+        explain_as=swap,
+        note=f"control: {what} (the phantom draws the class from its own explanation)",
+    )
 
 
-def load_eval_sets(set_dirs: Iterable[str | Path], settings: "EvaluationConfig") -> list[EvalSet]:
+def load_eval_sets(set_dirs: Iterable[str | Path], settings: EvaluationConfig) -> list[EvalSet]:
     """Every evaluation set of the given store folders (a corpus store gives its four sets), with the
     ``{set}_by_category`` copies asked for by ``compare_category_text`` and the ``{set}_mismatched``
     controls of ``mismatched_explanation``. Empty sets are dropped with a warning."""
@@ -321,13 +358,24 @@ def load_eval_sets(set_dirs: Iterable[str | Path], settings: "EvaluationConfig")
     out = []
     for s in sets:
         if not s.classes or s.n("test") == 0:
-            log.warning("%s: set %s has %d classes and %d test images; left out", s.store.root, s.name, len(s.classes), s.n("test"))
+            log.warning(
+                "%s: set %s has %d classes and %d test images; left out",
+                s.store.root,
+                s.name,
+                len(s.classes),
+                s.n("test"),
+            )
             continue
         out.append(s)
         if s.name in by_category:
-            out.append(replace(s, name=f"{s.name}_by_category",
-                               text_variant=ClassTextVariant.category.value,
-                               note="the same images scored with the category name alone"))
+            out.append(
+                replace(
+                    s,
+                    name=f"{s.name}_by_category",
+                    text_variant=ClassTextVariant.category.value,
+                    note="the same images scored with the category name alone",
+                )
+            )
         control = mismatched_copy(s, dict(settings.mismatched_explanation))
         if control is not None:
             out.append(control)

@@ -147,8 +147,14 @@ class CaseStudySettings(Strict):
 class EvaluationConfig(Strict):
     rerun_keys: ClassVar[RerunKeys] = {
         "zeroshot": (
-            "text_variant", "compare_category_text", "single_label_score", "protocols", "datasets", "corpus",
-            "bootstrap", "mismatched_explanation",
+            "text_variant",
+            "compare_category_text",
+            "single_label_score",
+            "protocols",
+            "datasets",
+            "corpus",
+            "bootstrap",
+            "mismatched_explanation",
         ),
         "retrieval": ("retrieval", "bootstrap", "text_variant"),
         "case_study": ("case_study", "retrieval.baseline_prompt"),
@@ -216,7 +222,9 @@ class EvaluationConfig(Strict):
         "random-init encoder, fine-tuned on fractions of the SIIM-ACR train split, Dice and IoU on test; "
         "checkpoint, threshold and minimum area chosen on validate",
     )
-    linear_probe: LinearProbeSettings = Field(LinearProbeSettings(), description="Linear probe (paper Table II) and its fine-tuned baselines")
+    linear_probe: LinearProbeSettings = Field(
+        LinearProbeSettings(), description="Linear probe (paper Table II) and its fine-tuned baselines"
+    )
 
     @field_validator("compare_category_text", "protocols", "datasets")
     @classmethod

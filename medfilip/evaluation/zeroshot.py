@@ -25,12 +25,14 @@ import logging
 import time
 import warnings
 import zlib
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 
+from medfilip import paths
 from medfilip.devices import resolve_device
 from medfilip.evaluation.bootstrap import DEFAULT_RESAMPLES, resample_indices, resample_weights
 from medfilip.evaluation.metrics import (
@@ -43,14 +45,12 @@ from medfilip.evaluation.metrics import (
     top1_accuracy,
 )
 from medfilip.evaluation.sets import NORMAL, SPLITS, EvalSet, EvaluationSetError
-from medfilip.inference import DEFAULT_LOGIT_SCALE, logit_scale_of, zero_shot_scores  # the library's scoring
+from medfilip.inference import logit_scale_of, zero_shot_scores  # the library's scoring
 from medfilip.io import atomic_path, sha256_text
 from medfilip.labels.templates import render_label
 from medfilip.names import ClassTextVariant
-from medfilip import paths
 
 log = logging.getLogger(__name__)
-
 
 
 @dataclass
@@ -73,7 +73,7 @@ def class_texts(eval_set: EvalSet, explain: Callable[[str], str], variant: str) 
 
 
 def negated_texts(eval_set: EvalSet) -> list[str | None]:
-    """"no {category}" for each class (None for 'normal', which has no negation)."""
+    """ "no {category}" for each class (None for 'normal', which has no negation)."""
     return [None if c.category == NORMAL else render_label(c.category, negated=True) for c in eval_set.classes]
 
 
@@ -107,7 +107,10 @@ def encode_texts(model: Any, texts: Sequence[str], batch_size: int) -> np.ndarra
     import torch
 
     with torch.inference_mode():
-        parts = [model.encode_text(list(texts[i : i + batch_size])).float().cpu().numpy() for i in range(0, len(texts), batch_size)]
+        parts = [
+            model.encode_text(list(texts[i : i + batch_size])).float().cpu().numpy()
+            for i in range(0, len(texts), batch_size)
+        ]
     return np.concatenate(parts).astype(np.float32, copy=False)
 
 
@@ -135,8 +138,15 @@ def _ids_digest(store: Any, rows: np.ndarray) -> str:
     return sha256_text(*(ids[int(r)] for r in rows))
 
 
-def write_image_embeddings(model: Any, stores: Sequence[Any], out: str | Path, *, batch_size: int = 64,
-                           device: str = "cpu", progress: bool = False) -> Path:
+def write_image_embeddings(
+    model: Any,
+    stores: Sequence[Any],
+    out: str | Path,
+    *,
+    batch_size: int = 64,
+    device: str = "cpu",
+    progress: bool = False,
+) -> Path:
     """Encode the held-out images of each store once with ``model`` into one ``.npz`` (per store:
     ``{name}.rows``, ``{name}.emb``, and the digest of the image ids, so a rebuilt store is caught)."""
     if hasattr(model, "eval"):
@@ -147,13 +157,13 @@ def write_image_embeddings(model: Any, stores: Sequence[Any], out: str | Path, *
         rows = held_out_rows(store)
         started = time.perf_counter()
         arrays[f"{name}.rows"] = rows
-        arrays[f"{name}.emb"] = encode_store_images(model, store, rows, batch_size=batch_size, device=device,
-                                                    progress=progress, desc=name)
+        arrays[f"{name}.emb"] = encode_store_images(
+            model, store, rows, batch_size=batch_size, device=device, progress=progress, desc=name
+        )
         arrays[f"{name}.ids"] = np.array(_ids_digest(store, rows))
         log.info("%s: %d held-out images encoded in %.1fs", name, rows.size, time.perf_counter() - started)
-    with atomic_path(out) as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez(fh, **arrays)
+    with atomic_path(out) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, **arrays)
     return Path(out)
 
 
@@ -169,8 +179,10 @@ def read_image_embeddings(path: str | Path, stores: Sequence[Any]) -> dict[str, 
                 raise EvaluationSetError(f"{path}: no embeddings of store '{name}' (re-run the image_embeddings rule)")
             rows, now = data[f"{name}.rows"], held_out_rows(store)
             if not np.array_equal(rows, now) or str(data[f"{name}.ids"]) != _ids_digest(store, now):
-                raise EvaluationSetError(f"{path}: the embeddings of '{name}' were made from other images than "
-                                         f"{store.root} holds now (re-run the image_embeddings rule)")
+                raise EvaluationSetError(
+                    f"{path}: the embeddings of '{name}' were made from other images than "
+                    f"{store.root} holds now (re-run the image_embeddings rule)"
+                )
             out[str(store.root)] = (rows, data[f"{name}.emb"])
     return out
 
@@ -189,8 +201,14 @@ class _EmbeddingCache:
     """Image embeddings of one run, by (store folder, row), each row encoded once (or read from the
     run's stored embeddings)."""
 
-    def __init__(self, model: Any, batch_size: int, device: str, progress: bool,
-                 stored: dict[str, tuple[np.ndarray, np.ndarray]] | None = None):
+    def __init__(
+        self,
+        model: Any,
+        batch_size: int,
+        device: str,
+        progress: bool,
+        stored: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    ):
         self.model, self.batch_size, self.device, self.progress = model, batch_size, device, progress
         self._emb: dict[str, dict[int, np.ndarray]] = {}
         for key, (rows, emb) in (stored or {}).items():
@@ -201,8 +219,15 @@ class _EmbeddingCache:
         known = self._emb.setdefault(key, {})
         missing = np.array(sorted({int(r) for r in rows} - set(known)), dtype=np.int64)
         if missing.size:
-            emb = encode_store_images(self.model, store, missing, batch_size=self.batch_size, device=self.device,
-                                      progress=self.progress, desc=Path(key).name)
+            emb = encode_store_images(
+                self.model,
+                store,
+                missing,
+                batch_size=self.batch_size,
+                device=self.device,
+                progress=self.progress,
+                desc=Path(key).name,
+            )
             known.update(zip(missing.tolist(), emb))
         if len(rows) == 0:
             return np.zeros((0, next(iter(known.values())).size if known else 0), dtype=np.float32)
@@ -289,7 +314,9 @@ def evaluate_run(
     cache.prefetch(sets)
     resamples = _StoreResamples(n_resamples, seed)
     # every text of every set (class and negated), each encoded once, in as few forward passes as possible
-    wanted = list(dict.fromkeys(t for s in sets for t in (*class_texts(s, explain, text_variant), *negated_texts(s)) if t))
+    wanted = list(
+        dict.fromkeys(t for s in sets for t in (*class_texts(s, explain, text_variant), *negated_texts(s)) if t)
+    )
     encoded = dict(zip(wanted, encode_texts(model, wanted, batch_size))) if wanted else {}
     result = ZeroShotResult()
     for s in sets:
@@ -319,38 +346,70 @@ def evaluate_run(
             neg_scores[:, neg_cols] = zero_shot_scores(emb["test"], neg_emb)
         labels_test = s.labels["test"]
         for k in neg_cols:
-            neg_auc[s.class_names[k]] = (_quiet_auc(-neg_scores[:, k], labels_test[:, k]),
-                                         _quiet_auc(cos_test[:, k] - neg_scores[:, k], labels_test[:, k]))
+            neg_auc[s.class_names[k]] = (
+                _quiet_auc(-neg_scores[:, k], labels_test[:, k]),
+                _quiet_auc(cos_test[:, k] - neg_scores[:, k], labels_test[:, k]),
+            )
         for r in rows:
             a_neg, a_comb = neg_auc.get(r["class"], (float("nan"), float("nan")))
             result.per_class.append({"run": run, "dataset": s.name, **r, "auc_neg": a_neg, "auc_comb": a_comb})
-        summary = {"run": run, "dataset": s.name, "kind": s.kind, "source": s.source,
-                   "text_variant": s.text_variant or text_variant, "primary": s.text_variant is None and not s.explain_as,
-                   "n_classes": len(s.classes), "n_test": s.n("test"), "n_validate": s.n("validate"), "note": s.note}
+        summary = {
+            "run": run,
+            "dataset": s.name,
+            "kind": s.kind,
+            "source": s.source,
+            "text_variant": s.text_variant or text_variant,
+            "primary": s.text_variant is None and not s.explain_as,
+            "n_classes": len(s.classes),
+            "n_test": s.n("test"),
+            "n_validate": s.n("validate"),
+            "note": s.note,
+        }
         averaged = mean_classes(s)
         summary["mean_over"] = averaged
         for protocol in protocols:
             mine = [r for r in rows if r["protocol"] == protocol and r["class"] in averaged]
-            summary[protocol] = {m: mean_ignoring_nan(r[m] for r in mine) for m in ("auc", "f1", "accuracy", "precision", "recall")}
+            summary[protocol] = {
+                m: mean_ignoring_nan(r[m] for r in mine) for m in ("auc", "f1", "accuracy", "precision", "recall")
+            }
         negated_classes = [c for c in averaged if c in neg_auc]
         summary["negation"] = {
-            "auc_pos": mean_ignoring_nan(r["auc"] for r in rows if r["protocol"] == protocols[0] and r["class"] in negated_classes),
+            "auc_pos": mean_ignoring_nan(
+                r["auc"] for r in rows if r["protocol"] == protocols[0] and r["class"] in negated_classes
+            ),
             "auc_neg": mean_ignoring_nan(neg_auc[c][0] for c in negated_classes),
             "auc_comb": mean_ignoring_nan(neg_auc[c][1] for c in negated_classes),
         }
         if s.kind == "single_label":
             summary["top1"] = top1_accuracy(scores["test"], s.labels["test"])
-        summary["replicates"] = _set_replicates(s, rows, scores["test"], cos_test, neg_scores, resamples.weights(s),
-                                                averaged, negated_classes, protocols)
+        summary["replicates"] = _set_replicates(
+            s, rows, scores["test"], cos_test, neg_scores, resamples.weights(s), averaged, negated_classes, protocols
+        )
         result.summaries.append(summary)
-        log.info("%s on %s (%s, %d classes, %d test images): mean AUC %.3f in %.1fs", run, s.name, s.kind,
-                 len(s.classes), s.n("test"), summary[protocols[0]]["auc"], time.perf_counter() - started)
+        log.info(
+            "%s on %s (%s, %d classes, %d test images): mean AUC %.3f in %.1fs",
+            run,
+            s.name,
+            s.kind,
+            len(s.classes),
+            s.n("test"),
+            summary[protocols[0]]["auc"],
+            time.perf_counter() - started,
+        )
     return result
 
 
-def _set_replicates(s: EvalSet, rows: list[dict], scores: np.ndarray, cos: np.ndarray, neg: np.ndarray,
-                    weights: np.ndarray, averaged: list[str], negated_classes: list[str],
-                    protocols: Sequence[str]) -> dict[str, np.ndarray]:
+def _set_replicates(
+    s: EvalSet,
+    rows: list[dict],
+    scores: np.ndarray,
+    cos: np.ndarray,
+    neg: np.ndarray,
+    weights: np.ndarray,
+    averaged: list[str],
+    negated_classes: list[str],
+    protocols: Sequence[str],
+) -> dict[str, np.ndarray]:
     """(B,) replicates of each set mean (the keys of report.SET_METRICS)."""
     labels = s.labels["test"]
     col = {name: k for k, name in enumerate(s.class_names)}
@@ -358,9 +417,20 @@ def _set_replicates(s: EvalSet, rows: list[dict], scores: np.ndarray, cos: np.nd
     for name in averaged:
         k = col[name]
         t = next((r["threshold"] for r in rows if r["class"] == name and r["protocol"] == "validate"), None)
-        reps = bootstrap_class(scores[:, k], labels[:, k], weights, f1_max="test" in protocols,
-                               threshold=t if "validate" in protocols else None)
-        for key, metric in (("auc", "auc"), ("f1", "f1"), ("acc", "acc"), ("f1_at", "f1_valthr"), ("acc_at", "acc_valthr")):
+        reps = bootstrap_class(
+            scores[:, k],
+            labels[:, k],
+            weights,
+            f1_max="test" in protocols,
+            threshold=t if "validate" in protocols else None,
+        )
+        for key, metric in (
+            ("auc", "auc"),
+            ("f1", "f1"),
+            ("acc", "acc"),
+            ("f1_at", "f1_valthr"),
+            ("acc_at", "acc_valthr"),
+        ):
             if key in reps:
                 per.setdefault(metric, []).append(reps[key])
     for name in negated_classes:

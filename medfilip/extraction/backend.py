@@ -7,8 +7,8 @@ and accounting live in :mod:`medfilip.extraction.runner`, shared by all.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Iterable, Iterator
 
 from medfilip.extraction.schema import Triplet
 from medfilip.io import sha256_text

@@ -33,8 +33,10 @@ def cmd_llm_server(args: argparse.Namespace) -> int:
         if info is None:
             print("not running")
             return 1
-        print(f"{state}: pid {info.pid}, {info.base_url}, model {info.model_alias} = {info.model_file} "
-              f"(sha256 {str(info.model_sha256)[:12]}), log {info.log}")
+        print(
+            f"{state}: pid {info.pid}, {info.base_url}, model {info.model_alias} = {info.model_file} "
+            f"(sha256 {str(info.model_sha256)[:12]}), log {info.log}"
+        )
         return 0 if state == "running" else 1
     if args.action == "stop":
         info = llm_server.stop(args.state_dir)
@@ -44,19 +46,29 @@ def cmd_llm_server(args: argparse.Namespace) -> int:
     if args.action == "serve":
         return llm_server.serve(**settings)
     info = llm_server.start(**settings, state_dir=args.state_dir, ready_timeout_s=args.timeout)
-    print(f"llm server ready: pid {info.pid}, {info.base_url}, model {info.model_alias} = {info.model_file}; "
-          f"log {info.log}")
+    print(
+        f"llm server ready: pid {info.pid}, {info.base_url}, model {info.model_alias} = {info.model_file}; "
+        f"log {info.log}"
+    )
     return 0
 
 
 def register(sub) -> None:
-    s = sub.add_parser("llm-server", help="start/stop a local llama.cpp server (llama-cpp-python) for the openai backend")
-    s.add_argument("action", choices=["start", "stop", "status", "serve"],
-                   help="start: in the background, waits until ready; serve: in the foreground")
+    s = sub.add_parser(
+        "llm-server", help="start/stop a local llama.cpp server (llama-cpp-python) for the openai backend"
+    )
+    s.add_argument(
+        "action",
+        choices=["start", "stop", "status", "serve"],
+        help="start: in the background, waits until ready; serve: in the foreground",
+    )
     s.add_argument("--state-dir", type=Path, default=Path("results/llm-server"), help="pid file and log")
-    s.add_argument("--port", type=int, default=None,
-                   help="default: the port of extraction.openai.base_url; 0 = a free one")
-    s.add_argument("--model-file", default=None, help="a GGUF path or 'packaged' (default: extraction.openai.model_file)")
+    s.add_argument(
+        "--port", type=int, default=None, help="default: the port of extraction.openai.base_url; 0 = a free one"
+    )
+    s.add_argument(
+        "--model-file", default=None, help="a GGUF path or 'packaged' (default: extraction.openai.model_file)"
+    )
     s.add_argument("--alias", default=None, help="served model name (default: extraction.openai.model)")
     s.add_argument("--n-ctx", type=int, default=4096, help="context window in tokens")
     s.add_argument("--timeout", type=float, default=180.0, help="seconds to wait until the server answers")

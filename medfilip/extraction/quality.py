@@ -47,7 +47,7 @@ class MeshMapping:
         self.categories = sorted({r.category for r in rules})
 
     @classmethod
-    def load(cls, path: str | Path, vocabulary: Vocabulary) -> "MeshMapping":
+    def load(cls, path: str | Path, vocabulary: Vocabulary) -> MeshMapping:
         path = Path(path)
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
         rules = []
@@ -56,7 +56,9 @@ class MeshMapping:
                 raise ValueError(
                     f"{path}: rules[{i}] ({r.get('head')!r}): category {r.get('category')!r} is not in the vocabulary"
                 )
-            rules.append(MeshRule(r["head"].lower(), (r.get("modifier") or None) and r["modifier"].lower(), r["category"]))
+            rules.append(
+                MeshRule(r["head"].lower(), (r.get("modifier") or None) and r["modifier"].lower(), r["category"])
+            )
         return cls(rules, {h.lower() for h in data.get("ignore") or []}, vocabulary)
 
     def label(self, term: str) -> MeshLabel | None | str:
@@ -113,8 +115,11 @@ def score_extraction(
     pred: dict[str, dict[str, list[tuple[str | None, str | None]]]] = defaultdict(lambda: defaultdict(list))
     shared = set(mapping.categories)
     for rid, cat, pol, loc, sev in zip(
-        entities["report_id"].to_pylist(), entities["category"].to_pylist(), entities["polarity"].to_pylist(),
-        entities["location"].to_pylist(), entities["severity"].to_pylist(),
+        entities["report_id"].to_pylist(),
+        entities["category"].to_pylist(),
+        entities["polarity"].to_pylist(),
+        entities["location"].to_pylist(),
+        entities["severity"].to_pylist(),
     ):
         if rid in truth and cat in shared and pol in polarities:
             pred[rid][cat].append((loc, sev))
@@ -156,7 +161,7 @@ def score_extraction(
     total = sum(counts.values(), Counter())
     micro = _row("micro-average", None, total)
     scored = [r for r in rows if r["support"] > 0]
-    macro = {k: None for k in micro}
+    macro = dict.fromkeys(micro)
     macro.update(category="macro-average", support=micro["support"], predicted=micro["predicted"])
     for k in ("precision", "recall", "f1"):
         macro[k] = round(sum(r[k] for r in scored) / len(scored), 4) if scored else None

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
 
 from medfilip.extraction.backend import ExtractionBackend, ExtractionResult, ReportText
 from medfilip.extraction.schema import Polarity, Triplet
@@ -92,7 +92,14 @@ class RulesExtractor:
         rx = self.vocab.trigger_regexes
         pseudo = [(m.start(), m.end()) for m in rx["pseudo"].finditer(low)] if rx["pseudo"] else []
         spans: list[Span] = []
-        for kind in ("pre_negation", "post_negation", "pre_uncertain", "post_uncertain", "alternatives", "clause_breaks"):
+        for kind in (
+            "pre_negation",
+            "post_negation",
+            "pre_uncertain",
+            "post_uncertain",
+            "alternatives",
+            "clause_breaks",
+        ):
             if rx.get(kind) is None:
                 continue
             for m in rx[kind].finditer(low):
@@ -114,12 +121,16 @@ class RulesExtractor:
         for s in spans:
             before = clause_start <= s.start and s.end <= m.start
             # a trigger after the finding reaches back a few words only (as in NegEx)
-            after = m.end <= s.start and s.end <= clause_end and len(_WORD.findall(low[m.end:s.start])) <= POST_SCOPE_WORDS
+            after = (
+                m.end <= s.start
+                and s.end <= clause_end
+                and len(_WORD.findall(low[m.end : s.start])) <= POST_SCOPE_WORDS
+            )
             if s.kind == "pre_negation" and before or s.kind == "post_negation" and after:
                 negated = True
-            elif s.kind == "pre_uncertain" and before or s.kind == "post_uncertain" and after:
-                uncertain = True
-            elif s.kind == "alternatives" and (prev_end <= s.start and s.end <= m.start or m.end <= s.start and s.end <= next_start):
+            elif s.kind == "pre_uncertain" and before or s.kind == "post_uncertain" and after or s.kind == "alternatives" and (
+                prev_end <= s.start and s.end <= m.start or m.end <= s.start and s.end <= next_start
+            ):
                 uncertain = True
         if negated:
             return Polarity.negated
@@ -131,14 +142,16 @@ class RulesExtractor:
         if inside:
             return self.vocab.severity_of[inside[0].group(0)].canonical
         lo = max(mentions[i - 1].end if i > 0 else 0, _clause(m, spans, len(low))[0])
-        window = low[lo:m.start]
+        window = low[lo : m.start]
         words = list(_WORD.finditer(window))[-5:]
         pre = list(self.vocab.severity_regex.finditer(window, words[0].start() if words else len(window)))
         if pre:
             return self.vocab.severity_of[pre[-1].group(0)].canonical
         hi = mentions[i + 1].start if i + 1 < len(mentions) else len(low)
-        post = re.match(r"\s*(?:is|are|appears?|remains?|seems?)?\s*(?:(?:now|still|very|again|overall|only) )?", low[m.end:hi])
-        rest = low[m.end + (post.end() if post else 0):hi]
+        post = re.match(
+            r"\s*(?:is|are|appears?|remains?|seems?)?\s*(?:(?:now|still|very|again|overall|only) )?", low[m.end : hi]
+        )
+        rest = low[m.end + (post.end() if post else 0) : hi]
         hit = self.vocab.severity_regex.match(rest)
         return self.vocab.severity_of[hit.group(0)].canonical if hit else None
 
@@ -182,7 +195,7 @@ class RulesExtractor:
             Triplet(
                 severity=self.severity(low, i, mentions, spans),
                 location=self.location(low, i, mentions, spans),
-                category=sentence[m.start:m.end],
+                category=sentence[m.start : m.end],
                 polarity=self.polarity(low, i, mentions, spans),
                 sentence=sentence,
             )

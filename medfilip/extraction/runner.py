@@ -33,8 +33,18 @@ from medfilip.io import progress_bar, write_parquet_atomic
 log = logging.getLogger(__name__)
 
 SHARD_COLUMNS = [
-    "report_id", "cache_key", "backend", "model", "prompt_version", "status", "error", "triplets",
-    "dropped_uncategorised", "prompt_tokens", "completion_tokens", "latency_s",
+    "report_id",
+    "cache_key",
+    "backend",
+    "model",
+    "prompt_version",
+    "status",
+    "error",
+    "triplets",
+    "dropped_uncategorised",
+    "prompt_tokens",
+    "completion_tokens",
+    "latency_s",
 ]
 SHARD_SCHEMA = pa.schema([CACHE_SCHEMA.field(c) for c in SHARD_COLUMNS])
 
@@ -117,8 +127,11 @@ def extract_shard(
 
     def finished(wanted: list[str]) -> set[str]:
         rows = cache.load(wanted)
-        return {k for k, row in rows.items()
-                if row["status"] == "ok" or not retry_failed or row["created_at"] >= run.started_at}
+        return {
+            k
+            for k, row in rows.items()
+            if row["status"] == "ok" or not retry_failed or row["created_at"] >= run.started_at
+        }
 
     done_before = finished(list(first_id))
     wanted = [k for k in first_id if k not in done_before]
@@ -150,10 +163,21 @@ def extract_shard(
     key_of_id = {first_id[k]: k for k in first_id}
     try:
         mine, theirs = claims.claim(wanted, finished)
-        log.info("shard %s: %d reports, %d texts to extract with %s/%s (%d of them being extracted by another job)",
-                 shard, run.n_reports, len(wanted), backend.name, backend.model, len(theirs))
-        bar = progress_bar(total=len(mine) + len(theirs), desc=f"extract {backend.name} shard {shard}",
-                           unit="report", disable=not progress or not wanted)
+        log.info(
+            "shard %s: %d reports, %d texts to extract with %s/%s (%d of them being extracted by another job)",
+            shard,
+            run.n_reports,
+            len(wanted),
+            backend.name,
+            backend.model,
+            len(theirs),
+        )
+        bar = progress_bar(
+            total=len(mine) + len(theirs),
+            desc=f"extract {backend.name} shard {shard}",
+            unit="report",
+            disable=not progress or not wanted,
+        )
         try:
             extract(mine)
         finally:
@@ -175,7 +199,9 @@ def extract_shard(
             if waiting:
                 taken, waiting = claims.claim(waiting, finished)
                 if taken:
-                    log.info("shard %s: %d texts claimed by a job that stopped; extracting them here", shard, len(taken))
+                    log.info(
+                        "shard %s: %d texts claimed by a job that stopped; extracting them here", shard, len(taken)
+                    )
                     try:
                         extract(taken)
                     finally:
@@ -200,9 +226,18 @@ def extract_shard(
     run.wall_s = time.time() - run.started_at
     if runs_dir is not None:
         record_run(run, Path(runs_dir))
-    log.info("shard %s done in %.1fs: %d extracted, %d failed (%d failed in shard), %d triplets, %d+%d tokens, $%.4f",
-             shard, run.wall_s, run.n_extracted, run.n_failed, run.n_failed_in_shard, run.n_triplets,
-             run.prompt_tokens, run.completion_tokens, run.cost_usd)
+    log.info(
+        "shard %s done in %.1fs: %d extracted, %d failed (%d failed in shard), %d triplets, %d+%d tokens, $%.4f",
+        shard,
+        run.wall_s,
+        run.n_extracted,
+        run.n_failed,
+        run.n_failed_in_shard,
+        run.n_triplets,
+        run.prompt_tokens,
+        run.completion_tokens,
+        run.cost_usd,
+    )
     check_failures(run, failed, backend.name, max_failure_share)
     write_parquet_atomic(pa.Table.from_pylist(out_rows, schema=SHARD_SCHEMA), out_path)
     return run

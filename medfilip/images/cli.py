@@ -60,8 +60,10 @@ def _summary(store) -> str:
         f"{store.meta.get('n_rejects', 0)} rejected",
     ]
     if rendered:
-        parts.append(f"{rendered.get('rendered', 0)} rendered, {rendered.get('kept', 0)} PNGs up to date"
-                     + (f", {rendered['failed']} FAILED to render" if rendered.get("failed") else ""))
+        parts.append(
+            f"{rendered.get('rendered', 0)} rendered, {rendered.get('kept', 0)} PNGs up to date"
+            + (f", {rendered['failed']} FAILED to render" if rendered.get("failed") else "")
+        )
     if store.meta.get("seconds"):
         parts.append(f"preprocessed in {store.meta['seconds']:.1f}s with {store.meta.get('workers', 1)} worker(s)")
     return "; ".join(parts)
@@ -92,10 +94,16 @@ def register(sub) -> None:
         "corpus-images",
         help="the pretraining corpus images: render one phantom per report (or read the real files) and preprocess them",
     )
-    s.add_argument("--reports", type=Path, nargs="+", required=True, help="report shards (results/reports/shards/*.parquet)")
-    s.add_argument("--entities", type=Path, default=None, help="results/entities.parquet (images.corpus.findings = entities)")
     s.add_argument(
-        "--png-dir", type=Path, default=Path("results/corpus/iu_xray/images"),
+        "--reports", type=Path, nargs="+", required=True, help="report shards (results/reports/shards/*.parquet)"
+    )
+    s.add_argument(
+        "--entities", type=Path, default=None, help="results/entities.parquet (images.corpus.findings = entities)"
+    )
+    s.add_argument(
+        "--png-dir",
+        type=Path,
+        default=Path("results/corpus/iu_xray/images"),
         help="where rendered PNGs go, in the IU-Xray layout; a cache: up-to-date files are not rendered again",
     )
     s.add_argument("--out", type=Path, required=True, help="the image store folder (results/images/corpus)")

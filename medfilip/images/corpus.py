@@ -105,6 +105,7 @@ def choose_views(images: Sequence[dict[str, Any]], second_view: bool) -> list[tu
     """(image, view) to use for one report: its first frontal image (PA/AP; else the first of unknown
     view), and with ``second_view`` its first lateral image. A report listing only lateral images
     gets no frontal image: its file names belong to laterals, and the store keeps names true."""
+
     def kind(view: str | None) -> str:
         v = (view or "").strip().upper()
         if v in FRONTAL_VIEWS:
@@ -239,7 +240,11 @@ def _render(task: RenderTask):
     from medfilip.phantom import Finding, render_phantom
 
     findings = [Finding(category=c, location=loc, severity=sev) for c, loc, sev in task.image.findings]
-    kwargs: dict[str, Any] = {"size": task.size, "seed": image_seed(task.image.image_id, task.seed), "view": task.image.view}
+    kwargs: dict[str, Any] = {
+        "size": task.size,
+        "seed": image_seed(task.image.image_id, task.seed),
+        "view": task.image.view,
+    }
     if task.phantom_settings:
         from medfilip.phantom.settings import PhantomConfig
 
@@ -284,7 +289,14 @@ def render_corpus_pngs(
     png_dir = Path(png_dir)
     settings = dict(phantom_settings or {})
     tasks = [
-        RenderTask(im, str(png_dir / im.path), size, seed, render_key(im, size=size, seed=seed, phantom_settings=settings), settings)
+        RenderTask(
+            im,
+            str(png_dir / im.path),
+            size,
+            seed,
+            render_key(im, size=size, seed=seed, phantom_settings=settings),
+            settings,
+        )
         for im in images
     ]
     counts: Counter[str] = Counter()
@@ -297,8 +309,9 @@ def render_corpus_pngs(
         pool = mp.get_context().Pool(workers)
         results = pool.imap(_render_one, tasks, chunksize=max(1, min(16, len(tasks) // (workers * 8))))
     try:
-        for image_id, outcome in progress_bar(results, total=len(tasks), desc="render corpus", unit="img",
-                                              disable=not progress, mininterval=2.0):
+        for image_id, outcome in progress_bar(
+            results, total=len(tasks), desc="render corpus", unit="img", disable=not progress, mininterval=2.0
+        ):
             status[image_id] = outcome
             counts[outcome.split(":")[0]] += 1
             if outcome.startswith("skipped") and counts["skipped"] == 1:
@@ -309,7 +322,9 @@ def render_corpus_pngs(
         if pool is not None:
             pool.close()
             pool.join()
-    log.info("%s: %d rendered, %d up to date, %d skipped", png_dir, counts["rendered"], counts["kept"], counts["skipped"])
+    log.info(
+        "%s: %d rendered, %d up to date, %d skipped", png_dir, counts["rendered"], counts["kept"], counts["skipped"]
+    )
     if counts["failed"]:
         log.error("%s: the renderer failed on %d image(s); they are left out of the store", png_dir, counts["failed"])
     return [im for im in images if status[im.image_id] in ("rendered", "kept")], counts
@@ -354,14 +369,18 @@ def build_corpus_store(
     """Report shards → (rendered PNGs when no ``image_root``) → the corpus image store at ``out_dir``."""
     reports = read_report_shards(report_shards)
     sources = sorted({s for s in reports.column("source").to_pylist() if s}) if "source" in reports.column_names else []
-    images, skipped = corpus_images(reports, findings=findings, mapping=mapping, entities=entities, second_view=second_view)
+    images, skipped = corpus_images(
+        reports, findings=findings, mapping=mapping, entities=entities, second_view=second_view
+    )
     if skipped:
         log.warning("%d report(s) without a usable image: %s", sum(skipped.values()), dict(skipped))
     rendered = image_root is None
     render_counts: Counter[str] = Counter()
     if rendered:
         if ReportSource.mimic_cxr.value in sources:
-            raise ValueError("MIMIC-CXR reports need their JPGs: set images.corpus.image_root or reports.mimic_cxr.image_root")
+            raise ValueError(
+                "MIMIC-CXR reports need their JPGs: set images.corpus.image_root or reports.mimic_cxr.image_root"
+            )
         if png_dir is None:
             raise ValueError("no image_root and no png_dir: nowhere to render the corpus")
         from medfilip.phantom.findings import complete_findings
@@ -387,7 +406,14 @@ def build_corpus_store(
     }
     table = images_table(images, root)
     return preprocess_images(
-        table, out_dir, size=size, workers=workers, dataset="corpus", shard_size=shard_size, progress=progress, extra_meta=extra
+        table,
+        out_dir,
+        size=size,
+        workers=workers,
+        dataset="corpus",
+        shard_size=shard_size,
+        progress=progress,
+        extra_meta=extra,
     )
 
 

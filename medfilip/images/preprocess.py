@@ -268,7 +268,9 @@ def preprocess_images(
     started = time.perf_counter()
     reasons: Counter[str] = Counter()
     # the index keeps the source table's column types (labels and findings get the store's own)
-    column_types = {f.name: f.type for f in table.schema if f.name not in ("labels", "findings") and f.type != pa.null()}
+    column_types = {
+        f.name: f.type for f in table.schema if f.name not in ("labels", "findings") and f.type != pa.null()
+    }
     with ImageStoreWriter(
         out_dir, size, dataset, shard_size=shard_size, label_names=label_names, column_types=column_types
     ) as writer:
@@ -298,7 +300,9 @@ def preprocess_images(
     if reasons:
         log.warning("%s: %d file(s) rejected: %s", out_dir, sum(reasons.values()), dict(reasons.most_common()))
     n = len(tasks) - sum(reasons.values())
-    log.info("%s: %d images in %.1fs (%.1f images/s, %d worker(s))", out_dir, n, seconds, n / max(seconds, 1e-9), workers)
+    log.info(
+        "%s: %d images in %.1fs (%.1f images/s, %d worker(s))", out_dir, n, seconds, n / max(seconds, 1e-9), workers
+    )
     return ImageStore.open(out_dir)
 
 

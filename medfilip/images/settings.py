@@ -37,9 +37,7 @@ class ImagesConfig(Strict):
         "preprocess_dataset": ("size", "shard_size"),
     }
 
-    size: int = Field(
-        128, ge=32, le=2048, description="Side of the square uint8 images in every store (paper: 448)"
-    )
+    size: int = Field(128, ge=32, le=2048, description="Side of the square uint8 images in every store (paper: 448)")
     shard_size: int = Field(2048, ge=1, le=1_000_000, description="Images per memory-mapped array shard")
     corpus: CorpusImagesConfig = Field(
         CorpusImagesConfig(), description="The pretraining corpus images: rendered phantoms or real files"

@@ -284,12 +284,20 @@ class ImageStoreWriter:
         self._check_open()
         if image_id in self._ids:
             first = self._paths.get(image_id)
-            self.add_reject(columns.get("path"), image_id,
-                            f"duplicate image_id: {image_id!r} is already taken by "
-                            f"{first if first is not None else 'an earlier image'}; this file is left out "
-                            "(rename one of them to keep both)")
-            log.warning("%s: image_id %r given twice (%s and %s); the second is a reject", self.out_dir, image_id,
-                        first, columns.get("path"))
+            self.add_reject(
+                columns.get("path"),
+                image_id,
+                f"duplicate image_id: {image_id!r} is already taken by "
+                f"{first if first is not None else 'an earlier image'}; this file is left out "
+                "(rename one of them to keep both)",
+            )
+            log.warning(
+                "%s: image_id %r given twice (%s and %s); the second is a reject",
+                self.out_dir,
+                image_id,
+                first,
+                columns.get("path"),
+            )
             return False
         array = np.asarray(array)
         if array.dtype != np.uint8 or array.shape != (self.size, self.size):
@@ -367,7 +375,9 @@ class ImageStoreWriter:
         self._finish_shard()
         index = self._index_table()
         pq.write_table(index, self.tmp_dir / INDEX, compression="zstd")
-        pq.write_table(pa.Table.from_pylist(self._rejects, schema=REJECT_SCHEMA), self.tmp_dir / REJECTS, compression="zstd")
+        pq.write_table(
+            pa.Table.from_pylist(self._rejects, schema=REJECT_SCHEMA), self.tmp_dir / REJECTS, compression="zstd"
+        )
         meta = {
             "format_version": FORMAT_VERSION,
             "dataset": self.dataset,
@@ -382,7 +392,14 @@ class ImageStoreWriter:
         (self.tmp_dir / META).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         _replace_dir(self.tmp_dir, self.out_dir)
         self._closed = True
-        log.info("%s: %d images, %d rejected, %d shard(s) of %d px", self.out_dir, meta["n_images"], meta["n_rejects"], meta["n_shards"], self.size)
+        log.info(
+            "%s: %d images, %d rejected, %d shard(s) of %d px",
+            self.out_dir,
+            meta["n_images"],
+            meta["n_rejects"],
+            meta["n_shards"],
+            self.size,
+        )
         return self.out_dir
 
     def abort(self) -> None:
@@ -467,8 +484,10 @@ def merge_stores(
     for store in stores[1:]:
         for key in ("dataset", "size", "label_names"):
             if store.meta.get(key) != first.meta.get(key):
-                raise ImageStoreError(f"{store.root / META}: {key} = {store.meta.get(key)!r} but "
-                                      f"{first.root / META} has {first.meta.get(key)!r}; parts of one store must agree")
+                raise ImageStoreError(
+                    f"{store.root / META}: {key} = {store.meta.get(key)!r} but "
+                    f"{first.root / META} has {first.meta.get(key)!r}; parts of one store must agree"
+                )
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp_dir = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
@@ -487,9 +506,14 @@ def merge_stores(
             keep = []
             for i, (image_id, path) in enumerate(zip(ids, paths)):
                 if image_id in taken:
-                    rejects.append({"path": path, "image_id": image_id,
-                                    "reason": f"duplicate image_id: {image_id!r} is already taken by {taken[image_id]} "
-                                              f"(in an earlier part than {store.root}); this file is left out"})
+                    rejects.append(
+                        {
+                            "path": path,
+                            "image_id": image_id,
+                            "reason": f"duplicate image_id: {image_id!r} is already taken by {taken[image_id]} "
+                            f"(in an earlier part than {store.root}); this file is left out",
+                        }
+                    )
                     continue
                 taken[image_id] = path
                 keep.append(i)

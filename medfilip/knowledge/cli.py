@@ -30,17 +30,28 @@ def cmd_knowledge(args: argparse.Namespace) -> int:
         return 0
 
     extra = [c for c in knowledge.categories if c not in set(vocabulary)]
-    print(f"{knowledge.path}: OK, {len(knowledge)} entries ({len(knowledge) - len(extra)} vocabulary categories, "
-          f"{len(extra)} knowledge-only), {knowledge.synonym_count()} synonyms, version {knowledge.version}")
+    print(
+        f"{knowledge.path}: OK, {len(knowledge)} entries ({len(knowledge) - len(extra)} vocabulary categories, "
+        f"{len(extra)} knowledge-only), {knowledge.synonym_count()} synonyms, version {knowledge.version}"
+    )
     if args.check and extra:
         print(f"knowledge-only categories: {', '.join(extra)}")
     return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    s = sub.add_parser("knowledge", help="validate the IKI knowledge dictionary against the vocabulary, or show an entry")
-    s.add_argument("--check", action="store_true",
-                   help="validate and also list the knowledge-only categories (exit 1 on any problem)")
-    s.add_argument("--show", metavar="CATEGORY", default=None,
-                   help="print one entry (a category name or synonym) and the label it yields")
+    s = sub.add_parser(
+        "knowledge", help="validate the IKI knowledge dictionary against the vocabulary, or show an entry"
+    )
+    s.add_argument(
+        "--check",
+        action="store_true",
+        help="validate and also list the knowledge-only categories (exit 1 on any problem)",
+    )
+    s.add_argument(
+        "--show",
+        metavar="CATEGORY",
+        default=None,
+        help="print one entry (a category name or synonym) and the label it yields",
+    )
     s.set_defaults(func=cmd_knowledge)

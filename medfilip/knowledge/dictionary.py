@@ -172,7 +172,9 @@ def load_knowledge(path: str | Path, required: Iterable[str] = ()) -> KnowledgeD
         raise KnowledgeError(f"{path}: not valid YAML: {err}") from None
 
     if not isinstance(data, dict) or not isinstance(data.get("categories"), dict):
-        raise KnowledgeError(f"{path}: expected a top-level mapping 'categories: {{<category>: {{explanation, context, synonyms}}}}'")
+        raise KnowledgeError(
+            f"{path}: expected a top-level mapping 'categories: {{<category>: {{explanation, context, synonyms}}}}'"
+        )
     extra = sorted(str(k) for k in data if k != "categories")
     problems = [f"{path}: unknown top-level key {k!r} (only 'categories')" for k in extra]
 
@@ -204,12 +206,18 @@ def load_knowledge(path: str | Path, required: Iterable[str] = ()) -> KnowledgeD
         for synonym in entry.synonyms:
             key = normalise_name(synonym)
             if key == normalise_name(name):
-                problems.append(f"{path}: category {name!r}: synonym {synonym!r} is the category's own name "
-                                f"(matching already ignores case, '_', '/', '-')")
+                problems.append(
+                    f"{path}: category {name!r}: synonym {synonym!r} is the category's own name "
+                    f"(matching already ignores case, '_', '/', '-')"
+                )
             elif key in category_keys:
-                problems.append(f"{path}: category {name!r}: synonym {synonym!r} is the name of category {category_keys[key]!r}")
+                problems.append(
+                    f"{path}: category {name!r}: synonym {synonym!r} is the name of category {category_keys[key]!r}"
+                )
             elif key in owner and owner[key] != name:
-                problems.append(f"{path}: category {name!r}: synonym {synonym!r} is also a synonym of category {owner[key]!r}")
+                problems.append(
+                    f"{path}: category {name!r}: synonym {synonym!r} is also a synonym of category {owner[key]!r}"
+                )
             elif key in owner:
                 problems.append(f"{path}: category {name!r}: synonym {synonym!r} is listed twice")
             else:
@@ -225,7 +233,10 @@ def load_knowledge(path: str | Path, required: Iterable[str] = ()) -> KnowledgeD
             problems.append(f"{path}: no entry for category {category!r} (the vocabulary can emit it)")
 
     if problems:
-        raise KnowledgeError("\n".join(problems) if len(problems) == 1 else
-                             f"{path}: {len(problems)} problems\n" + "\n".join(f"  {p}" for p in problems))
+        raise KnowledgeError(
+            "\n".join(problems)
+            if len(problems) == 1
+            else f"{path}: {len(problems)} problems\n" + "\n".join(f"  {p}" for p in problems)
+        )
     log.debug("%s: %d categories, version %s", path, len(entries), version)
     return KnowledgeDictionary(path, entries, version)

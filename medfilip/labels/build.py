@@ -11,9 +11,9 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -79,8 +79,14 @@ def _variant_labels(variant, report_text, items, knowledge, default_locations, s
     categories are canonical already."""
     if variant == LabelVariant.report.value:
         text = render_label("", variant=variant, report_text=report_text or NORMAL)
-        yield {"label": text, "category": None, "severity": None, "location": None, "polarity": None,
-               "explanation": None}
+        yield {
+            "label": text,
+            "category": None,
+            "severity": None,
+            "location": None,
+            "polarity": None,
+            "explanation": None,
+        }
         return
     for e in items:
         category = e["category"]
@@ -89,10 +95,15 @@ def _variant_labels(variant, report_text, items, knowledge, default_locations, s
         if location_text is not None:  # the vocabulary's wording: no "bilateral pleura pleural effusion"
             location = location_text(location, category)
         location = _location(location, default_locations.get(category), settings.omit_default_location)
-        text = render_label(category, e["severity"], location, explanation, variant,
-                            negated=e["polarity"] == "negated")
-        yield {"label": text, "category": category, "severity": e["severity"], "location": location,
-               "polarity": e["polarity"], "explanation": explanation}
+        text = render_label(category, e["severity"], location, explanation, variant, negated=e["polarity"] == "negated")
+        yield {
+            "label": text,
+            "category": category,
+            "severity": e["severity"],
+            "location": location,
+            "polarity": e["polarity"],
+            "explanation": explanation,
+        }
 
 
 def build_labels(
@@ -130,8 +141,13 @@ def build_labels(
         failed = sorted(set(reports) - extracted)
         if failed:
             n_failed = len(failed)
-            log.warning("%d of %d reports have no successful extraction (failed, or in no extraction shard) and get "
-                        "no labels (first: %s)", n_failed, len(reports), ", ".join(failed[:5]))
+            log.warning(
+                "%d of %d reports have no successful extraction (failed, or in no extraction shard) and get "
+                "no labels (first: %s)",
+                n_failed,
+                len(reports),
+                ", ".join(failed[:5]),
+            )
             for rid in failed:
                 del reports[rid]
 
@@ -167,6 +183,7 @@ def build_labels(
     # streamed: the rows go to the file a row group at a time (pyarrow's default row-group length,
     # so the file is the one a single write_table would give), never all of them in lists at once
     with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, LABEL_SCHEMA, compression="zstd") as writer:
+
         def flush() -> None:
             writer.write_table(pa.Table.from_pydict(rows, schema=LABEL_SCHEMA))
             for column in rows.values():
@@ -180,8 +197,9 @@ def build_labels(
             items = ents + ([normal] if is_normal else [])
             for variant in settings.variants:
                 seen: set[str] = set()
-                for label in _variant_labels(variant, reports[rid], items, knowledge, default_locations, settings,
-                                             location_text):
+                for label in _variant_labels(
+                    variant, reports[rid], items, knowledge, default_locations, settings, location_text
+                ):
                     text = label["label"]
                     if text in seen:
                         continue
@@ -189,7 +207,10 @@ def build_labels(
                     unique[variant].add(text)
                     category = label["category"]
                     record = {
-                        **label, "report_id": rid, "variant": variant, "label_key": label_key(text),
+                        **label,
+                        "report_id": rid,
+                        "variant": variant,
+                        "label_key": label_key(text),
                         "fine_grained_key": None if category is None else f"{label['severity'] or ''}|{category}",
                         "is_normal": is_normal,
                     }
@@ -204,7 +225,11 @@ def build_labels(
     summary = LabelSummary(len(reports), n_rows, n_normal, {v: len(s) for v, s in unique.items()}, n_failed)
     log.info(
         "%d label rows for %d reports (%d normal, %d left out for failed extraction); unique labels per variant: %s",
-        summary.n_rows, summary.n_reports, summary.n_normal_reports, summary.n_failed_reports, summary.unique_labels,
+        summary.n_rows,
+        summary.n_reports,
+        summary.n_normal_reports,
+        summary.n_failed_reports,
+        summary.unique_labels,
     )
     return summary
 

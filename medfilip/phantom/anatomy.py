@@ -351,7 +351,9 @@ class Scene:
         f = level - np.floor(level)
         body = soft(0.026 - dx, EDGE) * soft(y - 0.02, 0.02)
         disc = 1 - 0.45 * soft(0.1 - np.abs(f - 0.05), 0.08)
-        plates = 1 + (0.4 + 0.8 * a.spine_degeneration) * soft(0.05 - np.minimum(np.abs(f - 0.12), np.abs(f - 0.96)), 0.05)
+        plates = 1 + (0.4 + 0.8 * a.spine_degeneration) * soft(
+            0.05 - np.minimum(np.abs(f - 0.12), np.abs(f - 0.96)), 0.05
+        )
         pedicles = soft(0.008 - np.hypot((dx - 0.02) * 1.2, (f - 0.45) * 0.05), 0.005)
         out = body * disc * plates + 0.8 * pedicles
         if a.spine_degeneration > 0:
@@ -460,7 +462,9 @@ class Scene:
         """Below both domes (soft tissue of the upper abdomen)."""
         inside = np.zeros_like(self.x)
         for side in (PATIENT_RIGHT, PATIENT_LEFT):
-            inside = np.maximum(inside, soft(self.y - self.dome_y(side), EDGE) * soft(self.lateral(side) + 0.005, 0.003))
+            inside = np.maximum(
+                inside, soft(self.y - self.dome_y(side), EDGE) * soft(self.lateral(side) + 0.005, 0.003)
+            )
         return inside
 
     @cached_property

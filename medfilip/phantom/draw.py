@@ -110,7 +110,9 @@ def draw_nodule(st: Stroke) -> np.ndarray:
         r = r0 * st.rng.uniform(0.8, 1.2)
         shape = _disc_profile(sc, x, y, r)
         if st.p("lobulated", False):
-            shape = shape * (1 + 0.25 * smooth_field(st.rng, 24, sc.size)) * soft(1 - np.hypot(sc.x - x, sc.y - y) / r, 0.3)
+            shape = (
+                shape * (1 + 0.25 * smooth_field(st.rng, 24, sc.size)) * soft(1 - np.hypot(sc.x - x, sc.y - y) / r, 0.3)
+            )
         out += density * shape
     return out
 
@@ -125,9 +127,13 @@ def draw_effusion(st: Stroke) -> np.ndarray:
         height = (bottom - a.apex_y) * (st.p("base_height", 0.08) + st.p("height", 0.45) * st.severity)
         dx = np.clip(sc.lateral(side) / a.thorax_half_width, 0, 1.2)
         surface = bottom - height + 0.02 - (0.04 + 0.08 * st.severity) * dx**2  # meniscus climbs the lateral wall
-        win = sc.window(*sorted((a.cx, a.cx + side * (a.thorax_half_width + 0.03))), bottom - height - 0.16, bottom + 0.02)
+        win = sc.window(
+            *sorted((a.cx, a.cx + side * (a.thorax_half_width + 0.03))), bottom - height - 0.16, bottom + 0.02
+        )
         surface = surface[win.slices]
-        fluid = soft(win.y - surface, 0.03) * np.minimum(0.55 + (win.y - surface) * 6, 1) * sc.hemithorax[side][win.slices]
+        fluid = (
+            soft(win.y - surface, 0.03) * np.minimum(0.55 + (win.y - surface) * 6, 1) * sc.hemithorax[side][win.slices]
+        )
         out[win.slices] += fluid * (0.95 * sc.lungs[side][win.slices] + 0.15 - 0.1 * sc.vessels[win.slices])
     return out
 
@@ -156,7 +162,11 @@ def draw_pneumothorax(st: Stroke) -> np.ndarray:
         lateral = soft(sc.lateral(side) - 0.06, 0.03)
         rim = soft(gap - d, 0.01) * sc.hemithorax[side] * lateral
         line = soft(0.004 - np.abs(d - gap), 0.003) * sc.hemithorax[side] * lateral * soft(0.9 - t, 0.1)
-        out += -rim * (0.12 * sc.vessels * a.markings + 0.12) + 0.18 * line + 0.04 * (1 - rim) * sc.lungs[side] * st.severity
+        out += (
+            -rim * (0.12 * sc.vessels * a.markings + 0.12)
+            + 0.18 * line
+            + 0.04 * (1 - rim) * sc.lungs[side] * st.severity
+        )
     return out
 
 
@@ -172,8 +182,17 @@ def draw_edema(st: Stroke) -> np.ndarray:
         haze = np.exp(-((dist / haze_w) ** 2)) * sc.lungs[side]
         t = lung_fraction(sc, side)
         lines_y = np.abs(((sc.y * 90) % 1.0) - 0.5)
-        kerley = soft(0.12 - lines_y, 0.08) * soft(sc.lateral(side) - a.thorax_half_width * 0.72, 0.02) * soft(t - 0.65, 0.05) * sc.lungs[side]
-        out += st.p("density", 0.45) * (0.4 + 0.6 * st.severity) * haze + 0.12 * st.severity * kerley + 0.08 * st.severity * sc.vessels
+        kerley = (
+            soft(0.12 - lines_y, 0.08)
+            * soft(sc.lateral(side) - a.thorax_half_width * 0.72, 0.02)
+            * soft(t - 0.65, 0.05)
+            * sc.lungs[side]
+        )
+        out += (
+            st.p("density", 0.45) * (0.4 + 0.6 * st.severity) * haze
+            + 0.12 * st.severity * kerley
+            + 0.08 * st.severity * sc.vessels
+        )
     return out
 
 
@@ -275,9 +294,22 @@ def _device_paths(a: Anatomy) -> dict[str, list[tuple[float, float]]]:
     c = a.cx
     return {
         "ett": [(c, 0.0), (c, 0.29)],
-        "ng": [(c - 0.005, 0.0), (c - 0.008, 0.3), (c + 0.01, 0.55), (c + 0.08, a.dome_top_left + 0.02), (c + 0.16, a.dome_top_left + 0.07)],
+        "ng": [
+            (c - 0.005, 0.0),
+            (c - 0.008, 0.3),
+            (c + 0.01, 0.55),
+            (c + 0.08, a.dome_top_left + 0.02),
+            (c + 0.16, a.dome_top_left + 0.07),
+        ],
         "line": [(c - 0.3, 0.13), (c - 0.16, 0.17), (c - 0.06, 0.22), (c - 0.04, 0.36)],
-        "lead": [(c + 0.26, 0.2), (c + 0.14, 0.18), (c - 0.03, 0.24), (c - 0.04, 0.42), (c + 0.03, 0.58), (c + 0.1, 0.63)],
+        "lead": [
+            (c + 0.26, 0.2),
+            (c + 0.14, 0.18),
+            (c - 0.03, 0.24),
+            (c - 0.04, 0.42),
+            (c + 0.03, 0.58),
+            (c + 0.1, 0.63),
+        ],
     }
 
 
@@ -303,7 +335,11 @@ def draw_devices(st: Stroke) -> np.ndarray:
         width = {"ett": 0.009, "ng": 0.004, "line": 0.003, "lead": 0.0035}[name]
         tube = _polyline(sc, paths[name], width)
         if name == "ett":  # a lucent lumen with a radio-opaque stripe
-            out += 0.15 * tube - 0.06 * _polyline(sc, paths[name], width * 0.5) + 0.3 * _polyline(sc, [(a.cx + 0.006, 0.0), (a.cx + 0.006, 0.29)], 0.0015)
+            out += (
+                0.15 * tube
+                - 0.06 * _polyline(sc, paths[name], width * 0.5)
+                + 0.3 * _polyline(sc, [(a.cx + 0.006, 0.0), (a.cx + 0.006, 0.29)], 0.0015)
+            )
         else:
             out += 0.4 * tube
     if n >= 4:  # pacemaker generator box in the left infraclavicular region
@@ -322,7 +358,9 @@ def draw_aorta(st: Stroke) -> np.ndarray:
     kr = 0.032 * a.aortic_knob * (1 + grow)
     knob = soft(kr - np.hypot(sc.x - kx, (sc.y - ky) * 1.15), 0.006)
     desc_x = a.cx + 0.055 + 0.04 * grow * np.sin(np.clip((sc.y - 0.3) / 0.3, 0, 1) * np.pi)
-    desc = soft(desc_x - sc.x + 0.01, 0.006) * soft(sc.x - a.cx, 0.01) * soft(sc.y - 0.3, 0.02) * soft(0.62 - sc.y, 0.02)
+    desc = (
+        soft(desc_x - sc.x + 0.01, 0.006) * soft(sc.x - a.cx, 0.01) * soft(sc.y - 0.3, 0.02) * soft(0.62 - sc.y, 0.02)
+    )
     out = 0.9 * np.maximum(knob, desc) * sc.lung_total
     if st.p("calcified", False):
         d = np.hypot(sc.x - kx, (sc.y - ky) * 1.15)
@@ -385,14 +423,22 @@ def draw_pneumomediastinum(st: Stroke) -> np.ndarray:
     hx, hy = a.heart_center
     for side in (PATIENT_RIGHT, PATIENT_LEFT):
         edge = a.cx + a.mediastinal_shift + side * (a.mediastinum_half_width + 0.008)
-        out += -(0.15 + 0.2 * st.severity) * soft(0.003 + 0.003 * st.severity - np.abs(sc.x - edge), 0.002) * soft(sc.y - 0.1, 0.02) * soft(hy - sc.y, 0.03)
+        out += (
+            -(0.15 + 0.2 * st.severity)
+            * soft(0.003 + 0.003 * st.severity - np.abs(sc.x - edge), 0.002)
+            * soft(sc.y - 0.1, 0.02)
+            * soft(hy - sc.y, 0.03)
+        )
     return out
 
 
 def draw_fill(st: Stroke) -> np.ndarray:
     """Opaque region (pneumonectomy: an opaque hemithorax; a box drawn as homogeneous density)."""
     sc = st.scene
-    return st.p("density", 0.9) * (0.6 + 0.4 * st.severity) * st.region * (0.95 * sc.lung_total + 0.1) - 0.1 * sc.vessels * st.region
+    return (
+        st.p("density", 0.9) * (0.6 + 0.4 * st.severity) * st.region * (0.95 * sc.lung_total + 0.1)
+        - 0.1 * sc.vessels * st.region
+    )
 
 
 def draw_ellipse_fill(st: Stroke) -> np.ndarray:
@@ -439,9 +485,13 @@ def draw_rods(st: Stroke) -> np.ndarray:
     top, bottom = 0.35 - 0.15 * st.severity, 0.75
     out = np.zeros_like(sc.x)
     for side in (-1, 1):
-        rod = soft(0.004 - np.abs(sc.x - xs - side * 0.022), 0.002) * soft(sc.y - top, 0.005) * soft(bottom - sc.y, 0.005)
+        rod = (
+            soft(0.004 - np.abs(sc.x - xs - side * 0.022), 0.002) * soft(sc.y - top, 0.005) * soft(bottom - sc.y, 0.005)
+        )
         out += 1.1 * rod
-    screws = soft(0.006 - np.abs(((sc.y - top) / 0.05) % 1.0 - 0.5) * 0.05, 0.003) * soft(0.03 - np.abs(sc.x - xs), 0.003)
+    screws = soft(0.006 - np.abs(((sc.y - top) / 0.05) % 1.0 - 0.5) * 0.05, 0.003) * soft(
+        0.03 - np.abs(sc.x - xs), 0.003
+    )
     out += 0.6 * screws * soft(sc.y - top, 0.005) * soft(bottom - sc.y, 0.005)
     return out
 
@@ -534,7 +584,9 @@ DRAWER_REGIONS = {"devices": device_region}
 
 # -- modifiers -------------------------------------------------------------------------------
 def _box(sc: Scene, x0, x1, y0, y1) -> np.ndarray:
-    return (soft(sc.x - x0, 0.01) * soft(x1 - sc.x, 0.01) * soft(sc.y - y0, 0.01) * soft(y1 - sc.y, 0.01)).astype(np.float32)
+    return (soft(sc.x - x0, 0.01) * soft(x1 - sc.x, 0.01) * soft(sc.y - y0, 0.01) * soft(y1 - sc.y, 0.01)).astype(
+        np.float32
+    )
 
 
 def modify_heart(a: Anatomy, sides, sev: float, params: dict) -> Anatomy:
@@ -542,7 +594,9 @@ def modify_heart(a: Anatomy, sides, sev: float, params: dict) -> Anatomy:
     target = params.get("ctr", 0.52) + params.get("ctr_gain", 0.16) * sev
     out = a.with_ctr(max(target, a.cardiothoracic_ratio))
     if params.get("globular", False):
-        out = replace(out, heart_tilt=out.heart_tilt * (1 - 0.7 * sev), heart_half_height=out.heart_half_height * (1 + 0.15 * sev))
+        out = replace(
+            out, heart_tilt=out.heart_tilt * (1 - 0.7 * sev), heart_half_height=out.heart_half_height * (1 + 0.15 * sev)
+        )
     return out
 
 
@@ -552,7 +606,13 @@ def region_heart(sc: Scene, sides, params: dict) -> np.ndarray:
     rx, ry = big.heart_radii
     hx, hy = big.heart_center
     top = min(hy - ry * 1.25, a.heart_center[1] - a.heart_radii[1] * 1.3) - 0.03
-    return _box(sc, a.cx - big.heart_right_extent - 0.04, a.cx + big.heart_left_extent + 0.05, top, max(a.dome_top_left, a.dome_top_right) + a.dome_depth + 0.06)
+    return _box(
+        sc,
+        a.cx - big.heart_right_extent - 0.04,
+        a.cx + big.heart_left_extent + 0.05,
+        top,
+        max(a.dome_top_left, a.dome_top_right) + a.dome_depth + 0.06,
+    )
 
 
 def modify_hyperinflation(a: Anatomy, sides, sev: float, params: dict) -> Anatomy:
@@ -601,7 +661,11 @@ def region_domes(sc: Scene, sides, params: dict) -> np.ndarray:
 def modify_spine(a: Anatomy, sides, sev: float, params: dict) -> Anatomy:
     curve = params.get("curve", 0.0) * (0.3 + 0.7 * sev)
     direction = sides[0] if len(sides) == 1 else (1 if a.seed % 2 else -1)
-    return replace(a, spine_curve=a.spine_curve + direction * curve, spine_degeneration=min(1.0, a.spine_degeneration + params.get("degeneration", 0.0) * (0.4 + 0.6 * sev)))
+    return replace(
+        a,
+        spine_curve=a.spine_curve + direction * curve,
+        spine_degeneration=min(1.0, a.spine_degeneration + params.get("degeneration", 0.0) * (0.4 + 0.6 * sev)),
+    )
 
 
 def region_spine(sc: Scene, sides, params: dict) -> np.ndarray:
@@ -638,7 +702,9 @@ def region_everything(sc: Scene, sides, params: dict) -> np.ndarray:
 def modify_volume_loss(a: Anatomy, sides, sev: float, params: dict) -> Anatomy:
     out = modify_domes(a, sides, sev, {"raise": params.get("raise", 0.04)})
     if len(sides) == 1:
-        out = replace(out, mediastinal_shift=out.mediastinal_shift + sides[0] * params.get("shift", 0.015) * (0.3 + 0.7 * sev))
+        out = replace(
+            out, mediastinal_shift=out.mediastinal_shift + sides[0] * params.get("shift", 0.015) * (0.3 + 0.7 * sev)
+        )
     return out
 
 

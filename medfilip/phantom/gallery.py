@@ -6,7 +6,6 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-
 from medfilip.io import atomic_path
 from medfilip.phantom.appearance import APPEARANCE
 from medfilip.phantom.render import Finding, render_phantom

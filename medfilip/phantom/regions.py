@@ -88,7 +88,9 @@ def parse_location(location: str | None) -> tuple[tuple[int, ...] | None, str | 
     if name not in REGIONS:
         if name not in _warned:
             _warned.add(name)
-            log.warning("phantom: unknown location region %r (in %r): using the category's typical zone", name, location)
+            log.warning(
+                "phantom: unknown location region %r (in %r): using the category's typical zone", name, location
+            )
         return sides, None
     return sides, name
 
@@ -164,10 +166,16 @@ def _sided_zone(name: str) -> Callable[[Scene, int], np.ndarray]:
         if name == "shoulder":
             return _band(scene.y, -1, a.apex_y + 0.15, 0.03) * _band(dx, 0.26, 2, 0.03)
         if name == "diaphragm":
-            return np.clip(1 - np.abs(scene.y - scene.dome_y(side)) / 0.045, 0, 1) * _band(dx, 0.0, a.thorax_half_width + 0.01, 0.02)
+            return np.clip(1 - np.abs(scene.y - scene.dome_y(side)) / 0.045, 0, 1) * _band(
+                dx, 0.0, a.thorax_half_width + 0.01, 0.02
+            )
         if name == "chest wall":
             d = scene.lung_outline(side)
-            return np.clip(0.5 - (d - 0.005) / 0.01, 0, 1) * _band(dx, 0.2, a.body_half_width, 0.03) * _band(scene.y, a.apex_y, a.dome_top(side) + a.dome_depth + 0.05, 0.03)
+            return (
+                np.clip(0.5 - (d - 0.005) / 0.01, 0, 1)
+                * _band(dx, 0.2, a.body_half_width, 0.03)
+                * _band(scene.y, a.apex_y, a.dome_top(side) + a.dome_depth + 0.05, 0.03)
+            )
         if name == "breast":
             return np.clip(1 - np.hypot((dx - 0.22) / 0.14, (scene.y - a.dome_top(side) + 0.03) / 0.1), 0, 1) ** 0.3
         raise KeyError(name)
@@ -179,13 +187,20 @@ def _unsided_zone(scene: Scene, name: str) -> np.ndarray:
     a = scene.anatomy
     if name == "retrocardiac":
         hx, hy = a.heart_center
-        return scene.heart * np.clip(0.5 + (scene.x - a.cx + 0.01) / 0.02, 0, 1) * np.clip(0.5 + (scene.y - 0.45) / 0.03, 0, 1)
+        return (
+            scene.heart
+            * np.clip(0.5 + (scene.x - a.cx + 0.01) / 0.02, 0, 1)
+            * np.clip(0.5 + (scene.y - 0.45) / 0.03, 0, 1)
+        )
     if name == "heart":
         return np.maximum(scene.heart, 0)
     if name == "mediastinum":
         return scene.mediastinum * np.clip(0.5 + (a.heart_center[1] - scene.y) / 0.04, 0, 1)
     if name == "aorta":
-        return np.maximum(np.clip(scene.knob * 2, 0, 1), _band(scene.x, a.cx + 0.01, a.cx + 0.1, 0.02) * _band(scene.y, 0.22, 0.62, 0.03))
+        return np.maximum(
+            np.clip(scene.knob * 2, 0, 1),
+            _band(scene.x, a.cx + 0.01, a.cx + 0.1, 0.02) * _band(scene.y, 0.22, 0.62, 0.03),
+        )
     if name == "spine":
         return np.clip(1 - np.abs(scene.x - scene.spine_x()) / 0.05, 0, 1) ** 0.5
     if name == "sternum":

@@ -216,8 +216,14 @@ def render_phantom(
             continue
         sev = severity_scale(finding.severity)
         for k, spec in enumerate(drawers):
-            params = {**spec, "bronchograms": spec.get("bronchograms", False) and cfg.air_bronchograms, "override": finding.overridden}
-            rng = np.random.default_rng(stable_seed(seed, "finding", index, k, finding.category.lower(), finding.location or ""))
+            params = {
+                **spec,
+                "bronchograms": spec.get("bronchograms", False) and cfg.air_bronchograms,
+                "override": finding.overridden,
+            }
+            rng = np.random.default_rng(
+                stable_seed(seed, "finding", index, k, finding.category.lower(), finding.location or "")
+            )
             delta = DRAWERS[spec["kind"]](Stroke(scene, region, sev, rng, sides, params))
             att += delta * region
     rng = np.random.default_rng(stable_seed(seed, "noise"))
@@ -227,4 +233,13 @@ def render_phantom(
     return np.clip(brightness * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
-__all__ = ["Finding", "SIDED", "VIEWS", "anatomy_attenuation", "finding_region", "phantom_scene", "render_phantom", "severity_scale"]
+__all__ = [
+    "Finding",
+    "SIDED",
+    "VIEWS",
+    "anatomy_attenuation",
+    "finding_region",
+    "phantom_scene",
+    "render_phantom",
+    "severity_scale",
+]

@@ -21,7 +21,10 @@ class PhantomConfig(Strict):
     }
 
     noise: float = Field(
-        0.012, ge=0.0, le=0.1, description="Standard deviation of the per-pixel quantum noise (fraction of full scale, 0 = none)"
+        0.012,
+        ge=0.0,
+        le=0.1,
+        description="Standard deviation of the per-pixel quantum noise (fraction of full scale, 0 = none)",
     )
     exposure_variation: float = Field(
         0.08, ge=0.0, le=0.5, description="Per-patient spread of exposure (relative change of overall brightness)"

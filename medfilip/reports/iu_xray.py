@@ -12,8 +12,8 @@ import gzip
 import logging
 import tarfile
 import xml.etree.ElementTree as ET
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from medfilip.names import ReportSource
 from medfilip.reports.records import Reject, Report, ReportImage
@@ -89,9 +89,7 @@ def parse_openi_xml(
     report_id = uid.get("id") if uid is not None else None
     if not report_id:
         return Reject(SOURCE, location, None, "no <uId id=...> element")
-    sections = {
-        (el.get("Label") or "").upper(): "".join(el.itertext()) for el in root.iter("AbstractText")
-    }
+    sections = {(el.get("Label") or "").upper(): "".join(el.itertext()) for el in root.iter("AbstractText")}
     findings = clean_text(sections.get("FINDINGS"))
     impression = clean_text(sections.get("IMPRESSION"))
     if not findings and not impression:
@@ -104,7 +102,9 @@ def parse_openi_xml(
     )
     mesh = root.find("MeSH")
     annotations = tuple(
-        " ".join(el.text.split()) for el in (mesh.findall("major") if mesh is not None else []) if el.text and el.text.strip()
+        " ".join(el.text.split())
+        for el in (mesh.findall("major") if mesh is not None else [])
+        if el.text and el.text.strip()
     )
     # IU-Xray has one report per patient and no patient ids: the report is the patient.
     subject_id = report_id

@@ -23,9 +23,10 @@ import logging
 import os
 import re
 from collections import Counter, defaultdict
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO
 
 from medfilip.names import ReportSource
 from medfilip.reports.records import Reject, Report, ReportImage
@@ -126,7 +127,9 @@ def iter_report_files(root: Path) -> list[str]:
     """
     files_dir = root / "files"
     if not files_dir.is_dir():
-        raise FileNotFoundError(f"{files_dir}: MIMIC-CXR report folder not found (expected root/files/pXX/pNNNNNNNN/sNNNNNNNN.txt)")
+        raise FileNotFoundError(
+            f"{files_dir}: MIMIC-CXR report folder not found (expected root/files/pXX/pNNNNNNNN/sNNNNNNNN.txt)"
+        )
     found: list[str] = []
     for dirpath, dirnames, filenames in os.walk(files_dir):
         rel_dir = Path(dirpath).relative_to(root).as_posix()
@@ -171,8 +174,13 @@ def read_mimic_cxr(
             counts["reject"] += 1
         yield record
     missing = sum(1 for s in studies if s not in seen)
-    log.info("MIMIC-CXR: %d report files, %d reports, %d rejected; %d studies of the split file have no usable report",
-             len(paths), counts["report"], counts["reject"], missing)
+    log.info(
+        "MIMIC-CXR: %d report files, %d reports, %d rejected; %d studies of the split file have no usable report",
+        len(paths),
+        counts["report"],
+        counts["reject"],
+        missing,
+    )
 
 
 def _read_one(
@@ -184,8 +192,9 @@ def _read_one(
     location = str(root / rel)
     m = _REPORT_PATH.match(rel)
     if m is None or m.group(1) != m.group(2)[:2]:
-        return Reject(SOURCE, location, None,
-                      f"file name does not match the layout files/pXX/pNNNNNNNN/sNNNNNNNN.txt: {rel}")
+        return Reject(
+            SOURCE, location, None, f"file name does not match the layout files/pXX/pNNNNNNNN/sNNNNNNNN.txt: {rel}"
+        )
     subject_id, study_id = m.group(2), m.group(3)
     report_id = f"s{study_id}"
 
@@ -193,13 +202,21 @@ def _read_one(
     if study is None:
         return Reject(SOURCE, location, report_id, f"study {study_id} is not in the split file")
     if study.subject_id and study.subject_id != subject_id:
-        return Reject(SOURCE, location, report_id,
-                      f"study {study_id} belongs to subject {study.subject_id} in the split file, "
-                      f"but its report is filed under p{subject_id}")
+        return Reject(
+            SOURCE,
+            location,
+            report_id,
+            f"study {study_id} belongs to subject {study.subject_id} in the split file, "
+            f"but its report is filed under p{subject_id}",
+        )
     if len(study.splits) != 1 or next(iter(study.splits)) not in SPLITS:
-        return Reject(SOURCE, location, report_id,
-                      f"study {study_id} has split {sorted(study.splits)} in the split file; "
-                      f"expected exactly one of {', '.join(SPLITS)}")
+        return Reject(
+            SOURCE,
+            location,
+            report_id,
+            f"study {study_id} has split {sorted(study.splits)} in the split file; "
+            f"expected exactly one of {', '.join(SPLITS)}",
+        )
     split = next(iter(study.splits))
 
     try:
@@ -209,7 +226,9 @@ def _read_one(
     try:
         text = _decode(raw)
     except UnicodeDecodeError as err:
-        return Reject(SOURCE, location, report_id, f"not valid UTF-8: byte 0x{raw[err.start]:02x} at offset {err.start}")
+        return Reject(
+            SOURCE, location, report_id, f"not valid UTF-8: byte 0x{raw[err.start]:02x} at offset {err.start}"
+        )
 
     findings, impression = findings_and_impression(text)
     if not findings and not impression:

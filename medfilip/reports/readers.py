@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from medfilip.names import ReportSource
 from medfilip.reports.records import Reject, Report
@@ -14,8 +14,9 @@ def read_configured_reports(cfg: ReportsConfig) -> Iterator[Report | Reject]:
         from medfilip.reports.iu_xray import read_iu_xray
 
         f = cfg.iu_xray.split_fractions
-        return read_iu_xray(cfg.iu_xray.path, split_seed=cfg.iu_xray.split_seed,
-                            split_fractions=(f.train, f.validate_, f.test))
+        return read_iu_xray(
+            cfg.iu_xray.path, split_seed=cfg.iu_xray.split_seed, split_fractions=(f.train, f.validate_, f.test)
+        )
     if cfg.source == ReportSource.mimic_cxr:
         from medfilip.reports.mimic import read_mimic_cxr
 

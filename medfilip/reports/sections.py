@@ -64,8 +64,21 @@ def findings_and_impression(text: str) -> tuple[str, str]:
 
 
 NON_CONTENT_HEADERS = frozenset(
-    {"FINAL REPORT", "EXAMINATION", "EXAM", "INDICATION", "INDICATIONS", "HISTORY", "CLINICAL HISTORY",
-     "COMPARISON", "COMPARISONS", "TECHNIQUE", "REASON FOR EXAM", "NOTIFICATION", "WET READ"}
+    {
+        "FINAL REPORT",
+        "EXAMINATION",
+        "EXAM",
+        "INDICATION",
+        "INDICATIONS",
+        "HISTORY",
+        "CLINICAL HISTORY",
+        "COMPARISON",
+        "COMPARISONS",
+        "TECHNIQUE",
+        "REASON FOR EXAM",
+        "NOTIFICATION",
+        "WET READ",
+    }
 )
 
 

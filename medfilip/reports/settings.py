@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import ClassVar
 
 from pydantic import ConfigDict, Field, model_validator
@@ -54,12 +53,12 @@ class ReportsConfig(Strict):
     }
 
     source: ReportSource = Field(ReportSource.iu_xray, description="Report corpus to read")
-    n_shards: int = Field(4, ge=1, le=100_000, description="Number of Parquet shards; a report always lands in the same one")
+    n_shards: int = Field(
+        4, ge=1, le=100_000, description="Number of Parquet shards; a report always lands in the same one"
+    )
     limit: int | None = Field(None, ge=1, description="Keep only the first N reports (by id); null = all")
     iu_xray: IUXrayConfig = Field(IUXrayConfig(), description="IU-Xray / OpenI reports (used when source is iu_xray)")
-    mimic_cxr: MimicCxrConfig = Field(
-        MimicCxrConfig(), description="MIMIC-CXR reports (used when source is mimic_cxr)"
-    )
+    mimic_cxr: MimicCxrConfig = Field(MimicCxrConfig(), description="MIMIC-CXR reports (used when source is mimic_cxr)")
 
     # the schema states _mimic_paths too: source mimic_cxr needs mimic_cxr.root and .split_csv
     model_config = ConfigDict(
@@ -81,9 +80,7 @@ class ReportsConfig(Strict):
         if self.source == ReportSource.mimic_cxr.value:
             missing = [k for k in ("root", "split_csv") if getattr(self.mimic_cxr, k) is None]
             if missing:
-                raise ValueError(
-                    "source is mimic_cxr but reports.mimic_cxr." + " and ".join(missing) + " not set"
-                )
+                raise ValueError("source is mimic_cxr but reports.mimic_cxr." + " and ".join(missing) + " not set")
         return self
 
 

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medfilip.reports.settings import shard_names
 from medfilip.io import write_parquet_atomic
 from medfilip.reports.records import Reject, Report
+from medfilip.reports.settings import shard_names
 from medfilip.reports.splits import shard_of
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,11 @@ def write_report_shards(
             reports[rec.report_id] = rec
     kept = sorted(reports)
     if not kept:
-        why = f"all {len(rejects)} records rejected (first: {rejects[0].location}: {rejects[0].reason})" if rejects \
+        why = (
+            f"all {len(rejects)} records rejected (first: {rejects[0].location}: {rejects[0].reason})"
+            if rejects
             else "no report files found"
+        )
         raise ValueError(f"{source or 'the report corpus'}: no reports ({why}); check the corpus path in the config")
     if limit is not None:
         kept = kept[:limit]
@@ -120,17 +123,28 @@ def write_report_shards(
     )
     if rejects:
         reasons = Counter(r.reason.split(":")[0] for r in rejects)
-        log.warning("%d reports rejected (%s); first: %s (%s); all listed in %s", len(rejects),
-                    ", ".join(f"{k}: {v}" for k, v in reasons.most_common()), rejects[0].location,
-                    rejects[0].reason, rejects_path)
+        log.warning(
+            "%d reports rejected (%s); first: %s (%s); all listed in %s",
+            len(rejects),
+            ", ".join(f"{k}: {v}" for k, v in reasons.most_common()),
+            rejects[0].location,
+            rejects[0].reason,
+            rejects_path,
+        )
     summary = ShardSummary(
         n_reports=len(kept),
         n_rejects=len(rejects),
         per_shard={k: len(v) for k, v in buckets.items()},
         per_split=dict(Counter(reports[r].split for r in kept)),
     )
-    log.info("wrote %d reports in %d shards to %s (%d rejected, splits %s)",
-             summary.n_reports, n_shards, out_dir, summary.n_rejects, summary.per_split)
+    log.info(
+        "wrote %d reports in %d shards to %s (%d rejected, splits %s)",
+        summary.n_reports,
+        n_shards,
+        out_dir,
+        summary.n_rejects,
+        summary.per_split,
+    )
     return summary
 
 

@@ -42,15 +42,19 @@ def augment_batch(images: torch.Tensor, params: torch.Tensor, *, as_uint8: bool 
     (N, 1, S, S) in 0-255 to normalise next without a round trip through uint8.
     """
     if images.dim() != 3 or params.shape != (images.shape[0], 4):
-        raise ValueError(f"augment_batch: images {tuple(images.shape)} and params {tuple(params.shape)}; "
-                         "expected (N, S, S) and (N, 4)")
+        raise ValueError(
+            f"augment_batch: images {tuple(images.shape)} and params {tuple(params.shape)}; "
+            "expected (N, S, S) and (N, 4)"
+        )
     n, size = images.shape[0], images.shape[-1]
     p = params.to(images.device, torch.float32)
-    theta = torch.stack([torch.stack([p[:, 0], -p[:, 1], p[:, 2]], dim=1),
-                         torch.stack([p[:, 1], p[:, 0], p[:, 3]], dim=1)], dim=1)
+    theta = torch.stack(
+        [torch.stack([p[:, 0], -p[:, 1], p[:, 2]], dim=1), torch.stack([p[:, 1], p[:, 0], p[:, 3]], dim=1)], dim=1
+    )
     grid = torch.nn.functional.affine_grid(theta, [n, 1, size, size], align_corners=False)
-    out = torch.nn.functional.grid_sample(images[:, None].float(), grid, mode="bilinear", padding_mode="border",
-                                          align_corners=False)
+    out = torch.nn.functional.grid_sample(
+        images[:, None].float(), grid, mode="bilinear", padding_mode="border", align_corners=False
+    )
     if not as_uint8:
         return out
     return out[:, 0].round_().clamp_(0, 255).to(torch.uint8)

@@ -61,11 +61,19 @@ def cmd_seeds(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     bootstrap = getattr(cfg.evaluation, "bootstrap", None)
-    rows = write_seed_summary(args.zeroshot, cfg.training.runs, args.out, default_seed=cfg.training.seed,
-                              n_resamples=getattr(bootstrap, "n_resamples", 1000), bootstrap_seed=getattr(bootstrap, "seed", 0))
+    rows = write_seed_summary(
+        args.zeroshot,
+        cfg.training.runs,
+        args.out,
+        default_seed=cfg.training.seed,
+        n_resamples=getattr(bootstrap, "n_resamples", 1000),
+        bootstrap_seed=getattr(bootstrap, "seed", 0),
+    )
     for r in rows:
-        print(f"  {r['method']:<12} {r['n_seeds']} seed(s)  downstream mean AUC {r['downstream_mean_auc']}"
-              f"  vs medfilip {r['delta_downstream_mean_auc_vs_medfilip'] or '-'}")
+        print(
+            f"  {r['method']:<12} {r['n_seeds']} seed(s)  downstream mean AUC {r['downstream_mean_auc']}"
+            f"  vs medfilip {r['delta_downstream_mean_auc_vs_medfilip'] or '-'}"
+        )
     print(f"-> {args.out}")
     return 0
 
@@ -76,11 +84,19 @@ def register(sub) -> None:
     s.add_argument("--images", type=Path, default=Path("results/images/corpus"), help="corpus image store")
     s.add_argument("--labels", type=Path, default=Path("results/labels.parquet"))
     s.add_argument("--embeddings", type=Path, default=None, help="label embeddings (needed by SSM targets)")
-    s.add_argument("--calibration", type=Path, default=None,
-                   help="SSM calibration (default: <embeddings stem>.calibration.json beside --embeddings)")
+    s.add_argument(
+        "--calibration",
+        type=Path,
+        default=None,
+        help="SSM calibration (default: <embeddings stem>.calibration.json beside --embeddings)",
+    )
     s.add_argument("--out", type=Path, required=True, help="run folder (results/models/RUN)")
-    s.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
-                   help="continue from the run folder's checkpoint.pt when it was written under the same settings")
+    s.add_argument(
+        "--resume",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="continue from the run folder's checkpoint.pt when it was written under the same settings",
+    )
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("ablation", help="the cumulative ablation table (paper Table VI) from the zero-shot table")

@@ -80,7 +80,9 @@ def gather_batch(
     """
     if not is_distributed():
         return (image_features, text_features, *extras)
-    both = torch.tensor([image_features.shape[0], text_features.shape[0]], dtype=torch.long, device=image_features.device)
+    both = torch.tensor(
+        [image_features.shape[0], text_features.shape[0]], dtype=torch.long, device=image_features.device
+    )
     gathered = [torch.zeros_like(both) for _ in range(dist.get_world_size())]
     dist.all_gather(gathered, both)
     image_sizes = [int(g[0]) for g in gathered]
@@ -92,7 +94,10 @@ def gather_batch(
 
 
 def global_batch_table(
-    image_label_ids: list[list[int]], own: list[list[int]], texts: list[str], text_label_ids: list[int],
+    image_label_ids: list[list[int]],
+    own: list[list[int]],
+    texts: list[str],
+    text_label_ids: list[int],
 ) -> tuple[list[int], list[int], list[list[int]], list[list[int]], list[int], list[int]]:
     """Every rank's batch table, joined as one batch of the concatenated items would be built.
 

@@ -72,7 +72,7 @@ class ImageEncoder(nn.Module):
         if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
             state = state["state_dict"]
         if any(k.startswith("image.backbone.") for k in state):
-            state = {k[len("image.backbone."):]: v for k, v in state.items() if k.startswith("image.backbone.")}
+            state = {k[len("image.backbone.") :]: v for k, v in state.items() if k.startswith("image.backbone.")}
         state = {k: v for k, v in state.items() if not k.startswith("fc.")}
         conv1 = state.get("conv1.weight")
         if conv1 is not None and conv1.shape[1] != self.channels:
@@ -83,7 +83,9 @@ class ImageEncoder(nn.Module):
         try:
             missing, unexpected = self.backbone.load_state_dict(state, strict=False)
         except RuntimeError as err:  # shape mismatches: another depth of ResNet
-            raise ModelError(f"{path}: not weights of a {type(self.backbone).__name__} of this depth ({str(err)[:200]})") from err
+            raise ModelError(
+                f"{path}: not weights of a {type(self.backbone).__name__} of this depth ({str(err)[:200]})"
+            ) from err
         if missing or unexpected:
             raise ModelError(
                 f"{path}: not weights of this ResNet (missing {missing[:3]}..., unexpected {unexpected[:3]}...)"
@@ -129,7 +131,7 @@ class TextEncoder(nn.Module):
             self.frozen_modules = []
             return total, total
         self.model.requires_grad_(False)
-        kept = list(layers)[total - n_trainable:] if n_trainable else []
+        kept = list(layers)[total - n_trainable :] if n_trainable else []
         for layer in kept:
             layer.requires_grad_(True)
         if self.is_clip and n_trainable:

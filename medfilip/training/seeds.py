@@ -50,8 +50,14 @@ def _float(row: dict | None, column: str) -> float:
         return float("nan")
 
 
-def seed_rows(zeroshot: dict[str, dict], runs: dict[str, Any], *, default_seed: int = 0,
-              n_resamples: int = 1000, bootstrap_seed: int = 0) -> list[dict]:
+def seed_rows(
+    zeroshot: dict[str, dict],
+    runs: dict[str, Any],
+    *,
+    default_seed: int = 0,
+    n_resamples: int = 1000,
+    bootstrap_seed: int = 0,
+) -> list[dict]:
     from medfilip.evaluation.bootstrap import mean_interval
 
     groups = methods(runs, default_seed)
@@ -60,9 +66,15 @@ def seed_rows(zeroshot: dict[str, dict], runs: dict[str, Any], *, default_seed: 
     for (variant, target, loss), by_seed in groups.items():
         name = min(by_seed.values(), key=len)
         seeds = sorted(by_seed)
-        row: dict = {"method": name, "label_variant": variant, "target": target, "loss": loss,
-                     "n_seeds": len(seeds), "seeds": " ".join(map(str, seeds)),
-                     "runs": " ".join(by_seed[s] for s in seeds)}
+        row: dict = {
+            "method": name,
+            "label_variant": variant,
+            "target": target,
+            "loss": loss,
+            "n_seeds": len(seeds),
+            "seeds": " ".join(map(str, seeds)),
+            "runs": " ".join(by_seed[s] for s in seeds),
+        }
         notes = []
         missing = [by_seed[s] for s in seeds if by_seed[s] not in zeroshot]
         if missing:
@@ -70,15 +82,18 @@ def seed_rows(zeroshot: dict[str, dict], runs: dict[str, Any], *, default_seed: 
         for metric in METRICS:
             values = np.array([_float(zeroshot.get(by_seed[s]), metric) for s in seeds])
             iv = mean_interval(values, n_resamples=n_resamples, seed=bootstrap_seed)
-            row.update(iv.as_dict(metric) if iv.n_resamples else {metric: "", f"{metric}_low": "", f"{metric}_high": ""})
+            row.update(
+                iv.as_dict(metric) if iv.n_resamples else {metric: "", f"{metric}_low": "", f"{metric}_high": ""}
+            )
             row[f"{metric}_values"] = " ".join("" if np.isnan(v) else f"{v:.4f}" for v in values)
             delta = f"delta_{metric}_vs_{REFERENCE}"
             row.update({delta: "", f"{delta}_low": "", f"{delta}_high": ""})
             if reference is None or by_seed is reference:
                 continue
             paired = [s for s in seeds if s in reference]
-            diffs = np.array([_float(zeroshot.get(by_seed[s]), metric) - _float(zeroshot.get(reference[s]), metric)
-                              for s in paired])
+            diffs = np.array(
+                [_float(zeroshot.get(by_seed[s]), metric) - _float(zeroshot.get(reference[s]), metric) for s in paired]
+            )
             if len(paired) < len(seeds) and metric == METRICS[0]:
                 notes.append(f"seeds without a {REFERENCE} run: {sorted(set(seeds) - set(paired))}")
             div = mean_interval(diffs, n_resamples=n_resamples, seed=bootstrap_seed)

@@ -70,12 +70,17 @@ class ModelSettings(Strict):
         TextPooling.mean, description="Sentence vector: mean of tokens, the first (CLS) token, or CLIP's EOS pooler"
     )
     text_trainable_layers: int = Field(
-        1, ge=0, le=1000, description="Top transformer layers trained; the rest of the text encoder is frozen "
-        "(>= its depth: everything, embeddings included)"
+        1,
+        ge=0,
+        le=1000,
+        description="Top transformer layers trained; the rest of the text encoder is frozen "
+        "(>= its depth: everything, embeddings included)",
     )
     embed_dim: int = Field(256, ge=8, le=8192, description="Dimension of the shared image-text space")
     max_length: int = Field(
-        96, ge=8, le=8192,
+        96,
+        ge=8,
+        le=8192,
         description="Tokens kept per text (longer ones are truncated); 96 covers every full-template label of the "
         "knowledge dictionary (longest ~90 MiniLM tokens; 21% of categories are cut at 64)",
     )
@@ -107,7 +112,8 @@ class RunSettings(Strict):
         "BCE-with-logits; infonce: symmetric cross-entropy only",
     )
     seed: int | None = Field(
-        None, ge=0,
+        None,
+        ge=0,
         description="This run's seed (initialisation, data order, masking); null = training.seed. Seeds of one "
         "method are runs of their own (config/simulation.yaml)",
     )
@@ -117,7 +123,9 @@ class RunSettings(Strict):
 # (identity on the full template); category multi-hot is the stronger, MedCLIP-style row; ConVIRT
 # matches an image with its report text by InfoNCE.
 DEFAULT_RUNS = {
-    "medfilip": RunSettings(label_variant=LabelVariant.triplet_explanation, target=TargetKind.ssm, loss=LossKind.mse_ce),
+    "medfilip": RunSettings(
+        label_variant=LabelVariant.triplet_explanation, target=TargetKind.ssm, loss=LossKind.mse_ce
+    ),
     "no_ssm": RunSettings(
         label_variant=LabelVariant.triplet_explanation, target=TargetKind.identity, loss=LossKind.mse_ce
     ),
@@ -134,7 +142,9 @@ RUN_NAME = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 
 class DistributedSettings(Strict):
     nproc_per_node: int = Field(
-        1, ge=1, le=64,
+        1,
+        ge=1,
+        le=64,
         description="Training processes (GPUs) per node; more than 1 (or nnodes > 1) launches torchrun (srun under SLURM)",
     )
     nnodes: int = Field(1, ge=1, le=1024, description="Nodes of one training job (SLURM --nodes)")
@@ -162,7 +172,9 @@ class TrainingConfig(Strict):
         OptimiserSettings(), description="SGD with cosine-annealing warm restarts, stepped every batch"
     )
     epochs: float = Field(
-        1.25, gt=0, le=10000,
+        1.25,
+        gt=0,
+        le=10000,
         description="Passes over the training split; a fraction ends inside the last pass (1.6 = 1.6 x the steps "
         "of one epoch)",
     )
@@ -170,8 +182,11 @@ class TrainingConfig(Strict):
     seed: int = Field(0, ge=0, description="Seed of initialisation, data order, masking and augmentation")
     grad_clip: float | None = Field(1.0, gt=0.0, description="Clip the gradient norm to this; null = no clipping")
     mask_probability: float = Field(
-        0.5, ge=0.0, le=1.0, description="Chance that each of severity, location, explanation is dropped from a label "
-        "text in a step (paper Fig. 3); the target still uses the full label"
+        0.5,
+        ge=0.0,
+        le=1.0,
+        description="Chance that each of severity, location, explanation is dropped from a label "
+        "text in a step (paper Fig. 3); the target still uses the full label",
     )
     augment: bool = Field(False, description="Random resized crop (scale 0.8-1) and small rotation of training images")
     precision: Precision = Field(
@@ -183,7 +198,8 @@ class TrainingConfig(Strict):
     checkpoint_every: int = Field(100, ge=1, le=10_000_000, description="Steps between resumable checkpoints")
     num_workers: int = Field(1, ge=0, le=256, description="DataLoader worker processes per training process")
     max_pairs: int | None = Field(
-        None, ge=1,
+        None,
+        ge=1,
         description="Train on a seeded random sample of this many (image, report) pairs; null = all. Not the first ids",
     )
     distributed: DistributedSettings = Field(
@@ -191,7 +207,9 @@ class TrainingConfig(Strict):
         description="DDP processes of each training job; batch_size is over all of them",
     )
     log_every: int = Field(
-        1, ge=1, le=1_000_000,
+        1,
+        ge=1,
+        le=1_000_000,
         description="Steps per train_log.csv row (losses averaged on the device over them: the host syncs once a row)",
     )
     runs: dict[str, RunSettings] = Field(

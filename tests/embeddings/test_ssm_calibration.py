@@ -33,11 +33,25 @@ def write_labels(path, n_reports=60, seed=0, negated=True):
     for r in range(n_reports):
         for c in sorted(set(rng.choice(len(CATS), size=1 + r % 2))):
             sev = ["mild", "moderate", "severe"][int(rng.integers(3))]
-            rows.append({"report_id": f"r{r:03d}", "variant": "triplet", "label": f"{sev} {CATS[c]}",
-                         "category": CATS[c], "polarity": "present"})
+            rows.append(
+                {
+                    "report_id": f"r{r:03d}",
+                    "variant": "triplet",
+                    "label": f"{sev} {CATS[c]}",
+                    "category": CATS[c],
+                    "polarity": "present",
+                }
+            )
         if negated and r % 5 == 0:
-            rows.append({"report_id": f"r{r:03d}", "variant": "triplet", "label": "no pneumothorax",
-                         "category": "pneumothorax", "polarity": "negated"})
+            rows.append(
+                {
+                    "report_id": f"r{r:03d}",
+                    "variant": "triplet",
+                    "label": "no pneumothorax",
+                    "category": "pneumothorax",
+                    "polarity": "negated",
+                }
+            )
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
 
@@ -59,8 +73,12 @@ def test_floor_is_the_percentile_of_cross_category_cosines(tmp_path):
     v = vectors_for(vocab.texts)
     cal = compute_calibration(v, vocab, "floor", percentile=90)
     # a direct loop over pairs of unique labels of different categories and the same polarity
-    cross = [float(v[a] @ v[b]) for a in range(len(v)) for b in range(a + 1, len(v))
-             if vocab.keys[a] != vocab.keys[b] and vocab.negated[a] == vocab.negated[b]]
+    cross = [
+        float(v[a] @ v[b])
+        for a in range(len(v))
+        for b in range(a + 1, len(v))
+        if vocab.keys[a] != vocab.keys[b] and vocab.negated[a] == vocab.negated[b]
+    ]
     assert cal.method == "floor" and cal.floor == pytest.approx(np.percentile(cross, 90), abs=1e-6)
     assert cal.stats["n_cross_pairs"] == len(cross)
     # calibrated: unrelated labels at 0, own label 1, same-category labels stay high
@@ -109,14 +127,35 @@ def test_embed_stores_the_calibration_from_label_statistics_only(tmp_path, capsy
 
     labels = write_labels(tmp_path / "labels.parquet")
     outs = []
-    for k, evaluation in enumerate([{}, {"datasets": ["rsna"], "text_variant": "category",
-                                         "corpus": {"enabled": False}}]):
+    for k, evaluation in enumerate(
+        [{}, {"datasets": ["rsna"], "text_variant": "category", "corpus": {"enabled": False}}]
+    ):
         config = tmp_path / f"c{k}.yaml"
-        config.write_text(yaml.safe_dump({"embeddings": {"calibration": {"method": "floor", "percentile": 95}},
-                                          "evaluation": evaluation}))
+        config.write_text(
+            yaml.safe_dump(
+                {"embeddings": {"calibration": {"method": "floor", "percentile": 95}}, "evaluation": evaluation}
+            )
+        )
         out = tmp_path / f"e{k}" / "emb.parquet"
-        assert main(["-c", str(config), "embed", "--labels", str(labels), "--cache", str(tmp_path / "cache"),
-                     "--out", str(out), "--threads", "1", "--no-progress"]) == 0
+        assert (
+            main(
+                [
+                    "-c",
+                    str(config),
+                    "embed",
+                    "--labels",
+                    str(labels),
+                    "--cache",
+                    str(tmp_path / "cache"),
+                    "--out",
+                    str(out),
+                    "--threads",
+                    "1",
+                    "--no-progress",
+                ]
+            )
+            == 0
+        )
         assert "SSM calibration (label statistics only): triplet floor" in capsys.readouterr().out
         outs.append(calibration_path(out))
     assert outs[0].name == "emb.calibration.json"

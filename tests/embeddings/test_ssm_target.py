@@ -95,7 +95,9 @@ def test_batch_texts_stable_order_and_positives():
         [False, True, False, True],
     ]
     # the image's own labels score 1 in the target (normalised vectors)
-    vectors = torch.nn.functional.normalize(torch.randn(10, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), dim=1)
+    vectors = torch.nn.functional.normalize(
+        torch.randn(10, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0)), dim=1
+    )
     target = ssm_target([[5, 2, 5], [7], [2, 9]], texts, vectors)
     torch.testing.assert_close(target[positives], torch.ones(int(positives.sum()), dtype=torch.float64))
     assert (target[~positives] < 1).all()

@@ -29,13 +29,24 @@ def source_case(rng: np.random.Generator, positive: bool) -> tuple[np.ndarray, n
     image = np.clip(rng.normal(150, 12, size=(SOURCE_H, SOURCE_W)), 0, 255)
     mask = np.zeros((SOURCE_H, SOURCE_W), bool)
     if positive:
-        mask = ellipse(SOURCE_H, SOURCE_W, rng.uniform(20, 60), rng.uniform(20, 76), rng.uniform(8, 16), rng.uniform(6, 14))
+        mask = ellipse(
+            SOURCE_H, SOURCE_W, rng.uniform(20, 60), rng.uniform(20, 76), rng.uniform(8, 16), rng.uniform(6, 14)
+        )
         image[mask] -= 110
     return np.clip(image, 0, 255).astype(np.uint8), mask
 
 
-def build_siim_store(root: Path, *, n_train: int = 24, n_validate: int = 12, n_test: int = 16, size: int = 64,
-                     seed: int = 0, with_masks: bool = True, positive_every: int = 2) -> Path:
+def build_siim_store(
+    root: Path,
+    *,
+    n_train: int = 24,
+    n_validate: int = 12,
+    n_test: int = 16,
+    size: int = 64,
+    seed: int = 0,
+    with_masks: bool = True,
+    positive_every: int = 2,
+) -> Path:
     """Write the store at ``root`` and return it (half the images with pneumothorax by default)."""
     rng = np.random.default_rng(seed)
     splits = ["train"] * n_train + ["validate"] * n_validate + ["test"] * n_test
@@ -43,9 +54,17 @@ def build_siim_store(root: Path, *, n_train: int = 24, n_validate: int = 12, n_t
         for i, split in enumerate(splits):
             positive = i % positive_every == 0
             image, mask = source_case(rng, positive)
-            columns = {"path": f"{i}.dcm", "view": "PA", "split": split,
-                       "labels": [float(positive), float(not positive)], "width": SOURCE_W, "height": SOURCE_H}
+            columns = {
+                "path": f"{i}.dcm",
+                "view": "PA",
+                "split": split,
+                "labels": [float(positive), float(not positive)],
+                "width": SOURCE_W,
+                "height": SOURCE_H,
+            }
             if with_masks:
-                columns.update(mask_rle=[rle_encode(mask)] if positive else [], mask_height=SOURCE_H, mask_width=SOURCE_W)
+                columns.update(
+                    mask_rle=[rle_encode(mask)] if positive else [], mask_height=SOURCE_H, mask_width=SOURCE_W
+                )
             writer.add(f"img{i:03d}", letterbox(image, size), **columns)
     return root

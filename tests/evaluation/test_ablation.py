@@ -18,9 +18,23 @@ RUNS = {
     "abl_ssm": RunSettings(label_variant="triplet", target="ssm", loss="mse_ce"),
     "convirt": RunSettings(label_variant="report", target="identity", loss="infonce"),  # another loss: not a row
 }
-COLUMNS = ["run", "rsna_auc", "rsna_auc_low", "rsna_auc_high", "rsna_f1", "rsna_acc", "rsna_f1_valthr",
-           "rsna_top1", "nih_auc", "nih_f1", "nih_acc", "downstream_mean_auc", "downstream_mean_auc_low",
-           "downstream_mean_auc_high", "mean_auc"]
+COLUMNS = [
+    "run",
+    "rsna_auc",
+    "rsna_auc_low",
+    "rsna_auc_high",
+    "rsna_f1",
+    "rsna_acc",
+    "rsna_f1_valthr",
+    "rsna_top1",
+    "nih_auc",
+    "nih_f1",
+    "nih_acc",
+    "downstream_mean_auc",
+    "downstream_mean_auc_low",
+    "downstream_mean_auc_high",
+    "mean_auc",
+]
 
 
 def zeroshot_csv(path, runs):
@@ -34,8 +48,18 @@ def zeroshot_csv(path, runs):
 
 def test_metric_columns_keep_intervals_beside_their_metric():
     assert metric_columns(COLUMNS) == [
-        "rsna_auc", "rsna_auc_low", "rsna_auc_high", "rsna_f1", "rsna_acc", "nih_auc", "nih_f1", "nih_acc",
-        "downstream_mean_auc", "downstream_mean_auc_low", "downstream_mean_auc_high", "mean_auc",
+        "rsna_auc",
+        "rsna_auc_low",
+        "rsna_auc_high",
+        "rsna_f1",
+        "rsna_acc",
+        "nih_auc",
+        "nih_f1",
+        "nih_acc",
+        "downstream_mean_auc",
+        "downstream_mean_auc_low",
+        "downstream_mean_auc_high",
+        "mean_auc",
     ]
 
 
@@ -50,7 +74,13 @@ def test_ablation_table_shape(tmp_path):
     assert [r["row"] for r in read] == ["report", "+ Entity", "+ FG", "+ SSM", "+ IKI (MedFILIP)"]
     # cumulative: each row switches on exactly one more component, in Table VI's order
     flags = [[r[f] == "x" for f in ("entity", "fg", "ssm", "iki")] for r in read]
-    assert flags == [[False] * 4, [True, False, False, False], [True, True, False, False], [True, True, True, False], [True] * 4]
+    assert flags == [
+        [False] * 4,
+        [True, False, False, False],
+        [True, True, False, False],
+        [True, True, True, False],
+        [True] * 4,
+    ]
     # runs found by settings: the report row is abl_report (mse_ce), not convirt (infonce)
     assert [r["run"] for r in read] == ["abl_report", "", "abl_fg", "abl_ssm", "medfilip"]
     # metrics are that run's zero-shot row (abl_report is row 1 of the zero-shot table -> "0.1..")
@@ -64,8 +94,11 @@ def test_ablation_table_shape(tmp_path):
 
 def test_run_missing_from_the_zeroshot_table_is_a_note(tmp_path):
     columns = ["run", "rsna_auc", "mean_auc"]
-    rows, fields = ablation_rows(columns, {"medfilip": {"run": "medfilip", "rsna_auc": "0.7", "mean_auc": "0.7"}},
-                                 {"medfilip": RUNS["medfilip"], "abl_ssm": RUNS["abl_ssm"]})
+    rows, fields = ablation_rows(
+        columns,
+        {"medfilip": {"run": "medfilip", "rsna_auc": "0.7", "mean_auc": "0.7"}},
+        {"medfilip": RUNS["medfilip"], "abl_ssm": RUNS["abl_ssm"]},
+    )
     assert rows[3]["note"] == "run abl_ssm is not in the zero-shot table" and rows[3]["rsna_auc"] == ""
     assert rows[4]["rsna_auc"] == "0.7" and fields[-3:] == ["rsna_auc", "mean_auc", "note"]
     with pytest.raises(FileNotFoundError, match="no zero-shot table"):

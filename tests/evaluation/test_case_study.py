@@ -31,14 +31,25 @@ class HashEncoder:
 
 
 def store(root: Path):
-    spec = [("cardiomegaly", "mild"), ("atelectasis", "moderate"), ("cardiomegaly", "severe"), (None, None),
-            ("pleural effusion", "small"), ("cardiomegaly", "mild")]
+    spec = [
+        ("cardiomegaly", "mild"),
+        ("atelectasis", "moderate"),
+        ("cardiomegaly", "severe"),
+        (None, None),
+        ("pleural effusion", "small"),
+        ("cardiomegaly", "mild"),
+    ]
     rng = np.random.default_rng(0)
     items = []
     for i, (cat, sev) in enumerate(spec):
         findings = [] if cat is None else [{"category": cat, "severity": sev, "location": "left"}]
-        items.append((f"r{i}", rng.integers(0, 255, (SIZE, SIZE), dtype=np.uint8),
-                      {"report_id": f"R{i}", "split": "train" if i == 5 else "test", "findings": findings}))
+        items.append(
+            (
+                f"r{i}",
+                rng.integers(0, 255, (SIZE, SIZE), dtype=np.uint8),
+                {"report_id": f"R{i}", "split": "train" if i == 5 else "test", "findings": findings},
+            )
+        )
     return write_store(root, items, size=SIZE, dataset="corpus")
 
 
@@ -47,16 +58,24 @@ def test_case_images_one_per_category_most_common_first(tmp_path: Path):
     chosen = case_images(s, 2)
     assert [(row, f["category"]) for row, f in chosen] == [(0, "cardiomegaly"), (1, "atelectasis")]
     texts = case_texts(chosen[0][1], lambda c: "a big heart", "This is an X-ray image of {category}")
-    assert texts == {"template + category": "This is an X-ray image of cardiomegaly",
-                     "severity + category": "mild cardiomegaly",
-                     "explanation": "mild left cardiomegaly, where cardiomegaly is a big heart"}
+    assert texts == {
+        "template + category": "This is an X-ray image of cardiomegaly",
+        "severity + category": "mild cardiomegaly",
+        "explanation": "mild left cardiomegaly, where cardiomegaly is a big heart",
+    }
 
 
 def test_cosines_and_figure(tmp_path: Path):
     s = store(tmp_path / "corpus")
     enc = HashEncoder()
-    rows = case_study_rows([tmp_path / "medfilip", tmp_path / "convirt"], s, lambda c: "x", n_images=3,
-                           load_model=lambda d, dev: enc, device="cpu")
+    rows = case_study_rows(
+        [tmp_path / "medfilip", tmp_path / "convirt"],
+        s,
+        lambda c: "x",
+        n_images=3,
+        load_model=lambda d, dev: enc,
+        device="cpu",
+    )
     assert len(rows) == 3 * len(TEXT_KINDS) * 2
     r = rows[1]
     img = enc.encode_image(torch.from_numpy(s.get_batch(np.array([0])))).numpy()[0]

@@ -67,8 +67,9 @@ def test_replicates_equal_brute_force(seed):
     np.testing.assert_allclose(acc, brute(lambda a, b: f1_max_threshold(a, b).accuracy, s, y, idx), equal_nan=True)
     f1, acc = bootstrap_at_threshold(s, y, w, 0.9)
     np.testing.assert_allclose(f1, brute(lambda a, b: metrics_at_threshold(a, b, 0.9).f1, s, y, idx), equal_nan=True)
-    np.testing.assert_allclose(acc, brute(lambda a, b: metrics_at_threshold(a, b, 0.9).accuracy, s, y, idx),
-                               equal_nan=True)
+    np.testing.assert_allclose(
+        acc, brute(lambda a, b: metrics_at_threshold(a, b, 0.9).accuracy, s, y, idx), equal_nan=True
+    )
     assert np.isnan(bootstrap_at_threshold(s, y, w, float("nan"))[0]).all()
 
 

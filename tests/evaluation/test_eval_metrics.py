@@ -133,8 +133,9 @@ def test_validate_protocol_uses_the_validate_threshold():
     test_scores = np.array([0.8, 0.5, 0.45, 0.4, 0.1, 0.05])
     test_labels = np.array([0, 1, 1, 1, 0, 0], dtype=float)
     on_test = class_metrics(test_scores, test_labels, protocol="test")
-    honest = class_metrics(test_scores, test_labels, protocol="validate",
-                           validate_scores=val_scores, validate_labels=val_labels)
+    honest = class_metrics(
+        test_scores, test_labels, protocol="validate", validate_scores=val_scores, validate_labels=val_labels
+    )
     assert on_test.threshold == 0.4 and on_test.f1 == pytest.approx(2 * 3 / (2 * 3 + 1))
     assert honest.threshold == 0.6
     # at 0.6 only the negative 0.8 is predicted positive: F1 0, accuracy 2/6
@@ -147,7 +148,12 @@ def test_evaluate_scores_rows_and_missing_validate():
     labels = np.array([[1, 0], [0, 1], [1, 0], [0, 1]], dtype=float)
     with pytest.warns(MetricWarning, match="no validate images"):
         rows = evaluate_scores(["a", "b"], scores, labels, set_name="toy")
-    assert [(r["class"], r["protocol"]) for r in rows] == [("a", "test"), ("a", "validate"), ("b", "test"), ("b", "validate")]
+    assert [(r["class"], r["protocol"]) for r in rows] == [
+        ("a", "test"),
+        ("a", "validate"),
+        ("b", "test"),
+        ("b", "validate"),
+    ]
     test_rows = [r for r in rows if r["protocol"] == "test"]
     assert all(r["auc"] == 1.0 and r["f1"] == 1.0 and r["accuracy"] == 1.0 for r in test_rows)
     assert all(np.isnan(r["f1"]) for r in rows if r["protocol"] == "validate")

@@ -57,27 +57,58 @@ def test_tiny_run_writes_retrieval_case_study_and_zeroshot_with_intervals(tmp_pa
         (corpus / f"{n}.xml").write_text(openi_xml(n, *KINDS[n % len(KINDS)]), encoding="utf-8")
     shutil.copytree(ROOT / "resources" / "vocabulary", tmp_path / "vocabulary")
     config = {
-        "reports": {"source": "iu_xray", "n_shards": 1,
-                    "iu_xray": {"path": "iu_reports", "split_fractions": {"train": 0.4, "validate": 0.3, "test": 0.3}}},
+        "reports": {
+            "source": "iu_xray",
+            "n_shards": 1,
+            "iu_xray": {"path": "iu_reports", "split_fractions": {"train": 0.4, "validate": 0.3, "test": 0.3}},
+        },
         "extraction": {"rules": {"vocabulary_dir": "vocabulary"}},
         "labels": {"variants": ["triplet_explanation", "report"]},
         "images": {"size": 32},
-        "datasets": {"render_size": 64, "covid": {"n_test": 12, "n_validate": 8},
-                     **{name: {"enabled": False} for name in ("rsna", "nih", "vinbig", "siim")}},
-        "training": {"epochs": 1, "batch_size": 4, "num_workers": 0, "checkpoint_every": 50,
-                     "model": {"embed_dim": 16, "max_length": 24},
-                     "runs": {"medfilip": {"label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce"},
-                              "convirt": {"label_variant": "report", "target": "identity", "loss": "infonce"}}},
-        "evaluation": {"batch_size": 16, "bootstrap": {"n_resamples": 200, "seed": 0},
-                       "corpus": {"single_label_classes": ["normal", "cardiomegaly", "pneumothorax"],
-                                  "multi_label_classes": ["cardiomegaly", "pneumothorax"],
-                                  "fine_grained_min_count": 1},
-                       "retrieval": {"ks": [1, 5]}, "case_study": {"n_images": 3}},
+        "datasets": {
+            "render_size": 64,
+            "covid": {"n_test": 12, "n_validate": 8},
+            **{name: {"enabled": False} for name in ("rsna", "nih", "vinbig", "siim")},
+        },
+        "training": {
+            "epochs": 1,
+            "batch_size": 4,
+            "num_workers": 0,
+            "checkpoint_every": 50,
+            "model": {"embed_dim": 16, "max_length": 24},
+            "runs": {
+                "medfilip": {"label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce"},
+                "convirt": {"label_variant": "report", "target": "identity", "loss": "infonce"},
+            },
+        },
+        "evaluation": {
+            "batch_size": 16,
+            "bootstrap": {"n_resamples": 200, "seed": 0},
+            "corpus": {
+                "single_label_classes": ["normal", "cardiomegaly", "pneumothorax"],
+                "multi_label_classes": ["cardiomegaly", "pneumothorax"],
+                "fine_grained_min_count": 1,
+            },
+            "retrieval": {"ks": [1, 5]},
+            "case_study": {"n_images": 3},
+        },
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     targets = ["results/tables/zeroshot.csv", "results/tables/retrieval.csv", "results/figures/case_study.png"]
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(tmp_path),
-           "--cores", "2", *targets, "--configfile", str(tmp_path / "config.yaml")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(tmp_path),
+        "--cores",
+        "2",
+        *targets,
+        "--configfile",
+        str(tmp_path / "config.yaml"),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     counts = job_counts(proc.stdout + proc.stderr)

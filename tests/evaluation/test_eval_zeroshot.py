@@ -10,7 +10,13 @@ import pytest
 import torch
 
 from medfilip.evaluation.report import write_figure, write_per_class, write_table
-from medfilip.evaluation.sets import configured_run_dirs, configured_set_dirs, corpus_sets, downstream_set, load_eval_sets
+from medfilip.evaluation.sets import (
+    configured_run_dirs,
+    configured_set_dirs,
+    corpus_sets,
+    downstream_set,
+    load_eval_sets,
+)
 from medfilip.evaluation.settings import CorpusSetsSettings, EvaluationConfig
 from medfilip.evaluation.zeroshot import class_texts, evaluate_run, evaluate_runs, zero_shot_scores
 from medfilip.images.store import write_store
@@ -81,8 +87,13 @@ def covid_store(root: Path):
     items = []
     for i in range(30):
         cls = names[i % 3]
-        items.append((f"c{i:03d}", image_with([cls]), {"split": "test" if i % 2 else "validate",
-                                                     "labels": [float(n == cls) for n in names]}))
+        items.append(
+            (
+                f"c{i:03d}",
+                image_with([cls]),
+                {"split": "test" if i % 2 else "validate", "labels": [float(n == cls) for n in names]},
+            )
+        )
     return write_store(root, items, size=SIZE, dataset="covid", label_names=names)
 
 
@@ -91,12 +102,19 @@ def finding(category: str, severity: str | None = None) -> dict:
 
 
 CORPUS = [  # (findings, split) per image
-    ([], "test"), ([], "validate"), ([], "test"), ([], "validate"),
-    ([finding("cardiomegaly", "mild")], "test"), ([finding("cardiomegaly", "mild")], "validate"),
-    ([finding("cardiomegaly", "mild")], "test"), ([finding("cardiomegaly", "mild")], "validate"),
-    ([finding("cardiomegaly", "severe")], "test"), ([finding("cardiomegaly", "severe")], "validate"),
+    ([], "test"),
+    ([], "validate"),
+    ([], "test"),
+    ([], "validate"),
+    ([finding("cardiomegaly", "mild")], "test"),
+    ([finding("cardiomegaly", "mild")], "validate"),
+    ([finding("cardiomegaly", "mild")], "test"),
+    ([finding("cardiomegaly", "mild")], "validate"),
+    ([finding("cardiomegaly", "severe")], "test"),
+    ([finding("cardiomegaly", "severe")], "validate"),
     ([finding("cardiomegaly")], "test"),  # severity unstated: unknown for the fine-grained pairs
-    ([finding("atelectasis", "mild")], "test"), ([finding("atelectasis", "mild")], "validate"),
+    ([finding("atelectasis", "mild")], "test"),
+    ([finding("atelectasis", "mild")], "validate"),
     ([finding("atelectasis"), finding("cardiomegaly", "mild")], "test"),  # two listed classes: not single-label
     ([finding("atelectasis"), finding("scoliosis")], "validate"),  # scoliosis is not listed: still single-label
     ([finding("pleural effusion", "small")], "train"),  # training images are never evaluated
@@ -104,8 +122,14 @@ CORPUS = [  # (findings, split) per image
 
 
 def corpus_store(root: Path):
-    items = [(f"r{i:03d}", image_with([f["category"] for f in fs if f["category"] in VOCAB]),
-              {"report_id": f"R{i}", "split": split, "findings": fs}) for i, (fs, split) in enumerate(CORPUS)]
+    items = [
+        (
+            f"r{i:03d}",
+            image_with([f["category"] for f in fs if f["category"] in VOCAB]),
+            {"report_id": f"R{i}", "split": split, "findings": fs},
+        )
+        for i, (fs, split) in enumerate(CORPUS)
+    ]
     return write_store(root, items, size=SIZE, dataset="corpus")
 
 
@@ -119,7 +143,8 @@ CORPUS_SETTINGS = CorpusSetsSettings(
 def test_class_texts_follow_the_template_and_variants(tmp_path: Path):
     s = downstream_set(covid_store(tmp_path / "covid"))
     assert class_texts(s, explain, "triplet_explanation")[0] == (
-        "covid-19 pneumonia, where covid-19 pneumonia is a test pattern of stripes (18 letters)")
+        "covid-19 pneumonia, where covid-19 pneumonia is a test pattern of stripes (18 letters)"
+    )
     assert class_texts(s, explain, "category") == ["covid-19 pneumonia", "pneumonia", "normal"]
 
 
@@ -128,7 +153,8 @@ def test_downstream_multi_label_scores_perfectly(tmp_path: Path):
     assert s.kind == "multi_label" and s.n("test") == 20 and s.n("validate") == 20
     result = evaluate_run(StripeEncoder(), "stripes", [s], explain, batch_size=7)
     assert {(r["class"], r["protocol"]) for r in result.per_class} == {
-        (c, p) for c in s.class_names for p in ("test", "validate")}
+        (c, p) for c in s.class_names for p in ("test", "validate")
+    }
     for r in result.per_class:
         assert r["auc"] == 1.0 and r["f1"] == 1.0 and r["accuracy"] == 1.0, r
     # the 'not stated' labels are left out of atelectasis
@@ -170,8 +196,13 @@ def test_binary_single_label_set_averages_the_disease_class_only(tmp_path: Path)
     for i in range(36):
         cls = names[i % 2]
         drawn = "normal" if cls == "pneumonia" and i % 3 == 0 else cls
-        items.append((f"p{i:03d}", image_with([drawn]), {"split": ("test", "validate")[i % 4 // 2],
-                                                         "labels": [float(n == cls) for n in names]}))
+        items.append(
+            (
+                f"p{i:03d}",
+                image_with([drawn]),
+                {"split": ("test", "validate")[i % 4 // 2], "labels": [float(n == cls) for n in names]},
+            )
+        )
     s = downstream_set(write_store(tmp_path / "rsna", items, size=SIZE, dataset="rsna", label_names=names))
     assert s.kind == "single_label"
     result = evaluate_run(StripeEncoder(), "stripes", [s], explain)
@@ -233,9 +264,15 @@ def test_corpus_scoring_and_table_and_figure(tmp_path: Path):
     sets = load_eval_sets([tmp_path / "nih", tmp_path / "corpus"], settings)
     assert [s.name for s in sets] == ["nih", "corpus_single", "corpus_multi", "corpus_fine", "corpus_fg"]
     result = evaluate_runs(
-        [tmp_path / "models" / "medfilip", tmp_path / "models" / "convirt"], sets, explain,
-        load_model=lambda run_dir, device: StripeEncoder(), device="cpu", batch_size=5, progress=False,
-        n_resamples=200, seed=3,
+        [tmp_path / "models" / "medfilip", tmp_path / "models" / "convirt"],
+        sets,
+        explain,
+        load_model=lambda run_dir, device: StripeEncoder(),
+        device="cpu",
+        batch_size=5,
+        progress=False,
+        n_resamples=200,
+        seed=3,
     )
     by = {(s["run"], s["dataset"]): s for s in result.summaries}
     assert by[("medfilip", "corpus_multi")]["test"]["auc"] == 1.0
@@ -247,8 +284,18 @@ def test_corpus_scoring_and_table_and_figure(tmp_path: Path):
     header = list(table[0])
     assert [r["run"] for r in table] == ["medfilip", "convirt"]
     # accuracy and F1 lead, AUC beside; every metric with its interval
-    assert header[:10] == ["run", "nih_acc", "nih_acc_low", "nih_acc_high", "nih_f1", "nih_f1_low", "nih_f1_high",
-                           "nih_auc", "nih_auc_low", "nih_auc_high"]
+    assert header[:10] == [
+        "run",
+        "nih_acc",
+        "nih_acc_low",
+        "nih_acc_high",
+        "nih_f1",
+        "nih_f1_low",
+        "nih_f1_high",
+        "nih_auc",
+        "nih_auc_low",
+        "nih_auc_high",
+    ]
     for column in ("nih_acc_valthr", "nih_f1_valthr", "nih_auc_neg", "nih_auc_comb", "corpus_single_top1", "mean_auc"):
         assert {column, f"{column}_low", f"{column}_high"} <= set(header), column
     assert "nih_top1" not in header and header[-1] == "note"
@@ -261,16 +308,37 @@ def test_corpus_scoring_and_table_and_figure(tmp_path: Path):
     assert "delta_nih_auc_vs_medfilip" in deltas and "delta_mean_auc_vs_medfilip_low" in deltas
     assert all(float(table[1][c]) == 0.0 for c in deltas if table[1][c])
     # the intervals are reproducible from the seed
-    again = evaluate_runs([tmp_path / "models" / "medfilip"], sets, explain,
-                          load_model=lambda run_dir, device: StripeEncoder(), device="cpu", progress=False,
-                          n_resamples=200, seed=3)
+    again = evaluate_runs(
+        [tmp_path / "models" / "medfilip"],
+        sets,
+        explain,
+        load_model=lambda run_dir, device: StripeEncoder(),
+        device="cpu",
+        progress=False,
+        n_resamples=200,
+        seed=3,
+    )
     np.testing.assert_array_equal(again.summaries[2]["replicates"]["auc"], result.summaries[2]["replicates"]["auc"])
 
     long = write_per_class(result.per_class, tmp_path / "tables" / "zeroshot_per_class.csv")
     with open(tmp_path / "tables" / "zeroshot_per_class.csv", newline="") as fh:
         reader = csv.DictReader(fh)
-        assert reader.fieldnames == ["run", "dataset", "class", "protocol", "auc", "f1", "acc", "precision", "recall",
-                                     "threshold", "n_pos", "n", "auc_neg", "auc_comb"]
+        assert reader.fieldnames == [
+            "run",
+            "dataset",
+            "class",
+            "protocol",
+            "auc",
+            "f1",
+            "acc",
+            "precision",
+            "recall",
+            "threshold",
+            "n_pos",
+            "n",
+            "auc_neg",
+            "auc_comb",
+        ]
         assert len(list(reader)) == len(long) == 2 * 2 * sum(len(s.classes) for s in sets)
 
     figure = write_figure(result.summaries, tmp_path / "figures" / "zeroshot.png")
@@ -284,7 +352,9 @@ def test_configured_sets_and_runs():
     assert configured_set_dirs(cfg) == ["results/images/rsna", "results/images/covid", "results/images/corpus"]
     assert configured_run_dirs(cfg) == [f"results/models/{r}" for r in cfg.training.runs]
     cfg = validate_config({"evaluation": {"corpus": {"enabled": False}}}, source="test")
-    enabled = [n for n in type(cfg.datasets).model_fields if getattr(getattr(cfg.datasets, n), "enabled", False) is True]
+    enabled = [
+        n for n in type(cfg.datasets).model_fields if getattr(getattr(cfg.datasets, n), "enabled", False) is True
+    ]
     assert configured_set_dirs(cfg) == [f"results/images/{n}" for n in enabled]
 
 
@@ -297,17 +367,36 @@ def test_cli_with_a_tiny_trained_dual_encoder(tmp_path: Path, capsys):
     from medfilip.training.settings import ModelSettings
 
     root = Path(__file__).resolve().parents[2]
-    save_trained(build_model(ModelSettings(embed_dim=16, text_trainable_layers=0), SIZE, seed=0), tmp_path / "models" / "tiny")
+    save_trained(
+        build_model(ModelSettings(embed_dim=16, text_trainable_layers=0), SIZE, seed=0), tmp_path / "models" / "tiny"
+    )
     covid_store(tmp_path / "images" / "covid")
     corpus_store(tmp_path / "images" / "corpus")
     config = {"evaluation": {"device": "cpu", "batch_size": 16, "corpus": CORPUS_SETTINGS.model_dump()}}
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     out = tmp_path / "tables" / "zeroshot.csv"
-    code = main(["-q", "-c", str(tmp_path / "config.yaml"), "zeroshot", "--runs", str(tmp_path / "models" / "tiny"),
-                 "--sets", str(tmp_path / "images" / "covid"), str(tmp_path / "images" / "corpus"),
-                 "--knowledge", str(root / "resources" / "knowledge" / "dictionary.yaml"),
-                 "--out", str(out), "--per-class", str(tmp_path / "tables" / "per_class.csv"),
-                 "--figure", str(tmp_path / "figures" / "zeroshot.png"), "--no-progress"])
+    code = main(
+        [
+            "-q",
+            "-c",
+            str(tmp_path / "config.yaml"),
+            "zeroshot",
+            "--runs",
+            str(tmp_path / "models" / "tiny"),
+            "--sets",
+            str(tmp_path / "images" / "covid"),
+            str(tmp_path / "images" / "corpus"),
+            "--knowledge",
+            str(root / "resources" / "knowledge" / "dictionary.yaml"),
+            "--out",
+            str(out),
+            "--per-class",
+            str(tmp_path / "tables" / "per_class.csv"),
+            "--figure",
+            str(tmp_path / "figures" / "zeroshot.png"),
+            "--no-progress",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     with open(out, newline="") as fh:
         (row,) = list(csv.DictReader(fh))
@@ -330,9 +419,16 @@ def test_negation_columns_and_a_paired_difference(tmp_path: Path):
     multi_label_store(tmp_path / "nih")
     sets = load_eval_sets([tmp_path / "nih"], EvaluationConfig())
     models = {"medfilip": StripeEncoder(), "blind": BlindEncoder()}
-    result = evaluate_runs([tmp_path / "medfilip", tmp_path / "blind"], sets, explain,
-                           load_model=lambda d, dev: models[Path(d).name], device="cpu", progress=False,
-                           n_resamples=300, seed=0)
+    result = evaluate_runs(
+        [tmp_path / "medfilip", tmp_path / "blind"],
+        sets,
+        explain,
+        load_model=lambda d, dev: models[Path(d).name],
+        device="cpu",
+        progress=False,
+        n_resamples=300,
+        seed=0,
+    )
     rows = {r["run"]: r for r in write_table(result.summaries, tmp_path / "z.csv")}
     # the stripe encoder reads "no cardiomegaly" as "cardiomegaly": negated texts score the positives
     # highest (AUC of minus their cosine = 0), and positive minus negated is flat (0.5)
@@ -368,15 +464,35 @@ def test_stored_image_embeddings_are_read_not_recomputed(tmp_path: Path):
     np.testing.assert_allclose(emb, StripeEncoder().encode_image(torch.from_numpy(stores[1].get_batch(rows))).numpy())
 
     sets = load_eval_sets([tmp_path / "nih", tmp_path / "corpus"], EvaluationConfig(corpus=CORPUS_SETTINGS))
-    fresh = evaluate_runs([tmp_path / "medfilip"], sets, explain, load_model=lambda d, dev: StripeEncoder(),
-                          device="cpu", progress=False, n_resamples=50)
-    again = evaluate_runs([tmp_path / "medfilip"], sets, explain, load_model=lambda d, dev: TextOnlyEncoder(),
-                          device="cpu", progress=False, n_resamples=50, image_embeddings=[out])
+    fresh = evaluate_runs(
+        [tmp_path / "medfilip"],
+        sets,
+        explain,
+        load_model=lambda d, dev: StripeEncoder(),
+        device="cpu",
+        progress=False,
+        n_resamples=50,
+    )
+    again = evaluate_runs(
+        [tmp_path / "medfilip"],
+        sets,
+        explain,
+        load_model=lambda d, dev: TextOnlyEncoder(),
+        device="cpu",
+        progress=False,
+        n_resamples=50,
+        image_embeddings=[out],
+    )
     assert write_table(fresh.summaries, tmp_path / "a.csv") == write_table(again.summaries, tmp_path / "b.csv")
 
     # a store rebuilt with other images is caught, naming the file
     items = [(f"x{i}", image_with([]), {"split": "test", "labels": [0.0, 1.0, 0.0]}) for i in range(4)]
-    write_store(tmp_path / "nih", items, size=SIZE, dataset="nih", label_names=["cardiomegaly", "atelectasis",
-                                                                                 "pleural effusion"])
+    write_store(
+        tmp_path / "nih",
+        items,
+        size=SIZE,
+        dataset="nih",
+        label_names=["cardiomegaly", "atelectasis", "pleural effusion"],
+    )
     with pytest.raises(EvaluationSetError, match="medfilip.npz.*other images"):
         read_image_embeddings(out, [ImageStore.open(tmp_path / "nih")])

@@ -26,8 +26,13 @@ def run_and_store(tmp_path_factory):
     images = []
     for split, n in SPLITS.items():
         for i in range(n):
-            images.append((f"{split}-{i}", rng.integers(0, 255, (32, 32), dtype=np.uint8),
-                           {"split": split, "labels": [float(i % 2), float(1 - i % 2)]}))
+            images.append(
+                (
+                    f"{split}-{i}",
+                    rng.integers(0, 255, (32, 32), dtype=np.uint8),
+                    {"split": split, "labels": [float(i % 2), float(1 - i % 2)]},
+                )
+            )
     rng.shuffle(images)  # splits interleaved in the store, as in real stores
     store = write_store(root / "store", images, size=32, dataset="toy", label_names=["pneumonia", "normal"])
     return root, model, store

@@ -53,9 +53,13 @@ def test_separable_features_give_accuracy_one():
 def test_random_features_give_auc_near_one_half():
     rng = np.random.default_rng(1)
     names = ["a", "b", "c"]
-    labels = {s: (rng.random((k, 3)) < 0.3).astype(np.float32) for s, k in (("train", 400), ("validate", 200), ("test", 600))}
+    labels = {
+        s: (rng.random((k, 3)) < 0.3).astype(np.float32) for s, k in (("train", 400), ("validate", 200), ("test", 600))
+    }
     feats = {s: rng.normal(size=(len(v), 32)).astype(np.float32) for s, v in labels.items()}
-    scores = probe_fits(feats, _data(labels, "multi_label", names), name="rnd", fractions=[1.0], seeds=1, c_grid=[0.01, 1.0])
+    scores = probe_fits(
+        feats, _data(labels, "multi_label", names), name="rnd", fractions=[1.0], seeds=1, c_grid=[0.01, 1.0]
+    )
     table, per_class, _ = build_tables([scores], n_resamples=300, seed=0)
     row = table[0]
     assert abs(row["toy_100pct_auc"] - 0.5) < 0.06
@@ -84,7 +88,9 @@ def test_weighted_metrics_equal_metrics_py_and_explicit_resampling():
             assert got["auc"][b] == pytest.approx(auc(s[rows], y[rows]), nan_ok=True)
             assert got["f1"][b] == pytest.approx(f1_max_threshold(s[rows], y[rows]).f1, nan_ok=True)
             assert got["acc"][b] == pytest.approx(f1_max_threshold(s[rows], y[rows]).accuracy, nan_ok=True)
-            assert got["acc_val"][b] == pytest.approx(metrics_at_threshold(s[rows], y[rows], t_val).accuracy, nan_ok=True)
+            assert got["acc_val"][b] == pytest.approx(
+                metrics_at_threshold(s[rows], y[rows], t_val).accuracy, nan_ok=True
+            )
 
 
 def test_subsets_are_stratified_seeded_and_keep_rare_classes():
@@ -109,7 +115,9 @@ def test_a_class_without_train_positives_is_a_skip_with_a_reason():
     labels["validate"][:5, 1] = 1
     labels["test"][:5, 1] = 1  # class b: positives in test only
     feats = {s: rng.normal(size=(len(v), 8)).astype(np.float32) for s, v in labels.items()}
-    scores = probe_fits(feats, _data(labels, "multi_label", ["a", "b"]), name="r", fractions=[1.0], seeds=1, c_grid=[1.0])
+    scores = probe_fits(
+        feats, _data(labels, "multi_label", ["a", "b"]), name="r", fractions=[1.0], seeds=1, c_grid=[1.0]
+    )
     assert "no positive train image of b" in scores.fits[0].skipped["b"]
     table, per_class, _ = build_tables([scores], n_resamples=50)
     assert "no positive train image of b" in table[0]["note"]
@@ -126,8 +134,14 @@ def test_no_train_split_is_a_skip_row_and_paired_delta(tmp_path):
     noisy = {s: rng.normal(size=v.shape).astype(np.float32) for s, v in feats.items()}
     worse = probe_fits(noisy, data, name="other", fractions=[1.0], seeds=1, c_grid=[1.0])
     empty = dict(labels, train=labels["train"][:0])
-    none = probe_fits(dict(feats, train=feats["train"][:0]), _data(empty, "single_label", ["pneumonia", "normal"]),
-                      name="empty", fractions=[1.0], seeds=1, c_grid=[1.0])
+    none = probe_fits(
+        dict(feats, train=feats["train"][:0]),
+        _data(empty, "single_label", ["pneumonia", "normal"]),
+        name="empty",
+        fractions=[1.0],
+        seeds=1,
+        c_grid=[1.0],
+    )
     assert none.note.startswith("skipped: the toy store has no train split") and not none.fits
     # through the files, as the table job reads them
     loaded = []
@@ -152,14 +166,36 @@ def test_table_of_skip_rows_only_through_the_cli(tmp_path):
     from medfilip.cli import main
 
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({"datasets": {"rsna": {"n_train": 0}, "vinbig": {"enabled": False}},
-                                      "training": {"runs": {"medfilip": {"label_variant": "triplet_explanation",
-                                                                         "target": "ssm", "loss": "mse_ce"}}}}))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "datasets": {"rsna": {"n_train": 0}, "vinbig": {"enabled": False}},
+                "training": {
+                    "runs": {"medfilip": {"label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce"}}
+                },
+            }
+        )
+    )
     out = tmp_path / "linear_probe.csv"
-    assert main(["-c", str(config), "linear-probe", "--out", str(out), "--per-class", str(tmp_path / "pc.csv"),
-                 "--figure", str(tmp_path / "fig.png")]) == 0
+    assert (
+        main(
+            [
+                "-c",
+                str(config),
+                "linear-probe",
+                "--out",
+                str(out),
+                "--per-class",
+                str(tmp_path / "pc.csv"),
+                "--figure",
+                str(tmp_path / "fig.png"),
+            ]
+        )
+        == 0
+    )
     rows = {r["run"]: r for r in csv.DictReader(out.open())}
-    assert rows["medfilip"]["note"] == ("rsna: skipped: no train split (datasets.rsna.n_train = 0) | "
-                                        "vinbig: skipped: datasets.vinbig.enabled is false")
+    assert rows["medfilip"]["note"] == (
+        "rsna: skipped: no train split (datasets.rsna.n_train = 0) | vinbig: skipped: datasets.vinbig.enabled is false"
+    )
     assert rows["resnet18_imagenet"]["note"].startswith("skipped: no weights configured")
     assert (tmp_path / "fig.png").stat().st_size > 0

@@ -17,28 +17,57 @@ TABLE = "results/tables/linear_probe.csv"
 
 def snakemake(workdir, *args, configfile):
     """As tests.test_workflow.snakemake, with room for four trainings and four baselines on a busy machine."""
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir), *args,
-           "--configfile", str(configfile)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        *args,
+        "--configfile",
+        str(configfile),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
 
 
 def _tiny(project) -> dict:
     cfg = yaml.safe_load((project / "config.yaml").read_text())
-    cfg.update({
-        "labels": {"variants": ["triplet_explanation", "report"]},
-        "images": {"size": 32},
-        "datasets": {"render_size": 64,
-                     "rsna": {"n_test": 16, "n_validate": 8, "n_train": 20},
-                     "vinbig": {"n_test": 24, "n_validate": 12, "n_train": 30},
-                     **{name: {"enabled": False} for name in ("nih", "siim", "covid")}},
-        "training": {"epochs": 1, "batch_size": 2, "num_workers": 0, "checkpoint_every": 2,
-                     "model": {"embed_dim": 16, "max_length": 24},
-                     "runs": {"medfilip": {"label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce"},
-                              "convirt": {"label_variant": "report", "target": "identity", "loss": "infonce"}}},
-        "evaluation": {"corpus": {"enabled": False}, "batch_size": 8,
-                       "linear_probe": {"fractions": [0.1, 1.0], "seeds": 2, "c_grid": [0.1, 1.0], "batch_size": 16,
-                                        "baselines": {"image_size": 32, "epochs": 1, "batch_size": 8}}},
-    })
+    cfg.update(
+        {
+            "labels": {"variants": ["triplet_explanation", "report"]},
+            "images": {"size": 32},
+            "datasets": {
+                "render_size": 64,
+                "rsna": {"n_test": 16, "n_validate": 8, "n_train": 20},
+                "vinbig": {"n_test": 24, "n_validate": 12, "n_train": 30},
+                **{name: {"enabled": False} for name in ("nih", "siim", "covid")},
+            },
+            "training": {
+                "epochs": 1,
+                "batch_size": 2,
+                "num_workers": 0,
+                "checkpoint_every": 2,
+                "model": {"embed_dim": 16, "max_length": 24},
+                "runs": {
+                    "medfilip": {"label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce"},
+                    "convirt": {"label_variant": "report", "target": "identity", "loss": "infonce"},
+                },
+            },
+            "evaluation": {
+                "corpus": {"enabled": False},
+                "batch_size": 8,
+                "linear_probe": {
+                    "fractions": [0.1, 1.0],
+                    "seeds": 2,
+                    "c_grid": [0.1, 1.0],
+                    "batch_size": 16,
+                    "baselines": {"image_size": 32, "epochs": 1, "batch_size": 8},
+                },
+            },
+        }
+    )
     return cfg
 
 
@@ -73,7 +102,11 @@ def test_tiny_linear_probe_table_and_reuse(project):
 
     # adding a run: its training, features and probes only; the others' features are re-used
     more = _tiny(project)
-    more["training"]["runs"]["medclip"] = {"label_variant": "triplet_explanation", "target": "multi_hot", "loss": "mse_ce"}
+    more["training"]["runs"]["medclip"] = {
+        "label_variant": "triplet_explanation",
+        "target": "multi_hot",
+        "loss": "mse_ce",
+    }
     config.write_text(yaml.safe_dump(more))
     counts = job_counts(snakemake(project, "-n", TABLE, configfile=config))
     assert counts.get("features") == 2 and counts.get("probe_fit") == 2 and counts.get("train") == 1, counts

@@ -63,7 +63,7 @@ def image_of(category: str | None) -> np.ndarray:
     img = np.zeros((SIZE, SIZE), dtype=np.uint8)
     if category is not None:
         k = CATS.index(category)
-        img[:, k * 6:(k + 1) * 6] = 255
+        img[:, k * 6 : (k + 1) * 6] = 255
     return img
 
 
@@ -75,7 +75,7 @@ class StripeEncoder:
 
     def encode_image(self, images):
         x = images.float() / 255.0
-        f = torch.stack([x[:, :, k * 6:(k + 1) * 6].mean(dim=(1, 2)) for k in range(len(CATS))], dim=1) + 1e-3
+        f = torch.stack([x[:, :, k * 6 : (k + 1) * 6].mean(dim=(1, 2)) for k in range(len(CATS))], dim=1) + 1e-3
         return torch.nn.functional.normalize(f, dim=1)
 
     def encode_text(self, texts):
@@ -102,8 +102,13 @@ def corpus(root: Path):
         if i % 16 == 15:
             findings = []  # no finding: out
         split = ("train", "validate", "test")[i % 3]
-        items.append((f"r{i:03d}", image_of(cat if findings else None), {"report_id": f"R{i}", "split": split,
-                                                                        "findings": findings}))
+        items.append(
+            (
+                f"r{i:03d}",
+                image_of(cat if findings else None),
+                {"report_id": f"R{i}", "split": split, "findings": findings},
+            )
+        )
     return write_store(root, items, size=SIZE, dataset="corpus")
 
 
@@ -115,10 +120,22 @@ def test_retrieval_images_and_texts(tmp_path: Path):
     expected = [i for i in range(48) if i % 3 and i % 12 != 11 and i % 16 != 15]
     assert images.rows.tolist() == expected and images.n_eligible == len(expected)
     f = images.findings[0]
-    assert image_texts(images, "baseline", explain=str, text_variant="triplet_explanation",
-                       baseline_prompt="This is an X-ray image of {category}")[0] == f"This is an X-ray image of {f['category']}"
-    assert image_texts(images, "template", explain=lambda c: "big", text_variant="triplet_explanation",
-                       baseline_prompt="")[0] == f"{f['severity']} left {f['category']}, where {f['category']} is big"
+    assert (
+        image_texts(
+            images,
+            "baseline",
+            explain=str,
+            text_variant="triplet_explanation",
+            baseline_prompt="This is an X-ray image of {category}",
+        )[0]
+        == f"This is an X-ray image of {f['category']}"
+    )
+    assert (
+        image_texts(
+            images, "template", explain=lambda c: "big", text_variant="triplet_explanation", baseline_prompt=""
+        )[0]
+        == f"{f['severity']} left {f['category']}, where {f['category']} is big"
+    )
     few = retrieval_images(store, max_images=5, seed=1)
     assert len(few) == 5 and few.n_eligible == len(expected) and set(few.rows) <= set(expected)
     assert few.rows.tolist() == retrieval_images(store, max_images=5, seed=1).rows.tolist()
@@ -127,8 +144,15 @@ def test_retrieval_images_and_texts(tmp_path: Path):
 def test_evaluate_retrieval_table(tmp_path: Path):
     store = corpus(tmp_path / "corpus")
     models = {"medfilip": StripeEncoder(), "convirt": BlindEncoder()}
-    rows = evaluate_retrieval([tmp_path / "medfilip", tmp_path / "convirt"], ImageStore.open(tmp_path / "corpus"), str,
-                              load_model=lambda d, dev: models[Path(d).name], device="cpu", n_resamples=200, ks=(1, 5, 10))
+    rows = evaluate_retrieval(
+        [tmp_path / "medfilip", tmp_path / "convirt"],
+        ImageStore.open(tmp_path / "corpus"),
+        str,
+        load_model=lambda d, dev: models[Path(d).name],
+        device="cpu",
+        n_resamples=200,
+        ks=(1, 5, 10),
+    )
     assert len(rows) == 2 * 2 * 2 * 2  # run x prompt x direction x relevance
     by = {(r["run"], r["prompt"], r["direction"], r["relevance"]): r for r in rows}
     perfect = by[("medfilip", "template", "image_to_text", "category")]
@@ -152,9 +176,17 @@ def test_evaluate_retrieval_table(tmp_path: Path):
 def test_no_eligible_image_gives_skip_rows(tmp_path: Path):
     items = [(f"r{i}", image_of(None), {"report_id": f"R{i}", "split": "test", "findings": []}) for i in range(3)]
     store = write_store(tmp_path / "corpus", items, size=SIZE, dataset="corpus")
-    rows = evaluate_retrieval([tmp_path / "medfilip"], store, str, load_model=lambda d, dev: StripeEncoder(), device="cpu")
-    assert rows == [{"run": "medfilip", "n_images": 0, "n_eligible": 0,
-                     "note": f"skipped: {store.root}: no held-out image with exactly one finding"}]
+    rows = evaluate_retrieval(
+        [tmp_path / "medfilip"], store, str, load_model=lambda d, dev: StripeEncoder(), device="cpu"
+    )
+    assert rows == [
+        {
+            "run": "medfilip",
+            "n_images": 0,
+            "n_eligible": 0,
+            "note": f"skipped: {store.root}: no held-out image with exactly one finding",
+        }
+    ]
 
 
 def test_cli_embed_images_retrieval_and_case_study_with_a_tiny_trained_model(tmp_path: Path, capsys):
@@ -166,28 +198,96 @@ def test_cli_embed_images_retrieval_and_case_study_with_a_tiny_trained_model(tmp
     from medfilip.training.settings import ModelSettings
 
     root = Path(__file__).resolve().parents[2]
-    save_trained(build_model(ModelSettings(embed_dim=16, text_trainable_layers=0), SIZE, seed=0), tmp_path / "models" / "medfilip")
+    save_trained(
+        build_model(ModelSettings(embed_dim=16, text_trainable_layers=0), SIZE, seed=0),
+        tmp_path / "models" / "medfilip",
+    )
     corpus(tmp_path / "images" / "corpus")
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"evaluation": {"device": "cpu", "batch_size": 8,
-                                                                          "bootstrap": {"n_resamples": 100}}}))
+    (tmp_path / "config.yaml").write_text(
+        yaml.safe_dump({"evaluation": {"device": "cpu", "batch_size": 8, "bootstrap": {"n_resamples": 100}}})
+    )
     knowledge = str(root / "resources" / "knowledge" / "dictionary.yaml")
     common = ["-q", "-c", str(tmp_path / "config.yaml")]
     emb = tmp_path / "emb" / "medfilip.npz"
-    assert main([*common, "embed-images", "--run", str(tmp_path / "models" / "medfilip" / "model.pt"),
-                 "--stores", str(tmp_path / "images" / "corpus"), "--out", str(emb), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                *common,
+                "embed-images",
+                "--run",
+                str(tmp_path / "models" / "medfilip" / "model.pt"),
+                "--stores",
+                str(tmp_path / "images" / "corpus"),
+                "--out",
+                str(emb),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "retrieval.csv"
-    assert main([*common, "retrieval", "--runs", str(tmp_path / "models" / "medfilip"), "--corpus",
-                 str(tmp_path / "images" / "corpus"), "--image-embeddings", str(emb), "--knowledge", knowledge,
-                 "--out", str(out), "--no-progress"]) == 0
+    assert (
+        main(
+            [
+                *common,
+                "retrieval",
+                "--runs",
+                str(tmp_path / "models" / "medfilip"),
+                "--corpus",
+                str(tmp_path / "images" / "corpus"),
+                "--image-embeddings",
+                str(emb),
+                "--knowledge",
+                knowledge,
+                "--out",
+                str(out),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     rows = list(csv.DictReader(out.open()))
     assert len(rows) == 8 and all(0.0 <= float(r["p_at_1"]) <= 1.0 for r in rows)
-    assert main([*common, "case-study", "--runs", str(tmp_path / "models" / "medfilip"), "--corpus",
-                 str(tmp_path / "images" / "corpus"), "--image-embeddings", str(emb), "--knowledge", knowledge,
-                 "--figure", str(tmp_path / "case.png"), "--table", str(tmp_path / "case.csv")]) == 0
+    assert (
+        main(
+            [
+                *common,
+                "case-study",
+                "--runs",
+                str(tmp_path / "models" / "medfilip"),
+                "--corpus",
+                str(tmp_path / "images" / "corpus"),
+                "--image-embeddings",
+                str(emb),
+                "--knowledge",
+                knowledge,
+                "--figure",
+                str(tmp_path / "case.png"),
+                "--table",
+                str(tmp_path / "case.csv"),
+            ]
+        )
+        == 0
+    )
     # test images with one finding show 3 categories (every test pneumothorax has a second finding)
     assert len(list(csv.DictReader((tmp_path / "case.csv").open()))) == 3 * 3
     # a run that was never trained: a named error before any work
     capsys.readouterr()
-    assert main([*common, "retrieval", "--runs", str(tmp_path / "models" / "nothing"), "--corpus",
-                 str(tmp_path / "images" / "corpus"), "--knowledge", knowledge, "--out", str(tmp_path / "x.csv")]) == 1
+    assert (
+        main(
+            [
+                *common,
+                "retrieval",
+                "--runs",
+                str(tmp_path / "models" / "nothing"),
+                "--corpus",
+                str(tmp_path / "images" / "corpus"),
+                "--knowledge",
+                knowledge,
+                "--out",
+                str(tmp_path / "x.csv"),
+            ]
+        )
+        == 1
+    )
     assert "trained model not found" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()

@@ -61,18 +61,22 @@ def _mask(shape, pixels):
 def hand_cases():
     """Four 4x4 cases with their Dice and IoU worked out by hand."""
     s = (4, 4)
-    truth = np.stack([
-        _mask(s, [(0, 0), (0, 1), (1, 0), (1, 1)]),  # A: 4 true pixels
-        _mask(s, []),                                  # B: empty
-        _mask(s, []),                                  # C: empty
-        _mask(s, [(3, 3), (3, 2)]),                    # D: 2 true pixels
-    ])
-    pred = np.stack([
-        _mask(s, [(0, 0), (0, 1), (2, 2), (2, 3)]),  # A: 2 hits, 2 false positives
-        _mask(s, []),                                  # B: empty on empty
-        _mask(s, [(1, 1), (1, 2), (1, 3)]),          # C: 3 false positives on an empty truth
-        _mask(s, []),                                  # D: missed entirely
-    ])
+    truth = np.stack(
+        [
+            _mask(s, [(0, 0), (0, 1), (1, 0), (1, 1)]),  # A: 4 true pixels
+            _mask(s, []),  # B: empty
+            _mask(s, []),  # C: empty
+            _mask(s, [(3, 3), (3, 2)]),  # D: 2 true pixels
+        ]
+    )
+    pred = np.stack(
+        [
+            _mask(s, [(0, 0), (0, 1), (2, 2), (2, 3)]),  # A: 2 hits, 2 false positives
+            _mask(s, []),  # B: empty on empty
+            _mask(s, [(1, 1), (1, 2), (1, 3)]),  # C: 3 false positives on an empty truth
+            _mask(s, []),  # D: missed entirely
+        ]
+    )
     # A: Dice 2*2/(4+4) = 0.5, IoU 2/6; B: 1, 1; C: 0, 0; D: 0, 0
     return pred, truth, np.array([0.5, 1.0, 0.0, 0.0]), np.array([1 / 3, 1.0, 0.0, 0.0])
 
@@ -122,8 +126,15 @@ def test_settings_defaults_and_bad_values():
     assert [fraction_label(f) for f in s.fractions] == ["1pct", "10pct", "100pct"]
     assert fraction_label(0.005) == "0.5pct"
     assert SegmentationSettings(fractions=[1.0, 0.1]).fractions == [0.1, 1.0]
-    for bad in ({"fractions": [0.0]}, {"fractions": [1.5]}, {"fractions": [0.1, 0.1]}, {"image_size": 48},
-                {"thresholds": [1.0]}, {"min_steps": 50, "max_steps": 10}, {"decoder_channels": [8, 8]}):
+    for bad in (
+        {"fractions": [0.0]},
+        {"fractions": [1.5]},
+        {"fractions": [0.1, 0.1]},
+        {"image_size": 48},
+        {"thresholds": [1.0]},
+        {"min_steps": 50, "max_steps": 10},
+        {"decoder_channels": [8, 8]},
+    ):
         with pytest.raises(ValueError):
             SegmentationSettings(**bad)
     # one field of evaluation:, validated with the whole config (key path in the message)
@@ -145,7 +156,7 @@ def test_store_masks_follow_the_letterboxed_images(tmp_path):
     geo = letterbox_geometry(SOURCE_W, SOURCE_H, 64)
     assert geo.pad_y > 0 and geo.pad_x == 0  # the 96x80 source is padded top and bottom
     content = np.zeros((64, 64), bool)
-    content[geo.pad_y:geo.pad_y + geo.height] = True
+    content[geo.pad_y : geo.pad_y + geo.height] = True
     for image, mask in zip(images, masks):
         assert not (mask & ~content).any()  # no mask in the padding
         if mask.any():
@@ -193,7 +204,9 @@ def test_fraction_subsets_are_stratified_nested_and_seeded():
     assert sizes == {0.01: 10, 0.1: 100, 1.0: 1000}
     assert [int(positive[subsets[f]].sum()) for f in (0.01, 0.1, 1.0)] == [2, 22, 220]
     assert set(subsets[0.01]) <= set(subsets[0.1]) <= set(subsets[1.0])
-    assert all(np.array_equal(a, b) for a, b in zip(subsets.values(), fraction_subsets(positive, [0.01, 0.1, 1.0], 0).values()))
+    assert all(
+        np.array_equal(a, b) for a, b in zip(subsets.values(), fraction_subsets(positive, [0.01, 0.1, 1.0], 0).values())
+    )
     assert not np.array_equal(subsets[0.1], fraction_subsets(positive, [0.01, 0.1, 1.0], seed=1)[0.1])
     # a rare class still gets one positive at 1 %, and a fraction never has fewer than 2 images
     rare = np.zeros(100, bool)
@@ -234,7 +247,7 @@ def test_threshold_and_min_area_are_chosen_to_maximise_validate_dice():
     truth[0, 2:6, 2:6] = True
     prob = np.full((3, 8, 8), 0.05, np.float32)
     prob[0, 2:6, 2:6] = 0.55  # the lesion: only thresholds below 0.55 find it
-    prob[1, 0, 0] = 0.9       # a one-pixel false positive on an empty image: min area removes it
+    prob[1, 0, 0] = 0.9  # a one-pixel false positive on an empty image: min area removes it
     score, threshold, min_area = choose_on_validate(prob, truth, [0.3, 0.5, 0.7], [0.0, 0.05])
     assert (threshold, min_area) == (0.3, 0.05) and score == pytest.approx(1.0)
     score, threshold, min_area = choose_on_validate(prob, truth, [0.3, 0.5, 0.7], [0.0])
@@ -336,8 +349,19 @@ def test_three_channel_torchvision_trunk_maps_and_a_wrong_depth_is_refused():
 
 
 # -- fine-tuning end to end (tiny) -------------------------------------------------------------------
-TINY = {"image_size": 32, "fractions": [0.25, 1.0], "decoder_channels": [32, 16, 16, 8, 8], "epochs": 4,
-        "min_steps": 12, "max_steps": 24, "batch_size": 8, "checks": 2, "lr": 0.003, "examples": 3, "device": "cpu"}
+TINY = {
+    "image_size": 32,
+    "fractions": [0.25, 1.0],
+    "decoder_channels": [32, 16, 16, 8, 8],
+    "epochs": 4,
+    "min_steps": 12,
+    "max_steps": 24,
+    "batch_size": 8,
+    "checks": 2,
+    "lr": 0.003,
+    "examples": 3,
+    "device": "cpu",
+}
 
 
 def tiny_config(**overrides):
@@ -350,8 +374,9 @@ def test_run_without_model_pt_is_a_named_error_before_work(tmp_path):
 
     (tmp_path / "models" / "ghost").mkdir(parents=True)
     with pytest.raises(ModelError, match=r"ghost/model\.pt: no trained model for run 'ghost'"):
-        run_segmentation("ghost", tmp_path / "no-store", tmp_path / "out", tiny_config(),
-                         run_dir=tmp_path / "models" / "ghost")
+        run_segmentation(
+            "ghost", tmp_path / "no-store", tmp_path / "out", tiny_config(), run_dir=tmp_path / "models" / "ghost"
+        )
     assert not (tmp_path / "out").exists()
 
 
@@ -397,7 +422,9 @@ def test_finetune_baseline_and_run_then_table_and_figure(tmp_path, trained_run):
     assert [r["run"] for r in written] == ["medfilip", "random_init", "all_empty"]
     baseline = written[1]
     assert float(baseline["dice_100pct"]) == pytest.approx(full["dice"].mean(), abs=1e-4)
-    assert float(baseline["dice_pos_100pct"]) == pytest.approx(full.loc[full["truth_area"] > 0, "dice"].mean(), abs=1e-4)
+    assert float(baseline["dice_pos_100pct"]) == pytest.approx(
+        full.loc[full["truth_area"] > 0, "dice"].mean(), abs=1e-4
+    )
     for metric in ("dice", "dice_pos", "iou", "iou_pos"):
         for lab in ("25pct", "100pct"):
             low, est, high = (float(baseline[f"{metric}_{lab}{s}"]) for s in ("_low", "", "_high"))
@@ -415,7 +442,6 @@ def test_finetune_baseline_and_run_then_table_and_figure(tmp_path, trained_run):
     figure = tmp_path / "segmentation.png"
     write_figure([out["medfilip"], out["random_init"]], store, figure)
     assert figure.stat().st_size > 10_000
-
 
 
 def assert_no_silent_blank(rows: list[dict]) -> None:
@@ -464,8 +490,9 @@ def _without_train_positives(store_root, tmp_path):
     splits = index.column("split").to_pylist()
     rles = index.column("mask_rle").to_pylist()
     splits = ["test" if s == "train" and r else s for s, r in zip(splits, rles)]
-    pq.write_table(index.set_column(index.schema.get_field_index("split"), "split", pa.array(splits)),
-                   store_root / "index.parquet")
+    pq.write_table(
+        index.set_column(index.schema.get_field_index("split"), "split", pa.array(splits)), store_root / "index.parquet"
+    )
     return store_root
 
 
@@ -480,11 +507,17 @@ def test_table_rows_from_hand_made_scores():
     truth_area = np.array([0, 5, 0, 9, 0, 0])
 
     def run(name, dice, fractions=(1.0,)):
-        arrays = {"dice": np.asarray(dice, float), "iou": np.asarray(dice, float) / 2, "truth_area": truth_area,
-                  "pred_area": truth_area}
-        summary = {"fractions": [{"fraction": f, "status": "ok"} for f in fractions]
-                   + [{"fraction": 0.1, "status": "skipped", "reason": "no image with pneumothorax among 2"}]}
-        return RunScores(name, "enc", summary, ids, {f: arrays for f in fractions}, Path("."))
+        arrays = {
+            "dice": np.asarray(dice, float),
+            "iou": np.asarray(dice, float) / 2,
+            "truth_area": truth_area,
+            "pred_area": truth_area,
+        }
+        summary = {
+            "fractions": [{"fraction": f, "status": "ok"} for f in fractions]
+            + [{"fraction": 0.1, "status": "skipped", "reason": "no image with pneumothorax among 2"}]
+        }
+        return RunScores(name, "enc", summary, ids, dict.fromkeys(fractions, arrays), Path("."))
 
     a = run("medfilip", [1, 0.5, 1, 0.25, 1, 0])
     b = run("no_ssm", [1, 0.75, 0, 0.25, 1, 1])

@@ -22,14 +22,28 @@ from test_workflow import REPORTS, SNAKEFILE, job_counts, openi_xml, output_of  
 
 from medfilip.datasets.settings import SiimSettings  # noqa: E402
 
-TARGETS = ("results/tables/segmentation.csv", "results/tables/segmentation_long.csv", "results/figures/segmentation.png")
+TARGETS = (
+    "results/tables/segmentation.csv",
+    "results/tables/segmentation_long.csv",
+    "results/figures/segmentation.png",
+)
 HAS_TRAIN_SPLITS = "n_train" in SiimSettings.model_fields  # datasets.<name>.n_train (the probe's train splits)
 
 
 def snakemake(workdir: Path, *args: str, configfile: str | Path) -> subprocess.CompletedProcess:
     """As tests/test_workflow.py's, with room for two pretraining runs and five fine-tunings on a busy machine."""
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir),
-           *args, "--configfile", str(configfile)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        *args,
+        "--configfile",
+        str(configfile),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
 
 
@@ -38,22 +52,45 @@ def project(tmp_path: Path) -> Path:
     corpus = tmp_path / "iu_reports"
     corpus.mkdir()
     for rid, findings, impression, mesh in REPORTS:
-        (corpus / f"{rid.removeprefix('CXR')}.xml").write_text(openi_xml(rid, findings, impression, mesh), encoding="utf-8")
+        (corpus / f"{rid.removeprefix('CXR')}.xml").write_text(
+            openi_xml(rid, findings, impression, mesh), encoding="utf-8"
+        )
     siim = {"n_test": 12, "n_validate": 8, **({"n_train": 16} if HAS_TRAIN_SPLITS else {})}
     config = {
         "reports": {"source": "iu_xray", "n_shards": 1, "iu_xray": {"path": "iu_reports"}},
         "labels": {"variants": ["triplet_explanation", "report"]},
         "images": {"size": 32},
-        "datasets": {"render_size": 64, "siim": siim,
-                     **{name: {"enabled": False} for name in ("rsna", "nih", "vinbig", "covid")}},
-        "training": {"epochs": 1, "batch_size": 2, "num_workers": 0, "checkpoint_every": 2,
-                     "model": {"embed_dim": 16, "max_length": 24},
-                     "runs": {"medfilip": {"label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce"},
-                              "convirt": {"label_variant": "report", "target": "identity", "loss": "infonce"}}},
-        "evaluation": {"corpus": {"enabled": False}, "batch_size": 8,
-                       "segmentation": {"image_size": 32, "fractions": [0.5, 1.0], "min_steps": 2, "max_steps": 2,
-                                        "checks": 1, "batch_size": 4, "decoder_channels": [16, 16, 8, 8, 8],
-                                        "examples": 2, "device": "cpu"}},
+        "datasets": {
+            "render_size": 64,
+            "siim": siim,
+            **{name: {"enabled": False} for name in ("rsna", "nih", "vinbig", "covid")},
+        },
+        "training": {
+            "epochs": 1,
+            "batch_size": 2,
+            "num_workers": 0,
+            "checkpoint_every": 2,
+            "model": {"embed_dim": 16, "max_length": 24},
+            "runs": {
+                "medfilip": {"label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce"},
+                "convirt": {"label_variant": "report", "target": "identity", "loss": "infonce"},
+            },
+        },
+        "evaluation": {
+            "corpus": {"enabled": False},
+            "batch_size": 8,
+            "segmentation": {
+                "image_size": 32,
+                "fractions": [0.5, 1.0],
+                "min_steps": 2,
+                "max_steps": 2,
+                "checks": 1,
+                "batch_size": 4,
+                "decoder_channels": [16, 16, 8, 8, 8],
+                "examples": 2,
+                "device": "cpu",
+            },
+        },
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
     return tmp_path
@@ -65,7 +102,9 @@ def test_tiny_segmentation_through_snakemake(project: Path):
     proc = snakemake(project, "--cores", "2", *TARGETS, configfile=config)
     assert proc.returncode == 0, output_of(proc)
     counts = job_counts(proc)
-    assert counts["segmentation_run"] == 2 and counts["segmentation_baseline"] == 1 and counts["segmentation_table"] == 1
+    assert (
+        counts["segmentation_run"] == 2 and counts["segmentation_baseline"] == 1 and counts["segmentation_table"] == 1
+    )
     results = project / "results"
     rows = list(csv.DictReader((results / "tables" / "segmentation.csv").open()))
     assert (results / "figures" / "segmentation.png").stat().st_size > 0
@@ -93,7 +132,11 @@ def test_tiny_segmentation_through_snakemake(project: Path):
 
     # adding a run trains and fine-tunes that run only
     cfg = yaml.safe_load(config.read_text())
-    cfg["training"]["runs"]["medclip"] = {"label_variant": "triplet_explanation", "target": "multi_hot", "loss": "mse_ce"}
+    cfg["training"]["runs"]["medclip"] = {
+        "label_variant": "triplet_explanation",
+        "target": "multi_hot",
+        "loss": "mse_ce",
+    }
     (project / "more.yaml").write_text(yaml.safe_dump(cfg))
     proc = snakemake(project, "-n", *TARGETS, configfile=project / "more.yaml")
     assert job_counts(proc) == {"train": 1, "segmentation_run": 1, "segmentation_table": 1}, output_of(proc)
@@ -103,7 +146,9 @@ def test_tiny_segmentation_through_snakemake(project: Path):
     cfg["evaluation"]["segmentation"]["lr"] = 0.01
     (project / "lr.yaml").write_text(yaml.safe_dump(cfg))
     proc = snakemake(project, "-n", *TARGETS, configfile=project / "lr.yaml")
-    assert job_counts(proc) == {"segmentation_run": 2, "segmentation_baseline": 1, "segmentation_table": 1}, output_of(proc)
+    assert job_counts(proc) == {"segmentation_run": 2, "segmentation_baseline": 1, "segmentation_table": 1}, output_of(
+        proc
+    )
     cfg = yaml.safe_load(config.read_text())
     cfg["evaluation"]["segmentation"]["device"] = "auto"
     (project / "device.yaml").write_text(yaml.safe_dump(cfg))
@@ -116,8 +161,11 @@ def test_segmentation_targets_follow_the_config():
     from medfilip.evaluation.segmentation.workflow import job_params, run_folders, segmentation_targets, table_params
 
     cfg = validate_config({})
-    assert segmentation_targets(cfg) == ["results/tables/segmentation.csv", "results/tables/segmentation_long.csv",
-                                         "results/figures/segmentation.png"]
+    assert segmentation_targets(cfg) == [
+        "results/tables/segmentation.csv",
+        "results/tables/segmentation_long.csv",
+        "results/figures/segmentation.png",
+    ]
     assert run_folders(cfg)[-1] == "results/segmentation/baseline/random_init"
     assert [f.rsplit("/", 1)[-1] for f in run_folders(cfg)[:-1]] == list(cfg.training.runs)
     assert segmentation_targets(validate_config({"datasets": {"siim": {"enabled": False}}})) == []
@@ -126,4 +174,3 @@ def test_segmentation_targets_follow_the_config():
     assert "device" not in job_params(settings)["segmentation"]
     assert job_params(settings)["encoder"] == {"image_arch": "resnet18", "image_channels": 1}
     assert table_params(settings)["bootstrap"]["n_resamples"] == 1000
-

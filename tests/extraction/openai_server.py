@@ -136,24 +136,39 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 from urllib.parse import parse_qsl, urlsplit
 
 REPO = Path(__file__).resolve().parents[2]
 VOCABULARY_DIR = REPO / "resources" / "vocabulary"
 
 FAULT_KINDS = {
-    "ok", "rate_limit", "insufficient_quota", "server_error", "unavailable", "bad_request", "hang",
-    "truncated", "truncated_stop", "malformed", "no_category", "bad_polarity", "extra_key", "empty", "refusal",
+    "ok",
+    "rate_limit",
+    "insufficient_quota",
+    "server_error",
+    "unavailable",
+    "bad_request",
+    "hang",
+    "truncated",
+    "truncated_stop",
+    "malformed",
+    "no_category",
+    "bad_polarity",
+    "extra_key",
+    "empty",
+    "refusal",
 }
 LLAMA_CPP_FORMAT_ERROR = (  # the message llama-cpp-python 0.3.36's server answers, with its 500
     "1 validation error:\n  {{'type': 'literal_error', 'loc': ('body', 'response_format', 'type'), 'msg': "
     "\"Input should be 'text' or 'json_object'\", 'input': '{type}', 'ctx': {{'expected': \"'text' or "
-    "'json_object'\"}}}}\n\n  File \"llama_cpp/server/app.py\", line 376, in create_chat_completion\n"
-    "    POST /v1/chat/completions")
+    '\'json_object\'"}}}}\n\n  File "llama_cpp/server/app.py", line 376, in create_chat_completion\n'
+    "    POST /v1/chat/completions"
+)
 _REPORT = re.compile(r"<report>\s*(.*?)\s*</report>", re.S)
 
 
@@ -224,8 +239,14 @@ class Recorded:
 
 
 class HTTPError(Exception):
-    def __init__(self, status: int, message: str, type_: str = "invalid_request_error", code: str | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        type_: str = "invalid_request_error",
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
         super().__init__(message)
         self.status, self.type, self.code, self.headers = status, type_, code, headers or {}
 
@@ -259,7 +280,7 @@ class OpenAIServer:
         self.reset()
 
     # -- lifecycle ----------------------------------------------------------------------------
-    def start(self) -> "OpenAIServer":
+    def start(self) -> OpenAIServer:
         server = self
 
         class Handler(_Handler):
@@ -268,8 +289,9 @@ class OpenAIServer:
         self._stop.clear()
         self._httpd = ThreadingHTTPServer((self.host, 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05},
-                                        name="openai-test-server", daemon=True)
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="openai-test-server", daemon=True
+        )
         self._thread.start()
         return self
 
@@ -280,7 +302,7 @@ class OpenAIServer:
             self._httpd.server_close()
             self._httpd = None
 
-    def __enter__(self) -> "OpenAIServer":
+    def __enter__(self) -> OpenAIServer:
         return self.start()
 
     def __exit__(self, *exc) -> None:
@@ -388,9 +410,14 @@ class OpenAIServer:
             if self.rpm_limit is not None and len(self._accepted) >= self.rpm_limit:
                 self.rate_limited += 1
                 wait = self._accepted[0][0] + self.window_s - now
-                raise HTTPError(429, f"Rate limit reached for requests: Limit {self.rpm_limit}, Used "
-                                f"{len(self._accepted)}, Requested 1. Please try again in {format_reset(wait)}.",
-                                "requests", "rate_limit_exceeded", self._retry_headers(max(wait, 0.001)))
+                raise HTTPError(
+                    429,
+                    f"Rate limit reached for requests: Limit {self.rpm_limit}, Used "
+                    f"{len(self._accepted)}, Requested 1. Please try again in {format_reset(wait)}.",
+                    "requests",
+                    "rate_limit_exceeded",
+                    self._retry_headers(max(wait, 0.001)),
+                )
             self._accepted.append((now, tokens))
             headers: dict[str, str] = {}
             if self.ratelimit_headers:
@@ -430,20 +457,37 @@ class OpenAIServer:
             if fault == "rate_limit":
                 with self._lock:
                     self.rate_limited += 1
-                raise HTTPError(429, "Rate limit reached for requests. Please try again later.", "requests",
-                                "rate_limit_exceeded", self._retry_headers(self.retry_after_s))
+                raise HTTPError(
+                    429,
+                    "Rate limit reached for requests. Please try again later.",
+                    "requests",
+                    "rate_limit_exceeded",
+                    self._retry_headers(self.retry_after_s),
+                )
             if fault == "insufficient_quota":
-                raise HTTPError(429, "You exceeded your current quota, please check your plan and billing details.",
-                                "insufficient_quota", "insufficient_quota")
+                raise HTTPError(
+                    429,
+                    "You exceeded your current quota, please check your plan and billing details.",
+                    "insufficient_quota",
+                    "insufficient_quota",
+                )
             if fault == "server_error":
-                raise HTTPError(500, "The server had an error while processing your request. Sorry about that!",
-                                "server_error")
+                raise HTTPError(
+                    500, "The server had an error while processing your request. Sorry about that!", "server_error"
+                )
             if fault == "unavailable":
-                raise HTTPError(503, "The engine is currently overloaded, please try again later.", "server_error",
-                                headers=self._retry_headers(self.retry_after_s))
+                raise HTTPError(
+                    503,
+                    "The engine is currently overloaded, please try again later.",
+                    "server_error",
+                    headers=self._retry_headers(self.retry_after_s),
+                )
             if fault == "bad_request":
-                raise HTTPError(400, "Invalid request: this model's maximum context length was exceeded.",
-                                code="context_length_exceeded")
+                raise HTTPError(
+                    400,
+                    "Invalid request: this model's maximum context length was exceeded.",
+                    code="context_length_exceeded",
+                )
             if fault == "hang" and not via_batch:
                 self._stop.wait(self.hang_s)
             reply = self.responder(body)
@@ -459,14 +503,19 @@ class OpenAIServer:
                 "created": _now(),
                 "model": model,
                 "system_fingerprint": "fp_medfilip_test",
-                "choices": [{
-                    "index": 0,
-                    "message": {"role": "assistant", "content": content, "refusal": refusal},
-                    "logprobs": None,
-                    "finish_reason": finish,
-                }],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                          "total_tokens": prompt_tokens + completion_tokens},
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content, "refusal": refusal},
+                        "logprobs": None,
+                        "finish_reason": finish,
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
             }
             if not via_batch:
                 headers.update(self.extra_headers)
@@ -480,12 +529,26 @@ class OpenAIServer:
             reply = copy.deepcopy(reply)
             triplets = reply.setdefault("triplets", [])
             if fault == "no_category":
-                triplets.append({"severity": "mild", "location": "left", "category": None, "polarity": "present",
-                                 "sentence": "Mild left change."})
+                triplets.append(
+                    {
+                        "severity": "mild",
+                        "location": "left",
+                        "category": None,
+                        "polarity": "present",
+                        "sentence": "Mild left change.",
+                    }
+                )
             else:
                 if not triplets:
-                    triplets.append({"severity": None, "location": None, "category": "opacity",
-                                     "polarity": "present", "sentence": "Opacity."})
+                    triplets.append(
+                        {
+                            "severity": None,
+                            "location": None,
+                            "category": "opacity",
+                            "polarity": "present",
+                            "sentence": "Opacity.",
+                        }
+                    )
                 for t in triplets:
                     if fault == "bad_polarity":
                         t["polarity"] = "probable"
@@ -505,8 +568,17 @@ class OpenAIServer:
     # -- files --------------------------------------------------------------------------------
     def add_file(self, content: bytes, filename: str, purpose: str) -> dict:
         fid = f"file-{uuid.uuid4().hex[:24]}"
-        obj = {"id": fid, "object": "file", "bytes": len(content), "created_at": _now(), "filename": filename,
-               "purpose": purpose, "status": "processed", "status_details": None, "expires_at": None}
+        obj = {
+            "id": fid,
+            "object": "file",
+            "bytes": len(content),
+            "created_at": _now(),
+            "filename": filename,
+            "purpose": purpose,
+            "status": "processed",
+            "status_details": None,
+            "expires_at": None,
+        }
         with self._lock:
             self.files[fid] = obj
             self.file_contents[fid] = content
@@ -536,11 +608,24 @@ class OpenAIServer:
         bid = f"batch_{uuid.uuid4().hex[:24]}"
         now = _now()
         batch = {
-            "id": bid, "object": "batch", "endpoint": body["endpoint"], "errors": None,
-            "input_file_id": fobj["id"], "completion_window": "24h", "status": "validating",
-            "output_file_id": None, "error_file_id": None, "created_at": now, "in_progress_at": None,
-            "expires_at": now + 24 * 3600, "finalizing_at": None, "completed_at": None, "failed_at": None,
-            "expired_at": None, "cancelling_at": None, "cancelled_at": None,
+            "id": bid,
+            "object": "batch",
+            "endpoint": body["endpoint"],
+            "errors": None,
+            "input_file_id": fobj["id"],
+            "completion_window": "24h",
+            "status": "validating",
+            "output_file_id": None,
+            "error_file_id": None,
+            "created_at": now,
+            "in_progress_at": None,
+            "expires_at": now + 24 * 3600,
+            "finalizing_at": None,
+            "completed_at": None,
+            "failed_at": None,
+            "expired_at": None,
+            "cancelling_at": None,
+            "cancelled_at": None,
             "request_counts": {"total": len(lines), "completed": 0, "failed": 0},
             "metadata": body.get("metadata"),
         }
@@ -562,38 +647,77 @@ class OpenAIServer:
             try:
                 line = json.loads(raw)
             except json.JSONDecodeError:
-                errors.append({"code": "invalid_json_line", "message": "This line is not parseable as valid JSON.",
-                               "param": None, "line": i})
+                errors.append(
+                    {
+                        "code": "invalid_json_line",
+                        "message": "This line is not parseable as valid JSON.",
+                        "param": None,
+                        "line": i,
+                    }
+                )
                 continue
             cid = line.get("custom_id") if isinstance(line, dict) else None
             if not isinstance(line, dict) or not isinstance(cid, str) or not isinstance(line.get("body"), dict):
-                errors.append({"code": "invalid_request", "message": "Each line needs custom_id, method, url and body.",
-                               "param": None, "line": i})
+                errors.append(
+                    {
+                        "code": "invalid_request",
+                        "message": "Each line needs custom_id, method, url and body.",
+                        "param": None,
+                        "line": i,
+                    }
+                )
                 continue
             if cid in seen:
-                errors.append({"code": "duplicate_custom_id", "message": f"The custom_id {cid!r} is not unique.",
-                               "param": "custom_id", "line": i})
+                errors.append(
+                    {
+                        "code": "duplicate_custom_id",
+                        "message": f"The custom_id {cid!r} is not unique.",
+                        "param": "custom_id",
+                        "line": i,
+                    }
+                )
                 continue
             url = line.get("url", "")
             if line.get("method") != "POST" or (url if url.startswith("/v1") else "/v1" + url) != want:
-                errors.append({"code": "mismatched_endpoint", "message": f"The url {url!r} does not match the "
-                               f"batch endpoint {endpoint!r} (method POST).", "param": "url", "line": i})
+                errors.append(
+                    {
+                        "code": "mismatched_endpoint",
+                        "message": f"The url {url!r} does not match the batch endpoint {endpoint!r} (method POST).",
+                        "param": "url",
+                        "line": i,
+                    }
+                )
                 continue
             seen.add(cid)
             lines.append(line)
         if not lines and not errors:
-            errors.append({"code": "empty_file", "message": "The input file has no requests.", "param": None,
-                           "line": None})
+            errors.append(
+                {"code": "empty_file", "message": "The input file has no requests.", "param": None, "line": None}
+            )
         return lines, errors
 
     def _run_batch_line(self, bid: str, line: dict) -> None:
-        rec = self._record(Recorded("POST", line.get("url", "/v1/chat/completions"), {}, time.monotonic(), {},
-                                    line["body"], via_batch=True, custom_id=line["custom_id"], batch_id=bid))
+        rec = self._record(
+            Recorded(
+                "POST",
+                line.get("url", "/v1/chat/completions"),
+                {},
+                time.monotonic(),
+                {},
+                line["body"],
+                via_batch=True,
+                custom_id=line["custom_id"],
+                batch_id=bid,
+            )
+        )
         status, _headers, body = self.chat(line["body"], via_batch=True)
         rec.status = status
-        out = {"id": f"batch_req_{uuid.uuid4().hex[:24]}", "custom_id": line["custom_id"],
-               "response": {"status_code": status, "request_id": f"req_{uuid.uuid4().hex[:24]}", "body": body},
-               "error": None}
+        out = {
+            "id": f"batch_req_{uuid.uuid4().hex[:24]}",
+            "custom_id": line["custom_id"],
+            "response": {"status_code": status, "request_id": f"req_{uuid.uuid4().hex[:24]}", "body": body},
+            "error": None,
+        }
         state = self._batch_state[bid]
         (state["ok"] if status == 200 else state["err"]).append(out)
 
@@ -602,12 +726,12 @@ class OpenAIServer:
         now = _now()
         if state["ok"]:
             batch["output_file_id"] = self.add_file(
-                "".join(json.dumps(x) + "\n" for x in state["ok"]).encode(), f"batch_{bid}_output.jsonl",
-                "batch_output")["id"]
+                "".join(json.dumps(x) + "\n" for x in state["ok"]).encode(), f"batch_{bid}_output.jsonl", "batch_output"
+            )["id"]
         if state["err"]:
             batch["error_file_id"] = self.add_file(
-                "".join(json.dumps(x) + "\n" for x in state["err"]).encode(), f"batch_{bid}_error.jsonl",
-                "batch_output")["id"]
+                "".join(json.dumps(x) + "\n" for x in state["err"]).encode(), f"batch_{bid}_error.jsonl", "batch_output"
+            )["id"]
         batch["status"] = status
         batch["finalizing_at"] = batch["finalizing_at"] or now
         batch[f"{status}_at"] = now
@@ -626,8 +750,17 @@ class OpenAIServer:
             if batch["status"] == "validating":
                 batch["status"], batch["in_progress_at"] = "in_progress", _now()
             if self.batch_outcome == "failed":
-                batch["errors"] = {"object": "list", "data": [{"code": "server_error", "message":
-                                   "The batch failed on the server.", "param": None, "line": None}]}
+                batch["errors"] = {
+                    "object": "list",
+                    "data": [
+                        {
+                            "code": "server_error",
+                            "message": "The batch failed on the server.",
+                            "param": None,
+                            "line": None,
+                        }
+                    ],
+                }
                 batch["status"], batch["failed_at"] = "failed", _now()
                 return copy.deepcopy(batch)
             total = batch["request_counts"]["total"]
@@ -641,10 +774,18 @@ class OpenAIServer:
             if state["polls"] >= polls:
                 if self.batch_outcome == "expired":
                     for line in state["pending"]:
-                        state["err"].append({"id": f"batch_req_{uuid.uuid4().hex[:24]}",
-                                             "custom_id": line["custom_id"], "response": None,
-                                             "error": {"code": "batch_expired", "message": "This request could "
-                                                       "not be executed before the completion window expired."}})
+                        state["err"].append(
+                            {
+                                "id": f"batch_req_{uuid.uuid4().hex[:24]}",
+                                "custom_id": line["custom_id"],
+                                "response": None,
+                                "error": {
+                                    "code": "batch_expired",
+                                    "message": "This request could "
+                                    "not be executed before the completion window expired.",
+                                },
+                            }
+                        )
                     state["pending"].clear()
                     batch["request_counts"].update(failed=len(state["err"]))
                     self._finalize_batch(bid, "expired")
@@ -673,8 +814,9 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format, *args):  # noqa: A002 - quiet
         pass
 
-    def _send(self, status: int, payload: Any, headers: dict[str, str] | None = None,
-              content_type: str = "application/json") -> None:
+    def _send(
+        self, status: int, payload: Any, headers: dict[str, str] | None = None, content_type: str = "application/json"
+    ) -> None:
         data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
         try:
             self.send_response(status)
@@ -701,14 +843,18 @@ class _Handler(BaseHTTPRequestHandler):
         ctype = self.headers.get("content-type", "")
         if ctype.startswith("multipart/form-data"):
             msg = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
-                f"content-type: {ctype}\r\n\r\n".encode() + raw)
+                f"content-type: {ctype}\r\n\r\n".encode() + raw
+            )
             fields: dict[str, Any] = {}
             for part in msg.iter_parts():
                 name = part.get_param("name", header="content-disposition")
                 filename = part.get_filename()
                 content = part.get_payload(decode=True) or b""
-                fields[name] = ({"filename": filename, "bytes": len(content), "content": content}
-                                if filename is not None else content.decode("utf-8", "replace"))
+                fields[name] = (
+                    {"filename": filename, "bytes": len(content), "content": content}
+                    if filename is not None
+                    else content.decode("utf-8", "replace")
+                )
             return fields
         if not raw:
             return None
@@ -721,16 +867,20 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         query = dict(parse_qsl(parts.query))
         raw = self._read_body()
-        rec = self.owner._record(Recorded(method, parts.path, query, time.monotonic(),
-                                          {k.lower(): v for k, v in self.headers.items()}, None))
+        rec = self.owner._record(
+            Recorded(method, parts.path, query, time.monotonic(), {k.lower(): v for k, v in self.headers.items()}, None)
+        )
         try:
             rec.body = self._parse(raw)
             if not self._authorised():
-                key = (self.headers.get("authorization", "").removeprefix("Bearer ") or self.headers.get("api-key")
-                       or "")
+                key = self.headers.get("authorization", "").removeprefix("Bearer ") or self.headers.get("api-key") or ""
                 masked = f"{key[:3]}***{key[-4:]}" if len(key) > 8 else "***"
-                raise HTTPError(401, f"Incorrect API key provided: {masked}. You can find your API key at "
-                                "https://platform.openai.com/account/api-keys.", code="invalid_api_key")
+                raise HTTPError(
+                    401,
+                    f"Incorrect API key provided: {masked}. You can find your API key at "
+                    "https://platform.openai.com/account/api-keys.",
+                    code="invalid_api_key",
+                )
             status, headers, payload, ctype = self._route(method, parts.path, query, rec)
         except HTTPError as err:
             status, headers, payload, ctype = err.status, err.headers, err.body(), "application/json"
@@ -742,8 +892,7 @@ class _Handler(BaseHTTPRequestHandler):
         deployment = None
         if path.startswith("/openai/"):
             if "api-version" not in query:
-                raise HTTPError(404, "Resource not found: the api-version query parameter is required.",
-                                code="404")
+                raise HTTPError(404, "Resource not found: the api-version query parameter is required.", code="404")
             m = re.fullmatch(r"/openai/deployments/([^/]+)(/.*)", path)
             if m:
                 deployment, path = m.group(1), m.group(2)
@@ -778,9 +927,18 @@ class _Handler(BaseHTTPRequestHandler):
         if method == "GET" and path == "/batches":
             with owner._lock:
                 data = [copy.deepcopy(b) for b in reversed(list(owner.batches.values()))]
-            return 200, {}, {"object": "list", "data": data, "has_more": False,
-                             "first_id": data[0]["id"] if data else None,
-                             "last_id": data[-1]["id"] if data else None}, js
+            return (
+                200,
+                {},
+                {
+                    "object": "list",
+                    "data": data,
+                    "has_more": False,
+                    "first_id": data[0]["id"] if data else None,
+                    "last_id": data[-1]["id"] if data else None,
+                },
+                js,
+            )
         m = re.fullmatch(r"/batches/([^/]+)(/cancel)?", path)
         if m and method == "GET" and not m.group(2):
             return 200, {}, owner.poll_batch(m.group(1)), js

@@ -23,10 +23,10 @@ import yaml
 
 from medfilip.cli import main
 from medfilip.config import BatchConfig, ModelPrice, OpenAIBackendConfig
-from medfilip.extraction.openai.batch import OpenAIBatchBackend
 from medfilip.extraction.backend import ExtractionAborted
 from medfilip.extraction.cache import ExtractionCache
 from medfilip.extraction.openai.backend import OpenAIBackend
+from medfilip.extraction.openai.batch import OpenAIBatchBackend
 from medfilip.extraction.openai.batch_store import ENDED, batch_summary
 from medfilip.extraction.runner import extract_shard
 from medfilip.io import write_parquet_atomic
@@ -36,8 +36,14 @@ from medfilip.reports.shards import reports_table
 ROOT = Path(__file__).resolve().parents[2]
 PROMPT = ROOT / "resources" / "prompts" / "triplets.yaml"
 FINDINGS = [
-    "Mild cardiomegaly.", "No pleural effusion.", "Small left pleural effusion.", "Right lower lobe atelectasis.",
-    "Possible pneumonia.", "Calcified granuloma.", "Low lung volumes.", "Degenerative changes of the spine.",
+    "Mild cardiomegaly.",
+    "No pleural effusion.",
+    "Small left pleural effusion.",
+    "Right lower lobe atelectasis.",
+    "Possible pneumonia.",
+    "Calcified granuloma.",
+    "Low lung volumes.",
+    "Degenerative changes of the spine.",
 ]
 PRICES = {"gpt-4o-mini": ModelPrice(input_per_mtok=0.15, output_per_mtok=0.60)}
 
@@ -55,13 +61,22 @@ def write_shard(path: Path, n: int, offset: int = 0, duplicate: bool = False) ->
 
 def openai_config(server, **batch) -> OpenAIBackendConfig:
     batch.setdefault("poll_interval_s", 0.005)
-    return OpenAIBackendConfig(base_url=server.base_url, prompt=PROMPT, mode="batch", timeout_s=5.0, max_retries=1,
-                               requests_per_minute=100_000, tokens_per_minute=10**9, batch=BatchConfig(**batch))
+    return OpenAIBackendConfig(
+        base_url=server.base_url,
+        prompt=PROMPT,
+        mode="batch",
+        timeout_s=5.0,
+        max_retries=1,
+        requests_per_minute=100_000,
+        tokens_per_minute=10**9,
+        batch=BatchConfig(**batch),
+    )
 
 
 def sync_backend(server, **batch) -> OpenAIBackend:
-    return OpenAIBackend(openai_config(server, **batch), api_key=server.api_key, prices=PRICES, backoff_s=0.01,
-                         backoff_max_s=0.05)
+    return OpenAIBackend(
+        openai_config(server, **batch), api_key=server.api_key, prices=PRICES, backoff_s=0.01, backoff_max_s=0.05
+    )
 
 
 def batch_backend(server, cache_dir: Path, on_step=None, **batch) -> OpenAIBatchBackend:
@@ -92,6 +107,7 @@ def kill_at(step: str):
     def hook(name, chunk):
         if name == step:
             raise Kill(step)
+
     return hook
 
 
@@ -127,8 +143,9 @@ def test_batch_end_to_end_is_interchangeable_with_sync(openai_server, tmp_path):
     assert not (cache_dir / "batches" / f"{state['chunk_id']}.input.jsonl").exists()  # the server has it
 
     # the same shard extracted synchronously from scratch: identical content (latency aside)
-    sync_run = run_shard(sync_backend(server), tmp_path / "000.parquet", tmp_path / "sync-cache",
-                         tmp_path / "sync.parquet")
+    sync_run = run_shard(
+        sync_backend(server), tmp_path / "000.parquet", tmp_path / "sync-cache", tmp_path / "sync.parquet"
+    )
     assert sync_run.n_extracted == 13
     got = pq.read_table(tmp_path / "batch.parquet").drop_columns(["latency_s"])
     want = pq.read_table(tmp_path / "sync.parquet").drop_columns(["latency_s"])
@@ -150,8 +167,9 @@ def test_chunks_respect_the_batch_size_and_the_queue_limit(openai_server, tmp_pa
 
     def recording_create(body):
         with server._lock:
-            in_flight_at_create.append(sum(b["request_counts"]["total"] for b in server.batches.values()
-                                           if b["status"] not in ENDED))
+            in_flight_at_create.append(
+                sum(b["request_counts"]["total"] for b in server.batches.values() if b["status"] not in ENDED)
+            )
         made = create(body)
         in_flight_at_create[-1] += made["request_counts"]["total"]
         return made
@@ -172,9 +190,14 @@ def test_cost_uses_the_batch_discount(openai_server, tmp_path):
     server = openai_server
     server.usage = (1000, 200)
     write_shard(tmp_path / "000.parquet", 4)
-    run = extract_shard(tmp_path / "000.parquet", batch_backend(server, tmp_path / "cache", discount=0.5),
-                        ExtractionCache(tmp_path / "cache"), tmp_path / "out.parquet", runs_dir=tmp_path / "runs",
-                        progress=False)
+    run = extract_shard(
+        tmp_path / "000.parquet",
+        batch_backend(server, tmp_path / "cache", discount=0.5),
+        ExtractionCache(tmp_path / "cache"),
+        tmp_path / "out.parquet",
+        runs_dir=tmp_path / "runs",
+        progress=False,
+    )
     assert (run.prompt_tokens, run.completion_tokens) == (4000, 800)
     full = (4000 * 0.15 + 800 * 0.60) / 1e6
     assert run.cost_usd == pytest.approx(full * 0.5)
@@ -189,13 +212,21 @@ def test_resume_after_a_kill_between_steps_submits_nothing_twice(openai_server, 
     ids = write_shard(tmp_path / "000.parquet", 12)
     cache_dir = tmp_path / "cache"
     with pytest.raises(Kill):
-        run_shard(batch_backend(server, cache_dir, on_step=kill_at(step), max_requests_per_batch=5),
-                  tmp_path / "000.parquet", cache_dir, tmp_path / "out.parquet")
+        run_shard(
+            batch_backend(server, cache_dir, on_step=kill_at(step), max_requests_per_batch=5),
+            tmp_path / "000.parquet",
+            cache_dir,
+            tmp_path / "out.parquet",
+        )
     assert not (tmp_path / "out.parquet").exists()
     n_before = len(server.requests)
 
-    run = run_shard(batch_backend(server, cache_dir, max_requests_per_batch=5), tmp_path / "000.parquet", cache_dir,
-                    tmp_path / "out.parquet")
+    run = run_shard(
+        batch_backend(server, cache_dir, max_requests_per_batch=5),
+        tmp_path / "000.parquet",
+        cache_dir,
+        tmp_path / "out.parquet",
+    )
     assert run.n_failed == 0
     table = pq.read_table(tmp_path / "out.parquet")
     assert table["report_id"].to_pylist() == ids and set(table["status"].to_pylist()) == {"ok"}
@@ -253,8 +284,12 @@ def test_a_create_answered_500_after_the_batch_was_made_is_not_repeated(openai_s
 
     monkeypatch.setattr(server, "create_batch", create_then_500)
     write_shard(tmp_path / "000.parquet", 3)
-    run = run_shard(batch_backend(server, tmp_path / "cache"), tmp_path / "000.parquet", tmp_path / "cache",
-                    tmp_path / "out.parquet")
+    run = run_shard(
+        batch_backend(server, tmp_path / "cache"),
+        tmp_path / "000.parquet",
+        tmp_path / "cache",
+        tmp_path / "out.parquet",
+    )
     assert run.n_extracted == 3 and run.n_failed == 0
     assert len(calls) == 1 and len(server.batches) == 1  # found by its metadata, not created again
 
@@ -277,8 +312,12 @@ def test_a_batch_the_server_forgot_is_submitted_again(openai_server, tmp_path):
     write_shard(tmp_path / "000.parquet", 4)
     cache_dir = tmp_path / "cache"
     with pytest.raises(Kill):
-        run_shard(batch_backend(server, cache_dir, on_step=kill_at("created")), tmp_path / "000.parquet", cache_dir,
-                  tmp_path / "out.parquet")
+        run_shard(
+            batch_backend(server, cache_dir, on_step=kill_at("created")),
+            tmp_path / "000.parquet",
+            cache_dir,
+            tmp_path / "out.parquet",
+        )
     server.reset()  # files and batches gone (another account, a wiped server)
     run = run_shard(batch_backend(server, cache_dir), tmp_path / "000.parquet", cache_dir, tmp_path / "out.parquet")
     assert run.n_extracted == 4 and run.n_failed == 0
@@ -315,10 +354,19 @@ def test_sigkill_while_the_batch_runs_then_resume(openai_server, tmp_path, repo)
     script = tmp_path / "run.py"
     script.write_text(KILLED_RUN)
     cache_dir, out = tmp_path / "cache", tmp_path / "out.parquet"
-    args = [sys.executable, str(script), str(tmp_path / "000.parquet"), str(cache_dir), str(out), server.base_url,
-            server.api_key, str(PROMPT)]
-    proc = subprocess.Popen(args + ["0.01"], env={**os.environ, "PYTHONPATH": str(repo)},
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    args = [
+        sys.executable,
+        str(script),
+        str(tmp_path / "000.parquet"),
+        str(cache_dir),
+        str(out),
+        server.base_url,
+        server.api_key,
+        str(PROMPT),
+    ]
+    proc = subprocess.Popen(
+        args + ["0.01"], env={**os.environ, "PYTHONPATH": str(repo)}, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
     deadline = time.time() + 30
     while time.time() < deadline and not any(s.get("status") == "in_progress" for s in states(cache_dir)):
         time.sleep(0.02)
@@ -359,8 +407,13 @@ def test_error_lines_become_failed_records_and_retry_sends_only_them(openai_serv
     # without --retry-failed nothing is sent again; with it, only the 5 failed reports, in a new batch
     run_shard(batch_backend(server, cache_dir), tmp_path / "000.parquet", cache_dir, tmp_path / "out.parquet")
     assert len(server.batches) == 1
-    run = run_shard(batch_backend(server, cache_dir), tmp_path / "000.parquet", cache_dir, tmp_path / "out.parquet",
-                    retry_failed=True)
+    run = run_shard(
+        batch_backend(server, cache_dir),
+        tmp_path / "000.parquet",
+        cache_dir,
+        tmp_path / "out.parquet",
+        retry_failed=True,
+    )
     assert (run.n_extracted, run.n_failed) == (5, 0)
     assert [b["request_counts"]["total"] for b in server.batches.values()] == [6, 5]
     assert set(pq.read_table(tmp_path / "out.parquet")["status"].to_pylist()) == {"ok"}
@@ -375,8 +428,12 @@ def test_expired_batch_requeues_its_unfinished_requests(openai_server, tmp_path)
             server.batch_outcome = "completed"
 
     write_shard(tmp_path / "000.parquet", 10)
-    run = run_shard(batch_backend(server, tmp_path / "cache", on_step=after_download), tmp_path / "000.parquet",
-                    tmp_path / "cache", tmp_path / "out.parquet")
+    run = run_shard(
+        batch_backend(server, tmp_path / "cache", on_step=after_download),
+        tmp_path / "000.parquet",
+        tmp_path / "cache",
+        tmp_path / "out.parquet",
+    )
     assert (run.n_extracted, run.n_failed) == (10, 0)
     first, second = server.batches.values()
     assert first["status"] == "expired" and first["request_counts"] == {"total": 10, "completed": 5, "failed": 5}
@@ -389,12 +446,14 @@ def test_failed_and_cancelled_batches_record_the_reason(openai_server, tmp_path)
     server = openai_server
     write_shard(tmp_path / "000.parquet", 3)
     server.batch_outcome = "failed"
-    run = run_shard(batch_backend(server, tmp_path / "a"), tmp_path / "000.parquet", tmp_path / "a",
-                    tmp_path / "a.parquet")
+    run = run_shard(
+        batch_backend(server, tmp_path / "a"), tmp_path / "000.parquet", tmp_path / "a", tmp_path / "a.parquet"
+    )
     assert run.n_failed == 3
     (bid,) = server.batches
     assert set(pq.read_table(tmp_path / "a.parquet")["error"].to_pylist()) == {
-        f"batch {bid} failed: server_error: The batch failed on the server."}
+        f"batch {bid} failed: server_error: The batch failed on the server."
+    }
 
     server.reset()
     server.batch_polls = 3
@@ -404,13 +463,18 @@ def test_failed_and_cancelled_batches_record_the_reason(openai_server, tmp_path)
         if step == "created":
             client.batches.cancel(chunk.batch_id)
 
-    run = run_shard(batch_backend(server, tmp_path / "b", on_step=cancel), tmp_path / "000.parquet", tmp_path / "b",
-                    tmp_path / "b.parquet")
+    run = run_shard(
+        batch_backend(server, tmp_path / "b", on_step=cancel),
+        tmp_path / "000.parquet",
+        tmp_path / "b",
+        tmp_path / "b.parquet",
+    )
     assert run.n_failed == 3
     (bid,) = server.batches
     assert server.batches[bid]["status"] == "cancelled"
     assert set(pq.read_table(tmp_path / "b.parquet")["error"].to_pylist()) == {
-        f"batch {bid} was cancelled before this request ran"}
+        f"batch {bid} was cancelled before this request ran"
+    }
 
 
 # -- command line --------------------------------------------------------------------------------
@@ -420,8 +484,13 @@ def test_cli_batch_mode_submits_every_shard_up_front(openai_server, tmp_path, mo
     config = {
         "extraction": {
             "backend": "openai",
-            "openai": {"base_url": server.base_url, "prompt": str(PROMPT), "mode": "sync", "api_key_env": "BATCH_TEST_KEY",
-                       "batch": {"poll_interval_s": 0.005}},
+            "openai": {
+                "base_url": server.base_url,
+                "prompt": str(PROMPT),
+                "mode": "sync",
+                "api_key_env": "BATCH_TEST_KEY",
+                "batch": {"poll_interval_s": 0.005},
+            },
         }
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
@@ -429,10 +498,27 @@ def test_cli_batch_mode_submits_every_shard_up_front(openai_server, tmp_path, mo
     write_shard(tmp_path / "000.parquet", 6)
     write_shard(tmp_path / "001.parquet", 6, offset=6)
     cache_dir = tmp_path / "cache"
-    code = main(["-q", "-c", str(tmp_path / "config.yaml"), "extract", "--mode", "batch",
-                 "--shards", str(tmp_path / "000.parquet"), str(tmp_path / "001.parquet"),
-                 "--out", str(tmp_path / "o0.parquet"), str(tmp_path / "o1.parquet"),
-                 "--cache-dir", str(cache_dir), "--runs-dir", str(tmp_path / "runs"), "--no-progress"])
+    code = main(
+        [
+            "-q",
+            "-c",
+            str(tmp_path / "config.yaml"),
+            "extract",
+            "--mode",
+            "batch",
+            "--shards",
+            str(tmp_path / "000.parquet"),
+            str(tmp_path / "001.parquet"),
+            "--out",
+            str(tmp_path / "o0.parquet"),
+            str(tmp_path / "o1.parquet"),
+            "--cache-dir",
+            str(cache_dir),
+            "--runs-dir",
+            str(tmp_path / "runs"),
+            "--no-progress",
+        ]
+    )
     assert code == 0
     assert server.count() == 0  # --mode batch overrides the config's sync
     (batch,) = server.batches.values()  # both shards' reports in one batch

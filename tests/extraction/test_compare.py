@@ -50,12 +50,22 @@ def write_side(path, backend, side, failed=()):
     rows = []
     for rid in sorted(set(side) | set(failed)):
         ok = rid not in failed
-        rows.append({
-            "report_id": rid, "cache_key": f"k-{rid}", "backend": backend, "model": "m", "prompt_version": "v",
-            "status": "ok" if ok else "failed", "error": None if ok else "reply did not validate",
-            "triplets": side.get(rid, []) if ok else [], "dropped_uncategorised": 0,
-            "prompt_tokens": 0, "completion_tokens": 0, "latency_s": 0.0,
-        })
+        rows.append(
+            {
+                "report_id": rid,
+                "cache_key": f"k-{rid}",
+                "backend": backend,
+                "model": "m",
+                "prompt_version": "v",
+                "status": "ok" if ok else "failed",
+                "error": None if ok else "reply did not validate",
+                "triplets": side.get(rid, []) if ok else [],
+                "dropped_uncategorised": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "latency_s": 0.0,
+            }
+        )
     # two shards per side, to check that a folder stands for all of its shards
     half = len(rows) // 2
     path.mkdir(parents=True)
@@ -72,9 +82,22 @@ EXPECTED = {
     "pneumothorax": (0, 0, 0, 6, None, None, None, None, 1, 1.0, 0, None, 0, None),
     "micro-average": (3, 1, 2, 18, 0.5909, 0.6, 0.75, 0.6667, 6, 0.8333, 2, 0.5, 3, 0.6667),
 }
-FIELDS = ["both", "only_a", "only_b", "neither", "kappa", "precision_b", "recall_b", "f1_b",
-          "polarity_pairs", "polarity_agreement", "severity_pairs", "severity_agreement",
-          "location_pairs", "location_agreement"]
+FIELDS = [
+    "both",
+    "only_a",
+    "only_b",
+    "neither",
+    "kappa",
+    "precision_b",
+    "recall_b",
+    "f1_b",
+    "polarity_pairs",
+    "polarity_agreement",
+    "severity_pairs",
+    "severity_agreement",
+    "location_pairs",
+    "location_agreement",
+]
 
 
 def test_cohen_kappa_known_values():
@@ -115,18 +138,43 @@ def test_compare_paths_and_cli_write_the_table(tmp_path, vocab, repo):
     out = tmp_path / "agreement.csv"
     rows, diag = compare_paths([results / "extraction" / "rules"], [results / "extraction" / "openai"], vocab, out)
     assert (diag["a"], diag["b"]) == ("rules", "openai")
-    assert (diag["n_compared"], diag["n_only_in_a"], diag["n_only_in_b"], diag["n_failed_a"], diag["n_failed_b"]) == (6, 1, 1, 0, 1)
+    assert (diag["n_compared"], diag["n_only_in_a"], diag["n_only_in_b"], diag["n_failed_a"], diag["n_failed_b"]) == (
+        6,
+        1,
+        1,
+        0,
+        1,
+    )
 
     out2 = tmp_path / "tables" / "extraction_agreement.csv"
-    code = main(["-q", "-c", str(repo / "config" / "config.yaml"), "compare", "--a", "rules", "--b", "openai",
-                 "--results", str(results), "--out", str(out2)])
+    code = main(
+        [
+            "-q",
+            "-c",
+            str(repo / "config" / "config.yaml"),
+            "compare",
+            "--a",
+            "rules",
+            "--b",
+            "openai",
+            "--results",
+            str(results),
+            "--out",
+            str(out2),
+        ]
+    )
     assert code == 0
     assert out2.read_text() == out.read_text()
     with open(out2, newline="") as fh:
         table = list(csv.DictReader(fh))
     assert [r["category"] for r in table] == list(EXPECTED)
     micro = table[-1]
-    assert (micro["both"], micro["kappa"], micro["f1_b"], micro["location_agreement"]) == ("3", "0.5909", "0.6667", "0.6667")
+    assert (micro["both"], micro["kappa"], micro["f1_b"], micro["location_agreement"]) == (
+        "3",
+        "0.5909",
+        "0.6667",
+        "0.6667",
+    )
     assert table[3]["kappa"] == ""  # undefined kappa is an empty cell
 
 

@@ -22,8 +22,13 @@ from medfilip.reports.records import Report
 from medfilip.reports.shards import reports_table
 
 ROOT = Path(__file__).resolve().parents[2]
-TEXTS = ["Mild cardiomegaly.", "No acute disease.", "Small left pleural effusion.", "The lungs are clear.",
-         "No pneumothorax."]
+TEXTS = [
+    "Mild cardiomegaly.",
+    "No acute disease.",
+    "Small left pleural effusion.",
+    "The lungs are clear.",
+    "No pneumothorax.",
+]
 
 
 def closed_port() -> int:
@@ -46,9 +51,13 @@ def write_config(root: Path, backend: str, **extraction) -> Path:
         "extraction": {
             "backend": backend,
             "rules": {"vocabulary_dir": str(ROOT / "resources" / "vocabulary")},
-            "openai": {"base_url": f"http://127.0.0.1:{closed_port()}/v1", "api_key_env": "MEDFILIP_TEST_KEY",
-                       "prompt": str(ROOT / "resources" / "prompts" / "triplets.yaml"), "max_retries": 0,
-                       "timeout_s": 5},
+            "openai": {
+                "base_url": f"http://127.0.0.1:{closed_port()}/v1",
+                "api_key_env": "MEDFILIP_TEST_KEY",
+                "prompt": str(ROOT / "resources" / "prompts" / "triplets.yaml"),
+                "max_retries": 0,
+                "timeout_s": 5,
+            },
             **extraction,
         },
         "knowledge": {"path": str(ROOT / "resources" / "knowledge" / "dictionary.yaml")},
@@ -60,16 +69,45 @@ def write_config(root: Path, backend: str, **extraction) -> Path:
 
 def extract(config: Path, root: Path, backend: str, *extra: str) -> tuple[int, Path]:
     out = root / "extraction" / backend / "000.parquet"
-    rc = main(["-c", str(config), "extract", "--shards", str(root / "shards" / "000.parquet"), "--out", str(out),
-               "--cache-dir", str(root / "cache" / backend), "--runs-dir", str(root / "runs" / backend), *extra])
+    rc = main(
+        [
+            "-c",
+            str(config),
+            "extract",
+            "--shards",
+            str(root / "shards" / "000.parquet"),
+            "--out",
+            str(out),
+            "--cache-dir",
+            str(root / "cache" / backend),
+            "--runs-dir",
+            str(root / "runs" / backend),
+            *extra,
+        ]
+    )
     return rc, out
 
 
 def labels(config: Path, root: Path, extraction: Path) -> list[dict]:
     assert main(["-c", str(config), "entities", str(extraction), "--out", str(root / "entities.parquet")]) == 0
-    assert main(["-c", str(config), "labels", "--reports", str(root / "shards" / "000.parquet"),
-                 "--entities", str(root / "entities.parquet"), "--extractions", str(extraction),
-                 "--out", str(root / "labels.parquet")]) == 0
+    assert (
+        main(
+            [
+                "-c",
+                str(config),
+                "labels",
+                "--reports",
+                str(root / "shards" / "000.parquet"),
+                "--entities",
+                str(root / "entities.parquet"),
+                "--extractions",
+                str(extraction),
+                "--out",
+                str(root / "labels.parquet"),
+            ]
+        )
+        == 0
+    )
     return pq.read_table(root / "labels.parquet").to_pylist()
 
 

@@ -22,11 +22,17 @@ def _project(tmp_path: Path, base_url: str) -> Path:
     for rid, findings, impression, mesh in REPORTS:
         (corpus / f"{rid.removeprefix('CXR')}.xml").write_text(openi_xml(rid, findings, impression, mesh))
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "reports": {"source": "iu_xray", "n_shards": 2, "iu_xray": {"path": "iu_reports"}},
-        "extraction": {"backend": "openai", "openai": {"base_url": base_url, "requests_per_minute": 600,
-                                                        "tokens_per_minute": 300_000}},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "reports": {"source": "iu_xray", "n_shards": 2, "iu_xray": {"path": "iu_reports"}},
+                "extraction": {
+                    "backend": "openai",
+                    "openai": {"base_url": base_url, "requests_per_minute": 600, "tokens_per_minute": 300_000},
+                },
+            }
+        )
+    )
     return config
 
 
@@ -43,6 +49,12 @@ def test_extraction_jobs_pace_to_their_share(tmp_path, openai_server, monkeypatc
     proc = snakemake(tmp_path, "results/entities.parquet", "--cores", "4", *resources, configfile=config)
     assert proc.returncode == 0, output_of(proc)
     assert job_counts(proc)["extract_triplets"] == 2
-    assert _limits(tmp_path) == [f"LLM limits of this job: {600 // jobs} requests/min, {300_000 // jobs} tokens/min "
-                                 f"(1/{jobs} of the run's: {jobs} extraction job(s) may run at once)"] * 2
+    assert (
+        _limits(tmp_path)
+        == [
+            f"LLM limits of this job: {600 // jobs} requests/min, {300_000 // jobs} tokens/min "
+            f"(1/{jobs} of the run's: {jobs} extraction job(s) may run at once)"
+        ]
+        * 2
+    )
     assert openai_server.count() > 0

@@ -16,13 +16,13 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from test_openai_backend import SNAKEFILE, _jobs, _openi
 
 from medfilip.config import OpenAIBackendConfig
 from medfilip.extraction import llm_server
 from medfilip.extraction.backend import ExtractionAborted, ReportText
 from medfilip.extraction.openai.backend import OpenAIBackend
 from medfilip.extraction.vocabulary import Vocabulary
-from test_openai_backend import SNAKEFILE, _jobs, _openi
 
 ROOT = Path(__file__).resolve().parents[2]
 CLOSED = ROOT / "resources" / "prompts" / "triplets_closed.yaml"
@@ -40,8 +40,11 @@ def _missing() -> str | None:
     return None
 
 
-pytestmark = [pytest.mark.local_llm, pytest.mark.slow,
-              pytest.mark.skipif(_missing() is not None, reason=str(_missing()))]
+pytestmark = [
+    pytest.mark.local_llm,
+    pytest.mark.slow,
+    pytest.mark.skipif(_missing() is not None, reason=str(_missing())),
+]
 
 REPORTS = [  # two short reports: on 2 shared cores a 270M model writes ~1-10 tokens/s
     ("CXR1", "Mild cardiomegaly. Small left pleural effusion.", "No pneumothorax."),
@@ -52,8 +55,9 @@ REPORTS = [  # two short reports: on 2 shared cores a 270M model writes ~1-10 to
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     state = tmp_path_factory.mktemp("llm-server")
-    info = llm_server.start(llm_server.PACKAGED, state_dir=state, port=0, n_ctx=4096, n_threads=2, api_key=KEY,
-                            ready_timeout_s=300)
+    info = llm_server.start(
+        llm_server.PACKAGED, state_dir=state, port=0, n_ctx=4096, n_threads=2, api_key=KEY, ready_timeout_s=300
+    )
     try:
         assert llm_server.status(state)[0] == "running"
         yield info
@@ -63,17 +67,28 @@ def server(tmp_path_factory):
 
 
 def _config(server, **kw) -> OpenAIBackendConfig:
-    base = dict(base_url=server.base_url, model=server.model_alias, model_file=llm_server.PACKAGED, prompt=CLOSED,
-                structured_output="json_object_schema", max_concurrency=1, timeout_s=900, max_retries=1,
-                max_output_tokens=160)
+    base = dict(
+        base_url=server.base_url,
+        model=server.model_alias,
+        model_file=llm_server.PACKAGED,
+        prompt=CLOSED,
+        structured_output="json_object_schema",
+        max_concurrency=1,
+        timeout_s=900,
+        max_retries=1,
+        max_output_tokens=160,
+    )
     return OpenAIBackendConfig(**{**base, **kw})
 
 
 def test_the_real_server_rejects_json_schema_and_auto_switches(server):
     text = "Small left pleural effusion. No pneumothorax."
     with pytest.raises(ExtractionAborted, match="structured_output 'json_schema'.*json_object_schema"):
-        list(OpenAIBackend(_config(server, structured_output="json_schema"), api_key=KEY,
-                           vocabulary_dir=VOCAB).extract([ReportText("r0", text)]))
+        list(
+            OpenAIBackend(_config(server, structured_output="json_schema"), api_key=KEY, vocabulary_dir=VOCAB).extract(
+                [ReportText("r0", text)]
+            )
+        )
     auto = OpenAIBackend(_config(server, structured_output="auto"), api_key=KEY, vocabulary_dir=VOCAB)
     (result,) = list(auto.extract([ReportText("r0", text)]))
     assert auto.stats["format_switched"] == 1 and auto.structured_output == "json_object_schema"
@@ -90,17 +105,40 @@ def test_snakemake_extracts_through_the_real_server(server, tmp_path):
     corpus.mkdir()
     for rid, findings, impression in REPORTS:
         (corpus / f"{rid[3:]}.xml").write_text(_openi(rid, findings, impression), encoding="utf-8")
-    openai = {"base_url": server.base_url, "model": server.model_alias, "model_file": "packaged",
-              "api_key_env": "MEDFILIP_LOCAL_LLM_KEY", "prompt": str(CLOSED), "structured_output": "auto",
-              "max_concurrency": 1, "timeout_s": 900, "max_retries": 1, "max_output_tokens": 160}
-    config = {"reports": {"source": "iu_xray", "n_shards": 1, "iu_xray": {"path": "iu_reports"}},
-              "extraction": {"backend": "openai", "flush_every": 1, "openai": openai}}
+    openai = {
+        "base_url": server.base_url,
+        "model": server.model_alias,
+        "model_file": "packaged",
+        "api_key_env": "MEDFILIP_LOCAL_LLM_KEY",
+        "prompt": str(CLOSED),
+        "structured_output": "auto",
+        "max_concurrency": 1,
+        "timeout_s": 900,
+        "max_retries": 1,
+        "max_output_tokens": 160,
+    }
+    config = {
+        "reports": {"source": "iu_xray", "n_shards": 1, "iu_xray": {"path": "iu_reports"}},
+        "extraction": {"backend": "openai", "flush_every": 1, "openai": openai},
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "MEDFILIP_LOCAL_LLM_KEY": KEY}
 
     def snakemake(configfile: str, *args: str) -> subprocess.CompletedProcess:
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(tmp_path),
-               "--cores", "1", *args, "--configfile", str(tmp_path / configfile)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(SNAKEFILE),
+            "--directory",
+            str(tmp_path),
+            "--cores",
+            "1",
+            *args,
+            "--configfile",
+            str(tmp_path / configfile),
+        ]
         return subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
 
     proc = snakemake("config.yaml", "results/entities.parquet")
@@ -113,8 +151,11 @@ def test_snakemake_extracts_through_the_real_server(server, tmp_path):
     assert all(r["model"] == server.model_alias and r["prompt_version"].startswith("triplets-closed-v2+") for r in rows)
     names = set(Vocabulary.load(VOCAB).category_names)
     ok = [r for r in rows if r["status"] == "ok"]
-    assert all(t["category"] in names and t["polarity"] in ("present", "negated", "uncertain")
-               for r in ok for t in r["triplets"])
+    assert all(
+        t["category"] in names and t["polarity"] in ("present", "negated", "uncertain")
+        for r in ok
+        for t in r["triplets"]
+    )
     assert all(r["error"] for r in rows if r["status"] != "ok")
     log = (tmp_path / "results" / "logs" / "extract_triplets" / "openai" / f"{shard.stem}.log").read_text()
     assert "switches to json_object_schema" in log  # auto met the real server's 500 and switched
@@ -129,8 +170,15 @@ def test_snakemake_extracts_through_the_real_server(server, tmp_path):
     # reason, and the run goes on (exit 0). (Under the grammar a capped reply can still be valid:
     # {"triplets": []} fits in 16 tokens.)
     prose = tmp_path / "prose.yaml"
-    prose.write_text(yaml.safe_dump({"version": "prose-v1", "system": "Describe the report in two French sentences. "
-                                     "Never write JSON, braces or lists.", "user": "{report}"}))
+    prose.write_text(
+        yaml.safe_dump(
+            {
+                "version": "prose-v1",
+                "system": "Describe the report in two French sentences. Never write JSON, braces or lists.",
+                "user": "{report}",
+            }
+        )
+    )
     bad = yaml.safe_load((tmp_path / "config.yaml").read_text())
     bad["extraction"]["openai"].update(max_output_tokens=16, structured_output="none", prompt=str(prose))
     (tmp_path / "bad.yaml").write_text(yaml.safe_dump(bad))

@@ -19,6 +19,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from openai_server import OpenAIServer, RulesResponder, fixed_responder
 
 from medfilip.config import ConfigError, ExtractionConfig, ModelPrice, OpenAIBackendConfig
 from medfilip.extraction.backend import ExtractionAborted, ReportText
@@ -34,19 +35,26 @@ from medfilip.extraction.runner import extract_shard
 from medfilip.io import write_parquet_atomic
 from medfilip.reports.records import Report
 from medfilip.reports.shards import reports_table
-from openai_server import OpenAIServer, RulesResponder, fixed_responder
 
 ROOT = Path(__file__).resolve().parents[2]
 PROMPT = ROOT / "resources" / "prompts" / "triplets.yaml"
 FINDINGS = [
-    "Mild cardiomegaly.", "No pleural effusion.", "Small left pleural effusion.", "Right lower lobe atelectasis.",
-    "Possible pneumonia.", "Calcified granuloma.", "Low lung volumes.", "Degenerative changes of the spine.",
+    "Mild cardiomegaly.",
+    "No pleural effusion.",
+    "Small left pleural effusion.",
+    "Right lower lobe atelectasis.",
+    "Possible pneumonia.",
+    "Calcified granuloma.",
+    "Low lung volumes.",
+    "Degenerative changes of the spine.",
 ]
 
 
 def write_shard(path: Path, n: int) -> list[str]:
-    reports = [Report(f"r{i:05d}", "test", f"p{i}", f"s{i}", f"Report {i}. {FINDINGS[i % len(FINDINGS)]}", "", "train")
-               for i in range(n)]
+    reports = [
+        Report(f"r{i:05d}", "test", f"p{i}", f"s{i}", f"Report {i}. {FINDINGS[i % len(FINDINGS)]}", "", "train")
+        for i in range(n)
+    ]
     write_parquet_atomic(reports_table(reports), path)
     return [r.report_id for r in reports]
 
@@ -60,8 +68,14 @@ def config(server: OpenAIServer, **kw) -> OpenAIBackendConfig:
 
 
 def backend(server: OpenAIServer, *, window_s: float = 60.0, prices=None, **kw) -> OpenAIBackend:
-    return OpenAIBackend(config(server, **kw), api_key=server.api_key, window_s=window_s, backoff_s=0.01,
-                         backoff_max_s=0.05, prices=prices)
+    return OpenAIBackend(
+        config(server, **kw),
+        api_key=server.api_key,
+        window_s=window_s,
+        backoff_s=0.01,
+        backoff_max_s=0.05,
+        prices=prices,
+    )
 
 
 def reports(n: int, offset: int = 0) -> list[ReportText]:
@@ -86,56 +100,85 @@ def test_build_request_asks_for_a_strict_json_schema():
     item = schema["properties"]["triplets"]["items"]
     assert schema["required"] == ["triplets"] and schema["additionalProperties"] is False
     assert item["additionalProperties"] is False
-    assert set(item["required"]) == set(item["properties"]) == {"severity", "location", "category", "polarity", "sentence"}
+    assert (
+        set(item["required"]) == set(item["properties"]) == {"severity", "location", "category", "polarity", "sentence"}
+    )
     assert item["properties"]["polarity"]["enum"] == ["present", "negated", "uncertain"]
     assert item["properties"]["severity"]["type"] == ["string", "null"]
     assert item["properties"]["category"]["type"] == "string"
     json.dumps(body)  # plain data, ready for a Batch API line
 
     assert build_request(prompt, "x", OpenAIBackendConfig(structured_output="json_object"))["response_format"] == {
-        "type": "json_object"}
+        "type": "json_object"
+    }
     assert "response_format" not in build_request(prompt, "x", OpenAIBackendConfig(structured_output="none"))
 
 
 def test_parse_reply_accepts_valid_replies_and_drops_uncategorised():
-    content = json.dumps({"triplets": [
-        {"severity": "Small", "location": "left", "category": "Pleural Effusion", "polarity": "present",
-         "sentence": "Small left pleural effusion."},
-        {"severity": None, "location": None, "category": None, "polarity": "negated", "sentence": "No x."},
-        {"severity": None, "location": None, "category": "pneumothorax", "polarity": "negated", "sentence": "No pneumothorax."},
-    ]})
+    content = json.dumps(
+        {
+            "triplets": [
+                {
+                    "severity": "Small",
+                    "location": "left",
+                    "category": "Pleural Effusion",
+                    "polarity": "present",
+                    "sentence": "Small left pleural effusion.",
+                },
+                {"severity": None, "location": None, "category": None, "polarity": "negated", "sentence": "No x."},
+                {
+                    "severity": None,
+                    "location": None,
+                    "category": "pneumothorax",
+                    "polarity": "negated",
+                    "sentence": "No pneumothorax.",
+                },
+            ]
+        }
+    )
     triplets, dropped = parse_reply(content, "stop")
     assert dropped == 1
     assert [(t.severity, t.category, t.polarity.value) for t in triplets] == [
-        ("small", "pleural effusion", "present"), (None, "pneumothorax", "negated")]
+        ("small", "pleural effusion", "present"),
+        (None, "pneumothorax", "negated"),
+    ]
     # fenced JSON and a bare list, as local models write them
     assert parse_reply("```json\n" + content + "\n```")[1] == 1
     assert len(parse_reply(json.dumps([{"category": "opacity"}]))[0]) == 1
     assert parse_reply('{"triplets": []}') == ([], 0)
 
 
-@pytest.mark.parametrize("content, finish, reason", [
-    ('{"triplets": [{"category": "opacity", "polarity": "pres', "stop", "truncated JSON"),
-    ('{"triplets": [{"category": "opacity"}]}', "length", "truncated reply"),
-    ("{'triplets': []}", "stop", "malformed JSON"),
-    ('{"triplets": [{"category": "opacity"},]}', "stop", "malformed JSON"),
-    ('{"findings": []}', "stop", "'triplets' list"),
-    ('{"triplets": [{"category": "opacity", "polarity": "probable"}]}', "stop", "'probable' is not one of"),
-    ('{"triplets": [{"category": "opacity", "confidence": 0.9}]}', "stop", "'confidence': unexpected key"),
-    ('{"triplets": ["opacity"]}', "stop", "triplet 0 is a str"),
-    ("", "stop", "empty reply"),
-])
+@pytest.mark.parametrize(
+    "content, finish, reason",
+    [
+        ('{"triplets": [{"category": "opacity", "polarity": "pres', "stop", "truncated JSON"),
+        ('{"triplets": [{"category": "opacity"}]}', "length", "truncated reply"),
+        ("{'triplets': []}", "stop", "malformed JSON"),
+        ('{"triplets": [{"category": "opacity"},]}', "stop", "malformed JSON"),
+        ('{"findings": []}', "stop", "'triplets' list"),
+        ('{"triplets": [{"category": "opacity", "polarity": "probable"}]}', "stop", "'probable' is not one of"),
+        ('{"triplets": [{"category": "opacity", "confidence": 0.9}]}', "stop", "'confidence': unexpected key"),
+        ('{"triplets": ["opacity"]}', "stop", "triplet 0 is a str"),
+        ("", "stop", "empty reply"),
+    ],
+)
 def test_parse_reply_gives_a_clear_reason(content, finish, reason):
     with pytest.raises(ReplyError, match=reason):
         parse_reply(content, finish)
 
 
 def test_reply_of_reads_a_completion_body():
-    body = {"choices": [{"message": {"content": '{"triplets": []}', "refusal": None}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 700, "completion_tokens": 20}}
+    body = {
+        "choices": [{"message": {"content": '{"triplets": []}', "refusal": None}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 700, "completion_tokens": 20},
+    }
     reply = reply_of(body)
     assert (reply.content, reply.finish_reason, reply.prompt_tokens, reply.completion_tokens) == (
-        '{"triplets": []}', "stop", 700, 20)
+        '{"triplets": []}',
+        "stop",
+        700,
+        20,
+    )
     with pytest.raises(ReplyError, match="refused"):
         parse_reply(None, "stop", "I can't help with that")
 
@@ -169,7 +212,10 @@ def test_version_follows_the_prompt_and_generation_settings_only(openai_server, 
     prompt.write_text(PROMPT.read_text())
     base = backend(openai_server, prompt=prompt)
     assert base.version.startswith("triplets-v1+") and base.model == "gpt-4o-mini"
-    assert backend(openai_server, prompt=prompt, base_url="http://127.0.0.1:1/v1", max_concurrency=3).version == base.version
+    assert (
+        backend(openai_server, prompt=prompt, base_url="http://127.0.0.1:1/v1", max_concurrency=3).version
+        == base.version
+    )
     assert backend(openai_server, prompt=prompt, temperature=0.5).version != base.version
     with open(prompt, "a") as fh:
         fh.write("# edited\n")
@@ -183,8 +229,15 @@ def test_extracts_through_the_runner_and_a_rerun_makes_no_request(openai_server,
     cache = ExtractionCache(tmp_path / "cache")
     b = backend(openai_server, max_concurrency=4)
     openai_server.latency_s = 0.01
-    run = extract_shard(tmp_path / "000.parquet", b, cache, tmp_path / "out.parquet", runs_dir=tmp_path / "runs",
-                        flush_every=5, progress=False)
+    run = extract_shard(
+        tmp_path / "000.parquet",
+        b,
+        cache,
+        tmp_path / "out.parquet",
+        runs_dir=tmp_path / "runs",
+        flush_every=5,
+        progress=False,
+    )
     assert openai_server.count() == 24 and run.n_extracted == 24 and run.n_failed == 0
     table = pq.read_table(tmp_path / "out.parquet").to_pylist()
     assert [r["report_id"] for r in table] == ids
@@ -195,12 +248,19 @@ def test_extracts_through_the_runner_and_a_rerun_makes_no_request(openai_server,
         text = f"Report {int(row['report_id'][1:])}. {FINDINGS[int(row['report_id'][1:]) % len(FINDINGS)]}"
         expected = rules({"messages": [{"role": "user", "content": f"<report>{text}</report>"}]})["triplets"]
         assert [(t["category"], t["polarity"]) for t in row["triplets"]] == [
-            (e["category"].lower(), e["polarity"]) for e in expected]
+            (e["category"].lower(), e["polarity"]) for e in expected
+        ]
     assert run.prompt_tokens == sum(r["prompt_tokens"] for r in table) > 24 * 500
     assert run.completion_tokens == sum(r["completion_tokens"] for r in table) > 0
 
-    run2 = extract_shard(tmp_path / "000.parquet", backend(openai_server), cache, tmp_path / "out.parquet",
-                         runs_dir=tmp_path / "runs", progress=False)
+    run2 = extract_shard(
+        tmp_path / "000.parquet",
+        backend(openai_server),
+        cache,
+        tmp_path / "out.parquet",
+        runs_dir=tmp_path / "runs",
+        progress=False,
+    )
     assert openai_server.count() == 24, "a re-run sends no request"
     assert run2.n_cached == 24 and run2.n_extracted == 0 and run2.cost_usd == 0
 
@@ -209,8 +269,14 @@ def test_cost_accounting(openai_server, tmp_path):
     write_shard(tmp_path / "000.parquet", 5)
     openai_server.usage = (1000, 200)
     prices = {"gpt-4o-mini": ModelPrice(input_per_mtok=0.15, output_per_mtok=0.60)}
-    run = extract_shard(tmp_path / "000.parquet", backend(openai_server, prices=prices), ExtractionCache(tmp_path / "c"),
-                        tmp_path / "out.parquet", runs_dir=tmp_path / "runs", progress=False)
+    run = extract_shard(
+        tmp_path / "000.parquet",
+        backend(openai_server, prices=prices),
+        ExtractionCache(tmp_path / "c"),
+        tmp_path / "out.parquet",
+        runs_dir=tmp_path / "runs",
+        progress=False,
+    )
     assert (run.prompt_tokens, run.completion_tokens) == (5000, 1000)
     assert run.cost_usd == pytest.approx(5 * (1000 * 0.15 + 200 * 0.60) / 1e6)
     recorded = pq.read_table(tmp_path / "runs").to_pylist()[0]
@@ -224,9 +290,16 @@ def test_cost_accounting(openai_server, tmp_path):
 
 
 def test_azure_path_and_header(openai_server):
-    b = OpenAIBackend(config(openai_server, base_url=openai_server.azure_endpoint, azure_api_version="2024-10-21",
-                             model="triplets-deployment", api_key_env="AZURE_OPENAI_API_KEY"),
-                      api_key=openai_server.api_key)
+    b = OpenAIBackend(
+        config(
+            openai_server,
+            base_url=openai_server.azure_endpoint,
+            azure_api_version="2024-10-21",
+            model="triplets-deployment",
+            api_key_env="AZURE_OPENAI_API_KEY",
+        ),
+        api_key=openai_server.api_key,
+    )
     assert one(b).status == "ok"
     (req,) = openai_server.chat_requests()
     assert req.path == "/openai/deployments/triplets-deployment/chat/completions"
@@ -246,8 +319,13 @@ def test_server_errors_are_retried_until_success(openai_server):
 def test_retries_are_capped_and_the_report_fails_without_crashing(openai_server, tmp_path):
     openai_server.fail_always("server_error")
     write_shard(tmp_path / "000.parquet", 3)
-    run = extract_shard(tmp_path / "000.parquet", backend(openai_server, max_retries=2), ExtractionCache(tmp_path / "c"),
-                        tmp_path / "out.parquet", progress=False)
+    run = extract_shard(
+        tmp_path / "000.parquet",
+        backend(openai_server, max_retries=2),
+        ExtractionCache(tmp_path / "c"),
+        tmp_path / "out.parquet",
+        progress=False,
+    )
     assert run.n_failed == 3 and openai_server.count() == 3 * 3
     rows = pq.read_table(tmp_path / "out.parquet").to_pylist()
     assert {r["status"] for r in rows} == {"failed"}
@@ -284,8 +362,14 @@ def test_insufficient_quota_stops_the_run_after_one_request(openai_server, tmp_p
     openai_server.fail_always("insufficient_quota")
     cache = ExtractionCache(tmp_path / "c")
     with pytest.raises(ExtractionAborted, match="insufficient_quota .*no credit left"):
-        extract_shard(tmp_path / "000.parquet", backend(openai_server, max_concurrency=1, max_retries=6), cache,
-                      tmp_path / "out.parquet", flush_every=1, progress=False)
+        extract_shard(
+            tmp_path / "000.parquet",
+            backend(openai_server, max_concurrency=1, max_retries=6),
+            cache,
+            tmp_path / "out.parquet",
+            flush_every=1,
+            progress=False,
+        )
     assert openai_server.count() == 4, "the quota error is not retried"
     assert len(cache.load()) == 3, "what finished before is kept"
     assert not (tmp_path / "out.parquet").exists()
@@ -311,10 +395,17 @@ def test_invalid_reply_fails_after_exactly_one_corrective_retry(openai_server):
     assert result.prompt_tokens > 0 and result.completion_tokens > 0  # both calls are paid for
 
 
-@pytest.mark.parametrize("fault, reason", [
-    ("truncated", "truncated reply"), ("truncated_stop", "truncated JSON"), ("malformed", "malformed JSON"),
-    ("extra_key", "unexpected key"), ("empty", "empty reply"), ("refusal", "refused"),
-])
+@pytest.mark.parametrize(
+    "fault, reason",
+    [
+        ("truncated", "truncated reply"),
+        ("truncated_stop", "truncated JSON"),
+        ("malformed", "malformed JSON"),
+        ("extra_key", "unexpected key"),
+        ("empty", "empty reply"),
+        ("refusal", "refused"),
+    ],
+)
 def test_one_bad_reply_is_corrected(openai_server, fault, reason):
     openai_server.fail_next(fault)
     result = one(backend(openai_server))
@@ -349,8 +440,9 @@ def test_closed_prompt_lists_the_vocabulary_and_makes_the_category_an_enum():
     prompt = load_prompt(CLOSED)
     categories = prompt_categories(prompt, VOCAB)
     assert prompt.closed_categories and categories == names and len(names) > 20
-    body = build_request(prompt, "Mild cardiomegaly.", OpenAIBackendConfig(structured_output="json_object_schema"),
-                         categories=categories)
+    body = build_request(
+        prompt, "Mild cardiomegaly.", OpenAIBackendConfig(structured_output="json_object_schema"), categories=categories
+    )
     system = body["messages"][0]["content"]
     assert "{categories}" not in system and ", ".join(names) in system
     assert body["messages"][1]["content"].startswith("Report: Mild cardiomegaly.")
@@ -362,9 +454,13 @@ def test_closed_prompt_lists_the_vocabulary_and_makes_the_category_an_enum():
     assert item["properties"]["polarity"]["enum"] == ["present", "negated", "uncertain"]
     assert "sentence" in item["required"]
     # the open prompt keeps free-text categories, whatever list is passed
-    open_body = build_request(load_prompt(PROMPT), "x", OpenAIBackendConfig(structured_output="json_object_schema"),
-                              categories=names)
-    assert "enum" not in open_body["response_format"]["schema"]["properties"]["triplets"]["items"]["properties"]["category"]
+    open_body = build_request(
+        load_prompt(PROMPT), "x", OpenAIBackendConfig(structured_output="json_object_schema"), categories=names
+    )
+    assert (
+        "enum"
+        not in open_body["response_format"]["schema"]["properties"]["triplets"]["items"]["properties"]["category"]
+    )
     with pytest.raises(ConfigError, match="closed list of categories"):
         build_request(prompt, "x", OpenAIBackendConfig())
 
@@ -397,10 +493,12 @@ def test_version_follows_the_model_file_content_and_the_category_list(openai_ser
     vocab.mkdir()
     for f in ("categories.yaml", "modifiers.yaml", "triggers.yaml"):
         (vocab / f).write_text((VOCAB / f).read_text())
-    (vocab / "categories.yaml").write_text((VOCAB / "categories.yaml").read_text().replace("name: cardiomegaly",
-                                                                                        "name: big heart"))
-    other = OpenAIBackend(config(openai_server, prompt=CLOSED, model_file=str(gguf)), api_key=openai_server.api_key,
-                          vocabulary_dir=vocab)
+    (vocab / "categories.yaml").write_text(
+        (VOCAB / "categories.yaml").read_text().replace("name: cardiomegaly", "name: big heart")
+    )
+    other = OpenAIBackend(
+        config(openai_server, prompt=CLOSED, model_file=str(gguf)), api_key=openai_server.api_key, vocabulary_dir=vocab
+    )
     assert other.version != backend(openai_server, prompt=CLOSED, model_file=str(gguf)).version
     with pytest.raises(ConfigError, match="no such file"):
         backend(openai_server, prompt=CLOSED, model_file=str(tmp_path / "missing.gguf"))
@@ -497,8 +595,15 @@ def test_sigkill_mid_run_resumes_without_repeating_finished_reports(openai_serve
     cache_dir, out = tmp_path / "cache", tmp_path / "out.parquet"
     openai_server.latency_s = 0.03
     env = {**os.environ, "PYTHONPATH": str(repo)}
-    args = [sys.executable, str(script), str(tmp_path / "000.parquet"), str(cache_dir), str(out),
-            openai_server.base_url, openai_server.api_key]
+    args = [
+        sys.executable,
+        str(script),
+        str(tmp_path / "000.parquet"),
+        str(cache_dir),
+        str(out),
+        openai_server.base_url,
+        openai_server.api_key,
+    ]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 30
     while time.time() < deadline and len(list(cache_dir.glob("part-*.parquet"))) < 3:
@@ -510,8 +615,9 @@ def test_sigkill_mid_run_resumes_without_repeating_finished_reports(openai_serve
     assert 15 <= len(done) < 80
 
     before = openai_server.count()
-    run = extract_shard(tmp_path / "000.parquet", backend(openai_server), ExtractionCache(cache_dir), out,
-                        progress=False)
+    run = extract_shard(
+        tmp_path / "000.parquet", backend(openai_server), ExtractionCache(cache_dir), out, progress=False
+    )
     assert run.n_extracted == openai_server.count() - before == 80 - len(done)
     table = pq.read_table(out)
     assert table["report_id"].to_pylist() == ids and set(table["status"].to_pylist()) == {"ok"}
@@ -521,16 +627,47 @@ def test_sigkill_mid_run_resumes_without_repeating_finished_reports(openai_serve
 def test_ctrl_c_stops_the_cli_at_once_keeping_finished_reports(openai_server, tmp_path, repo):
     write_shard(tmp_path / "000.parquet", 120)
     openai_server.latency_s = 0.05
-    cfg = {"extraction": {"backend": "openai", "flush_every": 5, "openai": {
-        "base_url": openai_server.base_url, "api_key_env": "MEDFILIP_TEST_OPENAI_KEY", "max_concurrency": 4,
-        "requests_per_minute": 100000, "tokens_per_minute": 10**9, "prompt": str(PROMPT)}}}
+    cfg = {
+        "extraction": {
+            "backend": "openai",
+            "flush_every": 5,
+            "openai": {
+                "base_url": openai_server.base_url,
+                "api_key_env": "MEDFILIP_TEST_OPENAI_KEY",
+                "max_concurrency": 4,
+                "requests_per_minute": 100000,
+                "tokens_per_minute": 10**9,
+                "prompt": str(PROMPT),
+            },
+        }
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(repo), "MEDFILIP_TEST_OPENAI_KEY": openai_server.api_key}
-    cmd = [sys.executable, "-m", "medfilip.cli", "-c", "config.yaml", "extract", "--shards", "000.parquet",
-           "--out", "out.parquet", "--cache-dir", "cache", "--no-progress"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "medfilip.cli",
+        "-c",
+        "config.yaml",
+        "extract",
+        "--shards",
+        "000.parquet",
+        "--out",
+        "out.parquet",
+        "--cache-dir",
+        "cache",
+        "--no-progress",
+    ]
     # a child of a background shell ignores SIGINT; give it the default, as in a terminal
-    proc = subprocess.Popen(cmd, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    proc = subprocess.Popen(
+        cmd,
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.time() + 30
     while time.time() < deadline and len(list((tmp_path / "cache").glob("part-*.parquet"))) < 3:
         time.sleep(0.02)
@@ -566,7 +703,12 @@ def test_mimic_reports_to_an_online_service_warn_once(monkeypatch, caplog, opena
     assert len(warnings) == 1 and "api.openai.com" in warnings[0] and backend_for.model
     assert "Azure OpenAI" in warnings[0] and "local server" in warnings[0]
     caplog.clear()
-    for url in ("http://localhost:11434/v1", "http://127.0.0.1:8000/v1", "http://[::1]:8000/v1", openai_server.base_url):
+    for url in (
+        "http://localhost:11434/v1",
+        "http://127.0.0.1:8000/v1",
+        "http://[::1]:8000/v1",
+        openai_server.base_url,
+    ):
         OpenAIBackend(config(openai_server, base_url=url), api_key="k", report_source="mimic_cxr")
     OpenAIBackend(config(openai_server, base_url="https://example.org/v1"), api_key="k", report_source="iu_xray")
     assert not [r for r in caplog.records if "PhysioNet" in r.getMessage()]
@@ -574,8 +716,9 @@ def test_mimic_reports_to_an_online_service_warn_once(monkeypatch, caplog, opena
 
 
 def _cli(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "medfilip.cli", *args], env=env, cwd=cwd, capture_output=True,
-                          text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "medfilip.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
 
 
 def test_cli_never_writes_or_logs_the_key(openai_server, tmp_path, repo):
@@ -583,13 +726,36 @@ def test_cli_never_writes_or_logs_the_key(openai_server, tmp_path, repo):
     openai_server.api_key = key
     write_shard(tmp_path / "000.parquet", 6)
     # failures are tolerated here (max_failure_share 1): the test is about the key, not about stopping
-    cfg = {"extraction": {"backend": "openai", "flush_every": 2, "max_failure_share": 1.0, "openai": {
-        "base_url": openai_server.base_url, "api_key_env": "MEDFILIP_TEST_OPENAI_KEY", "max_retries": 1,
-        "max_concurrency": 1, "prompt": str(PROMPT)}}}
+    cfg = {
+        "extraction": {
+            "backend": "openai",
+            "flush_every": 2,
+            "max_failure_share": 1.0,
+            "openai": {
+                "base_url": openai_server.base_url,
+                "api_key_env": "MEDFILIP_TEST_OPENAI_KEY",
+                "max_retries": 1,
+                "max_concurrency": 1,
+                "prompt": str(PROMPT),
+            },
+        }
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(repo), "MEDFILIP_TEST_OPENAI_KEY": key}
-    common = ["-c", "config.yaml", "-vv", "extract", "--shards", "000.parquet", "--out", "out/000.parquet",
-              "--cache-dir", "cache", "--runs-dir", "runs"]
+    common = [
+        "-c",
+        "config.yaml",
+        "-vv",
+        "extract",
+        "--shards",
+        "000.parquet",
+        "--out",
+        "out/000.parquet",
+        "--cache-dir",
+        "cache",
+        "--runs-dir",
+        "runs",
+    ]
     # failures and retries on the way (one report fails each way): their messages must not carry the key
     openai_server.fail_next("server_error", 2)
     openai_server.fail_next("bad_polarity", 2)
@@ -616,19 +782,42 @@ def test_cli_never_writes_or_logs_the_key(openai_server, tmp_path, repo):
     missing = _cli(common, env_missing, tmp_path)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert missing.stderr.strip().splitlines() == [
-        l for l in missing.stderr.strip().splitlines() if l.startswith("error: ")]
+        l for l in missing.stderr.strip().splitlines() if l.startswith("error: ")
+    ]
     assert "MEDFILIP_TEST_OPENAI_KEY is not set" in missing.stderr
 
 
 def test_cli_stops_cleanly_on_an_exhausted_quota(openai_server, tmp_path, repo):
     write_shard(tmp_path / "000.parquet", 4)
-    cfg = {"extraction": {"backend": "openai", "openai": {"base_url": openai_server.base_url, "prompt": str(PROMPT),
-                                                          "api_key_env": "MEDFILIP_TEST_OPENAI_KEY"}}}
+    cfg = {
+        "extraction": {
+            "backend": "openai",
+            "openai": {
+                "base_url": openai_server.base_url,
+                "prompt": str(PROMPT),
+                "api_key_env": "MEDFILIP_TEST_OPENAI_KEY",
+            },
+        }
+    }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(cfg))
     env = {**os.environ, "PYTHONPATH": str(repo), "MEDFILIP_TEST_OPENAI_KEY": openai_server.api_key}
     openai_server.fail_always("insufficient_quota")
-    proc = _cli(["-c", "config.yaml", "extract", "--shards", "000.parquet", "--out", "o.parquet", "--cache-dir", "c",
-                 "--no-progress"], env, tmp_path)
+    proc = _cli(
+        [
+            "-c",
+            "config.yaml",
+            "extract",
+            "--shards",
+            "000.parquet",
+            "--out",
+            "o.parquet",
+            "--cache-dir",
+            "c",
+            "--no-progress",
+        ],
+        env,
+        tmp_path,
+    )
     assert proc.returncode == 3 and "Traceback" not in proc.stderr
     assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and "insufficient_quota" in proc.stderr
 
@@ -637,7 +826,11 @@ def test_cli_stops_cleanly_on_an_exhausted_quota(openai_server, tmp_path, repo):
 SNAKEFILE = ROOT / "workflow" / "Snakefile"
 SMK_REPORTS = [
     ("CXR1", "The heart is mildly enlarged. No pleural effusion or pneumothorax.", "Mild cardiomegaly."),
-    ("CXR2", "There is a small right pleural effusion. The lungs are otherwise clear.", "Small right pleural effusion."),
+    (
+        "CXR2",
+        "There is a small right pleural effusion. The lungs are otherwise clear.",
+        "Small right pleural effusion.",
+    ),
     ("CXR3", "Left basilar atelectasis. Calcified granuloma in the right upper lobe.", "Left basilar atelectasis."),
     ("CXR4", "Moderate right-sided pneumothorax.", "Moderate right pneumothorax."),
     ("CXR5", "Degenerative changes of the thoracic spine. No focal consolidation.", "No acute process."),
@@ -646,15 +839,27 @@ SMK_REPORTS = [
 
 def _openi(rid: str, findings: str, impression: str) -> str:
     n = rid.removeprefix("CXR")
-    return (f'<?xml version="1.0" encoding="utf-8"?><eCitation><uId id="{rid}"/><pmcId id="{n}"/>'
-            f'<MedlineCitation><Article><Abstract><AbstractText Label="FINDINGS">{findings}</AbstractText>'
-            f'<AbstractText Label="IMPRESSION">{impression}</AbstractText></Abstract></Article></MedlineCitation>'
-            f'<MeSH><major>normal</major></MeSH><parentImage id="{rid}_IM-000{n}-1001"/></eCitation>')
+    return (
+        f'<?xml version="1.0" encoding="utf-8"?><eCitation><uId id="{rid}"/><pmcId id="{n}"/>'
+        f'<MedlineCitation><Article><Abstract><AbstractText Label="FINDINGS">{findings}</AbstractText>'
+        f'<AbstractText Label="IMPRESSION">{impression}</AbstractText></Abstract></Article></MedlineCitation>'
+        f'<MeSH><major>normal</major></MeSH><parentImage id="{rid}_IM-000{n}-1001"/></eCitation>'
+    )
 
 
 def _snakemake(workdir: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(workdir), *args,
-           "--configfile", str(workdir / "config.yaml")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "snakemake",
+        "--snakefile",
+        str(SNAKEFILE),
+        "--directory",
+        str(workdir),
+        *args,
+        "--configfile",
+        str(workdir / "config.yaml"),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
 
 
@@ -681,9 +886,16 @@ def test_snakemake_with_the_openai_backend(openai_server, tmp_path):
     (tmp_path / "prompt.yaml").write_text(PROMPT.read_text())
     config = {
         "reports": {"source": "iu_xray", "n_shards": 2, "iu_xray": {"path": "iu_reports"}},
-        "extraction": {"backend": "openai", "flush_every": 2, "openai": {
-            "base_url": openai_server.base_url, "api_key_env": "MEDFILIP_SMK_KEY", "prompt": "prompt.yaml",
-            "max_concurrency": 2}},
+        "extraction": {
+            "backend": "openai",
+            "flush_every": 2,
+            "openai": {
+                "base_url": openai_server.base_url,
+                "api_key_env": "MEDFILIP_SMK_KEY",
+                "prompt": "prompt.yaml",
+                "max_concurrency": 2,
+            },
+        },
     }
     (tmp_path / "config.yaml").write_text(yaml.safe_dump(config))
     env = {**os.environ, "MEDFILIP_SMK_KEY": key}
@@ -712,20 +924,39 @@ def test_snakemake_with_the_openai_backend(openai_server, tmp_path):
     assert openai_server.count() == 2 * len(SMK_REPORTS)
 
     # a new model re-runs extraction; the endpoint or the limits re-run nothing
-    for change, expected in ((dict(model="gpt-4o"), {"extract_triplets": 2, "entities": 1}),
-                             (dict(requests_per_minute=50, base_url="http://127.0.0.1:9/v1"), {})):
+    for change, expected in (
+        (dict(model="gpt-4o"), {"extract_triplets": 2, "entities": 1}),
+        (dict(requests_per_minute=50, base_url="http://127.0.0.1:9/v1"), {}),
+    ):
         changed = yaml.safe_load((tmp_path / "config.yaml").read_text())
         changed["extraction"]["openai"].update(change)
         (tmp_path / "changed.yaml").write_text(yaml.safe_dump(changed))
-        cmd = [sys.executable, "-m", "snakemake", "--snakefile", str(SNAKEFILE), "--directory", str(tmp_path), "-n",
-               "results/entities.parquet", "--configfile", str(tmp_path / "changed.yaml")]
+        cmd = [
+            sys.executable,
+            "-m",
+            "snakemake",
+            "--snakefile",
+            str(SNAKEFILE),
+            "--directory",
+            str(tmp_path),
+            "-n",
+            "results/entities.parquet",
+            "--configfile",
+            str(tmp_path / "changed.yaml"),
+        ]
         dry = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
         assert dry.returncode == 0, dry.stdout + dry.stderr
         assert _jobs(dry) == expected, (change, dry.stdout)
 
     # the key's variable unset: snakemake stops before any job, naming it
-    proc = _snakemake(tmp_path, {k: v for k, v in env.items() if k != "MEDFILIP_SMK_KEY"}, "--cores", "2", "-F",
-                      "results/entities.parquet")
+    proc = _snakemake(
+        tmp_path,
+        {k: v for k, v in env.items() if k != "MEDFILIP_SMK_KEY"},
+        "--cores",
+        "2",
+        "-F",
+        "results/entities.parquet",
+    )
     assert proc.returncode != 0 and "MEDFILIP_SMK_KEY" in proc.stdout + proc.stderr
     assert "Job stats" not in proc.stdout + proc.stderr
 

@@ -20,7 +20,11 @@ def mapping(repo, rules_backend):
 def test_mesh_terms_map_heads_and_anatomy_modifiers(mapping):
     lab = mapping.label("Pulmonary Atelectasis/base/left/mild")
     assert (lab.category, set(lab.lateralities), set(lab.regions), set(lab.severity_levels)) == (
-        "atelectasis", {"left"}, {"base"}, {1})
+        "atelectasis",
+        {"left"},
+        {"base"},
+        {1},
+    )
     assert mapping.label("Lung/hypoinflation/mild").category == "hypoinflation"  # finding as modifier
     assert mapping.label("Thoracic Vertebrae/degenerative").category == "degenerative changes"
     assert mapping.label("Shoulder/right/degenerative").category == "degenerative changes"  # wildcard head
@@ -31,7 +35,9 @@ def test_mesh_terms_map_heads_and_anatomy_modifiers(mapping):
 def test_unknown_category_in_mapping_is_an_error(tmp_path, rules_backend):
     bad = tmp_path / "m.yaml"
     bad.write_text("rules:\n  - {head: Foo, category: not-a-category}\n")
-    with pytest.raises(ValueError, match=r"m.yaml: rules\[0\] \('Foo'\): category 'not-a-category' is not in the vocabulary"):
+    with pytest.raises(
+        ValueError, match=r"m.yaml: rules\[0\] \('Foo'\): category 'not-a-category' is not in the vocabulary"
+    ):
         MeshMapping.load(bad, rules_backend.vocabulary)
 
 
@@ -41,24 +47,28 @@ def _entities(rows):
 
 
 def test_precision_recall_f1_and_agreement(mapping):
-    reports = pa.table({
-        "report_id": ["a", "b", "c", "d", "e"],
-        "annotations": [
-            ["Cardiomegaly/mild", "Pleural Effusion/left/small"],
-            ["normal"],
-            ["Pleural Effusion/right"],
-            ["No Indexing"],  # not scored
-            ["Pulmonary Atelectasis/base/left"],
-        ],
-    })
-    entities = _entities([
-        ("a", "cardiomegaly", "present", "heart", "moderate"),       # TP, severity level disagrees
-        ("a", "pleural effusion", "present", "left pleura", "small"),  # TP, location and severity agree
-        ("b", "pleural effusion", "present", None, None),           # FP
-        ("c", "pleural effusion", "negated", "right pleura", None),  # negated: FN for effusion
-        ("d", "cardiomegaly", "present", None, None),               # report not scored
-        ("e", "atelectasis", "uncertain", "left base", None),       # uncertain is not "present": FN
-    ])
+    reports = pa.table(
+        {
+            "report_id": ["a", "b", "c", "d", "e"],
+            "annotations": [
+                ["Cardiomegaly/mild", "Pleural Effusion/left/small"],
+                ["normal"],
+                ["Pleural Effusion/right"],
+                ["No Indexing"],  # not scored
+                ["Pulmonary Atelectasis/base/left"],
+            ],
+        }
+    )
+    entities = _entities(
+        [
+            ("a", "cardiomegaly", "present", "heart", "moderate"),  # TP, severity level disagrees
+            ("a", "pleural effusion", "present", "left pleura", "small"),  # TP, location and severity agree
+            ("b", "pleural effusion", "present", None, None),  # FP
+            ("c", "pleural effusion", "negated", "right pleura", None),  # negated: FN for effusion
+            ("d", "cardiomegaly", "present", None, None),  # report not scored
+            ("e", "atelectasis", "uncertain", "left base", None),  # uncertain is not "present": FN
+        ]
+    )
     rows, diag = score_extraction(reports, entities, mapping)
     by = {r["category"]: r for r in rows}
     assert diag["n_reports_scored"] == 4
@@ -88,18 +98,29 @@ def test_write_quality_csv_and_figure(tmp_path, mapping):
 
 
 def test_entities_normalise_and_keep_raw(tmp_path, rules_backend):
-    triplet = lambda cat, pol="present": {"severity": None, "location": None, "category": cat, "polarity": pol,  # noqa: E731
-                                          "sentence": f"{cat}."}
-    shard = pa.table({
-        "report_id": ["r1", "r2"],
-        "backend": ["rules", "rules"],
-        "status": ["ok", "failed"],
-        "triplets": [[triplet("pleural effusions"), triplet("pleural effusions"), triplet("situs inversus", "negated")],
-                     [triplet("cardiomegaly")]],
-    })
+    triplet = lambda cat, pol="present": {
+        "severity": None,
+        "location": None,
+        "category": cat,
+        "polarity": pol,  # noqa: E731
+        "sentence": f"{cat}.",
+    }
+    shard = pa.table(
+        {
+            "report_id": ["r1", "r2"],
+            "backend": ["rules", "rules"],
+            "status": ["ok", "failed"],
+            "triplets": [
+                [triplet("pleural effusions"), triplet("pleural effusions"), triplet("situs inversus", "negated")],
+                [triplet("cardiomegaly")],
+            ],
+        }
+    )
     pq.write_table(shard, tmp_path / "000.parquet")
     table = build_entities([tmp_path / "000.parquet"], rules_backend.vocabulary, tmp_path / "entities.parquet")
     rows = pq.read_table(tmp_path / "entities.parquet").to_pylist()
     assert table.num_rows == 2  # duplicate statement collapsed, failed report contributes nothing
     assert [(r["category_raw"], r["category"], r["polarity"]) for r in rows] == [
-        ("pleural effusions", "pleural effusion", "present"), ("situs inversus", None, "negated")]
+        ("pleural effusions", "pleural effusion", "present"),
+        ("situs inversus", None, "negated"),
+    ]

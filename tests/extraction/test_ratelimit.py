@@ -31,8 +31,9 @@ def max_in_window(times: list[float], window: float) -> int:
     return max(bisect_right(times, t + window - 1e-9) - i for i, t in enumerate(times))
 
 
-def run_requests(lim: RateLimiter, clock: FakeClock, n: int, tokens: int = 1, concurrency: int = 8,
-                 actual: int | None = None) -> list[float]:
+def run_requests(
+    lim: RateLimiter, clock: FakeClock, n: int, tokens: int = 1, concurrency: int = 8, actual: int | None = None
+) -> list[float]:
     """n requests by `concurrency` workers; each settles with `actual` tokens right after starting."""
     starts: list[float] = []
 
@@ -51,10 +52,19 @@ def run_requests(lim: RateLimiter, clock: FakeClock, n: int, tokens: int = 1, co
     return starts
 
 
-@pytest.mark.parametrize("value, seconds", [
-    ("6m0s", 360.0), ("1s", 1.0), ("20ms", 0.02), ("1h2m3.5s", 3723.5), ("0.5s", 0.5), ("12", 12.0),
-    ("1m30s", 90.0), (" 250ms ", 0.25),
-])
+@pytest.mark.parametrize(
+    "value, seconds",
+    [
+        ("6m0s", 360.0),
+        ("1s", 1.0),
+        ("20ms", 0.02),
+        ("1h2m3.5s", 3723.5),
+        ("0.5s", 0.5),
+        ("12", 12.0),
+        ("1m30s", 90.0),
+        (" 250ms ", 0.25),
+    ],
+)
 def test_parse_reset_formats(value, seconds):
     assert parse_reset(value) == pytest.approx(seconds)
 

@@ -14,41 +14,63 @@ from medfilip.extraction.vocabulary import Vocabulary, VocabularyError
 def facts(extractor, text):
     """(canonical category, polarity, severity, location) of every triplet."""
     vocab = extractor.vocab
-    return [(vocab.normalise(t.category), t.polarity.value, t.severity, t.location) for t in extractor.extract_text(text)]
+    return [
+        (vocab.normalise(t.category), t.polarity.value, t.severity, t.location) for t in extractor.extract_text(text)
+    ]
 
 
 @pytest.mark.parametrize(
     "text, expected",
     [
-        ("No pleural effusion or pneumothorax.",
-         [("pleural effusion", "negated", None, "pleura"), ("pneumothorax", "negated", None, "pleura")]),
-        ("No focal consolidation, pneumothorax, or large pleural effusion.",
-         [("consolidation", "negated", None, "lung"), ("pneumothorax", "negated", None, "pleura"),
-          ("pleural effusion", "negated", "large", "pleura")]),
+        (
+            "No pleural effusion or pneumothorax.",
+            [("pleural effusion", "negated", None, "pleura"), ("pneumothorax", "negated", None, "pleura")],
+        ),
+        (
+            "No focal consolidation, pneumothorax, or large pleural effusion.",
+            [
+                ("consolidation", "negated", None, "lung"),
+                ("pneumothorax", "negated", None, "pleura"),
+                ("pleural effusion", "negated", "large", "pleura"),
+            ],
+        ),
         ("Mild cardiomegaly.", [("cardiomegaly", "present", "mild", "heart")]),
         ("Heart size is mildly enlarged.", [("cardiomegaly", "present", "mild", "heart")]),
-        ("There is a small left pleural effusion and right basilar atelectasis.",
-         [("pleural effusion", "present", "small", "left pleura"), ("atelectasis", "present", None, "right base")]),
+        (
+            "There is a small left pleural effusion and right basilar atelectasis.",
+            [("pleural effusion", "present", "small", "left pleura"), ("atelectasis", "present", None, "right base")],
+        ),
         ("Pneumonia cannot be excluded.", [("pneumonia", "uncertain", None, "lung")]),
         ("Findings may represent early pneumonia.", [("pneumonia", "uncertain", None, "lung")]),
         ("Questionable right lower lobe infiltrate.", [("infiltrate", "uncertain", None, "right lower lobe")]),
         ("The right effusion has resolved.", [("pleural effusion", "negated", None, "right pleura")]),
         ("Pleural effusion is not seen.", [("pleural effusion", "negated", None, "pleura")]),
         # "no change" is not a negation
-        ("No change in the small calcified right upper lobe nodule.",
-         [("calcification", "present", "small", "right upper lobe"), ("nodule", "present", None, "right upper lobe")]),
+        (
+            "No change in the small calcified right upper lobe nodule.",
+            [
+                ("calcification", "present", "small", "right upper lobe"),
+                ("nodule", "present", None, "right upper lobe"),
+            ],
+        ),
         # the scope of "no" ends at "but"
-        ("No pneumothorax but there is a moderate right effusion.",
-         [("pneumothorax", "negated", None, "pleura"), ("pleural effusion", "present", "moderate", "right pleura")]),
+        (
+            "No pneumothorax but there is a moderate right effusion.",
+            [("pneumothorax", "negated", None, "pleura"), ("pleural effusion", "present", "moderate", "right pleura")],
+        ),
         # longest match wins across categories
         ("Calcified granuloma in the left upper lobe.", [("granuloma", "present", None, "left upper lobe")]),
-        ("Subcutaneous emphysema in the right chest wall.",
-         [("subcutaneous emphysema", "present", None, "right chest wall")]),
+        (
+            "Subcutaneous emphysema in the right chest wall.",
+            [("subcutaneous emphysema", "present", None, "right chest wall")],
+        ),
         # a finding inside another's words still counts when the vocabulary says so
         ("Bibasilar airspace opacities.", [("opacity", "present", None, "bilateral base")]),
         ("Lung volumes are low.", [("hypoinflation", "present", None, "lung")]),
-        ("The lungs are hyperexpanded, consistent with emphysema.",
-         [("hyperinflation", "present", None, "lung"), ("emphysema", "present", None, "lung")]),
+        (
+            "The lungs are hyperexpanded, consistent with emphysema.",
+            [("hyperinflation", "present", None, "lung"), ("emphysema", "present", None, "lung")],
+        ),
         ("Degenerative changes of the thoracic spine.", [("degenerative changes", "present", None, "spine")]),
         ("Heart size and pulmonary vascularity are within normal limits.", []),
         ("The lungs are clear.", []),
@@ -128,9 +150,33 @@ def test_normalise_maps_synonyms_and_returns_none_for_unknown(extractor):
 def test_vocabulary_covers_the_chexpert_observations(extractor):
     groups = {g for g in extractor.vocab.groups.values() if g}
     assert groups >= {
-        "Enlarged Cardiomediastinum", "Cardiomegaly", "Lung Opacity", "Lung Lesion", "Edema", "Consolidation",
-        "Pneumonia", "Atelectasis", "Pneumothorax", "Pleural Effusion", "Pleural Other", "Fracture", "Support Devices",
+        "Enlarged Cardiomediastinum",
+        "Cardiomegaly",
+        "Lung Opacity",
+        "Lung Lesion",
+        "Edema",
+        "Consolidation",
+        "Pneumonia",
+        "Atelectasis",
+        "Pneumothorax",
+        "Pleural Effusion",
+        "Pleural Other",
+        "Fracture",
+        "Support Devices",
     }
     names = set(extractor.vocab.category_names)
-    assert names >= {"nodule", "mass", "granuloma", "calcification", "emphysema", "fibrosis", "scarring",
-                     "hiatal hernia", "fracture", "scoliosis", "support devices", "pulmonary congestion", "hyperinflation"}
+    assert names >= {
+        "nodule",
+        "mass",
+        "granuloma",
+        "calcification",
+        "emphysema",
+        "fibrosis",
+        "scarring",
+        "hiatal hernia",
+        "fracture",
+        "scoliosis",
+        "support devices",
+        "pulmonary congestion",
+        "hyperinflation",
+    }

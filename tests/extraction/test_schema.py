@@ -7,11 +7,13 @@ from medfilip.extraction.schema import Polarity, Triplet, keep_categorised
 
 
 def test_triplets_without_category_are_dropped_and_counted():
-    kept, dropped = keep_categorised([
-        {"severity": "mild", "location": "left base", "category": "Atelectasis", "polarity": "present"},
-        {"severity": "small", "location": "right", "category": None},
-        {"severity": None, "location": "lung", "category": "   "},
-    ])
+    kept, dropped = keep_categorised(
+        [
+            {"severity": "mild", "location": "left base", "category": "Atelectasis", "polarity": "present"},
+            {"severity": "small", "location": "right", "category": None},
+            {"severity": None, "location": "lung", "category": "   "},
+        ]
+    )
     assert dropped == 2
     assert kept == [Triplet(severity="mild", location="left base", category="atelectasis")]
 

@@ -59,31 +59,60 @@ def _labels(tmp_path: Path, vocab, triplets: list[dict]) -> list[str]:
     shard = tmp_path / "000.parquet"
     pq.write_table(pa.table({"report_id": ["R1"], "text": ["x"]}), shard)
     extraction = tmp_path / "ex.parquet"
-    pq.write_table(pa.table({"report_id": ["R1"], "backend": ["openai"], "status": ["ok"],
-                             "triplets": pa.array([triplets], pa.list_(TRIPLET_TYPE))}), extraction)
+    pq.write_table(
+        pa.table(
+            {
+                "report_id": ["R1"],
+                "backend": ["openai"],
+                "status": ["ok"],
+                "triplets": pa.array([triplets], pa.list_(TRIPLET_TYPE)),
+            }
+        ),
+        extraction,
+    )
     build_entities([extraction], vocab, tmp_path / "entities.parquet")
     knowledge = load_knowledge(ROOT / "resources" / "knowledge" / "dictionary.yaml")
-    build_labels([shard], tmp_path / "entities.parquet", knowledge, LabelsConfig(variants=["triplet"]),
-                 tmp_path / "labels.parquet", extractions=[extraction],
-                 default_locations={n: c.location for n, c in vocab.by_name.items()},
-                 location_text=vocab.label_location)
+    build_labels(
+        [shard],
+        tmp_path / "entities.parquet",
+        knowledge,
+        LabelsConfig(variants=["triplet"]),
+        tmp_path / "labels.parquet",
+        extractions=[extraction],
+        default_locations={n: c.location for n, c in vocab.by_name.items()},
+        location_text=vocab.label_location,
+    )
     return sorted(pq.read_table(tmp_path / "labels.parquet")["label"].to_pylist())
 
 
 def test_labels_read_as_a_radiologist_writes(tmp_path, rules_backend):
     def t(category, location, severity=None):
-        return {"sentence": "s", "category": category, "severity": severity, "location": location,
-                "polarity": "present"}
+        return {
+            "sentence": "s",
+            "category": category,
+            "severity": severity,
+            "location": location,
+            "polarity": "present",
+        }
 
-    labels = _labels(tmp_path, rules_backend.vocabulary, [
-        t("pleural effusion", "bilateral pleura", "small"),
-        t("opacity", "heart"),
-        t("atelectasis", "left middle lobe"),
-        t("cardiomegaly", "left heart", "mild"),
-        t("pneumothorax", "right pleura"),
-    ])
-    assert labels == ["left mid lung atelectasis", "mild cardiomegaly", "opacity", "right pneumothorax",
-                      "small bilateral pleural effusion"]
+    labels = _labels(
+        tmp_path,
+        rules_backend.vocabulary,
+        [
+            t("pleural effusion", "bilateral pleura", "small"),
+            t("opacity", "heart"),
+            t("atelectasis", "left middle lobe"),
+            t("cardiomegaly", "left heart", "mild"),
+            t("pneumothorax", "right pleura"),
+        ],
+    )
+    assert labels == [
+        "left mid lung atelectasis",
+        "mild cardiomegaly",
+        "opacity",
+        "right pneumothorax",
+        "small bilateral pleural effusion",
+    ]
     assert not any("heart opacity" in x or "pleura pleural" in x or "left middle lobe" in x for x in labels)
 
 
@@ -95,7 +124,8 @@ def test_each_dataset_class_has_one_category_everywhere():
     assert knowledge.resolve("Nodule/Mass") == "nodule"
     disagree = {
         (name, cls): (cat, knowledge.resolve(cls))
-        for name, spec in SPECS.items() if name != "rsna"
+        for name, spec in SPECS.items()
+        if name != "rsna"
         for cls, cat in spec.categories.items()
         if knowledge.resolve(cls) is not None and knowledge.resolve(cls) != cat
     }
@@ -104,4 +134,6 @@ def test_each_dataset_class_has_one_category_everywhere():
 
 
 def test_labels_render_without_location_repeats():
-    assert render_label("pleural effusion", "small", "bilateral", variant="triplet") == "small bilateral pleural effusion"
+    assert (
+        render_label("pleural effusion", "small", "bilateral", variant="triplet") == "small bilateral pleural effusion"
+    )

@@ -22,8 +22,13 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def _store(root: Path, ids: list[str], seed: int, shard_size: int = 2) -> ImageStore:
     rng = np.random.default_rng(seed)
-    return write_store(root, [(i, rng.integers(0, 256, (8, 8), dtype=np.uint8), {"path": f"{i}.png", "split": "train"})
-                              for i in ids], size=8, dataset="corpus", shard_size=shard_size)
+    return write_store(
+        root,
+        [(i, rng.integers(0, 256, (8, 8), dtype=np.uint8), {"path": f"{i}.png", "split": "train"}) for i in ids],
+        size=8,
+        dataset="corpus",
+        shard_size=shard_size,
+    )
 
 
 def test_merge_links_pixels_and_keeps_order(tmp_path):
@@ -38,7 +43,9 @@ def test_merge_links_pixels_and_keeps_order(tmp_path):
     (reject,) = merged.rejects().to_pylist()
     assert reject["image_id"] == "x2" and "already taken by x2.png" in reject["reason"]
     # linked, not copied: the part's array file and the merged one are the same file
-    assert (tmp_path / "all" / "arrays" / "002.npy").stat().st_ino == (tmp_path / "b" / "arrays" / "000.npy").stat().st_ino
+    assert (tmp_path / "all" / "arrays" / "002.npy").stat().st_ino == (
+        tmp_path / "b" / "arrays" / "000.npy"
+    ).stat().st_ino
 
 
 def test_merge_refuses_parts_that_disagree(tmp_path):
@@ -56,10 +63,14 @@ def test_killed_corpus_store_resumes_from_its_finished_shards(tmp_path):
     for rid, findings, impression, mesh in REPORTS:
         (corpus / f"{rid.removeprefix('CXR')}.xml").write_text(openi_xml(rid, findings, impression, mesh))
     config = tmp_path / "config.yaml"
-    config.write_text(yaml.safe_dump({
-        "reports": {"source": "iu_xray", "n_shards": 3, "iu_xray": {"path": "iu_reports"}},
-        "images": {"size": 64},
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "reports": {"source": "iu_xray", "n_shards": 3, "iu_xray": {"path": "iu_reports"}},
+                "images": {"size": 64},
+            }
+        )
+    )
     # the "killed" run: parts 000 and 001 finished, 002 was never written
     first = ["results/images/corpus_parts/000/index.parquet", "results/images/corpus_parts/001/index.parquet"]
     proc = snakemake(tmp_path, "--cores", "2", *first, configfile=config)
@@ -89,16 +100,24 @@ def test_killed_corpus_store_resumes_from_its_finished_shards(tmp_path):
     from medfilip.images.corpus import build_corpus_store
 
     cfg = load_config(config)
-    whole = build_corpus_store(shards, tmp_path / "whole", size=64, findings="mesh",
-                               mapping=MeshMapping.load(ROOT / cfg.quality.mesh_mapping, configured_vocabulary(cfg)),
-                               png_dir=tmp_path / "results" / "corpus" / "iu_xray" / "images",
-                               seed=cfg.images.corpus.seed, phantom_settings=cfg.phantom.model_dump(mode="json"),
-                               progress=False)
+    whole = build_corpus_store(
+        shards,
+        tmp_path / "whole",
+        size=64,
+        findings="mesh",
+        mapping=MeshMapping.load(ROOT / cfg.quality.mesh_mapping, configured_vocabulary(cfg)),
+        png_dir=tmp_path / "results" / "corpus" / "iu_xray" / "images",
+        seed=cfg.images.corpus.seed,
+        phantom_settings=cfg.phantom.model_dump(mode="json"),
+        progress=False,
+    )
     assert sorted(merged.image_ids) == sorted(whole.image_ids) and len(merged) > 0
     order = {image_id: i for i, image_id in enumerate(whole.image_ids)}
     for i, image_id in enumerate(merged.image_ids):
         np.testing.assert_array_equal(merged[i], whole[order[image_id]])
     cols = ["image_id", "report_id", "split", "view", "findings"]
     key = lambda row: row["image_id"]  # noqa: E731
-    assert sorted(merged.index.select(cols).to_pylist(), key=key) == sorted(whole.index.select(cols).to_pylist(), key=key)
+    assert sorted(merged.index.select(cols).to_pylist(), key=key) == sorted(
+        whole.index.select(cols).to_pylist(), key=key
+    )
     shutil.rmtree(tmp_path / "whole")

@@ -29,7 +29,9 @@ def gradient(h: int = SIZE, w: int = SIZE) -> np.ndarray:
     return np.rint(x).astype(np.uint8)
 
 
-def write_dicom(path: Path, stored: np.ndarray, *, photometric: str = "MONOCHROME2", pixel_data: bool = True, **extra) -> Path:
+def write_dicom(
+    path: Path, stored: np.ndarray, *, photometric: str = "MONOCHROME2", pixel_data: bool = True, **extra
+) -> Path:
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import (
         ExplicitVRLittleEndian,
@@ -98,17 +100,20 @@ def files(tmp_path: Path) -> dict[str, Path]:
 
 def _table(files: dict[str, Path]) -> pa.Table:
     names = list(files)
-    return pa.table({
-        "image_id": names,
-        "path": [str(files[n]) for n in names],
-        "split": ["test" if i % 2 else "validate" for i in range(len(names))],
-        "labels": [[float(i % 2), None] for i in range(len(names))],
-    })
+    return pa.table(
+        {
+            "image_id": names,
+            "path": [str(files[n]) for n in names],
+            "split": ["test" if i % 2 else "validate" for i in range(len(names))],
+            "labels": [[float(i % 2), None] for i in range(len(names))],
+        }
+    )
 
 
 def test_decoding_and_rejects(files, tmp_path):
-    store = preprocess_images(_table(files), tmp_path / "store", size=SIZE, workers=1, dataset="demo",
-                              label_names=["x", "y"], progress=False)
+    store = preprocess_images(
+        _table(files), tmp_path / "store", size=SIZE, workers=1, dataset="demo", label_names=["x", "y"], progress=False
+    )
     ids = store.image_ids
     assert ids == ["png8", "png16", "rgb", "wide", "jpeg", "mono2", "mono1", "rescaled"]
     img = {i: store[k] for k, i in enumerate(ids)}
@@ -116,7 +121,9 @@ def test_decoding_and_rejects(files, tmp_path):
     np.testing.assert_array_equal(img["png8"], g)
     np.testing.assert_array_equal(img["png16"], g)  # 16-bit stretched from min to max = the 8-bit values
     np.testing.assert_array_equal(img["rgb"], g)
-    assert np.abs(img["jpeg"].astype(int) - letterbox(gradient(4 * SIZE, 4 * SIZE), SIZE)).mean() < 2  # DCT-scaled decode
+    assert (
+        np.abs(img["jpeg"].astype(int) - letterbox(gradient(4 * SIZE, 4 * SIZE), SIZE)).mean() < 2
+    )  # DCT-scaled decode
     # no window: percentile stretch, close to the 8-bit source; MONOCHROME1 is its inverse
     assert np.abs(img["mono2"].astype(int) - g).max() <= 3
     np.testing.assert_array_equal(img["mono1"], 255 - img["mono2"])
@@ -175,15 +182,26 @@ def test_letterbox_geometry_maps_boxes_and_masks():
 
 
 def test_source_column_types_are_kept(files, tmp_path):
-    box = pa.struct([("category", pa.string()), ("x0", pa.float64()), ("y0", pa.float64()),
-                     ("x1", pa.float64()), ("y1", pa.float64())])
-    table = pa.table({
-        "image_id": pa.array(["a", "b"]),
-        "path": pa.array([str(files["png8"]), str(files["mono2"])]),
-        "report_id": pa.array([None, None], pa.null()),
-        "boxes": pa.array([[{"category": "pneumonia", "x0": 0.1, "y0": 0.2, "x1": 0.3, "y1": 0.4}], []], pa.list_(box)),
-        "patient": pa.array([7, 8], pa.int16()),
-    })
+    box = pa.struct(
+        [
+            ("category", pa.string()),
+            ("x0", pa.float64()),
+            ("y0", pa.float64()),
+            ("x1", pa.float64()),
+            ("y1", pa.float64()),
+        ]
+    )
+    table = pa.table(
+        {
+            "image_id": pa.array(["a", "b"]),
+            "path": pa.array([str(files["png8"]), str(files["mono2"])]),
+            "report_id": pa.array([None, None], pa.null()),
+            "boxes": pa.array(
+                [[{"category": "pneumonia", "x0": 0.1, "y0": 0.2, "x1": 0.3, "y1": 0.4}], []], pa.list_(box)
+            ),
+            "patient": pa.array([7, 8], pa.int16()),
+        }
+    )
     store = preprocess_images(table, tmp_path / "s", size=16, dataset="rsna", progress=False)
     schema = store.index.schema
     assert schema.field("boxes").type == pa.list_(box)

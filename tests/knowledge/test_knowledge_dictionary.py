@@ -16,7 +16,15 @@ from medfilip.knowledge import KnowledgeError, load_knowledge, normalise_name
 REPO = Path(__file__).resolve().parents[2]
 DICTIONARY = REPO / "resources" / "knowledge" / "dictionary.yaml"
 VOCABULARY_DIR = REPO / "resources" / "vocabulary"
-EXTRA = ["covid-19 pneumonia", "lung mass", "pneumomediastinum", "lung opacity", "lung lesion", "aortic enlargement", "normal"]
+EXTRA = [
+    "covid-19 pneumonia",
+    "lung mass",
+    "pneumomediastinum",
+    "lung opacity",
+    "lung lesion",
+    "aortic enlargement",
+    "normal",
+]
 
 # What a radiograph shows: brightness, shape or texture words. Every explanation must use some.
 APPEARANCE = re.compile(
@@ -85,27 +93,30 @@ def test_synonyms_are_unique_and_never_name_another_category(knowledge):
             assert seen.setdefault(key, cat) == cat, f"{synonym!r} in {cat} and {seen[key]}"
 
 
-@pytest.mark.parametrize(("name", "canonical"), [
-    ("pleural effusion", "pleural effusion"),
-    ("Pleural_Thickening", "pleural thickening"),      # ChestX-ray14 spelling
-    ("Effusion", "pleural effusion"),
-    ("Infiltration", "infiltrate"),
-    ("Hernia", "hiatal hernia"),
-    ("Edema", "pulmonary edema"),
-    ("No Finding", "normal"),
-    ("ILD", "interstitial lung disease"),                # VinDr-CXR
-    ("Nodule/Mass", "nodule"),  # as the dataset catalog says (issue 12.8)
-    ("Aortic enlargement", "aortic enlargement"),
-    ("Lung_Opacity", "lung opacity"),                   # COVID-19 Radiography folder name
-    ("COVID", "covid-19 pneumonia"),
-    ("covid 19", "covid-19 pneumonia"),
-    ("Viral Pneumonia", "pneumonia"),
-    ("post surgical changes", "post-surgical changes"),
-    ("Pulmonary Disease, Chronic Obstructive", "copd"),  # IU-Xray MeSH head
-    ("  ENLARGED   heart ", "cardiomegaly"),
-    ("TB", "tuberculosis"),
-    ("Enlarged Cardiomediastinum", "enlarged cardiomediastinum"),
-])
+@pytest.mark.parametrize(
+    ("name", "canonical"),
+    [
+        ("pleural effusion", "pleural effusion"),
+        ("Pleural_Thickening", "pleural thickening"),  # ChestX-ray14 spelling
+        ("Effusion", "pleural effusion"),
+        ("Infiltration", "infiltrate"),
+        ("Hernia", "hiatal hernia"),
+        ("Edema", "pulmonary edema"),
+        ("No Finding", "normal"),
+        ("ILD", "interstitial lung disease"),  # VinDr-CXR
+        ("Nodule/Mass", "nodule"),  # as the dataset catalog says (issue 12.8)
+        ("Aortic enlargement", "aortic enlargement"),
+        ("Lung_Opacity", "lung opacity"),  # COVID-19 Radiography folder name
+        ("COVID", "covid-19 pneumonia"),
+        ("covid 19", "covid-19 pneumonia"),
+        ("Viral Pneumonia", "pneumonia"),
+        ("post surgical changes", "post-surgical changes"),
+        ("Pulmonary Disease, Chronic Obstructive", "copd"),  # IU-Xray MeSH head
+        ("  ENLARGED   heart ", "cardiomegaly"),
+        ("TB", "tuberculosis"),
+        ("Enlarged Cardiomediastinum", "enlarged cardiomediastinum"),
+    ],
+)
 def test_resolve_names_synonyms_and_dataset_spellings(knowledge, name, canonical):
     assert knowledge.resolve(name) == canonical
     assert knowledge.entry(name).category == canonical
@@ -115,7 +126,9 @@ def test_resolve_names_synonyms_and_dataset_spellings(knowledge, name, canonical
 def test_unknown_names_resolve_to_none_and_entry_suggests(knowledge):
     assert knowledge.resolve("pleural other") is None
     assert knowledge.resolve("") is None
-    with pytest.raises(KeyError, match=r"dictionary.yaml: no entry for category 'pleral efusion' \(did you mean 'pleural effusion'"):
+    with pytest.raises(
+        KeyError, match=r"dictionary.yaml: no entry for category 'pleral efusion' \(did you mean 'pleural effusion'"
+    ):
         knowledge.entry("pleral efusion")
 
 
@@ -134,8 +147,11 @@ def test_version_is_the_file_hash(tmp_path, knowledge):
 
 def test_folded_text_is_cleaned(tmp_path):
     path = tmp_path / "d.yaml"
-    path.write_text("categories:\n  nodule:\n    explanation: >-\n      a round\n      opacity   in the lung\n"
-                    "    context: '  Small.  '\n", encoding="utf-8")
+    path.write_text(
+        "categories:\n  nodule:\n    explanation: >-\n      a round\n      opacity   in the lung\n"
+        "    context: '  Small.  '\n",
+        encoding="utf-8",
+    )
     k = load_knowledge(path, required=["nodule"])
     assert k.explanation("nodule") == "a round opacity in the lung"
     assert k.entry("nodule").context == "Small."
@@ -168,11 +184,14 @@ def test_empty_text_names_category_and_field(tmp_path, field, value):
 
 
 def test_missing_field_and_unknown_key_are_reported_together(tmp_path):
-    path = write(tmp_path, {
-        "nodule": {"explanation": "a round opacity", "synonyms": []},
-        "mass": {**entry(), "explaination": "typo"},
-        "cyst": entry(synonyms=["  "]),
-    })
+    path = write(
+        tmp_path,
+        {
+            "nodule": {"explanation": "a round opacity", "synonyms": []},
+            "mass": {**entry(), "explaination": "typo"},
+            "cyst": entry(synonyms=["  "]),
+        },
+    )
     with pytest.raises(KnowledgeError) as err:
         load_knowledge(path)
     msg = str(err.value)
@@ -193,15 +212,20 @@ def test_wrong_types_are_reported(tmp_path):
 
 def test_duplicate_synonym_across_entries(tmp_path):
     path = write(tmp_path, {"nodule": entry(synonyms=["round lesion"]), "mass": entry(synonyms=["Round_Lesion"])})
-    with pytest.raises(KnowledgeError, match=r"category 'mass': synonym 'Round_Lesion' is also a synonym of category 'nodule'") as err:
+    with pytest.raises(
+        KnowledgeError, match=r"category 'mass': synonym 'Round_Lesion' is also a synonym of category 'nodule'"
+    ) as err:
         load_knowledge(path)
     assert str(path) in str(err.value)
 
 
 def test_synonym_naming_another_category_even_a_later_one(tmp_path):
     path = write(tmp_path, {"opacity": entry(synonyms=["Lung Opacity"]), "lung opacity": entry()})
-    with pytest.raises(KnowledgeError, match=rf"{re.escape(str(path))}: category 'opacity': synonym 'Lung Opacity' "
-                                             r"is the name of category 'lung opacity'"):
+    with pytest.raises(
+        KnowledgeError,
+        match=rf"{re.escape(str(path))}: category 'opacity': synonym 'Lung Opacity' "
+        r"is the name of category 'lung opacity'",
+    ):
         load_knowledge(path)
 
 
@@ -216,9 +240,14 @@ def test_synonym_repeating_its_own_category_or_itself(tmp_path):
 
 def test_category_given_twice(tmp_path):
     path = tmp_path / "twice.yaml"
-    path.write_text("categories:\n  nodule: {explanation: a, context: b}\n  nodule: {explanation: c, context: d}\n",
-                    encoding="utf-8")
-    with pytest.raises(KnowledgeError, match=rf"^{re.escape(str(path))}: not valid YAML \(line 3, column 3\): key 'nodule' appears twice$"):
+    path.write_text(
+        "categories:\n  nodule: {explanation: a, context: b}\n  nodule: {explanation: c, context: d}\n",
+        encoding="utf-8",
+    )
+    with pytest.raises(
+        KnowledgeError,
+        match=rf"^{re.escape(str(path))}: not valid YAML \(line 3, column 3\): key 'nodule' appears twice$",
+    ):
         load_knowledge(path)
     path = write(tmp_path, {"lung mass": entry(), "Lung_Mass": entry()})
     with pytest.raises(KnowledgeError, match=r"category 'Lung_Mass' is the same name as category 'lung mass'"):
@@ -247,7 +276,9 @@ def test_unknown_top_level_key(tmp_path):
 
 
 def test_file_not_found(tmp_path):
-    with pytest.raises(KnowledgeError, match=rf"{re.escape(str(tmp_path / 'nope.yaml'))}: knowledge dictionary not found"):
+    with pytest.raises(
+        KnowledgeError, match=rf"{re.escape(str(tmp_path / 'nope.yaml'))}: knowledge dictionary not found"
+    ):
         load_knowledge(tmp_path / "nope.yaml")
     assert issubclass(KnowledgeError, ValueError)
 
@@ -255,10 +286,15 @@ def test_file_not_found(tmp_path):
 # -- the command -------------------------------------------------------------------------------
 def config_file(tmp_path: Path, dictionary: Path) -> Path:
     cfg = tmp_path / "config.yaml"
-    cfg.write_text(yaml.safe_dump({
-        "extraction": {"rules": {"vocabulary_dir": str(VOCABULARY_DIR)}},
-        "knowledge": {"path": str(dictionary)},
-    }), encoding="utf-8")
+    cfg.write_text(
+        yaml.safe_dump(
+            {
+                "extraction": {"rules": {"vocabulary_dir": str(VOCABULARY_DIR)}},
+                "knowledge": {"path": str(dictionary)},
+            }
+        ),
+        encoding="utf-8",
+    )
     return cfg
 
 

@@ -40,7 +40,8 @@ ENTITIES = [
 @pytest.fixture
 def inputs(tmp_path: Path):
     entries = {
-        name: {"explanation": text, "context": f"context of {name}.", "synonyms": []} for name, text in KNOWLEDGE.items()
+        name: {"explanation": text, "context": f"context of {name}.", "synonyms": []}
+        for name, text in KNOWLEDGE.items()
     }
     entries["pneumothorax"] = {"explanation": "a lucent rim without lung markings", "context": "air.", "synonyms": []}
     (tmp_path / "dictionary.yaml").write_text(yaml.safe_dump({"categories": entries}), encoding="utf-8")
@@ -61,8 +62,14 @@ def _labels(path, variant):
 def test_labels_per_variant(inputs, tmp_path):
     shard, entities, knowledge = inputs
     out = tmp_path / "labels.parquet"
-    summary = build_labels([shard], entities, knowledge, LabelsConfig(), out,
-                           default_locations={"pleural effusion": "pleura", "cardiomegaly": "heart"})
+    summary = build_labels(
+        [shard],
+        entities,
+        knowledge,
+        LabelsConfig(),
+        out,
+        default_locations={"pleural effusion": "pleura", "cardiomegaly": "heart"},
+    )
     assert summary.n_reports == 3 and summary.n_normal_reports == 1
 
     full = _labels(out, "triplet_explanation")
@@ -80,7 +87,10 @@ def test_labels_per_variant(inputs, tmp_path):
     assert r1["fine_grained_key"] == "mild|atelectasis" and r1["label_key"] == label_key(r1["label"])
     assert not r1["is_normal"] and [r["is_normal"] for r in full if r["report_id"] == "R2"] == [True]
 
-    assert [r["label"] for r in _labels(out, "category") if r["report_id"] == "R1"] == ["atelectasis", "pleural effusion"]
+    assert [r["label"] for r in _labels(out, "category") if r["report_id"] == "R1"] == [
+        "atelectasis",
+        "pleural effusion",
+    ]
     assert [r["label"] for r in _labels(out, "triplet") if r["report_id"] == "R1"][0] == "mild left base atelectasis"
     report_rows = _labels(out, "report")
     assert [r["label"] for r in report_rows] == [t for _, t in REPORTS] and report_rows[0]["category"] is None
@@ -90,8 +100,9 @@ def test_labels_per_variant(inputs, tmp_path):
 def test_negated_keep_and_uncertain_drop(inputs, tmp_path):
     shard, entities, knowledge = inputs
     out = tmp_path / "labels.parquet"
-    build_labels([shard], entities, knowledge,
-                 LabelsConfig(variants=["triplet"], negated="keep", uncertain="drop"), out)
+    build_labels(
+        [shard], entities, knowledge, LabelsConfig(variants=["triplet"], negated="keep", uncertain="drop"), out
+    )
     labels = {(r["report_id"], r["label"]) for r in pq.read_table(out).to_pylist()}
     assert ("R1", "no pneumothorax") in labels
     # R2 has only a negated finding: a normal report, with its negation kept beside the normal label
@@ -103,8 +114,12 @@ def test_negated_keep_and_uncertain_drop(inputs, tmp_path):
 
 def test_category_without_knowledge_entry_is_an_error(inputs, tmp_path):
     shard, entities, _ = inputs
-    (tmp_path / "small.yaml").write_text(yaml.safe_dump({"categories": {
-        "normal": {"explanation": "clear lungs", "context": "nothing.", "synonyms": []}}}), encoding="utf-8")
+    (tmp_path / "small.yaml").write_text(
+        yaml.safe_dump(
+            {"categories": {"normal": {"explanation": "clear lungs", "context": "nothing.", "synonyms": []}}}
+        ),
+        encoding="utf-8",
+    )
     with pytest.raises(ValueError, match="atelectasis"):
         build_labels([shard], entities, load_knowledge(tmp_path / "small.yaml"), LabelsConfig(), tmp_path / "l.parquet")
     assert not (tmp_path / "l.parquet").exists()

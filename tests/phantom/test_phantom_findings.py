@@ -33,8 +33,14 @@ def test_unknown_category_is_left_alone_and_duplicates_merge():
 
 
 def test_every_finding_of_every_drawn_image_has_severity_and_location():
-    findings = [("atelectasis", None, None), ("opacity", "right upper lobe", None), ("pneumothorax", None, "large"),
-                ("pleural effusion", None, "small"), ("nodule", None, None), ("support devices", None, None)]
+    findings = [
+        ("atelectasis", None, None),
+        ("opacity", "right upper lobe", None),
+        ("pneumothorax", None, "large"),
+        ("pleural effusion", None, "small"),
+        ("nodule", None, None),
+        ("support devices", None, None),
+    ]
     for seed in range(20):
         for cat, loc, sev in complete_findings(findings, seed):
             assert loc and sev, (cat, seed)

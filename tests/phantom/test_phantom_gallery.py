@@ -12,7 +12,9 @@ from medfilip.cli import main
 
 def test_gallery_cli_writes_a_png(tmp_path: Path):
     out = tmp_path / "figures" / "phantom_gallery.png"
-    rc = main(["phantom-gallery", "--out", str(out), "--size", "48", "--categories", "normal", "pneumothorax", "cardiomegaly"])
+    rc = main(
+        ["phantom-gallery", "--out", str(out), "--size", "48", "--categories", "normal", "pneumothorax", "cardiomegaly"]
+    )
     assert rc == 0
     image = np.asarray(Image.open(out))
     assert image.ndim == 2 and image.dtype == np.uint8

@@ -13,7 +13,15 @@ from medfilip.phantom import APPEARANCE, Finding, finding_region, phantom_scene,
 from medfilip.phantom.anatomy import PATIENT_LEFT, PATIENT_RIGHT
 from medfilip.phantom.regions import parse_location
 
-EXTRAS = ["covid-19 pneumonia", "lung mass", "pneumomediastinum", "lung opacity", "lung lesion", "aortic enlargement", "normal"]
+EXTRAS = [
+    "covid-19 pneumonia",
+    "lung mass",
+    "pneumomediastinum",
+    "lung opacity",
+    "lung lesion",
+    "aortic enlargement",
+    "normal",
+]
 SIZE = 128
 
 
@@ -52,15 +60,33 @@ def test_category_renders_and_changes_pixels_only_inside_its_region(category):
 
 
 @pytest.mark.parametrize(
-    "category", ["consolidation", "pleural effusion", "pneumothorax", "nodule", "cardiomegaly", "pulmonary edema", "atelectasis", "covid-19 pneumonia", "fibrosis", "emphysema"]
+    "category",
+    [
+        "consolidation",
+        "pleural effusion",
+        "pneumothorax",
+        "nodule",
+        "cardiomegaly",
+        "pulmonary edema",
+        "atelectasis",
+        "covid-19 pneumonia",
+        "fibrosis",
+        "emphysema",
+    ],
 )
 def test_severity_scales_the_changed_area(category):
-    areas = {sev: changed([Finding(category, severity=sev)], threshold=6).sum() for sev in ("minimal", "mild", "severe")}
+    areas = {
+        sev: changed([Finding(category, severity=sev)], threshold=6).sum() for sev in ("minimal", "mild", "severe")
+    }
     assert areas["severe"] > areas["mild"] >= areas["minimal"] > 0, areas
 
 
 def test_same_seed_same_bytes_other_seed_other_image():
-    findings = [Finding("pneumonia", "right lower lobe", "moderate"), Finding("pleural effusion", "left", "small"), Finding("support devices")]
+    findings = [
+        Finding("pneumonia", "right lower lobe", "moderate"),
+        Finding("pleural effusion", "left", "small"),
+        Finding("support devices"),
+    ]
     a = render_phantom(findings, size=SIZE, seed=3)
     assert a.tobytes() == render_phantom(findings, size=SIZE, seed=3).tobytes()
     assert not np.array_equal(a, render_phantom(findings, size=SIZE, seed=4))
@@ -124,19 +150,30 @@ def test_effusion_brightens_the_base_and_pneumothorax_darkens_the_apex():
     scene = phantom_scene([], size=size, seed=2)
     base = render_phantom([], size=size, seed=2).astype(float)
     effusion = render_phantom([Finding("pleural effusion", "right", "moderate")], size=size, seed=2).astype(float)
-    t = (scene.y - scene.anatomy.apex_y) / (scene.anatomy.dome_top(PATIENT_RIGHT) + scene.anatomy.dome_depth - scene.anatomy.apex_y)
+    t = (scene.y - scene.anatomy.apex_y) / (
+        scene.anatomy.dome_top(PATIENT_RIGHT) + scene.anatomy.dome_depth - scene.anatomy.apex_y
+    )
     right_base = (scene.lungs[PATIENT_RIGHT] > 0.5) & (t > 0.8)
     assert effusion[right_base].mean() > base[right_base].mean() + 30
     left_lung = scene.lungs[PATIENT_LEFT] > 0.5
     assert np.abs(effusion[left_lung] - base[left_lung]).max() == 0
 
     ptx = render_phantom([Finding("pneumothorax", "left", "large")], size=size, seed=2).astype(float)
-    rim = (scene.lung_outline(PATIENT_LEFT) > 0) & (scene.lung_outline(PATIENT_LEFT) < 0.03) & (scene.lateral(PATIENT_LEFT) > 0.15) & (t < 0.6)
+    rim = (
+        (scene.lung_outline(PATIENT_LEFT) > 0)
+        & (scene.lung_outline(PATIENT_LEFT) < 0.03)
+        & (scene.lateral(PATIENT_LEFT) > 0.15)
+        & (t < 0.6)
+    )
     assert ptx[rim].mean() < base[rim].mean() - 3
 
 
 def test_sizes_give_the_same_picture():
-    findings = [Finding("consolidation", "right lower lobe", "severe"), Finding("cardiomegaly"), Finding("pleural effusion", "left", "moderate")]
+    findings = [
+        Finding("consolidation", "right lower lobe", "severe"),
+        Finding("cardiomegaly"),
+        Finding("pleural effusion", "left", "moderate"),
+    ]
     small = render_phantom(findings, size=128, seed=9).astype(float)
     large = render_phantom(findings, size=512, seed=9).astype(float).reshape(128, 4, 128, 4).mean(axis=(1, 3))
     assert np.corrcoef(small.ravel(), large.ravel())[0, 1] > 0.9

@@ -47,8 +47,12 @@ GOOD = {
         automatic=(),
         images=("CXR2_IM-0652-1001", "CXR2_IM-0652-2001"),
     ),
-    "3.xml": openi_xml("CXR3", findings="", impression="Left basilar atelectasis.",
-                       major=("Pulmonary Atelectasis/base/left", "Opacity/lung/base/left/mild")),
+    "3.xml": openi_xml(
+        "CXR3",
+        findings="",
+        impression="Left basilar atelectasis.",
+        major=("Pulmonary Atelectasis/base/left", "Opacity/lung/base/left/mild"),
+    ),
     "4.xml": openi_xml("CXR4", findings="Mild cardiomegaly.", impression="", major=()),
 }
 BAD = {
@@ -125,7 +129,9 @@ def test_folder_and_tgz_give_the_same_reports(corpus, tmp_path):
     strip = lambda recs: [(r.report_id, r.reason) for r in recs if isinstance(r, Reject)]  # noqa: E731
     assert strip(from_tgz) == strip(from_folder)
     assert [r.location for r in from_tgz if isinstance(r, Reject)] == [
-        f"{tgz}:ecgen-radiology/5.xml", f"{tgz}:ecgen-radiology/6.xml", f"{tgz}:ecgen-radiology/7.xml",
+        f"{tgz}:ecgen-radiology/5.xml",
+        f"{tgz}:ecgen-radiology/6.xml",
+        f"{tgz}:ecgen-radiology/7.xml",
     ]
 
 

@@ -69,7 +69,10 @@ STUDIES = {
 
 # dicom ids per study, with their ViewPosition in the metadata ("" = unknown)
 DICOMS = {
-    "50414267": [("02aa804e-bde0afdd-112c0b34-7bc16630-4e384014", "PA"), ("174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962", "LATERAL")],
+    "50414267": [
+        ("02aa804e-bde0afdd-112c0b34-7bc16630-4e384014", "PA"),
+        ("174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962", "LATERAL"),
+    ],
     "53189527": [("2a2277a9-b0ded155-c0de8eb9-c124d10e-82c5caab", "AP")],
     "57375967": [("0c4eb1e1-b801903c-bcebe8a4-3da9cd3c-3b94a27c", "PA"), ("aa1b2c3d-0000-0000-0000-000000000001", "")],
     "50000001": [("bb1b2c3d-0000-0000-0000-000000000002", "AP")],
@@ -80,8 +83,17 @@ DICOMS = {
 }
 
 METADATA_HEADER = [
-    "dicom_id", "subject_id", "study_id", "PerformedProcedureStepDescription", "ViewPosition", "Rows", "Columns",
-    "StudyDate", "StudyTime", "ProcedureCodeSequence_CodeMeaning", "ViewCodeSequence_CodeMeaning",
+    "dicom_id",
+    "subject_id",
+    "study_id",
+    "PerformedProcedureStepDescription",
+    "ViewPosition",
+    "Rows",
+    "Columns",
+    "StudyDate",
+    "StudyTime",
+    "ProcedureCodeSequence_CodeMeaning",
+    "ViewCodeSequence_CodeMeaning",
     "PatientOrientationCodeSequence_CodeMeaning",
 ]
 
@@ -109,8 +121,22 @@ def build_tree(base: Path, studies: dict = STUDIES, *, split_gz: bool = False) -
             (patient_dir / f"s{study}" / f"{dicom}.jpg").write_bytes(b"\xff\xd8\xff")
             if split is not None:
                 split_rows.append([dicom, study, subject, split])
-            meta_rows.append([dicom, subject, study, "CHEST (PA AND LAT)", view, "3056", "2544", "21800506",
-                              "213014.531", "CHEST (PA AND LAT)", "postero-anterior", "Erect"])
+            meta_rows.append(
+                [
+                    dicom,
+                    subject,
+                    study,
+                    "CHEST (PA AND LAT)",
+                    view,
+                    "3056",
+                    "2544",
+                    "21800506",
+                    "213014.531",
+                    "CHEST (PA AND LAT)",
+                    "postero-anterior",
+                    "Erect",
+                ]
+            )
     split_text = _csv_text(["dicom_id", "study_id", "subject_id", "split"], split_rows)
     split_csv = root / ("mimic-cxr-2.0.0-split.csv.gz" if split_gz else "mimic-cxr-2.0.0-split.csv")
     if split_gz:
@@ -201,10 +227,16 @@ def test_splits_come_from_the_split_file_and_are_shared_by_a_patient(tree):
 def test_images_and_views_from_gzipped_metadata(tree):
     reports, _ = _by_id(_read(tree, metadata_csv=tree["metadata_csv"], image_root=tree["root"]))
     assert reports["s50414267"].images == (
-        ReportImage("02aa804e-bde0afdd-112c0b34-7bc16630-4e384014",
-                    "files/p10/p10000032/s50414267/02aa804e-bde0afdd-112c0b34-7bc16630-4e384014.jpg", "PA"),
-        ReportImage("174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962",
-                    "files/p10/p10000032/s50414267/174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962.jpg", "LATERAL"),
+        ReportImage(
+            "02aa804e-bde0afdd-112c0b34-7bc16630-4e384014",
+            "files/p10/p10000032/s50414267/02aa804e-bde0afdd-112c0b34-7bc16630-4e384014.jpg",
+            "PA",
+        ),
+        ReportImage(
+            "174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962",
+            "files/p10/p10000032/s50414267/174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962.jpg",
+            "LATERAL",
+        ),
     )
     # An empty ViewPosition becomes None.
     assert [(i.image_id, i.view) for i in reports["s57375967"].images] == [
@@ -225,8 +257,11 @@ def test_images_and_views_from_gzipped_metadata(tree):
 def test_without_metadata_images_come_from_split_file_without_views(tree):
     reports, _ = _by_id(_read(tree))
     assert [(i.image_id, i.path, i.view) for i in reports["s53189527"].images] == [
-        ("2a2277a9-b0ded155-c0de8eb9-c124d10e-82c5caab",
-         "files/p10/p10000032/s53189527/2a2277a9-b0ded155-c0de8eb9-c124d10e-82c5caab.jpg", None),
+        (
+            "2a2277a9-b0ded155-c0de8eb9-c124d10e-82c5caab",
+            "files/p10/p10000032/s53189527/2a2277a9-b0ded155-c0de8eb9-c124d10e-82c5caab.jpg",
+            None,
+        ),
     ]
     assert sum(len(r.images) for r in reports.values()) == 7
     assert all(i.view is None for r in reports.values() for i in r.images)
@@ -271,15 +306,18 @@ def test_rejects_name_file_and_reason(tree):
 
 def test_records_come_in_sorted_path_order(tree):
     records = _read(tree)
-    order = [
-        Path(rec.location).name if isinstance(rec, Reject) else f"{rec.report_id}.txt" for rec in records
-    ]
+    order = [Path(rec.location).name if isinstance(rec, Reject) else f"{rec.report_id}.txt" for rec in records]
     assert order == [
-        "notes.txt", "s50414267.txt", "s53189527.txt",          # p10/p10000032
-        "s50000001.txt", "s57375967.txt", "s58888888.txt",      # p10/p10000764
-        "s52000002.txt", "s55000005.txt",                       # p11/p11000011
-        "s54000004.txt",                                        # p12/p12000022
-        "s59999999.txt",                                        # p13/p10000099
+        "notes.txt",
+        "s50414267.txt",
+        "s53189527.txt",  # p10/p10000032
+        "s50000001.txt",
+        "s57375967.txt",
+        "s58888888.txt",  # p10/p10000764
+        "s52000002.txt",
+        "s55000005.txt",  # p11/p11000011
+        "s54000004.txt",  # p12/p12000022
+        "s59999999.txt",  # p13/p10000099
     ]
 
 
@@ -292,8 +330,9 @@ def test_study_filed_under_another_subject_is_rejected(tmp_path):
     [rec] = _read(paths)
     assert isinstance(rec, Reject)
     assert rec.report_id == "s50414267"
-    assert rec.reason == ("study 50414267 belongs to subject 10000032 in the split file, "
-                          "but its report is filed under p10000033")
+    assert rec.reason == (
+        "study 50414267 belongs to subject 10000032 in the split file, but its report is filed under p10000033"
+    )
 
 
 def test_gzipped_split_file_and_patient_split_leak_warning(tmp_path, caplog):
@@ -316,7 +355,10 @@ def test_unknown_split_value_is_rejected(tmp_path):
     paths = build_tree(tmp_path, {"50414267": ("10000032", FULL.encode(), "holdout")})
     [rec] = _read(paths)
     assert isinstance(rec, Reject)
-    assert rec.reason == "study 50414267 has split ['holdout'] in the split file; expected exactly one of train, validate, test"
+    assert (
+        rec.reason
+        == "study 50414267 has split ['holdout'] in the split file; expected exactly one of train, validate, test"
+    )
 
 
 def test_bad_inputs_raise_clear_errors(tmp_path, tree):
@@ -344,7 +386,9 @@ def test_configured_reader_dispatches_to_mimic(tree):
 def _write(records, out: Path) -> dict[str, list[str]]:
     summary = write_report_shards(records, out / "shards", 3, out / "rejects.parquet")
     assert sorted(summary.per_shard) == ["000", "001", "002"]
-    return {p.stem: pq.read_table(p).column("report_id").to_pylist() for p in sorted((out / "shards").glob("*.parquet"))}
+    return {
+        p.stem: pq.read_table(p).column("report_id").to_pylist() for p in sorted((out / "shards").glob("*.parquet"))
+    }
 
 
 def test_shards_are_deterministic(tree, tmp_path):
@@ -356,10 +400,21 @@ def test_shards_are_deterministic(tree, tmp_path):
         ta = pq.read_table(tmp_path / "a" / "shards" / f"{name}.parquet")
         tb = pq.read_table(tmp_path / "b" / "shards" / f"{name}.parquet")
         assert ta.equals(tb)
-        assert (tmp_path / "a" / "shards" / f"{name}.parquet").read_bytes() == \
-            (tmp_path / "b" / "shards" / f"{name}.parquet").read_bytes()
-        assert ta.column_names == ["report_id", "source", "subject_id", "study_id", "findings", "impression",
-                                   "text", "split", "images", "annotations"]
+        assert (tmp_path / "a" / "shards" / f"{name}.parquet").read_bytes() == (
+            tmp_path / "b" / "shards" / f"{name}.parquet"
+        ).read_bytes()
+        assert ta.column_names == [
+            "report_id",
+            "source",
+            "subject_id",
+            "study_id",
+            "findings",
+            "impression",
+            "text",
+            "split",
+            "images",
+            "annotations",
+        ]
     rejects = pq.read_table(tmp_path / "a" / "rejects.parquet").to_pylist()
     assert pq.read_table(tmp_path / "b" / "rejects.parquet").to_pylist() == rejects
     assert len(rejects) == 6
@@ -367,8 +422,11 @@ def test_shards_are_deterministic(tree, tmp_path):
     assert all(r["source"] == "mimic_cxr" and r["reason"] for r in rejects)
 
     # The images column carries the attached images and views.
-    rows = {row["report_id"]: row for name in a for row in
-            pq.read_table(tmp_path / "a" / "shards" / f"{name}.parquet").to_pylist()}
+    rows = {
+        row["report_id"]: row
+        for name in a
+        for row in pq.read_table(tmp_path / "a" / "shards" / f"{name}.parquet").to_pylist()
+    }
     assert rows["s50414267"]["images"][1] == {
         "image_id": "174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962",
         "path": "files/p10/p10000032/s50414267/174413ec-4ec4c1f7-34ea26b7-c5f994f8-79ef1962.jpg",
@@ -405,7 +463,14 @@ def test_shrinking_n_shards_removes_stale_shard_files(tmp_path):
     (out).mkdir()
     (out / "notes.parquet").write_bytes(b"not ours")
     write_report_shards(reports, out, 5, tmp_path / "rejects.parquet")
-    assert sorted(p.name for p in out.glob("*.parquet")) == ["000.parquet", "001.parquet", "002.parquet", "003.parquet", "004.parquet", "notes.parquet"]
+    assert sorted(p.name for p in out.glob("*.parquet")) == [
+        "000.parquet",
+        "001.parquet",
+        "002.parquet",
+        "003.parquet",
+        "004.parquet",
+        "notes.parquet",
+    ]
     write_report_shards(reports, out, 2, tmp_path / "rejects.parquet")
     shards = sorted(out.glob("[0-9]*.parquet"))
     assert [p.name for p in shards] == ["000.parquet", "001.parquet"]

@@ -39,7 +39,10 @@ MIMIC_REPORT = MIMIC_FULL_REPORT
         ("___.", ""),
         ("XXXX, XXXX.", ""),
         # Wrapped lines are joined with one space; CR/LF and tabs are normalised.
-        ("Bilateral\n nodular opacities\r\nare   seen.\t Heart normal.", "Bilateral nodular opacities are seen. Heart normal."),
+        (
+            "Bilateral\n nodular opacities\r\nare   seen.\t Heart normal.",
+            "Bilateral nodular opacities are seen. Heart normal.",
+        ),
         # Repeated punctuation left by a removed token collapses.
         ("No effusion. ___. No pneumothorax.", "No effusion. No pneumothorax."),
         ("Lungs clear,, heart normal..", "Lungs clear, heart normal."),
@@ -143,7 +146,10 @@ def test_no_headers_falls_back_to_last_content_paragraph():
  NOTIFICATION:  Discussed with Dr. ___ by telephone at 10:14 on ___.
 """
     # NOTIFICATION is administrative, so the paragraph before it is the content.
-    assert findings_and_impression(text) == ("", "Single portable view of the chest. Heart size is normal. No focal consolidation.")
+    assert findings_and_impression(text) == (
+        "",
+        "Single portable view of the chest. Heart size is normal. No focal consolidation.",
+    )
 
 
 def test_fallback_strips_the_final_report_title():

@@ -33,16 +33,23 @@ def _rows(report_id: str, findings: list[tuple], report_text: str) -> list[dict]
         elif not findings:
             texts = [(render_label("normal", variant=variant), "normal", None, None, None)]
         else:
-            texts = [
-                (render_label(c, s, loc, e, variant=variant), c, s, loc, e) for c, s, loc, e in findings
-            ]
+            texts = [(render_label(c, s, loc, e, variant=variant), c, s, loc, e) for c, s, loc, e in findings]
         for label, category, severity, location, explanation in texts:
-            rows.append({
-                "report_id": report_id, "variant": variant, "label": label,
-                "label_key": hashlib.sha256(label.encode()).hexdigest()[:16], "category": category,
-                "severity": severity, "location": location, "polarity": "present", "explanation": explanation,
-                "fine_grained_key": f"{severity}|{category}", "is_normal": category == "normal",
-            })
+            rows.append(
+                {
+                    "report_id": report_id,
+                    "variant": variant,
+                    "label": label,
+                    "label_key": hashlib.sha256(label.encode()).hexdigest()[:16],
+                    "category": category,
+                    "severity": severity,
+                    "location": location,
+                    "polarity": "present",
+                    "explanation": explanation,
+                    "fine_grained_key": f"{severity}|{category}",
+                    "is_normal": category == "normal",
+                }
+            )
     return rows
 
 
@@ -57,22 +64,26 @@ def build_corpus(root: Path, n_train: int = 24, seed: int = 0) -> dict[str, Path
             image = rng.integers(0, 60, size=(SIZE, SIZE)).astype(np.uint8)
             for k, finding in enumerate(FINDINGS):  # each finding brightens its own quadrant
                 if finding in findings:
-                    image[(k // 2) * 16:(k // 2) * 16 + 16, (k % 2) * 16:(k % 2) * 16 + 16] += 150
+                    image[(k // 2) * 16 : (k // 2) * 16 + 16, (k % 2) * 16 : (k % 2) * 16 + 16] += 150
             split = "train" if i < n_train + 2 else "test"
             writer.add(f"img{i:03d}", image, report_id=report_id, path=f"p{i}.png", view="PA", split=split)
             if i != n_train + 1:  # one train image whose report has no labels
-                rows += _rows(report_id, findings, f"report {i}: " + (", ".join(f[0] for f in findings) or "no finding"))
+                rows += _rows(
+                    report_id, findings, f"report {i}: " + (", ".join(f[0] for f in findings) or "no finding")
+                )
     write_parquet_atomic(pa.Table.from_pylist(rows), labels)
     texts = sorted({r["label"] for r in rows if r["variant"] == "triplet_explanation"})
     vec = np.random.default_rng(1).normal(size=(len(texts), 16)).astype(np.float32)
     vec /= np.linalg.norm(vec, axis=1, keepdims=True)
     embeddings = root / "embeddings.parquet"
     write_parquet_atomic(
-        pa.table({
-            "key": [hashlib.sha256(t.encode()).hexdigest()[:32] for t in texts],
-            "text": texts,
-            "vector": pa.array([list(v) for v in vec], pa.list_(pa.float32())),
-        }),
+        pa.table(
+            {
+                "key": [hashlib.sha256(t.encode()).hexdigest()[:32] for t in texts],
+                "text": texts,
+                "vector": pa.array([list(v) for v in vec], pa.list_(pa.float32())),
+            }
+        ),
         embeddings,
     )
     return {"images": images, "labels": labels, "embeddings": embeddings}

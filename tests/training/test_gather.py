@@ -85,8 +85,13 @@ def _rank(rank, world, store, out, kind, gather):
             img, txt, image_ids, text_ids = gather_batch(img, txt, image_ids, text_ids, image_extras=1)
         loss = total_loss(ImageTextMatchingLoss(kind)(img, txt, scale, target_of(image_ids, text_ids, ssm, kind)))
         loss.backward()
-        torch.save({"loss": loss.detach(), "grads": {n.removeprefix("module."): p.grad.clone()
-                                                     for n, p in m.named_parameters()}}, out / f"rank{rank}.pt")
+        torch.save(
+            {
+                "loss": loss.detach(),
+                "grads": {n.removeprefix("module."): p.grad.clone() for n, p in m.named_parameters()},
+            },
+            out / f"rank{rank}.pt",
+        )
     finally:
         dist.destroy_process_group()
 
@@ -126,7 +131,11 @@ def test_joined_batch_tables_are_the_table_of_the_concatenated_batch():
 
     rank_items = [
         [{"label_ids": [0, 1], "texts": ["a", "b"]}, {"label_ids": [2], "texts": ["c"]}],
-        [{"label_ids": [1, 3], "texts": ["b", "d"]}, {"label_ids": [4], "texts": ["a2"]}, {"label_ids": [0], "texts": ["a"]}],
+        [
+            {"label_ids": [1, 3], "texts": ["b", "d"]},
+            {"label_ids": [4], "texts": ["a2"]},
+            {"label_ids": [0], "texts": ["a"]},
+        ],
     ]
     tables = []
     for items in rank_items:

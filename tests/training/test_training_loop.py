@@ -19,14 +19,26 @@ torch.set_num_threads(1)
 
 CFG = TrainingConfig(
     model=ModelSettings(embed_dim=32, max_length=32, text_trainable_layers=1),
-    epochs=2, batch_size=8, num_workers=0, checkpoint_every=2, device="cpu", mask_probability=0.5, augment=True,
+    epochs=2,
+    batch_size=8,
+    num_workers=0,
+    checkpoint_every=2,
+    device="cpu",
+    mask_probability=0.5,
+    augment=True,
 )
 
 
 def _train(corpus, out: Path, cfg: TrainingConfig = CFG, run: str = "medfilip", **kwargs):
     return train_run(
-        run, cfg, images_dir=corpus["images"], labels_path=corpus["labels"],
-        embeddings_path=corpus["embeddings"], out_dir=out, progress=False, **kwargs,
+        run,
+        cfg,
+        images_dir=corpus["images"],
+        labels_path=corpus["labels"],
+        embeddings_path=corpus["embeddings"],
+        out_dir=out,
+        progress=False,
+        **kwargs,
     )
 
 
@@ -91,8 +103,13 @@ def test_killed_run_resumes_to_identical_weights(corpus, tmp_path):
 
     # outputs: model.pt, config.yaml with the run's settings and what was measured
     run_config = yaml.safe_load((tmp_path / "straight" / "config.yaml").read_text())
-    assert run_config["run"] == {"name": "medfilip", "label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce",
-                                 "seed": None}
+    assert run_config["run"] == {
+        "name": "medfilip",
+        "label_variant": "triplet_explanation",
+        "target": "ssm",
+        "loss": "mse_ce",
+        "seed": None,
+    }
     assert run_config["measured"]["steps"] == 6 and run_config["measured"]["n_dropped"] == 1
     assert "runs" not in run_config
     header = (tmp_path / "straight" / "train_log.csv").read_text().splitlines()[0]
@@ -114,8 +131,9 @@ def _free_port() -> int:
 
 
 def _ddp_worker(rank: int, world: int, port: int, corpus: dict, out: str) -> None:
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
+    os.environ.update(
+        MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank)
+    )
     torch.set_num_threads(1)
     result = _train(corpus, Path(out) / "run", stop_after_steps=1, return_model=True)
     torch.save(result.model.state_dict(), Path(out) / f"rank{rank}.pt")
@@ -144,14 +162,36 @@ def test_cli_trains_a_run_and_draws_the_curves(corpus, tmp_path, monkeypatch):
 
     config = tmp_path / "config.yaml"
     settings = CFG.model_dump(mode="json", exclude={"runs"})
-    settings.update(epochs=1, runs={"tiny_convirt": RunSettings(label_variant="report", target="identity",
-                                                                 loss="infonce").model_dump(mode="json")})
+    settings.update(
+        epochs=1,
+        runs={
+            "tiny_convirt": RunSettings(label_variant="report", target="identity", loss="infonce").model_dump(
+                mode="json"
+            )
+        },
+    )
     config.write_text(yaml.safe_dump({"training": settings}))
     out = tmp_path / "models" / "tiny_convirt"
-    code = main(["-c", str(config), "train", "--run", "tiny_convirt", "--images", str(corpus["images"]),
-                 "--labels", str(corpus["labels"]), "--out", str(out), "--no-progress"])
+    code = main(
+        [
+            "-c",
+            str(config),
+            "train",
+            "--run",
+            "tiny_convirt",
+            "--images",
+            str(corpus["images"]),
+            "--labels",
+            str(corpus["labels"]),
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
     assert code == 0
-    assert {"model.pt", "train_log.csv", "config.yaml", "checkpoint.pt", "text_encoder"} <= {p.name for p in out.iterdir()}
+    assert {"model.pt", "train_log.csv", "config.yaml", "checkpoint.pt", "text_encoder"} <= {
+        p.name for p in out.iterdir()
+    }
     figure = tmp_path / "figures" / "train_curves.png"
     assert main(["train-curves", "--runs", str(out), str(tmp_path / "models" / "absent"), "--out", str(figure)]) == 0
     assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -169,13 +209,15 @@ def test_bf16_autocast_and_channels_last_compose_on_cpu(corpus, tmp_path):
     model.image.to(memory_format=torch.channels_last)
     model.channels_last = True
     images = torch.randint(0, 255, (4, 32, 32), dtype=torch.uint8)
-    tokens = model.text.tokenizer(["mild left base atelectasis", "normal", "small effusion", "cardiomegaly"],
-                                  padding=True, return_tensors="pt")
+    tokens = model.text.tokenizer(
+        ["mild left base atelectasis", "normal", "small effusion", "cardiomegaly"], padding=True, return_tensors="pt"
+    )
     with autocast("bf16", torch.device("cpu")):
         out = model(images, tokens["input_ids"], tokens["attention_mask"])
     assert out["image_features"].shape == (4, CFG.model.embed_dim)
-    loss = total_loss(ImageTextMatchingLoss("mse_ce")(out["image_features"], out["text_features"], out["logit_scale"],
-                                                      torch.eye(4)))
+    loss = total_loss(
+        ImageTextMatchingLoss("mse_ce")(out["image_features"], out["text_features"], out["logit_scale"], torch.eye(4))
+    )
     assert loss.dtype == torch.float32 and torch.isfinite(loss)
     loss.backward()
     conv = next(m for m in model.image.modules() if isinstance(m, torch.nn.Conv2d))
@@ -196,12 +238,20 @@ def test_fractional_epochs_end_inside_the_last_epoch(corpus, tmp_path):
     log = _log_rows(tmp_path / "frac" / "train_log.csv")
     assert [(int(r["step"]), int(r["epoch"])) for r in log] == [(1, 0), (2, 0), (3, 0), (4, 1)]
     # a run's own seed overrides training.seed
-    seeded = CFG.model_copy(update={"epochs": 0.34, "augment": False, "runs": {
-        "medfilip": RunSettings(label_variant="triplet_explanation", target="ssm", loss="mse_ce", seed=7)}})
+    seeded = CFG.model_copy(
+        update={
+            "epochs": 0.34,
+            "augment": False,
+            "runs": {"medfilip": RunSettings(label_variant="triplet_explanation", target="ssm", loss="mse_ce", seed=7)},
+        }
+    )
     one = _train(corpus, tmp_path / "s7", seeded, resume=False)
     default = _train(corpus, tmp_path / "s0", CFG.model_copy(update={"epochs": 0.34, "augment": False}), resume=False)
     assert one.steps == default.steps == 1
-    assert _log_rows(tmp_path / "s7" / "train_log.csv")[0]["loss"] != _log_rows(tmp_path / "s0" / "train_log.csv")[0]["loss"]
+    assert (
+        _log_rows(tmp_path / "s7" / "train_log.csv")[0]["loss"]
+        != _log_rows(tmp_path / "s0" / "train_log.csv")[0]["loss"]
+    )
 
 
 def test_log_every_averages_the_device_sums_of_its_steps(corpus, tmp_path):

@@ -108,8 +108,13 @@ def test_bert_family_folder_with_cls_pooling_and_everything_trained(tmp_path):
 
     folder = tmp_path / "tiny-bert"
     tokenizer = AutoTokenizer.from_pretrained(default_text_model())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
-                        num_attention_heads=2, intermediate_size=64)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=64,
+    )
     BertModel(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     settings = ModelSettings(text_model=str(folder), text_pooling="cls", text_trainable_layers=99, embed_dim=16)
@@ -138,9 +143,17 @@ def test_clip_text_folder_with_eos_pooling(tmp_path):
     (folder / "vocab.json").write_text(json.dumps(vocab))
     (folder / "merges.txt").write_text("#version: 0.2\n")
     CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt")).save_pretrained(folder)
-    config = CLIPTextConfig(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                            num_attention_heads=2, max_position_embeddings=64, bos_token_id=0, eos_token_id=1,
-                            pad_token_id=1)
+    config = CLIPTextConfig(
+        vocab_size=len(vocab),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+    )
     CLIPTextModel(config).save_pretrained(folder)
     clip = build_model(ModelSettings(text_model=str(folder), text_pooling="eos", embed_dim=16), image_size=32)
     trained = [n for n, p in clip.text.named_parameters() if p.requires_grad]
@@ -149,4 +162,6 @@ def test_clip_text_folder_with_eos_pooling(tmp_path):
     save_trained(clip.eval(), tmp_path / "run")
     again = load_trained(tmp_path / "run")
     with torch.no_grad():
-        assert torch.allclose(again.encode_text(["mild atelectasis"]), clip.encode_text(["mild atelectasis"]), atol=1e-6)
+        assert torch.allclose(
+            again.encode_text(["mild atelectasis"]), clip.encode_text(["mild atelectasis"]), atol=1e-6
+        )

@@ -19,8 +19,15 @@ RUNS = {
     "no_ssm_s2": {"label_variant": "triplet_explanation", "target": "identity", "loss": "mse_ce", "seed": 2},
     "convirt_s5": {"label_variant": "report", "target": "identity", "loss": "infonce", "seed": 5},
 }
-AUC = {"medfilip": 0.80, "medfilip_s1": 0.70, "medfilip_s2": 0.75,
-       "no_ssm": 0.78, "no_ssm_s1": 0.66, "no_ssm_s2": 0.74, "convirt_s5": 0.6}
+AUC = {
+    "medfilip": 0.80,
+    "medfilip_s1": 0.70,
+    "medfilip_s2": 0.75,
+    "no_ssm": 0.78,
+    "no_ssm_s1": 0.66,
+    "no_ssm_s2": 0.74,
+    "convirt_s5": 0.6,
+}
 
 
 def test_runs_group_into_methods_by_settings_and_seed():

@@ -27,8 +27,13 @@ MILD_ATEL, SEVERE_ATEL, PTX, NO_PTX, CARDIO, NORMAL = range(6)
 @pytest.fixture(scope="module")
 def labels() -> LabelTable:
     return LabelTable(
-        variant="triplet", texts=[r[0] for r in ROWS], keys=[r[0] for r in ROWS], categories=[r[1] for r in ROWS],
-        severities=[r[2] for r in ROWS], locations=[r[3] for r in ROWS], explanations=[None] * len(ROWS),
+        variant="triplet",
+        texts=[r[0] for r in ROWS],
+        keys=[r[0] for r in ROWS],
+        categories=[r[1] for r in ROWS],
+        severities=[r[2] for r in ROWS],
+        locations=[r[3] for r in ROWS],
+        explanations=[None] * len(ROWS),
         polarities=[r[4] for r in ROWS],
     )
 
@@ -60,8 +65,15 @@ def test_own_text_is_exactly_one_on_a_shared_column(labels, tokenizer, target):
     items = [item([MILD_ATEL], ["atelectasis"]), item([SEVERE_ATEL, CARDIO], ["atelectasis", "moderate cardiomegaly"])]
     vectors = vectors_for(len(ROWS))
     for calibration in (None, Calibration("floor", floor=0.2), Calibration("temperature", temperature=0.1)):
-        batch = BatchCollator(target, tokenizer, 16, vectors=vectors, categories=labels.category_ids(),
-                              negated=labels.negated(), calibration=calibration)(items)
+        batch = BatchCollator(
+            target,
+            tokenizer,
+            16,
+            vectors=vectors,
+            categories=labels.category_ids(),
+            negated=labels.negated(),
+            calibration=calibration,
+        )(items)
         assert batch.texts == ["atelectasis", "moderate cardiomegaly"]
         assert batch.text_label_ids.tolist() == [MILD_ATEL, CARDIO]
         assert batch.target[0, 0] == 1.0 and batch.target[1, 0] == 1.0 and batch.target[1, 1] == 1.0
@@ -97,12 +109,25 @@ def test_collator_applies_the_calibration(labels, tokenizer):
     cos = float(vectors[MILD_ATEL] @ vectors[CARDIO])
     assert raw[0, 1] == pytest.approx(cos, abs=1e-6)
     floor = cos - 0.1
-    cal = BatchCollator("ssm", tokenizer, 16, vectors=vectors, negated=labels.negated(),
-                        calibration=Calibration("floor", floor=floor))(items).target
+    cal = BatchCollator(
+        "ssm", tokenizer, 16, vectors=vectors, negated=labels.negated(), calibration=Calibration("floor", floor=floor)
+    )(items).target
     assert cal[0, 1] == pytest.approx(0.1 / (1 - floor), abs=1e-5)
-    high = BatchCollator("ssm", tokenizer, 16, vectors=vectors, negated=labels.negated(),
-                         calibration=Calibration("floor", floor=cos + 0.01))(items).target
+    high = BatchCollator(
+        "ssm",
+        tokenizer,
+        16,
+        vectors=vectors,
+        negated=labels.negated(),
+        calibration=Calibration("floor", floor=cos + 0.01),
+    )(items).target
     assert high[0, 1] == 0.0 and high[0, 0] == 1.0
-    temp = BatchCollator("ssm", tokenizer, 16, vectors=vectors, negated=labels.negated(),
-                         calibration=Calibration("temperature", temperature=0.2))(items).target
+    temp = BatchCollator(
+        "ssm",
+        tokenizer,
+        16,
+        vectors=vectors,
+        negated=labels.negated(),
+        calibration=Calibration("temperature", temperature=0.2),
+    )(items).target
     assert temp[0, 1] == pytest.approx(float(torch.exp(torch.tensor((cos - 1) / 0.2))), abs=1e-5)

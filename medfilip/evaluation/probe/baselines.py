@@ -68,7 +68,7 @@ def build_baseline(name: str, arch: str, n_classes: int, weights: Path | None, s
     raise ValueError(f"unknown baseline {name!r}")
 
 
-def prepare_images(store, rows: np.ndarray, size: int, batch: int = 256) -> "torch.Tensor":  # noqa: F821
+def prepare_images(store, rows: np.ndarray, size: int, batch: int = 256) -> torch.Tensor:  # noqa: F821
     """Normalised float (n, 1, size, size) of ``store[rows]`` (resized once, antialiased)."""
     import torch
     import torch.nn.functional as F
@@ -77,7 +77,7 @@ def prepare_images(store, rows: np.ndarray, size: int, batch: int = 256) -> "tor
 
     parts = []
     for start in range(0, len(rows), batch):
-        x = torch.from_numpy(store.get_batch(rows[start:start + batch])).unsqueeze(1).float().div_(255.0)
+        x = torch.from_numpy(store.get_batch(rows[start : start + batch])).unsqueeze(1).float().div_(255.0)
         if x.shape[-1] != size:
             x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True)
         parts.append(x.sub_(IMAGE_MEAN).div_(IMAGE_STD))
@@ -91,24 +91,48 @@ def _predict(model, x, channels: int, task: str, batch: int = 256) -> np.ndarray
     out = []
     with torch.inference_mode():
         for start in range(0, x.shape[0], batch):
-            xb = x[start:start + batch]
+            xb = x[start : start + batch]
             logits = model(xb.expand(-1, channels, -1, -1) if channels == 3 else xb)
             out.append((logits.softmax(dim=1) if task == "single_label" else logits.sigmoid()).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, 0))
 
 
-def train_baseline(name: str, store, data: ProbeData, *, arch: str, settings, fractions, seeds: int,
-                   weights: Path | None = None, device: str = "cpu") -> ProbeScores:
+def train_baseline(
+    name: str,
+    store,
+    data: ProbeData,
+    *,
+    arch: str,
+    settings,
+    fractions,
+    seeds: int,
+    weights: Path | None = None,
+    device: str = "cpu",
+) -> ProbeScores:
     """Every (fraction, seed) fine-tuning of one baseline on one dataset (seeds: ``settings.seeds``
     of the probe's ``seeds`` subsets)."""
     import torch
     import torch.nn.functional as F
 
     classes, cols = data.classes, data.class_columns
-    out = ProbeScores(name, "baseline", data.dataset, data.task, classes, data.rows["test"], data.eval_labels("test"),
-                      data.eval_labels("validate"),
-                      info={"image_size": settings.image_size, "epochs": settings.epochs, "batch_size": settings.batch_size,
-                            "lr": settings.lr, "optimiser": "AdamW", "weights": str(weights) if weights else None})
+    out = ProbeScores(
+        name,
+        "baseline",
+        data.dataset,
+        data.task,
+        classes,
+        data.rows["test"],
+        data.eval_labels("test"),
+        data.eval_labels("validate"),
+        info={
+            "image_size": settings.image_size,
+            "epochs": settings.epochs,
+            "batch_size": settings.batch_size,
+            "lr": settings.lr,
+            "optimiser": "AdamW",
+            "weights": str(weights) if weights else None,
+        },
+    )
     if data.labels["train"].shape[0] == 0:
         out.note = f"skipped: the {data.dataset} store has no train split (datasets.{data.dataset}.n_train = 0?)"
         return out
@@ -136,7 +160,7 @@ def train_baseline(name: str, store, data: ProbeData, *, arch: str, settings, fr
                 model.train()
                 order = torch.randperm(len(pick), generator=gen)
                 for start in range(0, len(pick), settings.batch_size):
-                    idx = order[start:start + settings.batch_size]
+                    idx = order[start : start + settings.batch_size]
                     if idx.numel() < 2 and len(pick) >= 2:
                         continue  # a batch of one breaks BatchNorm statistics
                     xb = xt[idx]
@@ -144,21 +168,41 @@ def train_baseline(name: str, store, data: ProbeData, *, arch: str, settings, fr
                     if data.task == "single_label":
                         loss = F.cross_entropy(logits, yt[idx].argmax(dim=1))
                     else:
-                        loss = (F.binary_cross_entropy_with_logits(logits, yt[idx], reduction="none") * known[idx]).mean()
+                        loss = (
+                            F.binary_cross_entropy_with_logits(logits, yt[idx], reduction="none") * known[idx]
+                        ).mean()
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
                     steps += 1
-            val = _predict(model, x["validate"], channels, data.task)[:, cols] if x["validate"].shape[0] else \
-                np.zeros((0, len(cols)))
+            val = (
+                _predict(model, x["validate"], channels, data.task)[:, cols]
+                if x["validate"].shape[0]
+                else np.zeros((0, len(cols)))
+            )
             test = _predict(model, x["test"], channels, data.task)[:, cols]
             for j, c in enumerate(classes):
                 if c in skipped:
                     val[:, j] = np.nan
                     test[:, j] = np.nan
-            fit = Fit(fraction, seed, int(pick.size), n_pos, [None] * len(classes), skipped,
-                      round(time.perf_counter() - started, 3))
+            fit = Fit(
+                fraction,
+                seed,
+                int(pick.size),
+                n_pos,
+                [None] * len(classes),
+                skipped,
+                round(time.perf_counter() - started, 3),
+            )
             out.add(fit, val, test)
-            log.info("%s/%s %s seed %d: %d images, %d steps in %.1fs", name, data.dataset, fraction_label(fraction), seed,
-                     pick.size, steps, fit.seconds)
+            log.info(
+                "%s/%s %s seed %d: %d images, %d steps in %.1fs",
+                name,
+                data.dataset,
+                fraction_label(fraction),
+                seed,
+                pick.size,
+                steps,
+                fit.seconds,
+            )
     return out

@@ -36,8 +36,14 @@ def cmd_features(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     _threads(args.threads)
-    out = extract_features(_folder(args.run), _folder(args.store), args.out, splits=args.splits,
-                           batch_size=cfg.evaluation.linear_probe.batch_size, device=_device(cfg))
+    out = extract_features(
+        _folder(args.run),
+        _folder(args.store),
+        args.out,
+        splits=args.splits,
+        batch_size=cfg.evaluation.linear_probe.batch_size,
+        device=_device(cfg),
+    )
     for split, f in out.items():
         print(f"{split}: {f.n} x {f.vectors.shape[1]} features ({f.meta['seconds']}s) -> {args.out}/{split}.npy")
     return 0
@@ -58,11 +64,15 @@ def cmd_probe_fit(args: argparse.Namespace) -> int:
     for split in ("train", "validate", "test"):
         f = load_features(args.features, split, model_file=args.model)
         if list(map(int, f.rows)) != list(map(int, data.rows[split])):
-            raise ProbeInputError(f"{args.features}/{split}.json: features of other {split} images than the store "
-                                  f"{store.root} holds (re-run features)")
+            raise ProbeInputError(
+                f"{args.features}/{split}.json: features of other {split} images than the store "
+                f"{store.root} holds (re-run features)"
+            )
         feats[split] = f.vectors
     run = args.name or Path(args.features).parent.name
-    scores = probe_fits(feats, data, name=run, fractions=p.fractions, seeds=p.seeds, c_grid=p.c_grid, max_iter=p.max_iter)
+    scores = probe_fits(
+        feats, data, name=run, fractions=p.fractions, seeds=p.seeds, c_grid=p.c_grid, max_iter=p.max_iter
+    )
     scores.save(args.out)
     print(f"{run}/{data.dataset}: {len(scores.fits)} fits {scores.note} -> {args.out}")
     return 0
@@ -80,8 +90,17 @@ def cmd_probe_baseline(args: argparse.Namespace) -> int:
     _threads(args.threads)
     store = ImageStore.open(_folder(args.store))
     data = probe_data_from_store(store)
-    scores = train_baseline(args.name, store, data, arch=image_arch(cfg), settings=p.baselines, fractions=p.fractions,
-                            seeds=p.seeds, weights=imagenet_weights(cfg), device=_device(cfg))
+    scores = train_baseline(
+        args.name,
+        store,
+        data,
+        arch=image_arch(cfg),
+        settings=p.baselines,
+        fractions=p.fractions,
+        seeds=p.seeds,
+        weights=imagenet_weights(cfg),
+        device=_device(cfg),
+    )
     scores.save(args.out)
     print(f"{args.name}/{data.dataset}: {len(scores.fits)} fits {scores.note} -> {args.out}")
     return 0
@@ -98,13 +117,22 @@ def cmd_linear_probe(args: argparse.Namespace) -> int:
     n_resamples = getattr(boot, "n_resamples", 1000)
     seed = getattr(boot, "seed", 0)
     scores = [ProbeScores.load(p) for p in args.scores or []]
-    skips = [{"run": name, "kind": "baseline", "note": "skipped: no weights configured (evaluation.linear_probe.baselines."
-              "imagenet_weights or training.model.image_weights: a local torchvision ImageNet state dict)"}
-             for name in skipped_baselines(cfg)]
+    skips = [
+        {
+            "run": name,
+            "kind": "baseline",
+            "note": "skipped: no weights configured (evaluation.linear_probe.baselines."
+            "imagenet_weights or training.model.image_weights: a local torchvision ImageNet state dict)",
+        }
+        for name in skipped_baselines(cfg)
+    ]
     dataset_notes = list(dataset_skips(cfg).values())
     scored = {s.name for s in scores}
-    skips = [{"run": r, "kind": "pretrained", "note": " | ".join(dataset_notes) or "no probe scores"}
-             for r in runs(cfg) if r not in scored] + skips
+    skips = [
+        {"run": r, "kind": "pretrained", "note": " | ".join(dataset_notes) or "no probe scores"}
+        for r in runs(cfg)
+        if r not in scored
+    ] + skips
     table, per_class, long = build_tables(scores, n_resamples=n_resamples, seed=seed, skip_rows=skips)
     for row in table:
         if row.get("run") in scored:
@@ -112,7 +140,11 @@ def cmd_linear_probe(args: argparse.Namespace) -> int:
     write_outputs(table, per_class, long, args.out, args.per_class, args.figure)
     for row in table:
         aucs = {k: v for k, v in row.items() if k.endswith("_auc") and not k.startswith("delta")}
-        print(f"{row['run']}: " + ", ".join(f"{k} {v}" for k, v in aucs.items()) + (f" [{row['note']}]" if row["note"] else ""))
+        print(
+            f"{row['run']}: "
+            + ", ".join(f"{k} {v}" for k, v in aucs.items())
+            + (f" [{row['note']}]" if row["note"] else "")
+        )
     print(f"-> {args.out}")
     return 0
 
@@ -133,7 +165,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--out", type=Path, required=True, help="scores.npz (+ scores.json beside it)")
     s.set_defaults(func=cmd_probe_fit)
 
-    s = sub.add_parser("probe-baseline", help="fine-tune one Table II baseline on the probe's train subsets of a dataset")
+    s = sub.add_parser(
+        "probe-baseline", help="fine-tune one Table II baseline on the probe's train subsets of a dataset"
+    )
     s.add_argument("--name", required=True, help="<arch>_random, <arch>_imagenet or convnext_tiny_random")
     s.add_argument("--store", type=Path, required=True)
     s.add_argument("--out", type=Path, required=True, help="scores.npz (+ scores.json beside it)")

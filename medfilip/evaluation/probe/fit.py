@@ -23,8 +23,8 @@ from __future__ import annotations
 import logging
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -109,7 +109,9 @@ def subset(labels: np.ndarray, task: str, fraction: float, seed: int, dataset: s
     counts = {int(g): int((groups == g).sum()) for g in np.unique(groups)}
     share = allocate(counts, size)
     rng = np.random.default_rng(derived_seed(seed, dataset, "probe", f"{fraction:g}"))
-    chosen = [rng.choice(np.flatnonzero(groups == g), size=min(k, counts[g]), replace=False) for g, k in share.items() if k]
+    chosen = [
+        rng.choice(np.flatnonzero(groups == g), size=min(k, counts[g]), replace=False) for g, k in share.items() if k
+    ]
     return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
 
 
@@ -127,7 +129,9 @@ def _fit_lr(x: np.ndarray, y: np.ndarray, c: float, max_iter: int, seed: int):
 
     model = LogisticRegression(C=c, max_iter=max_iter, random_state=seed)
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)  # lbfgs at max_iter on tiny subsets: the fit is still usable
+        warnings.simplefilter(
+            "ignore", ConvergenceWarning
+        )  # lbfgs at max_iter on tiny subsets: the fit is still usable
         model.fit(x, y)
     return model
 
@@ -154,13 +158,23 @@ def probe_fits(
     from sklearn.preprocessing import StandardScaler
 
     classes, cols = data.classes, data.class_columns
-    out = ProbeScores(name, "pretrained", data.dataset, data.task, classes, data.rows["test"], data.eval_labels("test"),
-                      data.eval_labels("validate"), info={"c_grid": list(c_grid), "classifier": "sklearn LogisticRegression "
-                                                        "(lbfgs, L2) on standardised features"})
+    out = ProbeScores(
+        name,
+        "pretrained",
+        data.dataset,
+        data.task,
+        classes,
+        data.rows["test"],
+        data.eval_labels("test"),
+        data.eval_labels("validate"),
+        info={"c_grid": list(c_grid), "classifier": "sklearn LogisticRegression (lbfgs, L2) on standardised features"},
+    )
     for split in ("train", "validate", "test"):
         if features[split].shape[0] != data.labels[split].shape[0]:
-            raise ProbeInputError(f"{name}/{data.dataset}: {features[split].shape[0]} {split} features for "
-                                  f"{data.labels[split].shape[0]} {split} images in the store (stale features?)")
+            raise ProbeInputError(
+                f"{name}/{data.dataset}: {features[split].shape[0]} {split} features for "
+                f"{data.labels[split].shape[0]} {split} images in the store (stale features?)"
+            )
     if data.labels["train"].shape[0] == 0:
         out.note = f"skipped: the {data.dataset} store has no train split (datasets.{data.dataset}.n_train = 0?)"
         return out
@@ -196,11 +210,14 @@ def probe_fits(
                         skipped[c] = f"no negative train image of {c} in {where}"
                 if len(skipped) < len(classes):
                     best = None
-                    for c_value in (c_grid if has_validate else [DEFAULT_C]):
+                    for c_value in c_grid if has_validate else [DEFAULT_C]:
                         model = _fit_lr(x_train[known], y, c_value, max_iter, seed)
                         v = _proba(model, x_val, cols)
-                        score = np.nanmean([_auc(v[:, j], data.eval_labels("validate")[:, j]) for j in range(len(cols))]) \
-                            if has_validate else 0.0
+                        score = (
+                            np.nanmean([_auc(v[:, j], data.eval_labels("validate")[:, j]) for j in range(len(cols))])
+                            if has_validate
+                            else 0.0
+                        )
                         score = -np.inf if np.isnan(score) else score
                         if best is None or score > best[0]:
                             best = (score, c_value, model, v)
@@ -220,7 +237,7 @@ def probe_fits(
                         skipped[c] = f"no {'positive' if not y.any() else 'negative'} train image of {c} in {where}"
                         continue
                     best = None
-                    for c_value in (c_grid if has_validate else [DEFAULT_C]):
+                    for c_value in c_grid if has_validate else [DEFAULT_C]:
                         model = _fit_lr(x_train[known], y.astype(int), c_value, max_iter, seed)
                         v = model.predict_proba(x_val)[:, 1] if has_validate else np.zeros(0)
                         score = _auc(v, data.eval_labels("validate")[:, j]) if has_validate else 0.0
@@ -231,6 +248,14 @@ def probe_fits(
                     test_scores[:, j] = model.predict_proba(x_test)[:, 1]
             fit = Fit(fraction, seed, int(pick.size), n_pos, chosen, skipped, round(time.perf_counter() - started, 3))
             out.add(fit, val_scores, test_scores)
-            log.info("%s/%s %s seed %d: %d train images, C %s, %d class(es) skipped", name, data.dataset,
-                     fraction_label(fraction), seed, pick.size, chosen, len(skipped))
+            log.info(
+                "%s/%s %s seed %d: %d train images, C %s, %d class(es) skipped",
+                name,
+                data.dataset,
+                fraction_label(fraction),
+                seed,
+                pick.size,
+                chosen,
+                len(skipped),
+            )
     return out

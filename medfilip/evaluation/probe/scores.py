@@ -81,8 +81,16 @@ class ProbeScores:
         np.savez(buf, **arrays)
         with atomic_path(npz_path) as tmp:
             tmp.write_bytes(buf.getvalue())
-        meta = {"name": self.name, "kind": self.kind, "dataset": self.dataset, "task": self.task, "classes": self.classes,
-                "note": self.note, "info": self.info, "fits": [asdict(f) for f in self.fits]}
+        meta = {
+            "name": self.name,
+            "kind": self.kind,
+            "dataset": self.dataset,
+            "task": self.task,
+            "classes": self.classes,
+            "note": self.note,
+            "info": self.info,
+            "fits": [asdict(f) for f in self.fits],
+        }
         write_text_atomic(json.dumps(meta, indent=1) + "\n", npz_path.with_suffix(".json"))
         return npz_path
 
@@ -95,8 +103,18 @@ class ProbeScores:
         meta = json.loads(sidecar.read_text(encoding="utf-8"))
         with np.load(npz_path) as data:
             arrays = {k: data[k] for k in data.files}
-        out = cls(meta["name"], meta["kind"], meta["dataset"], meta["task"], list(meta["classes"]), arrays["test_rows"],
-                  arrays["test_labels"], arrays["validate_labels"], note=meta.get("note", ""), info=meta.get("info", {}))
+        out = cls(
+            meta["name"],
+            meta["kind"],
+            meta["dataset"],
+            meta["task"],
+            list(meta["classes"]),
+            arrays["test_rows"],
+            arrays["test_labels"],
+            arrays["validate_labels"],
+            note=meta.get("note", ""),
+            info=meta.get("info", {}),
+        )
         for f in meta["fits"]:
             fit = Fit(**f)
             out.add(fit, arrays[f"validate/{fit.key}"], arrays[f"test/{fit.key}"])

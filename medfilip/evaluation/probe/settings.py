@@ -30,7 +30,9 @@ class ProbeBaselineSettings(Strict):
         "baseline; null = training.model.image_weights (if set), else that row is skipped",
     )
     image_size: int = Field(
-        32, ge=32, le=1024,
+        32,
+        ge=32,
+        le=1024,
         description="Side in px the baselines see (the store images resized once; ConvNeXt needs 32 or more); sized "
         "for 2 CPU cores (paper: the dataset's full size)",
     )
@@ -39,7 +41,9 @@ class ProbeBaselineSettings(Strict):
     lr: float = Field(0.001, gt=0, le=10.0, description="AdamW learning rate")
     weight_decay: float = Field(0.0001, ge=0, le=1.0, description="AdamW weight decay")
     seeds: int = Field(
-        1, ge=1, le=20,
+        1,
+        ge=1,
+        le=20,
         description="Seeds (train subsets) per fraction below 100 % for the baselines: the first `seeds` of the "
         "probe's subsets (the probe's own seeds: linear_probe.seeds)",
     )
@@ -53,18 +57,22 @@ class LinearProbeSettings(Strict):
         "needs datasets.<name>.n_train > 0",
     )
     fractions: list[float] = Field(
-        [0.01, 0.1, 1.0], min_length=1,
+        [0.01, 0.1, 1.0],
+        min_length=1,
         description="Fractions of the train split the classifier is trained on (stratified, seeded)",
     )
     seeds: int = Field(3, ge=1, le=100, description="Subsets (seeds) per fraction below 1; 100 % is one fit")
     c_grid: list[float] = Field(
-        [0.001, 0.01, 0.1, 1.0, 10.0], min_length=1,
+        [0.001, 0.01, 0.1, 1.0, 10.0],
+        min_length=1,
         description="Inverse L2 strengths tried; the one with the best validate AUC is kept (per class for "
         "multi-label sets); never chosen on test",
     )
     max_iter: int = Field(2000, ge=10, le=1_000_000, description="lbfgs iterations per logistic-regression fit")
     batch_size: int = Field(128, ge=1, le=65536, description="Images per forward pass of the feature extraction")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="Feature extraction and baselines: cpu, cuda or auto")
+    device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="Feature extraction and baselines: cpu, cuda or auto"
+    )
     baselines: ProbeBaselineSettings = Field(
         ProbeBaselineSettings(),
         description="The Table II baselines, fine-tuned end to end on the probe's train subsets: the ResNet of "

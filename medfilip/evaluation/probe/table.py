@@ -26,9 +26,9 @@ from __future__ import annotations
 import logging
 import math
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -53,8 +53,9 @@ def resample_counts(indices: np.ndarray, n: int) -> np.ndarray:
     return np.bincount(flat, minlength=b * n).reshape(b, n).astype(np.float64)
 
 
-def weighted_metrics(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray,
-                     val_threshold: float) -> dict[str, np.ndarray]:
+def weighted_metrics(
+    scores: np.ndarray, labels: np.ndarray, weights: np.ndarray, val_threshold: float
+) -> dict[str, np.ndarray]:
     """Per weighting row (a resample): AUC, F1 and accuracy at the F1-max threshold of that row,
     and F1 / accuracy at ``val_threshold`` (fixed). Same conventions as medfilip.evaluation.metrics:
     ``score >= t`` is positive, ties stay together, among equal F1 the highest threshold wins."""
@@ -63,7 +64,7 @@ def weighted_metrics(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray
     b = w.shape[0]
     nan = np.full(b, np.nan)
     if s.size == 0:
-        return {m: nan for m in METRICS}
+        return dict.fromkeys(METRICS, nan)
     order = np.argsort(-s, kind="stable")
     s, y, w = s[order], y[order], w[:, order]
     ends = np.flatnonzero(np.r_[s[1:] != s[:-1], True])
@@ -92,17 +93,26 @@ def weighted_metrics(scores: np.ndarray, labels: np.ndarray, weights: np.ndarray
     return {"acc": acc, "f1": f1, "auc": area, "acc_val": acc_val, "f1_val": f1_val}
 
 
-def point_metrics(test_scores: np.ndarray, test_labels: np.ndarray, val_scores: np.ndarray,
-                  val_labels: np.ndarray) -> dict[str, float]:
+def point_metrics(
+    test_scores: np.ndarray, test_labels: np.ndarray, val_scores: np.ndarray, val_labels: np.ndarray
+) -> dict[str, float]:
     """One class's metrics on the whole test set, from medfilip.evaluation.metrics."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         on_test = f1_max_threshold(test_scores, test_labels)
         chosen = f1_max_threshold(val_scores, val_labels).threshold if len(val_scores) else float("nan")
         at_val = metrics_at_threshold(test_scores, test_labels, chosen)
-        return {"acc": on_test.accuracy, "f1": on_test.f1, "auc": auc(test_scores, test_labels),
-                "acc_val": at_val.accuracy, "f1_val": at_val.f1, "threshold": on_test.threshold,
-                "threshold_val": chosen, "n_test_pos": on_test.n_pos, "n_test": on_test.n}
+        return {
+            "acc": on_test.accuracy,
+            "f1": on_test.f1,
+            "auc": auc(test_scores, test_labels),
+            "acc_val": at_val.accuracy,
+            "f1_val": at_val.f1,
+            "threshold": on_test.threshold,
+            "threshold_val": chosen,
+            "n_test_pos": on_test.n_pos,
+            "n_test": on_test.n,
+        }
 
 
 @dataclass
@@ -125,9 +135,18 @@ def score_fraction(scores: ProbeScores, fraction: float, counts: np.ndarray) -> 
         t, v = scores.test_scores[fit.key], scores.validate_scores[fit.key]
         class_est, class_rep = [], []
         for j, name in enumerate(scores.classes):
-            row = {"run": scores.name, "kind": scores.kind, "dataset": scores.dataset, "fraction": fraction,
-                   "seed": fit.seed, "class": name, "C": fit.C[j], "n_train": fit.n_train,
-                   "n_train_pos": fit.n_train_pos[j], "note": fit.skipped.get(name, "")}
+            row = {
+                "run": scores.name,
+                "kind": scores.kind,
+                "dataset": scores.dataset,
+                "fraction": fraction,
+                "seed": fit.seed,
+                "class": name,
+                "C": fit.C[j],
+                "n_train": fit.n_train,
+                "n_train_pos": fit.n_train_pos[j],
+                "note": fit.skipped.get(name, ""),
+            }
             if name in fit.skipped or np.isnan(t[:, j]).all():
                 row["note"] = row["note"] or "no scores"
                 per_class.append(row)
@@ -135,7 +154,9 @@ def score_fraction(scores: ProbeScores, fraction: float, counts: np.ndarray) -> 
             m = point_metrics(t[:, j], scores.test_labels[:, j], v[:, j], scores.validate_labels[:, j])
             if np.isnan(m["auc"]) or np.isnan(m["f1"]):
                 y = scores.test_labels[:, j]
-                reason = f"{name}: undefined on test ({int(np.sum(y == 1))} positive, {int(np.sum(y == 0))} negative images)"
+                reason = (
+                    f"{name}: undefined on test ({int(np.sum(y == 1))} positive, {int(np.sum(y == 0))} negative images)"
+                )
                 per_class.append({**row, **m, "note": reason})
                 notes.append(f"seed {fit.seed}: {reason}")
                 continue
@@ -150,7 +171,7 @@ def score_fraction(scores: ProbeScores, fraction: float, counts: np.ndarray) -> 
         seed_rep.append({k: np.mean([r[k] for r in class_rep], axis=0) for k in METRICS})
     if not seed_est:
         nan = np.full(counts.shape[0], np.nan)
-        return Scored({k: float("nan") for k in METRICS}, {k: nan for k in METRICS}, 0, notes), per_class
+        return Scored({k: float("nan") for k in METRICS}, dict.fromkeys(METRICS, nan), 0, notes), per_class
     est = {k: float(np.mean([e[k] for e in seed_est])) for k in METRICS}
     rep = {k: np.mean([r[k] for r in seed_rep], axis=0) for k in METRICS}
     return Scored(est, rep, len(seed_est), notes), per_class
@@ -170,8 +191,14 @@ def _r(value, digits: int = 4):
 
 
 # -- the table --------------------------------------------------------------------------------
-def build_tables(all_scores: Sequence[ProbeScores], *, n_resamples: int = 1000, seed: int = 0,
-                 skip_rows: Sequence[dict] = (), reference: str = REFERENCE) -> tuple[list[dict], list[dict], list[dict]]:
+def build_tables(
+    all_scores: Sequence[ProbeScores],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    skip_rows: Sequence[dict] = (),
+    reference: str = REFERENCE,
+) -> tuple[list[dict], list[dict], list[dict]]:
     """(table rows: one per model, per-class rows, long rows for the figure)."""
     datasets = sorted({s.dataset for s in all_scores}, key=lambda d: [s.dataset for s in all_scores].index(d))
     names: list[tuple[str, str]] = []
@@ -218,8 +245,19 @@ def build_tables(all_scores: Sequence[ProbeScores], *, n_resamples: int = 1000, 
                 row[f"{prefix}_n_seeds"] = sc.n_seeds if sc else 0
                 if sc is not None:
                     iv = percentile_interval(sc.estimate["auc"], sc.replicates["auc"])
-                    long.append({"run": s.name, "kind": s.kind, "dataset": d, "fraction": f, "auc": iv.estimate,
-                                 "auc_low": iv.low, "auc_high": iv.high, "f1": sc.estimate["f1"], "acc": sc.estimate["acc"]})
+                    long.append(
+                        {
+                            "run": s.name,
+                            "kind": s.kind,
+                            "dataset": d,
+                            "fraction": f,
+                            "auc": iv.estimate,
+                            "auc_low": iv.low,
+                            "auc_high": iv.high,
+                            "f1": sc.estimate["f1"],
+                            "acc": sc.estimate["acc"],
+                        }
+                    )
                 for m in DELTA_METRICS:
                     col = f"delta_{prefix}_{m}_vs_{reference}"
                     if sc is None or s.name == reference or reference not in scored:
@@ -234,25 +272,53 @@ def build_tables(all_scores: Sequence[ProbeScores], *, n_resamples: int = 1000, 
         row["note"] = " | ".join(dict.fromkeys(notes[n]))
         table.append(row)
     for extra in skip_rows:
-        table.append({**{k: None for k in (table[0] if table else {"run": None, "kind": None, "note": None})}, **extra})
+        table.append({**dict.fromkeys(table[0] if table else {"run": None, "kind": None, "note": None}), **extra})
     per_class = [{k: _r(v) if isinstance(v, float) else v for k, v in r.items()} for r in per_class]
     return table, per_class, long
 
 
-PER_CLASS_COLUMNS = ["run", "kind", "dataset", "fraction", "seed", "class", "C", "n_train", "n_train_pos", "auc", "acc",
-                     "f1", "threshold", "acc_val", "f1_val", "threshold_val", "n_test_pos", "n_test", "note"]
+PER_CLASS_COLUMNS = [
+    "run",
+    "kind",
+    "dataset",
+    "fraction",
+    "seed",
+    "class",
+    "C",
+    "n_train",
+    "n_train_pos",
+    "auc",
+    "acc",
+    "f1",
+    "threshold",
+    "acc_val",
+    "f1_val",
+    "threshold_val",
+    "n_test_pos",
+    "n_test",
+    "note",
+]
 
 
-def write_outputs(table: list[dict], per_class: list[dict], long: list[dict], out: Path, per_class_path: Path | None,
-                  figure: Path | None) -> None:
+def write_outputs(
+    table: list[dict],
+    per_class: list[dict],
+    long: list[dict],
+    out: Path,
+    per_class_path: Path | None,
+    figure: Path | None,
+) -> None:
     from medfilip.io import write_csv_atomic
 
     columns = list(dict.fromkeys(k for r in table for k in r))
     columns = ["run", "kind"] + [c for c in columns if c not in ("run", "kind", "note")] + ["note"]
     write_csv_atomic(table, out, fieldnames=columns)
     if per_class_path is not None:
-        write_csv_atomic([{k: r.get(k) for k in PER_CLASS_COLUMNS} for r in per_class] or [{k: None for k in PER_CLASS_COLUMNS}],
-                         per_class_path, fieldnames=PER_CLASS_COLUMNS)
+        write_csv_atomic(
+            [{k: r.get(k) for k in PER_CLASS_COLUMNS} for r in per_class] or [dict.fromkeys(PER_CLASS_COLUMNS)],
+            per_class_path,
+            fieldnames=PER_CLASS_COLUMNS,
+        )
     if figure is not None:
         write_figure(long, figure)
 

@@ -122,5 +122,10 @@ def fit_params(settings: dict[str, Any]) -> dict[str, Any]:
 
 def baseline_params(settings: dict[str, Any]) -> dict[str, Any]:
     p = settings["evaluation"]["linear_probe"]
-    return {"fractions": p["fractions"], "seeds": p["seeds"], "baselines": p["baselines"],
-            "arch": settings["training"]["model"]["image_arch"], "image_weights": settings["training"]["model"]["image_weights"]}
+    return {
+        "fractions": p["fractions"],
+        "seeds": p["seeds"],
+        "baselines": p["baselines"],
+        "arch": settings["training"]["model"]["image_arch"],
+        "image_weights": settings["training"]["model"]["image_weights"],
+    }

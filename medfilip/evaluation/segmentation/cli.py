@@ -32,8 +32,10 @@ def cmd_segmentation(args: argparse.Namespace) -> int:
     summary = json.loads(summary_file.read_text(encoding="utf-8"))
     for rec in summary["fractions"]:
         if rec["status"] == "ok":
-            print(f"{name} {rec['fraction']:g}: {rec['n_train']} train images, {rec['steps']} steps at "
-                  f"{rec['train_images_per_s']} images/s; validate Dice {rec['validate_dice']:.4f}")
+            print(
+                f"{name} {rec['fraction']:g}: {rec['n_train']} train images, {rec['steps']} steps at "
+                f"{rec['train_images_per_s']} images/s; validate Dice {rec['validate_dice']:.4f}"
+            )
         else:
             print(f"{name} {rec['fraction']:g}: skipped: {rec['reason']}")
     print(f"-> {args.out_dir} ({summary['wall_seconds']} s)")
@@ -50,27 +52,43 @@ def cmd_segmentation_table(args: argparse.Namespace) -> int:
     if args.figure:
         write_figure(folders, _folder(args.store), args.figure)
     for row in rows:
-        cells = [f"{k} {row[k]:.3f}" for k in row if k.startswith(("dice_", "dice_pos_")) and not k.endswith(("_low", "_high"))
-                 and isinstance(row[k], float)]
+        cells = [
+            f"{k} {row[k]:.3f}"
+            for k in row
+            if k.startswith(("dice_", "dice_pos_")) and not k.endswith(("_low", "_high")) and isinstance(row[k], float)
+        ]
         print(f"{row['run']}: {', '.join(cells) or row.get('note', '')}")
     print(f"-> {args.out}")
     return 0
 
 
 def register(sub) -> None:
-    s = sub.add_parser("segmentation", help="fine-tune a UNet on SIIM-ACR with a run's encoder (or random init); Dice on test")
+    s = sub.add_parser(
+        "segmentation", help="fine-tune a UNet on SIIM-ACR with a run's encoder (or random init); Dice on test"
+    )
     s.add_argument("--model", type=Path, default=None, help="run folder (results/models/RUN) or its model.pt")
     s.add_argument("--baseline", action="store_true", help="the random-init encoder baseline instead of a run")
     s.add_argument("--run", default=None, help="name in the table (default: the run folder's name, or random_init)")
-    s.add_argument("--store", type=Path, default=Path("results/images/siim"), help="SIIM image store or its index.parquet")
+    s.add_argument(
+        "--store", type=Path, default=Path("results/images/siim"), help="SIIM image store or its index.parquet"
+    )
     s.add_argument("--out-dir", type=Path, required=True, help="folder of scores.parquet, summary.json, examples.npz")
     s.set_defaults(func=cmd_segmentation)
 
-    s = sub.add_parser("segmentation-table", help="the segmentation table (Table IV) and figure from every run's outputs")
-    s.add_argument("--results", type=Path, nargs="+", required=True,
-                   help="folders written by `medfilip segmentation` (or their summary.json); the run named medfilip "
-                        "is the reference of the paired deltas")
-    s.add_argument("--store", type=Path, default=Path("results/images/siim"), help="the SIIM store (images of the figure)")
+    s = sub.add_parser(
+        "segmentation-table", help="the segmentation table (Table IV) and figure from every run's outputs"
+    )
+    s.add_argument(
+        "--results",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="folders written by `medfilip segmentation` (or their summary.json); the run named medfilip "
+        "is the reference of the paired deltas",
+    )
+    s.add_argument(
+        "--store", type=Path, default=Path("results/images/siim"), help="the SIIM store (images of the figure)"
+    )
     s.add_argument("--out", type=Path, default=Path("results/tables/segmentation.csv"))
     s.add_argument("--long", type=Path, default=None, help="one row per run and fraction with the validate choices")
     s.add_argument("--figure", type=Path, default=None, help="image / truth / prediction grid (PNG)")

@@ -55,7 +55,9 @@ def mask_to_square(mask: np.ndarray, size: int) -> np.ndarray:
     h, w = mask.shape
     geo = letterbox_geometry(w, h, size)
     out = np.zeros((size, size), dtype=bool)
-    out[geo.pad_y:geo.pad_y + geo.height, geo.pad_x:geo.pad_x + geo.width] = resize_mask_area(mask, geo.width, geo.height)
+    out[geo.pad_y : geo.pad_y + geo.height, geo.pad_x : geo.pad_x + geo.width] = resize_mask_area(
+        mask, geo.width, geo.height
+    )
     return out
 
 
@@ -87,7 +89,9 @@ def store_masks(store, rows: np.ndarray, size: int | None = None) -> np.ndarray:
         try:
             source = siim_mask(record)
         except ValueError as err:
-            raise SegmentationDataError(f"{index_file}: image {columns['image_id'][k]!r}, field mask_rle: {err}") from None
+            raise SegmentationDataError(
+                f"{index_file}: image {columns['image_id'][k]!r}, field mask_rle: {err}"
+            ) from None
         square = mask_to_square(source, store.size)
         out[k] = square if out_size == store.size else resize_mask_area(square, out_size, out_size)
     return out
@@ -133,7 +137,9 @@ class SegmentationData:
     splits: dict[str, SplitData]
 
     def summary(self) -> str:
-        return ", ".join(f"{name} {len(s)} ({int(s.positive.sum())} with pneumothorax)" for name, s in self.splits.items())
+        return ", ".join(
+            f"{name} {len(s)} ({int(s.positive.sum())} with pneumothorax)" for name, s in self.splits.items()
+        )
 
 
 def load_segmentation_data(store_root: str | Path, size: int) -> SegmentationData:
@@ -160,7 +166,9 @@ def load_segmentation_data(store_root: str | Path, size: int) -> SegmentationDat
         )
     ids = store.image_ids
     splits = {
-        split: SplitData(rows=r, image_ids=[ids[i] for i in r], images=store.get_batch(r), masks=store_masks(store, r, size))
+        split: SplitData(
+            rows=r, image_ids=[ids[i] for i in r], images=store.get_batch(r), masks=store_masks(store, r, size)
+        )
         for split, r in rows.items()
     }
     return SegmentationData(Path(store_root), size, splits)
@@ -204,5 +212,7 @@ def example_rows(positive: np.ndarray, areas: np.ndarray, k: int, seed: int) -> 
         chosen_pos = np.sort(rng.choice(big, size=n_pos, replace=False))
     else:
         chosen_pos = np.empty(0, np.int64)
-    chosen_neg = np.sort(rng.choice(neg, size=min(n_neg, neg.size), replace=False)) if neg.size else np.empty(0, np.int64)
+    chosen_neg = (
+        np.sort(rng.choice(neg, size=min(n_neg, neg.size), replace=False)) if neg.size else np.empty(0, np.int64)
+    )
     return np.concatenate([chosen_pos, chosen_neg]).astype(np.int64)

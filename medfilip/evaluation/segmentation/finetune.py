@@ -80,8 +80,14 @@ def _cycle(rows: np.ndarray, need: int, rng: np.random.Generator) -> np.ndarray:
     return np.concatenate([rng.permutation(rows) for _ in range(math.ceil(need / rows.size))])[:need]
 
 
-def batch_stream(n_images: int, batch: int, steps: int, seed: int, positive: np.ndarray | None = None,
-                 positive_share: float | None = None) -> np.ndarray:
+def batch_stream(
+    n_images: int,
+    batch: int,
+    steps: int,
+    seed: int,
+    positive: np.ndarray | None = None,
+    positive_share: float | None = None,
+) -> np.ndarray:
     """(steps, batch) row numbers, every batch full: slices of consecutive seeded shuffles.
 
     With ``positive_share`` (and ``positive``, a bool per image), each batch holds round(share x batch)
@@ -95,8 +101,10 @@ def batch_stream(n_images: int, batch: int, steps: int, seed: int, positive: np.
     n_pos = int(round(positive_share * batch)) if neg.size else batch
     n_pos = min(batch, n_pos) if pos.size else 0
     n_neg = batch - n_pos
-    stream = np.concatenate([_cycle(pos, steps * n_pos, rng).reshape(steps, n_pos),
-                             _cycle(neg, steps * n_neg, rng).reshape(steps, n_neg)], axis=1)
+    stream = np.concatenate(
+        [_cycle(pos, steps * n_pos, rng).reshape(steps, n_pos), _cycle(neg, steps * n_neg, rng).reshape(steps, n_neg)],
+        axis=1,
+    )
     return stream.astype(np.int64)
 
 
@@ -139,7 +147,11 @@ def predict(unet, images, batch_size: int, device, precision: str) -> np.ndarray
     out = []
     with torch.inference_mode():
         for start in range(0, len(images), batch_size):
-            x = images[start:start + batch_size].to(device, non_blocking=True).contiguous(memory_format=torch.channels_last)
+            x = (
+                images[start : start + batch_size]
+                .to(device, non_blocking=True)
+                .contiguous(memory_format=torch.channels_last)
+            )
             with autocast(precision, device):
                 logits = unet(x)
             out.append(torch.sigmoid(logits.float())[:, 0].cpu().numpy())
@@ -156,8 +168,20 @@ def make_optimiser(unet, settings):
         return torch.optim.AdamW(unet.parameters(), lr=settings.lr, weight_decay=settings.weight_decay, foreach=True)
 
 
-def finetune_fraction(unet, x_train, y_train, x_val, val_truth, settings, *, seed: int, device, precision: str,
-                      fraction: float, n_positive: int) -> tuple[Any, FractionResult]:
+def finetune_fraction(
+    unet,
+    x_train,
+    y_train,
+    x_val,
+    val_truth,
+    settings,
+    *,
+    seed: int,
+    device,
+    precision: str,
+    fraction: float,
+    n_positive: int,
+) -> tuple[Any, FractionResult]:
     """Train ``unet`` in place on (x_train, y_train); returns the best-on-validate state dict and the record."""
     import torch
     import torch.nn.functional as F
@@ -196,27 +220,56 @@ def finetune_fraction(unet, x_train, y_train, x_val, val_truth, settings, *, see
         train_s += time.perf_counter() - started
         loss_value = float(loss.detach())
         if not math.isfinite(loss_value):
-            raise ValueError(f"segmentation, fraction {fraction:g}: the loss is {loss_value} at step {step} "
-                             "(lower evaluation.segmentation.lr)")
+            raise ValueError(
+                f"segmentation, fraction {fraction:g}: the loss is {loss_value} at step {step} "
+                "(lower evaluation.segmentation.lr)"
+            )
         if step in checks:
             prob = predict(unet, x_val, infer_batch, device, precision)
             score, threshold, min_area = choose_on_validate(prob, val_truth, settings.thresholds, settings.min_area)
-            log.info("fraction %g step %d/%d: loss %.4f, validate Dice %.4f (threshold %.2f, min area %.3f)",
-                     fraction, step, steps, loss_value, score, threshold, min_area)
+            log.info(
+                "fraction %g step %d/%d: loss %.4f, validate Dice %.4f (threshold %.2f, min area %.3f)",
+                fraction,
+                step,
+                steps,
+                loss_value,
+                score,
+                threshold,
+                min_area,
+            )
             if score > best[0] + 1e-12:
                 best = (score, threshold, min_area, step)
                 best_state = copy.deepcopy({k: v.detach().cpu() for k, v in unet.state_dict().items()})
     record = FractionResult(
-        fraction=fraction, status="ok", n_train=n, n_train_positive=n_positive, steps=steps, batch_size=batch,
-        checkpoint_step=best[3], threshold=best[1], min_area=best[2], validate_dice=best[0],
-        train_seconds=round(train_s, 3), train_images_per_s=round(steps * batch / train_s, 2) if train_s > 0 else float("nan"),
+        fraction=fraction,
+        status="ok",
+        n_train=n,
+        n_train_positive=n_positive,
+        steps=steps,
+        batch_size=batch,
+        checkpoint_step=best[3],
+        threshold=best[1],
+        min_area=best[2],
+        validate_dice=best[0],
+        train_seconds=round(train_s, 3),
+        train_images_per_s=round(steps * batch / train_s, 2) if train_s > 0 else float("nan"),
         final_loss=loss_value,
     )
     return best_state, record
 
 
-def evaluate_encoder(run: str, encoder: str, make_unet, data, settings, *, channels: int, device, precision: str,
-                     example_rows: np.ndarray | None = None) -> RunResult:
+def evaluate_encoder(
+    run: str,
+    encoder: str,
+    make_unet,
+    data,
+    settings,
+    *,
+    channels: int,
+    device,
+    precision: str,
+    example_rows: np.ndarray | None = None,
+) -> RunResult:
     """Fine-tune fresh copies of ``make_unet()`` on every fraction and score each on test."""
     import torch
 
@@ -236,17 +289,29 @@ def evaluate_encoder(run: str, encoder: str, make_unet, data, settings, *, chann
         rows = subsets[fraction]
         n_pos = int(train.positive[rows].sum())
         if n_pos == 0:
-            reason = (f"no image with pneumothorax among the {rows.size} train images of this fraction "
-                      f"(the train split has {int(train.positive.sum())} of {len(train)})")
+            reason = (
+                f"no image with pneumothorax among the {rows.size} train images of this fraction "
+                f"(the train split has {int(train.positive.sum())} of {len(train)})"
+            )
             log.warning("%s, fraction %g: skipped: %s", run, fraction, reason)
-            result.fractions.append(FractionResult(fraction=fraction, status="skipped", reason=reason,
-                                                   n_train=int(rows.size)))
+            result.fractions.append(
+                FractionResult(fraction=fraction, status="skipped", reason=reason, n_train=int(rows.size))
+            )
             continue
         unet = make_unet()
         fraction_seed = settings.seed * 1000 + k
         state, record = finetune_fraction(
-            unet, x_train_all[torch.from_numpy(rows)], y_train_all[torch.from_numpy(rows)], x_val, val.masks, settings,
-            seed=fraction_seed, device=device, precision=precision, fraction=fraction, n_positive=n_pos,
+            unet,
+            x_train_all[torch.from_numpy(rows)],
+            y_train_all[torch.from_numpy(rows)],
+            x_val,
+            val.masks,
+            settings,
+            seed=fraction_seed,
+            device=device,
+            precision=precision,
+            fraction=fraction,
+            n_positive=n_pos,
         )
         unet.load_state_dict(state)
         started = time.perf_counter()
@@ -260,12 +325,25 @@ def evaluate_encoder(run: str, encoder: str, make_unet, data, settings, *, chann
             "pred_area": pred.reshape(len(test), -1).sum(axis=1).astype(np.int64),
         }
         if fraction == largest and example_rows is not None:
-            result.examples = {"rows": np.asarray(example_rows, np.int64), "pred": pred[example_rows],
-                               "prob": prob[example_rows].astype(np.float16)}
-        log.info("%s, fraction %g: %d train images (%d with pneumothorax), %d steps at %.1f images/s; test Dice %.4f "
-                 "(checkpoint step %d, threshold %.2f, min area %.3f chosen on validate)", run, fraction, record.n_train,
-                 n_pos, record.steps, record.train_images_per_s, float(result.scores[fraction]["dice"].mean()),
-                 record.checkpoint_step, record.threshold, record.min_area)
+            result.examples = {
+                "rows": np.asarray(example_rows, np.int64),
+                "pred": pred[example_rows],
+                "prob": prob[example_rows].astype(np.float16),
+            }
+        log.info(
+            "%s, fraction %g: %d train images (%d with pneumothorax), %d steps at %.1f images/s; test Dice %.4f "
+            "(checkpoint step %d, threshold %.2f, min area %.3f chosen on validate)",
+            run,
+            fraction,
+            record.n_train,
+            n_pos,
+            record.steps,
+            record.train_images_per_s,
+            float(result.scores[fraction]["dice"].mean()),
+            record.checkpoint_step,
+            record.threshold,
+            record.min_area,
+        )
         result.fractions.append(record)
         del unet
     return result
@@ -290,15 +368,27 @@ def write_run_result(result: RunResult, out_dir: str | Path, meta: dict[str, Any
         rows["image_id"] += list(result.test_image_ids)
         for c in ("dice", "iou", "truth_area", "pred_area"):
             rows[c] += arrays[c].tolist()
-    schema = pa.schema([("run", pa.string()), ("fraction", pa.float64()), ("image_id", pa.string()),
-                        ("dice", pa.float64()), ("iou", pa.float64()), ("truth_area", pa.int64()), ("pred_area", pa.int64())])
+    schema = pa.schema(
+        [
+            ("run", pa.string()),
+            ("fraction", pa.float64()),
+            ("image_id", pa.string()),
+            ("dice", pa.float64()),
+            ("iou", pa.float64()),
+            ("truth_area", pa.int64()),
+            ("pred_area", pa.int64()),
+        ]
+    )
     write_parquet_atomic(pa.table(rows, schema=schema), out_dir / "scores.parquet")
-    with atomic_path(out_dir / "examples.npz") as tmp:
-        with open(tmp, "wb") as fh:
-            np.savez_compressed(fh, **(result.examples or {"rows": np.zeros(0, np.int64)}))
-    summary = {"run": result.run, "encoder": result.encoder, **meta,
-               "test_image_ids": len(result.test_image_ids),
-               "fractions": [_json_safe(asdict(r)) for r in result.fractions]}
+    with atomic_path(out_dir / "examples.npz") as tmp, open(tmp, "wb") as fh:
+        np.savez_compressed(fh, **(result.examples or {"rows": np.zeros(0, np.int64)}))
+    summary = {
+        "run": result.run,
+        "encoder": result.encoder,
+        **meta,
+        "test_image_ids": len(result.test_image_ids),
+        "fractions": [_json_safe(asdict(r)) for r in result.fractions],
+    }
     write_text_atomic(json.dumps(summary, indent=2) + "\n", out_dir / "summary.json")
     return out_dir / "summary.json"
 
@@ -307,9 +397,13 @@ def _json_safe(record: dict) -> dict:
     return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in record.items()}
 
 
-def write_skipped_run(run: str, encoder: str, fractions: list[float], reason: str, out_dir: str | Path,
-                      meta: dict[str, Any]) -> Path:
+def write_skipped_run(
+    run: str, encoder: str, fractions: list[float], reason: str, out_dir: str | Path, meta: dict[str, Any]
+) -> Path:
     """The outputs of a run that could not be fine-tuned at all: every fraction a skip record with the reason."""
-    result = RunResult(run=run, encoder=encoder,
-                       fractions=[FractionResult(fraction=f, status="skipped", reason=reason) for f in fractions])
+    result = RunResult(
+        run=run,
+        encoder=encoder,
+        fractions=[FractionResult(fraction=f, status="skipped", reason=reason) for f in fractions],
+    )
     return write_run_result(result, out_dir, meta)

@@ -80,10 +80,19 @@ def run_segmentation(
         return write_skipped_run(run, encoder, settings.fractions, str(skip), out_dir, meta)
     log.info("%s: %s", store_root, data.summary())
     test = data.splits["test"]
-    examples = example_rows(test.positive, test.masks.reshape(len(test), -1).sum(axis=1), settings.examples, settings.seed)
+    examples = example_rows(
+        test.positive, test.masks.reshape(len(test), -1).sum(axis=1), settings.examples, settings.seed
+    )
     result = evaluate_encoder(
-        run, encoder, lambda: copy.deepcopy(template), data, settings,
-        channels=channels, device=device, precision=precision, example_rows=examples,
+        run,
+        encoder,
+        lambda: copy.deepcopy(template),
+        data,
+        settings,
+        channels=channels,
+        device=device,
+        precision=precision,
+        example_rows=examples,
     )
     meta["n_images"] = {name: len(split) for name, split in data.splits.items()}
     meta["n_positive"] = {name: int(split.positive.sum()) for name, split in data.splits.items()}

@@ -29,37 +29,52 @@ class SegmentationSettings(Strict):
         json_schema_extra={**UNIQUE_ITEMS, "items": {"type": "number", "exclusiveMinimum": 0, "maximum": 1}},
     )
     image_size: int = Field(
-        64, ge=32, le=1024, multiple_of=32,
+        64,
+        ge=32,
+        le=1024,
+        multiple_of=32,
         description="Side in px the store images and masks are resized to for the UNet (a multiple of 32; "
         "paper scale: 448 or 512)",
     )
     decoder_channels: list[int] = Field(
-        [128, 64, 32, 16, 8], min_length=5, max_length=5,
+        [128, 64, 32, 16, 8],
+        min_length=5,
+        max_length=5,
         description="Channels of the five UNet decoder blocks (smp's default is 256, 128, 64, 32, 16)",
         json_schema_extra={"items": {"type": "integer", "minimum": 1}},
     )
     epochs: int = Field(
-        4, ge=1, le=10_000,
+        4,
+        ge=1,
+        le=10_000,
         description="Epochs over a fraction's images; the steps are then clipped to [min_steps, max_steps]",
     )
     min_steps: int = Field(
-        16, ge=1, le=10_000_000,
+        16,
+        ge=1,
+        le=10_000_000,
         description="At least this many optimiser steps per fraction (so 1% of train is not 1 step)",
     )
     max_steps: int | None = Field(
-        64, ge=1, le=10_000_000,
+        64,
+        ge=1,
+        le=10_000_000,
         description="At most this many optimiser steps per fraction (the CPU budget); null = epochs x batches",
     )
     batch_size: int = Field(8, ge=1, le=4096, description="Images per optimiser step")
     positive_share: float | None = Field(
-        0.5, ge=0, le=1,
+        0.5,
+        ge=0,
+        le=1,
         description="Share of each batch drawn from the images with pneumothorax (Kaggle SIIM solutions oversample "
         "them); null = batches drawn from the subset as it is",
     )
     lr: float = Field(3e-3, gt=0, le=10, description="AdamW learning rate (encoder and decoder), cosine-decayed to 0")
     weight_decay: float = Field(1e-4, ge=0, le=1, description="AdamW weight decay")
     checks: int = Field(
-        2, ge=1, le=1000,
+        2,
+        ge=1,
+        le=1000,
         description="Checkpoints per fraction scored on validate, evenly spaced over the steps (the last one is "
         "the end of training); the best one on validate is scored on test",
     )
@@ -77,7 +92,9 @@ class SegmentationSettings(Strict):
         json_schema_extra={"items": {"type": "number", "minimum": 0, "exclusiveMaximum": 1}},
     )
     examples: int = Field(4, ge=1, le=32, description="Test images shown per run in results/figures/segmentation.png")
-    seed: int = Field(0, ge=0, description="Seed of the fraction subsets, the decoder init, the baseline encoder and the batch order")
+    seed: int = Field(
+        0, ge=0, description="Seed of the fraction subsets, the decoder init, the baseline encoder and the batch order"
+    )
     device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cpu, cuda, or auto (cuda when available)")
     precision: Literal["fp32", "bf16", "auto"] = Field(
         "auto", description="fp32 | bf16 | auto (bf16 autocast on a GPU that supports it, fp32 on CPU)"

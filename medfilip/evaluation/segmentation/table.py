@@ -41,9 +41,28 @@ REFERENCE_RUN = "medfilip"
 ALL_EMPTY = "all_empty"
 METRICS = ("dice", "dice_pos", "iou", "iou_pos")
 DELTA_METRICS = ("dice", "dice_pos")
-LONG_COLUMNS = ("run", "encoder", "fraction", "status", "reason", "n_train", "n_train_positive", "steps", "batch_size",
-                "checkpoint_step", "threshold", "min_area", "validate_dice", "dice", "dice_pos", "iou", "iou_pos",
-                "train_seconds", "train_images_per_s", "test_seconds")
+LONG_COLUMNS = (
+    "run",
+    "encoder",
+    "fraction",
+    "status",
+    "reason",
+    "n_train",
+    "n_train_positive",
+    "steps",
+    "batch_size",
+    "checkpoint_step",
+    "threshold",
+    "min_area",
+    "validate_dice",
+    "dice",
+    "dice_pos",
+    "iou",
+    "iou_pos",
+    "train_seconds",
+    "train_images_per_s",
+    "test_seconds",
+)
 
 
 class SegmentationTableError(ValueError):
@@ -126,16 +145,26 @@ def build_rows(runs: list[RunScores], fractions: list[float], *, n_resamples: in
             for metric, values in (("dice", arrays["dice"]), ("iou", arrays["iou"])):
                 row.update(mean_interval(values, n_resamples=n_resamples, seed=seed).as_dict(f"{metric}_{lab}"))
                 if positive.any():
-                    row.update(mean_interval(values[positive], n_resamples=n_resamples, seed=seed).as_dict(f"{metric}_pos_{lab}"))
+                    row.update(
+                        mean_interval(values[positive], n_resamples=n_resamples, seed=seed).as_dict(
+                            f"{metric}_pos_{lab}"
+                        )
+                    )
             if not positive.any():
                 notes.append(f"{lab}: no test image with pneumothorax, dice_pos and iou_pos undefined")
             if reference is not None and r is not reference and f in reference.scores:
                 ref = reference.scores[f]
-                row.update(paired_difference(mean_over_images, [arrays["dice"]], [ref["dice"]], indices=indices)
-                           .as_dict(f"delta_dice_{lab}_vs_{REFERENCE_RUN}"))
+                row.update(
+                    paired_difference(mean_over_images, [arrays["dice"]], [ref["dice"]], indices=indices).as_dict(
+                        f"delta_dice_{lab}_vs_{REFERENCE_RUN}"
+                    )
+                )
                 if positive.any():
-                    row.update(paired_difference(_positive_mean, [arrays["dice"], positive], [ref["dice"], positive],
-                                                 indices=indices).as_dict(f"delta_dice_pos_{lab}_vs_{REFERENCE_RUN}"))
+                    row.update(
+                        paired_difference(
+                            _positive_mean, [arrays["dice"], positive], [ref["dice"], positive], indices=indices
+                        ).as_dict(f"delta_dice_pos_{lab}_vs_{REFERENCE_RUN}")
+                    )
         notes = [f"{', '.join(labs)}: skipped: {reason}" for reason, labs in skipped.items()] + notes
         if r.run == REFERENCE_RUN:
             notes.append("reference run of the delta columns")
@@ -153,12 +182,16 @@ def build_rows(runs: list[RunScores], fractions: list[float], *, n_resamples: in
             for metric in ("dice", "iou"):
                 empty.update(mean_interval(dice, n_resamples=n_resamples, seed=seed).as_dict(f"{metric}_{lab}"))
                 if positive_test.any():
-                    empty.update({f"{metric}_pos_{lab}": 0.0, f"{metric}_pos_{lab}_low": 0.0, f"{metric}_pos_{lab}_high": 0.0})
-        empty.update(n_test=n_test, n_test_positive=int(positive_test.sum()),
-                     note="reference without a model: the Kaggle Dice of predicting no pneumothorax anywhere "
-                          "(= the share of test images without one); no delta"
-                          + ("" if positive_test.any() else "; no test image with pneumothorax, dice_pos and iou_pos "
-                             "undefined"))
+                    empty.update(
+                        {f"{metric}_pos_{lab}": 0.0, f"{metric}_pos_{lab}_low": 0.0, f"{metric}_pos_{lab}_high": 0.0}
+                    )
+        empty.update(
+            n_test=n_test,
+            n_test_positive=int(positive_test.sum()),
+            note="reference without a model: the Kaggle Dice of predicting no pneumothorax anywhere "
+            "(= the share of test images without one); no delta"
+            + ("" if positive_test.any() else "; no test image with pneumothorax, dice_pos and iou_pos undefined"),
+        )
         rows.append(empty)
     return rows
 
@@ -179,8 +212,10 @@ def table_columns(fractions: list[float], with_reference: bool) -> list[str]:
 
 
 def _rounded(row: dict) -> dict:
-    return {k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else ("" if isinstance(v, float) else v))
-            for k, v in row.items()}
+    return {
+        k: (round(v, 4) if isinstance(v, float) and math.isfinite(v) else ("" if isinstance(v, float) else v))
+        for k, v in row.items()
+    }
 
 
 def long_rows(runs: list[RunScores]) -> list[dict]:
@@ -192,8 +227,12 @@ def long_rows(runs: list[RunScores]) -> list[dict]:
             row = {"run": r.run, "encoder": r.encoder, **{k: rec.get(k) for k in LONG_COLUMNS if k in rec}}
             if arrays is not None:
                 positive = arrays["truth_area"] > 0
-                row.update(dice=mean_over_images(arrays["dice"]), dice_pos=mean_over_positives(arrays["dice"], positive),
-                           iou=mean_over_images(arrays["iou"]), iou_pos=mean_over_positives(arrays["iou"], positive))
+                row.update(
+                    dice=mean_over_images(arrays["dice"]),
+                    dice_pos=mean_over_positives(arrays["dice"], positive),
+                    iou=mean_over_images(arrays["iou"]),
+                    iou_pos=mean_over_positives(arrays["iou"], positive),
+                )
             rows.append(_rounded({c: row.get(c) for c in LONG_COLUMNS}))
     return rows
 
@@ -208,7 +247,9 @@ def write_tables(run_folders: list[str | Path], out: str | Path, long_out: str |
     n_resamples, seed = _bootstrap_settings(cfg)
     rows = build_rows(runs, fractions, n_resamples=n_resamples, seed=seed)
     columns = table_columns(fractions, any(r.run == REFERENCE_RUN for r in runs))
-    write_csv_atomic([_rounded({c: row.get(c, float("nan")) for c in columns}) for row in rows], out, fieldnames=columns)
+    write_csv_atomic(
+        [_rounded({c: row.get(c, float("nan")) for c in columns}) for row in rows], out, fieldnames=columns
+    )
     if long_out is not None:
         write_csv_atomic(long_rows(runs), long_out, fieldnames=list(LONG_COLUMNS))
     return rows
@@ -244,8 +285,15 @@ def write_figure(run_folders: list[str | Path], store_root: str | Path, out: str
     if rows is None or rows.size == 0 or test_rows.size == 0:
         fig, ax = plt.subplots(figsize=(6, 2))
         ax.axis("off")
-        ax.text(0.5, 0.5, "no segmentation predictions (every run was skipped: see results/tables/segmentation.csv)",
-                ha="center", va="center", fontsize=9, wrap=True)
+        ax.text(
+            0.5,
+            0.5,
+            "no segmentation predictions (every run was skipped: see results/tables/segmentation.csv)",
+            ha="center",
+            va="center",
+            fontsize=9,
+            wrap=True,
+        )
         return save_figure(fig, out, dpi=100)
     store_rows = test_rows[rows]
     images = store.get_batch(store_rows)
@@ -271,8 +319,9 @@ def write_figure(run_folders: list[str | Path], store_root: str | Path, out: str
                 _overlay(axes[2 + i, j], pred[j], size, (1.0, 0.2, 0.1))
                 _contour(axes[2 + i, j], truth[j], size)
         axes[0, j].set_title("pneumothorax" if truth[j].any() else "none", fontsize=7)
-    fig.suptitle("SIIM-ACR test images: truth (green), prediction (red, truth outlined); "
-                 "choices made on validate", fontsize=8)
+    fig.suptitle(
+        "SIIM-ACR test images: truth (green), prediction (red, truth outlined); choices made on validate", fontsize=8
+    )
     fig.tight_layout()
     return save_figure(fig, out, dpi=110)
 

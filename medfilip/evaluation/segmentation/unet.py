@@ -47,8 +47,11 @@ def build_unet(arch: str, channels: int, decoder_channels: list[int] | tuple[int
 
 def backbone_state(state_dict: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The ResNet trunk's tensors of a DualEncoder state dict, keyed as in torchvision (no fc)."""
-    return {k[len(BACKBONE_PREFIX):]: v for k, v in state_dict.items()
-            if k.startswith(BACKBONE_PREFIX) and not k[len(BACKBONE_PREFIX):].startswith("fc.")}
+    return {
+        k[len(BACKBONE_PREFIX) :]: v
+        for k, v in state_dict.items()
+        if k.startswith(BACKBONE_PREFIX) and not k[len(BACKBONE_PREFIX) :].startswith("fc.")
+    }
 
 
 def load_encoder(unet: nn.Module, backbone: Mapping[str, torch.Tensor], source: str) -> int:
@@ -89,14 +92,18 @@ def load_image_encoder(run_dir: str | Path):
     except Exception as err:  # any unreadable file gets the same message
         raise ModelError(f"{path}: cannot read the trained model ({err})") from err
     if not isinstance(payload, dict) or payload.get("format") != MODEL_FORMAT:
-        raise ModelError(f"{path}: model format {getattr(payload, 'get', lambda _: None)('format')!r}, expected {MODEL_FORMAT}")
+        raise ModelError(
+            f"{path}: model format {getattr(payload, 'get', lambda _: None)('format')!r}, expected {MODEL_FORMAT}"
+        )
     settings = ModelSettings(**payload["model_settings"])
     image = ImageEncoder(settings.image_arch, settings.image_channels, settings.embed_dim)
-    state = {k[len("image."):]: v for k, v in payload["state_dict"].items() if k.startswith("image.")}
+    state = {k[len("image.") :]: v for k, v in payload["state_dict"].items() if k.startswith("image.")}
     try:
         image.load_state_dict(state, strict=True)
     except RuntimeError as err:
-        raise ModelError(f"{path}: the image encoder's weights do not fit {settings.image_arch} ({str(err)[:200]})") from None
+        raise ModelError(
+            f"{path}: the image encoder's weights do not fit {settings.image_arch} ({str(err)[:200]})"
+        ) from None
     return image.eval(), settings, int(payload["image_size"])
 
 
@@ -112,9 +119,18 @@ def unet_from_run(run_dir: str | Path, decoder_channels, *, seed: int) -> tuple[
         unet = build_unet(settings.image_arch, settings.image_channels, decoder_channels, seed=seed)
     except EncoderMappingError as err:
         raise ModelError(f"{run_dir / MODEL_FILE}: {err}") from None
-    n = load_encoder(unet, backbone_state({f"image.{k}": v for k, v in image.state_dict().items()}),
-                     str(run_dir / MODEL_FILE))
-    log.info("%s: UNet encoder %s (%d input channel(s)) from the run's image encoder, %d tensors",
-             run_dir, settings.image_arch, settings.image_channels, n)
-    return unet, {"image_arch": settings.image_arch, "image_channels": settings.image_channels,
-                  "pretrain_image_size": image_size}
+    n = load_encoder(
+        unet, backbone_state({f"image.{k}": v for k, v in image.state_dict().items()}), str(run_dir / MODEL_FILE)
+    )
+    log.info(
+        "%s: UNet encoder %s (%d input channel(s)) from the run's image encoder, %d tensors",
+        run_dir,
+        settings.image_arch,
+        settings.image_channels,
+        n,
+    )
+    return unet, {
+        "image_arch": settings.image_arch,
+        "image_channels": settings.image_channels,
+        "pretrain_image_size": image_size,
+    }

@@ -42,7 +42,10 @@ def job_params(settings: dict[str, Any]) -> dict[str, Any]:
     baseline's encoder architecture comes from training.model."""
     own = {k: v for k, v in settings["evaluation"]["segmentation"].items() if k not in OPERATIONAL}
     model = settings["training"]["model"]
-    return {"segmentation": own, "encoder": {"image_arch": model["image_arch"], "image_channels": model["image_channels"]}}
+    return {
+        "segmentation": own,
+        "encoder": {"image_arch": model["image_arch"], "image_channels": model["image_channels"]},
+    }
 
 
 def table_params(settings: dict[str, Any]) -> dict[str, Any]:

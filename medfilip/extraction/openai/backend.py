@@ -22,7 +22,6 @@ import openai
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt
 
 from medfilip.configbase import ConfigError
-from medfilip.extraction.settings import ModelPrice, OpenAIBackendConfig
 from medfilip.extraction.backend import ExtractionAborted, ExtractionBackend, ExtractionResult, ReportText
 from medfilip.extraction.openai.accounting import cost_usd, estimate_tokens, price_of
 from medfilip.extraction.openai.api_errors import (
@@ -42,6 +41,7 @@ from medfilip.extraction.openai.request import build_request, corrective_request
 from medfilip.extraction.openai.retry import retry_after, retry_wait, retryable
 from medfilip.extraction.openai.version import backend_version
 from medfilip.extraction.ratelimit import RateLimiter
+from medfilip.extraction.settings import ModelPrice, OpenAIBackendConfig
 
 log = logging.getLogger(__name__)
 

@@ -29,7 +29,6 @@ from typing import Any
 import openai
 import pyarrow.parquet as pq
 
-from medfilip.extraction.settings import BatchConfig
 from medfilip.extraction.backend import ExtractionAborted, ExtractionBackend, ExtractionResult, ReportText
 from medfilip.extraction.openai.backend import OpenAIBackend
 from medfilip.extraction.openai.batch_lines import error_text
@@ -38,6 +37,7 @@ from medfilip.extraction.openai.batch_store import BatchStore
 from medfilip.extraction.openai.client import sync_client
 from medfilip.extraction.openai.credentials import read_api_key, redact_secret
 from medfilip.extraction.openai.reply import ReplyError, parse_reply, reply_of
+from medfilip.extraction.settings import BatchConfig
 
 log = logging.getLogger(__name__)
 

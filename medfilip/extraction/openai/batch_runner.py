@@ -20,10 +20,10 @@ from typing import Any
 
 import openai
 
-from medfilip.extraction.settings import BatchConfig
 from medfilip.extraction.backend import ExtractionResult
 from medfilip.extraction.openai.batch_lines import error_text, field_of, never_ran
 from medfilip.extraction.openai.batch_store import ABANDONED, ACTIVE, ENDED, BatchStore, Chunk
+from medfilip.extraction.settings import BatchConfig
 
 log = logging.getLogger(__name__)
 

@@ -6,9 +6,9 @@ from collections.abc import Mapping
 from typing import Any
 
 from medfilip.configbase import ConfigError
-from medfilip.extraction.settings import OpenAIBackendConfig
 from medfilip.extraction.openai.prompt import Prompt
 from medfilip.extraction.schema import Triplet
+from medfilip.extraction.settings import OpenAIBackendConfig
 
 __all__ = ["TRIPLETS_JSON_SCHEMA", "build_request", "corrective_request", "response_format", "triplets_json_schema"]
 

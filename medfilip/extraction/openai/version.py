@@ -10,9 +10,9 @@ import hashlib
 import json
 from typing import Any
 
-from medfilip.extraction.settings import OpenAIBackendConfig
 from medfilip.extraction.llm_server import model_file_sha256
 from medfilip.extraction.openai.prompt import Prompt
+from medfilip.extraction.settings import OpenAIBackendConfig
 
 __all__ = ["backend_version", "generation_settings"]
 
