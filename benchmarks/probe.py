@@ -72,7 +72,7 @@ def main() -> None:
         model = build_model(ModelSettings(embed_dim=64, max_length=16), image_size=args.size, seed=0)
         save_trained(model, tmp / "run")
         data = probe_data_from_store(store)
-        common = dict(name="bench", fractions=args.fractions, seeds=args.seeds, c_grid=args.c_grid)
+        common = {"name": "bench", "fractions": args.fractions, "seeds": args.seeds, "c_grid": args.c_grid}
         n_fits = sum(len(subset_seeds(f, args.seeds)) for f in args.fractions)
 
         start = time.perf_counter()

@@ -291,7 +291,7 @@ def cmd_query(args: argparse.Namespace) -> int:
     try:
         _read_only(con, args.sql)
         result = con.execute(args.sql)
-    except Exception as err:  # duckdb raises many error types; show the message, not a traceback
+    except Exception as err:  # noqa: BLE001 - duckdb raises many error types; show the message, not a traceback
         print(f"query failed: {err}", file=sys.stderr)
         return 2
     print(format_result(result, args.format, args.max_rows))

@@ -364,7 +364,7 @@ def read_siim(root: str | Path, settings, *, seed: int = 0) -> pa.Table:
     files = file_map(image_dir, (".dcm",))
     frame["path"] = [files.get(f"{i}.dcm", image_dir / f"{i}.dcm") for i in frame["image_id"]]
     heights, widths = [], []
-    for rles, path in zip(frame["rles"], frame["path"]):
+    for path in frame["path"]:
         # every image's own size (an empty mask too: train and test masks then match their images)
         h, w = dicom_size(path) or (sources.SIIM_SIZE, sources.SIIM_SIZE)
         heights.append(h)

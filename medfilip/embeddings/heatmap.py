@@ -139,8 +139,8 @@ def draw_ssm_heatmap(
     )
     vmin = min(0.0, min(float(t.min()) for t, _ in panels))
     rows, cols = np.nonzero(positives)
-    for k, (ax, (values, subtitle)) in enumerate(zip(axes[0], panels)):
-        image = ax.imshow(values, cmap="viridis", vmin=vmin, vmax=1.0, aspect="auto", interpolation="nearest")
+    for k, (ax, (matrix, subtitle)) in enumerate(zip(axes[0], panels)):
+        image = ax.imshow(matrix, cmap="viridis", vmin=vmin, vmax=1.0, aspect="auto", interpolation="nearest")
         ax.scatter(cols, rows, s=10, c="white", edgecolors="black", linewidths=0.4)
         ax.set_xticks(range(m), col_names, rotation=70, ha="right", fontsize=7)
         ax.set_yticks(range(n), row_names if k == 0 else [""] * n, fontsize=7)

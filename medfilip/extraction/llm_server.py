@@ -16,6 +16,7 @@ re-extracts every report, an unchanged one never does.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -314,10 +315,8 @@ def _terminate(pid: int, grace_s: float = 10.0) -> None:
         if not _is_our_process(pid) or not Path(f"/proc/{pid}").exists():
             return
         time.sleep(0.2)
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 def stop(state_dir: str | Path = DEFAULT_STATE_DIR) -> ServerInfo | None:

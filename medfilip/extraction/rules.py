@@ -128,8 +128,13 @@ class RulesExtractor:
             )
             if s.kind == "pre_negation" and before or s.kind == "post_negation" and after:
                 negated = True
-            elif s.kind == "pre_uncertain" and before or s.kind == "post_uncertain" and after or s.kind == "alternatives" and (
-                prev_end <= s.start and s.end <= m.start or m.end <= s.start and s.end <= next_start
+            elif (
+                s.kind == "pre_uncertain"
+                and before
+                or s.kind == "post_uncertain"
+                and after
+                or s.kind == "alternatives"
+                and (prev_end <= s.start and s.end <= m.start or m.end <= s.start and s.end <= next_start)
             ):
                 uncertain = True
         if negated:

@@ -65,7 +65,7 @@ class Vocabulary:
                 self.severity_of[w.lower()] = Severity(canonical, int(spec["level"]))
         self.severity_levels = {canonical: int(spec["level"]) for canonical, spec in sev.items()}
         self.laterality_of = {w.lower(): canon for canon, ws in (modifiers.get("laterality") or {}).items() for w in ws}
-        self.region_patterns = {canon: ws for canon, ws in (modifiers.get("regions") or {}).items()}
+        self.region_patterns = dict((modifiers.get("regions") or {}).items())
         self.compounds = {k.lower(): v for k, v in (modifiers.get("compounds") or {}).items()}
         self.location_regions = {k: frozenset(v) for k, v in (modifiers.get("location_regions") or {}).items()}
         self.location_rewrites = {

@@ -21,7 +21,10 @@ def cmd_knowledge(args: argparse.Namespace) -> int:
             entry = knowledge.entry(args.show)
         except KeyError as err:
             raise KnowledgeError(err.args[0]) from None
-        wrap = lambda text: textwrap.fill(text, width=100, initial_indent="  ", subsequent_indent="  ")
+
+        def wrap(text: str) -> str:
+            return textwrap.fill(text, width=100, initial_indent="  ", subsequent_indent="  ")
+
         print(f"{entry.category}" + ("" if entry.category == args.show else f"  (resolved from {args.show!r})"))
         print("explanation:\n" + wrap(entry.explanation))
         print("context:\n" + wrap(entry.context))

@@ -14,9 +14,9 @@ def loop_ssm(image_label_ids, text_label_ids, vectors, categories=None, variant=
     for i, labels in enumerate(image_label_ids):
         for j, t in enumerate(text_label_ids):
             values = []
-            for l in labels:
-                cos = torch.nn.functional.cosine_similarity(vectors[l], vectors[t], dim=0)
-                if variant == "same_category" and categories[l] != categories[t]:
+            for lab in labels:
+                cos = torch.nn.functional.cosine_similarity(vectors[lab], vectors[t], dim=0)
+                if variant == "same_category" and categories[lab] != categories[t]:
                     cos = torch.zeros((), dtype=vectors.dtype)
                 values.append(cos)
             out[i, j] = max(values)

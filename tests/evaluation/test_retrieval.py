@@ -142,7 +142,7 @@ def test_retrieval_images_and_texts(tmp_path: Path):
 
 
 def test_evaluate_retrieval_table(tmp_path: Path):
-    store = corpus(tmp_path / "corpus")
+    corpus(tmp_path / "corpus")
     models = {"medfilip": StripeEncoder(), "convirt": BlindEncoder()}
     rows = evaluate_retrieval(
         [tmp_path / "medfilip", tmp_path / "convirt"],

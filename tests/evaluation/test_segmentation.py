@@ -273,7 +273,7 @@ def trained_run(tmp_path_factory):
     with torch.no_grad():  # not an init any UNet would have: every tensor differs from a fresh one
         for p in model.image.backbone.parameters():
             p.add_(torch.randn_like(p) * 0.01)
-        for name, b in model.image.backbone.named_buffers():
+        for b in model.image.backbone.buffers():
             if b.dtype.is_floating_point:
                 b.add_(torch.rand_like(b) * 0.1)
     run = tmp_path_factory.mktemp("run")

@@ -109,8 +109,8 @@ def test_cohen_kappa_known_values():
 
 
 def test_agreement_per_category_and_micro(vocab):
-    a = {k: v for k, v in A.items()}
-    b = {k: v for k, v in B.items()}
+    a = dict(A.items())
+    b = dict(B.items())
     a.pop("r8")  # as read_side gives it: failed reports are not in the ok mapping
     rows, diag = compare_extractions(a, b, vocab)
     assert [r["category"] for r in rows] == list(EXPECTED)  # by number of present decisions, micro last

@@ -71,21 +71,16 @@ def test_server_command_and_ports():
 
 def test_cli_status_and_stop_without_a_server(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(llm_server.Path(__file__).resolve().parents[2])}
-    run = lambda *a: subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "medfilip.cli",
-            "llm-server",
-            *a,
-            "--state-dir",  # noqa: E731
-            str(tmp_path),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+
+    def run(*a):
+        return subprocess.run(
+            [sys.executable, "-m", "medfilip.cli", "llm-server", *a, "--state-dir", str(tmp_path)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=120,
+        )
+
     status = run("status")
     assert status.returncode == 1 and status.stdout.strip() == "not running"
     stop = run("stop")

@@ -67,17 +67,17 @@ def server(tmp_path_factory):
 
 
 def _config(server, **kw) -> OpenAIBackendConfig:
-    base = dict(
-        base_url=server.base_url,
-        model=server.model_alias,
-        model_file=llm_server.PACKAGED,
-        prompt=CLOSED,
-        structured_output="json_object_schema",
-        max_concurrency=1,
-        timeout_s=900,
-        max_retries=1,
-        max_output_tokens=160,
-    )
+    base = {
+        "base_url": server.base_url,
+        "model": server.model_alias,
+        "model_file": llm_server.PACKAGED,
+        "prompt": CLOSED,
+        "structured_output": "json_object_schema",
+        "max_concurrency": 1,
+        "timeout_s": 900,
+        "max_retries": 1,
+        "max_output_tokens": 160,
+    }
     return OpenAIBackendConfig(**{**base, **kw})
 
 

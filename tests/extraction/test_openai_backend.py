@@ -782,7 +782,7 @@ def test_cli_never_writes_or_logs_the_key(openai_server, tmp_path, repo):
     missing = _cli(common, env_missing, tmp_path)
     assert missing.returncode == 2 and "Traceback" not in missing.stderr
     assert missing.stderr.strip().splitlines() == [
-        l for l in missing.stderr.strip().splitlines() if l.startswith("error: ")
+        line for line in missing.stderr.strip().splitlines() if line.startswith("error: ")
     ]
     assert "MEDFILIP_TEST_OPENAI_KEY is not set" in missing.stderr
 
@@ -925,8 +925,8 @@ def test_snakemake_with_the_openai_backend(openai_server, tmp_path):
 
     # a new model re-runs extraction; the endpoint or the limits re-run nothing
     for change, expected in (
-        (dict(model="gpt-4o"), {"extract_triplets": 2, "entities": 1}),
-        (dict(requests_per_minute=50, base_url="http://127.0.0.1:9/v1"), {}),
+        ({"model": "gpt-4o"}, {"extract_triplets": 2, "entities": 1}),
+        ({"requests_per_minute": 50, "base_url": "http://127.0.0.1:9/v1"}, {}),
     ):
         changed = yaml.safe_load((tmp_path / "config.yaml").read_text())
         changed["extraction"]["openai"].update(change)

@@ -98,13 +98,9 @@ def test_write_quality_csv_and_figure(tmp_path, mapping):
 
 
 def test_entities_normalise_and_keep_raw(tmp_path, rules_backend):
-    triplet = lambda cat, pol="present": {
-        "severity": None,
-        "location": None,
-        "category": cat,
-        "polarity": pol,  # noqa: E731
-        "sentence": f"{cat}.",
-    }
+    def triplet(cat, pol="present"):
+        return {"severity": None, "location": None, "category": cat, "polarity": pol, "sentence": f"{cat}."}
+
     shard = pa.table(
         {
             "report_id": ["r1", "r2"],

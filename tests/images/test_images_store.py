@@ -134,7 +134,7 @@ def test_image_id_collision_is_a_reject_row_and_the_store_is_written(tmp_path):
 
 def test_exception_inside_writer_leaves_old_store(tmp_path):
     out, arrays = _write(tmp_path)
-    with pytest.raises(RuntimeError), ImageStoreWriter(out, SIZE, "nih") as w:
+    with pytest.raises(RuntimeError), ImageStoreWriter(out, SIZE, "nih") as w:  # noqa: PT012 - a failure inside the writer
         w.add("new", np.zeros((SIZE, SIZE), np.uint8))
         raise RuntimeError("stop")
     store = ImageStore.open(out)

@@ -94,7 +94,7 @@ def test_synonyms_are_unique_and_never_name_another_category(knowledge):
 
 
 @pytest.mark.parametrize(
-    ("name", "canonical"),
+    "name, canonical",
     [
         ("pleural effusion", "pleural effusion"),
         ("Pleural_Thickening", "pleural thickening"),  # ChestX-ray14 spelling
@@ -175,7 +175,7 @@ def test_a_required_category_spelled_differently_is_an_error(tmp_path):
         load_knowledge(path, required=["pleural effusion"])
 
 
-@pytest.mark.parametrize(("field", "value"), [("explanation", ""), ("explanation", "   \n "), ("context", "")])
+@pytest.mark.parametrize("field, value", [("explanation", ""), ("explanation", "   \n "), ("context", "")])
 def test_empty_text_names_category_and_field(tmp_path, field, value):
     path = write(tmp_path, {"nodule": entry(), "mass": {**entry(), field: value}})
     with pytest.raises(KnowledgeError) as err:

@@ -178,7 +178,7 @@ def test_seeded_split_is_deterministic_and_follows_the_seed(tmp_path):
     assert set(counts) == {"train", "validate", "test"}
     assert 130 <= counts["train"] <= 190  # 80% of 200, give or take
     # The fractions are honoured: all-train puts every report in train.
-    assert set(r.split for r in read_iu_xray(folder, split_fractions=(1.0, 0.0, 0.0))) == {"train"}
+    assert {r.split for r in read_iu_xray(folder, split_fractions=(1.0, 0.0, 0.0))} == {"train"}
     # A report's split depends on its own id only, not on the rest of the corpus.
     few = write_corpus(tmp_path / "few", {k: docs[k] for k in ("1.xml", "2.xml", "3.xml")})
     assert {r.report_id: r.split for r in read_iu_xray(few)} == {k: s0[k] for k in ("CXR1", "CXR2", "CXR3")}

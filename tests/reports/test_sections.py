@@ -18,7 +18,7 @@ MIMIC_REPORT = MIMIC_FULL_REPORT
 
 
 @pytest.mark.parametrize(
-    ("raw", "expected"),
+    "raw, expected",
     [
         (None, ""),
         ("", ""),
@@ -122,7 +122,7 @@ def test_only_findings():
 
 
 @pytest.mark.parametrize(
-    ("header", "expected"),
+    "header, expected",
     [
         ("FINDINGS AND IMPRESSION", ("Stable cardiomegaly.", "")),
         ("FINDING", ("Stable cardiomegaly.", "")),

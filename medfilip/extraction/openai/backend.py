@@ -10,6 +10,7 @@ docstring for the whole picture.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import queue
 import threading
@@ -207,10 +208,8 @@ class OpenAIBackend(ExtractionBackend):
                 stop.set()
                 loop, task = holder.get("loop"), holder.get("task")
                 if loop is not None and task is not None:
-                    try:
+                    with contextlib.suppress(RuntimeError):  # the loop already closed
                         loop.call_soon_threadsafe(task.cancel)
-                    except RuntimeError:  # the loop already closed
-                        pass
                 thread.join(timeout=10)
             log.info(
                 "openai backend: %d requests, %d retries (%d rate-limited), %d corrective re-asks; %.1fs "

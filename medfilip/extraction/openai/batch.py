@@ -131,7 +131,7 @@ class OpenAIBatchBackend(ExtractionBackend):
             for key, result in self.runner.run(texts):
                 for rid in ids[key]:
                     yield dataclasses.replace(result, report_id=rid)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - any failure stops the stage with its reason (ExtractionAborted)
             raise self._aborted(err) from None
 
     def submit_shards(self, shard_paths: Iterable[str | Path], cache: Any) -> int:
@@ -149,7 +149,7 @@ class OpenAIBatchBackend(ExtractionBackend):
         missing = {k: t for k, t in texts.items() if k not in cached}
         try:
             n = self.runner.submit(missing)
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - any failure stops the stage with its reason (ExtractionAborted)
             raise self._aborted(err) from None
         log.info(
             "openai batch: %d reports of %d shards missing from the cache, %d submitted now",

@@ -230,7 +230,7 @@ class BatchRunner:
             for f in self.client.files.list(purpose="batch"):
                 if field_of(f, "filename") == f"{chunk.chunk_id}.jsonl":
                     return field_of(f, "id")
-        except Exception as err:  # listing is optional for OpenAI-compatible servers
+        except Exception as err:  # noqa: BLE001 - listing is optional for OpenAI-compatible servers
             log.debug("cannot list files to find the upload of chunk %s: %s", chunk.chunk_id, err)
         return None
 
@@ -243,7 +243,7 @@ class BatchRunner:
                     return b
                 if n >= 1000:
                     break
-        except Exception as err:
+        except Exception as err:  # noqa: BLE001 - listing is optional for OpenAI-compatible servers
             log.debug("cannot list batches to find the batch of chunk %s: %s", chunk.chunk_id, err)
         return None
 

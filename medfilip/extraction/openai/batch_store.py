@@ -99,11 +99,10 @@ class BatchStore:
 
     def create(self, chunk: Chunk, keys: list[str], lines: list[str]) -> None:
         """Write a new chunk: input and keys first, the state last (a chunk exists once its state does)."""
-        with atomic_path(self.path(chunk.chunk_id, "input.jsonl")) as tmp:
-            with open(tmp, "w", encoding="utf-8") as fh:
-                for line in lines:
-                    fh.write(line)
-                    fh.write("\n")
+        with atomic_path(self.path(chunk.chunk_id, "input.jsonl")) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+            for line in lines:
+                fh.write(line)
+                fh.write("\n")
         write_text_atomic("\n".join(keys) + "\n", self.path(chunk.chunk_id, "keys"))
         self._keys[chunk.chunk_id] = list(keys)
         self.save(chunk)
