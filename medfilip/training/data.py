@@ -98,7 +98,8 @@ class LabelLists(Sequence):
     def __init__(self, offsets: np.ndarray, values: np.ndarray):
         self.offsets = np.asarray(offsets, dtype=np.int64)
         self.values = np.asarray(values, dtype=np.int32)
-        if self.offsets.ndim != 1 or len(self.offsets) == 0 or self.offsets[0] != 0 or self.offsets[-1] != len(self.values):
+        o = self.offsets
+        if o.ndim != 1 or len(o) == 0 or o[0] != 0 or o[-1] != len(self.values):
             raise ValueError("offsets must start at 0 and end at len(values)")
 
     @classmethod
@@ -180,7 +181,8 @@ class ReportLabels(Mapping):
         return len(self.report_ids)
 
 
-def read_label_table(labels_path: str | Path, variant: str, *, batch_size: int = 65_536) -> tuple[LabelTable, ReportLabels]:
+def read_label_table(labels_path: str | Path, variant: str, *,
+                     batch_size: int = 65_536) -> tuple[LabelTable, ReportLabels]:
     """One variant of labels.parquet: (unique labels, report_id -> label ids in file order).
 
     Streamed: the file is read ``batch_size`` rows at a time with report_id and label_key as

@@ -5,12 +5,11 @@ from __future__ import annotations
 import random
 
 import numpy as np
-import pytest
-import torch
-
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
+import torch
 
 from medfilip.images.store import ImageStore
 from medfilip.training.data import (
@@ -147,7 +146,8 @@ def test_collator_targets(table, tokenizer):
 def reference_read_label_table(path, variant):
     """The implementation before the streamed one (issue 13), kept verbatim as the reference."""
     table = pq.read_table(path)
-    needed = {"report_id", "variant", "label", "label_key", "category", "severity", "location", "polarity", "explanation"}
+    needed = {"report_id", "variant", "label", "label_key", "category", "severity", "location", "polarity",
+              "explanation"}
     table = table.filter(pc.equal(table.column("variant"), variant))
     rows = table.select(sorted(needed)).to_pylist()
     first: dict[str, dict] = {}
