@@ -13,6 +13,8 @@ Targets (issue 13): time linear in reports (compare the per-10k figures of two N
     nice -n 10 python benchmarks/scale.py --reports 20000 50000 [--shards 16] [--keep DIR]
 
 The texts are templates, not real reports: the figures are throughput and memory, not quality.
+The last stage is the training job's read of labels.parquet (`read_label_table`, one variant);
+benchmarks/label_table.py compares it with the list-of-dicts read it replaced on a MIMIC-sized table.
 """
 
 from __future__ import annotations
@@ -144,6 +146,11 @@ def bench(n: int, shards: int, work: Path) -> list[tuple[str, float, float]]:
     wall, rss = run_stage([*cli, "labels", "--reports", *shard_files, "--entities", "results/entities.parquet",
                            "--extractions", *extractions, "--out", "results/labels.parquet"], work)
     rows.append(("labels", wall, rss))
+    # what a training job reads of labels.parquet (streamed; benchmarks/label_table.py compares it with
+    # the list-of-dicts read it replaced, at MIMIC scale)
+    wall, rss = run_stage([sys.executable, "-c", "from medfilip.training.data import read_label_table; "
+                           "read_label_table('results/labels.parquet', 'triplet_explanation')"], work)
+    rows.append(("training label table (read)", wall, rss))
     return rows
 
 

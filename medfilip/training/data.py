@@ -199,8 +199,10 @@ def read_label_table(labels_path: str | Path, variant: str, *,
     if missing:
         raise TrainingDataError(f"{path}: missing columns {sorted(missing)}")
     parquet = pq.ParquetFile(path, read_dictionary=["report_id", "label_key"])
-    report_chunks, key_chunks, firsts = [], [], []
-    n_rows = 0
+    # ids in order of first appearance in the file, as numpy codes per row; the strings once each
+    report_index: dict[str, int] = {}
+    key_index: dict[str, int] = {}
+    report_codes, key_codes, firsts = [], [], []
     for batch in parquet.iter_batches(batch_size=batch_size, columns=list(LABEL_COLUMNS)):
         batch = batch.filter(pc.equal(batch.column("variant"), variant))
         if batch.num_rows == 0:
@@ -208,41 +210,28 @@ def read_label_table(labels_path: str | Path, variant: str, *,
         keys, reports = batch.column("label_key"), batch.column("report_id")
         if keys.null_count or reports.null_count:
             raise TrainingDataError(f"{path}: null report_id or label_key in rows of variant {variant!r}")
-        # the first row of each label key in this batch (the file's first row of a key is among them)
-        _, first = np.unique(keys.indices.to_numpy(zero_copy_only=False), return_index=True)
-        first = np.sort(first)
-        info = batch.select(_INFO_COLUMNS).take(pa.array(first))
-        info = info.set_column(0, "label_key", info.column(0).dictionary_decode())
-        firsts.append(info.append_column("row", pa.array(first + n_rows, pa.int64())))
-        report_chunks.append(reports)
-        key_chunks.append(keys)
-        n_rows += batch.num_rows
-    if n_rows == 0:
+        codes, new_rows = _first_appearance_codes(reports, report_index)
+        report_codes.append(codes)
+        codes, new_rows = _first_appearance_codes(keys, key_index)
+        key_codes.append(codes)
+        if len(new_rows):  # each label's fields: those of its first row in the file
+            info = batch.select(_INFO_COLUMNS).take(pa.array(new_rows))
+            firsts.append(info.set_column(0, "label_key", info.column(0).dictionary_decode()))
+    if not report_codes:
         raise TrainingDataError(f"{path}: no rows of label variant {variant!r} (is it in labels.variants?)")
-    report_codes, report_dict = _codes(report_chunks)
-    key_codes, key_dict = _codes(key_chunks)
-    del report_chunks, key_chunks
 
-    # label id = rank of the key among the sorted keys of this variant (the dictionary may also hold
-    # keys of other variants: parquet dictionaries are per column chunk)
-    used = np.unique(key_codes)
-    used_keys = key_dict.take(pa.array(used))
-    order = np.asarray(pc.sort_indices(used_keys).to_numpy(zero_copy_only=False), dtype=np.int64)
-    id_of_code = np.full(len(key_dict), -1, dtype=np.int32)
-    id_of_code[used[order]] = np.arange(len(used), dtype=np.int32)
-    label_ids = id_of_code[key_codes]
-    del key_codes
-
-    _, first_row = np.unique(label_ids, return_index=True)  # the file's first row of each label id
-    info = pa.Table.from_batches(firsts)
-    info = info.take(pa.array(np.searchsorted(info.column("row").to_numpy(), first_row)))
-    keys = info.column("label_key").to_pylist()
-    if keys != used_keys.take(pa.array(order)).to_pylist():  # pragma: no cover - an invariant of the above
-        raise AssertionError(f"{path}: label rows out of step with the label keys")
+    # label id = rank of the label key among this variant's sorted keys
+    seen_keys = list(key_index)
+    del key_index
+    order = sorted(range(len(seen_keys)), key=seen_keys.__getitem__)
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    label_ids = rank[np.concatenate(key_codes)]
+    info = pa.Table.from_batches(firsts).take(pa.array(order, pa.int64()))
     labels = LabelTable(
         variant=variant,
         texts=info.column("label").to_pylist(),
-        keys=keys,
+        keys=info.column("label_key").to_pylist(),
         categories=info.column("category").to_pylist(),
         severities=info.column("severity").to_pylist(),
         locations=info.column("location").to_pylist(),
@@ -250,31 +239,31 @@ def read_label_table(labels_path: str | Path, variant: str, *,
         polarities=info.column("polarity").to_pylist(),
     )
 
-    # per report: its label ids in file order, each once (the first row of a (report, label) pair counts)
-    pair = report_codes.astype(np.int64) * max(len(used), 1) + label_ids
+    # per report (numbered in order of first appearance): its label ids in file order, each once
+    reports = np.concatenate(report_codes)
+    pair = reports.astype(np.int64) * len(order) + label_ids
     _, first_pair = np.unique(pair, return_index=True)
     del pair
     rows = np.sort(first_pair)
-    reports, ids = report_codes[rows], label_ids[rows]
-    # reports numbered in order of first appearance (what a dict filled row by row holds)
-    seen, first_seen = np.unique(reports, return_index=True)
-    by_appearance = seen[np.argsort(first_seen, kind="stable")]
-    rank = np.full(len(report_dict), -1, dtype=np.int64)
-    rank[by_appearance] = np.arange(len(by_appearance))
-    report_rank = rank[reports]
-    grouped = np.argsort(report_rank, kind="stable")
-    counts = np.bincount(report_rank, minlength=len(by_appearance))
-    lists = LabelLists(np.concatenate([[0], np.cumsum(counts)]), ids[grouped])
-    return labels, ReportLabels(report_dict.take(pa.array(by_appearance)), lists)
+    reports, ids = reports[rows], label_ids[rows]
+    counts = np.bincount(reports, minlength=len(report_index))
+    lists = LabelLists(np.concatenate([[0], np.cumsum(counts)]), ids[np.argsort(reports, kind="stable")])
+    return labels, ReportLabels(pa.array(list(report_index), pa.string()), lists)
 
 
-def _codes(chunks: list[pa.DictionaryArray]) -> tuple[np.ndarray, pa.Array]:
-    """Dictionary arrays of one column (each with its own dictionary) -> (int32 codes into one
-    dictionary, that dictionary)."""
-    column = pa.Table.from_arrays([pa.chunked_array(chunks)], names=["c"]).unify_dictionaries().column(0)
-    dictionary = column.chunk(0).dictionary
-    codes = np.concatenate([c.indices.to_numpy(zero_copy_only=False) for c in column.chunks]).astype(np.int32)
-    return codes, dictionary
+def _first_appearance_codes(column: pa.DictionaryArray, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's dictionary column -> (int32 id per row, ids numbered in order of first appearance across
+    batches via ``index``, which grows; the rows of this batch where a new value first appears, in the
+    order of their new ids). Only the values the batch uses become Python strings."""
+    codes = column.indices.to_numpy(zero_copy_only=False)
+    used, first = np.unique(codes, return_index=True)
+    by_row = np.argsort(first, kind="stable")
+    values = column.dictionary.take(pa.array(used[by_row])).to_pylist()
+    n_before = len(index)
+    ids = np.empty(len(used), dtype=np.int32)
+    ids[by_row] = [index.setdefault(v, len(index)) for v in values]
+    new_rows = first[by_row][ids[by_row] >= n_before]
+    return ids[np.searchsorted(used, codes)], new_rows
 
 
 def masked_text(labels: LabelTable, label_id: int, probability: float, rng: np.random.Generator) -> str:
