@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 import random
 
 import numpy as np
@@ -251,6 +252,7 @@ def test_label_lists_select_like_lists():
     assert ll.take([3, 0, 3]).to_lists() == [[2, 2, 9], [3, 1], [2, 2, 9]]
     assert ll[1:4].to_lists() == lists[1:4] and ll[np.array([4, 2])].to_lists() == [[5], [7]]
     assert ll.take([]).to_lists() == [] and list(ll) == lists
+    assert pickle.loads(pickle.dumps(ll)) == ll  # what a DataLoader worker receives
     with pytest.raises(IndexError):
         ll[5]
     rl = ReportLabels.from_dict({"a": [1], "b": [2, 3]})
