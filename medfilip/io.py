@@ -118,7 +118,8 @@ def read_cache_parts(root: str | Path, schema: pa.Schema, columns: list[str] | N
     A concurrent compaction may remove a part between listing and reading. Its rows are then in the
     part that compaction renamed in before removing anything, so the folder is listed again and the
     parts not read yet are read (the parts read already are kept: a key may come twice, which the
-    caches' readers resolve). ``attempts`` listings at most, with a growing pause between them.
+    caches' readers resolve). ``attempts`` listings at most, with a growing pause between them (about a
+    minute in all: an NFS client may list a folder from its cache for up to its acdirmax, 60 s by default).
     """
     read: dict[Path, pa.Table] = {}
     for attempt in range(attempts):
@@ -135,7 +136,7 @@ def read_cache_parts(root: str | Path, schema: pa.Schema, columns: list[str] | N
                 vanished = True
         if not vanished:
             break
-        time.sleep(min(0.02 * (attempt + 1), 0.5))
+        time.sleep(min(0.05 * (attempt + 1), 2.0))
     else:
         raise RuntimeError(f"{root}: cache parts kept disappearing over {attempts} listings; "
                            "is another process compacting in a loop?")
