@@ -148,8 +148,9 @@ def bench(n: int, shards: int, work: Path) -> list[tuple[str, float, float]]:
     rows.append(("labels", wall, rss))
     # what a training job reads of labels.parquet (streamed; benchmarks/label_table.py compares it with
     # the list-of-dicts read it replaced, at MIMIC scale)
-    wall, rss = run_stage([sys.executable, "-c", "from medfilip.training.data import read_label_table; "
-                           "read_label_table('results/labels.parquet', 'triplet_explanation')"], work)
+    read = ("from medfilip.training.data import read_label_table; "
+            "read_label_table('results/labels.parquet', 'triplet_explanation')")
+    wall, rss = run_stage([sys.executable, "-c", read], work)
     rows.append(("training label table (read)", wall, rss))
     return rows
 
@@ -179,7 +180,7 @@ def main() -> None:
         total = sum(w for _, w, _ in rows)
         print(f"  {'total':34s} {total:8.1f} {total / n * 1e4:8.2f} {max(r for *_, r in rows):12.0f}", flush=True)
     if len(results) > 1:
-        (n0, r0), (n1, r1) = sorted(results.items())[0], sorted(results.items())[-1]
+        (n0, r0), (n1, r1) = min(results.items()), max(results.items())
         print(f"linearity: s/10k at N={n1} over s/10k at N={n0} (1.0 = linear)")
         for (stage, w0, _), (_, w1, _) in zip(r0, r1):
             print(f"  {stage:34s} {(w1 / n1) / (w0 / n0):6.2f}")
