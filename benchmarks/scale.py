@@ -13,6 +13,8 @@ Targets (issue 13): time linear in reports (compare the per-10k figures of two N
     nice -n 10 python benchmarks/scale.py --reports 20000 50000 [--shards 16] [--keep DIR]
 
 The texts are templates, not real reports: the figures are throughput and memory, not quality.
+The last stage is the training job's read of labels.parquet (`read_label_table`, one variant);
+benchmarks/label_table.py compares it with the list-of-dicts read it replaced on a MIMIC-sized table.
 """
 
 from __future__ import annotations
@@ -144,6 +146,12 @@ def bench(n: int, shards: int, work: Path) -> list[tuple[str, float, float]]:
     wall, rss = run_stage([*cli, "labels", "--reports", *shard_files, "--entities", "results/entities.parquet",
                            "--extractions", *extractions, "--out", "results/labels.parquet"], work)
     rows.append(("labels", wall, rss))
+    # what a training job reads of labels.parquet (streamed; benchmarks/label_table.py compares it with
+    # the list-of-dicts read it replaced, at MIMIC scale)
+    read = ("from medfilip.training.data import read_label_table; "
+            "read_label_table('results/labels.parquet', 'triplet_explanation')")
+    wall, rss = run_stage([sys.executable, "-c", read], work)
+    rows.append(("training label table (read)", wall, rss))
     return rows
 
 
@@ -172,7 +180,7 @@ def main() -> None:
         total = sum(w for _, w, _ in rows)
         print(f"  {'total':34s} {total:8.1f} {total / n * 1e4:8.2f} {max(r for *_, r in rows):12.0f}", flush=True)
     if len(results) > 1:
-        (n0, r0), (n1, r1) = sorted(results.items())[0], sorted(results.items())[-1]
+        (n0, r0), (n1, r1) = min(results.items()), max(results.items())
         print(f"linearity: s/10k at N={n1} over s/10k at N={n0} (1.0 = linear)")
         for (stage, w0, _), (_, w1, _) in zip(r0, r1):
             print(f"  {stage:34s} {(w1 / n1) / (w0 / n0):6.2f}")

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import os
 import tempfile
 import time
 import uuid
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -110,22 +111,37 @@ def cache_parts(root: str | Path) -> list[Path]:
 
 
 def read_cache_parts(root: str | Path, schema: pa.Schema, columns: list[str] | None = None,
-                     filters=None) -> pa.Table:
+                     filters=None, attempts: int = 50) -> pa.Table:
     """All parts of a cache folder as one table (``columns`` of ``schema``, or all of it; only the rows
     matching ``filters``, a pyarrow expression pushed down to row groups, when given).
 
-    A concurrent compaction may delete a part between listing and reading: the read is retried.
+    A concurrent compaction may remove a part between listing and reading. Its rows are then in the
+    part that compaction renamed in before removing anything, so the folder is listed again and the
+    parts not read yet are read (the parts read already are kept: a key may come twice, which the
+    caches' readers resolve). ``attempts`` listings at most, with a growing pause between them (about a
+    minute in all: an NFS client may list a folder from its cache for up to its acdirmax, 60 s by default).
     """
-    for _ in range(5):
-        try:
-            tables = [pq.read_table(p, schema=schema, columns=columns, filters=filters) for p in cache_parts(root)]
+    read: dict[Path, pa.Table] = {}
+    for attempt in range(attempts):
+        vanished = False
+        for part in cache_parts(root):
+            if part in read:
+                continue
+            try:
+                read[part] = pq.read_table(part, schema=schema, columns=columns, filters=filters)
+            except OSError as e:
+                if not isinstance(e, FileNotFoundError) and getattr(e, "errno", None) != errno.ESTALE \
+                        and part.exists():
+                    raise
+                vanished = True
+        if not vanished:
             break
-        except FileNotFoundError:
-            time.sleep(0.05)
+        time.sleep(min(0.05 * (attempt + 1), 2.0))
     else:
-        raise RuntimeError(f"{root}: cache parts keep disappearing; is another process compacting?")
-    if tables:
-        return pa.concat_tables(tables)
+        raise RuntimeError(f"{root}: cache parts kept disappearing over {attempts} listings; "
+                           "is another process compacting in a loop?")
+    if read:
+        return pa.concat_tables(read.values())
     return (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
 
 

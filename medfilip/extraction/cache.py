@@ -1,21 +1,52 @@
-"""Content-addressed Parquet cache of extraction results.
+"""Content-addressed Parquet cache of extraction results, safe for many jobs on a shared file system.
 
 Results are appended as small part files, each written atomically, so a run
 killed at any moment loses at most the results it had not yet flushed and
-never leaves a torn file. Parts are merged under an exclusive lock.
+never leaves a torn file.
+
+Compaction takes no lock (``flock`` is unreliable on NFS and Lustre, where a cluster's jobs share
+the cache). It is safe because of four rules:
+
+1. Parts are immutable and uniquely named (time, pid and a random tag: two hosts never pick the
+   same name); a part appears whole, by an atomic rename in the same folder, or not at all.
+2. A compaction writes its merged part (rename) *before* it removes anything, and removes only the
+   parts it has read in full. A part that vanishes while it reads (another compaction merged it)
+   is skipped, neither merged nor removed.
+3. Readers choose each key's winner with a total order on rows (an 'ok' row beats a 'failed' one,
+   then the newer ``created_at``, then the row's content as a last tie-break), so the winner of a
+   key is the same whichever parts hold its rows and in whatever order they are read: merging is
+   associative, commutative and idempotent, and a compaction keeps each key's winner of what it read.
+4. A reader that finds a listed part gone lists the folder again and reads the parts it has not read
+   yet (medfilip.io.read_cache_parts).
+
+So no row is lost: from the moment its part is renamed in, every row (or a row that beats it for the
+same key) is in some part on disk, since a part goes only after a part holding its winners is in
+place (2). Two compactions that race merge the same parts into two parts, and delete the originals
+twice (harmless); the two merged parts hold the same winners, so readers see each key once with the
+same row (3), and the next compaction merges them. A reader's answer holds every row that was in the
+cache when it started: a part it could not read had its rows in a part renamed in before the first
+one went, which the next listing shows (4). A killed compaction leaves at worst its merged part
+beside the parts it merged: duplicates on disk, one row per key for readers.
+
+The claims of :class:`KeyClaims` still use ``folder_lock``: where flock does not exclude, two jobs may
+extract the same text twice (duplicate work, one row per key for readers), never lose one.
 """
 
 from __future__ import annotations
 
+import errno
+import json
 import logging
+import math
 import os
 import socket
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import Callable, Iterable
 
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from medfilip.extraction.backend import ExtractionResult
 from medfilip.extraction.schema import TRIPLET_TYPE, triplet_rows
@@ -93,12 +124,7 @@ class ExtractionCache:
             table = _read_keys(self.root, sorted(set(keys)))
         else:
             table = read_cache_parts(self.root, CACHE_SCHEMA)
-        best: dict[str, dict] = {}
-        for row in table.to_pylist():
-            old = best.get(row["cache_key"])
-            if old is None or _better(row, old):
-                best[row["cache_key"]] = row
-        return best
+        return _winners(table.to_pylist())
 
     def append(self, table: pa.Table) -> Path | None:
         if table.num_rows == 0:
@@ -107,19 +133,29 @@ class ExtractionCache:
         return write_parquet_atomic(table.sort_by("cache_key"), self.root / name)
 
     def compact(self, force: bool = False) -> int:
-        """Merge parts into one when there are many; returns the number of parts merged."""
-        with folder_lock(self.root):
-            parts = self.parts()
-            if len(parts) <= 1 or (not force and len(parts) <= self.compact_above):
-                return 0
-            rows = self.load()
-            merged = pa.Table.from_pylist(list(rows.values()), schema=CACHE_SCHEMA).sort_by("cache_key")
-            name = part_file_name("compact")
-            write_parquet_atomic(merged, self.root / name)
-            for p in parts:  # the merged file is in place before any part goes
-                p.unlink(missing_ok=True)
-            log.info("compacted %d cache parts in %s into %d rows", len(parts), self.root, merged.num_rows)
-            return len(parts)
+        """Merge parts into one when there are many; returns the number of parts merged.
+
+        No lock: several jobs may compact at once (see the module docstring for why no row is lost
+        and none is seen twice)."""
+        parts = self.parts()
+        if len(parts) <= 1 or (not force and len(parts) <= self.compact_above):
+            return 0
+        tables, merged_parts = [], []
+        for part in parts:
+            table = _read_part(part)
+            if table is not None:  # None: merged and removed by another compaction meanwhile
+                tables.append(table)
+                merged_parts.append(part)
+        if len(merged_parts) <= 1:
+            return 0
+        rows = _winners(pa.concat_tables(tables).to_pylist())
+        merged = pa.Table.from_pylist(list(rows.values()), schema=CACHE_SCHEMA).sort_by("cache_key")
+        write_parquet_atomic(merged, self.root / part_file_name(f"compact{uuid.uuid4().hex[:8]}"))
+        for part in merged_parts:  # the merged part is in place before any part it holds goes
+            part.unlink(missing_ok=True)
+        _remove_stale_temporaries(self.root)
+        log.info("compacted %d cache parts in %s into %d rows", len(merged_parts), self.root, merged.num_rows)
+        return len(merged_parts)
 
     def stats(self) -> dict:
         rows = self.load()
@@ -139,11 +175,55 @@ def _read_keys(root: Path, keys: list[str]) -> pa.Table:
     return read_cache_parts(root, CACHE_SCHEMA, filters=ds.field("cache_key").isin(pa.array(keys, pa.string())))
 
 
+def _winners(rows: Iterable[dict]) -> dict[str, dict]:
+    """cache_key -> its winning row (:func:`_better`); the same whatever the order of ``rows``."""
+    best: dict[str, dict] = {}
+    for row in rows:
+        old = best.get(row["cache_key"])
+        if old is None or _better(row, old):
+            best[row["cache_key"]] = row
+    return best
+
+
 def _better(new: dict, old: dict) -> bool:
+    """A total order on the rows of one key: 'ok' beats 'failed', then the newer ``created_at``, then
+    (rows written at the same instant: in practice never) the larger content, so that the winner does not
+    depend on which part a row is read from."""
     if (new["status"] == "ok") != (old["status"] == "ok"):
         return new["status"] == "ok"
-    return new["created_at"] >= old["created_at"]
+    a, b = _created(new), _created(old)
+    if a != b:
+        return a > b
+    return _content(new) >= _content(old)
 
+
+def _created(row: dict) -> float:
+    return -math.inf if row.get("created_at") is None else row["created_at"]
+
+
+def _content(row: dict) -> str:
+    return json.dumps(row, sort_keys=True, default=str)
+
+
+def _read_part(part: Path) -> pa.Table | None:
+    """A part as a table of CACHE_SCHEMA (columns an older part lacks are null), or None if it is gone."""
+    try:
+        return pq.read_table(part, schema=CACHE_SCHEMA)
+    except OSError as e:
+        if isinstance(e, FileNotFoundError) or getattr(e, "errno", None) == errno.ESTALE or not part.exists():
+            return None
+        raise
+
+
+def _remove_stale_temporaries(root: Path, age_s: float = 86_400.0) -> None:
+    """Temporary files of writers killed before their rename (a day old: no live writer takes that long)."""
+    now = time.time()
+    for tmp in root.glob(".part-*.tmp"):
+        try:
+            if now - tmp.stat().st_mtime > age_s:
+                tmp.unlink()
+        except FileNotFoundError:
+            pass
 
 
 class KeyClaims:

@@ -1,7 +1,10 @@
 """Pretraining data: corpus images joined to their report's labels, masked label texts, batch targets.
 
-- :func:`read_label_table` reads one label variant of ``labels.parquet``: the unique labels
-  (by label_key, sorted, so ids are stable) and, per report, the ids of its labels.
+- :func:`read_label_table` reads one label variant of ``labels.parquet``, streamed a batch of rows
+  at a time into numpy codes: the unique labels (by label_key, sorted, so ids are stable) and, per
+  report, the ids of its labels (:class:`ReportLabels`); :func:`training_items` joins them to the
+  store's images in Arrow. Lists of label ids are :class:`LabelLists` (offsets + values arrays),
+  not one Python list per image.
 - :class:`PretrainingDataset` items are keyed ``(epoch, i)``: image ``i`` of the training split as
   uint8 plus its label ids and label texts, where severity, location and explanation are each
   dropped with ``mask_probability`` and the text re-rendered (paper Fig. 3). All randomness of an
@@ -20,12 +23,13 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import torch
@@ -76,42 +80,190 @@ class LabelTable:
         return torch.tensor([index[c] if c else -1 for c in keys], dtype=torch.long)
 
 
-def read_label_table(labels_path: str | Path, variant: str) -> tuple[LabelTable, dict[str, list[int]]]:
-    """One variant of labels.parquet: (unique labels, report_id -> label ids in file order)."""
+LABEL_COLUMNS = ("report_id", "variant", "label", "label_key", "category", "severity", "location", "polarity",
+                 "explanation")
+_INFO_COLUMNS = ["label_key", "label", "category", "severity", "location", "polarity", "explanation"]
+
+
+class LabelLists(Sequence):
+    """Lists of label ids held as two numpy arrays (CSR): list ``i`` is ``values[offsets[i]:offsets[i+1]]``.
+
+    ``lists[i]`` is a ``list[int]`` (what the old list of lists held); ``lists[array or slice]`` and
+    :meth:`take` select lists without leaving numpy. 377k images cost two arrays, not 377k Python lists
+    (and a DataLoader worker receives two arrays when the dataset is pickled to it).
+    """
+
+    __slots__ = ("offsets", "values")
+
+    def __init__(self, offsets: np.ndarray, values: np.ndarray):
+        self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.values = np.asarray(values, dtype=np.int32)
+        o = self.offsets
+        if o.ndim != 1 or len(o) == 0 or o[0] != 0 or o[-1] != len(self.values):
+            raise ValueError("offsets must start at 0 and end at len(values)")
+
+    @classmethod
+    def from_lists(cls, lists: Sequence[Sequence[int]]) -> LabelLists:
+        lengths = np.fromiter((len(x) for x in lists), dtype=np.int64, count=len(lists))
+        offsets = np.concatenate([[0], np.cumsum(lengths)])
+        values = np.fromiter((v for x in lists for v in x), dtype=np.int32, count=int(offsets[-1]))
+        return cls(offsets, values)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __getitem__(self, i):
+        if isinstance(i, (int, np.integer)):
+            n = len(self)
+            j = int(i) + n if i < 0 else int(i)
+            if not 0 <= j < n:
+                raise IndexError(f"list {i} of {n}")
+            return self.values[self.offsets[j]:self.offsets[j + 1]].tolist()
+        return self.take(np.arange(len(self))[i])
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> LabelLists:
+        """The lists at ``indices`` (in that order), as a new LabelLists."""
+        idx = np.asarray(indices, dtype=np.int64)
+        starts = self.offsets[:-1][idx]
+        lengths = self.offsets[1:][idx] - starts
+        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+        # each output slot k of list j reads values[starts[j] + (k - offsets[j])]
+        gather = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1], dtype=np.int64)
+        return LabelLists(offsets, self.values[gather])
+
+    def to_lists(self) -> list[list[int]]:
+        return [self[i] for i in range(len(self))]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, LabelLists):
+            return np.array_equal(self.offsets, other.offsets) and np.array_equal(self.values, other.values)
+        if isinstance(other, Sequence):
+            return len(other) == len(self) and all(list(a) == b for a, b in zip(other, self))
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"LabelLists({len(self)} lists, {len(self.values)} ids)"
+
+
+class ReportLabels(Mapping):
+    """report_id -> label ids (file order, each once), as an Arrow string array of report ids (in order of
+    first appearance in the file) beside a :class:`LabelLists`; a read-only mapping like the dict it
+    replaces (``by_report.get(rid)``), and :meth:`positions` looks up many report ids at once in Arrow."""
+
+    def __init__(self, report_ids: pa.Array, lists: LabelLists):
+        if len(report_ids) != len(lists):
+            raise ValueError("one list of label ids per report id")
+        self.report_ids = report_ids
+        self.lists = lists
+        self._index: dict[str, int] | None = None
+
+    @classmethod
+    def from_dict(cls, by_report: Mapping[str, Sequence[int]]) -> ReportLabels:
+        return cls(pa.array(list(by_report), pa.string()), LabelLists.from_lists(list(by_report.values())))
+
+    def positions(self, report_ids: pa.Array | pa.ChunkedArray) -> np.ndarray:
+        """Per report id, its row here, or -1 when it has no labels."""
+        rows = pc.index_in(report_ids, value_set=self.report_ids)
+        return np.asarray(pc.fill_null(rows, -1).to_numpy(zero_copy_only=False), dtype=np.int64)
+
+    def __getitem__(self, report_id: str) -> list[int]:
+        if self._index is None:  # built on first use only: the training join goes through positions()
+            self._index = {rid: i for i, rid in enumerate(self.report_ids.to_pylist())}
+        return self.lists[self._index[report_id]]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.report_ids.to_pylist())
+
+    def __len__(self) -> int:
+        return len(self.report_ids)
+
+
+def read_label_table(labels_path: str | Path, variant: str, *,
+                     batch_size: int = 65_536) -> tuple[LabelTable, ReportLabels]:
+    """One variant of labels.parquet: (unique labels, report_id -> label ids in file order).
+
+    Streamed: the file is read ``batch_size`` rows at a time with report_id and label_key as
+    dictionary arrays (codes, never one Python string per row); what is kept per row is two int32
+    codes. Label ids are the ranks of the sorted label keys; each label's fields come from its first
+    row in the file; a report's ids are those of its rows in file order, each once. (The result is the
+    one a list-of-dicts pass over the whole table gives; tests/training/test_training_data.py checks
+    it against that reference.)
+    """
     path = Path(labels_path)
     if not path.exists():
         raise TrainingDataError(f"{path}: no labels file (run `medfilip labels`)")
-    table = pq.read_table(path)
-    needed = {"report_id", "variant", "label", "label_key", "category", "severity", "location", "polarity", "explanation"}
-    missing = needed - set(table.column_names)
+    missing = set(LABEL_COLUMNS) - set(pq.read_schema(path).names)
     if missing:
         raise TrainingDataError(f"{path}: missing columns {sorted(missing)}")
-    table = table.filter(pc.equal(table.column("variant"), variant))
-    if table.num_rows == 0:
+    parquet = pq.ParquetFile(path, read_dictionary=["report_id", "label_key"])
+    # ids in order of first appearance in the file, as numpy codes per row; the strings once each
+    report_index: dict[str, int] = {}
+    key_index: dict[str, int] = {}
+    report_codes, key_codes, firsts = [], [], []
+    for batch in parquet.iter_batches(batch_size=batch_size, columns=list(LABEL_COLUMNS)):
+        batch = batch.filter(pc.equal(batch.column("variant"), variant))
+        if batch.num_rows == 0:
+            continue
+        keys, reports = batch.column("label_key"), batch.column("report_id")
+        if keys.null_count or reports.null_count:
+            raise TrainingDataError(f"{path}: null report_id or label_key in rows of variant {variant!r}")
+        codes, new_rows = _first_appearance_codes(reports, report_index)
+        report_codes.append(codes)
+        codes, new_rows = _first_appearance_codes(keys, key_index)
+        key_codes.append(codes)
+        if len(new_rows):  # each label's fields: those of its first row in the file
+            info = batch.select(_INFO_COLUMNS).take(pa.array(new_rows))
+            firsts.append(info.set_column(0, "label_key", info.column(0).dictionary_decode()))
+    if not report_codes:
         raise TrainingDataError(f"{path}: no rows of label variant {variant!r} (is it in labels.variants?)")
-    rows = table.select(sorted(needed)).to_pylist()
-    first: dict[str, dict] = {}
-    for row in rows:
-        first.setdefault(row["label_key"], row)
-    keys = sorted(first)
-    key_id = {k: i for i, k in enumerate(keys)}
+
+    # label id = rank of the label key among this variant's sorted keys
+    seen_keys = list(key_index)
+    del key_index
+    order = sorted(range(len(seen_keys)), key=seen_keys.__getitem__)
+    rank = np.empty(len(order), dtype=np.int32)
+    rank[order] = np.arange(len(order), dtype=np.int32)
+    label_ids = rank[np.concatenate(key_codes)]
+    info = pa.Table.from_batches(firsts).take(pa.array(order, pa.int64()))
     labels = LabelTable(
         variant=variant,
-        texts=[first[k]["label"] for k in keys],
-        keys=keys,
-        categories=[first[k]["category"] for k in keys],
-        severities=[first[k]["severity"] for k in keys],
-        locations=[first[k]["location"] for k in keys],
-        explanations=[first[k]["explanation"] for k in keys],
-        polarities=[first[k]["polarity"] for k in keys],
+        texts=info.column("label").to_pylist(),
+        keys=info.column("label_key").to_pylist(),
+        categories=info.column("category").to_pylist(),
+        severities=info.column("severity").to_pylist(),
+        locations=info.column("location").to_pylist(),
+        explanations=info.column("explanation").to_pylist(),
+        polarities=info.column("polarity").to_pylist(),
     )
-    by_report: dict[str, list[int]] = {}
-    for row in rows:
-        ids = by_report.setdefault(row["report_id"], [])
-        lid = key_id[row["label_key"]]
-        if lid not in ids:
-            ids.append(lid)
-    return labels, by_report
+
+    # per report (numbered in order of first appearance): its label ids in file order, each once
+    reports = np.concatenate(report_codes)
+    pair = reports.astype(np.int64) * len(order) + label_ids
+    _, first_pair = np.unique(pair, return_index=True)
+    del pair
+    rows = np.sort(first_pair)
+    reports, ids = reports[rows], label_ids[rows]
+    counts = np.bincount(reports, minlength=len(report_index))
+    lists = LabelLists(np.concatenate([[0], np.cumsum(counts)]), ids[np.argsort(reports, kind="stable")])
+    return labels, ReportLabels(pa.array(list(report_index), pa.string()), lists)
+
+
+def _first_appearance_codes(column: pa.DictionaryArray, index: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A batch's dictionary column -> (int32 id per row, ids numbered in order of first appearance across
+    batches via ``index``, which grows; the rows of this batch where a new value first appears, in the
+    order of their new ids). Only the values the batch uses become Python strings."""
+    codes = column.indices.to_numpy(zero_copy_only=False)
+    used, first = np.unique(codes, return_index=True)
+    by_row = np.argsort(first, kind="stable")
+    values = column.dictionary.take(pa.array(used[by_row])).to_pylist()
+    n_before = len(index)
+    ids = np.empty(len(used), dtype=np.int32)
+    ids[by_row] = [index.setdefault(v, len(index)) for v in values]
+    new_rows = first[by_row][ids[by_row] >= n_before]
+    return ids[np.searchsorted(used, codes)], new_rows
 
 
 def masked_text(labels: LabelTable, label_id: int, probability: float, rng: np.random.Generator) -> str:
@@ -155,7 +307,7 @@ class PretrainingDataset(torch.utils.data.Dataset):
         self,
         store: Any,
         positions: np.ndarray,
-        image_label_ids: list[list[int]],
+        image_label_ids: Sequence[Sequence[int]],
         labels: LabelTable,
         *,
         mask_probability: float,
@@ -186,22 +338,20 @@ class PretrainingDataset(torch.utils.data.Dataset):
         return {"image": torch.from_numpy(np.array(image, dtype=np.uint8)), "label_ids": list(ids), "texts": texts}
 
 
-def training_items(store: Any, by_report: dict[str, list[int]], split: str = "train") -> tuple[np.ndarray, list[list[int]], int]:
+def training_items(store: Any, by_report: Mapping[str, Sequence[int]], split: str = "train"
+                   ) -> tuple[np.ndarray, LabelLists, int]:
     """(store positions, label ids per position, number dropped) for the images of ``split`` whose
-    report has labels."""
+    report has labels. A join in Arrow/numpy: the store's report ids are looked up all at once."""
     positions = store.indices(split)
     if "report_id" not in store.index.column_names:
         raise TrainingDataError(f"{store.root}: index has no report_id column (not a corpus store)")
-    report_ids = store.index.column("report_id").to_pylist()
-    kept, ids, dropped = [], [], 0
-    for pos in positions:
-        label_ids = by_report.get(report_ids[int(pos)])
-        if not label_ids:
-            dropped += 1
-            continue
-        kept.append(int(pos))
-        ids.append(label_ids)
-    return np.asarray(kept, dtype=np.int64), ids, dropped
+    if not isinstance(by_report, ReportLabels):
+        by_report = ReportLabels.from_dict(by_report)
+    rows = by_report.positions(store.index.column("report_id").take(pa.array(positions, pa.int64())))
+    lengths = by_report.lists.lengths()
+    keep = rows >= 0
+    keep[keep] = lengths[rows[keep]] > 0
+    return positions[keep].astype(np.int64), by_report.lists.take(rows[keep]), int((~keep).sum())
 
 
 class EpochBatchSampler:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import pickle
+import random
+
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 import torch
 
@@ -10,7 +16,10 @@ from medfilip.images.store import ImageStore
 from medfilip.training.data import (
     BatchCollator,
     EpochBatchSampler,
+    LabelLists,
+    LabelTable,
     PretrainingDataset,
+    ReportLabels,
     TrainingDataError,
     augment_image,
     masked_text,
@@ -131,3 +140,130 @@ def test_collator_targets(table, tokenizer):
     assert torch.equal(ident, torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]))
     with pytest.raises(ValueError, match="needs the label vectors"):
         BatchCollator("ssm", tokenizer, 16)
+
+
+# -- the streamed label table equals the list-of-dicts one it replaced -----------------------------
+
+def reference_read_label_table(path, variant):
+    """The implementation before the streamed one (issue 13), kept verbatim as the reference."""
+    table = pq.read_table(path)
+    needed = {"report_id", "variant", "label", "label_key", "category", "severity", "location", "polarity",
+              "explanation"}
+    table = table.filter(pc.equal(table.column("variant"), variant))
+    rows = table.select(sorted(needed)).to_pylist()
+    first: dict[str, dict] = {}
+    for row in rows:
+        first.setdefault(row["label_key"], row)
+    keys = sorted(first)
+    key_id = {k: i for i, k in enumerate(keys)}
+    labels = LabelTable(
+        variant=variant,
+        texts=[first[k]["label"] for k in keys],
+        keys=keys,
+        categories=[first[k]["category"] for k in keys],
+        severities=[first[k]["severity"] for k in keys],
+        locations=[first[k]["location"] for k in keys],
+        explanations=[first[k]["explanation"] for k in keys],
+        polarities=[first[k]["polarity"] for k in keys],
+    )
+    by_report: dict[str, list[int]] = {}
+    for row in rows:
+        ids = by_report.setdefault(row["report_id"], [])
+        lid = key_id[row["label_key"]]
+        if lid not in ids:
+            ids.append(lid)
+    return labels, by_report
+
+
+def reference_training_items(store, by_report, split="train"):
+    positions = store.indices(split)
+    report_ids = store.index.column("report_id").to_pylist()
+    kept, ids, dropped = [], [], 0
+    for pos in positions:
+        label_ids = by_report.get(report_ids[int(pos)])
+        if not label_ids:
+            dropped += 1
+            continue
+        kept.append(int(pos))
+        ids.append(label_ids)
+    return np.asarray(kept, dtype=np.int64), ids, dropped
+
+
+def generated_labels(path, n_reports, seed=0, row_group_size=997):
+    """A labels.parquet with what the streamed read must get right: several variants interleaved,
+    reports in shuffled order whose rows straddle row groups, a label twice in one report, the same
+    label key with different fields (the first row wins), non-ASCII keys, labels of one variant only."""
+    rng = random.Random(seed)
+    vocab = [f"finding {i}" for i in range(300)] + ["épanchement", "Zeichen ß", "a", "B", "0"]
+    rows = []
+    reports = [f"s{rng.randrange(10**8):08d}-{i}" for i in range(n_reports)]
+    for rid in reports:
+        for variant in ("triplet", "report", "triplet_explanation"):
+            for _ in range(rng.choice([1, 1, 2, 3, 5])):
+                text = rng.choice(vocab) + ("" if variant == "triplet" else f" ({variant})")
+                if variant == "report" and rng.random() < 0.3:
+                    text = f"report text of {rid}"
+                key = text if rng.random() < 0.9 else text.upper()  # some keys shared by two texts
+                rows.append({"report_id": rid, "variant": variant, "label": text, "label_key": key,
+                             "category": None if variant == "report" else text.split(" (")[0],
+                             "severity": rng.choice([None, "mild", "severe"]), "location": rng.choice([None, "left"]),
+                             "polarity": rng.choice(["present", "negated"]), "explanation": rng.choice([None, "x"]),
+                             "fine_grained_key": None, "is_normal": False})
+    pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=row_group_size)
+    return path
+
+
+@pytest.mark.parametrize("batch_size", [13, 65_536])
+@pytest.mark.parametrize("variant", ["triplet", "report", "triplet_explanation"])
+def test_streamed_label_table_equals_the_list_of_dicts_one(tmp_path, variant, batch_size):
+    path = generated_labels(tmp_path / "labels.parquet", 1500)
+    assert pq.ParquetFile(path).metadata.num_row_groups > 10
+    want_labels, want_by_report = reference_read_label_table(path, variant)
+    labels, by_report = read_label_table(path, variant, batch_size=batch_size)
+    assert labels == want_labels
+    assert list(by_report.items()) == list(want_by_report.items())  # same ids, same order, same report order
+    assert isinstance(by_report.lists, LabelLists) and by_report.lists.values.dtype == np.int32
+    assert len(want_by_report) == 1500 and any(len(v) > 1 for v in want_by_report.values())
+    assert by_report.get("nope") is None and "nope" not in by_report
+
+
+def test_training_join_and_items_equal_the_old_ones(corpus):
+    store = ImageStore.open(corpus["images"])
+    want_labels, want_by_report = reference_read_label_table(corpus["labels"], "triplet_explanation")
+    labels, by_report = read_label_table(corpus["labels"], "triplet_explanation")
+    assert labels == want_labels and dict(by_report) == want_by_report
+    want_pos, want_ids, want_dropped = reference_training_items(store, want_by_report)
+    for source in (by_report, want_by_report):  # the new join, given the new table or an old dict
+        positions, ids, dropped = training_items(store, source)
+        assert np.array_equal(positions, want_pos) and dropped == want_dropped == 1
+        assert isinstance(ids, LabelLists) and ids == want_ids and ids.to_lists() == want_ids
+    old = PretrainingDataset(store, want_pos, want_ids, want_labels, mask_probability=0.5, augment=True, seed=3)
+    new = PretrainingDataset(store, positions, ids, labels, mask_probability=0.5, augment=True, seed=3)
+    for key in [(0, 0), (1, 4), (2, len(new) - 1)]:
+        a, b = old[key], new[key]
+        assert torch.equal(a["image"], b["image"]) and a["texts"] == b["texts"] and a["label_ids"] == b["label_ids"]
+        assert all(type(x) is int for x in b["label_ids"])
+
+
+def test_label_lists_select_like_lists():
+    lists = [[3, 1], [], [7], [2, 2, 9], [5]]
+    ll = LabelLists.from_lists(lists)
+    assert len(ll) == 5 and ll[0] == [3, 1] and ll[-1] == [5] and ll[1] == []
+    assert ll.take([3, 0, 3]).to_lists() == [[2, 2, 9], [3, 1], [2, 2, 9]]
+    assert ll[1:4].to_lists() == lists[1:4] and ll[np.array([4, 2])].to_lists() == [[5], [7]]
+    assert ll.take([]).to_lists() == [] and list(ll) == lists
+    assert pickle.loads(pickle.dumps(ll)) == ll  # what a DataLoader worker receives
+    with pytest.raises(IndexError):
+        ll[5]
+    rl = ReportLabels.from_dict({"a": [1], "b": [2, 3]})
+    assert rl["b"] == [2, 3] and list(rl) == ["a", "b"]
+    assert rl.positions(pa.array(["b", "zz", "a"])).tolist() == [1, -1, 0]
+
+
+def test_label_table_errors_name_the_file(tmp_path):
+    with pytest.raises(TrainingDataError, match="no labels file"):
+        read_label_table(tmp_path / "none.parquet", "triplet")
+    bad = tmp_path / "bad.parquet"
+    pq.write_table(pa.table({"report_id": ["r"], "variant": ["triplet"]}), bad)
+    with pytest.raises(TrainingDataError, match=r"bad.parquet: missing columns \['category'"):
+        read_label_table(bad, "triplet")
