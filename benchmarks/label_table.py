@@ -57,6 +57,7 @@ def write_labels(root: Path, n_reports: int, seed: int = 0) -> tuple[int, int]:
     columns = {name: [] for name in LABEL_SCHEMA.names}
     n_rows = 0
     with pq.ParquetWriter(root / "labels.parquet", LABEL_SCHEMA, compression="zstd") as writer:
+
         def flush():
             writer.write_table(pa.table(columns, schema=LABEL_SCHEMA), row_group_size=ROW_GROUP)
             for c in columns.values():
@@ -69,10 +70,19 @@ def write_labels(root: Path, n_reports: int, seed: int = 0) -> tuple[int, int]:
                 chosen = [(None, None, None)] if variant == "report" else picks
                 for c, s, loc in chosen:
                     text = texts(variant, c or "", s, loc, rid)
-                    row = {"report_id": rid, "variant": variant, "label": text, "label_key": label_key(text),
-                           "category": c, "severity": s, "location": loc, "polarity": "present",
-                           "explanation": None if c is None else f"an explanation of {c}",
-                           "fine_grained_key": None if c is None else f"{s or ''}|{c}", "is_normal": False}
+                    row = {
+                        "report_id": rid,
+                        "variant": variant,
+                        "label": text,
+                        "label_key": label_key(text),
+                        "category": c,
+                        "severity": s,
+                        "location": loc,
+                        "polarity": "present",
+                        "explanation": None if c is None else f"an explanation of {c}",
+                        "fine_grained_key": None if c is None else f"{s or ''}|{c}",
+                        "is_normal": False,
+                    }
                     for k, v in row.items():
                         columns[k].append(v)
                     n_rows += 1
@@ -113,8 +123,17 @@ def old_read_label_table(path, variant):
     from medfilip.training.data import LabelTable
 
     table = pq.read_table(path)
-    needed = {"report_id", "variant", "label", "label_key", "category", "severity", "location", "polarity",
-              "explanation"}
+    needed = {
+        "report_id",
+        "variant",
+        "label",
+        "label_key",
+        "category",
+        "severity",
+        "location",
+        "polarity",
+        "explanation",
+    }
     table = table.filter(pc.equal(table.column("variant"), variant))
     rows = table.select(sorted(needed)).to_pylist()
     first: dict[str, dict] = {}
@@ -122,12 +141,16 @@ def old_read_label_table(path, variant):
         first.setdefault(row["label_key"], row)
     keys = sorted(first)
     key_id = {k: i for i, k in enumerate(keys)}
-    labels = LabelTable(variant=variant, texts=[first[k]["label"] for k in keys], keys=keys,
-                        categories=[first[k]["category"] for k in keys],
-                        severities=[first[k]["severity"] for k in keys],
-                        locations=[first[k]["location"] for k in keys],
-                        explanations=[first[k]["explanation"] for k in keys],
-                        polarities=[first[k]["polarity"] for k in keys])
+    labels = LabelTable(
+        variant=variant,
+        texts=[first[k]["label"] for k in keys],
+        keys=keys,
+        categories=[first[k]["category"] for k in keys],
+        severities=[first[k]["severity"] for k in keys],
+        locations=[first[k]["location"] for k in keys],
+        explanations=[first[k]["explanation"] for k in keys],
+        polarities=[first[k]["polarity"] for k in keys],
+    )
     by_report: dict[str, list[int]] = {}
     for row in rows:
         ids = by_report.setdefault(row["report_id"], [])
@@ -175,18 +198,47 @@ def worker(side: str, root: Path) -> None:
         positions, ids, dropped = old_training_items(store, by_report)
     seconds = time.perf_counter() - t0
     peak = _rss_mb("VmHWM")
-    h = hashlib.sha256(json.dumps([labels.keys, labels.texts, labels.categories, labels.severities,
-                                   labels.locations, labels.explanations, labels.polarities]).encode())
+    h = hashlib.sha256(
+        json.dumps(
+            [
+                labels.keys,
+                labels.texts,
+                labels.categories,
+                labels.severities,
+                labels.locations,
+                labels.explanations,
+                labels.polarities,
+            ]
+        ).encode()
+    )
     h.update(positions.tobytes())
     for i in range(len(ids)):
         h.update(json.dumps(list(ids[i])).encode())
-    print(json.dumps({"side": side, "seconds": seconds, "base_mb": base, "peak_mb": peak, "images": len(positions),
-                      "dropped": dropped, "labels": len(labels), "reports": len(by_report), "digest": h.hexdigest()}))
+    print(
+        json.dumps(
+            {
+                "side": side,
+                "seconds": seconds,
+                "base_mb": base,
+                "peak_mb": peak,
+                "images": len(positions),
+                "dropped": dropped,
+                "labels": len(labels),
+                "reports": len(by_report),
+                "digest": h.hexdigest(),
+            }
+        )
+    )
 
 
 def run(side: str, root: Path) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--worker", side, str(root)], check=True, capture_output=True,
-                         text=True, env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"})
+    out = subprocess.run(
+        [sys.executable, __file__, "--worker", side, str(root)],
+        check=True,
+        capture_output=True,
+        text=True,
+        env={"PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"},
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -205,15 +257,20 @@ def main() -> None:
         t0 = time.perf_counter()
         n_rows, n_images = write_labels(root, args.reports)
         size = (root / "labels.parquet").stat().st_size / 2**20
-        print(f"generated labels.parquet: {args.reports} reports, {n_rows} label rows (4 variants), {size:.0f} MB; "
-              f"{n_images} images ({time.perf_counter() - t0:.0f} s, not measured)", flush=True)
+        print(
+            f"generated labels.parquet: {args.reports} reports, {n_rows} label rows (4 variants), {size:.0f} MB; "
+            f"{n_images} images ({time.perf_counter() - t0:.0f} s, not measured)",
+            flush=True,
+        )
         results = [run(side, root) for side in ("old", "new")]
     finally:
         if args.keep is None:
             shutil.rmtree(root, ignore_errors=True)
     old, new = results
-    print(f"read_label_table({VARIANT}) + training_items: {new['labels']} unique labels, {new['reports']} reports, "
-          f"{new['images']} training images ({new['dropped']} without labels)")
+    print(
+        f"read_label_table({VARIANT}) + training_items: {new['labels']} unique labels, {new['reports']} reports, "
+        f"{new['images']} training images ({new['dropped']} without labels)"
+    )
     print(f"  {'side':28s} {'wall s':>8s} {'peak RSS MB':>12s} {'above imports MB':>17s}")
     for name, r in (("old (lists of dicts)", old), ("new (streamed, pyarrow)", new)):
         print(f"  {name:28s} {r['seconds']:8.1f} {r['peak_mb']:12.0f} {r['peak_mb'] - r['base_mb']:17.0f}")

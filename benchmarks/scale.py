@@ -36,22 +36,42 @@ REPO = Path(__file__).resolve().parent.parent
 
 FINDINGS = [
     ("cardiomegaly", ["The heart is {sev} enlarged.", "There is {sev} cardiomegaly."], ["mild", "moderate", "severe"]),
-    ("pleural effusion", ["There is a {sev} {side} pleural effusion.", "{Side} pleural effusion is {sev}."],
-     ["small", "moderate", "large"]),
-    ("pneumothorax", ["There is a {sev} {side} pneumothorax.", "{Side} apical pneumothorax is {sev}."],
-     ["small", "moderate", "large"]),
-    ("atelectasis", ["{Side} basilar atelectasis.", "There is {sev} {side} lower lobe atelectasis."],
-     ["mild", "minimal", "moderate"]),
-    ("consolidation", ["Focal consolidation in the {side} lower lobe.", "{Side} upper lobe consolidation is {sev}."],
-     ["patchy", "dense", "mild"]),
+    (
+        "pleural effusion",
+        ["There is a {sev} {side} pleural effusion.", "{Side} pleural effusion is {sev}."],
+        ["small", "moderate", "large"],
+    ),
+    (
+        "pneumothorax",
+        ["There is a {sev} {side} pneumothorax.", "{Side} apical pneumothorax is {sev}."],
+        ["small", "moderate", "large"],
+    ),
+    (
+        "atelectasis",
+        ["{Side} basilar atelectasis.", "There is {sev} {side} lower lobe atelectasis."],
+        ["mild", "minimal", "moderate"],
+    ),
+    (
+        "consolidation",
+        ["Focal consolidation in the {side} lower lobe.", "{Side} upper lobe consolidation is {sev}."],
+        ["patchy", "dense", "mild"],
+    ),
     ("edema", ["There is {sev} pulmonary edema.", "Interstitial edema is {sev}."], ["mild", "moderate", "severe"]),
     ("nodule", ["A {sev} nodule projects over the {side} upper lobe."], ["small", "8 mm", "calcified"]),
     ("granuloma", ["Calcified granuloma in the {side} upper lobe."], ["small"]),
 ]
-NEGATIONS = ["No pleural effusion or pneumothorax.", "No focal consolidation.", "No pneumothorax.",
-             "The lungs are otherwise clear.", "No acute osseous abnormality."]
-NORMAL = ["The heart size and mediastinal contours are normal.", "The lungs are clear.",
-          "No acute cardiopulmonary process."]
+NEGATIONS = [
+    "No pleural effusion or pneumothorax.",
+    "No focal consolidation.",
+    "No pneumothorax.",
+    "The lungs are otherwise clear.",
+    "No acute osseous abnormality.",
+]
+NORMAL = [
+    "The heart size and mediastinal contours are normal.",
+    "The lungs are clear.",
+    "No acute cardiopulmonary process.",
+]
 
 
 def report_text(rng: random.Random) -> str:
@@ -66,9 +86,14 @@ def report_text(rng: random.Random) -> str:
     if not impression:
         findings = rng.sample(NORMAL, 2) + findings
         impression = ["No acute cardiopulmonary process."]
-    return ("                                 FINAL REPORT\n EXAMINATION:  CHEST (PA AND LAT)\n\n"
-            " INDICATION:  ___ with cough.\n\n FINDINGS:\n \n " + " ".join(findings)
-            + "\n \n IMPRESSION:\n \n " + " ".join(impression) + "\n")
+    return (
+        "                                 FINAL REPORT\n EXAMINATION:  CHEST (PA AND LAT)\n\n"
+        " INDICATION:  ___ with cough.\n\n FINDINGS:\n \n "
+        + " ".join(findings)
+        + "\n \n IMPRESSION:\n \n "
+        + " ".join(impression)
+        + "\n"
+    )
 
 
 def write_corpus(root: Path, n: int, seed: int = 0) -> float:
@@ -76,8 +101,10 @@ def write_corpus(root: Path, n: int, seed: int = 0) -> float:
     t0 = time.perf_counter()
     rng = random.Random(seed)
     files = root / "files"
-    with open(root / "mimic-cxr-2.0.0-split.csv", "w", newline="") as fs, \
-            open(root / "mimic-cxr-2.0.0-metadata.csv", "w", newline="") as fm:
+    with (
+        open(root / "mimic-cxr-2.0.0-split.csv", "w", newline="") as fs,
+        open(root / "mimic-cxr-2.0.0-metadata.csv", "w", newline="") as fm,
+    ):
         split, meta = csv.writer(fs), csv.writer(fm)
         split.writerow(["dicom_id", "study_id", "subject_id", "split"])
         meta.writerow(["dicom_id", "study_id", "subject_id", "ViewPosition"])
@@ -98,8 +125,12 @@ def write_corpus(root: Path, n: int, seed: int = 0) -> float:
 
 def run_stage(cmd: list[str], cwd: Path) -> tuple[float, float]:
     """(wall seconds, peak RSS in MB) of one CLI process."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-           "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_OFFLINE": "1",
+    }
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     out = proc.stdout.read()
@@ -115,10 +146,18 @@ def bench(n: int, shards: int, work: Path) -> list[tuple[str, float, float]]:
     corpus.mkdir(parents=True)
     gen_s = write_corpus(corpus, n)
     print(f"  generated {n} reports in {gen_s:.1f} s (not a pipeline stage)", flush=True)
-    cfg = {"reports": {"source": "mimic_cxr", "n_shards": shards,
-                       "mimic_cxr": {"root": str(corpus), "split_csv": str(corpus / "mimic-cxr-2.0.0-split.csv"),
-                                     "metadata_csv": str(corpus / "mimic-cxr-2.0.0-metadata.csv")}},
-           "extraction": {"backend": "rules"}}
+    cfg = {
+        "reports": {
+            "source": "mimic_cxr",
+            "n_shards": shards,
+            "mimic_cxr": {
+                "root": str(corpus),
+                "split_csv": str(corpus / "mimic-cxr-2.0.0-split.csv"),
+                "metadata_csv": str(corpus / "mimic-cxr-2.0.0-metadata.csv"),
+            },
+        },
+        "extraction": {"backend": "rules"},
+    }
     merged = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     for key, value in cfg.items():
         merged.setdefault(key, {}).update(value)
@@ -132,24 +171,52 @@ def bench(n: int, shards: int, work: Path) -> list[tuple[str, float, float]]:
     shard_files = [f"results/reports/shards/{s}.parquet" for s in names]
     extractions = [f"results/extraction/rules/{s}.parquet" for s in names]
     rows = []
-    wall, rss = run_stage([*cli, "reports", "--out-dir", "results/reports/shards",
-                           "--rejects", "results/reports/rejects.parquet"], work)
+    wall, rss = run_stage(
+        [*cli, "reports", "--out-dir", "results/reports/shards", "--rejects", "results/reports/rejects.parquet"], work
+    )
     rows.append(("reports", wall, rss))
     walls, peak = 0.0, 0.0
     for shard, out in zip(shard_files, extractions):
-        w, r = run_stage([*cli, "extract", "--shards", shard, "--out", out, "--no-progress",
-                          "--cache-dir", "results/cache/extraction/rules"], work)
+        w, r = run_stage(
+            [
+                *cli,
+                "extract",
+                "--shards",
+                shard,
+                "--out",
+                out,
+                "--no-progress",
+                "--cache-dir",
+                "results/cache/extraction/rules",
+            ],
+            work,
+        )
         walls, peak = walls + w, max(peak, r)
     rows.append((f"extract ({shards} jobs, summed)", walls, peak))
     wall, rss = run_stage([*cli, "entities", *extractions, "--out", "results/entities.parquet"], work)
     rows.append(("entities", wall, rss))
-    wall, rss = run_stage([*cli, "labels", "--reports", *shard_files, "--entities", "results/entities.parquet",
-                           "--extractions", *extractions, "--out", "results/labels.parquet"], work)
+    wall, rss = run_stage(
+        [
+            *cli,
+            "labels",
+            "--reports",
+            *shard_files,
+            "--entities",
+            "results/entities.parquet",
+            "--extractions",
+            *extractions,
+            "--out",
+            "results/labels.parquet",
+        ],
+        work,
+    )
     rows.append(("labels", wall, rss))
     # what a training job reads of labels.parquet (streamed; benchmarks/label_table.py compares it with
     # the list-of-dicts read it replaced, at MIMIC scale)
-    read = ("from medfilip.training.data import read_label_table; "
-            "read_label_table('results/labels.parquet', 'triplet_explanation')")
+    read = (
+        "from medfilip.training.data import read_label_table; "
+        "read_label_table('results/labels.parquet', 'triplet_explanation')"
+    )
     wall, rss = run_stage([sys.executable, "-c", read], work)
     rows.append(("training label table (read)", wall, rss))
     return rows

@@ -110,8 +110,9 @@ def cache_parts(root: str | Path) -> list[Path]:
     return sorted(root.glob("part-*.parquet")) if root.is_dir() else []
 
 
-def read_cache_parts(root: str | Path, schema: pa.Schema, columns: list[str] | None = None,
-                     filters=None, attempts: int = 50) -> pa.Table:
+def read_cache_parts(
+    root: str | Path, schema: pa.Schema, columns: list[str] | None = None, filters=None, attempts: int = 50
+) -> pa.Table:
     """All parts of a cache folder as one table (``columns`` of ``schema``, or all of it; only the rows
     matching ``filters``, a pyarrow expression pushed down to row groups, when given).
 
@@ -130,16 +131,16 @@ def read_cache_parts(root: str | Path, schema: pa.Schema, columns: list[str] | N
             try:
                 read[part] = pq.read_table(part, schema=schema, columns=columns, filters=filters)
             except OSError as e:
-                if not isinstance(e, FileNotFoundError) and getattr(e, "errno", None) != errno.ESTALE \
-                        and part.exists():
+                if not isinstance(e, FileNotFoundError) and getattr(e, "errno", None) != errno.ESTALE and part.exists():
                     raise
                 vanished = True
         if not vanished:
             break
         time.sleep(min(0.05 * (attempt + 1), 2.0))
     else:
-        raise RuntimeError(f"{root}: cache parts kept disappearing over {attempts} listings; "
-                           "is another process compacting in a loop?")
+        raise RuntimeError(
+            f"{root}: cache parts kept disappearing over {attempts} listings; is another process compacting in a loop?"
+        )
     if read:
         return pa.concat_tables(read.values())
     return (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
@@ -164,8 +165,17 @@ class _LineStream:
         self.stream.flush()
 
 
-def progress_bar(iterable=None, *, total: int | None = None, desc: str = "", unit: str = "it",
-                 disable: bool = False, lines: int = 10, stream=None, **kwargs):
+def progress_bar(
+    iterable=None,
+    *,
+    total: int | None = None,
+    desc: str = "",
+    unit: str = "it",
+    disable: bool = False,
+    lines: int = 10,
+    stream=None,
+    **kwargs,
+):
     """A tqdm bar; when the stream is not a terminal (a rule's log), about ``lines`` plain lines,
     one every 1/lines of the work, instead of one line of carriage returns."""
     import math
@@ -180,10 +190,20 @@ def progress_bar(iterable=None, *, total: int | None = None, desc: str = "", uni
         return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, file=stream, **kwargs)
     kwargs.pop("mininterval", None)
     every = max(1, math.ceil((total or 0) / lines)) if total else 1
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=disable, file=_LineStream(stream),
-                miniters=every, mininterval=0, maxinterval=float("inf"),
-                bar_format="{desc}: {n_fmt}/{total_fmt} {unit}s ({percentage:.0f}%), {elapsed} elapsed, "
-                           "{remaining} left, {rate_fmt}{postfix}", **kwargs)
+    return tqdm(
+        iterable,
+        total=total,
+        desc=desc,
+        unit=unit,
+        disable=disable,
+        file=_LineStream(stream),
+        miniters=every,
+        mininterval=0,
+        maxinterval=float("inf"),
+        bar_format="{desc}: {n_fmt}/{total_fmt} {unit}s ({percentage:.0f}%), {elapsed} elapsed, "
+        "{remaining} left, {rate_fmt}{postfix}",
+        **kwargs,
+    )
 
 
 def save_figure(fig, path: str | Path, dpi: int) -> Path:

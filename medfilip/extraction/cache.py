@@ -34,6 +34,7 @@ extract the same text twice (duplicate work, one row per key for readers), never
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -80,9 +81,7 @@ CACHE_SCHEMA = pa.schema(
 )
 
 
-def results_table(
-    results: Iterable[tuple[str, ExtractionResult]], backend: str, model: str, version: str
-) -> pa.Table:
+def results_table(results: Iterable[tuple[str, ExtractionResult]], backend: str, model: str, version: str) -> pa.Table:
     now = time.time()
     rows: dict[str, list] = {name: [] for name in CACHE_SCHEMA.names}
     for key, r in results:
@@ -159,8 +158,12 @@ class ExtractionCache:
 
     def stats(self) -> dict:
         rows = self.load()
-        return {"root": str(self.root), "parts": len(self.parts()), "entries": len(rows),
-                "failed": sum(r["status"] != "ok" for r in rows.values())}
+        return {
+            "root": str(self.root),
+            "parts": len(self.parts()),
+            "entries": len(rows),
+            "failed": sum(r["status"] != "ok" for r in rows.values()),
+        }
 
 
 def _read_keys(root: Path, keys: list[str]) -> pa.Table:
@@ -297,10 +300,8 @@ class KeyClaims:
         """Mark this job alive (cheap: at most once every ``every_s``)."""
         now = time.time()
         if self.keys and now - self._touched >= every_s:
-            try:
+            with contextlib.suppress(FileNotFoundError):
                 os.utime(self.path)
-            except FileNotFoundError:
-                pass
             self._touched = now
 
     def release(self) -> None:

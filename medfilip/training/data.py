@@ -68,9 +68,7 @@ class LabelTable:
 
     def category_keys(self) -> list[str | None]:
         """Per label, its category, with negated ones apart ("no pneumothorax" is not "pneumothorax")."""
-        return [
-            (f"no {c}" if p == "negated" else c) if c else None for c, p in zip(self.categories, self.polarities)
-        ]
+        return [(f"no {c}" if p == "negated" else c) if c else None for c, p in zip(self.categories, self.polarities)]
 
     def category_ids(self) -> torch.Tensor:
         """(L,) long: an integer per distinct (category, polarity) (-1 for none), for same-category and
@@ -80,8 +78,17 @@ class LabelTable:
         return torch.tensor([index[c] if c else -1 for c in keys], dtype=torch.long)
 
 
-LABEL_COLUMNS = ("report_id", "variant", "label", "label_key", "category", "severity", "location", "polarity",
-                 "explanation")
+LABEL_COLUMNS = (
+    "report_id",
+    "variant",
+    "label",
+    "label_key",
+    "category",
+    "severity",
+    "location",
+    "polarity",
+    "explanation",
+)
 _INFO_COLUMNS = ["label_key", "label", "category", "severity", "location", "polarity", "explanation"]
 
 
@@ -121,7 +128,7 @@ class LabelLists(Sequence):
             j = int(i) + n if i < 0 else int(i)
             if not 0 <= j < n:
                 raise IndexError(f"list {i} of {n}")
-            return self.values[self.offsets[j]:self.offsets[j + 1]].tolist()
+            return self.values[self.offsets[j] : self.offsets[j + 1]].tolist()
         return self.take(np.arange(len(self))[i])
 
     def take(self, indices: Sequence[int] | np.ndarray) -> LabelLists:
@@ -181,8 +188,9 @@ class ReportLabels(Mapping):
         return len(self.report_ids)
 
 
-def read_label_table(labels_path: str | Path, variant: str, *,
-                     batch_size: int = 65_536) -> tuple[LabelTable, ReportLabels]:
+def read_label_table(
+    labels_path: str | Path, variant: str, *, batch_size: int = 65_536
+) -> tuple[LabelTable, ReportLabels]:
     """One variant of labels.parquet: (unique labels, report_id -> label ids in file order).
 
     Streamed: the file is read ``batch_size`` rows at a time with report_id and label_key as
@@ -338,8 +346,9 @@ class PretrainingDataset(torch.utils.data.Dataset):
         return {"image": torch.from_numpy(np.array(image, dtype=np.uint8)), "label_ids": list(ids), "texts": texts}
 
 
-def training_items(store: Any, by_report: Mapping[str, Sequence[int]], split: str = "train"
-                   ) -> tuple[np.ndarray, LabelLists, int]:
+def training_items(
+    store: Any, by_report: Mapping[str, Sequence[int]], split: str = "train"
+) -> tuple[np.ndarray, LabelLists, int]:
     """(store positions, label ids per position, number dropped) for the images of ``split`` whose
     report has labels. A join in Arrow/numpy: the store's report ids are looked up all at once."""
     positions = store.indices(split)
@@ -436,7 +445,9 @@ def batch_text_table(items: Sequence[dict]) -> tuple[list[str], list[int], list[
     return texts, sources, own
 
 
-def category_target(image_label_ids: list[list[int]], text_label_ids: torch.Tensor, categories: torch.Tensor) -> torch.Tensor:
+def category_target(
+    image_label_ids: list[list[int]], text_label_ids: torch.Tensor, categories: torch.Tensor
+) -> torch.Tensor:
     """multi_hot: T[i, j] = 1 when text j's category is one of image i's categories."""
     text_cats = categories[text_label_ids]
     target = torch.zeros((len(image_label_ids), len(text_label_ids)), dtype=torch.float32)
@@ -488,8 +499,9 @@ class BatchCollator:
         self.negated = negated
         self.calibration = calibration
 
-    def target_of(self, image_label_ids: list[list[int]], text_label_ids: torch.Tensor, own: list[list[int]],
-                  n_texts: int) -> torch.Tensor:
+    def target_of(
+        self, image_label_ids: list[list[int]], text_label_ids: torch.Tensor, own: list[list[int]], n_texts: int
+    ) -> torch.Tensor:
         """The (N images x M texts) target of this collator's kind."""
         positives = own_text_mask(own, n_texts)
         if self.target in ("ssm", "ssm_same_category"):
@@ -516,5 +528,6 @@ class BatchCollator:
         text_label_ids = torch.tensor(sources, dtype=torch.long)
         target = self.target_of(image_label_ids, text_label_ids, own, len(texts))
         tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
-        return Batch(images, tokens["input_ids"], tokens["attention_mask"], target, texts, text_label_ids,
-                     image_label_ids, own)
+        return Batch(
+            images, tokens["input_ids"], tokens["attention_mask"], target, texts, text_label_ids, image_label_ids, own
+        )

@@ -26,10 +26,23 @@ def planned_parts(writer: int) -> list[pa.Table]:
     for j in range(PARTS):
         rows = []
         for key in rng.sample(KEYS, 40):
-            rows.append({"cache_key": key, "report_id": f"w{writer}-p{j}-{key}", "backend": "rules", "model": "m",
-                         "prompt_version": "v", "status": rng.choice(["ok", "ok", "failed"]), "error": None,
-                         "triplets": [], "dropped_uncategorised": writer, "prompt_tokens": j,
-                         "completion_tokens": 0, "latency_s": rng.random(), "created_at": float(rng.randrange(5))})
+            rows.append(
+                {
+                    "cache_key": key,
+                    "report_id": f"w{writer}-p{j}-{key}",
+                    "backend": "rules",
+                    "model": "m",
+                    "prompt_version": "v",
+                    "status": rng.choice(["ok", "ok", "failed"]),
+                    "error": None,
+                    "triplets": [],
+                    "dropped_uncategorised": writer,
+                    "prompt_tokens": j,
+                    "completion_tokens": 0,
+                    "latency_s": rng.random(),
+                    "created_at": float(rng.randrange(5)),
+                }
+            )
         parts.append(pa.Table.from_pylist(rows, schema=CACHE_SCHEMA))
     return parts
 
@@ -106,17 +119,42 @@ def test_concurrent_writers_and_compactors_lose_nothing_and_agree(tmp_path: Path
     assert cache.compact(force=True) == 0 and cache.load() == want  # idempotent
     assert not (root / ".lock").exists()
     # ties of status and created_at went to the content, not to the order parts were read in
-    tied = [k for k in KEYS if sum(1 for w in range(WRITERS) for t in planned_parts(w) for r in t.to_pylist()
-                                  if r["cache_key"] == k and r["status"] == want[k]["status"]
-                                  and r["created_at"] == want[k]["created_at"]) > 1]
+    tied = [
+        k
+        for k in KEYS
+        if sum(
+            1
+            for w in range(WRITERS)
+            for t in planned_parts(w)
+            for r in t.to_pylist()
+            if r["cache_key"] == k and r["status"] == want[k]["status"] and r["created_at"] == want[k]["created_at"]
+        )
+        > 1
+    ]
     assert tied  # the plan has such ties, so the order-independence above was exercised
 
 
 def _one(key: str, status: str, created: float, report: str = "r") -> pa.Table:
-    return pa.Table.from_pylist([{"cache_key": key, "report_id": report, "backend": "rules", "model": "m",
-                                  "prompt_version": "v", "status": status, "error": None, "triplets": [],
-                                  "dropped_uncategorised": 0, "prompt_tokens": 0, "completion_tokens": 0,
-                                  "latency_s": 0.0, "created_at": created}], schema=CACHE_SCHEMA)
+    return pa.Table.from_pylist(
+        [
+            {
+                "cache_key": key,
+                "report_id": report,
+                "backend": "rules",
+                "model": "m",
+                "prompt_version": "v",
+                "status": status,
+                "error": None,
+                "triplets": [],
+                "dropped_uncategorised": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "latency_s": 0.0,
+                "created_at": created,
+            }
+        ],
+        schema=CACHE_SCHEMA,
+    )
 
 
 def test_compaction_skips_a_part_another_compaction_removed_and_merges_old_parts(tmp_path: Path, monkeypatch):
@@ -125,8 +163,10 @@ def test_compaction_skips_a_part_another_compaction_removed_and_merges_old_parts
     cache.append(_one("a", "ok", 0.5))  # ok beats failed whatever the time
     cache.append(_one("b", "ok", 2.0))
     # a part of an older cache: the old compact name, no dropped_uncategorised column
-    pq.write_table(_one("c", "ok", 1.0).drop_columns(["dropped_uncategorised"]),
-                   tmp_path / f"part-{time.time_ns() - 10**12:020d}-1-compact.parquet")
+    pq.write_table(
+        _one("c", "ok", 1.0).drop_columns(["dropped_uncategorised"]),
+        tmp_path / f"part-{time.time_ns() - 10**12:020d}-1-compact.parquet",
+    )
     real = cache.parts()
     ghost = tmp_path / "part-00000000000000000001-1-gone.parquet"
     monkeypatch.setattr(cache, "parts", lambda: [ghost, *real])
@@ -135,7 +175,9 @@ def test_compaction_skips_a_part_another_compaction_removed_and_merges_old_parts
     [merged] = cache.parts()
     assert "compact" in merged.name
     rows = cache.load()
-    assert sorted(rows) == ["a", "b", "c"] and rows["a"]["status"] == "ok" and rows["c"]["dropped_uncategorised"] is None
+    assert (
+        sorted(rows) == ["a", "b", "c"] and rows["a"]["status"] == "ok" and rows["c"]["dropped_uncategorised"] is None
+    )
 
 
 def test_a_reader_relists_when_a_part_vanishes(tmp_path: Path, monkeypatch):

@@ -9,10 +9,27 @@ from medfilip.extraction.cache import CACHE_SCHEMA, ExtractionCache
 
 
 def _rows(keys, status="ok", created=1.0):
-    return pa.Table.from_pylist([
-        {"cache_key": k, "report_id": f"r{k}", "backend": "rules", "model": "m", "prompt_version": "v", "status": status,
-         "error": None, "triplets": [], "dropped_uncategorised": 0, "prompt_tokens": 0, "completion_tokens": 0,
-         "latency_s": 0.0, "created_at": created} for k in keys], schema=CACHE_SCHEMA)
+    return pa.Table.from_pylist(
+        [
+            {
+                "cache_key": k,
+                "report_id": f"r{k}",
+                "backend": "rules",
+                "model": "m",
+                "prompt_version": "v",
+                "status": status,
+                "error": None,
+                "triplets": [],
+                "dropped_uncategorised": 0,
+                "prompt_tokens": 0,
+                "completion_tokens": 0,
+                "latency_s": 0.0,
+                "created_at": created,
+            }
+            for k in keys
+        ],
+        schema=CACHE_SCHEMA,
+    )
 
 
 def test_load_of_keys_reads_only_them_and_agrees_with_a_full_read(tmp_path):

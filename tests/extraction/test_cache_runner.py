@@ -17,13 +17,19 @@ from medfilip.extraction.backend import ExtractionResult
 from medfilip.extraction.cache import ExtractionCache
 from medfilip.extraction.rules import RulesBackend
 from medfilip.extraction.runner import extract_shard
+from medfilip.io import write_parquet_atomic
 from medfilip.reports.records import Report
 from medfilip.reports.shards import reports_table
-from medfilip.io import write_parquet_atomic
 
 FINDINGS = [
-    "Mild cardiomegaly.", "No pleural effusion.", "Small left pleural effusion.", "Right lower lobe atelectasis.",
-    "Possible pneumonia.", "Calcified granuloma.", "Low lung volumes.", "Degenerative changes of the spine.",
+    "Mild cardiomegaly.",
+    "No pleural effusion.",
+    "Small left pleural effusion.",
+    "Right lower lobe atelectasis.",
+    "Possible pneumonia.",
+    "Calcified granuloma.",
+    "Low lung volumes.",
+    "Degenerative changes of the spine.",
 ]
 
 
@@ -60,8 +66,9 @@ def test_second_run_makes_no_extraction_calls(tmp_path, repo):
     cache = ExtractionCache(tmp_path / "cache")
     backend = CountingRulesBackend(repo / "resources" / "vocabulary")
     out = tmp_path / "out" / "000.parquet"
-    run = extract_shard(tmp_path / "000.parquet", backend, cache, out, runs_dir=tmp_path / "runs", flush_every=7,
-                        progress=False)
+    run = extract_shard(
+        tmp_path / "000.parquet", backend, cache, out, runs_dir=tmp_path / "runs", flush_every=7, progress=False
+    )
     # 4 reports share one text: extracted once
     assert backend.calls == 37 and run.n_extracted == 37
     first = pq.read_table(out)
@@ -210,9 +217,25 @@ def test_concurrent_jobs_extract_each_text_once(tmp_path, repo):
         shards.append(path)
     cache_dir, log_path, go = tmp_path / "cache", tmp_path / "extracted.log", tmp_path / "go"
     env = {**os.environ, "PYTHONPATH": str(repo)}
-    procs = [subprocess.Popen([sys.executable, str(script), str(s), str(cache_dir), str(tmp_path / f"out{s.name}"),
-                               str(log_path), str(repo / "resources" / "vocabulary"), str(go)],
-                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for s in shards]
+    procs = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(script),
+                str(s),
+                str(cache_dir),
+                str(tmp_path / f"out{s.name}"),
+                str(log_path),
+                str(repo / "resources" / "vocabulary"),
+                str(go),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for s in shards
+    ]
     time.sleep(1.0)
     go.touch()
     outs = [p.communicate(timeout=120) for p in procs]

@@ -106,18 +106,25 @@ def _items(table, texts_of):
     idx = {c: labels.categories.index(c) for c in ("atelectasis", "cardiomegaly", "pneumonia")}
     items = []
     for cats, texts in texts_of:
-        items.append({"image": torch.zeros(4, 4, dtype=torch.uint8), "label_ids": [idx[c] for c in cats], "texts": texts})
+        items.append(
+            {"image": torch.zeros(4, 4, dtype=torch.uint8), "label_ids": [idx[c] for c in cats], "texts": texts}
+        )
     return items, idx
 
 
 def test_collator_targets(table, tokenizer):
     labels, _ = table
-    items, idx = _items(table, [
-        (["atelectasis", "cardiomegaly"], ["atelectasis", "moderate cardiomegaly"]),
-        (["pneumonia"], ["pneumonia"]),
-        (["atelectasis"], ["atelectasis"]),  # the same masked text as image 0: one column
-    ])
-    vectors = torch.nn.functional.normalize(torch.randn(len(labels), 8, generator=torch.Generator().manual_seed(0)), dim=1)
+    items, idx = _items(
+        table,
+        [
+            (["atelectasis", "cardiomegaly"], ["atelectasis", "moderate cardiomegaly"]),
+            (["pneumonia"], ["pneumonia"]),
+            (["atelectasis"], ["atelectasis"]),  # the same masked text as image 0: one column
+        ],
+    )
+    vectors = torch.nn.functional.normalize(
+        torch.randn(len(labels), 8, generator=torch.Generator().manual_seed(0)), dim=1
+    )
     categories = labels.category_ids()
     kwargs = {"vectors": vectors, "categories": categories}
     ssm = BatchCollator("ssm", tokenizer, 16, **kwargs)(items)
@@ -126,11 +133,13 @@ def test_collator_targets(table, tokenizer):
     assert ssm.images.shape == (3, 4, 4) and ssm.input_ids.shape[0] == 3
     sims = vectors @ vectors.T
     a, c, p = idx["atelectasis"], idx["cardiomegaly"], idx["pneumonia"]
-    expected = torch.tensor([
-        [1.0, 1.0, max(sims[a, p], sims[c, p])],
-        [sims[p, a], sims[p, c], 1.0],
-        [1.0, sims[a, c], sims[a, p]],
-    ])
+    expected = torch.tensor(
+        [
+            [1.0, 1.0, max(sims[a, p], sims[c, p])],
+            [sims[p, a], sims[p, c], 1.0],
+            [1.0, sims[a, c], sims[a, p]],
+        ]
+    )
     assert torch.allclose(ssm.target, expected, atol=1e-6)
     same = BatchCollator("ssm_same_category", tokenizer, 16, **kwargs)(items).target
     assert torch.allclose(same, torch.tensor([[1.0, 1.0, 0.0], [0.0, 0.0, 1.0], [1.0, 0.0, 0.0]]), atol=1e-6)
@@ -144,11 +153,21 @@ def test_collator_targets(table, tokenizer):
 
 # -- the streamed label table equals the list-of-dicts one it replaced -----------------------------
 
+
 def reference_read_label_table(path, variant):
     """The implementation before the streamed one (issue 13), kept verbatim as the reference."""
     table = pq.read_table(path)
-    needed = {"report_id", "variant", "label", "label_key", "category", "severity", "location", "polarity",
-              "explanation"}
+    needed = {
+        "report_id",
+        "variant",
+        "label",
+        "label_key",
+        "category",
+        "severity",
+        "location",
+        "polarity",
+        "explanation",
+    }
     table = table.filter(pc.equal(table.column("variant"), variant))
     rows = table.select(sorted(needed)).to_pylist()
     first: dict[str, dict] = {}
@@ -204,11 +223,21 @@ def generated_labels(path, n_reports, seed=0, row_group_size=997):
                 if variant == "report" and rng.random() < 0.3:
                     text = f"report text of {rid}"
                 key = text if rng.random() < 0.9 else text.upper()  # some keys shared by two texts
-                rows.append({"report_id": rid, "variant": variant, "label": text, "label_key": key,
-                             "category": None if variant == "report" else text.split(" (")[0],
-                             "severity": rng.choice([None, "mild", "severe"]), "location": rng.choice([None, "left"]),
-                             "polarity": rng.choice(["present", "negated"]), "explanation": rng.choice([None, "x"]),
-                             "fine_grained_key": None, "is_normal": False})
+                rows.append(
+                    {
+                        "report_id": rid,
+                        "variant": variant,
+                        "label": text,
+                        "label_key": key,
+                        "category": None if variant == "report" else text.split(" (")[0],
+                        "severity": rng.choice([None, "mild", "severe"]),
+                        "location": rng.choice([None, "left"]),
+                        "polarity": rng.choice(["present", "negated"]),
+                        "explanation": rng.choice([None, "x"]),
+                        "fine_grained_key": None,
+                        "is_normal": False,
+                    }
+                )
     pq.write_table(pa.Table.from_pylist(rows), path, row_group_size=row_group_size)
     return path
 
