@@ -300,7 +300,7 @@ def twin_nih(settings, size: int, seed: int):
         balanced_sampler(positives, has_box, no_finding),
         groups=entries["Patient ID"].to_numpy(),
     )
-    box_groups = dict(boxes[boxes["image_index"].isin(set(kept["Image Index"]))].groupby("image_index"))
+    box_groups = {k: g for k, g in boxes[boxes["image_index"].isin(set(kept["Image Index"]))].groupby("image_index")}  # noqa: C416 - dict() would call the groupby's .keys attribute
     spec = SPECS["nih"]
     scale = size / sources.NIH_SIZE
     images, box_rows = [], []
