@@ -52,6 +52,7 @@ LIBRARY_MODULES = {
     "medfilip.inference",
     "medfilip.labels",
     "medfilip.labels.templates",
+    "medfilip.names",
     "medfilip.pretrained",
     "medfilip.training",
     "medfilip.training.model",
