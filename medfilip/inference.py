@@ -17,7 +17,6 @@ matches. Imports: torch, numpy and the label template only.
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,22 +26,15 @@ import numpy as np
 import torch
 
 from medfilip.labels.templates import LabelVariant, render_label
+from medfilip.names import ClassTextVariant, normalise_name, values
 
 DEFAULT_LOGIT_SCALE = 1.0 / 0.07
 DEFAULT_TEXT_VARIANT = LabelVariant.triplet_explanation.value
-TEXT_VARIANTS = (LabelVariant.triplet_explanation.value, LabelVariant.triplet.value, LabelVariant.category.value)
-# medfilip.knowledge.dictionary.normalise_name, kept here so a model folder needs no YAML reader
-# (tests/library check that the two agree)
-_SEPARATORS = re.compile(r"[\s_/,\-]+")
+TEXT_VARIANTS = values(ClassTextVariant)
 
 
 class UnknownClassError(ValueError):
     """A class name that is neither a category of the knowledge dictionary nor a synonym of one."""
-
-
-def normalise_name(name: str) -> str:
-    """The matching key of a category name or synonym: lower case, ``_ / - ,`` and runs of spaces as one space."""
-    return _SEPARATORS.sub(" ", name.strip().lower()).strip()
 
 
 @dataclass(frozen=True)

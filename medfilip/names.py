@@ -8,7 +8,16 @@ member give ``"LossKind.infonce"``, not ``"infonce"``.
 
 from __future__ import annotations
 
+import re
 from enum import Enum
+
+_SEPARATORS = re.compile(r"[\s_/,\-]+")
+
+
+def normalise_name(name: str) -> str:
+    """The matching key of a category name or synonym: lower case, ``_ / - ,`` and runs of spaces as one space
+    (the knowledge dictionary and the library's class names both match through it)."""
+    return _SEPARATORS.sub(" ", name.strip().lower()).strip()
 
 
 class ReportSource(str, Enum):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,18 +19,13 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-log = logging.getLogger(__name__)
+from medfilip.names import normalise_name
 
-_SEPARATORS = re.compile(r"[\s_/,\-]+")
+log = logging.getLogger(__name__)
 
 
 class KnowledgeError(ValueError):
     """The dictionary is missing, unreadable or invalid; the message names the file and the category."""
-
-
-def normalise_name(name: str) -> str:
-    """The matching key of a category name or synonym: lower case, ``_ / - ,`` and runs of spaces as one space."""
-    return _SEPARATORS.sub(" ", name.strip().lower()).strip()
 
 
 def _clean_text(text: str) -> str:

@@ -227,7 +227,6 @@ def test_class_texts_and_scores_are_the_pipelines():
     from medfilip.evaluation.zeroshot import class_texts as pipeline_texts
     from medfilip.evaluation.zeroshot import zero_shot_scores as pipeline_scores
     from medfilip.knowledge import load_knowledge
-    from medfilip.knowledge.dictionary import normalise_name as pipeline_normalise
 
     dictionary = load_knowledge(KNOWLEDGE)
     knowledge = ClassKnowledge.from_dictionary(dictionary)
@@ -245,8 +244,12 @@ def test_class_texts_and_scores_are_the_pipelines():
     assert class_texts(["severe cardiomegaly"], knowledge)[0].startswith("severe cardiomegaly, where cardiomegaly is ")
     # synonyms name the canonical category's text
     assert class_texts(["Effusion", "Pleural_Effusion"], knowledge) == class_texts(["pleural effusion"] * 2, knowledge)
-    for name in ["Pleural_Thickening", " No  Finding ", "post-surgical changes", "a/b,c-d"]:
-        assert normalise_name(name) == pipeline_normalise(name)
+    assert [normalise_name(n) for n in ["Pleural_Thickening", " No  Finding ", "post-surgical changes", "a/b,c-d"]] == [
+        "pleural thickening",
+        "no finding",
+        "post surgical changes",
+        "a b c d",
+    ]
     rng = np.random.default_rng(0)
     img, txt = rng.normal(size=(5, 8)).astype(np.float32), rng.normal(size=(3, 8)).astype(np.float32)
     for kwargs in ({}, {"softmax": True, "logit_scale": 23.5}):
