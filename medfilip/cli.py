@@ -270,26 +270,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_only(con, sql: str) -> None:
-    """Raise ValueError unless every statement of ``sql`` is a SELECT (SHOW, DESCRIBE, SUMMARIZE are).
-
-    DuckDB writes files on request: ``COPY entities TO 'results/entities.parquet'`` (or an EXPLAIN
-    ANALYZE of it) would replace a pipeline output, and ATTACH, INSTALL, SET ... act outside the views.
-    """
-    import duckdb
-
-    for statement in con.extract_statements(sql):
-        if statement.type != duckdb.StatementType.SELECT:
-            kind = str(statement.type).rsplit(".", 1)[-1]
-            raise ValueError(f"medfilip query is read-only: {kind} statements are refused (only SELECT)")
-
-
 def cmd_query(args: argparse.Namespace) -> int:
-    from medfilip.query import connect, format_result
+    from medfilip.query import check_read_only, connect, format_result
 
     con = connect(args.results)
     try:
-        _read_only(con, args.sql)
+        check_read_only(con, args.sql)
         result = con.execute(args.sql)
     except Exception as err:  # noqa: BLE001 - duckdb raises many error types; show the message, not a traceback
         print(f"query failed: {err}", file=sys.stderr)

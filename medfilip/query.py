@@ -69,6 +69,18 @@ def connect(results: str | Path = "results") -> duckdb.DuckDBPyConnection:
     return con
 
 
+def check_read_only(con: duckdb.DuckDBPyConnection, sql: str) -> None:
+    """Raise ValueError unless every statement of ``sql`` is a SELECT (SHOW, DESCRIBE, SUMMARIZE are).
+
+    DuckDB writes files on request: ``COPY entities TO 'results/entities.parquet'`` (or an EXPLAIN
+    ANALYZE of it) would replace a pipeline output, and ATTACH, INSTALL, SET ... act outside the views.
+    """
+    for statement in con.extract_statements(sql):
+        if statement.type != duckdb.StatementType.SELECT:
+            kind = str(statement.type).rsplit(".", 1)[-1]
+            raise ValueError(f"medfilip query is read-only: {kind} statements are refused (only SELECT)")
+
+
 def format_result(result: duckdb.DuckDBPyConnection, fmt: str = "table", max_rows: int = 50) -> str:
     columns = [d[0] for d in result.description or []]
     rows = result.fetchmany(max_rows + 1)
