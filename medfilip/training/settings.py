@@ -119,6 +119,13 @@ class RunSettings(Strict):
     )
 
 
+def run_value(settings: RunSettings | dict, key: str) -> str:
+    """A run's setting ``key`` as its plain string value, from a :class:`RunSettings` or a plain dict
+    (the Snakefile's params carry dicts): ``run_value(run, "target") == "ssm"``."""
+    v = settings[key] if isinstance(settings, dict) else getattr(settings, key)
+    return str(getattr(v, "value", v))
+
+
 # The method and the paper's own baselines: "no SSM" (Table VI) is a 0/1 matrix of exact label matches
 # (identity on the full template); category multi-hot is the stronger, MedCLIP-style row; ConVIRT
 # matches an image with its report text by InfoNCE.
