@@ -16,7 +16,8 @@
 - :class:`BatchCollator` stacks images, makes the batch's texts (distinct masked texts, in order
   of first appearance, each tied to the label it came from), tokenises them and builds the
   (N x M) target: SSM from the cached E_sim vectors of the unmasked labels (medfilip.ssm),
-  category multi-hot, or identity.
+  category multi-hot, identity, or the shuffled-SSM control (each row's SSM values permuted over
+  its non-positive texts, seeded by the run's seed and the batch's content).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from medfilip.labels.templates import render_label
 log = logging.getLogger(__name__)
 
 MASKABLE_VARIANTS = ("triplet", "triplet_explanation")
-TARGET_KINDS = ("ssm", "ssm_same_category", "multi_hot", "identity")
+TARGET_KINDS = ("ssm", "ssm_same_category", "multi_hot", "identity", "ssm_shuffled")
 
 
 class TrainingDataError(ValueError):
@@ -466,6 +467,21 @@ def identity_target(own_columns: list[list[int]], n_texts: int) -> torch.Tensor:
     return target
 
 
+def batch_seed(seed: int, image_label_ids: Sequence[Sequence[int]], text_label_ids: Sequence[int], own) -> int:
+    """A seed of this batch from the run's seed and the batch's content (its images' label ids, the
+    label of each text, each image's own columns): the same batch gets the same seed in any worker,
+    after a resume and, for the global batch of DDP ranks, on every rank."""
+    import hashlib
+
+    parts = [
+        str(int(seed)),
+        ";".join(",".join(str(int(x)) for x in ids) for ids in image_label_ids),
+        ",".join(str(int(x)) for x in text_label_ids),
+        ";".join(",".join(str(int(x)) for x in cols) for cols in own),
+    ]
+    return int.from_bytes(hashlib.sha256("|".join(parts).encode()).digest()[:8], "little") >> 1
+
+
 def own_text_mask(own_columns: list[list[int]], n_texts: int) -> torch.Tensor:
     """(N, M) bool: text j is one of image i's own texts."""
     return identity_target(own_columns, n_texts).bool()
@@ -484,6 +500,7 @@ class BatchCollator:
         categories: torch.Tensor | None = None,
         negated: torch.Tensor | None = None,
         calibration: Any = None,
+        seed: int = 0,
     ):
         if target not in TARGET_KINDS:
             raise ValueError(f"target {target!r} is not one of {', '.join(TARGET_KINDS)}")
@@ -498,25 +515,30 @@ class BatchCollator:
         self.categories = categories
         self.negated = negated
         self.calibration = calibration
+        self.seed = int(seed)  # of the ssm_shuffled permutations (with each batch's content)
 
     def target_of(
         self, image_label_ids: list[list[int]], text_label_ids: torch.Tensor, own: list[list[int]], n_texts: int
     ) -> torch.Tensor:
         """The (N images x M texts) target of this collator's kind."""
         positives = own_text_mask(own, n_texts)
-        if self.target in ("ssm", "ssm_same_category"):
-            from medfilip.ssm import ssm_target
+        if self.target in ("ssm", "ssm_same_category", "ssm_shuffled"):
+            from medfilip.ssm import shuffle_non_positives, ssm_target
 
-            return ssm_target(
+            target = ssm_target(
                 image_label_ids,
                 text_label_ids,
                 self.vectors,
                 categories=self.categories,
-                variant="paper" if self.target == "ssm" else "same_category",
+                variant="same_category" if self.target == "ssm_same_category" else "paper",
                 negated=self.negated,
                 calibration=self.calibration,
                 positives=positives,
             ).float()
+            if self.target == "ssm_shuffled":
+                seed = batch_seed(self.seed, image_label_ids, text_label_ids.tolist(), own)
+                target = shuffle_non_positives(target, positives, seed)
+            return target
         if self.target == "multi_hot":
             return category_target(image_label_ids, text_label_ids, self.categories).masked_fill(positives, 1.0)
         return positives.float()

@@ -104,7 +104,8 @@ class RunSettings(Strict):
     target: TargetKind = Field(
         TargetKind.ssm,
         description="ssm: paper eqs. 4-5; ssm_same_category: SSM kept only within a category (reference code); "
-        "multi_hot: 1 where the text's category is one of the image's; identity: 1 for the image's own texts",
+        "multi_hot: 1 where the text's category is one of the image's; identity: 1 for the image's own texts; "
+        "ssm_shuffled: control, each row's SSM values permuted over its non-positive texts (seeded)",
     )
     loss: LossKind = Field(
         LossKind.mse_ce,

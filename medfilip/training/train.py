@@ -250,6 +250,7 @@ def train_run(
         categories=labels.category_ids(),
         negated=labels.negated(),
         calibration=calibration,
+        seed=cfg.seed,
     )
     loader = torch.utils.data.DataLoader(
         dataset,

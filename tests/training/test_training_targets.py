@@ -131,3 +131,23 @@ def test_collator_applies_the_calibration(labels, tokenizer):
         calibration=Calibration("temperature", temperature=0.2),
     )(items).target
     assert temp[0, 1] == pytest.approx(float(torch.exp(torch.tensor((cos - 1) / 0.2))), abs=1e-5)
+
+
+def test_collator_shuffled_ssm_control(labels, tokenizer):
+    vectors = vectors_for(len(ROWS), seed=5)
+    rows = [MILD_ATEL, SEVERE_ATEL, PTX, NO_PTX, CARDIO, NORMAL]
+    items = [item([r], [ROWS[r][0]]) for r in rows]
+    kwargs = {"vectors": vectors, "negated": labels.negated(), "categories": labels.category_ids()}
+    ssm = BatchCollator("ssm", tokenizer, 16, **kwargs)(items).target
+    shuffled = BatchCollator("ssm_shuffled", tokenizer, 16, seed=4, **kwargs)(items).target
+    own = torch.eye(len(rows), dtype=torch.bool)  # one text per image, in item order
+    assert (shuffled[own] == 1).all()
+    torch.testing.assert_close(shuffled.sort(dim=1).values, ssm.sort(dim=1).values, rtol=0, atol=0)
+    assert not torch.equal(shuffled, ssm)
+    # deterministic per (run seed, batch): a fresh collator gives the same batch the same target ...
+    again = BatchCollator("ssm_shuffled", tokenizer, 16, seed=4, **kwargs)(items).target
+    assert torch.equal(again, shuffled)
+    # ... another run seed or another batch another permutation
+    assert not torch.equal(BatchCollator("ssm_shuffled", tokenizer, 16, seed=5, **kwargs)(items).target, shuffled)
+    other = BatchCollator("ssm_shuffled", tokenizer, 16, seed=4, **kwargs)(items[::-1]).target
+    assert not torch.equal(other, shuffled.flip(0, 1))
