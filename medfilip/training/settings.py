@@ -203,6 +203,12 @@ class TrainingConfig(Strict):
     device: TrainDevice = Field(TrainDevice.auto, description="cpu, cuda, or auto (cuda when available)")
     channels_last: bool = Field(True, description="channels_last memory format on CUDA (ignored on CPU)")
     compile: bool = Field(False, description="torch.compile the image encoder")
+    text_cache: bool = Field(
+        False,
+        description="Run the frozen part of the text encoder once per distinct string and keep, in memory, the "
+        "hidden states entering the first trained layer (same loss and gradients; needs "
+        "model.text_trainable_layers below the depth)",
+    )
     checkpoint_every: int = Field(100, ge=1, le=10_000_000, description="Steps between resumable checkpoints")
     num_workers: int = Field(1, ge=0, le=256, description="DataLoader worker processes per training process")
     max_pairs: int | None = Field(

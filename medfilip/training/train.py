@@ -240,6 +240,14 @@ def train_run(
         model.channels_last = True
     if cfg.compile:
         model.image.compile()
+    text_cache = None
+    if cfg.text_cache:
+        depth = len(model.text.transformer_layers())
+        if cfg.model.text_trainable_layers >= depth:
+            log.warning("training.text_cache: all %d text layers are trained, nothing frozen to cache (ignored)", depth)
+        else:
+            text_cache = model.text.enable_cache()
+            log.info("run %s: text_cache on (%s)", run_name, text_cache.describe())
     sizes = model_size(model)
     log.info("model: %(parameters)d parameters, %(trainable)d trained", sizes)
     collator = BatchCollator(
@@ -448,6 +456,9 @@ def train_run(
             "final_loss": final_loss,
             **sizes,
         }
+        if text_cache is not None:
+            facts["text_cache"] = text_cache.describe()
+            log.info("run %s: text_cache %s", run_name, text_cache.describe())
         _write_run_config(out_dir / RUN_CONFIG, settings, facts)
         log.info("run %s: %d steps, final loss %.4f, %.1f images/s; %s", run_name, step, final_loss, rate, out_dir)
     barrier(env)
