@@ -58,6 +58,13 @@ class TargetKind(str, Enum):
 SSM_TARGETS = (TargetKind.ssm.value, TargetKind.ssm_same_category.value, TargetKind.ssm_shuffled.value)
 
 
+class MaskedTargets(str, Enum):
+    """What a masked label text is matched against (training.masked_targets)."""
+
+    source = "source"  # the target of the unmasked label it was made from (the paper's, the default)
+    entailment = "entailment"  # its own E_sim vector; a positive of every image with a label that entails it
+
+
 class LossKind(str, Enum):
     """A training run's loss (training.runs.*.loss)."""
 

@@ -20,7 +20,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from medfilip.configbase import RerunKeys, Strict
-from medfilip.names import LabelVariant, LossKind, TargetKind
+from medfilip.names import LabelVariant, LossKind, MaskedTargets, TargetKind
 
 
 class ImageArch(str, Enum):
@@ -163,7 +163,7 @@ class TrainingConfig(Strict):
         # a run's own entry re-runs that run only; checkpoint_every, num_workers and log_every change how
         # fast it goes, not its weights
         "train": ("*", "!runs", "runs.{run}", "!checkpoint_every", "!num_workers", "!log_every"),
-        "embed_labels": ("runs.*.label_variant", "runs.*.target"),
+        "embed_labels": ("runs.*.label_variant", "runs.*.target", "masked_targets"),
         "ablation_table": ("runs",),
         "train_curves": ("runs",),  # their names: one folder per run
         "seed_summary": ("runs",),
@@ -194,7 +194,13 @@ class TrainingConfig(Strict):
         ge=0.0,
         le=1.0,
         description="Chance that each of severity, location, explanation is dropped from a label "
-        "text in a step (paper Fig. 3); the target still uses the full label",
+        "text in a step (paper Fig. 3); the target follows training.masked_targets",
+    )
+    masked_targets: MaskedTargets = Field(
+        MaskedTargets.source,
+        description="Target of a masked label text: source = that of the full label it was made from; entailment "
+        "= its own E_sim vector (embed also embeds every masked form), and a positive of every image with a "
+        "label that entails it (same category and polarity, every field it states equal)",
     )
     augment: bool = Field(False, description="Random resized crop (scale 0.8-1) and small rotation of training images")
     precision: Precision = Field(

@@ -32,9 +32,11 @@ from medfilip.training.checkpoint import (
     settings_fingerprint,
 )
 from medfilip.training.data import (
+    MASKABLE_VARIANTS,
     BatchCollator,
     EpochBatchSampler,
     PretrainingDataset,
+    TextTable,
     read_label_table,
     training_items,
 )
@@ -202,15 +204,21 @@ def train_run(
     log.info(
         "run %s: %d training images, %d unique %s labels", run_name, len(positions), len(labels), run.label_variant
     )
+    text_table = None
+    if cfg.masked_targets == "entailment" and labels.variant in MASKABLE_VARIANTS:
+        # every masked form of every label, each with its own vector and the images that entail it
+        text_table = TextTable.build(labels)
+        log.info(
+            "run %s: masked targets by entailment over %d texts of %d labels", run_name, len(text_table), len(labels)
+        )
     vectors, calibration = None, None
     if run.target in SSM_TARGETS:
         if embeddings_path is None:
             raise ValueError(f"run {run_name!r}: target {run.target} needs --embeddings")
         from medfilip.embeddings import load_embeddings
 
-        vectors = torch.from_numpy(
-            np.ascontiguousarray(load_embeddings(embeddings_path, labels.texts), dtype=np.float32)
-        )
+        strings = labels.texts + (text_table.texts if text_table is not None else [])
+        vectors = torch.from_numpy(np.ascontiguousarray(load_embeddings(embeddings_path, strings), dtype=np.float32))
         calibration = _calibration(embeddings_path, calibration_path, run.label_variant)
         log.info("run %s: SSM target %s", run_name, calibration.describe())
 
@@ -259,6 +267,7 @@ def train_run(
         negated=labels.negated(),
         calibration=calibration,
         seed=cfg.seed,
+        text_table=text_table,
     )
     loader = torch.utils.data.DataLoader(
         dataset,
