@@ -255,7 +255,12 @@ def train_run(
             log.warning("training.text_cache: all %d text layers are trained, nothing frozen to cache (ignored)", depth)
         else:
             text_cache = model.text.enable_cache()
-            log.info("run %s: text_cache on (%s)", run_name, text_cache.describe())
+            log.info(
+                "run %s: text_cache on: the embeddings and %d of %d text layers run once per distinct string",
+                run_name,
+                text_cache.n_frozen,
+                depth,
+            )
     sizes = model_size(model)
     log.info("model: %(parameters)d parameters, %(trainable)d trained", sizes)
     collator = BatchCollator(
