@@ -1,4 +1,5 @@
-"""Training throughput: our training step versus the reference loop's data path, same model, same batch.
+"""Training throughput: our training step versus the reference loop's data path, same model, same batch;
+and our step with the frozen text layers cached (training.text_cache) versus without.
 
 From one run on one machine, with the same dual encoder (architecture, frozen layers, loss), the
 same batches (order, masked label texts, batch texts) and the same optimiser:
@@ -11,13 +12,19 @@ same batches (order, masked label texts, batch texts) and the same optimiser:
     ours, and the SSM target re-embedded every step (as the official code does) by running E_sim
     (the same MiniLM) over the batch's label texts, then cosine + max per image.
 
+  * ours + text cache: the same run with ``training.text_cache: true`` (the frozen text layers run
+    once per distinct string; the hidden states entering the first trained layer kept in memory).
+    Its gain grows with how often strings repeat: ``--label-pool N`` draws every label from N
+    fixed (category, severity, location) triplets (0: each drawn afresh, few repeats), and steps
+    beyond one epoch (``--steps`` > images / batch) see their strings again.
+
 Images/s is measured over the steps after ``--warmup`` (wall time between step ends, so waiting
 for data counts). The corpus is synthetic (random images with bright patches, label texts rendered
 from the vocabulary with the paper template and a generic explanation), built in a temporary
 folder; label vectors for our path are random unit vectors (their values do not change the cost).
 
     python benchmarks/train_step.py [--images 480] [--size 128] [--arch resnet18] [--batch 32]
-        [--steps 12] [--warmup 2] [--workers 1] [--threads 2]
+        [--steps 12] [--warmup 2] [--workers 1] [--threads 2] [--label-pool 0] [--no-reference]
     python benchmarks/train_step.py --device cuda --size 448 --arch resnet50 --batch 128 --bf16 \
         --channels-last --workers 8 --images 4096 --text-model /path/to/clip-vit-base-patch32 \
         --text-pooling eos --text-trainable-layers 12      # the GPU figure (CLIP-size text tower)
@@ -61,20 +68,29 @@ SEVERITIES = [None, None, "mild", "small", "moderate", "large", "severe"]
 LOCATIONS = [None, "left base", "right base", "bilateral lung", "right upper lobe", "left lower lobe", "retrocardiac"]
 
 
-def synthetic_corpus(root: Path, n_images: int, size: int, seed: int = 0) -> dict[str, Path]:
-    """A corpus store (all train) + labels.parquet (triplet_explanation) + random label vectors."""
+def synthetic_corpus(root: Path, n_images: int, size: int, seed: int = 0, label_pool: int = 0) -> dict[str, Path]:
+    """A corpus store (all train) + labels.parquet (triplet_explanation) + random label vectors.
+
+    ``label_pool`` > 0: labels are drawn from that many fixed triplets (drawn first), so they repeat."""
     from medfilip.extraction.vocabulary import Vocabulary
 
     rng = np.random.default_rng(seed)
     categories = sorted(Vocabulary.load(REPO / "resources" / "vocabulary").by_name)
+
+    def triplet() -> tuple[str, str | None, str | None]:
+        return (
+            categories[int(rng.integers(0, len(categories)))],
+            SEVERITIES[int(rng.integers(0, len(SEVERITIES)))],
+            LOCATIONS[int(rng.integers(0, len(LOCATIONS)))],
+        )
+
+    pool = [triplet() for _ in range(label_pool)]
     rows = []
     with ImageStoreWriter(root / "corpus", size, "corpus", shard_size=1024) as writer:
         for i in range(n_images):
             image = rng.integers(0, 80, size=(size, size), dtype=np.uint8)
             for _ in range(int(rng.integers(1, 4))):
-                cat = categories[int(rng.integers(0, len(categories)))]
-                sev = SEVERITIES[int(rng.integers(0, len(SEVERITIES)))]
-                loc = LOCATIONS[int(rng.integers(0, len(LOCATIONS)))]
+                cat, sev, loc = pool[int(rng.integers(0, len(pool)))] if pool else triplet()
                 expl = f"a {cat} pattern with its typical density, borders and zone on a chest radiograph"
                 label = render_label(cat, sev, loc, expl)
                 rows.append(
@@ -115,7 +131,8 @@ def steady_rate(step_seconds: list[float], batch: int, warmup: int) -> float:
     return batch * len(timed) / sum(timed)
 
 
-def ours(corpus: dict, cfg: TrainingConfig, out: Path, steps: int) -> list[float]:
+def ours(corpus: dict, cfg: TrainingConfig, out: Path, steps: int) -> tuple[list[float], str]:
+    """Seconds per step of train_run, and the text cache's statistics (when on)."""
     result = train_run(
         "medfilip",
         cfg,
@@ -126,12 +143,14 @@ def ours(corpus: dict, cfg: TrainingConfig, out: Path, steps: int) -> list[float
         resume=False,
         progress=False,
         stop_after_steps=steps,
+        return_model=True,
     )
     import csv
 
     with open(out / "train_log.csv", newline="") as fh:
         rates = [float(r["images_per_s"]) for r in csv.DictReader(fh)][: result.steps]
-    return [cfg.batch_size / r for r in rates]
+    cache = result.model.text.cache
+    return [cfg.batch_size / r for r in rates], cache.describe() if cache is not None else ""
 
 
 class _ReferenceItems(torch.utils.data.Dataset):
@@ -241,6 +260,10 @@ def main() -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--text-trainable-layers", type=int, default=1)
     p.add_argument(
+        "--label-pool", type=int, default=0, help="draw labels from this many fixed triplets (0: each drawn afresh)"
+    )
+    p.add_argument("--no-reference", action="store_true", help="skip the reference loop (cached vs uncached only)")
+    p.add_argument(
         "--text-model",
         default=None,
         help="a local text model folder, e.g. openai/clip-vit-base-patch32 (the CLIP-size text tower; "
@@ -263,7 +286,7 @@ def main() -> int:
             **({"text_pooling": args.text_pooling} if args.text_pooling else {}),
         ),
         batch_size=args.batch,
-        epochs=1,
+        epochs=max(1.0, args.steps / max(1, args.images // args.batch)),  # --steps may span several epochs
         num_workers=args.workers,
         device=args.device,
         precision=precision,
@@ -272,28 +295,43 @@ def main() -> int:
     )
     with tempfile.TemporaryDirectory() as tmp:
         t0 = time.perf_counter()
-        corpus = synthetic_corpus(Path(tmp), args.images, args.size)
-        print(f"synthetic corpus: {args.images} images at {args.size} px ({time.perf_counter() - t0:.1f} s to build)")
-        ours_s = ours(corpus, cfg, Path(tmp) / "run", args.steps)
-        ref_s = reference(corpus, cfg, device, precision, args.steps)
+        corpus = synthetic_corpus(Path(tmp), args.images, args.size, label_pool=args.label_pool)
+        print(
+            f"synthetic corpus: {args.images} images at {args.size} px, "
+            f"{'labels from a pool of ' + str(args.label_pool) if args.label_pool else 'every label drawn afresh'} "
+            f"({time.perf_counter() - t0:.1f} s to build)"
+        )
+        ours_s, _ = ours(corpus, cfg, Path(tmp) / "run", args.steps)
+        cached_s, cache_stats = ours(
+            corpus, cfg.model_copy(update={"text_cache": True}), Path(tmp) / "cached", args.steps
+        )
+        ref_s = None if args.no_reference else reference(corpus, cfg, device, precision, args.steps)
     ours_rate = steady_rate(ours_s, args.batch, args.warmup)
-    ref_rate = steady_rate(ref_s, args.batch, args.warmup)
+    cached_rate = steady_rate(cached_s, args.batch, args.warmup)
     what = f"{args.arch} at {args.size} px, batch {args.batch}, {precision}, {args.device}"
     if args.device == "cuda":
         what += f" ({torch.cuda.get_device_name()})"
     print(
         f"model: {what}; text {args.text_model or 'MiniLM'}, top {args.text_trainable_layers} layer(s) trained; "
-        f"{args.steps - args.warmup} timed steps after {args.warmup} warm-up"
+        f"{args.steps - args.warmup} timed steps after {args.warmup} warm-up "
+        f"({args.steps / max(1, args.images // args.batch):.2f} epochs)"
     )
     print(
         f"ours      (uint8 store, {args.workers} worker(s), cached SSM): {ours_rate:8.1f} images/s "
         f"(median step {statistics.median(ours_s[args.warmup :]):.3f} s)"
     )
     print(
-        f"reference (float preloaded, {args.workers} worker(s), SSM re-embedded): {ref_rate:8.1f} images/s "
-        f"(median step {statistics.median(ref_s[args.warmup :]):.3f} s)"
+        f"ours + text cache (frozen text layers once per string):   {cached_rate:8.1f} images/s "
+        f"(median step {statistics.median(cached_s[args.warmup :]):.3f} s); cache: {cache_stats}"
     )
-    print(f"ratio ours / reference: {ours_rate / ref_rate:.2f}x")
+    print(f"ratio cached / uncached: {cached_rate / ours_rate:.2f}x")
+    if ref_s is not None:
+        ref_rate = steady_rate(ref_s, args.batch, args.warmup)
+        print(
+            f"reference (float preloaded, {args.workers} worker(s), SSM re-embedded): {ref_rate:8.1f} images/s "
+            f"(median step {statistics.median(ref_s[args.warmup :]):.3f} s)"
+        )
+        print(f"ratio ours / reference: {ours_rate / ref_rate:.2f}x")
     return 0
 
 

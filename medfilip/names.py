@@ -51,10 +51,18 @@ class TargetKind(str, Enum):
     ssm_same_category = "ssm_same_category"  # SSM kept only within a category (reference code)
     multi_hot = "multi_hot"  # 1 where the text's category is one of the image's
     identity = "identity"  # 1 for the image's own texts
+    ssm_shuffled = "ssm_shuffled"  # control: each row's SSM values permuted over its non-positive texts
 
 
 # the targets computed from E_sim label embeddings (the others need none)
-SSM_TARGETS = (TargetKind.ssm.value, TargetKind.ssm_same_category.value)
+SSM_TARGETS = (TargetKind.ssm.value, TargetKind.ssm_same_category.value, TargetKind.ssm_shuffled.value)
+
+
+class MaskedTargets(str, Enum):
+    """What a masked label text is matched against (training.masked_targets)."""
+
+    source = "source"  # the target of the unmasked label it was made from (the paper's, the default)
+    entailment = "entailment"  # its own E_sim vector; a positive of every image with a label that entails it
 
 
 class LossKind(str, Enum):

@@ -25,6 +25,9 @@ Three corrections make the target a sound one (issue 11):
 - **Own texts are 1.** ``positives`` (N, M) marks each image's own texts; they get exactly 1
   even when the text column was made from another image's label (two labels masked to the same
   string) -- without it the image's own target would be cos(its label, the other label).
+
+A control (target ``ssm_shuffled``, issue 19): :func:`shuffle_non_positives` permutes each row's
+values over its non-positive columns -- the SSM's amount of smoothing, none of its structure.
 """
 
 from __future__ import annotations
@@ -194,6 +197,27 @@ def ssm_target(
             raise ValueError(f"ssm: positives of shape {tuple(positives.shape)} for a target of {tuple(target.shape)}")
         target = target.masked_fill(positives, 1.0)
     return target
+
+
+def shuffle_non_positives(target: torch.Tensor, positives: torch.Tensor, seed: int) -> torch.Tensor:
+    """The shuffled-SSM control: each row's values permuted across its non-positive columns.
+
+    Row i keeps its multiset of values and its positives (their columns and values); the values of
+    the other columns are put back in a random order, so the smoothing is the SSM's but which text
+    gets which similarity is not. The permutation is drawn from ``torch.Generator().manual_seed(seed)``
+    on the CPU (the same seed gives the same permutation on any device)."""
+    positives = torch.as_tensor(positives, dtype=torch.bool, device=target.device)
+    if positives.shape != target.shape:
+        raise ValueError(f"ssm: positives of shape {tuple(positives.shape)} for a target of {tuple(target.shape)}")
+    n, m = target.shape
+    keys = torch.rand((n, m), generator=torch.Generator().manual_seed(int(seed)), dtype=torch.float64)
+    keys = keys.to(target.device)
+    inf = torch.full((), float("inf"), dtype=torch.float64, device=target.device)
+    columns = torch.arange(m, dtype=torch.float64, device=target.device).expand(n, m)
+    # non-positive columns first (in column order / in random order), positives last in column order
+    natural = torch.argsort(torch.where(positives, inf, columns), dim=1, stable=True)
+    shuffled = torch.argsort(torch.where(positives, inf, keys), dim=1, stable=True)
+    return target.scatter(1, natural, target.gather(1, shuffled))
 
 
 def batch_texts(

@@ -23,6 +23,22 @@ def _label_texts(labels_path: Path, variants: list[str] | None) -> list[str]:
     return texts
 
 
+def _masked_forms(labels_path: Path, variants: list[str] | None) -> list[str]:
+    """Every masked form (severity, location, explanation each kept or dropped) of the labels of the
+    masked variants among ``variants`` (all when None): the texts a run with masked_targets entailment
+    is matched by."""
+    import pyarrow.parquet as pq
+
+    from medfilip.training.data import MASKABLE_VARIANTS, TextTable, read_label_table
+
+    present = set(pq.read_table(labels_path, columns=["variant"]).column("variant").to_pylist())
+    out: list[str] = []
+    for variant in sorted(present & set(variants or present) & set(MASKABLE_VARIANTS)):
+        labels, _ = read_label_table(labels_path, variant)
+        out += TextTable.build(labels).texts
+    return out
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     import torch
 
@@ -31,10 +47,15 @@ def cmd_embed(args: argparse.Namespace) -> int:
     from medfilip.embeddings.model import model_slug
     from medfilip.embeddings.store import embed_texts, write_label_embeddings
 
-    cfg = load_config(args.config).embeddings
+    config = load_config(args.config)
+    cfg = config.embeddings
     if args.threads:
         torch.set_num_threads(args.threads)
     texts = _label_texts(args.labels, args.variants)
+    if str(getattr(config.training.masked_targets, "value", config.training.masked_targets)) == "entailment":
+        forms = _masked_forms(args.labels, args.variants)
+        print(f"training.masked_targets entailment: {len(set(forms) - set(texts))} masked forms of labels added")
+        texts += forms
     cache = args.cache or Path("results/cache/embeddings") / model_slug(cfg.model)
     summary = embed_texts(
         texts,

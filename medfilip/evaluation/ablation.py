@@ -34,6 +34,7 @@ from typing import Any
 
 from medfilip.io import write_csv_atomic
 from medfilip.names import LabelVariant, LossKind, TargetKind
+from medfilip.training.settings import run_value
 
 METRIC_SUFFIXES = ("_auc", "_f1", "_acc")
 MEANS = ("downstream_mean_auc", "mean_auc")
@@ -67,17 +68,12 @@ TABLE_VI = (
 )
 
 
-def _value(settings: Any, key: str) -> str:
-    v = settings[key] if isinstance(settings, dict) else getattr(settings, key)
-    return str(getattr(v, "value", v))
-
-
 def run_for(row: AblationRow, runs: dict[str, Any]) -> str | None:
     """The run of ``training.runs`` with the row's settings (``medfilip`` first when several match)."""
     matches = [
         name
         for name, s in runs.items()
-        if (_value(s, "label_variant"), _value(s, "target"), _value(s, "loss")) == row.settings()
+        if (run_value(s, "label_variant"), run_value(s, "target"), run_value(s, "loss")) == row.settings()
     ]
     if not matches:
         return None

@@ -57,23 +57,22 @@ def cmd_ablation(args: argparse.Namespace) -> int:
 
 def cmd_seeds(args: argparse.Namespace) -> int:
     from medfilip.config import load_config
-    from medfilip.training.seeds import write_seed_summary
+    from medfilip.training.seeds import seeds_column, write_seed_summary
 
     cfg = load_config(args.config)
-    bootstrap = getattr(cfg.evaluation, "bootstrap", None)
-    rows = write_seed_summary(
-        args.zeroshot,
-        cfg.training.runs,
-        args.out,
-        default_seed=cfg.training.seed,
-        n_resamples=getattr(bootstrap, "n_resamples", 1000),
-        bootstrap_seed=getattr(bootstrap, "seed", 0),
-    )
+    rows = write_seed_summary(args.zeroshot, cfg.training.runs, args.out, default_seed=cfg.training.seed)
+    metric = "downstream_mean_auc"
+    delta = f"delta_{metric}_vs_medfilip"
+
+    def num(x) -> str:
+        return "-" if x == "" else f"{x:+.4f}"
+
     for r in rows:
-        print(
-            f"  {r['method']:<12} {r['n_seeds']} seed(s)  downstream mean AUC {r['downstream_mean_auc']}"
-            f"  vs medfilip {r['delta_downstream_mean_auc_vs_medfilip'] or '-'}"
-        )
+        line = f"  {r['method']:<12} {r['n_seeds']} seed(s)  downstream mean AUC {r[metric]}"
+        if r[delta] != "":
+            line += f"  vs medfilip {num(r[delta])} [{num(r[delta + '_low'])}, {num(r[delta + '_high'])}]"
+            line += f"  seeds for 0.01 at 80 % power: {r[seeds_column(metric)] or '-'}"
+        print(line)
     print(f"-> {args.out}")
     return 0
 
@@ -104,7 +103,9 @@ def register(sub) -> None:
     s.add_argument("--out", type=Path, default=Path("results/tables/ablation.csv"))
     s.set_defaults(func=cmd_ablation)
 
-    s = sub.add_parser("seeds-summary", help="means over seeds with paired bootstrap intervals (per method)")
+    s = sub.add_parser(
+        "seeds-summary", help="means over seeds with Student-t intervals and paired differences (per method)"
+    )
     s.add_argument("--zeroshot", type=Path, default=Path("results/tables/zeroshot.csv"))
     s.add_argument("--out", type=Path, default=Path("results/tables/seeds.csv"))
     s.set_defaults(func=cmd_seeds)

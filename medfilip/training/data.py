@@ -16,7 +16,12 @@
 - :class:`BatchCollator` stacks images, makes the batch's texts (distinct masked texts, in order
   of first appearance, each tied to the label it came from), tokenises them and builds the
   (N x M) target: SSM from the cached E_sim vectors of the unmasked labels (medfilip.ssm),
-  category multi-hot, or identity.
+  category multi-hot, identity, or the shuffled-SSM control (each row's SSM values permuted over
+  its non-positive texts, seeded by the run's seed and the batch's content).
+- With ``training.masked_targets: entailment`` a :class:`TextTable` holds every masked form of
+  every label (:func:`masked_forms`, at most 8 a label): a text's SSM target is computed from its
+  own vector, and it is a positive of every image with a label that entails it (same category and
+  polarity, every field the text states equal), not of its source image only.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from medfilip.labels.templates import render_label
 log = logging.getLogger(__name__)
 
 MASKABLE_VARIANTS = ("triplet", "triplet_explanation")
-TARGET_KINDS = ("ssm", "ssm_same_category", "multi_hot", "identity")
+TARGET_KINDS = ("ssm", "ssm_same_category", "multi_hot", "identity", "ssm_shuffled")
 
 
 class TrainingDataError(ValueError):
@@ -283,7 +288,20 @@ def masked_text(labels: LabelTable, label_id: int, probability: float, rng: np.r
     drop = rng.random(3) < probability
     if labels.variant not in MASKABLE_VARIANTS or probability <= 0 or not drop.any():
         return labels.texts[label_id]
-    if labels.polarities[label_id] not in (None, "present") or not labels.categories[label_id]:
+    return _masked(labels, label_id, tuple(bool(d) for d in drop))
+
+
+def _maskable(labels: LabelTable, label_id: int) -> bool:
+    return (
+        labels.variant in MASKABLE_VARIANTS
+        and labels.polarities[label_id] in (None, "present")
+        and bool(labels.categories[label_id])
+    )
+
+
+def _masked(labels: LabelTable, label_id: int, drop: tuple[bool, bool, bool]) -> str:
+    """The label's text with the fields of ``drop`` (severity, location, explanation) left out."""
+    if not any(drop) or not _maskable(labels, label_id):
         return labels.texts[label_id]
     return render_label(
         labels.categories[label_id],
@@ -292,6 +310,109 @@ def masked_text(labels: LabelTable, label_id: int, probability: float, rng: np.r
         explanation=None if drop[2] else labels.explanations[label_id],
         variant=labels.variant,
     )
+
+
+DROP_PATTERNS = tuple((s, lo, e) for s in (False, True) for lo in (False, True) for e in (False, True))
+
+
+def masked_forms(labels: LabelTable, label_id: int) -> list[tuple[str, tuple[bool, bool, bool]]]:
+    """Every text :func:`masked_text` can make of a label (at most 8), each with its drop pattern
+    (severity, location, explanation dropped); a string two patterns give is listed once (the first)."""
+    out: dict[str, tuple[bool, bool, bool]] = {}
+    for drop in DROP_PATTERNS:
+        out.setdefault(_masked(labels, label_id, drop), drop)
+    return list(out.items())
+
+
+def stated_fields(labels: LabelTable, label_id: int, drop: tuple[bool, bool, bool] = (False, False, False)):
+    """(severity, location, explanation) a text of this label states: None where dropped, absent, or not
+    part of the variant's text (a triplet states no explanation; category and report texts no field)."""
+    if labels.variant not in MASKABLE_VARIANTS:
+        return (None, None, None)
+    values = (labels.severities[label_id], labels.locations[label_id], labels.explanations[label_id])
+    in_text = (True, True, labels.variant == "triplet_explanation")
+    return tuple(v if (keep and not d and v) else None for v, keep, d in zip(values, in_text, drop))
+
+
+@dataclass(frozen=True)
+class TextTable:
+    """The texts a run's batches can hold (every masked form of every label), for targets that follow
+    what a text says (``training.masked_targets: entailment``).
+
+    Row r is a distinct string with the category key (category, polarity) and the fields it states;
+    :meth:`entailment` marks, per image and text, whether one of the image's labels entails the text:
+    the same category and polarity, and every field the text states equal to the label's."""
+
+    labels: LabelTable
+    texts: list[str]
+    index: dict[str, int]
+    sources: list[int]  # per row, the (first) label it is a form of: its category and polarity
+    fields: list[tuple[str | None, str | None, str | None]]
+
+    @classmethod
+    def build(cls, labels: LabelTable) -> TextTable:
+        texts: list[str] = []
+        index: dict[str, int] = {}
+        sources, fields = [], []
+        for lid in range(len(labels)):
+            for text, drop in masked_forms(labels, lid):
+                if text in index:
+                    continue
+                index[text] = len(texts)
+                texts.append(text)
+                sources.append(lid)
+                fields.append(stated_fields(labels, lid, drop))
+        return cls(labels, texts, index, sources, fields)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+    def ids(self, texts: Sequence[str]) -> list[int]:
+        """Rows of these strings; one the table lacks is an error naming it."""
+        try:
+            return [self.index[t] for t in texts]
+        except KeyError as err:
+            raise TrainingDataError(
+                f"text {err.args[0]!r} is no masked form of a label of variant {self.labels.variant!r}"
+            ) from None
+
+    def _codes(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(label category codes (L,), label field codes (L, 3), text category codes (R,), text field codes
+        (R, 3)): one integer per distinct value, -1 for none / not stated."""
+        cats: dict[str, int] = {}
+        vals: list[dict[str, int]] = [{}, {}, {}]
+
+        def cat(c):
+            return -1 if c is None else cats.setdefault(c, len(cats))
+
+        def val(k, v):
+            return -1 if v is None else vals[k].setdefault(v, len(vals[k]))
+
+        label_fields = [stated_fields(self.labels, lid) for lid in range(len(self.labels))]
+        label_keys = self.labels.category_keys()
+        lab_cat = torch.tensor([cat(c) for c in label_keys], dtype=torch.long)
+        lab_f = torch.tensor([[val(k, f[k]) for k in range(3)] for f in label_fields], dtype=torch.long)
+        txt_cat = torch.tensor([cat(label_keys[lid]) for lid in self.sources], dtype=torch.long)
+        txt_f = torch.tensor([[val(k, f[k]) for k in range(3)] for f in self.fields], dtype=torch.long)
+        return lab_cat, lab_f.reshape(-1, 3), txt_cat, txt_f.reshape(-1, 3)
+
+    def entailment(self, image_label_ids: Sequence[Sequence[int]], text_rows: Sequence[int]) -> torch.Tensor:
+        """(N, M) bool: one of image i's labels entails text row ``text_rows[j]``."""
+        if not hasattr(self, "_cache"):
+            object.__setattr__(self, "_cache", self._codes())
+        lab_cat, lab_f, txt_cat, txt_f = self._cache
+        rows = torch.as_tensor(list(text_rows), dtype=torch.long)
+        flat = torch.tensor([int(x) for ids in image_label_ids for x in ids], dtype=torch.long)
+        owner = torch.repeat_interleave(
+            torch.arange(len(image_label_ids)), torch.tensor([len(ids) for ids in image_label_ids])
+        )
+        lc, lf, tc, tf = lab_cat[flat], lab_f[flat], txt_cat[rows], txt_f[rows]
+        same = (lc[:, None] == tc[None, :]) & (lc[:, None] >= 0)
+        stated = tf[None, :, :] >= 0
+        agree = (lf[:, None, :] == tf[None, :, :]) | ~stated
+        entails = same & agree.all(dim=2)  # (sum c_i, M)
+        counts = torch.zeros((len(image_label_ids), len(rows)), dtype=torch.int32)
+        return counts.index_add_(0, owner, entails.to(torch.int32)) > 0
 
 
 def augment_image(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -412,7 +533,7 @@ class Batch:
     attention_mask: torch.Tensor
     target: torch.Tensor  # float32 (N, M)
     texts: list[str]
-    text_label_ids: torch.Tensor  # (M,) the label each text was rendered from
+    text_label_ids: torch.Tensor  # (M,) the label each text was rendered from (entailment: L + its text row)
     # per image: its label ids and the columns of its own texts (to rebuild the target of the global
     # batch when DDP ranks gather their features, medfilip.training.gather)
     image_label_ids: list[list[int]] | None = None
@@ -466,6 +587,21 @@ def identity_target(own_columns: list[list[int]], n_texts: int) -> torch.Tensor:
     return target
 
 
+def batch_seed(seed: int, image_label_ids: Sequence[Sequence[int]], text_label_ids: Sequence[int], own) -> int:
+    """A seed of this batch from the run's seed and the batch's content (its images' label ids, the
+    label of each text, each image's own columns): the same batch gets the same seed in any worker,
+    after a resume and, for the global batch of DDP ranks, on every rank."""
+    import hashlib
+
+    parts = [
+        str(int(seed)),
+        ";".join(",".join(str(int(x)) for x in ids) for ids in image_label_ids),
+        ",".join(str(int(x)) for x in text_label_ids),
+        ";".join(",".join(str(int(x)) for x in cols) for cols in own),
+    ]
+    return int.from_bytes(hashlib.sha256("|".join(parts).encode()).digest()[:8], "little") >> 1
+
+
 def own_text_mask(own_columns: list[list[int]], n_texts: int) -> torch.Tensor:
     """(N, M) bool: text j is one of image i's own texts."""
     return identity_target(own_columns, n_texts).bool()
@@ -484,6 +620,8 @@ class BatchCollator:
         categories: torch.Tensor | None = None,
         negated: torch.Tensor | None = None,
         calibration: Any = None,
+        seed: int = 0,
+        text_table: TextTable | None = None,
     ):
         if target not in TARGET_KINDS:
             raise ValueError(f"target {target!r} is not one of {', '.join(TARGET_KINDS)}")
@@ -498,25 +636,48 @@ class BatchCollator:
         self.categories = categories
         self.negated = negated
         self.calibration = calibration
+        self.seed = int(seed)  # of the ssm_shuffled permutations (with each batch's content)
+        # masked_targets: entailment -- texts are rows of the text table after the labels (id L + row):
+        # vectors (L + R rows) come from the caller, categories and polarities from each row's label
+        self.text_table = text_table
+        if text_table is not None:
+            self.n_labels = len(text_table.labels)
+            rows = torch.tensor(text_table.sources, dtype=torch.long)
+            if categories is not None:
+                self.categories = torch.cat([categories, categories[rows]])
+            if negated is not None:
+                self.negated = torch.cat([negated, negated[rows]])
+            if vectors is not None and vectors.shape[0] != self.n_labels + len(text_table):
+                raise ValueError(
+                    f"masked_targets entailment: {vectors.shape[0]} vectors for {self.n_labels} labels + "
+                    f"{len(text_table)} texts"
+                )
 
     def target_of(
         self, image_label_ids: list[list[int]], text_label_ids: torch.Tensor, own: list[list[int]], n_texts: int
     ) -> torch.Tensor:
         """The (N images x M texts) target of this collator's kind."""
         positives = own_text_mask(own, n_texts)
-        if self.target in ("ssm", "ssm_same_category"):
-            from medfilip.ssm import ssm_target
+        if self.text_table is not None:  # a text is a positive of every image with a label that entails it
+            rows = torch.as_tensor(text_label_ids, dtype=torch.long) - self.n_labels
+            positives = positives | self.text_table.entailment(image_label_ids, rows.tolist())
+        if self.target in ("ssm", "ssm_same_category", "ssm_shuffled"):
+            from medfilip.ssm import shuffle_non_positives, ssm_target
 
-            return ssm_target(
+            target = ssm_target(
                 image_label_ids,
                 text_label_ids,
                 self.vectors,
                 categories=self.categories,
-                variant="paper" if self.target == "ssm" else "same_category",
+                variant="same_category" if self.target == "ssm_same_category" else "paper",
                 negated=self.negated,
                 calibration=self.calibration,
                 positives=positives,
             ).float()
+            if self.target == "ssm_shuffled":
+                seed = batch_seed(self.seed, image_label_ids, text_label_ids.tolist(), own)
+                target = shuffle_non_positives(target, positives, seed)
+            return target
         if self.target == "multi_hot":
             return category_target(image_label_ids, text_label_ids, self.categories).masked_fill(positives, 1.0)
         return positives.float()
@@ -525,6 +686,8 @@ class BatchCollator:
         images = torch.stack([item["image"] for item in items])
         image_label_ids = [item["label_ids"] for item in items]
         texts, sources, own = batch_text_table(items)
+        if self.text_table is not None:
+            sources = [self.n_labels + r for r in self.text_table.ids(texts)]
         text_label_ids = torch.tensor(sources, dtype=torch.long)
         target = self.target_of(image_label_ids, text_label_ids, own, len(texts))
         tokens = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")

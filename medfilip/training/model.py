@@ -10,6 +10,7 @@ text model's config and tokenizer), read back by :func:`load_trained`.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 from pathlib import Path
@@ -100,6 +101,169 @@ def _frozen_subtrees(module: nn.Module) -> list[nn.Module]:
     return [m for child in module.children() for m in _frozen_subtrees(child)]
 
 
+# per-run bound of the frozen-prefix cache (text_cache): strings beyond it run uncached
+TEXT_CACHE_BYTES = 2 << 30
+
+
+class _StopForward(Exception):
+    """Raised by a hook once the frozen prefix has run: the rest of the forward is not needed."""
+
+
+class FrozenPrefixCache:
+    """The hidden states that enter the first trained layer of a text tower, once per distinct string.
+
+    With ``text_trainable_layers: k`` below the depth, the embeddings and the bottom layers are frozen
+    and run in eval mode (no dropout): a fixed function of the text's tokens. The cache runs them
+    once per distinct token sequence (the key: the bytes of its unpadded input ids, so the content
+    itself, like the label embeddings' keys) and keeps the output of the last frozen layer for its
+    real tokens. A batch then runs the model with the embeddings' output replaced (a forward hook)
+    by the cached states (zeros at padded positions, which attention masks out) and the frozen
+    layers taken out of the layer list for that forward: the trained layers, the final norm and the
+    pooling see what the uncached forward gives them, so the loss and gradients are the same (up to
+    float rounding of the frozen part: a string's states come from the batch it was first seen in).
+
+    In memory, on the model's device, per run (nothing on disk); once ``max_bytes`` are held, new
+    strings run the frozen layers every time. Needs right padding (BERT, CLIP tokenizers): a left-padded
+    text's positions would depend on its batch. ``verify`` (:meth:`self_check`) compares the cached
+    and the full forward on two strings and raises if this text model's layout (embeddings -> layer
+    list) does not fit.
+    """
+
+    def __init__(self, text: TextEncoder, max_bytes: int = TEXT_CACHE_BYTES, verify: bool = True):
+        owner, attr, layers = text.layer_list()
+        frozen = 0
+        for layer in layers:
+            if any(p.requires_grad for p in layer.parameters()):
+                break
+            frozen += 1
+        if frozen == 0:
+            raise ModelError(
+                f"text_cache: the first of the {len(layers)} text layers is trained (text_trainable_layers "
+                f">= the depth): there is no frozen prefix to cache"
+            )
+        embeddings = text.embeddings_module()
+        if any(p.requires_grad for p in embeddings.parameters()):
+            raise ModelError("text_cache: the text embeddings are trained; the cache needs them frozen")
+        side = getattr(text.tokenizer, "padding_side", "right")
+        if side != "right":
+            raise ModelError(f"text_cache: the tokenizer pads on the {side}; the cache needs right padding")
+        self.text = text
+        self.owner, self.attr, self.layers = owner, attr, layers
+        self.n_frozen = frozen
+        self.embeddings = embeddings
+        self.max_bytes = int(max_bytes)
+        self.entries: dict[bytes, torch.Tensor] = {}
+        self.bytes = 0
+        self.hits = 0
+        self.misses = 0
+        self.full_logged = False
+        if verify:
+            self.self_check()
+
+    def self_check(
+        self, texts: tuple[str, ...] = ("pleural effusion", "mild cardiomegaly, where the heart is enlarged")
+    ):
+        """The cached forward against the full one on two strings (the whole model in eval mode, so no
+        dropout and no random numbers drawn); raises when this text model's layout does not fit."""
+        device = next(self.text.model.parameters()).device
+        tokens = self.text.tokenize(list(texts), device)
+        modes = [m.training for m in self.text.model.modules()]
+        self.text.model.eval()
+        try:
+            with torch.no_grad():
+                full = self.text.model(**tokens).last_hidden_state
+                cached = self.forward(tokens["input_ids"], tokens["attention_mask"]).last_hidden_state
+        finally:
+            for m, mode in zip(self.text.model.modules(), modes):
+                m.training = mode
+            self.entries.clear()
+            self.bytes = self.hits = self.misses = 0
+        mask = tokens["attention_mask"].bool()
+        worst = float((cached[mask] - full[mask]).abs().max())
+        if not worst <= 1e-4:
+            raise ModelError(
+                f"text_cache: the cached forward of {type(self.text.model).__name__} differs from the full one "
+                f"(max |diff| {worst:.2e}); set training.text_cache: false for this text model"
+            )
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def describe(self) -> str:
+        seen = self.hits + self.misses
+        rate = self.hits / seen if seen else 0.0
+        return (
+            f"{len(self.entries)} strings, {self.bytes / 2**20:.0f} MiB, {rate:.0%} of {seen} texts from the cache "
+            f"(frozen: embeddings + {self.n_frozen} of {len(self.layers)} layers)"
+        )
+
+    def _prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Output of the last frozen layer for these rows (eval mode, no gradient)."""
+        captured: list[torch.Tensor] = []
+
+        def grab(module, args, output):
+            captured.append(output[0] if isinstance(output, tuple) else output)
+            raise _StopForward
+
+        modules = [self.embeddings, *list(self.layers)[: self.n_frozen]]
+        modes = [m.training for m in modules]
+        handle = self.layers[self.n_frozen - 1].register_forward_hook(grab)
+        try:
+            for m in modules:
+                m.eval()
+            with torch.no_grad(), contextlib.suppress(_StopForward):
+                self.text.model(input_ids=input_ids, attention_mask=attention_mask)
+        finally:
+            handle.remove()
+            for m, mode in zip(modules, modes):
+                m.train(mode)
+        if not captured:
+            raise ModelError("text_cache: the last frozen layer did not run in the text model's forward")
+        return captured[0].detach()
+
+    def hidden_states(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """(B, T, H) states entering the first trained layer: cached rows looked up, new ones computed."""
+        lengths = attention_mask.sum(dim=1).tolist()
+        ids_host = input_ids.detach().cpu()
+        keys = [ids_host[i, : int(n)].numpy().tobytes() for i, n in enumerate(lengths)]
+        missing = list(dict.fromkeys(k for k in keys if k not in self.entries))
+        computed: dict[bytes, torch.Tensor] = {}
+        if missing:
+            rows = [keys.index(k) for k in missing]
+            width = max(int(lengths[i]) for i in rows)
+            index = torch.tensor(rows, device=input_ids.device)
+            states = self._prefix(input_ids[index, :width], attention_mask[index, :width])
+            for k, i, h in zip(missing, rows, states):
+                computed[k] = h[: int(lengths[i])].clone()
+            for k, h in computed.items():
+                size = h.numel() * h.element_size()
+                if self.bytes + size <= self.max_bytes:
+                    self.entries[k] = h
+                    self.bytes += size
+                elif not self.full_logged:
+                    log.info("text_cache: full at %.0f MiB; new strings run the frozen layers", self.bytes / 2**20)
+                    self.full_logged = True
+        self.misses += sum(1 for k in keys if k in computed)
+        self.hits += len(keys) - sum(1 for k in keys if k in computed)
+        first = self.entries.get(keys[0], computed.get(keys[0]))
+        out = first.new_zeros((input_ids.shape[0], input_ids.shape[1], first.shape[-1]))
+        for i, k in enumerate(keys):
+            h = computed.get(k)
+            out[i, : int(lengths[i])] = self.entries[k] if h is None else h
+        return out
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> Any:
+        """The text model's output with the frozen prefix taken from the cache."""
+        hidden = self.hidden_states(input_ids, attention_mask)
+        handle = self.embeddings.register_forward_hook(lambda module, args, output: hidden)
+        setattr(self.owner, self.attr, nn.ModuleList(list(self.layers)[self.n_frozen :]))
+        try:
+            return self.text.model(input_ids=input_ids, attention_mask=attention_mask)
+        finally:
+            setattr(self.owner, self.attr, self.layers)
+            handle.remove()
+
+
 class TextEncoder(nn.Module):
     """A HuggingFace encoder, pooled to one vector per text, + linear projection (no bias)."""
 
@@ -114,12 +278,29 @@ class TextEncoder(nn.Module):
             raise ModelError("text_pooling 'eos' needs a CLIP text model; use mean or cls")
         self.proj = nn.Linear(model.config.hidden_size, embed_dim, bias=False)
         self.frozen_modules: list[nn.Module] = []
+        self.cache: FrozenPrefixCache | None = None
+
+    def layer_list(self) -> tuple[nn.Module, str, nn.ModuleList]:
+        """(the module holding the transformer layers, its attribute name, the layers)."""
+        for module in self.model.modules():
+            for attr, child in module.named_children():
+                if isinstance(child, nn.ModuleList) and attr in ("layer", "layers", "block"):
+                    return module, attr, child
+        raise ModelError(f"{type(self.model).__name__}: no transformer layer list found to freeze")
 
     def transformer_layers(self) -> nn.ModuleList:
+        return self.layer_list()[2]
+
+    def embeddings_module(self) -> nn.Module:
         for name, module in self.model.named_modules():
-            if isinstance(module, nn.ModuleList) and name.split(".")[-1] in ("layer", "layers", "block"):
+            if name.split(".")[-1] == "embeddings":
                 return module
-        raise ModelError(f"{type(self.model).__name__}: no transformer layer list found to freeze")
+        raise ModelError(f"{type(self.model).__name__}: no embeddings module (text_cache needs one)")
+
+    def enable_cache(self, max_bytes: int = TEXT_CACHE_BYTES, verify: bool = True) -> FrozenPrefixCache:
+        """Run the frozen layers once per distinct string (:class:`FrozenPrefixCache`); after freezing."""
+        self.cache = FrozenPrefixCache(self, max_bytes=max_bytes, verify=verify)
+        return self.cache
 
     def freeze_all_but_top(self, n_trainable: int) -> tuple[int, int]:
         """Train only the top ``n_trainable`` layers (and, for CLIP, the final norm); returns (trained, total)."""
@@ -149,7 +330,10 @@ class TextEncoder(nn.Module):
         return {k: v.to(device) for k, v in tokens.items() if k in ("input_ids", "attention_mask")}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask)
+        if self.cache is not None:
+            out = self.cache.forward(input_ids, attention_mask)
+        else:
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask)
         if self.pooling == "eos":
             pooled = out.pooler_output
         elif self.pooling == "cls":

@@ -1,32 +1,123 @@
-"""Means over seeds, with paired bootstrap intervals: the method comparison of config/simulation.yaml.
+"""Means over seeds with Student-t intervals, paired differences and a power statement: the method
+comparison of config/simulation.yaml.
 
 A *method* is a (label variant, target, loss) of ``training.runs``; its runs differ only in their
-``seed`` (``medfilip``, ``medfilip_s1``, ``medfilip_s2``). For each method and each metric of the
-zero-shot table's summary row (``downstream_mean_auc``, ``mean_auc``; read by name):
+``seed`` (``medfilip``, ``medfilip_s1``, ...). For each method and each metric of the zero-shot
+table's summary row (``downstream_mean_auc``, ``mean_auc``; read by name):
 
-- ``<metric>``: the mean over its seeds, with ``<metric>_low`` / ``_high`` a percentile bootstrap
-  interval of that mean (resampling seeds);
+- ``<metric>``: the mean over its seeds; ``<metric>_sd`` their standard deviation (ddof 1) and
+  ``<metric>_low`` / ``_high`` the Student-t 95 % interval of the mean over seeds
+  (mean ± t(0.975, n-1) · sd / sqrt(n)); ``<metric>_values`` the per-seed values;
 - ``delta_<metric>_vs_medfilip``: the mean over seeds of (method - medfilip) *at the same seed*,
-  with a paired bootstrap interval (the same resampled seeds for both), when medfilip has that
-  seed. A seed one of them lacks is left out of the pairing (said in ``note``).
+  with the paired Student-t interval (``_low`` / ``_high``), the SD of the paired difference
+  (``_sd``), the number of paired seeds (``_n``) and the two-sided p of the paired t-test (``_p``).
+  A seed one of them lacks is left out of the pairing (said in ``note``);
+- ``delta_<metric>_seeds_for_0.01``: the seeds a paired difference of 0.01 needs for 80 % power
+  (two-sided alpha 0.05, paired t-test, the observed SD of the paired difference): the smallest n
+  whose power, from the noncentral t (:func:`paired_t_seeds`), reaches 0.8.
 
-With 3 seeds a bootstrap over seeds is coarse (27 distinct resamples); the per-seed values are in
-``values`` so a reader can see them. The image-level intervals of each run are in zeroshot.csv.
+Intervals need >= 2 seeds (>= 2 paired seeds for a difference); with one (the embedded default)
+the cells are empty. The image-level intervals of each run are in zeroshot.csv.
 """
 
 from __future__ import annotations
 
 import csv
+import math
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from medfilip.evaluation.ablation import _value
 from medfilip.io import write_csv_atomic
+from medfilip.training.settings import run_value
 
 METRICS = ("downstream_mean_auc", "mean_auc")
 REFERENCE = "medfilip"
+LEVEL = 0.95
+# the power statement: seeds for a paired difference of DELTA at POWER, two-sided ALPHA
+DELTA = 0.01
+POWER = 0.8
+ALPHA = 0.05
+MAX_SEEDS = 100_000
+
+
+@dataclass(frozen=True)
+class TInterval:
+    """Mean of ``n`` values with its Student-t interval; ``sd`` with ddof 1 (NaN below 2 values)."""
+
+    mean: float
+    sd: float
+    low: float
+    high: float
+    n: int
+    p: float  # two-sided p of H0: mean = 0 (one-sample t)
+
+
+def t_interval(values: np.ndarray | list[float], level: float = LEVEL) -> TInterval:
+    """The Student-t interval of the mean of ``values`` (NaNs left out): mean ± t(1-a/2, n-1) sd/sqrt(n)."""
+    from scipy import stats
+
+    x = np.asarray(values, dtype=np.float64)
+    x = x[np.isfinite(x)]
+    n = int(x.size)
+    nan = float("nan")
+    if n == 0:
+        return TInterval(nan, nan, nan, nan, 0, nan)
+    mean = float(x.mean())
+    if n < 2:
+        return TInterval(mean, nan, nan, nan, 1, nan)
+    sd = float(x.std(ddof=1))
+    sem = sd / math.sqrt(n)
+    q = float(stats.t.ppf(0.5 + level / 2, n - 1))
+    if sem == 0:
+        p = 1.0 if mean == 0 else 0.0
+    else:
+        p = float(2 * stats.t.sf(abs(mean) / sem, n - 1))
+    return TInterval(mean, sd, mean - q * sem, mean + q * sem, n, p)
+
+
+def paired_t_power(n: int, effect: float, alpha: float = ALPHA) -> float:
+    """Power of the two-sided paired (one-sample) t-test with ``n`` pairs at standardised effect
+    ``effect`` = difference / SD of the paired difference: P(|T| > t_crit), T ~ noncentral t(n-1, effect·sqrt(n))."""
+    from scipy import stats
+
+    if n < 2:
+        return float("nan")
+    df = n - 1
+    crit = float(stats.t.ppf(1 - alpha / 2, df))
+    nc = effect * math.sqrt(n)
+    return float(stats.nct.sf(crit, df, nc) + stats.nct.cdf(-crit, df, nc))
+
+
+def paired_t_seeds(
+    difference: float, sd: float, *, power: float = POWER, alpha: float = ALPHA, max_n: int = MAX_SEEDS
+) -> int | None:
+    """The smallest number of paired seeds (>= 2) at which a paired t-test detects ``difference`` with
+    ``power`` (two-sided ``alpha``), given the SD of the paired difference. None when ``sd`` is not a
+    positive finite number or more than ``max_n`` seeds would be needed."""
+    if not (math.isfinite(sd) and sd > 0) or difference == 0:
+        return None
+    effect = abs(difference) / sd
+    # the normal approximation as a start, then exact (noncentral t) steps; power rises with n
+    z = _normal_quantile(1 - alpha / 2) + _normal_quantile(power)
+    n = max(2, math.ceil((z / effect) ** 2))
+    if n > max_n:
+        return None
+    while n > 2 and paired_t_power(n - 1, effect, alpha) >= power:
+        n -= 1
+    while paired_t_power(n, effect, alpha) < power:
+        n += 1
+        if n > max_n:
+            return None
+    return n
+
+
+def _normal_quantile(q: float) -> float:
+    from scipy import stats
+
+    return float(stats.norm.ppf(q))
 
 
 def _seed(settings: Any, default: int) -> int:
@@ -38,7 +129,7 @@ def methods(runs: dict[str, Any], default_seed: int = 0) -> dict[tuple[str, str,
     """(variant, target, loss) -> {seed: run name}; a seed given twice keeps the first run."""
     out: dict[tuple[str, str, str], dict[int, str]] = {}
     for name, s in runs.items():
-        key = (_value(s, "label_variant"), _value(s, "target"), _value(s, "loss"))
+        key = (run_value(s, "label_variant"), run_value(s, "target"), run_value(s, "loss"))
         out.setdefault(key, {}).setdefault(_seed(s, default_seed), name)
     return out
 
@@ -50,16 +141,30 @@ def _float(row: dict | None, column: str) -> float:
         return float("nan")
 
 
+def _cell(x: float | int | None, digits: int = 6) -> float | int | str:
+    """A table cell: empty for missing / NaN, floats rounded to ``digits`` decimals (p: 4 significant)."""
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return ""
+    return round(x, digits) if isinstance(x, float) else x
+
+
+def _p_cell(p: float) -> float | str:
+    return "" if not math.isfinite(p) else float(f"{p:.4g}")
+
+
+def seeds_column(metric: str, difference: float = DELTA) -> str:
+    return f"delta_{metric}_seeds_for_{difference:g}"
+
+
 def seed_rows(
     zeroshot: dict[str, dict],
     runs: dict[str, Any],
     *,
     default_seed: int = 0,
-    n_resamples: int = 1000,
-    bootstrap_seed: int = 0,
+    level: float = LEVEL,
+    difference: float = DELTA,
+    power: float = POWER,
 ) -> list[dict]:
-    from medfilip.evaluation.bootstrap import mean_interval
-
     groups = methods(runs, default_seed)
     reference = next((g for g in groups.values() if REFERENCE in g.values()), None)
     rows = []
@@ -81,13 +186,16 @@ def seed_rows(
             notes.append(f"not in the zero-shot table: {', '.join(missing)}")
         for metric in METRICS:
             values = np.array([_float(zeroshot.get(by_seed[s]), metric) for s in seeds])
-            iv = mean_interval(values, n_resamples=n_resamples, seed=bootstrap_seed)
-            row.update(
-                iv.as_dict(metric) if iv.n_resamples else {metric: "", f"{metric}_low": "", f"{metric}_high": ""}
-            )
+            iv = t_interval(values, level)
+            row[metric] = _cell(iv.mean)
+            row[f"{metric}_sd"] = _cell(iv.sd)
+            row[f"{metric}_low"] = _cell(iv.low)
+            row[f"{metric}_high"] = _cell(iv.high)
             row[f"{metric}_values"] = " ".join("" if np.isnan(v) else f"{v:.4f}" for v in values)
             delta = f"delta_{metric}_vs_{REFERENCE}"
-            row.update({delta: "", f"{delta}_low": "", f"{delta}_high": ""})
+            n_col = seeds_column(metric, difference)
+            row.update({delta: "", f"{delta}_low": "", f"{delta}_high": "", f"{delta}_sd": ""})
+            row.update({f"{delta}_n": "", f"{delta}_p": "", n_col: ""})
             if reference is None or by_seed is reference:
                 continue
             paired = [s for s in seeds if s in reference]
@@ -96,9 +204,22 @@ def seed_rows(
             )
             if len(paired) < len(seeds) and metric == METRICS[0]:
                 notes.append(f"seeds without a {REFERENCE} run: {sorted(set(seeds) - set(paired))}")
-            div = mean_interval(diffs, n_resamples=n_resamples, seed=bootstrap_seed)
-            if div.n_resamples:
-                row.update(div.as_dict(delta))
+            div = t_interval(diffs, level)
+            if div.n == 0:
+                continue
+            row.update(
+                {
+                    delta: _cell(div.mean),
+                    f"{delta}_low": _cell(div.low),
+                    f"{delta}_high": _cell(div.high),
+                    f"{delta}_sd": _cell(div.sd),
+                    f"{delta}_n": div.n,
+                    f"{delta}_p": _p_cell(div.p),
+                    n_col: _cell(paired_t_seeds(difference, div.sd, power=power)),
+                }
+            )
+        if any(row[f"{m}_sd"] == "" for m in METRICS) and len(seeds) < 2:
+            notes.append("one seed: no interval over seeds")
         row["note"] = "; ".join(notes)
         rows.append(row)
     return rows

@@ -20,7 +20,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from medfilip.configbase import RerunKeys, Strict
-from medfilip.names import LabelVariant, LossKind, TargetKind
+from medfilip.names import LabelVariant, LossKind, MaskedTargets, TargetKind
 
 
 class ImageArch(str, Enum):
@@ -104,7 +104,8 @@ class RunSettings(Strict):
     target: TargetKind = Field(
         TargetKind.ssm,
         description="ssm: paper eqs. 4-5; ssm_same_category: SSM kept only within a category (reference code); "
-        "multi_hot: 1 where the text's category is one of the image's; identity: 1 for the image's own texts",
+        "multi_hot: 1 where the text's category is one of the image's; identity: 1 for the image's own texts; "
+        "ssm_shuffled: control, each row's SSM values permuted over its non-positive texts (seeded)",
     )
     loss: LossKind = Field(
         LossKind.mse_ce,
@@ -117,6 +118,13 @@ class RunSettings(Strict):
         description="This run's seed (initialisation, data order, masking); null = training.seed. Seeds of one "
         "method are runs of their own (config/simulation.yaml)",
     )
+
+
+def run_value(settings: RunSettings | dict, key: str) -> str:
+    """A run's setting ``key`` as its plain string value, from a :class:`RunSettings` or a plain dict
+    (the Snakefile's params carry dicts): ``run_value(run, "target") == "ssm"``."""
+    v = settings[key] if isinstance(settings, dict) else getattr(settings, key)
+    return str(getattr(v, "value", v))
 
 
 # The method and the paper's own baselines: "no SSM" (Table VI) is a 0/1 matrix of exact label matches
@@ -155,7 +163,7 @@ class TrainingConfig(Strict):
         # a run's own entry re-runs that run only; checkpoint_every, num_workers and log_every change how
         # fast it goes, not its weights
         "train": ("*", "!runs", "runs.{run}", "!checkpoint_every", "!num_workers", "!log_every"),
-        "embed_labels": ("runs.*.label_variant", "runs.*.target"),
+        "embed_labels": ("runs.*.label_variant", "runs.*.target", "masked_targets"),
         "ablation_table": ("runs",),
         "train_curves": ("runs",),  # their names: one folder per run
         "seed_summary": ("runs",),
@@ -186,7 +194,13 @@ class TrainingConfig(Strict):
         ge=0.0,
         le=1.0,
         description="Chance that each of severity, location, explanation is dropped from a label "
-        "text in a step (paper Fig. 3); the target still uses the full label",
+        "text in a step (paper Fig. 3); the target follows training.masked_targets",
+    )
+    masked_targets: MaskedTargets = Field(
+        MaskedTargets.source,
+        description="Target of a masked label text: source = that of the full label it was made from; entailment "
+        "= its own E_sim vector (embed also embeds every masked form), and a positive of every image with a "
+        "label that entails it (same category and polarity, every field it states equal)",
     )
     augment: bool = Field(False, description="Random resized crop (scale 0.8-1) and small rotation of training images")
     precision: Precision = Field(
@@ -195,6 +209,12 @@ class TrainingConfig(Strict):
     device: TrainDevice = Field(TrainDevice.auto, description="cpu, cuda, or auto (cuda when available)")
     channels_last: bool = Field(True, description="channels_last memory format on CUDA (ignored on CPU)")
     compile: bool = Field(False, description="torch.compile the image encoder")
+    text_cache: bool = Field(
+        False,
+        description="Run the frozen part of the text encoder once per distinct string and keep, in memory, the "
+        "hidden states entering the first trained layer (same loss and gradients; needs "
+        "model.text_trainable_layers below the depth)",
+    )
     checkpoint_every: int = Field(100, ge=1, le=10_000_000, description="Steps between resumable checkpoints")
     num_workers: int = Field(1, ge=0, le=256, description="DataLoader worker processes per training process")
     max_pairs: int | None = Field(

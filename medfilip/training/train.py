@@ -32,9 +32,11 @@ from medfilip.training.checkpoint import (
     settings_fingerprint,
 )
 from medfilip.training.data import (
+    MASKABLE_VARIANTS,
     BatchCollator,
     EpochBatchSampler,
     PretrainingDataset,
+    TextTable,
     read_label_table,
     training_items,
 )
@@ -202,15 +204,21 @@ def train_run(
     log.info(
         "run %s: %d training images, %d unique %s labels", run_name, len(positions), len(labels), run.label_variant
     )
+    text_table = None
+    if cfg.masked_targets == "entailment" and labels.variant in MASKABLE_VARIANTS:
+        # every masked form of every label, each with its own vector and the images that entail it
+        text_table = TextTable.build(labels)
+        log.info(
+            "run %s: masked targets by entailment over %d texts of %d labels", run_name, len(text_table), len(labels)
+        )
     vectors, calibration = None, None
     if run.target in SSM_TARGETS:
         if embeddings_path is None:
             raise ValueError(f"run {run_name!r}: target {run.target} needs --embeddings")
         from medfilip.embeddings import load_embeddings
 
-        vectors = torch.from_numpy(
-            np.ascontiguousarray(load_embeddings(embeddings_path, labels.texts), dtype=np.float32)
-        )
+        strings = labels.texts + (text_table.texts if text_table is not None else [])
+        vectors = torch.from_numpy(np.ascontiguousarray(load_embeddings(embeddings_path, strings), dtype=np.float32))
         calibration = _calibration(embeddings_path, calibration_path, run.label_variant)
         log.info("run %s: SSM target %s", run_name, calibration.describe())
 
@@ -240,6 +248,19 @@ def train_run(
         model.channels_last = True
     if cfg.compile:
         model.image.compile()
+    text_cache = None
+    if cfg.text_cache:
+        depth = len(model.text.transformer_layers())
+        if cfg.model.text_trainable_layers >= depth:
+            log.warning("training.text_cache: all %d text layers are trained, nothing frozen to cache (ignored)", depth)
+        else:
+            text_cache = model.text.enable_cache()
+            log.info(
+                "run %s: text_cache on: the embeddings and %d of %d text layers run once per distinct string",
+                run_name,
+                text_cache.n_frozen,
+                depth,
+            )
     sizes = model_size(model)
     log.info("model: %(parameters)d parameters, %(trainable)d trained", sizes)
     collator = BatchCollator(
@@ -250,6 +271,8 @@ def train_run(
         categories=labels.category_ids(),
         negated=labels.negated(),
         calibration=calibration,
+        seed=cfg.seed,
+        text_table=text_table,
     )
     loader = torch.utils.data.DataLoader(
         dataset,
@@ -447,6 +470,9 @@ def train_run(
             "final_loss": final_loss,
             **sizes,
         }
+        if text_cache is not None:
+            facts["text_cache"] = text_cache.describe()
+            log.info("run %s: text_cache %s", run_name, text_cache.describe())
         _write_run_config(out_dir / RUN_CONFIG, settings, facts)
         log.info("run %s: %d steps, final loss %.4f, %.1f images/s; %s", run_name, step, final_loss, rate, out_dir)
     barrier(env)

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from medfilip.ssm import batch_texts, ssm_target
+from medfilip.ssm import batch_texts, shuffle_non_positives, ssm_target
 
 torch.set_num_threads(1)
 
@@ -103,6 +103,34 @@ def test_batch_texts_stable_order_and_positives():
     assert (target[~positives] < 1).all()
 
 
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_shuffled_ssm_keeps_row_values_and_positives(seed):
+    images, texts, vectors, _ = random_batch(seed, torch.float64, n_images=9, n_texts=30)
+    texts, positives = batch_texts(images)
+    target = ssm_target(images, texts, vectors, positives=positives)
+    shuffled = shuffle_non_positives(target, positives, seed=seed)
+    # each row: the same multiset of values, positives unchanged in place
+    torch.testing.assert_close(shuffled.sort(dim=1).values, target.sort(dim=1).values, rtol=0, atol=0)
+    assert torch.equal(shuffled[positives], target[positives]) and (shuffled[positives] == 1).all()
+    # and the values of the non-positive columns moved: the structure is gone
+    moved = (shuffled != target) & ~positives
+    assert moved.any(dim=1)[(~positives).sum(dim=1) >= 3].all()
+    assert float(moved.float().mean()) > 0.5
+    # deterministic per seed, another seed another permutation
+    assert torch.equal(shuffle_non_positives(target, positives, seed=seed), shuffled)
+    assert not torch.equal(shuffle_non_positives(target, positives, seed=seed + 100), shuffled)
+
+
+def test_shuffled_ssm_by_hand():
+    target = torch.tensor([[1.0, 0.9, 0.2, 0.5], [0.3, 1.0, 1.0, 0.7]])
+    positives = torch.tensor([[True, False, False, False], [False, True, True, False]])
+    out = shuffle_non_positives(target, positives, seed=3)
+    assert out[0, 0] == 1.0 and sorted(out[0, 1:].tolist()) == pytest.approx([0.2, 0.5, 0.9])
+    assert out[1, 1:3].tolist() == [1.0, 1.0] and sorted(out[1, [0, 3]].tolist()) == pytest.approx([0.3, 0.7])
+    with pytest.raises(ValueError, match="positives of shape"):
+        shuffle_non_positives(target, positives[:1], seed=0)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_ssm_on_cuda_matches_cpu():
     images, texts, vectors, categories = random_batch(4, torch.float32)
@@ -113,3 +141,8 @@ def test_ssm_on_cuda_matches_cpu():
         torch.testing.assert_close(gpu.cpu(), cpu, rtol=0, atol=1e-6)
     texts_gpu, positives = batch_texts([torch.tensor(ids, device="cuda") for ids in images])
     assert texts_gpu.device.type == "cuda" and positives.device.type == "cuda"
+    # the shuffled control draws its permutation on the CPU: the same on either device
+    target = ssm_target(images, texts_gpu, vectors.cuda(), positives=positives)
+    torch.testing.assert_close(
+        shuffle_non_positives(target, positives, seed=1).cpu(), shuffle_non_positives(target.cpu(), positives.cpu(), 1)
+    )

@@ -3,6 +3,7 @@ calibrated SSM targets in the collator."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -131,3 +132,93 @@ def test_collator_applies_the_calibration(labels, tokenizer):
         calibration=Calibration("temperature", temperature=0.2),
     )(items).target
     assert temp[0, 1] == pytest.approx(float(torch.exp(torch.tensor((cos - 1) / 0.2))), abs=1e-5)
+
+
+def test_collator_shuffled_ssm_control(labels, tokenizer):
+    vectors = vectors_for(len(ROWS), seed=5)
+    rows = [MILD_ATEL, SEVERE_ATEL, PTX, NO_PTX, CARDIO, NORMAL]
+    items = [item([r], [ROWS[r][0]]) for r in rows]
+    kwargs = {"vectors": vectors, "negated": labels.negated(), "categories": labels.category_ids()}
+    ssm = BatchCollator("ssm", tokenizer, 16, **kwargs)(items).target
+    shuffled = BatchCollator("ssm_shuffled", tokenizer, 16, seed=4, **kwargs)(items).target
+    own = torch.eye(len(rows), dtype=torch.bool)  # one text per image, in item order
+    assert (shuffled[own] == 1).all()
+    torch.testing.assert_close(shuffled.sort(dim=1).values, ssm.sort(dim=1).values, rtol=0, atol=0)
+    assert not torch.equal(shuffled, ssm)
+    # deterministic per (run seed, batch): a fresh collator gives the same batch the same target ...
+    again = BatchCollator("ssm_shuffled", tokenizer, 16, seed=4, **kwargs)(items).target
+    assert torch.equal(again, shuffled)
+    # ... another run seed or another batch another permutation
+    assert not torch.equal(BatchCollator("ssm_shuffled", tokenizer, 16, seed=5, **kwargs)(items).target, shuffled)
+    other = BatchCollator("ssm_shuffled", tokenizer, 16, seed=4, **kwargs)(items[::-1]).target
+    assert not torch.equal(other, shuffled.flip(0, 1))
+
+
+def test_masked_forms_are_what_masking_can_give(labels):
+    from medfilip.training.data import masked_forms, masked_text
+
+    forms = {lid: dict(masked_forms(labels, lid)) for lid in range(len(ROWS))}
+    # severity and location: 4 forms (triplet texts state no explanation); one field: 2; a negated label: 1
+    assert sorted(forms[MILD_ATEL]) == sorted(
+        ["mild left base atelectasis", "left base atelectasis", "mild atelectasis", "atelectasis"]
+    )
+    assert sorted(forms[CARDIO]) == ["cardiomegaly", "moderate cardiomegaly"]
+    assert list(forms[NO_PTX]) == ["no pneumothorax"] and list(forms[NORMAL]) == ["normal"]
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        lid = int(rng.integers(0, len(ROWS)))
+        assert masked_text(labels, lid, 0.5, rng) in forms[lid]
+
+
+def test_entailment_same_category_polarity_and_every_stated_field(labels):
+    from medfilip.training.data import TextTable
+
+    table = TextTable.build(labels)
+    texts = ["atelectasis", "left base atelectasis", "severe atelectasis", "no pneumothorax", "pneumothorax"]
+    images = [[MILD_ATEL], [SEVERE_ATEL, CARDIO], [PTX], [NO_PTX], [NORMAL]]
+    got = table.entailment(images, table.ids(texts)).int().tolist()
+    assert got == [
+        [1, 1, 0, 0, 0],  # mild left base atelectasis: says "atelectasis" and "left base atelectasis"
+        [1, 0, 1, 0, 0],  # severe right upper lobe atelectasis: "atelectasis", "severe atelectasis"
+        [0, 0, 0, 0, 1],  # large apical pneumothorax: "pneumothorax", never "no pneumothorax"
+        [0, 0, 0, 1, 0],
+        [0, 0, 0, 0, 0],
+    ]
+    with pytest.raises(ValueError, match="no masked form"):
+        table.ids(["right atelectasis"])
+
+
+def test_entailment_targets_in_the_collator(labels, tokenizer):
+    from medfilip.training.data import TextTable
+
+    table = TextTable.build(labels)
+    # image 0's severe atelectasis masked to "atelectasis"; image 1 (mild left base atelectasis) says it too
+    items = [item([SEVERE_ATEL], ["atelectasis"]), item([MILD_ATEL], ["mild left base atelectasis"])]
+    source = BatchCollator("identity", tokenizer, 16)(items).target
+    assert source.tolist() == [[1, 0], [0, 1]]  # today's: a false negative at [1, 0]
+    entail = BatchCollator("identity", tokenizer, 16, text_table=table)(items)
+    assert entail.target.tolist() == [[1, 0], [1, 1]]
+    assert entail.text_label_ids.tolist() == [len(ROWS) + r for r in table.ids(entail.texts)]
+    # SSM: the text's own vector against the image's labels, 1 where entailed
+    vectors = vectors_for(len(ROWS) + len(table), seed=2)
+    kwargs = {"vectors": vectors, "negated": labels.negated(), "categories": labels.category_ids(), "text_table": table}
+    ssm = BatchCollator("ssm", tokenizer, 16, **kwargs)(items).target
+    own_vector = vectors[len(ROWS) + table.index["mild left base atelectasis"]]
+    assert ssm[0, 1] == pytest.approx(float(vectors[SEVERE_ATEL] @ own_vector), abs=1e-6)
+    assert ssm[1, 0] == 1.0 and ssm[0, 0] == 1.0 and ssm[1, 1] == 1.0
+    with pytest.raises(ValueError, match="vectors for"):
+        BatchCollator("ssm", tokenizer, 16, **{**kwargs, "vectors": vectors[:-1]})
+
+
+def test_embed_adds_every_masked_form_of_the_masked_variants(corpus):
+    from medfilip.embeddings.cli import _masked_forms
+    from medfilip.training.data import masked_forms, read_label_table
+
+    forms = _masked_forms(corpus["labels"], None)  # the report variant is not masked: none of its texts
+    labels, _ = read_label_table(corpus["labels"], "triplet_explanation")
+    expected = {text for lid in range(len(labels)) for text, _ in masked_forms(labels, lid)}
+    assert set(forms) == expected and len(forms) == len(expected)
+    assert set(labels.texts) <= expected and "mild atelectasis" in expected
+    # a label with severity, location and explanation: 8 forms; cardiomegaly (no location): 4
+    assert sum(1 for f in forms if "atelectasis" in f) == 8 and sum(1 for f in forms if "cardiomegaly" in f) == 4
+    assert _masked_forms(corpus["labels"], ["report"]) == []

@@ -25,7 +25,7 @@ rule ablation_table:
         "medfilip -c {params.config} ablation --zeroshot {input.zeroshot} --out {output} > {log} 2>&1"
 
 
-# Means over seeds per method (runs that differ only in `seed`), with bootstrap intervals over
+# Means over seeds per method (runs that differ only in `seed`), with Student-t intervals over
 # seeds and differences to medfilip paired by seed (medfilip/training/seeds.py); config/simulation.yaml
 # trains 3 seeds of the four runs.
 rule seed_summary:

@@ -39,6 +39,8 @@ rule embed_labels:
         cache=paths.EMBEDDINGS_CACHE_DIR.format(slug=EMBEDDINGS_SLUG),
         # only the variants an SSM is built from (training runs with an SSM target, the heatmap)
         variants=embedded_variants(CFG),
+        # entailment: every masked form of the labels is embedded too (the config says so to `embed`)
+        masked_targets=SETTINGS["training"]["masked_targets"],
     shell:
         "medfilip -c {params.config} embed --labels {input.labels} --cache {params.cache} --out {output.embeddings}"
         " --calibration {output.calibration}"
