@@ -102,7 +102,7 @@ def primitive_delta(scene: Scene, prototype, placement: Placement, gain: float, 
 
     net = soft(0.22 - np.abs(net_field), 0.12)
     tex = (1 - texture) + texture * 1.6 * net
-    amplitude = (0.15 + 0.55 * density) * (1 + 0.8 * m)
+    amplitude = (0.3 + 0.9 * density) * (1 + 0.8 * m)
     return (amplitude * shape * tex * _lung_air(scene) * region).astype(np.float32)
 
 
