@@ -20,7 +20,7 @@ from medfilip.phantom.primitives import SIDES, ZONES
 
 class Prediction(Strict):
     """One pre-registered prediction: ``arm`` minus ``versus`` on ``metric`` over the worlds selected by
-    ``rho`` (``le0``: rho <= 0, ``eq1``: rho = 1), ``eta`` (null = every eta) and the largest gain.
+    ``rho`` (``le0``: rho <= 0, ``eq1``: the largest rho, ``all``: every rho), ``eta`` (null = every eta) and the largest gain.
 
     ``expect``: ``not_greater`` (the paired t interval's low end is <= 0), ``greater`` (low end > 0),
     ``different`` (the interval excludes 0; if it does not, the prediction fails)."""
@@ -30,7 +30,7 @@ class Prediction(Strict):
     arm: WorldArm
     versus: WorldArm
     metric: str
-    rho: Literal["le0", "eq1"]
+    rho: Literal["le0", "eq1", "all"]
     eta: float | None = None
     expect: Literal["not_greater", "greater", "different"]
 

@@ -155,7 +155,7 @@ def run_sweep(
 
 def summarise(rows: list[dict], cfg: WorldsConfig) -> list[dict]:
     """Long table: arm x ρ x g x η x metric, mean [t 95 %] over seeds, n, and the paired delta vs identity."""
-    from medfilip.training.seeds import t_interval
+    from medfilip.training.seeds import DELTA, paired_t_seeds, t_interval
     from medfilip.worlds.metrics import METRICS
 
     by: dict[tuple, dict[int, dict]] = {}
@@ -190,6 +190,7 @@ def summarise(rows: list[dict], cfg: WorldsConfig) -> list[dict]:
                     "delta_high": _r(di.high),
                     "delta_sd": _r(di.sd),
                     "delta_n": di.n,
+                    "seeds_for_0.01": paired_t_seeds(DELTA, di.sd) or "" if arm != "identity" else "",
                 }
             )
     return out

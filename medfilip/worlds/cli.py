@@ -1,0 +1,63 @@
+"""``medfilip world``: show one controlled world, run the sweep, summarise it (docs/worlds.md)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def cmd_world(args: argparse.Namespace) -> int:
+    from medfilip.worlds.settings import load_worlds_config
+
+    cfg = load_worlds_config(args.worlds_config)
+    if args.grid == "gpu":
+        cfg = cfg.on_gpu()
+    if not (args.show or args.run or args.summarise):
+        raise SystemExit("medfilip world: give --show PNG, --run and/or --summarise")
+    if args.show:
+        from medfilip.worlds.show import show_world
+        from medfilip.worlds.sweep import text_side
+        from medfilip.worlds.world import build_world, prototype_distances
+
+        text = text_side(cfg, args.text_cache)
+        visual, measure = prototype_distances(cfg)
+        world = build_world(cfg, text, args.rho, args.gain, visual, measure)
+        out = show_world(world, args.show)
+        print(f"{out}: rho target {args.rho:g}, search r {world.rho_search:.3f}, measured r {world.rho_measured:.3f}")
+    if args.run:
+        from medfilip.worlds.sweep import run_sweep
+
+        rows = run_sweep(cfg, args.runs, text_cache=args.text_cache)
+        print(f"{args.runs}: {len(rows)} runs")
+    if args.summarise:
+        from medfilip.worlds.sweep import figure, read_rows, summarise, verdicts, write_csv
+
+        rows = read_rows(args.runs)
+        if not rows:
+            raise SystemExit(f"medfilip world: {args.runs} has no runs (run --run first)")
+        table = summarise(rows, cfg)
+        write_csv(table, args.table)
+        write_csv(verdicts(rows, cfg), args.verdicts)
+        figure(table, args.figure)
+        print(f"{args.table}: {len(table)} rows; {args.figure}; {args.verdicts}")
+    return 0
+
+
+def register(sub) -> None:
+    s = sub.add_parser("world", help="controlled worlds: show one, run the arm x rho x g x eta sweep, summarise it")
+    s.add_argument("--worlds-config", type=Path, default=Path("config/worlds.yaml"), help="the worlds: config file")
+    s.add_argument("--grid", choices=("cpu", "gpu"), default="cpu", help="gpu: the config's gpu: keys replace the grid")
+    s.add_argument("--show", type=Path, default=None, help="PNG: the prototypes and a gallery of one world")
+    s.add_argument("--rho", type=float, default=1.0, help="--show: the target Mantel correlation")
+    s.add_argument("--gain", type=float, default=1.0, help="--show: the severity gain")
+    s.add_argument("--run", action="store_true", help="train every run of the grid not yet in --runs")
+    s.add_argument("--summarise", action="store_true", help="write --table, --verdicts and --figure from --runs")
+    s.add_argument("--runs", type=Path, default=Path("results/worlds/runs.csv"))
+    s.add_argument("--text-cache", type=Path, default=Path("results/worlds/texts.npz"), help="E_sim vectors (.npz)")
+    s.add_argument("--table", type=Path, default=Path("results/tables/worlds.csv"))
+    s.add_argument("--verdicts", type=Path, default=Path("results/tables/worlds_predictions.csv"))
+    s.add_argument("--figure", type=Path, default=Path("results/figures/worlds.png"))
+    s.set_defaults(func=cmd_world)
