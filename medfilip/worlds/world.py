@@ -204,11 +204,14 @@ def minilm_encoder():
     return encoder.encode
 
 
-def default_knowledge():
-    from medfilip.knowledge.dictionary import load_knowledge
-    from medfilip.paths import project_root
+def default_knowledge(path=None):
+    """The knowledge dictionary (``path``, else the repository's resources/knowledge/dictionary.yaml)."""
+    from pathlib import Path
 
-    return load_knowledge(project_root() / "resources/knowledge/dictionary.yaml", CATEGORIES)
+    from medfilip.knowledge.dictionary import load_knowledge
+
+    path = path or Path(__file__).resolve().parents[2] / "resources/knowledge/dictionary.yaml"
+    return load_knowledge(path, CATEGORIES)
 
 
 # -- samples and label noise ---------------------------------------------------------------
