@@ -130,8 +130,8 @@ def test_arm_targets(cfg, text, distances):
     ids = torch.tensor(
         [
             text.index[("nodule", "mild", "right lower zone")],
-            text.index[("mass", "severe", "left lower zone")],
-            text.index[("nodule", "severe", "left lower zone")],
+            text.index[("mass", "severe", "right lower zone")],
+            text.index[("nodule", "severe", "right lower zone")],
         ]
     )
     identity = arm_target("identity", targets, ids, 0)
@@ -188,8 +188,8 @@ def test_samples_hold_out_combos_and_categories(cfg):
 
 
 def test_labels_use_the_template(text):
-    i = text.index[("pleural effusion", "severe", "left lower zone")]
-    assert text.texts[i].startswith("severe left lower zone pleural effusion, where pleural effusion is ")
+    i = text.index[("pleural effusion", "severe", "right lower zone")]
+    assert text.texts[i].startswith("severe right lower zone pleural effusion, where pleural effusion is ")
     assert all(any(s in t for s in W.SEVERITIES) for t in text.texts)
 
 
@@ -220,8 +220,10 @@ def test_cli_end_to_end(tmp_path, cache):
                     "etas": [0.0],
                     "seeds": [0, 1],
                     "arms": ["identity", "ssm"],
-                    "n_train": 64,
+                    "n_train": 48,
                     "n_test": 48,
+                    "distance_patients": 3,
+                    "measure_patients": 3,
                     "anneal_steps": 300,
                     "predictions": [
                         {
