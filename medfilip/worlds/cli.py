@@ -13,6 +13,8 @@ def cmd_world(args: argparse.Namespace) -> int:
     from medfilip.worlds.settings import load_worlds_config
 
     cfg = load_worlds_config(args.worlds_config)
+    if args.run and len(args.runs) != 1:
+        raise SystemExit("medfilip world: --run writes one --runs file")
     if args.grid == "gpu":
         cfg = cfg.on_gpu()
     if not (args.show or args.run or args.summarise):
@@ -30,12 +32,17 @@ def cmd_world(args: argparse.Namespace) -> int:
     if args.run:
         from medfilip.worlds.sweep import run_sweep
 
-        rows = run_sweep(cfg, args.runs, text_cache=args.text_cache)
-        print(f"{args.runs}: {len(rows)} runs")
+        index, _, count = args.shard.partition("/")
+        try:
+            shard = (int(index), int(count))
+        except ValueError:
+            raise SystemExit(f"medfilip world: --shard {args.shard!r} is not I/N") from None
+        rows = run_sweep(cfg, args.runs[0], text_cache=args.text_cache, shard=shard)
+        print(f"{args.runs[0]}: {len(rows)} runs")
     if args.summarise:
         from medfilip.worlds.sweep import figure, read_rows, summarise, verdicts, write_csv
 
-        rows = read_rows(args.runs)
+        rows = [r for path in args.runs for r in read_rows(path)]
         if not rows:
             raise SystemExit(f"medfilip world: {args.runs} has no runs (run --run first)")
         table = summarise(rows, cfg)
@@ -55,7 +62,14 @@ def register(sub) -> None:
     s.add_argument("--gain", type=float, default=1.0, help="--show: the severity gain")
     s.add_argument("--run", action="store_true", help="train every run of the grid not yet in --runs")
     s.add_argument("--summarise", action="store_true", help="write --table, --verdicts and --figure from --runs")
-    s.add_argument("--runs", type=Path, default=Path("results/worlds/runs.csv"))
+    s.add_argument(
+        "--runs",
+        type=Path,
+        nargs="+",
+        default=[Path("results/worlds/runs.csv")],
+        help="runs CSV (--run writes the first; --summarise reads them all, e.g. the files of several shards)",
+    )
+    s.add_argument("--shard", default="0/1", help="--run: I/N, only the worlds whose index modulo N is I")
     s.add_argument("--text-cache", type=Path, default=Path("results/worlds/texts.npz"), help="E_sim vectors (.npz)")
     s.add_argument("--table", type=Path, default=Path("results/tables/worlds.csv"))
     s.add_argument("--verdicts", type=Path, default=Path("results/tables/worlds_predictions.csv"))

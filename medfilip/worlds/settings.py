@@ -46,6 +46,7 @@ class GridOverride(Strict):
     n_train: int | None = Field(None, ge=16)
     n_test: int | None = Field(None, ge=16)
     epochs: int | None = Field(None, ge=1)
+    device: str | None = None
 
 
 class WorldsConfig(Strict):
@@ -77,6 +78,7 @@ class WorldsConfig(Strict):
     lr: float = Field(2e-3, gt=0)
     embed_dim: int = Field(64, ge=4)
     threads: int = Field(1, ge=1, description="torch threads per run")
+    device: str = Field("cpu", description="cpu, cuda or auto (medfilip.devices.resolve_device)")
     predictions: list[Prediction] = Field(default_factory=list)
     gpu: GridOverride = Field(default_factory=GridOverride)
 

@@ -71,9 +71,20 @@ def read_rows(path: str | Path) -> list[dict]:
 
 
 def run_sweep(
-    cfg: WorldsConfig, runs_csv: str | Path, *, text_cache: str | Path | None = None, text=None
+    cfg: WorldsConfig,
+    runs_csv: str | Path,
+    *,
+    text_cache: str | Path | None = None,
+    text=None,
+    shard: tuple[int, int] = (0, 1),
 ) -> list[dict]:
-    """Train every arm x ρ x g x η x seed not yet in ``runs_csv``; returns all rows."""
+    """Train every arm x ρ x g x η x seed not yet in ``runs_csv``; returns all rows.
+
+    ``shard = (i, n)``: only the worlds (g, ρ) whose index modulo n is i, so n processes (each with its
+    own ``runs_csv``) share a many-core machine; ``summarise`` reads their files together."""
+    index, count = shard
+    if not 0 <= index < count:
+        raise ValueError(f"worlds: shard {index}/{count} is not one of 0..{count - 1}")
     from medfilip.worlds.metrics import METRICS, world_metrics
     from medfilip.worlds.train import Targets, train_arm
     from medfilip.worlds.world import build_world, draw_samples, noisy_categories, prototype_distances
@@ -92,64 +103,66 @@ def run_sweep(
         writer = csv.DictWriter(f, fieldnames=columns)
         if new_file:
             writer.writeheader()
-        for gain in cfg.gains:
-            for rho in cfg.rhos:
-                todo = [
-                    (eta, seed, arm)
-                    for eta in cfg.etas
-                    for seed in cfg.seeds
-                    for arm in cfg.arms
-                    if (arm, round(rho, 6), round(gain, 6), round(eta, 6), int(seed)) not in done
-                ]
-                if not todo:
-                    continue
-                start = time.perf_counter()
-                world = build_world(cfg, text, rho, gain, visual, measure)
-                train_images, test_images = world.render(train), world.render(test)
-                targets = Targets.of(world)
-                log.info(
-                    "worlds: rho %.2f (search %.3f, measured %.3f) g %.2f: %d runs (rendered in %.1f s)",
-                    rho,
-                    world.rho_search,
-                    world.rho_measured,
-                    gain,
-                    len(todo),
-                    time.perf_counter() - start,
+        worlds = [(gain, rho) for gain in cfg.gains for rho in cfg.rhos]
+        for k, (gain, rho) in enumerate(worlds):
+            if k % count != index:
+                continue
+            todo = [
+                (eta, seed, arm)
+                for eta in cfg.etas
+                for seed in cfg.seeds
+                for arm in cfg.arms
+                if (arm, round(rho, 6), round(gain, 6), round(eta, 6), int(seed)) not in done
+            ]
+            if not todo:
+                continue
+            start = time.perf_counter()
+            world = build_world(cfg, text, rho, gain, visual, measure)
+            train_images, test_images = world.render(train), world.render(test)
+            targets = Targets.of(world)
+            log.info(
+                "worlds: rho %.2f (search %.3f, measured %.3f) g %.2f: %d runs (rendered in %.1f s)",
+                rho,
+                world.rho_search,
+                world.rho_measured,
+                gain,
+                len(todo),
+                time.perf_counter() - start,
+            )
+            for eta, seed, arm in todo:
+                cats = noisy_categories(clean, eta, cfg.world_seed)
+                ids = np.array(
+                    [
+                        text.index[(c, s.placement.severity, s.placement.location)]
+                        for c, s in zip(cats, train, strict=True)
+                    ]
                 )
-                for eta, seed, arm in todo:
-                    cats = noisy_categories(clean, eta, cfg.world_seed)
-                    ids = np.array(
-                        [
-                            text.index[(c, s.placement.severity, s.placement.location)]
-                            for c, s in zip(cats, train, strict=True)
-                        ]
-                    )
-                    result = train_arm(world, arm, train_images, ids, seed, targets=targets)
-                    metrics = world_metrics(world, result.model, test, test_images, train_images, clean)
-                    row = {
-                        "arm": arm,
-                        "rho": rho,
-                        "gain": gain,
-                        "eta": eta,
-                        "seed": seed,
-                        "rho_search": round(world.rho_search, 4),
-                        "rho_measured": round(world.rho_measured, 4),
-                        "seconds": round(result.seconds, 2),
-                        **{m: round(metrics[m], 6) for m in METRICS},
-                    }
-                    writer.writerow(row)
-                    f.flush()
-                    rows.append({k: str(v) for k, v in row.items()})
-                    log.info(
-                        "worlds: %s rho %.2f g %.2f eta %.2f seed %d: %.1f s, cat_auc %.3f",
-                        arm,
-                        rho,
-                        gain,
-                        eta,
-                        seed,
-                        result.seconds,
-                        metrics["cat_auc"],
-                    )
+                result = train_arm(world, arm, train_images, ids, seed, targets=targets)
+                metrics = world_metrics(world, result.model, test, test_images, train_images, clean)
+                row = {
+                    "arm": arm,
+                    "rho": rho,
+                    "gain": gain,
+                    "eta": eta,
+                    "seed": seed,
+                    "rho_search": round(world.rho_search, 4),
+                    "rho_measured": round(world.rho_measured, 4),
+                    "seconds": round(result.seconds, 2),
+                    **{m: round(metrics[m], 6) for m in METRICS},
+                }
+                writer.writerow(row)
+                f.flush()
+                rows.append({k: str(v) for k, v in row.items()})
+                log.info(
+                    "worlds: %s rho %.2f g %.2f eta %.2f seed %d: %.1f s, cat_auc %.3f",
+                    arm,
+                    rho,
+                    gain,
+                    eta,
+                    seed,
+                    result.seconds,
+                    metrics["cat_auc"],
+                )
     return rows
 
 

@@ -88,6 +88,15 @@ class Targets:
     oracle_calibration: Calibration
     category: torch.Tensor  # (L,) category index
 
+    def to(self, device) -> Targets:
+        return Targets(
+            self.vectors.to(device),
+            self.calibration,
+            self.oracle.to(device),
+            self.oracle_calibration,
+            self.category.to(device),
+        )
+
     @classmethod
     def of(cls, world: World) -> Targets:
         from medfilip.worlds.world import fit_temperature_share
@@ -110,7 +119,7 @@ def arm_target(arm: str, targets: Targets, label_ids: torch.Tensor, seed: int) -
     ``label_ids[j]``. Positives (1 in every arm): the text is the image's own label."""
     ids = label_ids.long()
     positives = ids[:, None] == ids[None, :]
-    image_ids = [[int(i)] for i in ids]
+    image_ids = list(ids.view(-1, 1))
     arm = WorldArm(arm).value
     if arm == WorldArm.identity.value:
         return positives.float()
@@ -130,7 +139,7 @@ def arm_target(arm: str, targets: Targets, label_ids: torch.Tensor, seed: int) -
         )
     target = ssm_target(image_ids, ids, targets.vectors, calibration=targets.calibration, positives=positives)
     if arm == WorldArm.ssm_shuffled.value:
-        content = hash(tuple(int(i) for i in ids)) & 0xFFFFFFFF
+        content = hash(tuple(ids.cpu().tolist())) & 0xFFFFFFFF
         target = shuffle_non_positives(target, positives, int(stable_seed("world-shuffle", seed, content)[0]))
     return target
 
@@ -157,19 +166,23 @@ def train_arm(
     """Train ``arm`` on ``images`` (uint8 N x S x S) with (possibly noisy) label ids."""
     cfg = world.cfg
     torch.set_num_threads(cfg.threads)
-    targets = targets or Targets.of(world)
+    from medfilip.devices import resolve_device
+
+    device = torch.device(resolve_device(cfg.device, "worlds.device"))
+    targets = (targets or Targets.of(world)).to(device)
     model = build_model(seed, targets.vectors.shape[1], cfg.embed_dim)
     initial = {k: v.clone() for k, v in model.state_dict().items()} if keep_initial else None
+    model.to(device)
     loss_fn = ImageTextMatchingLoss(cfg.loss)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
-    x_all = to_tensor(images)
-    y_all = torch.from_numpy(np.asarray(label_ids, dtype=np.int64))
+    x_all = to_tensor(images).to(device)
+    y_all = torch.from_numpy(np.asarray(label_ids, dtype=np.int64)).to(device)
     batches = batch_order(len(images), cfg.batch_size, cfg.epochs, seed)
     start = time.perf_counter()
     losses = []
     model.train()
     for b in batches:
-        idx = torch.from_numpy(b)
+        idx = torch.from_numpy(b).to(device)
         ids = y_all[idx]
         img = model.image(x_all[idx])
         txt = model.encode_text(targets.vectors[ids])
@@ -178,6 +191,7 @@ def train_arm(
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        losses.append(float(loss.detach()))
-    model.eval()
+        losses.append(loss.detach())
+    model.cpu().eval()
+    losses = [float(x) for x in torch.stack(losses).cpu()] if losses else []
     return RunResult(model, time.perf_counter() - start, losses, batches, initial)
