@@ -40,11 +40,11 @@ def cmd_world(args: argparse.Namespace) -> int:
         rows = run_sweep(cfg, args.runs[0], text_cache=args.text_cache, shard=shard)
         print(f"{args.runs[0]}: {len(rows)} runs")
     if args.summarise:
-        from medfilip.worlds.sweep import figure, read_rows, summarise, verdicts, write_csv
+        from medfilip.worlds.sweep import current, figure, read_rows, summarise, verdicts, write_csv
 
-        rows = [r for path in args.runs for r in read_rows(path)]
+        rows = current([r for path in args.runs for r in read_rows(path)], cfg)
         if not rows:
-            raise SystemExit(f"medfilip world: {args.runs} has no runs (run --run first)")
+            raise SystemExit(f"medfilip world: no run of this config ({cfg.key()}) in {args.runs} (run --run first)")
         table = summarise(rows, cfg)
         write_csv(table, args.table)
         write_csv(verdicts(rows, cfg), args.verdicts)

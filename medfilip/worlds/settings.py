@@ -118,6 +118,16 @@ class WorldsConfig(Strict):
             raise ValueError("arms must include identity (every delta is taken against it)")
         return self
 
+    def key(self) -> str:
+        """A hash of what makes a run's numbers (not the grid, the predictions, threads or device): rows of
+        runs.csv made under another key are neither reused nor summarised."""
+        import hashlib
+        import json
+
+        skip = {"rhos", "gains", "etas", "seeds", "arms", "predictions", "gpu", "threads", "device"}
+        data = {k: v for k, v in self.model_dump(mode="json").items() if k not in skip}
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
+
     def on_gpu(self) -> WorldsConfig:
         """This config with the ``gpu:`` keys replacing their CPU values."""
         changes = {k: v for k, v in self.gpu.model_dump().items() if v is not None}

@@ -91,12 +91,13 @@ def run_sweep(
 
     runs_csv = Path(runs_csv)
     rows = read_rows(runs_csv)
-    done = {_key(r) for r in rows}
+    key = cfg.key()
+    done = {_key(r) for r in rows if r.get("config") == key}
     text = text or text_side(cfg, text_cache)
     visual, measure = prototype_distances(cfg)
     train, test = draw_samples(cfg, "train", cfg.n_train), draw_samples(cfg, "test", cfg.n_test)
     clean = [s.category for s in train]
-    columns = [*KEYS, "rho_search", "rho_measured", "seconds", *METRICS]
+    columns = [*KEYS, "config", "rho_search", "rho_measured", "seconds", *METRICS]
     runs_csv.parent.mkdir(parents=True, exist_ok=True)
     new_file = not runs_csv.exists() or not rows
     with runs_csv.open("a" if not new_file else "w", newline="") as f:
@@ -145,6 +146,7 @@ def run_sweep(
                     "gain": gain,
                     "eta": eta,
                     "seed": seed,
+                    "config": key,
                     "rho_search": round(world.rho_search, 4),
                     "rho_measured": round(world.rho_measured, 4),
                     "seconds": round(result.seconds, 2),
@@ -166,6 +168,12 @@ def run_sweep(
     return rows
 
 
+def current(rows: list[dict], cfg: WorldsConfig) -> list[dict]:
+    """The rows made under this config's key (a runs file may hold older ones)."""
+    key = cfg.key()
+    return [r for r in rows if r.get("config") == key]
+
+
 def summarise(rows: list[dict], cfg: WorldsConfig) -> list[dict]:
     """Long table: arm x ρ x g x η x metric, mean [t 95 %] over seeds, n, and the paired delta vs identity."""
     from medfilip.training.seeds import DELTA, paired_t_seeds, t_interval
@@ -173,7 +181,7 @@ def summarise(rows: list[dict], cfg: WorldsConfig) -> list[dict]:
 
     by: dict[tuple, dict[int, dict]] = {}
     measured: dict[tuple, float] = {}
-    for r in rows:
+    for r in current(rows, cfg):
         k = (r["arm"], round(float(r["rho"]), 6), round(float(r["gain"]), 6), round(float(r["eta"]), 6))
         by.setdefault(k, {})[int(r["seed"])] = r
         measured[k[1:]] = float(r["rho_measured"])
@@ -230,6 +238,7 @@ def verdicts(rows: list[dict], cfg: WorldsConfig) -> list[dict]:
     from medfilip.training.seeds import t_interval
 
     gain = max(round(float(g), 6) for g in cfg.gains)
+    rows = current(rows, cfg)
     index = {_key(r): r for r in rows}
     out = []
     for p in cfg.predictions:

@@ -204,6 +204,9 @@ def test_settings_errors(tmp_path):
     shipped = load_worlds_config(Path(__file__).parents[2] / "config/worlds.yaml")
     assert {p.id for p in shipped.predictions} >= {"P1", "P3", "P6"}
     assert shipped.on_gpu().size == 64 and shipped.size == 32
+    # runs are reused and summarised only under the same key: the grid does not change it, a size does
+    base = WorldsConfig()
+    assert base.key() == WorldsConfig(seeds=[5], rhos=[0.0], device="cpu").key() != WorldsConfig(n_train=99).key()
 
 
 def test_cli_end_to_end(tmp_path, cache):
@@ -253,7 +256,7 @@ def test_cli_end_to_end(tmp_path, cache):
     args = ["world", "--worlds-config", str(conf), "--text-cache", str(cache)]
     assert main([*args, "--run", "--runs", str(out["runs"])]) == 0
     runs = list(csv.DictReader(out["runs"].open()))
-    assert len(runs) == 2 * 2 * 2
+    assert len(runs) == 2 * 2 * 2 and {r["config"] for r in runs} == {load_worlds_config(conf).key()}
     assert main([*args, "--run", "--runs", str(out["runs"])]) == 0  # resumes: nothing left to run
     assert len(list(csv.DictReader(out["runs"].open()))) == 8
     a = [*args, "--summarise", "--runs", str(out["runs"]), "--table", str(out["table"])]
