@@ -54,6 +54,8 @@ def cmd_world(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
+    from medfilip import paths
+
     s = sub.add_parser("world", help="controlled worlds: show one, run the arm x rho x g x eta sweep, summarise it")
     s.add_argument("--worlds-config", type=Path, default=Path("config/worlds.yaml"), help="the worlds: config file")
     s.add_argument("--grid", choices=("cpu", "gpu"), default="cpu", help="gpu: the config's gpu: keys replace the grid")
@@ -66,12 +68,12 @@ def register(sub) -> None:
         "--runs",
         type=Path,
         nargs="+",
-        default=[Path("results/worlds/runs.csv")],
+        default=[Path(paths.WORLDS_RUNS)],
         help="runs CSV (--run writes the first; --summarise reads them all, e.g. the files of several shards)",
     )
     s.add_argument("--shard", default="0/1", help="--run: I/N, only the worlds whose index modulo N is I")
-    s.add_argument("--text-cache", type=Path, default=Path("results/worlds/texts.npz"), help="E_sim vectors (.npz)")
-    s.add_argument("--table", type=Path, default=Path("results/tables/worlds.csv"))
-    s.add_argument("--verdicts", type=Path, default=Path("results/tables/worlds_predictions.csv"))
-    s.add_argument("--figure", type=Path, default=Path("results/figures/worlds.png"))
+    s.add_argument("--text-cache", type=Path, default=Path(paths.WORLDS_TEXTS), help="E_sim vectors (.npz)")
+    s.add_argument("--table", type=Path, default=Path(paths.WORLDS_TABLE))
+    s.add_argument("--verdicts", type=Path, default=Path(paths.WORLDS_PREDICTIONS))
+    s.add_argument("--figure", type=Path, default=Path(paths.WORLDS_FIGURE))
     s.set_defaults(func=cmd_world)

@@ -5,52 +5,45 @@
 
 WORLDS_CONFIG = os.environ.get("MEDFILIP_WORLDS_CONFIG", "config/worlds.yaml")
 WORLDS_GRID = os.environ.get("MEDFILIP_WORLDS_GRID", "cpu")
-WORLDS_DIR = "results/worlds"
 
 
 rule worlds:
     input:
-        "results/tables/worlds.csv",
-        "results/tables/worlds_predictions.csv",
-        "results/figures/worlds.png",
-        "results/figures/world_show.png",
+        paths.WORLDS_TABLE,
+        paths.WORLDS_PREDICTIONS,
+        paths.WORLDS_FIGURE,
+        paths.WORLD_SHOW,
 
 
 rule world_runs:
     input:
         WORLDS_CONFIG,
     output:
-        f"{WORLDS_DIR}/runs.csv",
+        paths.WORLDS_RUNS,
     log:
         paths.log("world_runs"),
     conda:
         "../envs/medfilip.yaml"
-    params:
-        grid=WORLDS_GRID,
-        # runs accumulate here, so an interrupted sweep resumes; the output is its copy
-        partial=f"{WORLDS_DIR}/runs.partial.csv",
-        texts=f"{WORLDS_DIR}/texts.npz",
+    # runs accumulate in WORLDS_RUNS_PARTIAL, so an interrupted sweep resumes; the output is its copy
     shell:
-        "(medfilip world --worlds-config {input} --grid {params.grid} --run --runs {params.partial}"
-        " --text-cache {params.texts} && cp {params.partial} {output}) > {log} 2>&1"
+        "(medfilip world --worlds-config {input} --grid {WORLDS_GRID} --run --runs {paths.WORLDS_RUNS_PARTIAL}"
+        " --text-cache {paths.WORLDS_TEXTS} && cp {paths.WORLDS_RUNS_PARTIAL} {output}) > {log} 2>&1"
 
 
 rule world_table:
     input:
         cfg=WORLDS_CONFIG,
-        runs=f"{WORLDS_DIR}/runs.csv",
+        runs=paths.WORLDS_RUNS,
     output:
-        table="results/tables/worlds.csv",
-        verdicts="results/tables/worlds_predictions.csv",
-        figure="results/figures/worlds.png",
+        table=paths.WORLDS_TABLE,
+        verdicts=paths.WORLDS_PREDICTIONS,
+        figure=paths.WORLDS_FIGURE,
     log:
         paths.log("world_table"),
     conda:
         "../envs/medfilip.yaml"
-    params:
-        grid=WORLDS_GRID,
     shell:
-        "medfilip world --worlds-config {input.cfg} --grid {params.grid} --summarise --runs {input.runs}"
+        "medfilip world --worlds-config {input.cfg} --grid {WORLDS_GRID} --summarise --runs {input.runs}"
         " --table {output.table} --verdicts {output.verdicts} --figure {output.figure} > {log} 2>&1"
 
 
@@ -58,13 +51,11 @@ rule world_show:
     input:
         WORLDS_CONFIG,
     output:
-        "results/figures/world_show.png",
+        paths.WORLD_SHOW,
     log:
         paths.log("world_show"),
     conda:
         "../envs/medfilip.yaml"
-    params:
-        texts=f"{WORLDS_DIR}/texts.npz",
     shell:
         "medfilip world --worlds-config {input} --show {output} --rho 1 --gain 1"
-        " --text-cache {params.texts} > {log} 2>&1"
+        " --text-cache {paths.WORLDS_TEXTS} > {log} 2>&1"
