@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 from pathlib import Path
 
 log = logging.getLogger(__name__)
 
 
 def cmd_world(args: argparse.Namespace) -> int:
+    from medfilip import paths
     from medfilip.worlds.settings import load_worlds_config
 
     cfg = load_worlds_config(args.worlds_config)
-    if args.run and len(args.runs) != 1:
+    if args.run and args.runs and len(args.runs) != 1:
         raise SystemExit("medfilip world: --run writes one --runs file")
     if args.grid == "gpu":
         cfg = cfg.on_gpu()
@@ -37,14 +39,23 @@ def cmd_world(args: argparse.Namespace) -> int:
             shard = (int(index), int(count))
         except ValueError:
             raise SystemExit(f"medfilip world: --shard {args.shard!r} is not I/N") from None
-        rows = run_sweep(cfg, args.runs[0], text_cache=args.text_cache, shard=shard)
-        print(f"{args.runs[0]}: {len(rows)} runs")
+        runs = args.runs[0] if args.runs else Path(paths.WORLDS_RUNS_PARTIAL)
+        rows = run_sweep(cfg, runs, text_cache=args.text_cache, shard=shard)
+        print(f"{runs}: {len(rows)} runs")
+        if args.publish:
+            import shutil
+
+            args.publish.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(runs, args.publish)
     if args.summarise:
         from medfilip.worlds.sweep import current, figure, read_rows, summarise, verdicts, write_csv
 
-        rows = current([r for path in args.runs for r in read_rows(path)], cfg)
+        runs = args.runs or [Path(paths.WORLDS_RUNS)]
+        rows = current([r for path in runs for r in read_rows(path)], cfg)
         if not rows:
-            raise SystemExit(f"medfilip world: no run of this config ({cfg.key()}) in {args.runs} (run --run first)")
+            raise SystemExit(
+                f"medfilip world: no run of this config ({cfg.key()}) in {[str(r) for r in runs]} (run --run first)"
+            )
         table = summarise(rows, cfg)
         write_csv(table, args.table)
         write_csv(verdicts(rows, cfg), args.verdicts)
@@ -58,7 +69,12 @@ def register(sub) -> None:
 
     s = sub.add_parser("world", help="controlled worlds: show one, run the arm x rho x g x eta sweep, summarise it")
     s.add_argument("--worlds-config", type=Path, default=Path("config/worlds.yaml"), help="the worlds: config file")
-    s.add_argument("--grid", choices=("cpu", "gpu"), default="cpu", help="gpu: the config's gpu: keys replace the grid")
+    s.add_argument(
+        "--grid",
+        choices=("cpu", "gpu"),
+        default=os.environ.get("MEDFILIP_WORLDS_GRID", "cpu"),
+        help="gpu: the config's gpu: keys replace the grid (default: $MEDFILIP_WORLDS_GRID, else cpu)",
+    )
     s.add_argument("--show", type=Path, default=None, help="PNG: the prototypes and a gallery of one world")
     s.add_argument("--rho", type=float, default=1.0, help="--show: the target Mantel correlation")
     s.add_argument("--gain", type=float, default=1.0, help="--show: the severity gain")
@@ -68,9 +84,11 @@ def register(sub) -> None:
         "--runs",
         type=Path,
         nargs="+",
-        default=[Path(paths.WORLDS_RUNS)],
-        help="runs CSV (--run writes the first; --summarise reads them all, e.g. the files of several shards)",
+        default=None,
+        help=f"runs CSV: --run appends to one (default {paths.WORLDS_RUNS_PARTIAL}), --summarise reads them all "
+        f"(default {paths.WORLDS_RUNS}; e.g. the files of several shards)",
     )
+    s.add_argument("--publish", type=Path, default=None, help="--run: copy the runs file here when the sweep is done")
     s.add_argument("--shard", default="0/1", help="--run: I/N, only the worlds whose index modulo N is I")
     s.add_argument("--text-cache", type=Path, default=Path(paths.WORLDS_TEXTS), help="E_sim vectors (.npz)")
     s.add_argument("--table", type=Path, default=Path(paths.WORLDS_TABLE))

@@ -1,10 +1,10 @@
 # Stage: controlled worlds (docs/worlds.md): phantoms whose visual similarity follows the labels'
 # text similarity to a chosen degree, and the arm x rho x g x eta sweep over them. Not part of
 # `all` (the CPU grid takes about two hours): ask for `worlds` (or a file below) by name.
-# MEDFILIP_WORLDS_CONFIG names another worlds file, MEDFILIP_WORLDS_GRID=gpu the larger grid.
+# MEDFILIP_WORLDS_CONFIG names another worlds file, MEDFILIP_WORLDS_GRID=gpu picks the larger grid
+# (the CLI reads it).
 
 WORLDS_CONFIG = os.environ.get("MEDFILIP_WORLDS_CONFIG", "config/worlds.yaml")
-WORLDS_GRID = os.environ.get("MEDFILIP_WORLDS_GRID", "cpu")
 
 
 rule worlds:
@@ -24,10 +24,9 @@ rule world_runs:
         paths.log("world_runs"),
     conda:
         "../envs/medfilip.yaml"
-    # runs accumulate in WORLDS_RUNS_PARTIAL, so an interrupted sweep resumes; the output is its copy
+    # runs accumulate in paths.WORLDS_RUNS_PARTIAL (an interrupted sweep resumes); --publish copies it
     shell:
-        "(medfilip world --worlds-config {input} --grid {WORLDS_GRID} --run --runs {paths.WORLDS_RUNS_PARTIAL}"
-        " --text-cache {paths.WORLDS_TEXTS} && cp {paths.WORLDS_RUNS_PARTIAL} {output}) > {log} 2>&1"
+        "medfilip world --worlds-config {input} --run --publish {output} > {log} 2>&1"
 
 
 rule world_table:
@@ -43,7 +42,7 @@ rule world_table:
     conda:
         "../envs/medfilip.yaml"
     shell:
-        "medfilip world --worlds-config {input.cfg} --grid {WORLDS_GRID} --summarise --runs {input.runs}"
+        "medfilip world --worlds-config {input.cfg} --summarise --runs {input.runs}"
         " --table {output.table} --verdicts {output.verdicts} --figure {output.figure} > {log} 2>&1"
 
 
@@ -57,5 +56,4 @@ rule world_show:
     conda:
         "../envs/medfilip.yaml"
     shell:
-        "medfilip world --worlds-config {input} --show {output} --rho 1 --gain 1"
-        " --text-cache {paths.WORLDS_TEXTS} > {log} 2>&1"
+        "medfilip world --worlds-config {input} --show {output} --rho 1 --gain 1 > {log} 2>&1"
