@@ -203,7 +203,7 @@ def test_settings_errors(tmp_path):
         load_worlds_config(bad)
     shipped = load_worlds_config(Path(__file__).parents[2] / "config/worlds.yaml")
     assert {p.id for p in shipped.predictions} >= {"P1", "P3", "P6"}
-    assert shipped.on_gpu().size == 64 and shipped.size == 32
+    assert len(shipped.on_gpu().seeds) == 24 and shipped.on_gpu().size == shipped.size == 32
     # runs are reused and summarised only under the same key: the grid does not change it, a size does
     base = WorldsConfig()
     assert base.key() == WorldsConfig(seeds=[5], rhos=[0.0], device="cpu").key() != WorldsConfig(n_train=99).key()
