@@ -257,7 +257,9 @@ def test_cli_end_to_end(tmp_path, cache):
     assert main([*args, "--run", "--runs", str(out["runs"])]) == 0
     runs = list(csv.DictReader(out["runs"].open()))
     assert len(runs) == 2 * 2 * 2 and {r["config"] for r in runs} == {load_worlds_config(conf).key()}
-    assert main([*args, "--run", "--runs", str(out["runs"])]) == 0  # resumes: nothing left to run
+    published = tmp_path / "published.csv"
+    assert main([*args, "--run", "--runs", str(out["runs"]), "--publish", str(published)]) == 0  # nothing left
+    assert published.read_text() == out["runs"].read_text()
     assert len(list(csv.DictReader(out["runs"].open()))) == 8
     a = [*args, "--summarise", "--runs", str(out["runs"]), "--table", str(out["table"])]
     assert main([*a, "--verdicts", str(out["verdicts"]), "--figure", str(out["figure"])]) == 0
