@@ -24,9 +24,11 @@ import numpy as np
 import torch
 
 from medfilip.evaluation.metrics import MetricWarning, auc
+from medfilip.worlds.settings import METRICS
 from medfilip.worlds.world import CATEGORIES, SEVERITIES, Sample, World, held_out_combos, role, trained_categories
 
-METRICS = ("cat_auc", "auc_frequent", "auc_rare", "close_auc", "severity_tau", "combo_auc", "heldout_auc", "probe_acc")
+
+__all__ = ["METRICS", "close_pairs", "embed", "probe_accuracy", "world_metrics"]
 
 
 def _mean(values) -> float:

@@ -17,6 +17,9 @@ from medfilip.configbase import Strict
 from medfilip.names import LossKind, WorldArm
 from medfilip.phantom.primitives import SIDES, ZONES
 
+# what medfilip.worlds.metrics measures for each run (docs/worlds.md, "Metrics")
+METRICS = ("cat_auc", "auc_frequent", "auc_rare", "close_auc", "severity_tau", "combo_auc", "heldout_auc", "probe_acc")
+
 
 class Prediction(Strict):
     """One pre-registered prediction: ``arm`` minus ``versus`` on ``metric`` over the worlds selected by
@@ -33,6 +36,13 @@ class Prediction(Strict):
     rho: Literal["le0", "eq1", "all"]
     eta: float | None = None
     expect: Literal["not_greater", "greater", "different"]
+
+    @field_validator("metric")
+    @classmethod
+    def _metric(cls, v: str) -> str:
+        if v not in METRICS:
+            raise ValueError(f"unknown metric {v!r}: use one of {list(METRICS)}")
+        return v
 
 
 class GridOverride(Strict):

@@ -85,7 +85,8 @@ def run_sweep(
     index, count = shard
     if not 0 <= index < count:
         raise ValueError(f"worlds: shard {index}/{count} is not one of 0..{count - 1}")
-    from medfilip.worlds.metrics import METRICS, world_metrics
+    from medfilip.worlds.metrics import world_metrics
+    from medfilip.worlds.settings import METRICS
     from medfilip.worlds.train import Targets, train_arm
     from medfilip.worlds.world import build_world, draw_samples, noisy_categories, prototype_distances
 
@@ -177,7 +178,7 @@ def current(rows: list[dict], cfg: WorldsConfig) -> list[dict]:
 def summarise(rows: list[dict], cfg: WorldsConfig) -> list[dict]:
     """Long table: arm x ρ x g x η x metric, mean [t 95 %] over seeds, n, and the paired delta vs identity."""
     from medfilip.training.seeds import DELTA, paired_t_seeds, t_interval
-    from medfilip.worlds.metrics import METRICS
+    from medfilip.worlds.settings import METRICS
 
     by: dict[tuple, dict[int, dict]] = {}
     measured: dict[tuple, float] = {}

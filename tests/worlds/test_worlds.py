@@ -198,6 +198,18 @@ def test_settings_errors(tmp_path):
     bad.write_text(yaml.safe_dump({"worlds": {"zones": ["apex"]}}))
     with pytest.raises(ValueError, match=r"w.yaml: worlds.zones: .*unknown zones"):
         load_worlds_config(bad)
+    pred = {
+        "id": "X",
+        "text": "t",
+        "arm": "ssm",
+        "versus": "identity",
+        "metric": "auc",
+        "rho": "eq1",
+        "expect": "greater",
+    }
+    bad.write_text(yaml.safe_dump({"worlds": {"predictions": [pred]}}))
+    with pytest.raises(ValueError, match=r"worlds.predictions.0.metric: .*unknown metric 'auc'"):
+        load_worlds_config(bad)
     bad.write_text(yaml.safe_dump({"worlds": {"arms": ["ssm"]}}))
     with pytest.raises(ValueError, match="must include identity"):
         load_worlds_config(bad)
