@@ -27,7 +27,6 @@ from medfilip.evaluation.metrics import MetricWarning, auc
 from medfilip.worlds.settings import METRICS
 from medfilip.worlds.world import CATEGORIES, SEVERITIES, Sample, World, held_out_combos, role, trained_categories
 
-
 __all__ = ["METRICS", "close_pairs", "embed", "probe_accuracy", "world_metrics"]
 
 
