@@ -25,30 +25,32 @@ KEYS = ("arm", "rho", "gain", "eta", "seed")
 
 
 def text_side(cfg: WorldsConfig, cache: str | Path | None = None, encode=None, knowledge=None):
-    """The world's TextSide; ``cache`` (an .npz) keeps the E_sim vectors between calls."""
-    from medfilip.worlds.world import TextSide, build_text_side, default_knowledge, minilm_encoder
+    """The world's TextSide; ``cache`` (an .npz) keeps the E_sim vectors between calls. It is reused only
+    for the same texts (template, knowledge, locations) and the same E_sim model (its fingerprint)."""
+    from medfilip.embeddings.model import resolve_model
+    from medfilip.worlds.world import TextSide, build_text_side, default_knowledge, label_texts, minilm_encoder
 
     knowledge = knowledge or default_knowledge()
+    model_id = resolve_model(None).model_id  # the shipped MiniLM (``encode`` replaces it in tests only)
+    labels, texts = label_texts(cfg, knowledge)
     if cache is not None and Path(cache).exists():
         data = np.load(cache, allow_pickle=False)
-        labels = [tuple(x.split("|")) for x in data["labels"].tolist()]
-        side = TextSide(labels, data["texts"].tolist(), data["vectors"], data["category_vectors"], float(data["t"]))
-        from medfilip.worlds.world import CATEGORIES, SEVERITIES, locations
-
-        if labels == [(c, s, loc) for c in CATEGORIES for s in SEVERITIES for loc in locations(cfg)]:
-            return side
-        log.info("worlds: %s holds other labels: embedding again", cache)
+        if data["texts"].tolist() == texts and str(data["model"]) == model_id:
+            return TextSide(labels, texts[: len(labels)], data["vectors"], data["category_vectors"], float(data["t"]))
+        log.info("worlds: %s holds other texts or another model: embedding again", cache)
     side = build_text_side(cfg, encode or minilm_encoder(), knowledge)
-    if cache is not None:
-        Path(cache).parent.mkdir(parents=True, exist_ok=True)
-        np.savez(
-            cache,
-            labels=np.array(["|".join(x) for x in side.labels]),
-            texts=np.array(side.texts),
-            vectors=side.vectors,
-            category_vectors=side.category_vectors,
-            t=side.temperature,
-        )
+    if cache is not None:  # atomic: the rules world_runs and world_show may write it side by side
+        from medfilip.io import atomic_path
+
+        with atomic_path(cache) as tmp, open(tmp, "wb") as fh:
+            np.savez(
+                fh,
+                texts=np.array(texts),  # the label texts, then the category texts
+                model=np.array(model_id),
+                vectors=side.vectors,
+                category_vectors=side.category_vectors,
+                t=side.temperature,
+            )
     return side
 
 

@@ -182,12 +182,18 @@ def fit_temperature_share(cos: np.ndarray, category: np.ndarray, counts: np.ndar
     return t
 
 
-def build_text_side(cfg: WorldsConfig, encode, knowledge) -> TextSide:
-    """Texts from the template and the knowledge dictionary, vectors from ``encode(texts)``."""
+def label_texts(cfg: WorldsConfig, knowledge) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """(label (category, severity, location) of each id, its template text), then the 16 category texts."""
     labels = [(c, s, loc) for c in CATEGORIES for s in SEVERITIES for loc in locations(cfg)]
     explanation = {c: knowledge.explanation(c) for c in CATEGORIES}
     texts = [label_text(c, s, loc, explanation[c]) for c, s, loc in labels]
-    cat_texts = [category_text(c, explanation[c]) for c in CATEGORIES]
+    return labels, texts + [category_text(c, explanation[c]) for c in CATEGORIES]
+
+
+def build_text_side(cfg: WorldsConfig, encode, knowledge) -> TextSide:
+    """Texts from the template and the knowledge dictionary, vectors from ``encode(texts)``."""
+    labels, all_texts = label_texts(cfg, knowledge)
+    texts, cat_texts = all_texts[: len(labels)], all_texts[len(labels) :]
     vectors = np.asarray(encode(texts + cat_texts), dtype=np.float32)
     vectors = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
     lab_v, cat_v = vectors[: len(texts)], vectors[len(texts) :]

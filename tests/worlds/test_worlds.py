@@ -187,6 +187,23 @@ def test_samples_hold_out_combos_and_categories(cfg):
     assert {s.patient for s in train}.isdisjoint({s.patient for s in test})
 
 
+def test_text_cache_is_reused_only_for_the_same_texts(cfg, cache, text, tmp_path):
+    again = text_side(cfg, cache, encode=lambda texts: pytest.fail("embedded again"))
+    assert again.texts == text.texts and np.array_equal(again.vectors, text.vectors)
+    copy = tmp_path / "texts.npz"
+    copy.write_bytes(cache.read_bytes())
+    calls = []
+
+    def fake(texts):
+        calls.append(texts)
+        return np.random.default_rng(0).normal(size=(len(texts), 8)).astype(np.float32)
+
+    side = text_side(cfg.model_copy(update={"zones": ["upper"]}), copy, encode=fake)
+    assert len(calls) == 1 and side.texts[0].startswith("mild right upper zone consolidation")
+    assert text_side(cfg.model_copy(update={"zones": ["upper"]}), copy, encode=fake).vectors.shape[1] == 8
+    assert len(calls) == 1  # the rewritten cache is reused
+
+
 def test_labels_use_the_template(text):
     i = text.index[("pleural effusion", "severe", "right lower zone")]
     assert text.texts[i].startswith("severe right lower zone pleural effusion, where pleural effusion is ")
