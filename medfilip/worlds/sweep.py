@@ -35,7 +35,8 @@ def text_side(cfg: WorldsConfig, cache: str | Path | None = None, encode=None, k
     labels, texts = label_texts(cfg, knowledge)
     if cache is not None and Path(cache).exists():
         data = np.load(cache, allow_pickle=False)
-        if data["texts"].tolist() == texts and str(data["model"]) == model_id:
+        fresh = {"texts", "model", "vectors", "category_vectors", "t"} <= set(data.files)
+        if fresh and data["texts"].tolist() == texts and str(data["model"]) == model_id:
             return TextSide(labels, texts[: len(labels)], data["vectors"], data["category_vectors"], float(data["t"]))
         log.info("worlds: %s holds other texts or another model: embedding again", cache)
     side = build_text_side(cfg, encode or minilm_encoder(), knowledge)
