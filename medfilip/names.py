@@ -58,6 +58,17 @@ class TargetKind(str, Enum):
 SSM_TARGETS = (TargetKind.ssm.value, TargetKind.ssm_same_category.value, TargetKind.ssm_shuffled.value)
 
 
+class WorldArm(str, Enum):
+    """The arms of the controlled worlds (medfilip.worlds): a target kind each, one image-text loss."""
+
+    ssm = "ssm"  # calibrated E_sim cosines of the label texts
+    ssm_raw = "ssm_raw"  # the same cosines, uncalibrated
+    identity = "identity"  # 1 for the image's own label text
+    multi_hot = "multi_hot"  # 1 where the text's category is the image's
+    ssm_shuffled = "ssm_shuffled"  # calibrated SSM, each row permuted over its non-positive texts
+    ssm_oracle = "ssm_oracle"  # the ceiling: similarities from the true primitive distances replace the cosines
+
+
 class MaskedTargets(str, Enum):
     """What a masked label text is matched against (training.masked_targets)."""
 

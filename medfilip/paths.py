@@ -112,6 +112,16 @@ SEGMENTATION_TABLE = f"{RESULTS}/tables/segmentation.csv"
 SEGMENTATION_LONG_TABLE = f"{RESULTS}/tables/segmentation_long.csv"
 SEGMENTATION_FIGURE = f"{RESULTS}/figures/segmentation.png"
 
+# -- controlled worlds (medfilip world, workflow/rules/worlds.smk) ------------------------------------
+WORLDS_DIR = f"{RESULTS}/worlds"
+WORLDS_RUNS = f"{WORLDS_DIR}/runs.csv"
+WORLDS_RUNS_PARTIAL = f"{WORLDS_DIR}/runs.partial.csv"  # runs accumulate here (a sweep resumes)
+WORLDS_TEXTS = f"{WORLDS_DIR}/texts.npz"  # the worlds' E_sim label vectors
+WORLDS_TABLE = f"{RESULTS}/tables/worlds.csv"
+WORLDS_PREDICTIONS = f"{RESULTS}/tables/worlds_predictions.csv"
+WORLDS_FIGURE = f"{RESULTS}/figures/worlds.png"
+WORLD_SHOW = f"{RESULTS}/figures/world_show.png"
+
 # -- the local LLM server (medfilip llm-server): its pid file and log ------------------------------
 LLM_SERVER_DIR = f"{RESULTS}/llm-server"
 

@@ -152,6 +152,7 @@ def ssm_target(
     negated: torch.Tensor | None = None,
     calibration: Calibration | None = None,
     positives: torch.Tensor | None = None,
+    similarity: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The (N, M) soft-label target: S[i, j] = max over image i's labels l of v_l · v_{text_j}.
 
@@ -161,6 +162,8 @@ def ssm_target(
     ``negated``: (L,) bool, a label's polarity: pairs of different polarity score 0.
     ``calibration``: applied to every cosine (before the max). ``positives``: (N, M) bool, each
     image's own texts, set to exactly 1. The result has the dtype and device of ``vectors``.
+    ``similarity``: (L, L) label similarities that replace the cosines ``v_l · v_m`` (the controlled
+    worlds' oracle, ``medfilip.worlds``); ``vectors`` then only gives L, the dtype and the device.
     """
     if variant not in VARIANTS:
         raise ValueError(f"ssm: variant {variant!r} is not one of {', '.join(VARIANTS)}")
@@ -170,7 +173,13 @@ def ssm_target(
     _check_ids(flat, vectors.shape[0], "image label")
     _check_ids(text, vectors.shape[0], "text label")
 
-    sims = vectors.index_select(0, flat) @ vectors.index_select(0, text).T  # (sum c_i, M)
+    if similarity is None:
+        sims = vectors.index_select(0, flat) @ vectors.index_select(0, text).T  # (sum c_i, M)
+    else:
+        similarity = torch.as_tensor(similarity, dtype=vectors.dtype, device=device)
+        if similarity.shape != (vectors.shape[0], vectors.shape[0]):
+            raise ValueError(f"ssm: similarity of shape {tuple(similarity.shape)} for {vectors.shape[0]} labels")
+        sims = similarity.index_select(0, flat).index_select(1, text)
     if variant == "same_category":
         if categories is None:
             raise ValueError("ssm: variant 'same_category' needs the category id of every label (categories=)")
