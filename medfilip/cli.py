@@ -28,6 +28,7 @@ STAGE_PACKAGES = (
     "evaluation",
     "evaluation.segmentation",
     "evaluation.probe",
+    "evaluation.real",
 )
 # Commands of a trained model (medfilip.predict owns their arguments): (name, add arguments, run, help).
 LIBRARY_COMMANDS = (

@@ -1,0 +1,150 @@
+# Stage: real radiographs (issue 21; docs/real-images.md). Runs when datasets.real_root names the
+# cxr_real pack (config/real.yaml). The project's own readers preprocess the pack's NIH (256 and
+# 64 px), COVID and adult-only ieee8023 COVID sets, and the NIH and COVID phantom twins, into
+# results/real/stores/{name}/; every trained run (and a random-initialised encoder) is then
+# evaluated on all of them side by side. The logic is in medfilip.evaluation.real.
+
+from medfilip.datasets.workflow import preprocess_params
+from medfilip.evaluation.real import workflow as real_wf
+
+REAL_RUNS = [f"{run}/model.pt" for run in ZEROSHOT_RUNS]
+
+
+rule real_covid_adult:
+    output:
+        counts=real_wf.COVID_ADULT_COUNTS,
+    log:
+        paths.log("real_covid_adult"),
+    conda:
+        "../envs/medfilip.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
+        ieee8023=lambda wildcards: real_wf.ieee8023_dir(CFG),
+    shell:
+        "medfilip -c {params.config} real-covid-adult --ieee8023 {params.ieee8023:q}"
+        " --out $(dirname {output.counts}) > {log} 2>&1"
+
+
+rule real_store:
+    input:
+        unpack(lambda wildcards: real_wf.store_inputs(CFG, wildcards.name)),
+    output:
+        index=real_wf.STORE_INDEX,
+    log:
+        paths.log("real_store", "{name}"),
+    wildcard_constraints:
+        name=real_wf.WILDCARD,
+    conda:
+        "../envs/medfilip.yaml"
+    threads: workflow.cores
+    params:
+        config=EFFECTIVE_CONFIG,
+        dataset=lambda wildcards: real_wf.store_dataset(wildcards.name),
+        root=lambda wildcards: real_wf.store_root(CFG, wildcards.name),
+        settings=lambda wildcards: preprocess_params(SETTINGS, real_wf.store_dataset(wildcards.name)),
+    shell:
+        "medfilip -c {params.config} preprocess-dataset --dataset {params.dataset} --root {params.root:q}"
+        " --out $(dirname {output.index}) --workers {threads} --no-progress > {log} 2>&1"
+
+
+rule real_zeroshot:
+    input:
+        models=REAL_RUNS,
+        stores=[real_wf.store_index(n) for n in real_wf.ZEROSHOT_SETS],
+        knowledge=SETTINGS["knowledge"]["path"],
+    output:
+        table=real_wf.TABLES["zeroshot"],
+        per_class=real_wf.TABLES["zeroshot_per_class"],
+    log:
+        paths.log("real_zeroshot"),
+    conda:
+        "../envs/medfilip.yaml"
+    threads: workflow.cores
+    params:
+        config=EFFECTIVE_CONFIG,
+        sets=real_wf.named(real_wf.ZEROSHOT_SETS),
+        evaluation=ZEROSHOT_SETTINGS,
+    shell:
+        "medfilip -c {params.config} real-zeroshot --runs {input.models} --sets {params.sets}"
+        " --out {output.table} --per-class {output.per_class} > {log} 2>&1"
+
+
+rule real_probe:
+    input:
+        models=REAL_RUNS,
+        stores=[real_wf.store_index(n) for n in real_wf.PROBE_STORES],
+    output:
+        table=real_wf.TABLES["probe"],
+        per_class=real_wf.TABLES["probe_per_class"],
+        figure=real_wf.TABLES["probe_figure"],
+    log:
+        paths.log("real_probe"),
+    conda:
+        "../envs/medfilip.yaml"
+    threads: workflow.cores
+    params:
+        config=EFFECTIVE_CONFIG,
+        stores=real_wf.named(real_wf.PROBE_STORES),
+        settings=SETTINGS["evaluation"]["linear_probe"],
+    shell:
+        "medfilip -c {params.config} real-probe --runs {input.models} --stores {params.stores}"
+        " --out {output.table} --per-class {output.per_class} --figure {output.figure} > {log} 2>&1"
+
+
+rule real_retrieval:
+    input:
+        models=REAL_RUNS,
+        stores=[real_wf.store_index(n) for n in real_wf.RETRIEVAL_SETS],
+        knowledge=SETTINGS["knowledge"]["path"],
+    output:
+        table=real_wf.TABLES["retrieval"],
+    log:
+        paths.log("real_retrieval"),
+    conda:
+        "../envs/medfilip.yaml"
+    threads: workflow.cores
+    params:
+        config=EFFECTIVE_CONFIG,
+        sets=real_wf.named(real_wf.RETRIEVAL_SETS),
+        retrieval=SETTINGS["evaluation"]["retrieval"],
+    shell:
+        "medfilip -c {params.config} real-retrieval --runs {input.models} --sets {params.sets}"
+        " --out {output.table} > {log} 2>&1"
+
+
+rule real_gap:
+    input:
+        stores=[real_wf.store_index(n) for pair in real_wf.GAP_PAIRS for n in pair],
+    output:
+        table=real_wf.TABLES["gap"],
+        figure=real_wf.TABLES["gap_figure"],
+    log:
+        paths.log("real_gap"),
+    conda:
+        "../envs/medfilip.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
+        phantom=real_wf.named([p for p, _ in real_wf.GAP_PAIRS]),
+        real=real_wf.named([r for _, r in real_wf.GAP_PAIRS]),
+        ieee8023=lambda wildcards: real_wf.ieee8023_dir(CFG),
+        phantom_settings=SETTINGS["phantom"],
+    shell:
+        "medfilip -c {params.config} real-gap --phantom {params.phantom} --real {params.real}"
+        " --ieee8023 {params.ieee8023:q} --table {output.table} --figure {output.figure} > {log} 2>&1"
+
+
+rule real_notes:
+    output:
+        table=real_wf.TABLES["notes"],
+        summary=real_wf.TABLES["notes_summary"],
+    log:
+        paths.log("real_notes"),
+    conda:
+        "../envs/medfilip.yaml"
+    params:
+        config=EFFECTIVE_CONFIG,
+        ieee8023=lambda wildcards: real_wf.ieee8023_dir(CFG),
+        extraction=SETTINGS["extraction"]["backend"],
+    shell:
+        "medfilip -c {params.config} real-notes --ieee8023 {params.ieee8023:q}"
+        " --out {output.table} --summary {output.summary} > {log} 2>&1"
