@@ -32,6 +32,8 @@ rule real_store:
         index=real_wf.STORE_INDEX,
     log:
         paths.log("real_store", "{name}"),
+    benchmark:
+        paths.benchmark("real_store", "{name}")
     wildcard_constraints:
         name=real_wf.WILDCARD,
     conda:
@@ -47,69 +49,36 @@ rule real_store:
         " --out $(dirname {output.index}) --workers {threads} --no-progress > {log} 2>&1"
 
 
-rule real_zeroshot:
+# one job: each model is loaded and each image encoded once for the zero-shot, probe and retrieval tables
+rule real_eval:
     input:
         models=REAL_RUNS,
-        stores=[real_wf.store_index(n) for n in real_wf.ZEROSHOT_SETS],
+        stores=[real_wf.store_index(n) for n in real_wf.EVAL_SETS],
         knowledge=SETTINGS["knowledge"]["path"],
     output:
-        table=real_wf.TABLES["zeroshot"],
-        per_class=real_wf.TABLES["zeroshot_per_class"],
+        zeroshot=real_wf.TABLES["zeroshot"],
+        zeroshot_per_class=real_wf.TABLES["zeroshot_per_class"],
+        probe=real_wf.TABLES["probe"],
+        probe_per_class=real_wf.TABLES["probe_per_class"],
+        probe_figure=real_wf.TABLES["probe_figure"],
+        retrieval=real_wf.TABLES["retrieval"],
     log:
-        paths.log("real_zeroshot"),
+        paths.log("real_eval"),
+    benchmark:
+        paths.benchmark("real_eval")
     conda:
         "../envs/medfilip.yaml"
     threads: workflow.cores
     params:
         config=EFFECTIVE_CONFIG,
-        sets=real_wf.named(real_wf.ZEROSHOT_SETS),
-        evaluation=ZEROSHOT_SETTINGS,
+        sets=real_wf.named(real_wf.EVAL_SETS),
+        probe_sets=real_wf.PROBE_STORES,
+        evaluation=SETTINGS["evaluation"],
     shell:
-        "medfilip -c {params.config} real-zeroshot --runs {input.models} --sets {params.sets}"
-        " --out {output.table} --per-class {output.per_class} > {log} 2>&1"
-
-
-rule real_probe:
-    input:
-        models=REAL_RUNS,
-        stores=[real_wf.store_index(n) for n in real_wf.PROBE_STORES],
-    output:
-        table=real_wf.TABLES["probe"],
-        per_class=real_wf.TABLES["probe_per_class"],
-        figure=real_wf.TABLES["probe_figure"],
-    log:
-        paths.log("real_probe"),
-    conda:
-        "../envs/medfilip.yaml"
-    threads: workflow.cores
-    params:
-        config=EFFECTIVE_CONFIG,
-        stores=real_wf.named(real_wf.PROBE_STORES),
-        settings=SETTINGS["evaluation"]["linear_probe"],
-    shell:
-        "medfilip -c {params.config} real-probe --runs {input.models} --stores {params.stores}"
-        " --out {output.table} --per-class {output.per_class} --figure {output.figure} > {log} 2>&1"
-
-
-rule real_retrieval:
-    input:
-        models=REAL_RUNS,
-        stores=[real_wf.store_index(n) for n in real_wf.RETRIEVAL_SETS],
-        knowledge=SETTINGS["knowledge"]["path"],
-    output:
-        table=real_wf.TABLES["retrieval"],
-    log:
-        paths.log("real_retrieval"),
-    conda:
-        "../envs/medfilip.yaml"
-    threads: workflow.cores
-    params:
-        config=EFFECTIVE_CONFIG,
-        sets=real_wf.named(real_wf.RETRIEVAL_SETS),
-        retrieval=SETTINGS["evaluation"]["retrieval"],
-    shell:
-        "medfilip -c {params.config} real-retrieval --runs {input.models} --sets {params.sets}"
-        " --out {output.table} > {log} 2>&1"
+        "medfilip -c {params.config} real-eval --runs {input.models} --sets {params.sets}"
+        " --probe-sets {params.probe_sets} --zeroshot {output.zeroshot} --zeroshot-per-class {output.zeroshot_per_class}"
+        " --probe {output.probe} --probe-per-class {output.probe_per_class} --probe-figure {output.probe_figure}"
+        " --retrieval {output.retrieval} > {log} 2>&1"
 
 
 rule real_gap:
@@ -120,6 +89,8 @@ rule real_gap:
         figure=real_wf.TABLES["gap_figure"],
     log:
         paths.log("real_gap"),
+    benchmark:
+        paths.benchmark("real_gap")
     conda:
         "../envs/medfilip.yaml"
     params:
@@ -139,6 +110,8 @@ rule real_notes:
         summary=real_wf.TABLES["notes_summary"],
     log:
         paths.log("real_notes"),
+    benchmark:
+        paths.benchmark("real_notes")
     conda:
         "../envs/medfilip.yaml"
     params:

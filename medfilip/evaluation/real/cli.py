@@ -1,5 +1,5 @@
-"""Sub-commands of the real-image rules (workflow/rules/real.smk): real-covid-adult, real-zeroshot,
-real-probe, real-retrieval, real-gap, real-notes. Stores are given as name=folder pairs."""
+"""Sub-commands of the real-image rules (workflow/rules/real.smk): real-covid-adult, real-eval,
+real-gap, real-notes. Stores are given as name=folder pairs."""
 
 from __future__ import annotations
 
@@ -55,56 +55,26 @@ def cmd_real_covid_adult(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_real_zeroshot(args: argparse.Namespace) -> int:
+def cmd_real_eval(args: argparse.Namespace) -> int:
     from medfilip.config import load_config
-    from medfilip.evaluation.real.tables import zeroshot_tables
+    from medfilip.evaluation.real.tables import evaluate_real, write_real_tables
 
     cfg = load_config(args.config)
     sets = _sets(_named(args.sets), args.min_positives)
-    rows = zeroshot_tables(
-        _runs(args.runs), sets, _explain(cfg, sets), evaluation=cfg.evaluation, out=args.out, per_class=args.per_class
-    )
-    print(f"{len(rows)} runs x {len(sets)} sets -> {args.out}")
-    return 0
-
-
-def cmd_real_probe(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
-    from medfilip.evaluation.real.tables import probe_tables
-    from medfilip.images.store import ImageStore
-
-    cfg = load_config(args.config)
-    p = cfg.evaluation.linear_probe
-    stores = {name: ImageStore.open(folder) for name, folder in _named(args.stores).items()}
-    table = probe_tables(
-        _runs(args.runs),
-        stores,
-        probe=p,
-        bootstrap=cfg.evaluation.bootstrap,
-        device=p.device,
-        out=args.out,
-        per_class=args.per_class,
-        figure=args.figure,
-    )
-    print(f"{len(table)} probe rows -> {args.out}")
-    return 0
-
-
-def cmd_real_retrieval(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
-    from medfilip.evaluation.real.tables import retrieval_table
-
-    cfg = load_config(args.config)
-    sets = _sets(_named(args.sets), args.min_positives)
-    rows = retrieval_table(
-        _runs(args.runs),
-        sets,
-        _explain(cfg, sets),
-        evaluation=cfg.evaluation,
-        ks=cfg.evaluation.retrieval.ks,
-        out=args.out,
-    )
-    print(f"{len(rows)} retrieval rows -> {args.out}")
+    unknown = set(args.probe_sets) - {s.name for s in sets}
+    if unknown:
+        raise ValueError(f"--probe-sets {sorted(unknown)} are not among --sets")
+    result = evaluate_real(_runs(args.runs), sets, args.probe_sets, _explain(cfg, sets), evaluation=cfg.evaluation)
+    outputs = {
+        "zeroshot": args.zeroshot,
+        "zeroshot_per_class": args.zeroshot_per_class,
+        "probe": args.probe,
+        "probe_per_class": args.probe_per_class,
+        "probe_figure": args.probe_figure,
+        "retrieval": args.retrieval,
+    }
+    write_real_tables(result, bootstrap=cfg.evaluation.bootstrap, outputs=outputs)
+    print(f"{len(result['summaries'])} zero-shot summaries, {len(result['probe'])} probes -> {args.zeroshot}")
     return 0
 
 
@@ -149,12 +119,12 @@ def cmd_real_gap(args: argparse.Namespace) -> int:
     example = with_mask.iloc[0]
     with Image.open(example["path"]) as img:
         real_img = np.asarray(img.convert("L"))
-    from medfilip.phantom.anatomy import Scene, sample_anatomy
+    from medfilip.phantom.render import render_phantom
 
     examples = [
         (f"phantom {first} (twin)", p_store[int(p_rows[0])], None),
         (f"real {first}", r_store[int(r_rows[0])], None),
-        ("phantom lung mask", p_store[int(p_rows[1])], Scene(sample_anatomy(0, cfg.phantom), side).lung_total > 0.5),
+        ("phantom + its lung mask", render_phantom([], size=side, seed=0, settings=cfg.phantom), phantoms[0][0]),
         ("real ieee8023 + lung mask", real_img, real_masks[0]),
     ]
     gap.gap_figure(pairs, real_shapes, phantom_shapes, examples, args.figure)
@@ -196,26 +166,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--min-age", type=int, default=18)
     s.set_defaults(func=cmd_real_covid_adult)
 
-    for name, func, what in (
-        ("real-zeroshot", cmd_real_zeroshot, "zero-shot of every run (+ a random-init encoder) on named stores"),
-        ("real-retrieval", cmd_real_retrieval, "class-text -> image Precision@K on named stores"),
-    ):
-        s = sub.add_parser(name, help=what)
-        s.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders or their model.pt")
-        s.add_argument("--sets", nargs="+", required=True, help="name=store folder (or its index.parquet)")
-        s.add_argument("--min-positives", type=int, default=10, help="multi-label classes need this many in test")
-        s.add_argument("--out", type=Path, required=True)
-        if name == "real-zeroshot":
-            s.add_argument("--per-class", type=Path, default=None)
-        s.set_defaults(func=func)
-
-    s = sub.add_parser("real-probe", help="linear probe of every run and a random-init encoder on named stores")
-    s.add_argument("--runs", type=Path, nargs="+", required=True)
-    s.add_argument("--stores", nargs="+", required=True, help="name=store folder (needs train/validate/test)")
-    s.add_argument("--out", type=Path, required=True)
-    s.add_argument("--per-class", type=Path, default=None)
-    s.add_argument("--figure", type=Path, default=None)
-    s.set_defaults(func=cmd_real_probe)
+    s = sub.add_parser(
+        "real-eval", help="every run (+ a random-init encoder) on named stores: zero-shot, probe, retrieval"
+    )
+    s.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders or their model.pt")
+    s.add_argument("--sets", nargs="+", required=True, help="name=store folder (or its index.parquet)")
+    s.add_argument("--probe-sets", nargs="*", default=[], help="names among --sets to probe (need a train split)")
+    s.add_argument("--min-positives", type=int, default=10, help="multi-label classes need this many in test")
+    s.add_argument("--zeroshot", type=Path, required=True)
+    s.add_argument("--zeroshot-per-class", type=Path, default=None)
+    s.add_argument("--probe", type=Path, required=True)
+    s.add_argument("--probe-per-class", type=Path, default=None)
+    s.add_argument("--probe-figure", type=Path, default=None)
+    s.add_argument("--retrieval", type=Path, required=True)
+    s.set_defaults(func=cmd_real_eval)
 
     s = sub.add_parser("real-gap", help="phantom-to-real gap: intensity, power spectrum, lung-mask geometry")
     s.add_argument("--phantom", nargs="+", required=True, help="name=phantom store")

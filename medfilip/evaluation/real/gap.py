@@ -10,7 +10,7 @@ images.size by the same code) or on boolean lung masks:
   images and radiographs fall near -2 to -3; a smooth render falls faster);
 - anatomy, from lung masks (the 20 real ones of ieee8023; the phantom's own lung mask for phantoms):
   lung-field share of the image, lung height and width (fractions of the image side), and a
-  cardiothoracic-ratio proxy: the widest gap between the two lungs in the lower half of the lung
+  cardiothoracic-ratio proxy: the widest gap between the two lungs 50-85 % of the way down the lung
   fields (where the heart sits) over the widest extent of both lungs. The phantom's geometric
   cardiothoracic ratio (its heart ellipse) is reported beside the proxy.
 """
@@ -85,7 +85,7 @@ class LungShape:
     area: float  # lung-field pixels / image pixels
     height: float  # lung-field height / image height
     width: float  # lung-field width (both lungs) / image width
-    ctr_proxy: float  # widest inter-lung gap in the lower half / lung-field width
+    ctr_proxy: float  # widest inter-lung gap 50-85 % down the lung fields / lung-field width
 
 
 def lung_shape(mask: np.ndarray) -> LungShape:
@@ -101,7 +101,8 @@ def lung_shape(mask: np.ndarray) -> LungShape:
     width = right - left + 1
     mid = (left + right) / 2
     gaps = []
-    for y in range(int(top + (bottom - top) / 2), bottom + 1):
+    # the heart's band: 50-85 % of the way down the lung fields (below, only the costophrenic tips are left)
+    for y in range(int(top + 0.5 * (bottom - top)), int(top + 0.85 * (bottom - top)) + 1):
         xs = np.flatnonzero(mask[y])
         lefts, rights = xs[xs < mid], xs[xs >= mid]
         if lefts.size and rights.size:
@@ -223,7 +224,7 @@ def gap_rows(
         ("area", "lung-field share of the image"),
         ("height", "lung-field height / image height"),
         ("width", "lung-field width / image width"),
-        ("ctr_proxy", "heart: widest inter-lung gap in the lower half / lung width (CTR proxy)"),
+        ("ctr_proxy", "heart: widest inter-lung gap 50-85 % down / lung width (CTR proxy)"),
     ):
         p = [getattr(s, field) for s in phantom_shapes]
         r = [getattr(s, field) for s in real_shapes]
@@ -280,7 +281,7 @@ def gap_figure(
     for phantom, real in pairs:
         ax.plot(phantom.freqs[1:], phantom.log_power[1:], "--", label=f"phantom {phantom.name} ({phantom.slope:.2f})")
         ax.plot(real.freqs[1:], real.log_power[1:], "-", label=f"real {real.name} ({real.slope:.2f})")
-    ax.set(title="radial power spectrum (slope)", xlabel="cycles / pixel", ylabel="log10 power", xscale="log")
+    ax.set(title="radial power spectrum (slope)", xlabel="cycles / pixel", ylabel="log10 power")
     ax.legend(fontsize=7)
     ax = fig.add_subplot(grid[0, 2])
     fields = ("area", "height", "width", "ctr_proxy")
@@ -288,7 +289,7 @@ def gap_figure(
     ax.boxplot([[getattr(s, f) for s in phantom_shapes] for f in fields], positions=pos - 0.18, widths=0.3)
     ax.boxplot([[getattr(s, f) for s in real_shapes] for f in fields], positions=pos + 0.18, widths=0.3)
     ax.set_xticks(pos, ["lung area", "lung height", "lung width", "CTR proxy"], fontsize=8)
-    ax.set_title(f"lung masks: phantom (left, n={len(phantom_shapes)}) vs real (right, n={len(real_shapes)})")
+    ax.set_title(f"lung masks: phantom (n={len(phantom_shapes)}) | real (n={len(real_shapes)})", fontsize=9)
     for j, (title, image, mask) in enumerate(examples):
         ax = fig.add_subplot(grid[1, j])
         ax.imshow(image, cmap="gray", vmin=0, vmax=255)

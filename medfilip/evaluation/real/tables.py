@@ -87,88 +87,116 @@ def run_list(run_dirs: Sequence[Path], with_random: bool = True) -> list[Path]:
     return [*runs, runs[0].parent / RANDOM_INIT] if with_random and runs else runs
 
 
-# -- zero-shot --------------------------------------------------------------------------------
-def zeroshot_tables(
+# -- one pass per model: features, embeddings, then the three tables ---------------------------
+def encode(model: Any, store: Any, rows: np.ndarray, *, batch_size: int, device: str) -> tuple[np.ndarray, np.ndarray]:
+    """(pooled backbone features, L2-normalised image embeddings) of ``store[rows]`` from one forward
+    pass: the probe reads the first, zero-shot and retrieval the second (the model's own projection)."""
+    import torch
+
+    from medfilip.evaluation.features import encode_rows
+
+    pooled = encode_rows(model, store, rows, batch_size=batch_size, device=device)
+    with torch.inference_mode():
+        proj = model.image.proj(torch.from_numpy(pooled).to(device)).float()
+        emb = torch.nn.functional.normalize(proj, dim=-1).cpu().numpy()
+    return pooled, emb.astype(np.float32, copy=False)
+
+
+def evaluate_real(
     run_dirs: Sequence[Path],
     sets: Sequence[EvalSet],
+    probe_sets: Sequence[str],
     explain: Callable[[str], str],
     *,
     evaluation,
-    out: Path,
-    per_class: Path | None = None,
     seed: int = 0,
-) -> list[dict]:
-    """The zero-shot table (medfilip.evaluation.report's columns) of every run + random_init."""
-    from medfilip.evaluation.report import write_per_class, write_table
-    from medfilip.evaluation.zeroshot import evaluate_runs
-
-    runs = run_list(run_dirs)
-    result = evaluate_runs(
-        runs,
-        sets,
-        explain,
-        load_model=_loader(Path(run_dirs[0]), seed),
-        device=evaluation.device,
-        text_variant=evaluation.text_variant,
-        single_label_score=evaluation.single_label_score,
-        protocols=list(evaluation.protocols),
-        batch_size=evaluation.batch_size,
-        progress=False,
-        n_resamples=evaluation.bootstrap.n_resamples,
-        seed=evaluation.bootstrap.seed,
-    )
-    rows = write_table(result.summaries, out)
-    if per_class is not None:
-        write_per_class(result.per_class, per_class)
-    return rows
-
-
-# -- linear probe -----------------------------------------------------------------------------
-def probe_tables(
-    run_dirs: Sequence[Path],
-    stores: dict[str, Any],
-    *,
-    probe,
-    bootstrap,
-    device: str,
-    out: Path,
-    per_class: Path | None = None,
-    figure: Path | None = None,
-    seed: int = 0,
-) -> list[dict]:
-    """The linear probe (evaluation.linear_probe's fractions, seeds and C grid) of every run and of
-    random_init on each named store (each needs train / validate / test splits)."""
+) -> dict[str, Any]:
+    """Every run and random_init on every set: zero-shot summaries and per-class rows (as
+    medfilip.evaluation.zeroshot gives them), probe scores on the sets named in ``probe_sets``
+    (evaluation.linear_probe's fractions, seeds and C grid), retrieval rows."""
     from medfilip.devices import resolve_device
-    from medfilip.evaluation.features import encode_rows
     from medfilip.evaluation.probe.fit import probe_data_from_store, probe_fits
-    from medfilip.evaluation.probe.table import build_tables, write_outputs
+    from medfilip.evaluation.zeroshot import class_texts, encode_texts, evaluate_run
 
-    device = resolve_device(device, "evaluation.linear_probe.device")
+    device = resolve_device(evaluation.device, "evaluation.device")
+    p = evaluation.linear_probe
     load = _loader(Path(run_dirs[0]), seed)
-    scores = []
+    out: dict[str, Any] = {"summaries": [], "per_class": [], "probe": [], "retrieval": []}
     for run_dir in run_list(run_dirs):
         model = load(run_dir, device)
-        for name, store in stores.items():
-            data = probe_data_from_store(store, dataset=name)
-            feats = {
-                split: encode_rows(model, store, data.rows[split], batch_size=probe.batch_size, device=device)
-                for split in ("train", "validate", "test")
-            }
-            fitted = probe_fits(
-                feats,
-                data,
-                name=run_dir.name,
-                fractions=probe.fractions,
-                seeds=probe.seeds,
-                c_grid=probe.c_grid,
-                max_iter=probe.max_iter,
+        stored, pooled_by_set = {}, {}
+        for s in sets:
+            held_out = [s.rows.get(k, np.zeros(0, np.int64)) for k in ("validate", "test")]
+            train = [s.store.indices("train")] if s.name in probe_sets else []
+            rows = np.unique(np.concatenate([*held_out, *train]).astype(np.int64))
+            pooled, emb = encode(model, s.store, rows, batch_size=evaluation.batch_size, device=device)
+            stored[str(s.store.root)] = (rows, emb)
+            pooled_by_set[s.name] = dict(zip(rows.tolist(), pooled))
+        part = evaluate_run(
+            model,
+            run_dir.name,
+            sets,
+            explain,
+            text_variant=evaluation.text_variant,
+            single_label_score=evaluation.single_label_score,
+            protocols=list(evaluation.protocols),
+            batch_size=evaluation.batch_size,
+            device=device,
+            progress=False,
+            n_resamples=evaluation.bootstrap.n_resamples,
+            seed=evaluation.bootstrap.seed,
+            stored_embeddings=stored,
+        )
+        out["summaries"].extend(part.summaries)
+        out["per_class"].extend(part.per_class)
+        for s in sets:
+            rows, emb = stored[str(s.store.root)]
+            where = {int(r): j for j, r in enumerate(rows)}
+            test_emb = emb[[where[int(r)] for r in s.rows["test"]]]
+            texts = encode_texts(model, class_texts(s, explain, evaluation.text_variant), evaluation.batch_size)
+            out["retrieval"] += retrieval_rows(
+                run_dir.name,
+                s,
+                test_emb,
+                texts,
+                evaluation.retrieval.ks,
+                n_resamples=min(evaluation.bootstrap.n_resamples, 200),
+                seed=evaluation.bootstrap.seed,
             )
-            log.info("probe %s on %s: %d fits", run_dir.name, name, len(fitted.fits))
-            scores.append(fitted)
+            if s.name in probe_sets:
+                data = probe_data_from_store(s.store, dataset=s.name)
+                feats = {k: np.stack([pooled_by_set[s.name][int(r)] for r in data.rows[k]]) for k in data.rows}
+                fitted = probe_fits(
+                    feats,
+                    data,
+                    name=run_dir.name,
+                    fractions=p.fractions,
+                    seeds=p.seeds,
+                    c_grid=p.c_grid,
+                    max_iter=p.max_iter,
+                )
+                log.info("probe %s on %s: %d fits %s", run_dir.name, s.name, len(fitted.fits), fitted.note)
+                out["probe"].append(fitted)
         del model
-    table, per_class_rows, long = build_tables(scores, n_resamples=bootstrap.n_resamples, seed=bootstrap.seed)
-    write_outputs(table, per_class_rows, long, out, per_class, figure)
-    return table
+    return out
+
+
+def write_real_tables(result: dict[str, Any], *, bootstrap, outputs: dict[str, Path | None]) -> None:
+    """The zero-shot table and per-class rows (medfilip.evaluation.report's columns), the probe table,
+    per-class rows and figure (medfilip.evaluation.probe.table's), and the retrieval rows."""
+    from medfilip.evaluation.probe.table import build_tables, write_outputs
+    from medfilip.evaluation.report import write_per_class, write_table
+    from medfilip.io import write_csv_atomic
+
+    write_table(result["summaries"], outputs["zeroshot"])
+    if outputs.get("zeroshot_per_class"):
+        write_per_class(result["per_class"], outputs["zeroshot_per_class"])
+    if result["probe"]:
+        table, per_class, long = build_tables(result["probe"], n_resamples=bootstrap.n_resamples, seed=bootstrap.seed)
+        write_outputs(
+            table, per_class, long, outputs["probe"], outputs.get("probe_per_class"), outputs.get("probe_figure")
+        )
+    write_csv_atomic(result["retrieval"], outputs["retrieval"])
 
 
 # -- class-text retrieval ---------------------------------------------------------------------
@@ -217,42 +245,4 @@ def retrieval_rows(
                 "classes": len(s.classes),
             }
         )
-    return rows
-
-
-def retrieval_table(
-    run_dirs: Sequence[Path],
-    sets: Sequence[EvalSet],
-    explain: Callable[[str], str],
-    *,
-    evaluation,
-    ks: Sequence[int],
-    out: Path,
-    seed: int = 0,
-) -> list[dict]:
-    from medfilip.devices import resolve_device
-    from medfilip.evaluation.zeroshot import class_texts, encode_store_images, encode_texts
-    from medfilip.io import write_csv_atomic
-
-    device = resolve_device(evaluation.device, "evaluation.device")
-    load = _loader(Path(run_dirs[0]), seed)
-    rows: list[dict] = []
-    for run_dir in run_list(run_dirs):
-        model = load(run_dir, device)
-        for s in sets:
-            images = encode_store_images(
-                model, s.store, s.rows["test"], batch_size=evaluation.batch_size, device=device, progress=False
-            )
-            texts = encode_texts(model, class_texts(s, explain, evaluation.text_variant), evaluation.batch_size)
-            rows += retrieval_rows(
-                run_dir.name,
-                s,
-                images,
-                texts,
-                ks,
-                n_resamples=min(evaluation.bootstrap.n_resamples, 200),
-                seed=evaluation.bootstrap.seed,
-            )
-        del model
-    write_csv_atomic(rows, out)
     return rows

@@ -37,8 +37,7 @@ STORES = {
     "nih_phantom": ("nih", "twin"),
     "covid_phantom": ("covid", "twin"),
 }
-ZEROSHOT_SETS = list(STORES)
-RETRIEVAL_SETS = ["nih_real", "nih64_real", "covid_real", "covid_adult_real", "nih_phantom", "covid_phantom"]
+EVAL_SETS = list(STORES)
 PROBE_STORES = ["nih_real", "nih_phantom"]
 GAP_PAIRS = [("nih_phantom", "nih_real"), ("covid_phantom", "covid_real")]
 WILDCARD = "|".join(STORES)
