@@ -108,8 +108,9 @@ def cmd_real_gap(args: argparse.Namespace) -> int:
     real_shapes = [gap.lung_shape(m) for m in real_masks]
     side = cfg.images.size
     phantoms = gap.phantom_masks(args.n_phantom, side, cfg.phantom)
-    phantom_shapes = [gap.lung_shape(m) for m, _ in phantoms]
-    rows = gap.gap_rows(pairs, real_shapes, phantom_shapes, [c for _, c in phantoms])
+    phantom_shapes = [gap.lung_shape(m) for m, _, _ in phantoms]
+    phantom_lung_shapes = [gap.lung_shape(m) for _, m, _ in phantoms]
+    rows = gap.gap_rows(pairs, real_shapes, phantom_shapes, phantom_lung_shapes, [c for _, _, c in phantoms])
     write_csv_atomic(rows, args.table)
     from PIL import Image
 
@@ -124,7 +125,7 @@ def cmd_real_gap(args: argparse.Namespace) -> int:
     examples = [
         (f"phantom {first} (twin)", p_store[int(p_rows[0])], None),
         (f"real {first}", r_store[int(r_rows[0])], None),
-        ("phantom + its lung mask", render_phantom([], size=side, seed=0, settings=cfg.phantom), phantoms[0][0]),
+        ("phantom + its hemithorax mask", render_phantom([], size=side, seed=0, settings=cfg.phantom), phantoms[0][0]),
         ("real ieee8023 + lung mask", real_img, real_masks[0]),
     ]
     gap.gap_figure(pairs, real_shapes, phantom_shapes, examples, args.figure)
