@@ -64,7 +64,7 @@ def test_nih_with_no_image_present_names_the_label_file(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("scale", "expected"),
+    "scale, expected",
     [(1, (0.25, 0.5, 0.5, 0.75)), (16, (0.25, 0.5, 0.5, 0.75))],
     ids=["boxes at the image's 64 px", "boxes at the 1024-px source scale"],
 )

@@ -106,10 +106,9 @@ def test_precision_at_k_and_retrieval_rows():
 
 
 def test_notes_through_the_rules_backend():
+    from medfilip.config import ROOT
     from medfilip.extraction.rules import RulesBackend
     from medfilip.extraction.vocabulary import Vocabulary
-
-    from medfilip.config import ROOT
 
     vocab_dir = ROOT / "resources" / "vocabulary"
     backend, vocabulary = RulesBackend(vocab_dir), Vocabulary.load(vocab_dir)
