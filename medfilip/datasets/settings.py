@@ -103,6 +103,10 @@ class DatasetsConfig(Strict):
     rerun_keys: ClassVar[RerunKeys] = {
         "dataset_twin": ("render_size", "seed", "{dataset}", "!{dataset}.enabled", "!{dataset}.root"),
         "preprocess_dataset": ("seed", "{dataset}", "!{dataset}.enabled"),
+        # workflow/rules/real.smk (the real-image stores read the nih and covid settings)
+        "real_store": ("seed", "real_root", "nih", "covid", "!nih.enabled", "!covid.enabled"),
+        "real_covid_adult": ("real_root",),
+        "real_notes": ("real_root",),
     }
 
     render_size: int = Field(

@@ -73,7 +73,8 @@ rule real_eval:
         config=EFFECTIVE_CONFIG,
         sets=real_wf.named(real_wf.EVAL_SETS),
         probe_sets=real_wf.PROBE_STORES,
-        evaluation=SETTINGS["evaluation"],
+        # text variant, thresholds, bootstrap, the probe's fractions / seeds / C grid, retrieval's K
+        evaluation=real_wf.eval_params(SETTINGS),
     shell:
         "medfilip -c {params.config} real-eval --runs {input.models} --sets {params.sets}"
         " --probe-sets {params.probe_sets} --zeroshot {output.zeroshot} --zeroshot-per-class {output.zeroshot_per_class}"
@@ -98,13 +99,16 @@ rule real_gap:
         phantom=real_wf.named([p for p, _ in real_wf.GAP_PAIRS]),
         real=real_wf.named([r for _, r in real_wf.GAP_PAIRS]),
         ieee8023=lambda wildcards: real_wf.ieee8023_dir(CFG),
-        phantom_settings=SETTINGS["phantom"],
+        phantom_anatomy=SETTINGS["phantom"],
     shell:
         "medfilip -c {params.config} real-gap --phantom {params.phantom} --real {params.real}"
         " --ieee8023 {params.ieee8023:q} --table {output.table} --figure {output.figure} > {log} 2>&1"
 
 
 rule real_notes:
+    input:
+        # the rules engine's vocabulary: an edit re-extracts the notes
+        vocabulary=VOCABULARY,
     output:
         table=real_wf.TABLES["notes"],
         summary=real_wf.TABLES["notes_summary"],
@@ -117,7 +121,6 @@ rule real_notes:
     params:
         config=EFFECTIVE_CONFIG,
         ieee8023=lambda wildcards: real_wf.ieee8023_dir(CFG),
-        extraction=SETTINGS["extraction"]["backend"],
     shell:
         "medfilip -c {params.config} real-notes --ieee8023 {params.ieee8023:q}"
         " --out {output.table} --summary {output.summary} > {log} 2>&1"
