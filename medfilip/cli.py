@@ -29,6 +29,7 @@ STAGE_PACKAGES = (
     "evaluation.segmentation",
     "evaluation.probe",
     "worlds",
+    "evaluation.real",
 )
 # Commands of a trained model (medfilip.predict owns their arguments): (name, add arguments, run, help).
 LIBRARY_COMMANDS = (

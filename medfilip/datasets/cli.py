@@ -36,7 +36,7 @@ def cmd_twin(args: argparse.Namespace) -> int:
 
 def cmd_preprocess_dataset(args: argparse.Namespace) -> int:
     from medfilip.config import load_config
-    from medfilip.datasets.readers import label_names_of, read_dataset, task_of
+    from medfilip.datasets.readers import classes_of, label_names_of, read_dataset, task_of
     from medfilip.images.preprocess import preprocess_images
 
     cfg = load_config(args.config)
@@ -54,7 +54,7 @@ def cmd_preprocess_dataset(args: argparse.Namespace) -> int:
         label_names=label_names_of(table),
         shard_size=cfg.images.shard_size,
         progress=not args.no_progress,
-        extra_meta={"task": task_of(table), "classes": list(settings.classes), "root": str(root)},
+        extra_meta={"task": task_of(table), "classes": classes_of(table), "root": str(root)},
     )
     splits = {s: len(store.indices(s)) for s in ("train", "validate", "test")}
     print(

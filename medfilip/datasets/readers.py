@@ -70,6 +70,11 @@ def label_names_of(table: pa.Table) -> list[str]:
     return json.loads(table.schema.metadata[b"label_names"])
 
 
+def classes_of(table: pa.Table) -> list[str]:
+    """The source class names read (a class whose folder is missing is left out)."""
+    return json.loads(table.schema.metadata[b"classes"])
+
+
 def task_of(table: pa.Table) -> str:
     return table.schema.metadata[b"task"].decode()
 
@@ -125,6 +130,53 @@ def _normalised_boxes(boxes: list[tuple[str, float, float, float, float]], size:
         }
         for c, x0, y0, x1, y1 in boxes
     ]
+
+
+def box_scale(
+    boxes: list[tuple[str, float, float, float, float]], size: tuple[int, int], source_size: int
+) -> tuple[int, int]:
+    """The (height, width) the pixel ``boxes`` of an image of ``size`` refer to: the image's own size,
+    unless a box reaches past it (by more than 2 %) while fitting the dataset's source size
+    ``source_size`` (a downsampled copy of the images beside the original box list): then that."""
+    h, w = size
+    if not boxes:
+        return size
+    x_max = max(b[3] for b in boxes)
+    y_max = max(b[4] for b in boxes)
+    past = x_max > w * 1.02 or y_max > h * 1.02
+    fits_source = x_max <= source_size * 1.02 and y_max <= source_size * 1.02
+    return (source_size, source_size) if past and fits_source else size
+
+
+def _present_only(
+    dataset: str, root: Path, frame: pd.DataFrame, files: dict[str, Path], labels_file: Path
+) -> tuple[pd.DataFrame, int]:
+    """The rows of a real folder's label file whose image is in the folder (a label file of the whole
+    dataset beside a part of its images), and how many were dropped. A twin (splits.csv) keeps every
+    row: its missing images are preprocessing's to reject and count."""
+    if (root / SPLITS_FILE).exists():
+        return frame, 0
+    present = frame["image_id"].isin(set(files)).to_numpy()
+    dropped = int((~present).sum())
+    if not present.any():
+        raise DatasetLayoutError(
+            f"{labels_file}: none of its {len(frame)} images is under {root} (e.g. {frame['image_id'].iloc[0]})"
+        )
+    if dropped:
+        log.warning(
+            "%s: %d of %d row(s) of %s name an image not under %s: dropped (e.g. %s)",
+            dataset,
+            dropped,
+            len(frame),
+            labels_file.name,
+            root,
+            frame.loc[~present, "image_id"].iloc[:3].tolist(),
+        )
+    return frame.loc[present].reset_index(drop=True), dropped
+
+
+def _with_metadata(table: pa.Table, **values) -> pa.Table:
+    return table.replace_schema_metadata({**table.schema.metadata, **{k: json.dumps(v) for k, v in values.items()}})
 
 
 def _select(
@@ -281,8 +333,9 @@ def read_nih(root: str | Path, settings, *, seed: int = 0) -> pa.Table:
             else ds.csv["Image Index"].astype(str).to_numpy(),
         }
     )
-    frame = _select("nih", root, frame, settings, seed, _balanced_sampler, groups="_patient")
     files = file_map(root, (".png",))
+    frame, n_dropped = _present_only("nih", root, frame, files, entries)
+    frame = _select("nih", root, frame, settings, seed, _balanced_sampler, groups="_patient")
     frame["path"] = [files.get(i, root / "images" / i) for i in frame["image_id"]]
     spec = SPECS["nih"]
     kept_boxes = box_table[box_table["Image Index"].isin(set(frame["image_id"]))]
@@ -290,11 +343,22 @@ def read_nih(root: str | Path, settings, *, seed: int = 0) -> pa.Table:
     for r in kept_boxes.itertuples(index=False):
         pixel_boxes.setdefault(r[0], []).append((spec.canonical(r[1]), r.x, r.y, r.x + r.w, r.y + r.h))
     boxes = []
+    rescaled = 0
     for image_id, path in zip(frame["image_id"], frame["path"]):
         found = pixel_boxes.get(image_id, [])
         size = (png_size(path) if found else None) or (sources.NIH_SIZE, sources.NIH_SIZE)
-        boxes.append(_normalised_boxes(found, size))
-    return _to_table("nih", frame, classes, {"boxes": pa.array(boxes, pa.list_(BOX_TYPE))})
+        scale = box_scale(found, size, sources.NIH_SIZE)
+        rescaled += scale != size
+        boxes.append(_normalised_boxes(found, scale))
+    if rescaled:
+        log.warning(
+            "nih: %d image(s) with boxes past their own size in %s: read as %d-px source coordinates",
+            rescaled,
+            bbox_arg,
+            sources.NIH_SIZE,
+        )
+    table = _to_table("nih", frame, classes, {"boxes": pa.array(boxes, pa.list_(BOX_TYPE))})
+    return _with_metadata(table, n_dropped_rows=n_dropped, n_boxes_rescaled=int(rescaled))
 
 
 # -- VinBigData -------------------------------------------------------------------------------
@@ -391,7 +455,7 @@ def siim_mask(row: dict) -> np.ndarray:
 COVID_FOLDER_ALIASES = {
     "COVID": ("COVID", "COVID-19"),
     "Normal": ("Normal", "NORMAL"),
-    "Viral Pneumonia": ("Viral Pneumonia",),
+    "Viral Pneumonia": ("Viral Pneumonia", "Pneumonia"),
     "Lung_Opacity": ("Lung_Opacity", "Lung Opacity"),
 }
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -403,15 +467,29 @@ def read_covid(root: str | Path, settings, *, seed: int = 0) -> pa.Table:
     root = Path(root)
     if not root.is_dir():
         raise DatasetLayoutError(f"{root}: not a folder")
-    classes = list(settings.classes)
     subdirs = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    folders = {
+        c: next((subdirs[a.lower()] for a in COVID_FOLDER_ALIASES[c] if a.lower() in subdirs), None)
+        for c in settings.classes
+    }
+    missing = [c for c, folder in folders.items() if folder is None]
+    classes = [c for c in settings.classes if folders[c] is not None]
+    if missing:
+        # e.g. a v1-3 copy has no Lung_Opacity folder: its classes are the folders it has
+        log.warning(
+            "covid: %s has no folder for class(es) %s (looked for %s): read without them",
+            root,
+            missing,
+            [COVID_FOLDER_ALIASES[c] for c in missing],
+        )
+    if len(classes) < 2:
+        raise DatasetLayoutError(
+            f"{root}: folders for only {classes} of the classes {list(settings.classes)} "
+            f"(looked for {[COVID_FOLDER_ALIASES[c] for c in missing]}); a single-label set needs two"
+        )
     records = []
     for k, class_name in enumerate(classes):
-        folder = next((subdirs[a.lower()] for a in COVID_FOLDER_ALIASES[class_name] if a.lower() in subdirs), None)
-        if folder is None:
-            raise DatasetLayoutError(
-                f"{root}: no folder for class {class_name!r} (looked for {COVID_FOLDER_ALIASES[class_name]})"
-            )
+        folder = folders[class_name]
         image_dir = folder / "images" if (folder / "images").is_dir() else folder
         onehot = np.zeros(len(classes), np.float32)
         onehot[k] = 1.0
@@ -419,7 +497,7 @@ def read_covid(root: str | Path, settings, *, seed: int = 0) -> pa.Table:
             records.append({"image_id": path.stem, "path": path, "view": "PA", "labels": onehot})
     frame = pd.DataFrame(records, columns=["image_id", "path", "view", "labels"])
     frame = _select("covid", root, frame, settings, seed, _random_sampler)
-    return _to_table("covid", frame, classes)
+    return _with_metadata(_to_table("covid", frame, classes), missing_classes=missing)
 
 
 READERS: dict[str, Callable[..., pa.Table]] = {

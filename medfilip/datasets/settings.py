@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from medfilip.configbase import RerunKeys, Strict
 from medfilip.datasets.catalog import COVID, NIH, RSNA, SIIM, SPECS, VINBIG, DatasetSpec
@@ -96,10 +96,17 @@ class CovidSettings(DatasetSettings):
     classes: list[str] = _classes_field(COVID, "COVID-19 Radiography class folders evaluated.")
 
 
+REAL_ROOT_MARK = "{real_root}"
+
+
 class DatasetsConfig(Strict):
     rerun_keys: ClassVar[RerunKeys] = {
         "dataset_twin": ("render_size", "seed", "{dataset}", "!{dataset}.enabled", "!{dataset}.root"),
         "preprocess_dataset": ("seed", "{dataset}", "!{dataset}.enabled"),
+        # workflow/rules/real.smk (the real-image stores read the nih and covid settings)
+        "real_store": ("seed", "real_root", "nih", "covid", "!nih.enabled", "!covid.enabled"),
+        "real_covid_adult": ("real_root",),
+        "real_notes": ("real_root",),
     }
 
     render_size: int = Field(
@@ -109,8 +116,26 @@ class DatasetsConfig(Strict):
         description="Side in pixels of the twin images as written to disk (before preprocessing to images.size).",
     )
     seed: int = Field(0, ge=0, description="Seed of the twins' sampling, rendering and of real datasets' splits.")
+    real_root: Path | None = Field(
+        None,
+        description="Folder of the cxr_real pack of real radiographs (docs/real-images.md): a dataset root "
+        "written '{real_root}/<folder>' is read from it, and the real-image rules (workflow/rules/real.smk) "
+        "run; null = neither.",
+    )
     rsna: RsnaSettings = Field(RsnaSettings(), description="RSNA Pneumonia (DICOM, binary pneumonia vs normal).")
     nih: NihSettings = Field(NihSettings(), description="NIH ChestX-ray14 (PNG, multi-label).")
     vinbig: VinbigSettings = Field(VinbigSettings(), description="VinBigData / VinDr-CXR (DICOM, multi-label).")
     siim: SiimSettings = Field(SiimSettings(), description="SIIM-ACR Pneumothorax (DICOM + RLE masks).")
     covid: CovidSettings = Field(CovidSettings(), description="COVID-19 Radiography Database (PNG class folders).")
+
+    @model_validator(mode="after")
+    def _expand_real_root(self) -> DatasetsConfig:
+        """``{real_root}`` in a dataset root becomes datasets.real_root (config/real.yaml uses it)."""
+        for name in SPECS:
+            settings = getattr(self, name)
+            if settings.root is not None and REAL_ROOT_MARK in str(settings.root):
+                if self.real_root is None:
+                    raise ValueError(f"datasets.{name}.root is {settings.root} but datasets.real_root is null")
+                root = Path(str(settings.root).replace(REAL_ROOT_MARK, str(self.real_root)))
+                object.__setattr__(self, name, settings.model_copy(update={"root": root}))  # frozen model
+        return self

@@ -144,8 +144,23 @@ class CaseStudySettings(Strict):
     )
 
 
+REAL_EVAL_KEYS = (
+    "text_variant",
+    "single_label_score",
+    "protocols",
+    "bootstrap",
+    "linear_probe.fractions",
+    "linear_probe.seeds",
+    "linear_probe.c_grid",
+    "linear_probe.max_iter",
+    "retrieval.ks",
+)
+
+
 class EvaluationConfig(Strict):
     rerun_keys: ClassVar[RerunKeys] = {
+        # the real-image tables (workflow/rules/real.smk): zero-shot, probe and retrieval in one job
+        "real_eval": REAL_EVAL_KEYS,
         "zeroshot": (
             "text_variant",
             "compare_category_text",

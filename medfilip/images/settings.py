@@ -35,6 +35,7 @@ class ImagesConfig(Strict):
     rerun_keys: ClassVar[RerunKeys] = {
         "corpus_images_part": ("*",),
         "preprocess_dataset": ("size", "shard_size"),
+        "real_store": ("size", "shard_size"),  # the real-image stores (workflow/rules/real.smk)
     }
 
     size: int = Field(128, ge=32, le=2048, description="Side of the square uint8 images in every store (paper: 448)")

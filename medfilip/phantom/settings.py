@@ -18,6 +18,7 @@ class PhantomConfig(Strict):
         "phantom_gallery": ("*",),
         "dataset_twin": ("*",),
         "corpus_images_part": ("*",),  # when the corpus renders phantoms
+        "real_gap": ("*",),  # the phantom anatomy set against the real lung masks
     }
 
     noise: float = Field(
