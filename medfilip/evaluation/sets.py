@@ -86,6 +86,7 @@ class EvalSet:
         default_factory=dict
     )  # class name -> category whose explanation its text carries
     note: str = ""
+    in_means: bool = True  # False: reported, but left out of the means over sets (corpus_severity)
 
     @property
     def class_names(self) -> list[str]:

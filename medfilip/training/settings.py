@@ -20,7 +20,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from medfilip.configbase import RerunKeys, Strict
-from medfilip.names import LabelVariant, LossKind, MaskedTargets, TargetKind
+from medfilip.names import EvalText, LabelVariant, LossKind, MaskedTargets, TargetKind
 
 
 class ImageArch(str, Enum):
@@ -117,6 +117,11 @@ class RunSettings(Strict):
         ge=0,
         description="This run's seed (initialisation, data order, masking); null = training.seed. Seeds of one "
         "method are runs of their own (config/simulation.yaml)",
+    )
+    eval_text: EvalText | None = Field(
+        None,
+        description="The text form this run is scored with beside the common template (zeroshot.csv own_* "
+        "columns, retrieval.csv prompt 'own'); null = its label variant's own (report -> report_sentence)",
     )
 
 
