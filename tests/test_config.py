@@ -165,5 +165,5 @@ def test_vocabularies_are_one_enum_each_and_the_config_stores_their_values():
     # plain strings, so YAML dumps, CSV cells and hashes read "multi_hot", not "TargetKind.multi_hot"
     assert type(run.target) is str and type(run.loss) is str and type(cfg.labels.variants[0]) is str
     assert yaml.safe_dump(cfg.model_dump(mode="python")["training"]["runs"]["m"], sort_keys=True) == (
-        "label_variant: triplet_explanation\nloss: infonce\nseed: null\ntarget: multi_hot\n"
+        "eval_text: null\nlabel_variant: triplet_explanation\nloss: infonce\nseed: null\ntarget: multi_hot\n"
     )
