@@ -90,3 +90,13 @@ def eval_text(
     if variant != EvalText.triplet_explanation.value:
         explanation = None
     return render_label(category, severity=severity, location=location, explanation=explanation, variant=variant)
+
+
+def severity_scale_input(cfg) -> list[str]:
+    """The labels rule's severity-scale input: resources/vocabulary/severity_scale.yaml when
+    ``labels.severity_scale`` is three_level, else none (the labels do not read it)."""
+    if cfg.labels.severity_scale != "three_level":
+        return []
+    from medfilip.extraction.vocabulary import SEVERITY_SCALE_FILE
+
+    return [f"{cfg.extraction.rules.vocabulary_dir}/{SEVERITY_SCALE_FILE}"]
