@@ -14,15 +14,22 @@ log = logging.getLogger(__name__)
 def cmd_zeroshot(args: argparse.Namespace) -> int:
     from medfilip.config import load_config
     from medfilip.evaluation.report import write_figure, write_per_class, write_table
-    from medfilip.evaluation.sets import load_eval_sets
+    from medfilip.evaluation.sets import load_eval_sets, stated_severities
     from medfilip.evaluation.zeroshot import evaluate_runs, run_eval_text_of_folder
+    from medfilip.extraction.vocabulary import load_severity_scale
     from medfilip.knowledge import load_knowledge
 
     cfg = load_config(args.config)
     ev = cfg.evaluation
     # a file stands for its folder: the workflow passes model.pt and index.parquet (its inputs)
     runs = [p.parent if p.is_file() else p for p in args.runs]
-    sets = load_eval_sets([p.parent if p.is_file() else p for p in args.sets], ev)
+    # the severities the reports state, on the one scale (corpus_severity; None: reported as skipped)
+    stated = (
+        stated_severities(args.labels, load_severity_scale(cfg.extraction.rules.vocabulary_dir))
+        if args.labels is not None
+        else None
+    )
+    sets = load_eval_sets([p.parent if p.is_file() else p for p in args.sets], ev, stated)
     if not sets:
         raise ValueError(f"no evaluation set with test images in {', '.join(map(str, args.sets))}")
     categories = sorted({c for s in sets for c in s.categories})
@@ -182,6 +189,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=None,
         help="each run's stored image embeddings (medfilip embed-images), in the order of --runs",
+    )
+    s.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="labels.parquet: the severities the reports state, for corpus_severity (without it the set is "
+        "reported as skipped)",
     )
     s.set_defaults(func=cmd_zeroshot)
 

@@ -25,8 +25,13 @@ the same columns again, prefixed ``own_`` (``own_downstream_mean_auc``, ``own_de
 medfilip in its own text), with ``own_text_variant``, after the common template's columns, whose
 values are what they were without them. The own text leads where methods are compared.
 
+``corpus_severity`` (severity as severity, :mod:`medfilip.evaluation.sets`) adds
+``corpus_severity_tau``: Kendall tau between the stated severity and cos(image, "severe c") -
+cos(image, "mild c"), the mean over its categories (per category in the per-class file, protocol
+``kendall_tau``), with its interval and difference to medfilip; the set is left out of the means.
+
 ``zeroshot_per_class.csv`` (common template): run, dataset, class, protocol, auc, f1, acc, precision, recall,
-threshold, n_pos, n, auc_neg, auc_comb.
+threshold, n_pos, n, auc_neg, auc_comb, kendall_tau.
 """
 
 from __future__ import annotations
@@ -57,6 +62,7 @@ PER_CLASS_COLUMNS = [
     "n",
     "auc_neg",
     "auc_comb",
+    "kendall_tau",
 ]
 REFERENCE_RUN = "medfilip"
 # column suffix -> where its point estimate lives in a summary
@@ -69,8 +75,9 @@ SET_METRICS = {
     "top1": (None, "top1"),
     "auc_neg": ("negation", "auc_neg"),
     "auc_comb": ("negation", "auc_comb"),
+    "tau": ("severity", "tau"),  # corpus_severity: Kendall tau of the stated severity, mean over categories
 }
-DELTA_METRICS = ("acc", "f1", "auc")
+DELTA_METRICS = ("acc", "f1", "auc", "tau")
 MEAN_METRICS = ("acc", "f1", "auc", "acc_valthr", "f1_valthr")
 
 
@@ -214,6 +221,7 @@ def per_class_rows(per_class: Sequence[dict]) -> list[dict]:
                 "n": r["n"],
                 "auc_neg": _round(r.get("auc_neg")),
                 "auc_comb": _round(r.get("auc_comb")),
+                "kendall_tau": _round(r.get("kendall_tau")),
             }
         )
     return out

@@ -90,6 +90,16 @@ class CorpusSetsSettings(Strict):
         "negatives include the same category at another severity",
     )
 
+    severity_min_count: int = Field(
+        20,
+        ge=1,
+        le=1_000_000,
+        description="corpus_severity (severity measured as severity: negatives are the same category at another "
+        "stated severity only, severities on the scale of resources/vocabulary/severity_scale.yaml, unstated ones "
+        "left out): a severity + category class needs this many test images and as many same-category negatives; "
+        "Kendall tau needs as many stated test images per category",
+    )
+
     @field_validator("single_label_classes", "multi_label_classes", "fine_grained_categories")
     @classmethod
     def _no_repeats(cls, value, info):

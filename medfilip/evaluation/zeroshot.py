@@ -359,12 +359,28 @@ def evaluate_run(
     resamples = _StoreResamples(n_resamples, seed)
     # every text of every set (class and negated), each encoded once, in as few forward passes as possible
     wanted = list(
-        dict.fromkeys(t for s in sets for t in (*class_texts(s, explain, text_variant), *negated_texts(s)) if t)
+        dict.fromkeys(
+            t
+            for s in sets
+            for t in (
+                *class_texts(s, explain, text_variant),
+                *negated_texts(s),
+                *(t for pair in severity_texts(s, explain, text_variant).values() for t in pair),
+            )
+            if t
+        )
     )
     encoded = dict(zip(wanted, encode_texts(model, wanted, batch_size))) if wanted else {}
     result = ZeroShotResult()
     for s in sets:
         started = time.perf_counter()
+        if not s.classes:  # a set reported for its note (corpus_severity with no class): Kendall tau at most
+            summary = _base_summary(run, s, text_variant, prompt)
+            if s.ordinal and s.n("test"):
+                emb_test = cache.get(s.store, s.rows["test"])
+                _add_severity_rank(result, summary, run, s, emb_test, encoded, explain, text_variant, resamples, prompt)
+            result.summaries.append(summary)
+            continue
         texts = class_texts(s, explain, text_variant)
         text_emb = np.stack([encoded[t] for t in texts])
         softmax = s.kind == "single_label" and single_label_score == "softmax"
@@ -399,19 +415,7 @@ def evaluate_run(
             result.per_class.append(
                 {"run": run, "dataset": s.name, **r, "auc_neg": a_neg, "auc_comb": a_comb, "prompt": prompt}
             )
-        summary = {
-            "run": run,
-            "dataset": s.name,
-            "kind": s.kind,
-            "source": s.source,
-            "text_variant": s.text_variant or text_variant,
-            "primary": scored_with_run_text(s) and s.in_means,
-            "prompt": prompt,
-            "n_classes": len(s.classes),
-            "n_test": s.n("test"),
-            "n_validate": s.n("validate"),
-            "note": s.note,
-        }
+        summary = _base_summary(run, s, text_variant, prompt)
         averaged = mean_classes(s)
         summary["mean_over"] = averaged
         for protocol in protocols:
@@ -432,6 +436,8 @@ def evaluate_run(
         summary["replicates"] = _set_replicates(
             s, rows, scores["test"], cos_test, neg_scores, resamples.weights(s), averaged, negated_classes, protocols
         )
+        if s.ordinal:
+            _add_severity_rank(result, summary, run, s, emb["test"], encoded, explain, text_variant, resamples, prompt)
         result.summaries.append(summary)
         log.info(
             "%s on %s (%s, %d classes, %d test images): mean AUC %.3f in %.1fs",
@@ -444,6 +450,112 @@ def evaluate_run(
             time.perf_counter() - started,
         )
     return result
+
+
+def _base_summary(run: str, s: EvalSet, text_variant: str, prompt: str) -> dict:
+    return {
+        "run": run,
+        "dataset": s.name,
+        "kind": s.kind,
+        "source": s.source,
+        "text_variant": s.text_variant or text_variant,
+        "primary": scored_with_run_text(s) and s.in_means,
+        "prompt": prompt,
+        "n_classes": len(s.classes),
+        "n_test": s.n("test"),
+        "n_validate": s.n("validate"),
+        "note": s.note,
+    }
+
+
+# -- severity as severity: Kendall tau (issue 19, item 3) -----------------------------------------
+def severity_texts(s: EvalSet, explain: Callable[[str], str], variant: str) -> dict[str, tuple[str, str]]:
+    """``{category: ("severe c" text, "mild c" text)}`` of a set with ordinal severities, in ``variant``
+    (a text form without severity, the bare category name, gives two equal texts: tau 0)."""
+    variant = s.text_variant or variant
+    out = {}
+    for c in s.ordinal.get("test", {}):
+        explanation = explain(c) if variant == ClassTextVariant.triplet_explanation else None
+        out[c] = tuple(
+            eval_text(c, severity=sev, explanation=explanation, variant=variant) for sev in ("severe", "mild")
+        )
+    return out
+
+
+def kendall_tau(truth: np.ndarray, score: np.ndarray) -> float:
+    """Kendall tau-b of ``score`` against the ordinal ``truth`` (scipy.stats.kendalltau); 0 when either
+    is constant (no pair is concordant or discordant: a scorer blind to severity), NaN for < 2 items."""
+    from scipy.stats import kendalltau
+
+    truth, score = np.asarray(truth, dtype=np.float64), np.asarray(score, dtype=np.float64)
+    if truth.size < 2:
+        return float("nan")
+    if np.ptp(truth) == 0 or np.ptp(score) == 0:
+        return 0.0
+    return float(kendalltau(truth, score).statistic)
+
+
+def severity_rank(
+    s: EvalSet,
+    emb_test: np.ndarray,
+    text_emb: dict[str, tuple[np.ndarray, np.ndarray]],
+    weights: np.ndarray | None = None,
+) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, int]]:
+    """Per category of ``s.ordinal``: Kendall tau between the stated severity (test images where it is
+    stated) and cos(image, severe text) - cos(image, mild text); its (B,) bootstrap replicates over
+    the store's resampled test images (``weights``: counts, (B, n_test)); and the image count."""
+    taus, reps, counts = {}, {}, {}
+    for c, truth in s.ordinal.get("test", {}).items():
+        known = np.isfinite(truth)
+        severe, mild = text_emb[c]
+        score = zero_shot_scores(emb_test[known], np.stack([severe, mild]))
+        diff = score[:, 0] - score[:, 1]
+        t = truth[known]
+        taus[c], counts[c] = kendall_tau(t, diff), int(known.sum())
+        if weights is not None:
+            w = np.asarray(weights)[:, known].astype(np.int64)
+            reps[c] = np.array([kendall_tau(np.repeat(t, wb), np.repeat(diff, wb)) for wb in w])
+    return taus, reps, counts
+
+
+def _add_severity_rank(
+    result: ZeroShotResult,
+    summary: dict,
+    run: str,
+    s: EvalSet,
+    emb_test: np.ndarray,
+    encoded: dict[str, np.ndarray],
+    explain: Callable[[str], str],
+    text_variant: str,
+    resamples: _StoreResamples,
+    prompt: str,
+) -> None:
+    """Kendall tau per category and averaged into ``summary["severity"]`` (+ replicates, + per-class rows)."""
+    pairs = {c: (encoded[a], encoded[b]) for c, (a, b) in severity_texts(s, explain, text_variant).items()}
+    taus, reps, counts = severity_rank(s, emb_test, pairs, resamples.weights(s))
+    summary["severity"] = {"tau": mean_ignoring_nan(taus.values()), "tau_per_category": taus}
+    summary.setdefault("replicates", {})["tau"] = _set_mean(list(reps.values()))
+    for c, tau in taus.items():
+        result.per_class.append(
+            {
+                "run": run,
+                "dataset": s.name,
+                "class": c,
+                "protocol": "kendall_tau",
+                "auc": float("nan"),
+                "f1": float("nan"),
+                "accuracy": float("nan"),
+                "precision": float("nan"),
+                "recall": float("nan"),
+                "threshold": float("nan"),
+                "n_pos": None,
+                "n": counts[c],
+                "auc_neg": float("nan"),
+                "auc_comb": float("nan"),
+                "kendall_tau": tau,
+                "prompt": prompt,
+            }
+        )
 
 
 def _set_replicates(
