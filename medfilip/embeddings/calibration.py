@@ -6,6 +6,9 @@ vectors, never from images or evaluation results, so every evaluation set sees t
 - ``floor``: the ``percentile``-th percentile of the cosines between labels of *different*
   categories (same polarity; unique labels, unweighted; a seeded sample of at most
   ``MAX_PAIR_LABELS`` labels on a large vocabulary). Cosines at or under it become 0.
+- ``embeddings.calibration.split: train`` fits both on the labels of train-split reports only
+  (:func:`train_report_ids`), so held-out reports do not move it; ``all`` (the default) reads
+  every row of ``labels.parquet``.
 - ``temperature``: the ``t`` of ``exp((s - 1) / t)`` that puts a mean ``share`` of each label's
   row on its own category, the row running over the vocabulary weighted by how many reports carry
   each label (a batch draws labels in those proportions). Found by bisection on log t.
@@ -57,12 +60,15 @@ class Vocabulary:
     report_labels: list[list[int]]  # per report (sorted by id), its label ids
 
 
-def read_vocabulary(labels_path: str | Path, variant: str) -> Vocabulary:
+def read_vocabulary(labels_path: str | Path, variant: str, reports: set[str] | None = None) -> Vocabulary:
+    """The unique labels of ``variant``; ``reports``: only the rows of these report ids (the train split
+    for ``embeddings.calibration.split: train``), None = every row."""
     path = Path(labels_path)
     table = pq.read_table(path, columns=["report_id", "variant", "label", "category", "polarity"])
-    rows = [r for r in table.to_pylist() if r["variant"] == variant]
+    rows = [r for r in table.to_pylist() if r["variant"] == variant and (reports is None or r["report_id"] in reports)]
     if not rows:
-        raise ValueError(f"{path}: no rows of label variant {variant!r}")
+        which = "" if reports is None else f" among {len(reports)} train reports"
+        raise ValueError(f"{path}: no rows of label variant {variant!r}{which}")
     index: dict[str, int] = {}
     keys: list[str | None] = []
     negated: list[bool] = []
@@ -197,6 +203,22 @@ def read_calibration(path: str | Path, variant: str) -> Calibration:
     return Calibration.from_dict(data[variant], f"{path}: {variant}")
 
 
+def train_report_ids(report_paths: list[str | Path]) -> set[str]:
+    """The report ids of the train split of report shards (their ``split`` column)."""
+    out: set[str] = set()
+    for path in report_paths:
+        try:
+            table = pq.read_table(path, columns=["report_id", "split"])
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"{path}: cannot read the report_id and split columns of a report shard: {err}") from None
+        out.update(
+            r for r, s in zip(table.column("report_id").to_pylist(), table.column("split").to_pylist()) if s == "train"
+        )
+    if not out:
+        raise ValueError(f"{', '.join(map(str, report_paths))}: no report of the train split")
+    return out
+
+
 def calibrate_labels(
     labels_path: str | Path,
     embeddings_path: str | Path,
@@ -206,16 +228,20 @@ def calibrate_labels(
     percentile: float = 95.0,
     share: float = 0.5,
     seed: int = 0,
+    reports: set[str] | None = None,
 ) -> dict[str, Calibration]:
-    """One calibration per label variant, from labels.parquet and the written vectors."""
+    """One calibration per label variant, from labels.parquet and the written vectors; ``reports``:
+    fit on these reports' labels only (:func:`train_report_ids`), None = every row."""
     from medfilip.embeddings.store import load_embeddings
 
     out = {}
     for variant in variants:
-        vocab = read_vocabulary(labels_path, variant)
+        vocab = read_vocabulary(labels_path, variant, reports)
         vectors = np.asarray(load_embeddings(embeddings_path, vocab.texts), dtype=np.float64)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         out[variant] = compute_calibration(vectors, vocab, method, percentile=percentile, share=share, seed=seed)
+        if reports is not None:
+            out[variant].stats["fitted_on"] = f"train split ({len(vocab.report_labels)} reports)"
         log.info("ssm calibration of %s labels: %s", variant, out[variant].describe())
     return out
 

@@ -71,7 +71,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         f"{summary.n_unique} unique labels: {summary.n_unique - summary.n_new} cached, {summary.n_new} embedded "
         f"in {summary.seconds:.1f}s (dim {summary.dim}) -> {args.out} ({table.num_rows} vectors)"
     )
-    calibrations = _calibrate(args.labels, args.out, args.variants, cfg.calibration)
+    calibrations = _calibrate(args.labels, args.out, args.variants, cfg.calibration, args.reports)
     out = args.calibration or calibration_path(args.out)
     write_calibration(calibrations, out)
     print(
@@ -82,11 +82,18 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibrate(labels: Path, embeddings: Path, variants: list[str] | None, settings) -> dict:
+def _calibrate(
+    labels: Path, embeddings: Path, variants: list[str] | None, settings, report_shards: list[Path] | None = None
+) -> dict:
     import pyarrow.parquet as pq
 
-    from medfilip.embeddings.calibration import calibrate_labels
+    from medfilip.embeddings.calibration import calibrate_labels, train_report_ids
 
+    reports = None
+    if settings.split == "train":
+        if not report_shards:
+            raise ValueError("embeddings.calibration.split is 'train': pass the report shards (--reports)")
+        reports = train_report_ids(report_shards)
     if not variants:
         variants = sorted(set(pq.read_table(labels, columns=["variant"]).column("variant").to_pylist()))
     return calibrate_labels(
@@ -97,6 +104,7 @@ def _calibrate(labels: Path, embeddings: Path, variants: list[str] | None, setti
         percentile=settings.percentile,
         share=settings.share,
         seed=settings.seed,
+        reports=reports,
     )
 
 
@@ -105,7 +113,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from medfilip.embeddings.calibration import calibration_path, write_calibration
 
     cfg = load_config(args.config).embeddings
-    calibrations = _calibrate(args.labels, args.embeddings, args.variants, cfg.calibration)
+    calibrations = _calibrate(args.labels, args.embeddings, args.variants, cfg.calibration, args.reports)
     out = args.out or calibration_path(args.embeddings)
     write_calibration(calibrations, out)
     for variant, c in calibrations.items():
@@ -232,6 +240,10 @@ def cmd_ssm_heatmap(args: argparse.Namespace) -> int:
     return 0
 
 
+REPORTS_FLAG = "--reports"
+REPORTS_HELP = "report shards: their split column, for embeddings.calibration.split: train"
+
+
 def register(sub) -> None:
     s = sub.add_parser("embed", help="embed every unique label string once with E_sim (cached by model + text)")
     s.add_argument("--labels", type=Path, default=Path("results/labels.parquet"))
@@ -249,6 +261,7 @@ def register(sub) -> None:
         default=None,
         help="SSM calibration file (default: beside --out, <stem>.calibration.json)",
     )
+    s.add_argument(REPORTS_FLAG, type=Path, nargs="+", default=None, help=REPORTS_HELP)
     s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("ssm-calibrate", help="(re)compute the SSM calibration of written label embeddings")
@@ -256,6 +269,7 @@ def register(sub) -> None:
     s.add_argument("--embeddings", type=Path, required=True, help="results/embeddings/<model slug>.parquet")
     s.add_argument("--variants", nargs="+", default=None, help="label variants (default: all in the labels)")
     s.add_argument("--out", type=Path, default=None, help="default: beside --embeddings")
+    s.add_argument(REPORTS_FLAG, type=Path, nargs="+", default=None, help=REPORTS_HELP)
     s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("ssm-stats", help="what a batch's SSM target asks of the model, raw and calibrated")

@@ -25,6 +25,12 @@ the same columns again, prefixed ``own_`` (``own_downstream_mean_auc``, ``own_de
 medfilip in its own text), with ``own_text_variant``, after the common template's columns, whose
 values are what they were without them. The own text leads where methods are compared.
 
+The unseen-class control is a 2 x 2 (:func:`medfilip.evaluation.sets.control_copies`): the class
+named in ``evaluation.mismatched_explanation`` ("covid-19 pneumonia") under its real name or
+"condition x", with its own or another category's explanation: ``{set}`` (real, own),
+``{set}_mismatched``, ``{set}_neutral``, ``{set}_neutral_mismatched``. Each has
+``{set}_class_auc``: the AUC of that class alone (``{set}_auc`` averages in the other classes).
+
 ``corpus_severity`` (severity as severity, :mod:`medfilip.evaluation.sets`) adds
 ``corpus_severity_tau``: Kendall tau between the stated severity and cos(image, "severe c") -
 cos(image, "mild c"), the mean over its categories (per category in the per-class file, protocol
@@ -75,9 +81,13 @@ SET_METRICS = {
     "top1": (None, "top1"),
     "auc_neg": ("negation", "auc_neg"),
     "auc_comb": ("negation", "auc_comb"),
-    "tau": ("severity", "tau"),  # corpus_severity: Kendall tau of the stated severity, mean over categories
+    "tau": ("severity", "tau"),
+    "class_auc": (
+        "control",
+        "auc",
+    ),  # the COVID control's class alone (not the set's mean)  # corpus_severity: Kendall tau of the stated severity, mean over categories
 }
-DELTA_METRICS = ("acc", "f1", "auc", "tau")
+DELTA_METRICS = ("acc", "f1", "auc", "tau", "class_auc")
 MEAN_METRICS = ("acc", "f1", "auc", "acc_valthr", "f1_valthr")
 
 

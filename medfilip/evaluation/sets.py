@@ -103,6 +103,9 @@ class EvalSet:
     # per split, per category: the stated severity of each image on the ordinal scale (0 mild, 1
     # moderate, 2 severe; NaN when the category is absent or its severity unstated): Kendall tau
     ordinal: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # the COVID control: class name -> the name its text uses instead of the category ("condition x")
+    text_names: dict[str, str] = field(default_factory=dict)
+    focus: tuple[str, ...] = ()  # classes also scored alone ({set}_class_auc): the controlled class
 
     @property
     def class_names(self) -> list[str]:
@@ -452,6 +455,9 @@ def fg_set(
     )
 
 
+NEUTRAL_NAME = "condition x"
+
+
 def mismatched_copy(s: EvalSet, mismatch: dict[str, str]) -> EvalSet | None:
     """The unseen-class control of ``s``: each class named in ``mismatch`` takes the explanation of
     the category given there (None when ``s`` has none of them)."""
@@ -464,8 +470,38 @@ def mismatched_copy(s: EvalSet, mismatch: dict[str, str]) -> EvalSet | None:
         name=f"{s.name}_mismatched",
         text_variant=ClassTextVariant.triplet_explanation.value,
         explain_as=swap,
+        focus=tuple(swap),
         note=f"control: {what} (the phantom draws the class from its own explanation)",
     )
+
+
+def control_copies(s: EvalSet, mismatch: dict[str, str]) -> list[EvalSet]:
+    """The unseen-class control as a 2 x 2 (class name real / neutral x explanation own / mismatched):
+    ``{set}_mismatched`` (real name, another category's explanation), ``{set}_neutral`` (the name
+    replaced by "condition x", its own explanation) and ``{set}_neutral_mismatched``. Each, and ``s``
+    itself (real x own), reports the controlled class alone (``focus``: ``{set}_class_auc``)."""
+    mismatched = mismatched_copy(s, mismatch)
+    if mismatched is None:
+        return []
+    names = dict.fromkeys(mismatched.focus, NEUTRAL_NAME)
+    neutral = replace(
+        s,
+        name=f"{s.name}_neutral",
+        text_variant=ClassTextVariant.triplet_explanation.value,
+        text_names=names,
+        focus=mismatched.focus,
+        note="control: " + "; ".join(f"'{k}' named '{NEUTRAL_NAME}', its own explanation" for k in names),
+    )
+    both = replace(
+        mismatched,
+        name=f"{s.name}_neutral_mismatched",
+        text_names=names,
+        note="control: "
+        + "; ".join(
+            f"'{k}' named '{NEUTRAL_NAME}' with the explanation of '{v}'" for k, v in mismatched.explain_as.items()
+        ),
+    )
+    return [mismatched, neutral, both]
 
 
 def load_eval_sets(
@@ -499,6 +535,9 @@ def load_eval_sets(
                 s.n("test"),
             )
             continue
+        controls = control_copies(s, dict(settings.mismatched_explanation))
+        if controls:
+            s = replace(s, focus=controls[0].focus)  # real name x own explanation: the class alone too
         out.append(s)
         if s.name in by_category:
             out.append(
@@ -509,7 +548,5 @@ def load_eval_sets(
                     note="the same images scored with the category name alone",
                 )
             )
-        control = mismatched_copy(s, dict(settings.mismatched_explanation))
-        if control is not None:
-            out.append(control)
+        out.extend(controls)
     return out

@@ -69,7 +69,8 @@ def class_texts(eval_set: EvalSet, explain: Callable[[str], str], variant: str) 
     for c in eval_set.classes:
         explained = eval_set.explain_as.get(c.name, c.category)  # the unseen-class control swaps it
         explanation = explain(explained) if variant == ClassTextVariant.triplet_explanation else None
-        texts.append(eval_text(c.category, severity=c.severity, explanation=explanation, variant=variant))
+        name = eval_set.text_names.get(c.name, c.category)  # ... or names the class "condition x"
+        texts.append(eval_text(name, severity=c.severity, explanation=explanation, variant=variant))
     return texts
 
 
@@ -436,6 +437,14 @@ def evaluate_run(
         summary["replicates"] = _set_replicates(
             s, rows, scores["test"], cos_test, neg_scores, resamples.weights(s), averaged, negated_classes, protocols
         )
+        if s.focus:  # the unseen-class control: the controlled class alone, not the set's mean
+            focus_cols = [k for k, name in enumerate(s.class_names) if name in s.focus]
+            summary["control"] = {
+                "auc": mean_ignoring_nan(_quiet_auc(scores["test"][:, k], labels_test[:, k]) for k in focus_cols)
+            }
+            summary["replicates"]["class_auc"] = _set_mean(
+                [bootstrap_auc(scores["test"][:, k], labels_test[:, k], resamples.weights(s)) for k in focus_cols]
+            )
         if s.ordinal:
             _add_severity_rank(result, summary, run, s, emb["test"], encoded, explain, text_variant, resamples, prompt)
         result.summaries.append(summary)

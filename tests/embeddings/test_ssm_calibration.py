@@ -164,3 +164,48 @@ def test_embed_stores_the_calibration_from_label_statistics_only(tmp_path, capsy
     assert cal.method == "floor" and 0 < cal.floor < 1
     with pytest.raises(ValueError, match="no SSM calibration of label variant 'category'"):
         read_calibration(outs[0], "category")
+
+
+def test_train_split_calibration_is_not_moved_by_held_out_reports(tmp_path):
+    """embeddings.calibration.split: train fits on the train reports' labels only: changing every
+    held-out report's labels leaves it as it was (and moves the all-rows calibration)."""
+    from medfilip.embeddings.calibration import train_report_ids
+    from medfilip.embeddings.cli import _calibrate
+    from medfilip.embeddings.settings import CalibrationSettings
+
+    shard = tmp_path / "000.parquet"
+    ids = [f"r{r:03d}" for r in range(60)]
+    splits = ["train" if r < 40 else ("validate" if r < 50 else "test") for r in range(60)]
+    pq.write_table(pa.table({"report_id": ids, "split": splits, "text": [""] * 60}), shard)
+    train = train_report_ids([shard])
+    assert train == set(ids[:40])
+
+    before = write_labels(tmp_path / "before.parquet")
+    rows = pq.read_table(before).to_pylist()
+    held_out = [r for r in rows if r["report_id"] not in train]
+    extra = [
+        {**r, "label": f"large {c}", "category": c, "polarity": "present"}
+        for r in held_out
+        for c in ("pneumothorax", "cardiomegaly")
+    ]
+    after = tmp_path / "after.parquet"
+    pq.write_table(pa.Table.from_pylist([r for r in rows if r["report_id"] in train] + extra), after)
+
+    texts = sorted({r["label"] for r in rows + extra})
+    table = dict(zip(texts, vectors_for(texts)))
+
+    def fit(labels, reports, method):
+        vocab = read_vocabulary(labels, "triplet", reports)
+        return compute_calibration(np.array([table[t] for t in vocab.texts]), vocab, method, percentile=90)
+
+    for method in ("floor", "temperature"):
+        assert fit(before, train, method) == fit(after, train, method)
+        assert fit(before, None, method) != fit(after, None, method)
+    assert read_vocabulary(after, "triplet", train).texts == read_vocabulary(before, "triplet", train).texts
+    # asking for the train split without the report shards is a clear error
+    with pytest.raises(ValueError, match="split is 'train': pass the report shards"):
+        _calibrate(before, tmp_path / "emb.parquet", ["triplet"], CalibrationSettings(split="train"))
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"report_id": ["x"], "split": ["test"]}), empty)
+    with pytest.raises(ValueError, match="no report of the train split"):
+        train_report_ids([empty])
