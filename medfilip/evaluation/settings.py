@@ -154,6 +154,33 @@ class CaseStudySettings(Strict):
     )
 
 
+class PrimaryEndpoint(Strict):
+    """The method comparison's pre-registered primary endpoint (written before the run; seeds.csv
+    reports it in its last row, whatever it shows)."""
+
+    metric: str = Field(
+        ...,
+        pattern=r"^[a-z0-9_]+$",
+        description="A column of zeroshot.csv, e.g. own_downstream_mean_auc (each run scored with its own text form)",
+    )
+    contrast: str = Field(
+        ...,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]* - [A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="'<method> - <method>': two methods of training.runs by their seed-0 run names (medfilip - "
+        "no_ssm), differences paired by seed",
+    )
+    difference_that_matters: float = Field(
+        0.01, gt=0.0, le=1.0, description="The smallest difference worth finding: the power statement's effect"
+    )
+    alpha: float = Field(0.05, gt=0.0, lt=0.5, description="Two-sided level of the paired t-test and its interval")
+    power: float = Field(0.8, gt=0.0, lt=1.0, description="Power at difference_that_matters, for the seeds needed")
+
+    @property
+    def methods(self) -> tuple[str, str]:
+        a, b = self.contrast.split(" - ")
+        return a, b
+
+
 class EvaluationConfig(Strict):
     rerun_keys: ClassVar[RerunKeys] = {
         "zeroshot": (
@@ -167,6 +194,7 @@ class EvaluationConfig(Strict):
             "mismatched_explanation",
         ),
         "retrieval": ("retrieval", "bootstrap", "text_variant"),
+        "seed_summary": ("primary_endpoint",),
         "case_study": ("case_study", "retrieval.baseline_prompt"),
         "probe_fit": ("linear_probe.fractions", "linear_probe.seeds", "linear_probe.c_grid", "linear_probe.max_iter"),
         "probe_baseline": ("linear_probe.fractions", "linear_probe.seeds", "linear_probe.baselines"),
@@ -234,6 +262,11 @@ class EvaluationConfig(Strict):
     )
     linear_probe: LinearProbeSettings = Field(
         LinearProbeSettings(), description="Linear probe (paper Table II) and its fine-tuned baselines"
+    )
+    primary_endpoint: PrimaryEndpoint | None = Field(
+        None,
+        description="The method comparison's primary endpoint, written before the run (config/simulation.yaml): "
+        "metric, contrast, difference_that_matters, alpha, power; seeds.csv reports it in its last row; null = none",
     )
 
     @field_validator("compare_category_text", "protocols", "datasets")
