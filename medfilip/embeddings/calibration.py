@@ -20,7 +20,9 @@ read that file, so both use the same numbers.
 ``batch_statistics`` measures what a target asks of the model on simulated batches of the
 training reports' full label sets (no masking): the same-category and cross-category similarity,
 the share of a row-normalised target row on the image's own categories, and the effective number
-of texts per row, exp(entropy). ``medfilip ssm-stats`` prints them before and after calibration.
+of texts per row, exp(entropy). ``medfilip ssm-stats`` prints them before and after calibration,
+and again with masking on (:func:`masked_batch_statistics`: texts masked as in training, entailment
+targets).
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -300,4 +303,94 @@ def batch_statistics(
         "own_category_share": round(float(np.mean(shares)), 3),
         "effective_texts": round(float(np.mean(effective)), 1),
         "texts_per_row": round(float(np.mean(n_texts)), 1),
+    }
+
+
+def masked_batch_texts(labels_path: str | Path, variant: str) -> tuple[Any, Any, list[str]]:
+    """(LabelTable, ReportLabels, every string a masked batch can hold: the label texts, then every
+    masked form of each label (:class:`medfilip.training.data.TextTable`))."""
+    from medfilip.training.data import TextTable, read_label_table
+
+    labels, reports = read_label_table(labels_path, variant)
+    table = TextTable.build(labels)
+    return labels, reports, list(dict.fromkeys([*labels.texts, *table.texts]))
+
+
+def masked_batch_statistics(
+    vector_of: dict[str, np.ndarray],
+    labels: Any,
+    reports: Any,
+    calibration: Calibration | None = None,
+    *,
+    mask_probability: float = 0.5,
+    batch_size: int = 32,
+    n_batches: int = 20,
+    seed: int = 0,
+) -> dict[str, float]:
+    """:func:`batch_statistics` with masking on and entailment targets (``training.masked_targets:
+    entailment``): each label's text has severity, location and explanation each dropped with
+    ``mask_probability`` (as training does); a text's target is the calibrated cosine between the
+    image's labels and the text's own vector, and 1 for every image with a label that entails it.
+    ``vector_of``: string -> L2-normalised vector (labels and their masked forms, :func:`masked_batch_texts`)."""
+    import torch
+
+    from medfilip.ssm import ssm_target
+    from medfilip.training.data import TextTable, masked_text
+
+    table = TextTable.build(labels)
+    n_labels = len(labels)
+    v = torch.from_numpy(np.stack([vector_of[t] for t in [*labels.texts, *table.texts]]).astype(np.float64))
+    negated = torch.tensor(
+        [p == "negated" for p in labels.polarities] + [labels.polarities[s] == "negated" for s in table.sources]
+    )
+    keys = np.array([k or "" for k in labels.category_keys()], dtype=object)
+    report_ids = [r for r in reports if reports[r]]
+    if len(report_ids) < batch_size:
+        batch_size = len(report_ids)
+    rng = np.random.default_rng(seed)
+    same_vals, cross_vals, shares, effective, n_texts, n_positive = [], [], [], [], [], []
+    for _ in range(n_batches):
+        chosen = [list(reports[report_ids[i]]) for i in rng.choice(len(report_ids), batch_size, replace=False)]
+        texts: dict[str, None] = {}
+        for ids in chosen:
+            for lid in ids:
+                texts.setdefault(masked_text(labels, lid, mask_probability, rng), None)
+        rows = table.ids(list(texts))
+        positives = table.entailment(chosen, rows)
+        target = ssm_target(
+            chosen,
+            [n_labels + r for r in rows],
+            v,
+            negated=negated,
+            calibration=calibration,
+            positives=positives,
+        ).numpy()
+        text_keys = keys[[table.sources[r] for r in rows]]
+        for i, ids in enumerate(chosen):
+            own_keys = {keys[j] for j in ids} - {""}
+            in_cat = np.isin(text_keys, list(own_keys)) & (text_keys != "")
+            own = positives[i].numpy()
+            same_vals.append(target[i, in_cat & ~own])
+            cross_vals.append(target[i, ~in_cat & ~own])
+            row = np.clip(target[i], 0.0, None)
+            p = row / row.sum()
+            shares.append(float(p[in_cat | own].sum()))
+            nz = p[p > 0]
+            effective.append(float(np.exp(-(nz * np.log(nz)).sum())))
+            n_texts.append(len(row))
+            n_positive.append(int(own.sum()))
+    same, cross = np.concatenate(same_vals), np.concatenate(cross_vals)
+
+    def q(a: np.ndarray, p: float) -> float:
+        return round(float(np.percentile(a, p)), 3) if a.size else float("nan")
+
+    return {
+        "same_category_median": q(same, 50),
+        "cross_category_median": q(cross, 50),
+        "cross_category_p5": q(cross, 5),
+        "cross_category_p95": q(cross, 95),
+        "own_category_share": round(float(np.mean(shares)), 3),
+        "effective_texts": round(float(np.mean(effective)), 1),
+        "texts_per_row": round(float(np.mean(n_texts)), 1),
+        "positives_per_row": round(float(np.mean(n_positive)), 2),
     }

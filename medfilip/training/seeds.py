@@ -39,6 +39,8 @@ from medfilip.io import write_csv_atomic
 from medfilip.training.settings import run_value
 
 METRICS = ("downstream_mean_auc", "mean_auc")
+# each run scored with its own text form (zeroshot.csv own_* columns): reported when the table has them
+OWN_METRICS = ("own_downstream_mean_auc", "own_mean_auc")
 REFERENCE = "medfilip"
 LEVEL = 0.95
 # the power statement: seeds for a paired difference of DELTA at POWER, two-sided ALPHA
@@ -172,6 +174,7 @@ def seed_rows(
 ) -> list[dict]:
     groups = methods(runs, default_seed)
     reference = next((g for g in groups.values() if REFERENCE in g.values()), None)
+    metrics = [*METRICS, *(m for m in OWN_METRICS if any(m in r for r in zeroshot.values()))]
     rows = []
     for (variant, target, loss), by_seed in groups.items():
         name = min(by_seed.values(), key=len)
@@ -189,7 +192,7 @@ def seed_rows(
         missing = [by_seed[s] for s in seeds if by_seed[s] not in zeroshot]
         if missing:
             notes.append(f"not in the zero-shot table: {', '.join(missing)}")
-        for metric in METRICS:
+        for metric in metrics:
             values = np.array([_float(zeroshot.get(by_seed[s]), metric) for s in seeds])
             iv = t_interval(values, level)
             row[metric] = _cell(iv.mean)
