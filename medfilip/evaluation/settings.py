@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from medfilip.configbase import UNIQUE_ITEMS, RerunKeys, Strict
 from medfilip.evaluation.probe.settings import LinearProbeSettings
@@ -156,15 +156,16 @@ class CaseStudySettings(Strict):
 
 class PrimaryEndpoint(Strict):
     """The method comparison's pre-registered primary endpoint (written before the run; seeds.csv
-    reports it in its last row, whatever it shows)."""
+    reports it in its last row, whatever it shows). No metric: no endpoint."""
 
-    metric: str = Field(
-        ...,
+    metric: str | None = Field(
+        None,
         pattern=r"^[a-z0-9_]+$",
-        description="A column of zeroshot.csv, e.g. own_downstream_mean_auc (each run scored with its own text form)",
+        description="A column of zeroshot.csv, e.g. own_downstream_mean_auc (each run scored with its own text "
+        "form); null = no primary endpoint",
     )
-    contrast: str = Field(
-        ...,
+    contrast: str | None = Field(
+        None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]* - [A-Za-z0-9][A-Za-z0-9_.-]*$",
         description="'<method> - <method>': two methods of training.runs by their seed-0 run names (medfilip - "
         "no_ssm), differences paired by seed",
@@ -175,9 +176,19 @@ class PrimaryEndpoint(Strict):
     alpha: float = Field(0.05, gt=0.0, lt=0.5, description="Two-sided level of the paired t-test and its interval")
     power: float = Field(0.8, gt=0.0, lt=1.0, description="Power at difference_that_matters, for the seeds needed")
 
+    @model_validator(mode="after")
+    def _both_or_neither(self):
+        if (self.metric is None) != (self.contrast is None):
+            raise ValueError("primary_endpoint needs both metric and contrast (or neither)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.metric is not None
+
     @property
     def methods(self) -> tuple[str, str]:
-        a, b = self.contrast.split(" - ")
+        a, b = str(self.contrast).split(" - ")
         return a, b
 
 
@@ -263,8 +274,8 @@ class EvaluationConfig(Strict):
     linear_probe: LinearProbeSettings = Field(
         LinearProbeSettings(), description="Linear probe (paper Table II) and its fine-tuned baselines"
     )
-    primary_endpoint: PrimaryEndpoint | None = Field(
-        None,
+    primary_endpoint: PrimaryEndpoint = Field(
+        PrimaryEndpoint(),
         description="The method comparison's primary endpoint, written before the run (config/simulation.yaml): "
         "metric, contrast, difference_that_matters, alpha, power; seeds.csv reports it in its last row; null = none",
     )

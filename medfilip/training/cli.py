@@ -65,7 +65,7 @@ def cmd_seeds(args: argparse.Namespace) -> int:
         cfg.training.runs,
         args.out,
         default_seed=cfg.training.seed,
-        endpoint=cfg.evaluation.primary_endpoint,
+        endpoint=cfg.evaluation.primary_endpoint if cfg.evaluation.primary_endpoint.enabled else None,
     )
     metric = "downstream_mean_auc"
     delta = f"delta_{metric}_vs_medfilip"

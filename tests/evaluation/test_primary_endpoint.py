@@ -43,7 +43,7 @@ def test_the_endpoint_is_a_validated_key():
     cfg = validate_config({"training": {"runs": RUNS}, "evaluation": {"primary_endpoint": ENDPOINT}})
     ep = cfg.evaluation.primary_endpoint
     assert ep.methods == ("medfilip", "no_ssm") and ep.difference_that_matters == 0.01 and ep.power == 0.8
-    assert validate_config({}).evaluation.primary_endpoint is None
+    assert not validate_config({}).evaluation.primary_endpoint.enabled
     for bad in ({**ENDPOINT, "contrast": "medfilip minus no_ssm"}, {**ENDPOINT, "alpha": 0.7}, {"contrast": "a - b"}):
         with pytest.raises((ValidationError, ValueError)):
             validate_config({"evaluation": {"primary_endpoint": bad}})
