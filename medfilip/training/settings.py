@@ -231,6 +231,17 @@ class TrainingConfig(Strict):
         DistributedSettings(),
         description="DDP processes of each training job; batch_size is over all of them",
     )
+    validate_every: float | None = Field(
+        None,
+        gt=0.0,
+        le=1000.0,
+        description="Every this many epochs (and at the last step) score up to validate_images validate images "
+        "of the corpus in the run's own text form and write the mean AUC to validate_curve.csv (the train_curves "
+        "figure draws it: has validate AUC levelled off?); null = off",
+    )
+    validate_images: int = Field(
+        192, ge=10, le=1_000_000, description="Validate images of the validate_every curve (the first of the store)"
+    )
     log_every: int = Field(
         1,
         ge=1,
