@@ -190,6 +190,10 @@ def run_scores(
     ``own`` too when ``own_text`` is given)."""
     out = {}
     for prompt in (*PROMPTS, OWN_PROMPT) if own_text is not None else PROMPTS:
+        if prompt == OWN_PROMPT and own_text == str(getattr(text_variant, "value", text_variant)):
+            # the run's own form is the template: the same texts, the same scores
+            out.update({(OWN_PROMPT, d, r): v for (p, d, r), v in list(out.items()) if p == "template"})
+            continue
         texts = image_texts(
             images,
             prompt,
