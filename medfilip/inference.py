@@ -25,12 +25,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from medfilip.labels.templates import LabelVariant, render_label
-from medfilip.names import ClassTextVariant, normalise_name, values
+from medfilip.labels.templates import LabelVariant, eval_text
+from medfilip.names import EvalText, normalise_name, values
 
 DEFAULT_LOGIT_SCALE = 1.0 / 0.07
 DEFAULT_TEXT_VARIANT = LabelVariant.triplet_explanation.value
-TEXT_VARIANTS = values(ClassTextVariant)
+# the template's variants and the report-style sentence ("There is mild cardiomegaly.", what a run
+# trained on report text is scored with: medfilip.evaluation.zeroshot.run_eval_text)
+TEXT_VARIANTS = values(EvalText)
 
 
 class UnknownClassError(ValueError):
@@ -152,7 +154,7 @@ def class_text(
 ) -> str:
     """The text of one class, exactly as the zero-shot evaluation renders it."""
     explanation = knowledge.explanation(category) if variant == LabelVariant.triplet_explanation.value else None
-    return render_label(category, severity=severity, explanation=explanation, variant=variant)
+    return eval_text(category, severity=severity, explanation=explanation, variant=variant)
 
 
 def class_texts(classes: Sequence[str], knowledge: ClassKnowledge, variant: str = DEFAULT_TEXT_VARIANT) -> list[str]:

@@ -44,6 +44,24 @@ class ClassTextVariant(str, Enum):
     category = LabelVariant.category.value
 
 
+class EvalText(str, Enum):
+    """The text form a run is scored with (training.runs.*.eval_text; by default its label variant's own)."""
+
+    triplet_explanation = ClassTextVariant.triplet_explanation.value
+    triplet = ClassTextVariant.triplet.value
+    category = ClassTextVariant.category.value
+    report_sentence = "report_sentence"  # "There is {severity} {location} {category}.": what report-text runs read
+
+
+# the evaluation text of each label variant: what a run trained on that variant reads
+EVAL_TEXT_OF_LABEL_VARIANT = {
+    LabelVariant.triplet_explanation.value: EvalText.triplet_explanation.value,
+    LabelVariant.triplet.value: EvalText.triplet.value,
+    LabelVariant.category.value: EvalText.category.value,
+    LabelVariant.report.value: EvalText.report_sentence.value,
+}
+
+
 class TargetKind(str, Enum):
     """What a training run's soft targets are (training.runs.*.target)."""
 

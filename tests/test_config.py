@@ -99,21 +99,19 @@ def test_shipped_variant_configs_are_valid_over_the_default(repo, name):
         assert cfg.images.size == 448 and cfg.training.model.image_arch == "resnet50"
         assert cfg.training.optimiser.lr == pytest.approx(1e-4) and cfg.training.epochs == 20
     elif name == "simulation.yaml":
-        # the default's four runs (seed 0) and two more seeds of each
-        assert len(cfg.training.runs) == 12 and cfg.training.epochs == 2
-        assert sorted(r.seed or 0 for r in cfg.training.runs.values()) == [0] * 4 + [1] * 4 + [2] * 4
+        # five arms x 10 seeds: the default's four runs are seed 0 of theirs
+        assert len(cfg.training.runs) == 50
+        assert sorted(r.seed or 0 for r in cfg.training.runs.values()) == sorted(list(range(10)) * 5)
+        assert cfg.training.text_cache and cfg.training.masked_targets == "entailment"
+        assert cfg.embeddings.calibration.split == "train" and cfg.labels.severity_scale == "three_level"
+        assert cfg.evaluation.primary_endpoint.methods == ("medfilip", "no_ssm")
     else:
-        # merged into the default's four runs: Table VI's five rows (medfilip is the last)
-        assert set(cfg.training.runs) == {
-            "medfilip",
-            "no_ssm",
-            "medclip",
-            "convirt",
-            "abl_report",
-            "abl_entity",
-            "abl_fg",
-            "abl_ssm",
+        # merged into the default's four runs: Table VI's five rows (medfilip is the last) x 5 seeds
+        rows = {"abl_report", "abl_entity", "abl_fg", "abl_ssm", "medfilip"}
+        assert set(cfg.training.runs) == {"no_ssm", "medclip", "convirt"} | rows | {
+            f"{r}_s{k}" for r in rows for k in range(1, 5)
         }
+        assert cfg.embeddings.calibration.split == "train" and cfg.training.masked_targets == "entailment"
 
 
 @pytest.mark.parametrize("section", ["linear_probe", "segmentation"])
@@ -165,5 +163,5 @@ def test_vocabularies_are_one_enum_each_and_the_config_stores_their_values():
     # plain strings, so YAML dumps, CSV cells and hashes read "multi_hot", not "TargetKind.multi_hot"
     assert type(run.target) is str and type(run.loss) is str and type(cfg.labels.variants[0]) is str
     assert yaml.safe_dump(cfg.model_dump(mode="python")["training"]["runs"]["m"], sort_keys=True) == (
-        "label_variant: triplet_explanation\nloss: infonce\nseed: null\ntarget: multi_hot\n"
+        "eval_text: null\nlabel_variant: triplet_explanation\nloss: infonce\nseed: null\ntarget: multi_hot\n"
     )

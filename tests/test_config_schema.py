@@ -66,6 +66,7 @@ def test_snakemake_fills_the_pydantic_defaults():
         "target": "ssm",
         "loss": "infonce",
         "seed": None,
+        "eval_text": None,
     }
 
 

@@ -6,6 +6,9 @@ vectors, never from images or evaluation results, so every evaluation set sees t
 - ``floor``: the ``percentile``-th percentile of the cosines between labels of *different*
   categories (same polarity; unique labels, unweighted; a seeded sample of at most
   ``MAX_PAIR_LABELS`` labels on a large vocabulary). Cosines at or under it become 0.
+- ``embeddings.calibration.split: train`` fits both on the labels of train-split reports only
+  (:func:`train_report_ids`), so held-out reports do not move it; ``all`` (the default) reads
+  every row of ``labels.parquet``.
 - ``temperature``: the ``t`` of ``exp((s - 1) / t)`` that puts a mean ``share`` of each label's
   row on its own category, the row running over the vocabulary weighted by how many reports carry
   each label (a batch draws labels in those proportions). Found by bisection on log t.
@@ -17,7 +20,9 @@ read that file, so both use the same numbers.
 ``batch_statistics`` measures what a target asks of the model on simulated batches of the
 training reports' full label sets (no masking): the same-category and cross-category similarity,
 the share of a row-normalised target row on the image's own categories, and the effective number
-of texts per row, exp(entropy). ``medfilip ssm-stats`` prints them before and after calibration.
+of texts per row, exp(entropy). ``medfilip ssm-stats`` prints them before and after calibration,
+and again with masking on (:func:`masked_batch_statistics`: texts masked as in training, entailment
+targets).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -57,12 +63,15 @@ class Vocabulary:
     report_labels: list[list[int]]  # per report (sorted by id), its label ids
 
 
-def read_vocabulary(labels_path: str | Path, variant: str) -> Vocabulary:
+def read_vocabulary(labels_path: str | Path, variant: str, reports: set[str] | None = None) -> Vocabulary:
+    """The unique labels of ``variant``; ``reports``: only the rows of these report ids (the train split
+    for ``embeddings.calibration.split: train``), None = every row."""
     path = Path(labels_path)
     table = pq.read_table(path, columns=["report_id", "variant", "label", "category", "polarity"])
-    rows = [r for r in table.to_pylist() if r["variant"] == variant]
+    rows = [r for r in table.to_pylist() if r["variant"] == variant and (reports is None or r["report_id"] in reports)]
     if not rows:
-        raise ValueError(f"{path}: no rows of label variant {variant!r}")
+        which = "" if reports is None else f" among {len(reports)} train reports"
+        raise ValueError(f"{path}: no rows of label variant {variant!r}{which}")
     index: dict[str, int] = {}
     keys: list[str | None] = []
     negated: list[bool] = []
@@ -197,6 +206,22 @@ def read_calibration(path: str | Path, variant: str) -> Calibration:
     return Calibration.from_dict(data[variant], f"{path}: {variant}")
 
 
+def train_report_ids(report_paths: list[str | Path]) -> set[str]:
+    """The report ids of the train split of report shards (their ``split`` column)."""
+    out: set[str] = set()
+    for path in report_paths:
+        try:
+            table = pq.read_table(path, columns=["report_id", "split"])
+        except (OSError, ValueError, KeyError) as err:
+            raise ValueError(f"{path}: cannot read the report_id and split columns of a report shard: {err}") from None
+        out.update(
+            r for r, s in zip(table.column("report_id").to_pylist(), table.column("split").to_pylist()) if s == "train"
+        )
+    if not out:
+        raise ValueError(f"{', '.join(map(str, report_paths))}: no report of the train split")
+    return out
+
+
 def calibrate_labels(
     labels_path: str | Path,
     embeddings_path: str | Path,
@@ -206,16 +231,20 @@ def calibrate_labels(
     percentile: float = 95.0,
     share: float = 0.5,
     seed: int = 0,
+    reports: set[str] | None = None,
 ) -> dict[str, Calibration]:
-    """One calibration per label variant, from labels.parquet and the written vectors."""
+    """One calibration per label variant, from labels.parquet and the written vectors; ``reports``:
+    fit on these reports' labels only (:func:`train_report_ids`), None = every row."""
     from medfilip.embeddings.store import load_embeddings
 
     out = {}
     for variant in variants:
-        vocab = read_vocabulary(labels_path, variant)
+        vocab = read_vocabulary(labels_path, variant, reports)
         vectors = np.asarray(load_embeddings(embeddings_path, vocab.texts), dtype=np.float64)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
         out[variant] = compute_calibration(vectors, vocab, method, percentile=percentile, share=share, seed=seed)
+        if reports is not None:
+            out[variant].stats["fitted_on"] = f"train split ({len(vocab.report_labels)} reports)"
         log.info("ssm calibration of %s labels: %s", variant, out[variant].describe())
     return out
 
@@ -274,4 +303,94 @@ def batch_statistics(
         "own_category_share": round(float(np.mean(shares)), 3),
         "effective_texts": round(float(np.mean(effective)), 1),
         "texts_per_row": round(float(np.mean(n_texts)), 1),
+    }
+
+
+def masked_batch_texts(labels_path: str | Path, variant: str) -> tuple[Any, Any, list[str]]:
+    """(LabelTable, ReportLabels, every string a masked batch can hold: the label texts, then every
+    masked form of each label (:class:`medfilip.training.data.TextTable`))."""
+    from medfilip.training.data import TextTable, read_label_table
+
+    labels, reports = read_label_table(labels_path, variant)
+    table = TextTable.build(labels)
+    return labels, reports, list(dict.fromkeys([*labels.texts, *table.texts]))
+
+
+def masked_batch_statistics(
+    vector_of: dict[str, np.ndarray],
+    labels: Any,
+    reports: Any,
+    calibration: Calibration | None = None,
+    *,
+    mask_probability: float = 0.5,
+    batch_size: int = 32,
+    n_batches: int = 20,
+    seed: int = 0,
+) -> dict[str, float]:
+    """:func:`batch_statistics` with masking on and entailment targets (``training.masked_targets:
+    entailment``): each label's text has severity, location and explanation each dropped with
+    ``mask_probability`` (as training does); a text's target is the calibrated cosine between the
+    image's labels and the text's own vector, and 1 for every image with a label that entails it.
+    ``vector_of``: string -> L2-normalised vector (labels and their masked forms, :func:`masked_batch_texts`)."""
+    import torch
+
+    from medfilip.ssm import ssm_target
+    from medfilip.training.data import TextTable, masked_text
+
+    table = TextTable.build(labels)
+    n_labels = len(labels)
+    v = torch.from_numpy(np.stack([vector_of[t] for t in [*labels.texts, *table.texts]]).astype(np.float64))
+    negated = torch.tensor(
+        [p == "negated" for p in labels.polarities] + [labels.polarities[s] == "negated" for s in table.sources]
+    )
+    keys = np.array([k or "" for k in labels.category_keys()], dtype=object)
+    report_ids = [r for r in reports if reports[r]]
+    if len(report_ids) < batch_size:
+        batch_size = len(report_ids)
+    rng = np.random.default_rng(seed)
+    same_vals, cross_vals, shares, effective, n_texts, n_positive = [], [], [], [], [], []
+    for _ in range(n_batches):
+        chosen = [list(reports[report_ids[i]]) for i in rng.choice(len(report_ids), batch_size, replace=False)]
+        texts: dict[str, None] = {}
+        for ids in chosen:
+            for lid in ids:
+                texts.setdefault(masked_text(labels, lid, mask_probability, rng), None)
+        rows = table.ids(list(texts))
+        positives = table.entailment(chosen, rows)
+        target = ssm_target(
+            chosen,
+            [n_labels + r for r in rows],
+            v,
+            negated=negated,
+            calibration=calibration,
+            positives=positives,
+        ).numpy()
+        text_keys = keys[[table.sources[r] for r in rows]]
+        for i, ids in enumerate(chosen):
+            own_keys = {keys[j] for j in ids} - {""}
+            in_cat = np.isin(text_keys, list(own_keys)) & (text_keys != "")
+            own = positives[i].numpy()
+            same_vals.append(target[i, in_cat & ~own])
+            cross_vals.append(target[i, ~in_cat & ~own])
+            row = np.clip(target[i], 0.0, None)
+            p = row / row.sum()
+            shares.append(float(p[in_cat | own].sum()))
+            nz = p[p > 0]
+            effective.append(float(np.exp(-(nz * np.log(nz)).sum())))
+            n_texts.append(len(row))
+            n_positive.append(int(own.sum()))
+    same, cross = np.concatenate(same_vals), np.concatenate(cross_vals)
+
+    def q(a: np.ndarray, p: float) -> float:
+        return round(float(np.percentile(a, p)), 3) if a.size else float("nan")
+
+    return {
+        "same_category_median": q(same, 50),
+        "cross_category_median": q(cross, 50),
+        "cross_category_p5": q(cross, 5),
+        "cross_category_p95": q(cross, 95),
+        "own_category_share": round(float(np.mean(shares)), 3),
+        "effective_texts": round(float(np.mean(effective)), 1),
+        "texts_per_row": round(float(np.mean(n_texts)), 1),
+        "positives_per_row": round(float(np.mean(n_positive)), 2),
     }

@@ -71,7 +71,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         f"{summary.n_unique} unique labels: {summary.n_unique - summary.n_new} cached, {summary.n_new} embedded "
         f"in {summary.seconds:.1f}s (dim {summary.dim}) -> {args.out} ({table.num_rows} vectors)"
     )
-    calibrations = _calibrate(args.labels, args.out, args.variants, cfg.calibration)
+    calibrations = _calibrate(args.labels, args.out, args.variants, cfg.calibration, args.reports)
     out = args.calibration or calibration_path(args.out)
     write_calibration(calibrations, out)
     print(
@@ -82,11 +82,18 @@ def cmd_embed(args: argparse.Namespace) -> int:
     return 0
 
 
-def _calibrate(labels: Path, embeddings: Path, variants: list[str] | None, settings) -> dict:
+def _calibrate(
+    labels: Path, embeddings: Path, variants: list[str] | None, settings, report_shards: list[Path] | None = None
+) -> dict:
     import pyarrow.parquet as pq
 
-    from medfilip.embeddings.calibration import calibrate_labels
+    from medfilip.embeddings.calibration import calibrate_labels, train_report_ids
 
+    reports = None
+    if settings.split == "train":
+        if not report_shards:
+            raise ValueError("embeddings.calibration.split is 'train': pass the report shards (--reports)")
+        reports = train_report_ids(report_shards)
     if not variants:
         variants = sorted(set(pq.read_table(labels, columns=["variant"]).column("variant").to_pylist()))
     return calibrate_labels(
@@ -97,6 +104,7 @@ def _calibrate(labels: Path, embeddings: Path, variants: list[str] | None, setti
         percentile=settings.percentile,
         share=settings.share,
         seed=settings.seed,
+        reports=reports,
     )
 
 
@@ -105,7 +113,7 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     from medfilip.embeddings.calibration import calibration_path, write_calibration
 
     cfg = load_config(args.config).embeddings
-    calibrations = _calibrate(args.labels, args.embeddings, args.variants, cfg.calibration)
+    calibrations = _calibrate(args.labels, args.embeddings, args.variants, cfg.calibration, args.reports)
     out = args.out or calibration_path(args.embeddings)
     write_calibration(calibrations, out)
     for variant, c in calibrations.items():
@@ -119,18 +127,27 @@ def cmd_ssm_stats(args: argparse.Namespace) -> int:
     import numpy as np
 
     from medfilip.config import load_config
-    from medfilip.embeddings.calibration import batch_statistics, compute_calibration, read_vocabulary
-    from medfilip.embeddings.store import embed_texts, load_embeddings
+    from medfilip.embeddings.calibration import (
+        batch_statistics,
+        compute_calibration,
+        masked_batch_statistics,
+        masked_batch_texts,
+        read_vocabulary,
+    )
+    from medfilip.embeddings.store import embed_texts, load_embeddings, write_label_embeddings
 
-    cfg = load_config(args.config).embeddings
+    config = load_config(args.config)
+    cfg = config.embeddings
     vocab = read_vocabulary(args.labels, args.variant)
+    # masking on (entailment targets) for the variants training masks, at training.mask_probability
+    p_mask = config.training.mask_probability if args.mask_probability is None else args.mask_probability
+    masked = masked_batch_texts(args.labels, args.variant) if args.variant in MASKED_VARIANTS and p_mask > 0 else None
     rows = []
     for model in [None if m in ("minilm", "null") else m for m in args.models] if args.models else [cfg.model]:
         if args.embeddings and len(args.models or [None]) == 1:
             path = args.embeddings
         else:
             from medfilip.embeddings.model import model_slug
-            from medfilip.embeddings.store import write_label_embeddings
 
             cache = Path("results/cache/embeddings") / model_slug(model)
             embed_texts(
@@ -146,6 +163,24 @@ def cmd_ssm_stats(args: argparse.Namespace) -> int:
             write_label_embeddings(vocab.texts, model, cache, path)
         vectors = np.asarray(load_embeddings(path, vocab.texts), dtype=np.float64)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12)
+        if masked is not None:  # every masked form of the labels, through the model's cache (new strings only)
+            from medfilip.embeddings.model import model_slug
+
+            forms_cache = Path("results/cache/embeddings") / model_slug(model)
+            embed_texts(
+                masked[2],
+                model,
+                forms_cache,
+                batch_size=cfg.batch_size,
+                max_length=cfg.max_length,
+                device=cfg.device,
+                progress=False,
+            )
+            forms = Path(args.workdir) / f"{model_slug(model)}.{args.variant}.masked.parquet"
+            write_label_embeddings(masked[2], model, forms_cache, forms)
+            m = np.asarray(load_embeddings(forms, masked[2]), dtype=np.float64)
+            m /= np.maximum(np.linalg.norm(m, axis=1, keepdims=True), 1e-12)
+            masked_vectors = dict(zip(masked[2], m))
         name = Path(model).name if model else "all-MiniLM-L6-v2"
         for method in ("none", "floor", "temperature"):
             c = compute_calibration(
@@ -159,10 +194,23 @@ def cmd_ssm_stats(args: argparse.Namespace) -> int:
             stats = batch_statistics(
                 vectors, vocab, c, batch_size=args.batch_size, n_batches=args.n_batches, seed=args.seed
             )
-            rows.append({"model": name, "calibration": c.describe(), **stats})
+            rows.append({"model": name, "calibration": c.describe(), "texts": "full labels", **stats})
+            if masked is not None:  # masking on, entailment targets: what training.masked_targets entailment asks
+                stats = masked_batch_statistics(
+                    masked_vectors,
+                    masked[0],
+                    masked[1],
+                    c,
+                    mask_probability=p_mask,
+                    batch_size=args.batch_size,
+                    n_batches=args.n_batches,
+                    seed=args.seed,
+                )
+                rows.append({"model": name, "calibration": c.describe(), "texts": f"masked p={p_mask:g}", **stats})
     header = [
         "model",
         "calibration",
+        "texts",
         "same-category median",
         "cross-category median [5-95 pct]",
         "share on own categories",
@@ -172,7 +220,7 @@ def cmd_ssm_stats(args: argparse.Namespace) -> int:
     print("|" + "---|" * len(header))
     for r in rows:
         print(
-            f"| {r['model']} | {r['calibration']} | {r['same_category_median']:.3f} | "
+            f"| {r['model']} | {r['calibration']} | {r['texts']} | {r['same_category_median']:.3f} | "
             f"{r['cross_category_median']:.3f} [{r['cross_category_p5']:.2f}-{r['cross_category_p95']:.2f}] | "
             f"{r['own_category_share']:.2f} | {r['effective_texts']:.1f} (of {r['texts_per_row']:.0f}) |"
         )
@@ -232,6 +280,11 @@ def cmd_ssm_heatmap(args: argparse.Namespace) -> int:
     return 0
 
 
+MASKED_VARIANTS = ("triplet", "triplet_explanation")  # the variants training masks
+REPORTS_FLAG = "--reports"
+REPORTS_HELP = "report shards: their split column, for embeddings.calibration.split: train"
+
+
 def register(sub) -> None:
     s = sub.add_parser("embed", help="embed every unique label string once with E_sim (cached by model + text)")
     s.add_argument("--labels", type=Path, default=Path("results/labels.parquet"))
@@ -249,6 +302,7 @@ def register(sub) -> None:
         default=None,
         help="SSM calibration file (default: beside --out, <stem>.calibration.json)",
     )
+    s.add_argument(REPORTS_FLAG, type=Path, nargs="+", default=None, help=REPORTS_HELP)
     s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("ssm-calibrate", help="(re)compute the SSM calibration of written label embeddings")
@@ -256,6 +310,7 @@ def register(sub) -> None:
     s.add_argument("--embeddings", type=Path, required=True, help="results/embeddings/<model slug>.parquet")
     s.add_argument("--variants", nargs="+", default=None, help="label variants (default: all in the labels)")
     s.add_argument("--out", type=Path, default=None, help="default: beside --embeddings")
+    s.add_argument(REPORTS_FLAG, type=Path, nargs="+", default=None, help=REPORTS_HELP)
     s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("ssm-stats", help="what a batch's SSM target asks of the model, raw and calibrated")
@@ -272,6 +327,13 @@ def register(sub) -> None:
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--n-batches", type=int, default=20)
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument(
+        "--mask-probability",
+        type=float,
+        default=None,
+        help="masking on, entailment targets: each field dropped with this chance (default training.mask_probability; "
+        "0 = full labels only)",
+    )
     s.set_defaults(func=cmd_ssm_stats)
 
     s = sub.add_parser("ssm-heatmap", help="figure: the SSM soft-label target of one training batch")

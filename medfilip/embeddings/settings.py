@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from pydantic import Field
 
@@ -36,6 +36,11 @@ class CalibrationSettings(Strict):
         0.5, gt=0.0, lt=1.0, description="temperature: mean share of a label's vocabulary row on its own category"
     )
     seed: int = Field(0, ge=0, description="Seed of the label sample on vocabularies over 4,000 labels")
+    split: Literal["all", "train"] = Field(
+        "all",
+        description="Reports whose labels the calibration is fitted on: all (every row of labels.parquet, held-out "
+        "reports included) or train (the train split of the report shards only)",
+    )
 
 
 class EmbeddingsConfig(Strict):

@@ -14,21 +14,31 @@ log = logging.getLogger(__name__)
 def cmd_zeroshot(args: argparse.Namespace) -> int:
     from medfilip.config import load_config
     from medfilip.evaluation.report import write_figure, write_per_class, write_table
-    from medfilip.evaluation.sets import load_eval_sets
-    from medfilip.evaluation.zeroshot import evaluate_runs
+    from medfilip.evaluation.sets import load_eval_sets, stated_severities
+    from medfilip.evaluation.zeroshot import evaluate_runs, run_eval_text_of_folder
+    from medfilip.extraction.vocabulary import load_severity_scale
     from medfilip.knowledge import load_knowledge
 
     cfg = load_config(args.config)
     ev = cfg.evaluation
     # a file stands for its folder: the workflow passes model.pt and index.parquet (its inputs)
     runs = [p.parent if p.is_file() else p for p in args.runs]
-    sets = load_eval_sets([p.parent if p.is_file() else p for p in args.sets], ev)
+    # the severities the reports state, on the one scale (corpus_severity; None: reported as skipped)
+    stated = (
+        stated_severities(args.labels, load_severity_scale(cfg.extraction.rules.vocabulary_dir))
+        if args.labels is not None
+        else None
+    )
+    sets = load_eval_sets([p.parent if p.is_file() else p for p in args.sets], ev, stated)
     if not sets:
         raise ValueError(f"no evaluation set with test images in {', '.join(map(str, args.sets))}")
     categories = sorted({c for s in sets for c in s.categories})
+    # each run's own evaluation text (training.runs.*.eval_text, else its label variant's), beside the common one
+    own_texts = [run_eval_text_of_folder(r, cfg.training.runs) for r in runs]
+    explained = ClassTextVariant.triplet_explanation.value
     knowledge_path = args.knowledge or cfg.knowledge.path
     knowledge = load_knowledge(
-        knowledge_path, required=categories if ev.text_variant == ClassTextVariant.triplet_explanation else ()
+        knowledge_path, required=categories if explained in {ev.text_variant, *own_texts} else ()
     )
     for s in sets:
         log.info(
@@ -52,6 +62,7 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
         n_resamples=ev.bootstrap.n_resamples,
         seed=ev.bootstrap.seed,
         image_embeddings=args.image_embeddings,
+        own_texts=own_texts,
     )
     rows = write_table(result.summaries, args.out)
     if args.per_class:
@@ -109,6 +120,7 @@ def _runs_and_corpus(args: argparse.Namespace):
 
 def cmd_retrieval(args: argparse.Namespace) -> int:
     from medfilip.evaluation.retrieval import evaluate_retrieval, write_table
+    from medfilip.evaluation.zeroshot import run_eval_text_of_folder
 
     cfg, runs, store, knowledge = _runs_and_corpus(args)
     ev = cfg.evaluation
@@ -121,6 +133,7 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
         ks=ev.retrieval.ks,
         text_variant=ev.text_variant,
         baseline_prompt=ev.retrieval.baseline_prompt,
+        own_texts=[run_eval_text_of_folder(r, cfg.training.runs) for r in runs],
         n_resamples=ev.bootstrap.n_resamples,
         seed=ev.bootstrap.seed,
         batch_size=ev.batch_size,
@@ -176,6 +189,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         nargs="+",
         default=None,
         help="each run's stored image embeddings (medfilip embed-images), in the order of --runs",
+    )
+    s.add_argument(
+        "--labels",
+        type=Path,
+        default=None,
+        help="labels.parquet: the severities the reports state, for corpus_severity (without it the set is "
+        "reported as skipped)",
     )
     s.set_defaults(func=cmd_zeroshot)
 

@@ -18,8 +18,26 @@ and are left out of the means. Every metric is the mean over the set's classes w
 ('normal' left out on single-label sets, see :func:`medfilip.evaluation.zeroshot.mean_classes`, and
 out of the negation columns, which have no "no normal").
 
-``zeroshot_per_class.csv``: run, dataset, class, protocol, auc, f1, acc, precision, recall,
-threshold, n_pos, n, auc_neg, auc_comb.
+Each run is also scored with its own text form (``training.runs.*.eval_text``, else its label
+variant's: the template for MedFILIP, the triplet or category name for the ablation rows, a
+report-style sentence for report-text runs; :func:`medfilip.evaluation.zeroshot.run_eval_text`):
+the same columns again, prefixed ``own_`` (``own_downstream_mean_auc``, ``own_delta_...``, deltas to
+medfilip in its own text), with ``own_text_variant``, after the common template's columns, whose
+values are what they were without them. The own text leads where methods are compared.
+
+The unseen-class control is a 2 x 2 (:func:`medfilip.evaluation.sets.control_copies`): the class
+named in ``evaluation.mismatched_explanation`` ("covid-19 pneumonia") under its real name or
+"condition x", with its own or another category's explanation: ``{set}`` (real, own),
+``{set}_mismatched``, ``{set}_neutral``, ``{set}_neutral_mismatched``. Each has
+``{set}_class_auc``: the AUC of that class alone (``{set}_auc`` averages in the other classes).
+
+``corpus_severity`` (severity as severity, :mod:`medfilip.evaluation.sets`) adds
+``corpus_severity_tau``: Kendall tau between the stated severity and cos(image, "severe c") -
+cos(image, "mild c"), the mean over its categories (per category in the per-class file, protocol
+``kendall_tau``), with its interval and difference to medfilip; the set is left out of the means.
+
+``zeroshot_per_class.csv`` (common template): run, dataset, class, protocol, auc, f1, acc, precision, recall,
+threshold, n_pos, n, auc_neg, auc_comb, kendall_tau.
 """
 
 from __future__ import annotations
@@ -50,6 +68,7 @@ PER_CLASS_COLUMNS = [
     "n",
     "auc_neg",
     "auc_comb",
+    "kendall_tau",
 ]
 REFERENCE_RUN = "medfilip"
 # column suffix -> where its point estimate lives in a summary
@@ -62,8 +81,13 @@ SET_METRICS = {
     "top1": (None, "top1"),
     "auc_neg": ("negation", "auc_neg"),
     "auc_comb": ("negation", "auc_comb"),
+    "tau": ("severity", "tau"),
+    "class_auc": (
+        "control",
+        "auc",
+    ),  # the COVID control's class alone (not the set's mean)  # corpus_severity: Kendall tau of the stated severity, mean over categories
 }
-DELTA_METRICS = ("acc", "f1", "auc")
+DELTA_METRICS = ("acc", "f1", "auc", "tau", "class_auc")
 MEAN_METRICS = ("acc", "f1", "auc", "acc_valthr", "f1_valthr")
 
 
@@ -101,8 +125,33 @@ def _mean_replicates(parts: list[np.ndarray]) -> np.ndarray | None:
         return np.nanmean(np.vstack(parts), axis=0)
 
 
+OWN_PREFIX = "own_"
+
+
 def table_rows(summaries: Sequence[dict]) -> list[dict]:
-    """Rows of zeroshot.csv (runs in first-seen order, sets in first-seen order; module doc)."""
+    """Rows of zeroshot.csv (runs in first-seen order, sets in first-seen order; module doc): the
+    common template's columns (summaries without ``prompt`` or with "common"), then, for runs with
+    summaries of their own text (``prompt`` "own"), the same columns prefixed ``own_`` and
+    ``own_text_variant``."""
+    common = [s for s in summaries if s.get("prompt", "common") == "common"]
+    own = [s for s in summaries if s.get("prompt") == "own"]
+    rows = _prompt_rows(common)
+    if own:
+        own_rows = {r["run"]: r for r in _prompt_rows(own)}
+        variant = {s["run"]: s.get("text_variant") for s in own}
+        for row in rows:
+            extra = own_rows.get(row["run"])
+            if extra is None:
+                continue
+            note = row.pop("note")
+            row[f"{OWN_PREFIX}text_variant"] = variant.get(row["run"])
+            row.update({f"{OWN_PREFIX}{k}": v for k, v in extra.items() if k not in ("run", "note")})
+            row["note"] = note
+    return rows
+
+
+def _prompt_rows(summaries: Sequence[dict]) -> list[dict]:
+    """The rows of one prompt's summaries (see :func:`table_rows`)."""
     runs = list(dict.fromkeys(s["run"] for s in summaries))
     sets = list(dict.fromkeys(s["dataset"] for s in summaries))
     by_key = {(s["run"], s["dataset"]): s for s in summaries}
@@ -182,6 +231,7 @@ def per_class_rows(per_class: Sequence[dict]) -> list[dict]:
                 "n": r["n"],
                 "auc_neg": _round(r.get("auc_neg")),
                 "auc_comb": _round(r.get("auc_comb")),
+                "kendall_tau": _round(r.get("kendall_tau")),
             }
         )
     return out
@@ -190,14 +240,19 @@ def per_class_rows(per_class: Sequence[dict]) -> list[dict]:
 def write_table(summaries: Sequence[dict], path: str | Path) -> list[dict]:
     rows = table_rows(summaries)
     columns = list(dict.fromkeys(k for r in rows for k in r))
-    means = [c for c in columns if c.startswith(("downstream_mean_", "mean_", "delta_downstream_mean_", "delta_mean_"))]
-    columns = [c for c in columns if c not in means and c != "note"] + means + ["note"]
+    mean_heads = ("downstream_mean_", "mean_", "delta_downstream_mean_", "delta_mean_")
+    means = [c for c in columns if c.startswith(mean_heads)]
+    own = [c for c in columns if c.startswith(OWN_PREFIX)]
+    own = [c for c in own if not c[len(OWN_PREFIX) :].startswith(mean_heads)] + [
+        c for c in own if c[len(OWN_PREFIX) :].startswith(mean_heads)
+    ]
+    columns = [c for c in columns if c not in means and c not in own and c != "note"] + means + own + ["note"]
     write_csv_atomic(rows, path, fieldnames=columns)
     return rows
 
 
 def write_per_class(per_class: Sequence[dict], path: str | Path) -> list[dict]:
-    rows = per_class_rows(per_class)
+    rows = per_class_rows([r for r in per_class if r.get("prompt", "common") == "common"])
     write_csv_atomic(rows, path, fieldnames=PER_CLASS_COLUMNS)
     return rows
 

@@ -10,7 +10,11 @@ Texts: one per image, the text of its own finding, in two forms (``prompt`` colu
 - ``template``: the run's evaluation text, ``render_label(category, severity, location,
   explanation)`` in ``evaluation.text_variant`` (the paper's eq. 10 with IKI for MedFILIP);
 - ``baseline``: ``evaluation.retrieval.baseline_prompt``, "This is an X-ray image of {category}"
-  (the baselines' prompt; it carries no severity).
+  (the baselines' prompt; it carries no severity);
+- ``own``: the run's own evaluation text (``training.runs.*.eval_text``, else its label variant's:
+  the triplet for a triplet run, "There is mild cardiomegaly." for a report-text run;
+  :func:`medfilip.evaluation.zeroshot.run_eval_text`), for runs whose settings are known. Its
+  difference to medfilip compares each run in its own language. ``text_variant`` names each row's form.
 
 Directions: ``image_to_text`` (each image queries the N texts) and ``text_to_image`` (each text
 queries the N images), ranked by cosine similarity (ties by gallery order). Relevance
@@ -37,7 +41,7 @@ import numpy as np
 
 from medfilip.evaluation.bootstrap import interval_from_replicates, resample_indices, resample_weights
 from medfilip.evaluation.sets import SPLITS, EvaluationSetError
-from medfilip.labels.templates import render_label
+from medfilip.labels.templates import eval_text
 from medfilip.names import ClassTextVariant
 
 log = logging.getLogger(__name__)
@@ -46,6 +50,7 @@ REFERENCE_RUN = "medfilip"
 DIRECTIONS = ("image_to_text", "text_to_image")
 RELEVANCE = ("category", "severity_category")
 PROMPTS = ("template", "baseline")
+OWN_PROMPT = "own"
 
 
 @dataclass(frozen=True)
@@ -102,15 +107,25 @@ def retrieval_images(store: Any, max_images: int, seed: int = 0) -> RetrievalIma
 
 
 def image_texts(
-    images: RetrievalImages, prompt: str, *, explain: Callable[[str], str], text_variant: str, baseline_prompt: str
+    images: RetrievalImages,
+    prompt: str,
+    *,
+    explain: Callable[[str], str],
+    text_variant: str,
+    baseline_prompt: str,
+    own_text: str | None = None,
 ) -> list[str]:
-    """The text of each image's finding under ``prompt`` (module doc)."""
+    """The text of each image's finding under ``prompt`` (module doc); ``own`` renders ``own_text``."""
     if prompt == "baseline":
         return [baseline_prompt.format(category=f["category"]) for f in images.findings]
-    if prompt != "template":
-        raise ValueError(f"prompt must be one of {PROMPTS}, got {prompt!r}")
+    if prompt == OWN_PROMPT:
+        if own_text is None:
+            raise ValueError("prompt 'own' needs the run's own text variant")
+        text_variant = own_text
+    elif prompt != "template":
+        raise ValueError(f"prompt must be one of {(*PROMPTS, OWN_PROMPT)}, got {prompt!r}")
     return [
-        render_label(
+        eval_text(
             f["category"],
             severity=f["severity"],
             location=f["location"],
@@ -169,11 +184,24 @@ def run_scores(
     baseline_prompt: str,
     ks: Sequence[int],
     batch_size: int,
+    own_text: str | None = None,
 ) -> dict:
-    """``{(prompt, direction, relevance): {k: (precision (N,), recall (N,))}}`` of one model."""
+    """``{(prompt, direction, relevance): {k: (precision (N,), recall (N,))}}`` of one model (prompt
+    ``own`` too when ``own_text`` is given)."""
     out = {}
-    for prompt in PROMPTS:
-        texts = image_texts(images, prompt, explain=explain, text_variant=text_variant, baseline_prompt=baseline_prompt)
+    for prompt in (*PROMPTS, OWN_PROMPT) if own_text is not None else PROMPTS:
+        if prompt == OWN_PROMPT and own_text == str(getattr(text_variant, "value", text_variant)):
+            # the run's own form is the template: the same texts, the same scores
+            out.update({(OWN_PROMPT, d, r): v for (p, d, r), v in list(out.items()) if p == "template"})
+            continue
+        texts = image_texts(
+            images,
+            prompt,
+            explain=explain,
+            text_variant=text_variant,
+            baseline_prompt=baseline_prompt,
+            own_text=own_text,
+        )
         text_emb = _encode_unique(model, texts, batch_size).astype(np.float64)
         sim = images_emb.astype(np.float64) @ text_emb.T  # (images, texts); text j belongs to image j
         for relevance in RELEVANCE:
@@ -202,9 +230,16 @@ def _replicates(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
 
 
 def table_rows(
-    scores: dict[str, dict], images: RetrievalImages, ks: Sequence[int], *, n_resamples: int = 1000, seed: int = 0
+    scores: dict[str, dict],
+    images: RetrievalImages,
+    ks: Sequence[int],
+    *,
+    n_resamples: int = 1000,
+    seed: int = 0,
+    text_variants: dict[str, dict[str, str | None]] | None = None,
 ) -> list[dict]:
-    """Rows of retrieval.csv: one per (run, prompt, direction, relevance), runs in the order given."""
+    """Rows of retrieval.csv: one per (run, prompt, direction, relevance), runs in the order given;
+    ``text_variants``: ``{run: {prompt: text form}}`` for the ``text_variant`` column."""
     runs = list(scores)
     reference = REFERENCE_RUN if REFERENCE_RUN in scores else None
     weights = resample_weights(resample_indices(len(images), n_resamples, seed), len(images)) if len(images) else None
@@ -232,7 +267,7 @@ def table_rows(
                         _round(iv.low),
                         _round(iv.high),
                     )
-            if reference and run != reference:
+            if reference and run != reference and (prompt, direction, relevance) in scores[reference]:
                 ref = scores[reference][(prompt, direction, relevance)]
                 for k in ks:
                     for metric, j in (("p", 0), ("r", 1)):
@@ -246,6 +281,7 @@ def table_rows(
                             _round(iv.low),
                             _round(iv.high),
                         )
+            row["text_variant"] = ((text_variants or {}).get(run) or {}).get(prompt)
             row["note"] = None
             rows.append(row)
     return rows
@@ -267,9 +303,11 @@ def evaluate_retrieval(
     load_model: Callable[[Path, str], Any] | None = None,
     progress: bool = False,
     image_embeddings: Sequence[str | Path] | None = None,
+    own_texts: Sequence[str | None] | None = None,
 ) -> list[dict]:
     """The rows of retrieval.csv for every run folder (run name = folder name); ``image_embeddings``:
-    each run's stored image embeddings (medfilip.evaluation.zeroshot.write_image_embeddings)."""
+    each run's stored image embeddings (medfilip.evaluation.zeroshot.write_image_embeddings);
+    ``own_texts``: each run's own text form (None: no ``own`` rows for that run)."""
     from medfilip.devices import resolve_device
     from medfilip.evaluation.zeroshot import encode_store_images, stored_rows
 
@@ -287,7 +325,9 @@ def evaluate_retrieval(
         images.n_eligible,
         len(set(images.keys("category"))),
     )
-    scores = {}
+    if own_texts is not None and len(own_texts) != len(run_dirs):
+        raise ValueError(f"{len(own_texts)} own texts for {len(run_dirs)} runs")
+    scores, variants = {}, {}
     for j, run_dir in enumerate(run_dirs):
         run_dir = Path(run_dir)
         started = time.perf_counter()
@@ -315,10 +355,16 @@ def evaluate_retrieval(
             baseline_prompt=baseline_prompt,
             ks=ks,
             batch_size=batch_size,
+            own_text=own_texts[j] if own_texts is not None else None,
         )
+        variants[run_dir.name] = {
+            "template": str(getattr(text_variant, "value", text_variant)),
+            "baseline": None,
+            OWN_PROMPT: own_texts[j] if own_texts is not None else None,
+        }
         log.info("retrieval %s: %.1fs", run_dir.name, time.perf_counter() - started)
         del model
-    return table_rows(scores, images, ks, n_resamples=n_resamples, seed=seed)
+    return table_rows(scores, images, ks, n_resamples=n_resamples, seed=seed, text_variants=variants)
 
 
 def write_table(rows: Sequence[dict], path: str | Path) -> Path:

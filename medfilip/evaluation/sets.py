@@ -23,6 +23,18 @@
                      same category at another severity (and a positive for "mild cardiomegaly" must
                      beat "severe cardiomegaly" images, not only normal ones). Labels as corpus_fine.
 
+  ``corpus_severity`` severity measured as severity (issue 19): severities as the *report states*
+                     them (labels.parquet, put on the one scale of
+                     resources/vocabulary/severity_scale.yaml: mild / moderate / severe), never the
+                     phantom's drawn default ("moderate" for an unstated one). A class "mild c" is
+                     positive for images with c stated mild, negative for images with c stated at
+                     another severity only; every other image is unknown (NaN), so a detector of
+                     the category scores 0.5. A class needs ``severity_min_count`` test images and
+                     as many negatives; a set without one is reported with a note saying so. The
+                     zero-shot table adds Kendall tau between the stated severity and
+                     cos(image, "severe c") - cos(image, "mild c") per category (its ordinal
+                     severities in ``EvalSet.ordinal``). Left out of the means over sets.
+
 A set listed in ``evaluation.compare_category_text`` is also scored with the bare category names
 as ``{set}_by_category`` (unseen classes: by category vs by explanation). A set with a class named in
 ``evaluation.mismatched_explanation`` is also scored as ``{set}_mismatched``: that class's text carries
@@ -86,6 +98,14 @@ class EvalSet:
         default_factory=dict
     )  # class name -> category whose explanation its text carries
     note: str = ""
+    in_means: bool = True  # False: reported, but left out of the means over sets (corpus_severity)
+    keep_empty: bool = False  # True: reported (its note) even with no class or no test image
+    # per split, per category: the stated severity of each image on the ordinal scale (0 mild, 1
+    # moderate, 2 severe; NaN when the category is absent or its severity unstated): Kendall tau
+    ordinal: dict[str, dict[str, np.ndarray]] = field(default_factory=dict)
+    # the COVID control: class name -> the name its text uses instead of the category ("condition x")
+    text_names: dict[str, str] = field(default_factory=dict)
+    focus: tuple[str, ...] = ()  # classes also scored alone ({set}_class_auc): the controlled class
 
     @property
     def class_names(self) -> list[str]:
@@ -166,8 +186,118 @@ def _clean(value: str | None) -> str | None:
     return value or None
 
 
-def corpus_sets(store: ImageStore, settings: CorpusSetsSettings) -> list[EvalSet]:
-    """The single-label, multi-label and fine-grained sets of the corpus store's held-out images."""
+SEVERITY_SET = "corpus_severity"
+SEVERITY_ORDER = {"mild": 0, "moderate": 1, "severe": 2}
+
+
+def stated_severities(labels_path: str | Path, scale: dict[str, str]) -> dict[str, dict[str, str | None]]:
+    """``{report_id: {category: severity on the scale, or None}}`` from labels.parquet: what each
+    report states of its present (and uncertain) findings. A category whose report states no
+    severity, a word off the scale, or two different severities is None (left out of severity
+    metrics, never taken for "moderate")."""
+    import pyarrow.parquet as pq
+
+    columns = ["report_id", "category", "severity", "polarity"]
+    try:
+        table = pq.read_table(labels_path, columns=columns)
+    except (OSError, ValueError) as err:
+        raise EvaluationSetError(f"{labels_path}: cannot read the columns {columns} of labels.parquet: {err}") from None
+    found: dict[str, dict[str, set]] = {}
+    for rid, category, severity, polarity in zip(*(table.column(c).to_pylist() for c in columns)):
+        category = _clean(category)
+        if category is None or polarity == "negated":
+            continue
+        word = _clean(severity)
+        found.setdefault(rid, {}).setdefault(category, set()).add(scale.get(word) if word else None)
+    out: dict[str, dict[str, str | None]] = {}
+    for rid, by_category in found.items():
+        out[rid] = {}
+        for category, values in by_category.items():
+            stated = values - {None}
+            out[rid][category] = next(iter(stated)) if len(stated) == 1 and None not in values else None
+    return out
+
+
+def severity_set(
+    store: ImageStore,
+    settings: CorpusSetsSettings,
+    rows: dict[str, np.ndarray],
+    stated: dict[str, dict[str, str | None]] | None,
+) -> EvalSet:
+    """``corpus_severity`` (module doc): stated severity + category classes whose negatives are the
+    same category at another stated severity only."""
+    base = EvalSet(SEVERITY_SET, "multi_label", [], store, source="corpus", in_means=False, keep_empty=True)
+    if stated is None:
+        return replace(base, note="skipped: no labels.parquet given, the stated severities are unknown")
+    findings = _findings(store)
+    report_ids = store.index.column("report_id").to_pylist() if "report_id" in store.index.column_names else None
+    if report_ids is None:
+        return replace(base, note="skipped: the corpus store has no report_id column")
+    drawn = [{_clean(f.get("category")) for f in fs} - {None} for fs in findings]
+
+    def severity_of(i: int) -> dict[str, str]:
+        # the categories drawn in the image whose severity its report states
+        said = stated.get(report_ids[i]) or {}
+        return {c: said[c] for c in drawn[i] if said.get(c) in SEVERITY_ORDER}
+
+    of = {split: {int(i): severity_of(int(i)) for i in r} for split, r in rows.items()}
+    minimum = settings.severity_min_count
+    test = Counter((sev, c) for sevs in of["test"].values() for c, sev in sevs.items())
+    per_category = Counter(c for sevs in of["test"].values() for c in sevs)
+    pairs, skipped = [], []
+    for sev, c in sorted(test, key=lambda p: (p[1], SEVERITY_ORDER[p[0]])):
+        negatives = per_category[c] - test[(sev, c)]
+        if test[(sev, c)] >= minimum and negatives >= minimum:
+            pairs.append((sev, c))
+        else:
+            skipped.append(f"{sev} {c} ({test[(sev, c)]} test images, {negatives} negatives)")
+    ranked = sorted(c for c, k in per_category.items() if k >= minimum and len({s for s, cc in test if cc == c}) >= 2)
+    categories = sorted({c for _, c in pairs} | set(ranked))
+    keep = {
+        split: np.array([i for i in r if any(c in of[split][int(i)] for c in categories)], dtype=np.int64)
+        for split, r in rows.items()
+    }
+
+    def label(i: int, split: str, sev: str, c: str) -> float:
+        said = of[split][i].get(c)
+        return float("nan") if said is None else float(said == sev)
+
+    labels = {
+        split: np.array([[label(int(i), split, s_, c) for s_, c in pairs] for i in r], dtype=np.float32).reshape(
+            len(r), len(pairs)
+        )
+        for split, r in keep.items()
+    }
+    ordinal = {
+        split: {
+            c: np.array([SEVERITY_ORDER.get(of[split][int(i)].get(c), np.nan) for i in r], dtype=np.float64)
+            for c in ranked
+        }
+        for split, r in keep.items()
+    }
+    note = (
+        f"stated severities only, negatives = same category at another stated severity; classes need {minimum} "
+        f"test images and {minimum} negatives; Kendall tau over {len(ranked)} categories"
+    )
+    if skipped:
+        note += "; skipped: " + ", ".join(skipped)
+    if not pairs:
+        note = f"skipped: no class has {minimum} test images and {minimum} negatives; " + note
+    return replace(
+        base,
+        classes=[ClassSpec(f"{s_} {c}", c, s_) for s_, c in pairs],
+        rows=keep,
+        labels=labels,
+        ordinal=ordinal,
+        note=note,
+    )
+
+
+def corpus_sets(
+    store: ImageStore, settings: CorpusSetsSettings, stated: dict[str, dict[str, str | None]] | None = None
+) -> list[EvalSet]:
+    """The single-label, multi-label and fine-grained sets of the corpus store's held-out images, and
+    the severity set (``stated``: :func:`stated_severities`; None: reported as skipped)."""
     findings = _findings(store)
     rows = _split_rows(store)
     cats = [{_clean(f.get("category")) for f in fs} - {None} for fs in findings]
@@ -267,6 +397,7 @@ def corpus_sets(store: ImageStore, settings: CorpusSetsSettings) -> list[EvalSet
         )
     )
     out.append(fg_set(store, settings, rows, pairs_of))
+    out.append(severity_set(store, settings, rows, stated))
     return out
 
 
@@ -324,6 +455,9 @@ def fg_set(
     )
 
 
+NEUTRAL_NAME = "condition x"
+
+
 def mismatched_copy(s: EvalSet, mismatch: dict[str, str]) -> EvalSet | None:
     """The unseen-class control of ``s``: each class named in ``mismatch`` takes the explanation of
     the category given there (None when ``s`` has none of them)."""
@@ -336,14 +470,49 @@ def mismatched_copy(s: EvalSet, mismatch: dict[str, str]) -> EvalSet | None:
         name=f"{s.name}_mismatched",
         text_variant=ClassTextVariant.triplet_explanation.value,
         explain_as=swap,
+        focus=tuple(swap),
         note=f"control: {what} (the phantom draws the class from its own explanation)",
     )
 
 
-def load_eval_sets(set_dirs: Iterable[str | Path], settings: EvaluationConfig) -> list[EvalSet]:
-    """Every evaluation set of the given store folders (a corpus store gives its four sets), with the
+def control_copies(s: EvalSet, mismatch: dict[str, str]) -> list[EvalSet]:
+    """The unseen-class control as a 2 x 2 (class name real / neutral x explanation own / mismatched):
+    ``{set}_mismatched`` (real name, another category's explanation), ``{set}_neutral`` (the name
+    replaced by "condition x", its own explanation) and ``{set}_neutral_mismatched``. Each, and ``s``
+    itself (real x own), reports the controlled class alone (``focus``: ``{set}_class_auc``)."""
+    mismatched = mismatched_copy(s, mismatch)
+    if mismatched is None:
+        return []
+    names = dict.fromkeys(mismatched.focus, NEUTRAL_NAME)
+    neutral = replace(
+        s,
+        name=f"{s.name}_neutral",
+        text_variant=ClassTextVariant.triplet_explanation.value,
+        text_names=names,
+        focus=mismatched.focus,
+        note="control: " + "; ".join(f"'{k}' named '{NEUTRAL_NAME}', its own explanation" for k in names),
+    )
+    both = replace(
+        mismatched,
+        name=f"{s.name}_neutral_mismatched",
+        text_names=names,
+        note="control: "
+        + "; ".join(
+            f"'{k}' named '{NEUTRAL_NAME}' with the explanation of '{v}'" for k, v in mismatched.explain_as.items()
+        ),
+    )
+    return [mismatched, neutral, both]
+
+
+def load_eval_sets(
+    set_dirs: Iterable[str | Path],
+    settings: EvaluationConfig,
+    stated: dict[str, dict[str, str | None]] | None = None,
+) -> list[EvalSet]:
+    """Every evaluation set of the given store folders (a corpus store gives its five sets), with the
     ``{set}_by_category`` copies asked for by ``compare_category_text`` and the ``{set}_mismatched``
-    controls of ``mismatched_explanation``. Empty sets are dropped with a warning."""
+    controls of ``mismatched_explanation``. Empty sets are dropped with a warning (corpus_severity
+    is kept, with its note). ``stated``: the reports' stated severities (:func:`stated_severities`)."""
     from medfilip.images.store import ImageStore
 
     sets: list[EvalSet] = []
@@ -351,13 +520,13 @@ def load_eval_sets(set_dirs: Iterable[str | Path], settings: EvaluationConfig) -
         store = ImageStore.open(d)
         if "findings" in store.index.column_names and not store.label_names:
             if settings.corpus.enabled:
-                sets.extend(corpus_sets(store, settings.corpus))
+                sets.extend(corpus_sets(store, settings.corpus, stated))
         else:
             sets.append(downstream_set(store, Path(d).name))
     by_category = set(settings.compare_category_text)
     out = []
     for s in sets:
-        if not s.classes or s.n("test") == 0:
+        if (not s.classes or s.n("test") == 0) and not s.keep_empty:
             log.warning(
                 "%s: set %s has %d classes and %d test images; left out",
                 s.store.root,
@@ -366,6 +535,9 @@ def load_eval_sets(set_dirs: Iterable[str | Path], settings: EvaluationConfig) -
                 s.n("test"),
             )
             continue
+        controls = control_copies(s, dict(settings.mismatched_explanation))
+        if controls:
+            s = replace(s, focus=controls[0].focus)  # real name x own explanation: the class alone too
         out.append(s)
         if s.name in by_category:
             out.append(
@@ -376,7 +548,5 @@ def load_eval_sets(set_dirs: Iterable[str | Path], settings: EvaluationConfig) -
                     note="the same images scored with the category name alone",
                 )
             )
-        control = mismatched_copy(s, dict(settings.mismatched_explanation))
-        if control is not None:
-            out.append(control)
+        out.extend(controls)
     return out

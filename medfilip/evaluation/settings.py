@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from medfilip.configbase import UNIQUE_ITEMS, RerunKeys, Strict
 from medfilip.evaluation.probe.settings import LinearProbeSettings
@@ -90,6 +90,16 @@ class CorpusSetsSettings(Strict):
         "negatives include the same category at another severity",
     )
 
+    severity_min_count: int = Field(
+        20,
+        ge=1,
+        le=1_000_000,
+        description="corpus_severity (severity measured as severity: negatives are the same category at another "
+        "stated severity only, severities on the scale of resources/vocabulary/severity_scale.yaml, unstated ones "
+        "left out): a severity + category class needs this many test images and as many same-category negatives; "
+        "Kendall tau needs as many stated test images per category",
+    )
+
     @field_validator("single_label_classes", "multi_label_classes", "fine_grained_categories")
     @classmethod
     def _no_repeats(cls, value, info):
@@ -157,6 +167,44 @@ REAL_EVAL_KEYS = (
 )
 
 
+class PrimaryEndpoint(Strict):
+    """The method comparison's pre-registered primary endpoint (written before the run; seeds.csv
+    reports it in its last row, whatever it shows). No metric: no endpoint."""
+
+    metric: str | None = Field(
+        None,
+        pattern=r"^[a-z0-9_]+$",
+        description="A column of zeroshot.csv, e.g. own_downstream_mean_auc (each run scored with its own text "
+        "form); null = no primary endpoint",
+    )
+    contrast: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]* - [A-Za-z0-9][A-Za-z0-9_.-]*$",
+        description="'<method> - <method>': two methods of training.runs by their seed-0 run names (medfilip - "
+        "no_ssm), differences paired by seed",
+    )
+    difference_that_matters: float = Field(
+        0.01, gt=0.0, le=1.0, description="The smallest difference worth finding: the power statement's effect"
+    )
+    alpha: float = Field(0.05, gt=0.0, lt=0.5, description="Two-sided level of the paired t-test and its interval")
+    power: float = Field(0.8, gt=0.0, lt=1.0, description="Power at difference_that_matters, for the seeds needed")
+
+    @model_validator(mode="after")
+    def _both_or_neither(self):
+        if (self.metric is None) != (self.contrast is None):
+            raise ValueError("primary_endpoint needs both metric and contrast (or neither)")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.metric is not None
+
+    @property
+    def methods(self) -> tuple[str, str]:
+        a, b = str(self.contrast).split(" - ")
+        return a, b
+
+
 class EvaluationConfig(Strict):
     rerun_keys: ClassVar[RerunKeys] = {
         # the real-image tables (workflow/rules/real.smk): zero-shot, probe and retrieval in one job
@@ -172,6 +220,7 @@ class EvaluationConfig(Strict):
             "mismatched_explanation",
         ),
         "retrieval": ("retrieval", "bootstrap", "text_variant"),
+        "seed_summary": ("primary_endpoint",),
         "case_study": ("case_study", "retrieval.baseline_prompt"),
         "probe_fit": ("linear_probe.fractions", "linear_probe.seeds", "linear_probe.c_grid", "linear_probe.max_iter"),
         "probe_baseline": ("linear_probe.fractions", "linear_probe.seeds", "linear_probe.baselines"),
@@ -239,6 +288,11 @@ class EvaluationConfig(Strict):
     )
     linear_probe: LinearProbeSettings = Field(
         LinearProbeSettings(), description="Linear probe (paper Table II) and its fine-tuned baselines"
+    )
+    primary_endpoint: PrimaryEndpoint = Field(
+        PrimaryEndpoint(),
+        description="The method comparison's primary endpoint, written before the run (config/simulation.yaml): "
+        "metric, contrast, difference_that_matters, alpha, power; seeds.csv reports it in its last row; null = none",
     )
 
     @field_validator("compare_category_text", "protocols", "datasets")

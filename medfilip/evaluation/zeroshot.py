@@ -47,8 +47,8 @@ from medfilip.evaluation.metrics import (
 from medfilip.evaluation.sets import NORMAL, SPLITS, EvalSet, EvaluationSetError
 from medfilip.inference import logit_scale_of, zero_shot_scores  # the library's scoring
 from medfilip.io import atomic_path, sha256_text
-from medfilip.labels.templates import render_label
-from medfilip.names import ClassTextVariant
+from medfilip.labels.templates import eval_text, render_label
+from medfilip.names import EVAL_TEXT_OF_LABEL_VARIANT, ClassTextVariant, EvalText
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +62,57 @@ class ZeroShotResult:
 
 
 def class_texts(eval_set: EvalSet, explain: Callable[[str], str], variant: str) -> list[str]:
-    """The text of each class of ``eval_set`` (its own ``text_variant`` wins over ``variant``)."""
+    """The text of each class of ``eval_set`` (its own ``text_variant`` wins over ``variant``, an
+    :class:`~medfilip.names.EvalText`: the template's variants or the report-style sentence)."""
     variant = eval_set.text_variant or variant
     texts = []
     for c in eval_set.classes:
         explained = eval_set.explain_as.get(c.name, c.category)  # the unseen-class control swaps it
         explanation = explain(explained) if variant == ClassTextVariant.triplet_explanation else None
-        texts.append(render_label(c.category, severity=c.severity, explanation=explanation, variant=variant))
+        name = eval_set.text_names.get(c.name, c.category)  # ... or names the class "condition x"
+        texts.append(eval_text(name, severity=c.severity, explanation=explanation, variant=variant))
     return texts
+
+
+# -- each run's own evaluation text (issue 19, item 2) --------------------------------------------
+COMMON, OWN = "common", "own"
+
+
+def run_eval_text(run: Any) -> str | None:
+    """The text form a run is scored with beside the common template: its ``eval_text`` if set, else
+    the form of its label variant (category, triplet, full template; report -> the report-style
+    sentence). ``run``: a RunSettings, a dict of one, or None (unknown run: None)."""
+    if run is None:
+        return None
+    get = run.get if isinstance(run, dict) else lambda k, d=None: getattr(run, k, d)
+    chosen = get("eval_text", None)
+    if chosen is not None:
+        return EvalText(getattr(chosen, "value", chosen)).value
+    variant = get("label_variant", None)
+    return EVAL_TEXT_OF_LABEL_VARIANT.get(str(getattr(variant, "value", variant))) if variant is not None else None
+
+
+def run_eval_text_of_folder(run_dir: str | Path, runs: dict | None = None) -> str | None:
+    """:func:`run_eval_text` of a run folder: its entry in ``runs`` (training.runs), else the ``run``
+    record of its ``config.yaml`` (written by training), else None."""
+    run_dir = Path(run_dir)
+    if runs and run_dir.name in runs:
+        return run_eval_text(runs[run_dir.name])
+    record = run_dir / "config.yaml"
+    if record.is_file():
+        import yaml
+
+        data = yaml.safe_load(record.read_text(encoding="utf-8")) or {}
+        settings = data.get("settings", data) if isinstance(data, dict) else {}
+        run = settings.get("run") if isinstance(settings, dict) else None
+        return run_eval_text(run) if isinstance(run, dict) else None
+    return None
+
+
+def scored_with_run_text(s: EvalSet) -> bool:
+    """Whether a set is scored with the evaluation text (not a copy with texts of its own): the sets a
+    run's own text scores again."""
+    return s.text_variant is None and not s.explain_as
 
 
 def negated_texts(eval_set: EvalSet) -> list[str | None]:
@@ -300,8 +343,10 @@ def evaluate_run(
     n_resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     stored_embeddings: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
+    prompt: str = COMMON,
 ) -> ZeroShotResult:
     """Scores and metrics of one model on every set: per-class rows and a summary per set.
+    ``prompt`` (common | own) tags the summaries: the common template or the run's own text.
 
     A summary holds the point estimates (``summary[protocol][metric]``, means over
     :func:`mean_classes`), the negation AUCs (``summary["negation"]``: with "no {category}" texts,
@@ -315,12 +360,28 @@ def evaluate_run(
     resamples = _StoreResamples(n_resamples, seed)
     # every text of every set (class and negated), each encoded once, in as few forward passes as possible
     wanted = list(
-        dict.fromkeys(t for s in sets for t in (*class_texts(s, explain, text_variant), *negated_texts(s)) if t)
+        dict.fromkeys(
+            t
+            for s in sets
+            for t in (
+                *class_texts(s, explain, text_variant),
+                *negated_texts(s),
+                *(t for pair in severity_texts(s, explain, text_variant).values() for t in pair),
+            )
+            if t
+        )
     )
     encoded = dict(zip(wanted, encode_texts(model, wanted, batch_size))) if wanted else {}
     result = ZeroShotResult()
     for s in sets:
         started = time.perf_counter()
+        if not s.classes:  # a set reported for its note (corpus_severity with no class): Kendall tau at most
+            summary = _base_summary(run, s, text_variant, prompt)
+            if s.ordinal and s.n("test"):
+                emb_test = cache.get(s.store, s.rows["test"])
+                _add_severity_rank(result, summary, run, s, emb_test, encoded, explain, text_variant, resamples, prompt)
+            result.summaries.append(summary)
+            continue
         texts = class_texts(s, explain, text_variant)
         text_emb = np.stack([encoded[t] for t in texts])
         softmax = s.kind == "single_label" and single_label_score == "softmax"
@@ -352,19 +413,10 @@ def evaluate_run(
             )
         for r in rows:
             a_neg, a_comb = neg_auc.get(r["class"], (float("nan"), float("nan")))
-            result.per_class.append({"run": run, "dataset": s.name, **r, "auc_neg": a_neg, "auc_comb": a_comb})
-        summary = {
-            "run": run,
-            "dataset": s.name,
-            "kind": s.kind,
-            "source": s.source,
-            "text_variant": s.text_variant or text_variant,
-            "primary": s.text_variant is None and not s.explain_as,
-            "n_classes": len(s.classes),
-            "n_test": s.n("test"),
-            "n_validate": s.n("validate"),
-            "note": s.note,
-        }
+            result.per_class.append(
+                {"run": run, "dataset": s.name, **r, "auc_neg": a_neg, "auc_comb": a_comb, "prompt": prompt}
+            )
+        summary = _base_summary(run, s, text_variant, prompt)
         averaged = mean_classes(s)
         summary["mean_over"] = averaged
         for protocol in protocols:
@@ -385,6 +437,16 @@ def evaluate_run(
         summary["replicates"] = _set_replicates(
             s, rows, scores["test"], cos_test, neg_scores, resamples.weights(s), averaged, negated_classes, protocols
         )
+        if s.focus:  # the unseen-class control: the controlled class alone, not the set's mean
+            focus_cols = [k for k, name in enumerate(s.class_names) if name in s.focus]
+            summary["control"] = {
+                "auc": mean_ignoring_nan(_quiet_auc(scores["test"][:, k], labels_test[:, k]) for k in focus_cols)
+            }
+            summary["replicates"]["class_auc"] = _set_mean(
+                [bootstrap_auc(scores["test"][:, k], labels_test[:, k], resamples.weights(s)) for k in focus_cols]
+            )
+        if s.ordinal:
+            _add_severity_rank(result, summary, run, s, emb["test"], encoded, explain, text_variant, resamples, prompt)
         result.summaries.append(summary)
         log.info(
             "%s on %s (%s, %d classes, %d test images): mean AUC %.3f in %.1fs",
@@ -397,6 +459,112 @@ def evaluate_run(
             time.perf_counter() - started,
         )
     return result
+
+
+def _base_summary(run: str, s: EvalSet, text_variant: str, prompt: str) -> dict:
+    return {
+        "run": run,
+        "dataset": s.name,
+        "kind": s.kind,
+        "source": s.source,
+        "text_variant": s.text_variant or text_variant,
+        "primary": scored_with_run_text(s) and s.in_means,
+        "prompt": prompt,
+        "n_classes": len(s.classes),
+        "n_test": s.n("test"),
+        "n_validate": s.n("validate"),
+        "note": s.note,
+    }
+
+
+# -- severity as severity: Kendall tau (issue 19, item 3) -----------------------------------------
+def severity_texts(s: EvalSet, explain: Callable[[str], str], variant: str) -> dict[str, tuple[str, str]]:
+    """``{category: ("severe c" text, "mild c" text)}`` of a set with ordinal severities, in ``variant``
+    (a text form without severity, the bare category name, gives two equal texts: tau 0)."""
+    variant = s.text_variant or variant
+    out = {}
+    for c in s.ordinal.get("test", {}):
+        explanation = explain(c) if variant == ClassTextVariant.triplet_explanation else None
+        out[c] = tuple(
+            eval_text(c, severity=sev, explanation=explanation, variant=variant) for sev in ("severe", "mild")
+        )
+    return out
+
+
+def kendall_tau(truth: np.ndarray, score: np.ndarray) -> float:
+    """Kendall tau-b of ``score`` against the ordinal ``truth`` (scipy.stats.kendalltau); 0 when either
+    is constant (no pair is concordant or discordant: a scorer blind to severity), NaN for < 2 items."""
+    from scipy.stats import kendalltau
+
+    truth, score = np.asarray(truth, dtype=np.float64), np.asarray(score, dtype=np.float64)
+    if truth.size < 2:
+        return float("nan")
+    if np.ptp(truth) == 0 or np.ptp(score) == 0:
+        return 0.0
+    return float(kendalltau(truth, score).statistic)
+
+
+def severity_rank(
+    s: EvalSet,
+    emb_test: np.ndarray,
+    text_emb: dict[str, tuple[np.ndarray, np.ndarray]],
+    weights: np.ndarray | None = None,
+) -> tuple[dict[str, float], dict[str, np.ndarray], dict[str, int]]:
+    """Per category of ``s.ordinal``: Kendall tau between the stated severity (test images where it is
+    stated) and cos(image, severe text) - cos(image, mild text); its (B,) bootstrap replicates over
+    the store's resampled test images (``weights``: counts, (B, n_test)); and the image count."""
+    taus, reps, counts = {}, {}, {}
+    for c, truth in s.ordinal.get("test", {}).items():
+        known = np.isfinite(truth)
+        severe, mild = text_emb[c]
+        score = zero_shot_scores(emb_test[known], np.stack([severe, mild]))
+        diff = score[:, 0] - score[:, 1]
+        t = truth[known]
+        taus[c], counts[c] = kendall_tau(t, diff), int(known.sum())
+        if weights is not None:
+            w = np.asarray(weights)[:, known].astype(np.int64)
+            reps[c] = np.array([kendall_tau(np.repeat(t, wb), np.repeat(diff, wb)) for wb in w])
+    return taus, reps, counts
+
+
+def _add_severity_rank(
+    result: ZeroShotResult,
+    summary: dict,
+    run: str,
+    s: EvalSet,
+    emb_test: np.ndarray,
+    encoded: dict[str, np.ndarray],
+    explain: Callable[[str], str],
+    text_variant: str,
+    resamples: _StoreResamples,
+    prompt: str,
+) -> None:
+    """Kendall tau per category and averaged into ``summary["severity"]`` (+ replicates, + per-class rows)."""
+    pairs = {c: (encoded[a], encoded[b]) for c, (a, b) in severity_texts(s, explain, text_variant).items()}
+    taus, reps, counts = severity_rank(s, emb_test, pairs, resamples.weights(s))
+    summary["severity"] = {"tau": mean_ignoring_nan(taus.values()), "tau_per_category": taus}
+    summary.setdefault("replicates", {})["tau"] = _set_mean(list(reps.values()))
+    for c, tau in taus.items():
+        result.per_class.append(
+            {
+                "run": run,
+                "dataset": s.name,
+                "class": c,
+                "protocol": "kendall_tau",
+                "auc": float("nan"),
+                "f1": float("nan"),
+                "accuracy": float("nan"),
+                "precision": float("nan"),
+                "recall": float("nan"),
+                "threshold": float("nan"),
+                "n_pos": None,
+                "n": counts[c],
+                "auc_neg": float("nan"),
+                "auc_comb": float("nan"),
+                "kendall_tau": tau,
+                "prompt": prompt,
+            }
+        )
 
 
 def _set_replicates(
@@ -443,6 +611,34 @@ def _set_replicates(
     return out
 
 
+def _own_summaries(
+    model: Any,
+    run: str,
+    sets: Sequence[EvalSet],
+    explain: Callable[[str], str],
+    own: str,
+    common_text: str,
+    common: ZeroShotResult,
+    device: str,
+    stored: dict | None,
+    kwargs: dict,
+) -> list[dict]:
+    """The summaries of ``run`` scored with its own text ``own`` (prompt "own"): the common ones,
+    relabelled, when ``own`` is the common template, else a second scoring of the same images."""
+    mine = [s for s in sets if scored_with_run_text(s)]
+    names = {s.name for s in mine}
+    if own == common_text:
+        return [
+            {**summary, "prompt": OWN, "text_variant": own}
+            for summary in common.summaries
+            if summary["dataset"] in names
+        ]
+    kwargs = {**kwargs, "text_variant": own, "progress": False}
+    return evaluate_run(
+        model, run, mine, explain, device=device, stored_embeddings=stored, prompt=OWN, **kwargs
+    ).summaries
+
+
 def evaluate_runs(
     run_dirs: Sequence[str | Path],
     sets: Sequence[EvalSet],
@@ -451,17 +647,25 @@ def evaluate_runs(
     load_model: Callable[[Path, str], Any] | None = None,
     device: str = "auto",
     image_embeddings: Sequence[str | Path] | None = None,
+    own_texts: Sequence[str | None] | None = None,
     **kwargs: Any,
 ) -> ZeroShotResult:
     """:func:`evaluate_run` for each run folder (run name = folder name); models load one at a time.
     ``image_embeddings``: each run's stored image embeddings (:func:`write_image_embeddings`, in
-    the order of ``run_dirs``); images found there are not encoded again."""
+    the order of ``run_dirs``); images found there are not encoded again. ``own_texts``: each run's
+    own evaluation text (:func:`run_eval_text`; None = none): the sets scored with the evaluation
+    text are scored again with it, as summaries with ``prompt`` "own" (a copy of the common ones
+    when the run's text is the common template)."""
     import torch
 
     if load_model is None:
         from medfilip.training.model import load_trained as load_model
     if image_embeddings is not None and len(image_embeddings) != len(run_dirs):
         raise ValueError(f"{len(image_embeddings)} image embedding files for {len(run_dirs)} runs")
+    if own_texts is not None and len(own_texts) != len(run_dirs):
+        raise ValueError(f"{len(own_texts)} own texts for {len(run_dirs)} runs")
+    common_text = kwargs.get("text_variant", ClassTextVariant.triplet_explanation.value)
+    common_text = str(getattr(common_text, "value", common_text))
     device = resolve_device(device, "evaluation.device")
     stores = list({str(s.store.root): s.store for s in sets}.values())
     total = ZeroShotResult()
@@ -472,6 +676,11 @@ def evaluate_runs(
         part = evaluate_run(model, run_dir.name, sets, explain, device=device, stored_embeddings=stored, **kwargs)
         total.per_class.extend(part.per_class)
         total.summaries.extend(part.summaries)
+        own = own_texts[j] if own_texts is not None else None
+        if own is not None:
+            total.summaries.extend(
+                _own_summaries(model, run_dir.name, sets, explain, own, common_text, part, device, stored, kwargs)
+            )
         del model
         if device == "cuda":
             torch.cuda.empty_cache()

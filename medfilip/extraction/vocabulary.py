@@ -236,3 +236,36 @@ def configured_vocabulary(cfg) -> Vocabulary:
     """The canonical vocabulary of a PipelineConfig (``extraction.rules.vocabulary_dir``): every stage
     that names categories uses it, whatever the extraction backend."""
     return Vocabulary.load(cfg.extraction.rules.vocabulary_dir)
+
+
+# -- one severity scale (resources/vocabulary/severity_scale.yaml) ---------------------------------
+SEVERITY_SCALE_FILE = "severity_scale.yaml"
+SEVERITY_SCALE = ("mild", "moderate", "severe")
+
+
+def load_severity_scale(root: str | Path = "resources/vocabulary") -> dict[str, str]:
+    """Severity word -> mild | moderate | severe: every canonical severity of ``modifiers.yaml`` and
+    each of its words ("trace" -> minimal -> mild, "extensive" -> severe -> severe), from
+    ``severity_scale.yaml`` (which must name every canonical severity); lower case."""
+    root = Path(root)
+    path = root / SEVERITY_SCALE_FILE
+    try:
+        scale = (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get("scale") or {}
+        modifiers = yaml.safe_load((root / "modifiers.yaml").read_text(encoding="utf-8")) or {}
+    except FileNotFoundError as err:
+        raise VocabularyError(f"{err.filename}: vocabulary file not found") from None
+    except yaml.YAMLError as err:
+        raise VocabularyError(f"{path}: not valid YAML: {err}") from None
+    bad = {k: v for k, v in scale.items() if v not in SEVERITY_SCALE}
+    if bad:
+        raise VocabularyError(f"{path}: scale values must be one of {SEVERITY_SCALE}, got {bad}")
+    severities = modifiers.get("severity") or {}
+    missing = sorted(set(severities) - set(scale))
+    if missing:
+        raise VocabularyError(f"{path}: severities of modifiers.yaml with no place on the scale: {missing}")
+    out = {w: w for w in SEVERITY_SCALE}
+    for canonical, spec in severities.items():
+        out[str(canonical).lower()] = scale[canonical]
+        for word in spec.get("words") or ():
+            out[" ".join(str(word).lower().split())] = scale[canonical]
+    return out

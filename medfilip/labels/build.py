@@ -116,6 +116,7 @@ def build_labels(
     default_locations: dict[str, str | None] | None = None,
     extractions: Iterable[str | Path] | None = None,
     location_text=None,
+    severity_scale: dict[str, str] | None = None,
 ) -> LabelSummary:
     """Write labels.parquet; ``knowledge`` is a KnowledgeDictionary (explanations per category).
 
@@ -123,6 +124,10 @@ def build_labels(
     with status ``ok`` get labels. None takes every report as extracted (for entities made elsewhere).
     ``location_text(location, category)`` words a location for the label text
     (:meth:`~medfilip.extraction.vocabulary.Vocabulary.label_location`); None keeps it as it is.
+    ``severity_scale`` (word -> mild / moderate / severe,
+    :func:`~medfilip.extraction.vocabulary.load_severity_scale`) rewrites each stated severity on the
+    scale (``labels.severity_scale: three_level``); a word not on it is kept as written (counted in
+    the log); None keeps every word as written. An unstated severity stays None.
     """
     default_locations = default_locations or {}
     reports: dict[str, str] = {}
@@ -156,6 +161,7 @@ def build_labels(
         keep_polarity.add("negated")
     findings: dict[str, list[dict]] = {}
     unknown: Counter[str] = Counter()
+    off_scale: Counter[str] = Counter()
     not_in_corpus = 0
     for ent in _iter_rows(entities_path, ["report_id", "severity", "location", "category", "polarity"]):
         if ent["category"] is None or ent["polarity"] not in keep_polarity:
@@ -167,12 +173,21 @@ def build_labels(
         if category is None:
             unknown[ent["category"]] += 1
             continue
-        findings.setdefault(ent["report_id"], []).append({**ent, "category": category})
+        severity = ent["severity"]
+        if severity_scale is not None and severity:
+            word = " ".join(severity.lower().split())
+            if word in severity_scale:
+                severity = severity_scale[word]
+            else:
+                off_scale[word] += 1
+        findings.setdefault(ent["report_id"], []).append({**ent, "category": category, "severity": severity})
     if unknown:
         raise ValueError(
             f"{entities_path}: categories with no knowledge-dictionary entry: {sorted(unknown)} "
             "(add them to the dictionary; see knowledge.path)"
         )
+    if off_scale:
+        log.warning("severity words not on the severity scale, kept as written: %s", dict(off_scale.most_common(10)))
     if not_in_corpus:
         log.warning("%d entities of reports not in the report shards were ignored", not_in_corpus)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 def cmd_labels(args: argparse.Namespace) -> int:
     from medfilip.config import load_config
-    from medfilip.extraction.vocabulary import configured_vocabulary
+    from medfilip.extraction.vocabulary import configured_vocabulary, load_severity_scale
     from medfilip.io import write_csv_atomic
     from medfilip.knowledge import load_knowledge
     from medfilip.labels.build import build_labels, label_statistics
@@ -25,6 +25,11 @@ def cmd_labels(args: argparse.Namespace) -> int:
         default_locations={name: cat.location for name, cat in vocabulary.by_name.items()},
         extractions=args.extractions,
         location_text=vocabulary.label_location,
+        severity_scale=(
+            load_severity_scale(cfg.extraction.rules.vocabulary_dir)
+            if cfg.labels.severity_scale == "three_level"
+            else None
+        ),
     )
     if args.stats:
         write_csv_atomic(label_statistics(args.out), args.stats, ["statistic", "variant", "key", "value"])

@@ -31,6 +31,12 @@ class LabelsConfig(Strict):
     uncertain: Literal["drop", "present"] = Field(
         "present", description="Uncertain findings ('may represent atelectasis'): drop them or count them as present"
     )
+    severity_scale: Literal["as_written", "three_level"] = Field(
+        "as_written",
+        description="Severity words in the labels: as_written (small, minimal, large ... as extracted) or "
+        "three_level (mild / moderate / severe, the scale of resources/vocabulary/severity_scale.yaml that the "
+        "evaluation's severity set uses); an unstated severity stays unstated either way",
+    )
     omit_default_location: bool = Field(
         True,
         description="Leave out a location that is only the category's default (pleural effusion at 'pleura'), "

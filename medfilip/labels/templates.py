@@ -9,11 +9,14 @@ full label (fine-grained triplet + image-specific knowledge). The ablation drops
 - ``report``: the report text itself                          (no Entity; ConVIRT-style)
 
 Empty fields are skipped, so a triplet without severity reads "left base atelectasis".
+
+Evaluation texts (:func:`eval_text`) are these variants of a class, plus ``report_sentence``
+("There is mild left base atelectasis."), the form a run trained on report text reads.
 """
 
 from __future__ import annotations
 
-from medfilip.names import LabelVariant, values
+from medfilip.names import EvalText, LabelVariant, values
 
 VARIANTS = values(LabelVariant)
 
@@ -56,3 +59,44 @@ def render_label(
     if not explanation:
         return head
     return f"{head}, where {category} is {explanation}"
+
+
+def report_sentence(
+    category: str, severity: str | None = None, location: str | None = None, *, negated: bool = False
+) -> str:
+    """A report-style sentence of one finding: "There is {severity} {location} {category}." ("No {category}."
+    when negated): the evaluation text of runs trained on report text (they never read the template)."""
+    category = _clean(category)
+    if not category:
+        raise ValueError("a label needs a category")
+    if negated:
+        return f"No {category}."
+    head = " ".join(p for p in (_clean(severity), _clean(location), category) if p)
+    return f"There is {head}."
+
+
+def eval_text(
+    category: str,
+    severity: str | None = None,
+    location: str | None = None,
+    explanation: str | None = None,
+    variant: str = EvalText.triplet_explanation.value,
+) -> str:
+    """The evaluation text of a class in ``variant`` (an :class:`EvalText`): the label template's
+    variants, or the report-style sentence. ``explanation`` is used by ``triplet_explanation`` only."""
+    variant = EvalText(variant).value
+    if variant == EvalText.report_sentence.value:
+        return report_sentence(category, severity, location)
+    if variant != EvalText.triplet_explanation.value:
+        explanation = None
+    return render_label(category, severity=severity, location=location, explanation=explanation, variant=variant)
+
+
+def severity_scale_input(cfg) -> list[str]:
+    """The labels rule's severity-scale input: resources/vocabulary/severity_scale.yaml when
+    ``labels.severity_scale`` is three_level, else none (the labels do not read it)."""
+    if cfg.labels.severity_scale != "three_level":
+        return []
+    from medfilip.extraction.vocabulary import SEVERITY_SCALE_FILE
+
+    return [f"{cfg.extraction.rules.vocabulary_dir}/{SEVERITY_SCALE_FILE}"]

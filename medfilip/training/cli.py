@@ -60,7 +60,13 @@ def cmd_seeds(args: argparse.Namespace) -> int:
     from medfilip.training.seeds import seeds_column, write_seed_summary
 
     cfg = load_config(args.config)
-    rows = write_seed_summary(args.zeroshot, cfg.training.runs, args.out, default_seed=cfg.training.seed)
+    rows = write_seed_summary(
+        args.zeroshot,
+        cfg.training.runs,
+        args.out,
+        default_seed=cfg.training.seed,
+        endpoint=cfg.evaluation.primary_endpoint if cfg.evaluation.primary_endpoint.enabled else None,
+    )
     metric = "downstream_mean_auc"
     delta = f"delta_{metric}_vs_medfilip"
 
@@ -68,6 +74,14 @@ def cmd_seeds(args: argparse.Namespace) -> int:
         return "-" if x == "" else f"{x:+.4f}"
 
     for r in rows:
+        if r["method"] == "primary_endpoint":
+            print(
+                f"  primary endpoint {r['endpoint_metric']}, {r['endpoint_contrast']}: {num(r['endpoint_difference'])} "
+                f"[{num(r['endpoint_low'])}, {num(r['endpoint_high'])}] over {r['n_seeds']} seed(s), p "
+                f"{r['endpoint_p'] or '-'}; seeds for {r['endpoint_difference_that_matters']:g} at "
+                f"{r['endpoint_power']:g} power: {r['endpoint_seeds_needed'] or '-'}"
+            )
+            continue
         line = f"  {r['method']:<12} {r['n_seeds']} seed(s)  downstream mean AUC {r[metric]}"
         if r[delta] != "":
             line += f"  vs medfilip {num(r[delta])} [{num(r[delta + '_low'])}, {num(r[delta + '_high'])}]"

@@ -1,4 +1,5 @@
-"""``results/figures/train_curves.png``: every run's loss (and learning rate) against the step."""
+"""``results/figures/train_curves.png``: every run's loss (and learning rate) against the step, and
+with ``training.validate_every`` its validate AUC against the epoch (medfilip/evaluation/curve.py)."""
 
 from __future__ import annotations
 
@@ -35,9 +36,14 @@ def plot_train_curves(run_dirs: list[Path], out: str | Path, window: int = 10) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from medfilip.evaluation.curve import CURVE_FILE, read_curve
     from medfilip.io import save_figure
 
-    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [3, 1.3]})
+    curves = {Path(p).name: read_curve(Path(p) / CURVE_FILE) for p in run_dirs}
+    panels = 3 if any(curves.values()) else 2
+    ratios = [3, 1.3, 2][:panels]
+    fig, axes = plt.subplots(1, panels, figsize=(11 + 4 * (panels - 2), 4), gridspec_kw={"width_ratios": ratios})
+    ax_loss, ax_lr = axes[0], axes[1]
     plotted = 0
     for run_dir in sorted(Path(p) for p in run_dirs):
         log_path = run_dir / "train_log.csv"
@@ -50,9 +56,14 @@ def plot_train_curves(run_dirs: list[Path], out: str | Path, window: int = 10) -
         (line,) = ax_loss.plot(columns["step"], moving_average(columns["loss"], window), label=run_dir.name)
         ax_loss.plot(columns["step"], columns["loss"], color=line.get_color(), alpha=0.2, linewidth=0.8)
         ax_lr.plot(columns["step"], columns["lr"], color=line.get_color(), label=run_dir.name)
+        if panels == 3 and curves.get(run_dir.name):
+            c = curves[run_dir.name]
+            axes[2].plot(c["epoch"], c["validate_auc"], marker="o", color=line.get_color(), label=run_dir.name)
         plotted += 1
     ax_loss.set(xlabel="step", ylabel="training loss", title=f"Training loss (moving average of {window} steps)")
     ax_lr.set(xlabel="step", ylabel="learning rate", title="SGD learning rate")
+    if panels == 3:  # training.validate_every: has validate AUC levelled off?
+        axes[2].set(xlabel="epoch", ylabel="validate AUC", title="Validate zero-shot AUC (own text form)")
     if plotted:
         ax_loss.legend()
     else:

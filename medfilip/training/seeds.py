@@ -16,6 +16,11 @@ table's summary row (``downstream_mean_auc``, ``mean_auc``; read by name):
   (two-sided alpha 0.05, paired t-test, the observed SD of the paired difference): the smallest n
   whose power, from the noncentral t (:func:`paired_t_seeds`), reaches 0.8.
 
+With ``evaluation.primary_endpoint`` (the pre-registered endpoint), a last row ``method =
+primary_endpoint`` gives, for its metric and contrast ("medfilip - no_ssm", paired by seed): the
+mean difference, its Student-t interval at 1 - alpha, SD, n, p and the seeds its
+difference_that_matters needs at its power (:func:`endpoint_row`).
+
 Intervals need >= 2 seeds (>= 2 paired seeds for a difference); with one (the embedded default)
 the cells are empty. The image-level intervals of each run are in zeroshot.csv.
 """
@@ -34,6 +39,8 @@ from medfilip.io import write_csv_atomic
 from medfilip.training.settings import run_value
 
 METRICS = ("downstream_mean_auc", "mean_auc")
+# each run scored with its own text form (zeroshot.csv own_* columns): reported when the table has them
+OWN_METRICS = ("own_downstream_mean_auc", "own_mean_auc")
 REFERENCE = "medfilip"
 LEVEL = 0.95
 # the power statement: seeds for a paired difference of DELTA at POWER, two-sided ALPHA
@@ -167,6 +174,7 @@ def seed_rows(
 ) -> list[dict]:
     groups = methods(runs, default_seed)
     reference = next((g for g in groups.values() if REFERENCE in g.values()), None)
+    metrics = [*METRICS, *(m for m in OWN_METRICS if any(m in r for r in zeroshot.values()))]
     rows = []
     for (variant, target, loss), by_seed in groups.items():
         name = min(by_seed.values(), key=len)
@@ -184,7 +192,7 @@ def seed_rows(
         missing = [by_seed[s] for s in seeds if by_seed[s] not in zeroshot]
         if missing:
             notes.append(f"not in the zero-shot table: {', '.join(missing)}")
-        for metric in METRICS:
+        for metric in metrics:
             values = np.array([_float(zeroshot.get(by_seed[s]), metric) for s in seeds])
             iv = t_interval(values, level)
             row[metric] = _cell(iv.mean)
@@ -225,7 +233,49 @@ def seed_rows(
     return rows
 
 
-def write_seed_summary(zeroshot_csv: str | Path, runs: dict[str, Any], out: str | Path, **kwargs) -> list[dict]:
+def endpoint_row(zeroshot: dict[str, dict], runs: dict[str, Any], endpoint: Any, default_seed: int = 0) -> dict:
+    """The pre-registered primary endpoint (evaluation.primary_endpoint): ``metric`` of method a minus
+    method b (``contrast`` "a - b", methods by their seed-0 / shortest run name), paired by seed."""
+    by_name = {min(g.values(), key=len): g for g in methods(runs, default_seed).values()}
+    a, b = endpoint.methods
+    unknown = [m for m in (a, b) if m not in by_name]
+    if unknown:
+        raise ValueError(
+            f"evaluation.primary_endpoint.contrast {endpoint.contrast!r}: no method {unknown} in training.runs "
+            f"(methods: {', '.join(sorted(by_name))})"
+        )
+    ga, gb = by_name[a], by_name[b]
+    paired = sorted(set(ga) & set(gb))
+    metric = endpoint.metric
+    diffs = np.array([_float(zeroshot.get(ga[s]), metric) - _float(zeroshot.get(gb[s]), metric) for s in paired])
+    iv = t_interval(diffs, 1.0 - endpoint.alpha)
+    notes = [f"pre-registered: {metric}, {endpoint.contrast}, paired t at alpha {endpoint.alpha:g}"]
+    if iv.n and not any(metric in (zeroshot.get(ga[s]) or {}) for s in paired):
+        notes.append(f"{metric} is not a column of the zero-shot table")
+    needed = paired_t_seeds(endpoint.difference_that_matters, iv.sd, alpha=endpoint.alpha, power=endpoint.power)
+    return {
+        "method": "primary_endpoint",
+        "n_seeds": iv.n,
+        "seeds": " ".join(map(str, paired)),
+        "runs": " ".join(f"{ga[s]}-{gb[s]}" for s in paired),
+        "endpoint_metric": metric,
+        "endpoint_contrast": endpoint.contrast,
+        "endpoint_difference": _cell(iv.mean),
+        "endpoint_low": _cell(iv.low),
+        "endpoint_high": _cell(iv.high),
+        "endpoint_level": 1.0 - endpoint.alpha,
+        "endpoint_sd": _cell(iv.sd),
+        "endpoint_p": _p_cell(iv.p),
+        "endpoint_difference_that_matters": endpoint.difference_that_matters,
+        "endpoint_power": endpoint.power,
+        "endpoint_seeds_needed": _cell(needed) if math.isfinite(iv.sd) else "",
+        "note": "; ".join(notes),
+    }
+
+
+def write_seed_summary(
+    zeroshot_csv: str | Path, runs: dict[str, Any], out: str | Path, *, endpoint: Any = None, **kwargs
+) -> list[dict]:
     path = Path(zeroshot_csv)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no zero-shot table (run the zeroshot rule first)")
@@ -235,6 +285,8 @@ def write_seed_summary(zeroshot_csv: str | Path, runs: dict[str, Any], out: str 
             raise ValueError(f"{path}: no 'run' column (not a zeroshot.csv)")
         zeroshot = {r["run"]: r for r in reader}
     rows = seed_rows(zeroshot, runs, **kwargs)
+    if endpoint is not None:
+        rows.append(endpoint_row(zeroshot, runs, endpoint, kwargs.get("default_seed", 0)))
     fields = list(dict.fromkeys(k for r in rows for k in r if k != "note")) + ["note"]
     write_csv_atomic(rows, out, fieldnames=fields)
     return rows

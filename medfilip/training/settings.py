@@ -20,7 +20,7 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from medfilip.configbase import RerunKeys, Strict
-from medfilip.names import LabelVariant, LossKind, MaskedTargets, TargetKind
+from medfilip.names import EvalText, LabelVariant, LossKind, MaskedTargets, TargetKind
 
 
 class ImageArch(str, Enum):
@@ -117,6 +117,11 @@ class RunSettings(Strict):
         ge=0,
         description="This run's seed (initialisation, data order, masking); null = training.seed. Seeds of one "
         "method are runs of their own (config/simulation.yaml)",
+    )
+    eval_text: EvalText | None = Field(
+        None,
+        description="The text form this run is scored with beside the common template (zeroshot.csv own_* "
+        "columns, retrieval.csv prompt 'own'); null = its label variant's own (report -> report_sentence)",
     )
 
 
@@ -225,6 +230,17 @@ class TrainingConfig(Strict):
     distributed: DistributedSettings = Field(
         DistributedSettings(),
         description="DDP processes of each training job; batch_size is over all of them",
+    )
+    validate_every: float | None = Field(
+        None,
+        gt=0.0,
+        le=1000.0,
+        description="Every this many epochs (and at the last step) score up to validate_images validate images "
+        "of the corpus in the run's own text form and write the mean AUC to validate_curve.csv (the train_curves "
+        "figure draws it: has validate AUC levelled off?); null = off",
+    )
+    validate_images: int = Field(
+        192, ge=10, le=1_000_000, description="Validate images of the validate_every curve (the first of the store)"
     )
     log_every: int = Field(
         1,

@@ -393,6 +393,34 @@ def train_run(
             )
         window_loss, window_terms, window_steps = None, {}, 0
 
+    # training.validate_every: the validate AUC curve (medfilip/evaluation/curve.py), main process only
+    probe, check_every = None, 0
+    if cfg.validate_every is not None and env.is_main:
+        from medfilip.evaluation.curve import CURVE_FILE, ValidateProbe, append_curve
+        from medfilip.evaluation.zeroshot import run_eval_text
+
+        probe = ValidateProbe(store, labels, by_report, run_eval_text(run), cfg.validate_images)
+        check_every = max(1, round(cfg.validate_every * steps_per_epoch))
+        if not probe:
+            log.warning("run %s: validate_every: no category with enough validate images; no curve", run_name)
+            probe = None
+        elif step == 0:
+            (out_dir / CURVE_FILE).unlink(missing_ok=True)
+
+    def validate_check() -> None:
+        value = probe.score(model, device)
+        append_curve(
+            out_dir / CURVE_FILE,
+            {
+                "step": step,
+                "epoch": round(step / steps_per_epoch, 4),
+                "validate_auc": round(value, 6),
+                "n_images": int(probe.rows.size),
+                "n_classes": len(probe.classes),
+            },
+        )
+        log.info("run %s: step %d, validate AUC %.4f (%d images)", run_name, step, value, probe.rows.size)
+
     while step < total_steps and not stopped:
         sampler.set_epoch(epoch, position)
         for batch in loader:
@@ -435,6 +463,8 @@ def train_run(
             last_of_run = step >= total_steps or (stop_after_steps is not None and step >= stop_after_steps)
             if step % cfg.log_every == 0 or last_of_run or step % cfg.checkpoint_every == 0:
                 log_row(lr, time.perf_counter())
+            if probe is not None and (step % check_every == 0 or step >= total_steps):
+                validate_check()
             if step % cfg.checkpoint_every == 0:
                 checkpoint()
             if stop_after_steps is not None and step >= stop_after_steps:

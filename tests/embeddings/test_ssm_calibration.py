@@ -164,3 +164,91 @@ def test_embed_stores_the_calibration_from_label_statistics_only(tmp_path, capsy
     assert cal.method == "floor" and 0 < cal.floor < 1
     with pytest.raises(ValueError, match="no SSM calibration of label variant 'category'"):
         read_calibration(outs[0], "category")
+
+
+def test_train_split_calibration_is_not_moved_by_held_out_reports(tmp_path):
+    """embeddings.calibration.split: train fits on the train reports' labels only: changing every
+    held-out report's labels leaves it as it was (and moves the all-rows calibration)."""
+    from medfilip.embeddings.calibration import train_report_ids
+    from medfilip.embeddings.cli import _calibrate
+    from medfilip.embeddings.settings import CalibrationSettings
+
+    shard = tmp_path / "000.parquet"
+    ids = [f"r{r:03d}" for r in range(60)]
+    splits = ["train" if r < 40 else ("validate" if r < 50 else "test") for r in range(60)]
+    pq.write_table(pa.table({"report_id": ids, "split": splits, "text": [""] * 60}), shard)
+    train = train_report_ids([shard])
+    assert train == set(ids[:40])
+
+    before = write_labels(tmp_path / "before.parquet")
+    rows = pq.read_table(before).to_pylist()
+    held_out = [r for r in rows if r["report_id"] not in train]
+    extra = [
+        {**r, "label": f"large {c}", "category": c, "polarity": "present"}
+        for r in held_out
+        for c in ("pneumothorax", "cardiomegaly")
+    ]
+    after = tmp_path / "after.parquet"
+    pq.write_table(pa.Table.from_pylist([r for r in rows if r["report_id"] in train] + extra), after)
+
+    texts = sorted({r["label"] for r in rows + extra})
+    table = dict(zip(texts, vectors_for(texts)))
+
+    def fit(labels, reports, method):
+        vocab = read_vocabulary(labels, "triplet", reports)
+        return compute_calibration(np.array([table[t] for t in vocab.texts]), vocab, method, percentile=90)
+
+    for method in ("floor", "temperature"):
+        assert fit(before, train, method) == fit(after, train, method)
+        assert fit(before, None, method) != fit(after, None, method)
+    assert read_vocabulary(after, "triplet", train).texts == read_vocabulary(before, "triplet", train).texts
+    # asking for the train split without the report shards is a clear error
+    with pytest.raises(ValueError, match="split is 'train': pass the report shards"):
+        _calibrate(before, tmp_path / "emb.parquet", ["triplet"], CalibrationSettings(split="train"))
+    empty = tmp_path / "empty.parquet"
+    pq.write_table(pa.table({"report_id": ["x"], "split": ["test"]}), empty)
+    with pytest.raises(ValueError, match="no report of the train split"):
+        train_report_ids([empty])
+
+
+def test_ssm_stats_with_masking_on_use_entailment_targets(tmp_path):
+    """Masked texts (as training masks them) scored by what they say: a text stripped to its category is
+    a positive of every image of that category, so rows hold more positives than with full labels."""
+    from medfilip.embeddings.calibration import masked_batch_statistics, masked_batch_texts
+    from medfilip.labels.build import label_key
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for r in range(40):
+        for c in sorted(set(rng.choice(len(CATS), size=1 + r % 2))):
+            sev, loc = ["mild", "moderate", "severe"][int(rng.integers(3))], ["left base", "right base"][r % 2]
+            label = f"{sev} {loc} {CATS[c]}, where {CATS[c]} is pattern {c}"
+            rows.append(
+                {
+                    "report_id": f"r{r:03d}",
+                    "variant": "triplet_explanation",
+                    "label": label,
+                    "label_key": label_key(label),
+                    "category": CATS[c],
+                    "severity": sev,
+                    "location": loc,
+                    "polarity": "present",
+                    "explanation": f"pattern {c}",
+                }
+            )
+    path = tmp_path / "labels.parquet"
+    pq.write_table(pa.Table.from_pylist(rows), path)
+    labels, reports, texts = masked_batch_texts(path, "triplet_explanation")
+    assert len(texts) > len(labels.texts) and set(labels.texts) <= set(texts)
+    assert "atelectasis" in texts  # every field dropped
+    # a text's vector: by the category it names (masked forms end with it once the explanation is gone)
+    heads = [t.split(",")[0] for t in texts]
+    vectors = dict(zip(texts, vectors_for(heads)))
+    kw = {"batch_size": 16, "n_batches": 5, "seed": 0}
+    cal = Calibration("floor", floor=0.5)
+    unmasked = masked_batch_statistics(vectors, labels, reports, cal, mask_probability=0.0, **kw)
+    masked = masked_batch_statistics(vectors, labels, reports, cal, mask_probability=0.5, **kw)
+    # with no mask every text is a full label: positives are the image's own labels (1-2 a row)
+    assert 1.0 <= unmasked["positives_per_row"] <= 2.0
+    assert masked["positives_per_row"] > unmasked["positives_per_row"]
+    assert masked == masked_batch_statistics(vectors, labels, reports, cal, mask_probability=0.5, **kw)

@@ -123,13 +123,20 @@ def test_tiny_run_writes_retrieval_case_study_and_zeroshot_with_intervals(tmp_pa
             value, low, high = (float(row[c]) for c in (column, f"{column}_low", f"{column}_high"))
             assert 0.0 <= low <= value <= high <= 1.0, (column, row[column], low, high)
     assert "covid_mismatched" in zeroshot["convirt"]["note"]
+    # each run scored with its own text form too; the report-text run with a report-style sentence
+    assert zeroshot["convirt"]["own_text_variant"] == "report_sentence"
+    assert zeroshot["medfilip"]["own_mean_auc"] == zeroshot["medfilip"]["mean_auc"]
+    assert "corpus_severity" in zeroshot["convirt"]["note"]
     delta = zeroshot["convirt"]
     d, lo, hi = (float(delta[f"delta_covid_auc_vs_medfilip{s}"]) for s in ("", "_low", "_high"))
     assert lo <= d <= hi
     assert d == pytest.approx(float(delta["covid_auc"]) - float(zeroshot["medfilip"]["covid_auc"]), abs=2e-4)
 
     retrieval = list(csv.DictReader((results / "tables" / "retrieval.csv").open()))
-    assert len(retrieval) == 2 * 2 * 2 * 2
+    # runs x prompts (template, baseline, the run's own text) x directions x relevance
+    assert len(retrieval) == 2 * 3 * 2 * 2
+    own = {r["run"]: r["text_variant"] for r in retrieval if r["prompt"] == "own"}
+    assert own == {"medfilip": "triplet_explanation", "convirt": "report_sentence"}
     n_images = int(retrieval[0]["n_images"])
     assert n_images >= 20  # 60 % of 60 reports are held out, each with one finding
     for r in retrieval:

@@ -167,7 +167,14 @@ def test_downstream_multi_label_scores_perfectly(tmp_path: Path):
 def test_single_label_set_top1_softmax_and_by_category_copy(tmp_path: Path):
     covid_store(tmp_path / "covid")
     sets = load_eval_sets([tmp_path / "covid"], EvaluationConfig())
-    assert [s.name for s in sets] == ["covid", "covid_by_category", "covid_mismatched"]
+    assert [s.name for s in sets] == [
+        "covid",
+        "covid_by_category",
+        "covid_mismatched",
+        "covid_neutral",
+        "covid_neutral_mismatched",
+    ]
+    sets = sets[:3]  # the stripe encoder reads class names only ("condition x": tests/evaluation/test_covid_control.py)
     assert sets[0].kind == "single_label" and sets[1].text_variant == "category"
     # the unseen-class control: covid's text carries cardiomegaly's explanation, the others keep theirs
     control = class_texts(sets[2], explain, "category")
@@ -217,7 +224,7 @@ def test_binary_single_label_set_averages_the_disease_class_only(tmp_path: Path)
 
 def test_corpus_sets_from_findings(tmp_path: Path):
     store = corpus_store(tmp_path / "corpus")
-    single, multi, fine, _ = corpus_sets(store, CORPUS_SETTINGS)
+    single, multi, fine, _, severity = corpus_sets(store, CORPUS_SETTINGS)
     assert (single.name, multi.name, fine.name) == ("corpus_single", "corpus_multi", "corpus_fine")
     # multi-label: every held-out image, 'normal' = no finding at all
     assert multi.n("test") + multi.n("validate") == len(CORPUS) - 1
@@ -237,6 +244,9 @@ def test_corpus_sets_from_findings(tmp_path: Path):
     assert np.isnan(mild_cardio[test_ids.index("r010")])  # severity unstated
     assert mild_cardio[test_ids.index("r000")] == 0.0  # normal
     assert class_texts(fine, explain, "triplet")[1] == "mild cardiomegaly"
+    # without the reports' stated severities, corpus_severity is reported as skipped, not guessed
+    assert severity.name == "corpus_severity" and not severity.classes and severity.keep_empty
+    assert severity.note.startswith("skipped: no labels.parquet")
     # a higher minimum count drops the rare pairs
     strict = corpus_sets(store, CORPUS_SETTINGS.model_copy(update={"fine_grained_min_count": 2}))[2]
     assert strict.class_names == ["mild cardiomegaly"]
@@ -262,7 +272,14 @@ def test_corpus_scoring_and_table_and_figure(tmp_path: Path):
     multi_label_store(tmp_path / "nih")
     settings = EvaluationConfig(corpus=CORPUS_SETTINGS)
     sets = load_eval_sets([tmp_path / "nih", tmp_path / "corpus"], settings)
-    assert [s.name for s in sets] == ["nih", "corpus_single", "corpus_multi", "corpus_fine", "corpus_fg"]
+    assert [s.name for s in sets] == [
+        "nih",
+        "corpus_single",
+        "corpus_multi",
+        "corpus_fine",
+        "corpus_fg",
+        "corpus_severity",
+    ]
     result = evaluate_runs(
         [tmp_path / "models" / "medfilip", tmp_path / "models" / "convirt"],
         sets,
@@ -338,6 +355,7 @@ def test_corpus_scoring_and_table_and_figure(tmp_path: Path):
             "n",
             "auc_neg",
             "auc_comb",
+            "kendall_tau",
         ]
         assert len(list(reader)) == len(long) == 2 * 2 * sum(len(s.classes) for s in sets)
 

@@ -247,7 +247,13 @@ def test_cli_embed_images_retrieval_and_case_study_with_a_tiny_trained_model(tmp
         == 0
     )
     rows = list(csv.DictReader(out.open()))
-    assert len(rows) == 8 and all(0.0 <= float(r["p_at_1"]) <= 1.0 for r in rows)
+    # template, baseline and the run's own text (its label variant, recorded in the run's config.yaml)
+    assert len(rows) == 12 and all(0.0 <= float(r["p_at_1"]) <= 1.0 for r in rows)
+    assert [r["prompt"] for r in rows].count("own") == 4
+    assert {r["text_variant"] for r in rows if r["prompt"] == "own"} == {"triplet_explanation"}
+    # its own form is the template: the same numbers under both prompts
+    by = {(r["prompt"], r["direction"], r["relevance"]): r["p_at_1"] for r in rows}
+    assert all(by[("own", d, rel)] == by[("template", d, rel)] for _, d, rel in by)
     assert (
         main(
             [

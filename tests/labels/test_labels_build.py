@@ -156,3 +156,55 @@ def test_labels_stream_in_row_groups_with_the_same_rows(inputs, tmp_path, monkey
     assert pq.ParquetFile(streamed).metadata.num_row_groups == -(-a.num_rows // 3)
     assert pq.ParquetFile(whole).metadata.num_row_groups == 1
     assert a.equals(b)
+
+
+def test_severity_scale_three_level_writes_one_scale_and_leaves_unstated_unstated(inputs, tmp_path):
+    from medfilip.extraction.vocabulary import load_severity_scale
+
+    shard, entities, knowledge = inputs
+    scale = load_severity_scale(Path(__file__).resolve().parents[2] / "resources" / "vocabulary")
+    assert {w: scale[w] for w in ("small", "minimal", "trace", "mild", "moderate", "large", "extensive", "marked")} == {
+        "small": "mild",
+        "minimal": "mild",
+        "trace": "mild",
+        "mild": "mild",
+        "moderate": "moderate",
+        "large": "severe",
+        "extensive": "severe",
+        "marked": "severe",
+    }
+    as_written, three = tmp_path / "as_written.parquet", tmp_path / "three.parquet"
+    build_labels([shard], entities, knowledge, LabelsConfig(variants=["triplet"]), as_written)
+    build_labels(
+        [shard],
+        entities,
+        knowledge,
+        LabelsConfig(variants=["triplet"], severity_scale="three_level"),
+        three,
+        severity_scale=scale,
+    )
+    before = {(r["report_id"], r["category"]): r for r in _labels(as_written, "triplet")}
+    after = {(r["report_id"], r["category"]): r for r in _labels(three, "triplet")}
+    assert before[("R1", "pleural effusion")]["severity"] == "small"
+    assert after[("R1", "pleural effusion")]["severity"] == "mild"
+    assert after[("R1", "pleural effusion")]["label"] == "mild left pleura pleural effusion"
+    assert after[("R1", "pleural effusion")]["fine_grained_key"] == "mild|pleural effusion"
+    # a severity the report does not state is not made "moderate"
+    assert (
+        after[("R3", "cardiomegaly")]["severity"] is None
+        and after[("R3", "cardiomegaly")]["label"] == "heart cardiomegaly"
+    )
+
+
+def test_severity_scale_must_place_every_severity(tmp_path):
+    from medfilip.extraction.vocabulary import VocabularyError, load_severity_scale
+
+    (tmp_path / "modifiers.yaml").write_text(
+        "severity:\n  small: {level: 1, words: [small]}\n  huge: {level: 3, words: [huge]}\n"
+    )
+    (tmp_path / "severity_scale.yaml").write_text("scale:\n  small: mild\n")
+    with pytest.raises(VocabularyError, match=r"severity_scale.yaml: .*\['huge'\]"):
+        load_severity_scale(tmp_path)
+    (tmp_path / "severity_scale.yaml").write_text("scale:\n  small: mild\n  huge: enormous\n")
+    with pytest.raises(VocabularyError, match="must be one of"):
+        load_severity_scale(tmp_path)

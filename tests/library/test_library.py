@@ -236,7 +236,7 @@ def test_class_texts_and_scores_are_the_pipelines():
         ClassSpec("severe cardiomegaly", "cardiomegaly", "severe"),
         ClassSpec("pleural effusion", "pleural effusion"),
     ]
-    for variant in ("triplet_explanation", "triplet", "category"):
+    for variant in ("triplet_explanation", "triplet", "category", "report_sentence"):
         s = EvalSet("x", "multi_label", specs, store=None)
         assert class_texts([c.name for c in specs], knowledge, variant) == pipeline_texts(
             s, dictionary.explanation, variant

@@ -53,7 +53,7 @@ def _rows(report_id: str, findings: list[tuple], report_text: str) -> list[dict]
     return rows
 
 
-def build_corpus(root: Path, n_train: int = 24, seed: int = 0) -> dict[str, Path]:
+def build_corpus(root: Path, n_train: int = 24, seed: int = 0, n_validate: int = 0) -> dict[str, Path]:
     rng = np.random.default_rng(seed)
     images, labels = root / "images" / "corpus", root / "labels.parquet"
     rows = []
@@ -65,7 +65,7 @@ def build_corpus(root: Path, n_train: int = 24, seed: int = 0) -> dict[str, Path
             for k, finding in enumerate(FINDINGS):  # each finding brightens its own quadrant
                 if finding in findings:
                     image[(k // 2) * 16 : (k // 2) * 16 + 16, (k % 2) * 16 : (k % 2) * 16 + 16] += 150
-            split = "train" if i < n_train + 2 else "test"
+            split = "train" if i < n_train + 2 - n_validate else "validate" if i < n_train + 2 else "test"
             writer.add(f"img{i:03d}", image, report_id=report_id, path=f"p{i}.png", view="PA", split=split)
             if i != n_train + 1:  # one train image whose report has no labels
                 rows += _rows(

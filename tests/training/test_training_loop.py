@@ -109,6 +109,7 @@ def test_killed_run_resumes_to_identical_weights(corpus, tmp_path):
         "target": "ssm",
         "loss": "mse_ce",
         "seed": None,
+        "eval_text": None,
     }
     assert run_config["measured"]["steps"] == 6 and run_config["measured"]["n_dropped"] == 1
     assert "runs" not in run_config

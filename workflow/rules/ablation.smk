@@ -44,5 +44,6 @@ rule seed_summary:
     params:
         config=EFFECTIVE_CONFIG,
         runs=SETTINGS["training"]["runs"],
+        endpoint=SETTINGS["evaluation"]["primary_endpoint"],
     shell:
         "medfilip -c {params.config} seeds-summary --zeroshot {input.zeroshot} --out {output} > {log} 2>&1"

@@ -20,6 +20,8 @@ rule embed_labels:
         labels=paths.LABELS,
         # a local model folder's files (none for a hub id): new weights re-run the embedding
         model=model_files(CFG.embeddings.model),
+        # embeddings.calibration.split: train reads the train split of the report shards
+        reports=(expand(paths.REPORT_SHARD, shard=SHARDS) if CFG.embeddings.calibration.split == "train" else []),
     output:
         embeddings=EMBEDDINGS,
         calibration=SSM_CALIBRATION,
@@ -41,10 +43,11 @@ rule embed_labels:
         variants=embedded_variants(CFG),
         # entailment: every masked form of the labels is embedded too (the config says so to `embed`)
         masked_targets=SETTINGS["training"]["masked_targets"],
+        reports=lambda wildcards, input: f"--reports {input.reports}" if input.reports else "",
     shell:
         "medfilip -c {params.config} embed --labels {input.labels} --cache {params.cache} --out {output.embeddings}"
         " --calibration {output.calibration}"
-        " --variants {params.variants}"
+        " --variants {params.variants} {params.reports}"
         " --threads {threads} > {log} 2>&1"
 
 

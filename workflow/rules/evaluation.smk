@@ -58,6 +58,9 @@ rule zeroshot:
         stores=[f"{store}/index.parquet" for store in ZEROSHOT_SETS],
         # the class texts carry each category's explanation (IKI)
         knowledge=SETTINGS["knowledge"]["path"],
+        # corpus_severity: the severities the reports state, on the one severity scale
+        labels=paths.LABELS,
+        severity_scale=f"{CFG.extraction.rules.vocabulary_dir}/severity_scale.yaml",
     output:
         table=report(
             paths.ZEROSHOT_TABLE,
@@ -89,7 +92,8 @@ rule zeroshot:
         evaluation=ZEROSHOT_SETTINGS,
     shell:
         "medfilip -c {params.config} zeroshot --runs {input.models} --sets {input.stores}"
-        " --image-embeddings {input.embeddings} --knowledge {input.knowledge} --out {output.table} --per-class {output.per_class}"
+        " --image-embeddings {input.embeddings} --knowledge {input.knowledge} --labels {input.labels}"
+        " --out {output.table} --per-class {output.per_class}"
         " --figure {output.figure} --no-progress > {log} 2>&1"
 
 

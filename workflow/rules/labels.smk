@@ -2,6 +2,8 @@
 # configured variant in one file. Editing the dictionary re-runs this and what depends on
 # it, never extraction.
 
+from medfilip.labels.templates import severity_scale_input
+
 
 rule structured_labels:
     input:
@@ -12,6 +14,8 @@ rule structured_labels:
         knowledge=CFG.knowledge.path,
         # default locations per category (left out of the label text)
         vocabulary=VOCABULARY,
+        # labels.severity_scale: three_level reads the one severity scale
+        severity_scale=severity_scale_input(CFG),
     output:
         labels=paths.LABELS,
         stats=report(

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# make gpu-check: what a lent GPU machine runs in one call (<= 10 min), issue 19.
+#   1. the CUDA tests (tests/embeddings/test_ssm_target.py -k cuda, tests/training/test_gpu_step.py);
+#   2. the 448-px train-step figure: benchmarks/train_step.py --device cuda --size 448 --arch resnet50
+#      --batch 128 --bf16 --channels-last (MiniLM text tower, top layer trained; cached vs uncached text);
+#   3. the simulation's seeds from a pre-rendered store: snakemake results/tables/seeds.csv with
+#      config/simulation.yaml and training.device cuda, when results/images/corpus/ (and labels,
+#      embeddings) came with the working tree; what finishes in the time left is kept (rerun to go on).
+# Without CUDA it prints one line and exits 2. Logs and outputs go to $OUT (the device machine's
+# return folder) if set, else results/gpu_check/. Environment: PYTHON (default .venv/bin/python),
+# GPU_CHECK_BUDGET_S (default 570), GPU_CHECK_SIM_JOBS (trainings sharing the GPU at once, default 4).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-.venv/bin/python}"
+[ -x "$PY" ] || PY="$(command -v python3)"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 MPLBACKEND=Agg
+
+if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
+    echo "gpu-check: no CUDA device (torch.cuda.is_available() is False with $PY); nothing was run"
+    exit 2
+fi
+
+OUTDIR="${OUT:-results/gpu_check}"
+mkdir -p "$OUTDIR"
+START=$(date +%s)
+BUDGET="${GPU_CHECK_BUDGET_S:-570}"
+left() { echo $((BUDGET - ($(date +%s) - START))); }
+status=0
+step() {  # step NAME SECONDS CMD...: run with a time limit, log to $OUTDIR/NAME.log, say how it went
+    local name=$1 limit=$2
+    shift 2
+    if [ "$limit" -lt 20 ]; then
+        echo "gpu-check: $name skipped (time budget spent)" | tee -a "$OUTDIR/summary.txt"
+        return
+    fi
+    local t0=$(date +%s)
+    timeout "$limit" "$@" > "$OUTDIR/$name.log" 2>&1
+    local rc=$?
+    echo "gpu-check: $name rc=$rc in $(( $(date +%s) - t0 )) s (log $OUTDIR/$name.log)" | tee -a "$OUTDIR/summary.txt"
+    [ $rc -eq 0 ] || status=1
+}
+
+{ date -u; nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>&1; } > "$OUTDIR/summary.txt"
+step cuda_tests 120 "$PY" -m pytest -q -p no:cacheprovider tests/training/test_gpu_step.py tests/embeddings/test_ssm_target.py
+step train_step_448 180 "$PY" benchmarks/train_step.py --device cuda --size 448 --arch resnet50 --batch 128 \
+    --bf16 --channels-last --workers 8 --threads 8 --images 1024 --steps 12 --warmup 3 --label-pool 64 --no-reference
+grep -E "images/s|ratio" "$OUTDIR/train_step_448.log" 2>/dev/null | sed 's/^/  /' | tee -a "$OUTDIR/summary.txt"
+
+if [ -f results/images/corpus/index.parquet ] && [ -f results/labels.parquet ]; then
+    step simulation "$(left)" "$PY" -m snakemake --cores "$(nproc)" --resources gpu="${GPU_CHECK_SIM_JOBS:-4}" \
+        --keep-going --rerun-incomplete --snakefile workflow/Snakefile --configfile config/simulation.yaml \
+        --config 'training={device: cuda}' 'evaluation={device: cuda}' -- results/tables/seeds.csv
+    ls results/models 2>/dev/null | wc -l | sed 's/^/  trained runs: /' | tee -a "$OUTDIR/summary.txt"
+    cp results/tables/seeds.csv results/tables/zeroshot.csv "$OUTDIR/" 2>/dev/null
+else
+    echo "gpu-check: simulation skipped: no pre-rendered store (results/images/corpus/index.parquet, results/labels.parquet);" \
+        "carry results/ or run the upstream stages first" | tee -a "$OUTDIR/summary.txt"
+fi
+echo "gpu-check: done in $(( $(date +%s) - START )) s, status $status" | tee -a "$OUTDIR/summary.txt"
+exit $status
