@@ -52,6 +52,13 @@ class OpenAIBackendConfig(Strict):
     max_retries: int = Field(6, ge=0, le=50, description="Retries of one request on 429, 5xx and timeouts")
     max_output_tokens: int = Field(1024, ge=16, le=65_536, description="Completion token cap per report")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature; 0 = the most likely reply")
+    presence_penalty: float = Field(
+        0.0,
+        ge=-2,
+        le=2,
+        description="OpenAI's presence_penalty: > 0 makes a token already in the reply less likely (a small "
+        "model then stops copying one finding into every sentence); 0 = not sent",
+    )
     structured_output: Literal["json_schema", "json_object_schema", "json_object", "auto", "none"] = Field(
         "json_schema",
         description="How to ask for JSON: json_schema (OpenAI strict structured outputs, vLLM); json_object_schema "
@@ -103,6 +110,7 @@ class ExtractionConfig(Strict):
             "openai.model",
             "openai.temperature",
             "openai.max_output_tokens",
+            "openai.presence_penalty",
             "openai.structured_output",
             "openai.model_file",
             "local_llm.model",

@@ -154,6 +154,8 @@ def build_request(
         "temperature": cfg.temperature,
         "max_tokens": cfg.max_output_tokens,
     }
+    if cfg.presence_penalty:
+        body["presence_penalty"] = cfg.presence_penalty
     n_sentences = len(report_sentences(report_text)) if prompt.indexed else None
     fmt = response_format(
         structured_output or cfg.structured_output,
