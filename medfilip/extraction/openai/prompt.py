@@ -9,6 +9,7 @@ from pathlib import Path
 import yaml
 
 from medfilip.configbase import ConfigError
+from medfilip.extraction.rules import split_sentences
 from medfilip.extraction.vocabulary import Vocabulary, VocabularyError
 
 REPORT_PLACEHOLDER = "{report}"
@@ -31,8 +32,6 @@ __all__ = [
 
 def report_sentences(report_text: str) -> list[str]:
     """The sentences of a report as an ``indexed`` prompt numbers them (the rules backend's splitter)."""
-    from medfilip.extraction.rules import split_sentences
-
     return split_sentences(report_text)
 
 
