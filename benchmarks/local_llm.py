@@ -163,6 +163,7 @@ def main() -> None:
     threads = args.threads or local.threads
     engine = args.engine or local.engine
     out = args.out_dir / f"{args.split}-n{args.n}-seed{args.seed}"
+    cache = out / "cache"  # one cache per sample: --limit K reuses the answers of a longer run
     out.mkdir(parents=True, exist_ok=True)
 
     sample = sample_reports(args.n, args.seed, args.split)
@@ -183,7 +184,7 @@ def main() -> None:
     extract_shard(
         shard,
         RulesBackend(cfg.extraction.rules.vocabulary_dir),
-        ExtractionCache(out / "cache" / "rules"),
+        ExtractionCache(cache / "rules"),
         rules_out,
         progress=False,
     )
@@ -211,7 +212,7 @@ def main() -> None:
         load_before = os.getloadavg()
         t = time.perf_counter()
         run = extract_shard(
-            shard, backend, ExtractionCache(out / "cache" / "openai"), llm_out, progress=True, flush_every=1
+            shard, backend, ExtractionCache(cache / "openai"), llm_out, progress=True, flush_every=1
         )  # every answer kept: a killed run resumes
         wall = time.perf_counter() - t
         load_after = os.getloadavg()

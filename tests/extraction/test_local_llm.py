@@ -67,7 +67,7 @@ def server(tmp_path_factory):
         port=0,
         alias=MODEL,
         n_ctx=2048,
-        n_threads=2,
+        n_threads=1,  # one thread: on a loaded, shared CPU it writes faster than two (docs/llm-extraction.md)
         api_key=KEY,
         ready_timeout_s=300,
     )
