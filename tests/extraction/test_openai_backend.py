@@ -1044,3 +1044,16 @@ def test_snakemake_with_the_openai_backend(openai_server, tmp_path):
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert key.encode() not in path.read_bytes(), path
+
+
+def test_a_batch_line_with_an_indexed_reply_gets_its_sentences():
+    from medfilip.extraction.openai.batch import result_of_line
+
+    body = {
+        "choices": [{"message": {"content": '{"1": [], "2": [{"c": "pneumothorax", "p": "negated"}]}'}}],
+        "usage": {"prompt_tokens": 900, "completion_tokens": 20},
+    }
+    line = {"response": {"status_code": 200, "body": body}}
+    r = result_of_line("k", line, sentences=["Heart normal.", "No pneumothorax."])
+    assert r.status == "ok" and [(t.category, t.sentence) for t in r.triplets] == [("pneumothorax", "No pneumothorax.")]
+    assert result_of_line("k", line).status == "failed"  # read as the triplets form: a schema error
