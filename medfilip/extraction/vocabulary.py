@@ -174,6 +174,8 @@ class Vocabulary:
         if not raw:
             return None
         text = " ".join(raw.lower().split())
+        if text in self.by_name:  # a canonical name is its own category (a closed-list LLM answers these),
+            return text  # even where the name is not among its patterns ("enlarged cardiomediastinum")
         best: tuple[int, int, str] | None = None
         for order, cat in enumerate(self.categories):
             if cat.regex.fullmatch(text):

@@ -200,8 +200,37 @@ class RulesResponder:
         self.extractor = RulesBackend(vocabulary_dir).extractor
 
     def __call__(self, body: dict) -> dict:
+        if is_indexed(body):  # an indexed prompt: numbered sentences in, {"1": [{"c": ...}], "2": []} out
+            reply = {}
+            for n, sentence in numbered_sentences(body):
+                reply[str(n)] = []
+                for t in self.extractor.extract_sentence(sentence):
+                    f = {"c": t.category, "p": t.polarity.value}
+                    f.update({k: v for k, v in (("sev", t.severity), ("loc", t.location)) if v})
+                    reply[str(n)].append(f)
+            return reply
         triplets = self.extractor.extract_text(report_text_of(body))
         return {"triplets": [t.model_dump(mode="json") for t in triplets]}
+
+
+_NUMBERED = re.compile(r"^(\d+)\. (.+)$", re.M)
+
+
+def is_indexed(body: dict) -> bool:
+    """The request asks for an indexed reply (its schema's keys are sentence numbers, or its system text
+    shows such a reply)."""
+    fmt = body.get("response_format") or {}
+    schema = fmt.get("schema") or (fmt.get("json_schema") or {}).get("schema") or {}
+    if "1" in (schema.get("properties") or {}):
+        return True
+    system = [_text_of(m.get("content")) for m in body.get("messages", []) if m.get("role") == "system"]
+    return any('{"1":[' in s.replace(" ", "") for s in system)
+
+
+def numbered_sentences(body: dict) -> list[tuple[int, str]]:
+    """The numbered sentences of the first user message of an indexed request."""
+    users = [_text_of(m.get("content")) for m in body.get("messages", []) if m.get("role") == "user"]
+    return [(int(n), s) for n, s in _NUMBERED.findall(users[0] if users else "")]
 
 
 def fixed_responder(reply: dict | list | str) -> Callable[[dict], Any]:

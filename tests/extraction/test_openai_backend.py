@@ -433,36 +433,111 @@ CLOSED = ROOT / "resources" / "prompts" / "triplets_closed.yaml"
 VOCAB = ROOT / "resources" / "vocabulary"
 
 
-def test_closed_prompt_lists_the_vocabulary_and_makes_the_category_an_enum():
+def test_closed_prompt_lists_the_vocabulary_numbers_the_sentences_and_makes_category_and_index_enums():
     from medfilip.extraction.vocabulary import Vocabulary
 
     names = Vocabulary.load(VOCAB).category_names
     prompt = load_prompt(CLOSED)
     categories = prompt_categories(prompt, VOCAB)
-    assert prompt.closed_categories and categories == names and len(names) > 20
+    assert prompt.closed_categories and prompt.indexed and categories == names and len(names) > 20
+    text = "Mild cardiomegaly. Small left pleural effusion.  No pneumothorax."
     body = build_request(
-        prompt, "Mild cardiomegaly.", OpenAIBackendConfig(structured_output="json_object_schema"), categories=categories
+        prompt, text, OpenAIBackendConfig(structured_output="json_object_schema"), categories=categories
     )
     system = body["messages"][0]["content"]
     assert "{categories}" not in system and ", ".join(names) in system
-    assert body["messages"][1]["content"].startswith("Report: Mild cardiomegaly.")
-    # llama.cpp's form: json_object with the schema beside it; the category is one of the names
+    # the report's sentences, numbered; the system text is the same for every report (the server's prompt cache)
+    assert body["messages"][1]["content"] == (
+        "1. Mild cardiomegaly.\n2. Small left pleural effusion.\n3. No pneumothorax.\nReply:"
+    )
+    other = build_request(prompt, "Heart size normal.", OpenAIBackendConfig(), categories=categories)
+    assert other["messages"][0] == body["messages"][0]
+    # llama.cpp's form: json_object with the schema beside it; every sentence number once, in order, with
+    # at most 3 findings; the category is an enum, the keys short, severity/location may be left out
     fmt = body["response_format"]
     assert fmt["type"] == "json_object" and set(fmt) == {"type", "schema"}
-    item = fmt["schema"]["properties"]["triplets"]["items"]
-    assert item["properties"]["category"]["enum"] == names
-    assert item["properties"]["polarity"]["enum"] == ["present", "negated", "uncertain"]
-    assert "sentence" in item["required"]
-    # the open prompt keeps free-text categories, whatever list is passed
+    schema = fmt["schema"]
+    assert list(schema["properties"]) == schema["required"] == ["1", "2", "3"]
+    assert schema["additionalProperties"] is False and schema["properties"]["2"]["maxItems"] == 3
+    item = schema["properties"]["1"]["items"]
+    assert list(item["properties"]) == ["c", "p", "sev", "loc"]
+    assert item["properties"]["c"]["enum"] == names
+    assert item["properties"]["p"]["enum"] == ["present", "negated", "uncertain"]
+    assert item["required"] == ["c", "p"] and item["additionalProperties"] is False
+    # OpenAI's strict structured outputs: every key required, the optional ones nullable
+    strict = build_request(prompt, text, OpenAIBackendConfig(), categories=categories)["response_format"]
+    strict_item = strict["json_schema"]["schema"]["properties"]["3"]["items"]
+    assert strict["json_schema"]["strict"] is True and strict_item["required"] == ["c", "p", "sev", "loc"]
+    assert strict_item["properties"]["sev"]["type"] == ["string", "null"]
+    # the open prompt keeps free-text categories and copied sentences, whatever list is passed
     open_body = build_request(
         load_prompt(PROMPT), "x", OpenAIBackendConfig(structured_output="json_object_schema"), categories=names
     )
-    assert (
-        "enum"
-        not in open_body["response_format"]["schema"]["properties"]["triplets"]["items"]["properties"]["category"]
-    )
+    open_item = open_body["response_format"]["schema"]["properties"]["triplets"]["items"]
+    assert "enum" not in open_item["properties"]["category"] and "sentence" in open_item["required"]
+    assert "<report>\nx\n</report>" in open_body["messages"][1]["content"]
     with pytest.raises(ConfigError, match="closed list of categories"):
         build_request(prompt, "x", OpenAIBackendConfig())
+
+
+def test_indexed_reply_puts_each_sentence_back_from_its_number():
+    sentences = ["Mild cardiomegaly.", "Small left pleural effusion.", "No pneumothorax.", "Lungs are clear."]
+    content = json.dumps(
+        {
+            "1": [{"c": "cardiomegaly", "p": "present", "sev": "mild"}],
+            "2": [{"c": "pleural effusion", "p": "present", "sev": "small", "loc": "left"}],
+            "3": [{"c": "pneumothorax", "p": "negated", "sev": "none", "loc": None}, {"c": "", "p": "negated"}],
+            "4": [],
+        }
+    )  # a finding without a category is dropped and counted; "none" is no severity
+    triplets, dropped = parse_reply(content, "stop", sentences=sentences)
+    assert dropped == 1
+    assert [(t.category, t.polarity.value, t.severity, t.location, t.sentence) for t in triplets] == [
+        ("cardiomegaly", "present", "mild", None, "Mild cardiomegaly."),
+        ("pleural effusion", "present", "small", "left", "Small left pleural effusion."),
+        ("pneumothorax", "negated", None, None, "No pneumothorax."),
+    ]
+    assert parse_reply('{"1": [], "2": []}', "stop", sentences=["a.", "b."]) == ([], 0)
+    assert parse_reply("{}", "stop", sentences=[]) == ([], 0)
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        ('{"4": [{"c": "mass", "p": "present"}]}', "sentence 4 does not exist; the report has 3"),
+        ('{"0": []}', "sentence 0 does not exist"),
+        ('{"one": []}', "key 'one' is not a sentence number"),
+        ('{"1": {"c": "mass"}}', "sentence 1: its findings are a dict, not a list"),
+        ('{"2": [{"c": "mass", "p": "absent"}]}', "sentence 2 finding 0 field 'polarity': 'absent' is not one of"),
+        ('{"1": [{"c": "mass", "sentence": "x"}]}', "sentence 1 finding 0 has unexpected key(s) 'sentence'"),
+        ('{"3": [1]}', "sentence 3 finding 0 is a int, not an object"),
+        ("[]", "expected an object keyed by sentence number, got list"),
+    ],
+)
+def test_indexed_reply_errors_name_the_sentence_finding_and_field(content, reason):
+    with pytest.raises(ReplyError, match=__import__("re").escape(reason)):
+        parse_reply(content, "stop", sentences=["a.", "b.", "c."])
+
+
+def test_indexed_prompt_end_to_end_and_a_bad_sentence_number_is_asked_again(openai_server):
+    # the fake server answers like an LLM (the rules extractor) in the indexed form
+    b = backend(openai_server, prompt=CLOSED, structured_output="json_object_schema", max_concurrency=1)
+    (r,) = list(b.extract([ReportText("r0", "Small left pleural effusion. No pneumothorax.")]))
+    assert r.status == "ok"
+    got = sorted((t.category, t.polarity.value, t.sentence) for t in r.triplets)
+    assert got == [
+        ("pleural effusion", "present", "Small left pleural effusion."),
+        ("pneumothorax", "negated", "No pneumothorax."),
+    ]
+    assert r.triplets[0].location  # the short key "loc" read back
+    # a sentence number the report does not have: asked once more with the reason, then failed
+    openai_server.reset()
+    openai_server.responder = fixed_responder({"9": [{"c": "mass", "p": "present"}]})
+    (r,) = list(b.extract([ReportText("r1", "Mass. Nodule.")]))
+    assert r.status == "failed" and "sentence 9 does not exist; the report has 2" in r.error
+    bodies = [x.body for x in openai_server.chat_requests()]
+    assert len(bodies) == 2 and "each sentence number once" in bodies[1]["messages"][-1]["content"]
+    assert "sentence 9 does not exist" in bodies[1]["messages"][-1]["content"]
 
 
 def test_closed_prompt_file_errors(tmp_path):
@@ -473,13 +548,19 @@ def test_closed_prompt_file_errors(tmp_path):
     bad.write_text("version: v\ncategories: vocabulary\nsystem: no list\nuser: '{report}'\n")
     with pytest.raises(ConfigError, match="needs a \\{categories\\} placeholder"):
         load_prompt(bad)
+    bad.write_text("version: v\nreply: short\nsystem: s\nuser: '{report}'\n")
+    with pytest.raises(ConfigError, match="prompt key 'reply' is 'short'"):
+        load_prompt(bad)
+    bad.write_text("version: v\nreply: indexed\nsystem: s\nuser: '{report}'\n")
+    with pytest.raises(ConfigError, match="reply: indexed needs categories: vocabulary"):
+        load_prompt(bad)
 
 
 def test_version_follows_the_model_file_content_and_the_category_list(openai_server, tmp_path):
     gguf = tmp_path / "model.gguf"
     gguf.write_bytes(b"GGUF" + bytes(1000))
     base = backend(openai_server, prompt=CLOSED, model_file=str(gguf))
-    assert base.version.startswith("triplets-closed-v2+")
+    assert base.version.startswith("triplets-closed-v3+")
     assert backend(openai_server, prompt=CLOSED).version != base.version  # the file counts
     os.utime(gguf, ns=(1, 1))  # touched, same bytes: same key (extracted reports stay cached)
     assert backend(openai_server, prompt=CLOSED, model_file=str(gguf)).version == base.version
@@ -963,3 +1044,16 @@ def test_snakemake_with_the_openai_backend(openai_server, tmp_path):
     for path in tmp_path.rglob("*"):
         if path.is_file():
             assert key.encode() not in path.read_bytes(), path
+
+
+def test_a_batch_line_with_an_indexed_reply_gets_its_sentences():
+    from medfilip.extraction.openai.batch import result_of_line
+
+    body = {
+        "choices": [{"message": {"content": '{"1": [], "2": [{"c": "pneumothorax", "p": "negated"}]}'}}],
+        "usage": {"prompt_tokens": 900, "completion_tokens": 20},
+    }
+    line = {"response": {"status_code": 200, "body": body}}
+    r = result_of_line("k", line, sentences=["Heart normal.", "No pneumothorax."])
+    assert r.status == "ok" and [(t.category, t.sentence) for t in r.triplets] == [("pneumothorax", "No pneumothorax.")]
+    assert result_of_line("k", line).status == "failed"  # read as the triplets form: a schema error

@@ -36,7 +36,7 @@ from medfilip.extraction.openai.api_errors import (
 from medfilip.extraction.openai.client import async_client
 from medfilip.extraction.openai.credentials import read_api_key, redact_secret
 from medfilip.extraction.openai.endpoint import DEFAULT_ENDPOINT, warn_if_mimic_online
-from medfilip.extraction.openai.prompt import load_prompt, prompt_categories
+from medfilip.extraction.openai.prompt import load_prompt, prompt_categories, report_sentences
 from medfilip.extraction.openai.reply import Reply, ReplyError, parse_reply
 from medfilip.extraction.openai.request import build_request, corrective_request, response_format
 from medfilip.extraction.openai.retry import retry_after, retry_wait, retryable
@@ -134,7 +134,17 @@ class OpenAIBackend(ExtractionBackend):
             self.prompt, report_text, self.cfg, categories=self.categories, structured_output=self.structured_output
         )
 
-    def _format_rejected(self, err: FormatRejected, request: dict[str, Any]) -> dict[str, Any] | None:
+    def sentences_of(self, report_text: str) -> list[str] | None:
+        """The numbered sentences of an ``indexed`` prompt (what a reply's sentence numbers point to)."""
+        return report_sentences(report_text) if self.prompt.indexed else None
+
+    def parse(self, reply: Reply, report_text: str):
+        """The triplets of ``reply`` to the request for ``report_text`` (ReplyError if unusable)."""
+        return parse_reply(reply.content, reply.finish_reason, reply.refusal, sentences=self.sentences_of(report_text))
+
+    def _format_rejected(
+        self, err: FormatRejected, request: dict[str, Any], report_text: str = ""
+    ) -> dict[str, Any] | None:
         """After the server rejected ``response_format``: the request again in llama.cpp's form (auto),
         or None (the mode was chosen in the config: the run stops with a clear error)."""
         with self._format_lock:
@@ -148,7 +158,12 @@ class OpenAIBackend(ExtractionBackend):
                         self.endpoint,
                         err,
                     )
-                fmt = response_format("json_object_schema", self.categories if self.prompt.closed_categories else None)
+                sentences = self.sentences_of(report_text)
+                fmt = response_format(
+                    "json_object_schema",
+                    self.categories if self.prompt.closed_categories else None,
+                    n_sentences=None if sentences is None else len(sentences),
+                )
                 return {**request, "response_format": fmt}
         return None
 
@@ -268,21 +283,20 @@ class OpenAIBackend(ExtractionBackend):
             try:
                 reply = await self._complete(client, request, usage, report.report_id)
             except FormatRejected as err:
-                retry = self._format_rejected(err, request)
+                retry = self._format_rejected(err, request, report.text)
                 if retry is None:
                     raise ExtractionAborted(self._format_message(err)) from None
                 request = retry
                 reply = await self._complete(client, request, usage, report.report_id)
             try:
-                triplets, dropped = parse_reply(reply.content, reply.finish_reason, reply.refusal)
+                triplets, dropped = self.parse(reply, report.text)
             except ReplyError as first:
                 self.stats["corrective"] += 1
                 log.debug("report %s: unusable reply (%s); asking once more", report.report_id, first)
-                reply = await self._complete(
-                    client, corrective_request(request, reply.content, str(first)), usage, report.report_id
-                )
+                again = corrective_request(request, reply.content, str(first), indexed=self.prompt.indexed)
+                reply = await self._complete(client, again, usage, report.report_id)
                 try:
-                    triplets, dropped = parse_reply(reply.content, reply.finish_reason, reply.refusal)
+                    triplets, dropped = self.parse(reply, report.text)
                 except ReplyError as second:
                     return failed(f"unusable reply after one corrective retry: {second} (first reply: {first})")
         except FormatRejected as err:  # json_object_schema rejected too (auto), on a second try

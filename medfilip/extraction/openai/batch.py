@@ -66,6 +66,7 @@ class OpenAIBatchBackend(ExtractionBackend):
         self.cfg = sync.cfg
         self.batch_cfg: BatchConfig = self.cfg.batch
         self.store = BatchStore(state_dir)
+        self._texts: dict[str, str] = {}  # cache key -> report text (an indexed reply's sentence numbers)
         self.client = client if client is not None else self._make_client()
         self.runner = BatchRunner(
             self.client,
@@ -75,7 +76,7 @@ class OpenAIBatchBackend(ExtractionBackend):
             model=sync.model,
             url="/chat/completions" if self.cfg.azure_api_version else "/v1/chat/completions",
             request_body=sync.request_for,
-            result_of=result_of_line,
+            result_of=self._result_of,
             sleep=sleep,
             on_step=on_step,
         )
@@ -105,6 +106,13 @@ class OpenAIBatchBackend(ExtractionBackend):
         """USD of batch requests: the sync price times ``batch.discount``."""
         return self.sync.cost(prompt_tokens, completion_tokens) * self.batch_cfg.discount
 
+    def _result_of(self, key: str, line: Mapping[str, Any]) -> ExtractionResult:
+        if not self.sync.prompt.indexed:
+            return result_of_line(key, line)
+        if key not in self._texts:
+            return ExtractionResult(key, "failed", error="indexed reply of a report whose text is not at hand")
+        return result_of_line(key, line, sentences=self.sync.sentences_of(self._texts[key]))
+
     def _make_client(self) -> openai.OpenAI:
         key = getattr(self.sync, "api_key", None) or read_api_key(self.cfg.api_key_env)
         return sync_client(self.cfg, key)  # the SDK's own retries cover these few calls
@@ -116,6 +124,7 @@ class OpenAIBatchBackend(ExtractionBackend):
             key = self.cache_key(r.text)
             texts[key] = r.text
             ids[key].append(r.report_id)
+        self._texts.update(texts)
         if not texts:
             return
         log.info(
@@ -175,8 +184,9 @@ class OpenAIBatchBackend(ExtractionBackend):
         return ExtractionAborted(msg)
 
 
-def result_of_line(report_id: str, line: Mapping[str, Any]) -> ExtractionResult:
-    """One Batch API output or error line as a result, its reply parsed exactly as a sync reply is."""
+def result_of_line(report_id: str, line: Mapping[str, Any], *, sentences: list[str] | None = None) -> ExtractionResult:
+    """One Batch API output or error line as a result, its reply parsed exactly as a sync reply is
+    (``sentences``: those an ``indexed`` prompt numbered)."""
     err = line.get("error")
     if err:
         return ExtractionResult(report_id, "failed", error=f"batch request error {error_text(err)}")
@@ -192,7 +202,7 @@ def result_of_line(report_id: str, line: Mapping[str, Any]) -> ExtractionResult:
         return ExtractionResult(report_id, "failed", error=str(e))
     tokens = {"prompt_tokens": reply.prompt_tokens, "completion_tokens": reply.completion_tokens}
     try:
-        triplets, dropped = parse_reply(reply.content, reply.finish_reason, reply.refusal)
+        triplets, dropped = parse_reply(reply.content, reply.finish_reason, reply.refusal, sentences=sentences)
     except ReplyError as e:
         return ExtractionResult(report_id, "failed", error=f"unusable reply: {e}", **tokens)
     return ExtractionResult(report_id, "ok", tuple(triplets), dropped_uncategorised=dropped, **tokens)

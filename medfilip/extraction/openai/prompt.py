@@ -9,13 +9,35 @@ from pathlib import Path
 import yaml
 
 from medfilip.configbase import ConfigError
+from medfilip.extraction.rules import split_sentences
 from medfilip.extraction.vocabulary import Vocabulary, VocabularyError
 
 REPORT_PLACEHOLDER = "{report}"
 CATEGORIES_PLACEHOLDER = "{categories}"
-PROMPT_KEYS = ("version", "system", "user", "categories")
+PROMPT_KEYS = ("version", "system", "user", "categories", "reply")
+REPLY_FORMS = ("triplets", "indexed")
 
-__all__ = ["CATEGORIES_PLACEHOLDER", "PROMPT_KEYS", "REPORT_PLACEHOLDER", "Prompt", "load_prompt", "prompt_categories"]
+__all__ = [
+    "CATEGORIES_PLACEHOLDER",
+    "PROMPT_KEYS",
+    "REPLY_FORMS",
+    "REPORT_PLACEHOLDER",
+    "Prompt",
+    "load_prompt",
+    "number_sentences",
+    "prompt_categories",
+    "report_sentences",
+]
+
+
+def report_sentences(report_text: str) -> list[str]:
+    """The sentences of a report as an ``indexed`` prompt numbers them (the rules backend's splitter)."""
+    return split_sentences(report_text)
+
+
+def number_sentences(sentences: list[str]) -> str:
+    """``1. First sentence.`` one a line: what ``{report}`` becomes in an ``indexed`` prompt."""
+    return "\n".join(f"{i}. {s}" for i, s in enumerate(sentences, 1))
 
 
 @dataclass(frozen=True)
@@ -33,6 +55,11 @@ class Prompt:
     user: str
     sha256: str  # of the file's bytes: any edit changes the backend version
     closed_categories: bool = False
+    reply: str = "triplets"
+
+    @property
+    def indexed(self) -> bool:
+        return self.reply == "indexed"
 
     @property
     def full_version(self) -> str:
@@ -44,8 +71,14 @@ class Prompt:
             system = system.replace(CATEGORIES_PLACEHOLDER, ", ".join(categories))
         return [
             {"role": "system", "content": system},
-            {"role": "user", "content": self.user.replace(REPORT_PLACEHOLDER, report_text.strip()).strip()},
+            {"role": "user", "content": self.user.replace(REPORT_PLACEHOLDER, self.report_block(report_text)).strip()},
         ]
+
+    def report_block(self, report_text: str) -> str:
+        """What replaces ``{report}``: the text, or (``indexed``) its numbered sentences."""
+        if self.indexed:
+            return number_sentences(report_sentences(report_text))
+        return report_text.strip()
 
 
 def load_prompt(path: str | Path) -> Prompt:
@@ -82,6 +115,14 @@ def load_prompt(path: str | Path) -> Prompt:
             f"{path}: categories: vocabulary needs a {CATEGORIES_PLACEHOLDER} placeholder in the "
             "system text (where the list of allowed categories goes)"
         )
+    reply = data.get("reply", "triplets")
+    if reply not in REPLY_FORMS:
+        raise ConfigError(
+            f"{path}: prompt key 'reply' is {reply!r}; allowed: triplets (each triplet copies its sentence, "
+            "the default) or indexed (numbered sentences, findings under their sentence's number)"
+        )
+    if reply == "indexed" and not closed:
+        raise ConfigError(f"{path}: reply: indexed needs categories: vocabulary (its schema's category is an enum)")
     return Prompt(
         path,
         str(data["version"]).strip(),
@@ -89,6 +130,7 @@ def load_prompt(path: str | Path) -> Prompt:
         str(data["user"]),
         hashlib.sha256(raw).hexdigest(),
         closed,
+        reply,
     )
 
 

@@ -6,11 +6,23 @@ from collections.abc import Mapping
 from typing import Any
 
 from medfilip.configbase import ConfigError
-from medfilip.extraction.openai.prompt import Prompt
-from medfilip.extraction.schema import Triplet
+from medfilip.extraction.openai.prompt import Prompt, report_sentences
+from medfilip.extraction.schema import Polarity, Triplet
 from medfilip.extraction.settings import OpenAIBackendConfig
 
-__all__ = ["TRIPLETS_JSON_SCHEMA", "build_request", "corrective_request", "response_format", "triplets_json_schema"]
+__all__ = [
+    "INDEXED_KEYS",
+    "TRIPLETS_JSON_SCHEMA",
+    "build_request",
+    "corrective_request",
+    "indexed_json_schema",
+    "response_format",
+    "triplets_json_schema",
+]
+
+MAX_FINDINGS_PER_SENTENCE = 3
+# the short keys of an indexed reply's finding, in the order the model writes them
+INDEXED_KEYS = {"c": "category", "p": "polarity", "sev": "severity", "loc": "location"}
 
 
 def _strict(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -63,13 +75,52 @@ def triplets_json_schema(categories: list[str] | None = None) -> dict[str, Any]:
 TRIPLETS_JSON_SCHEMA = triplets_json_schema()
 
 
-def response_format(structured_output: str, categories: list[str] | None = None) -> dict[str, Any] | None:
+def indexed_json_schema(categories: list[str], n_sentences: int, *, strict: bool = True) -> dict[str, Any]:
+    """The schema of an ``indexed`` reply: one key per sentence number, in order, each with its findings:
+    ``{"1": [{"c": ..., "p": ..., "sev": ..., "loc": ...}], "2": [], ...}``.
+
+    Every sentence number is required once, in order, and holds at most
+    :data:`MAX_FINDINGS_PER_SENTENCE` findings: the model goes through the report sentence by
+    sentence and cannot loop on one finding to the token cap (greedy decoding of a small model
+    does, with a free list). ``c`` is one of ``categories`` (an enum: a grammar cannot emit
+    another). ``strict`` (OpenAI's structured outputs) requires every key, the optional ones
+    nullable; otherwise (llama.cpp's grammar) ``sev`` and ``loc`` may be left out, which saves
+    output tokens on the many findings without them.
+    """
+    finding = {
+        "type": "object",
+        "properties": {
+            "c": {"type": "string", "enum": list(categories), "description": "category"},
+            "p": {"type": "string", "enum": [p.value for p in Polarity], "description": "polarity"},
+            "sev": {"type": ["string", "null"], "description": "severity word as written"},
+            "loc": {"type": ["string", "null"], "description": "laterality and region as written"},
+        },
+        "required": list(INDEXED_KEYS) if strict else ["c", "p"],
+        "additionalProperties": False,
+    }
+    numbers = [str(i) for i in range(1, n_sentences + 1)]
+    per_sentence = {"type": "array", "items": finding, "maxItems": MAX_FINDINGS_PER_SENTENCE}
+    return {
+        "type": "object",
+        "properties": dict.fromkeys(numbers, per_sentence),
+        "required": numbers,
+        "additionalProperties": False,
+    }
+
+
+def response_format(
+    structured_output: str, categories: list[str] | None = None, *, n_sentences: int | None = None
+) -> dict[str, Any] | None:
     """The ``response_format`` of a mode (``auto`` asks json_schema first; see OpenAIBackend).
 
     ``json_object_schema`` is llama.cpp's form (its server and llama-cpp-python's): ``{"type":
     "json_object", "schema": ...}``, compiled into a grammar, so the reply is schema-valid JSON.
+    ``n_sentences`` (an ``indexed`` prompt; ``categories`` then required) asks for the indexed reply.
     """
-    schema = TRIPLETS_JSON_SCHEMA if not categories else triplets_json_schema(categories)
+    if n_sentences is not None:
+        schema = indexed_json_schema(categories or [], n_sentences, strict=structured_output != "json_object_schema")
+    else:
+        schema = TRIPLETS_JSON_SCHEMA if not categories else triplets_json_schema(categories)
     if structured_output in ("json_schema", "auto"):
         return {"type": "json_schema", "json_schema": {"name": "triplets", "strict": True, "schema": schema}}
     if structured_output == "json_object_schema":
@@ -103,22 +154,36 @@ def build_request(
         "temperature": cfg.temperature,
         "max_tokens": cfg.max_output_tokens,
     }
-    fmt = response_format(structured_output or cfg.structured_output, categories if prompt.closed_categories else None)
+    if cfg.presence_penalty:
+        body["presence_penalty"] = cfg.presence_penalty
+    n_sentences = len(report_sentences(report_text)) if prompt.indexed else None
+    fmt = response_format(
+        structured_output or cfg.structured_output,
+        categories if prompt.closed_categories else None,
+        n_sentences=n_sentences,
+    )
     if fmt is not None:
         body["response_format"] = fmt
     return body
 
 
-def corrective_request(request: Mapping[str, Any], content: str | None, error: str) -> dict[str, Any]:
+def corrective_request(
+    request: Mapping[str, Any], content: str | None, error: str, *, indexed: bool = False
+) -> dict[str, Any]:
     """The request asked again after an unusable reply: the reply and what was wrong with it appended."""
     messages = list(request["messages"])
     messages.append({"role": "assistant", "content": content or ""})
+    what = (
+        "JSON object described above: each sentence number once, in order, with the list of its findings, "
+        "each with c (category), p (present, negated or uncertain) and, when written, sev and loc."
+        if indexed
+        else 'JSON object {"triplets": [...]} described above, every triplet with severity, location, '
+        "category, polarity (present, negated or uncertain) and sentence."
+    )
     messages.append(
         {
             "role": "user",
-            "content": f"Your reply could not be used: {error}. Reply again for the same report with only the "
-            'JSON object {"triplets": [...]} described above, every triplet with severity, location, '
-            "category, polarity (present, negated or uncertain) and sentence.",
+            "content": f"Your reply could not be used: {error}. Reply again for the same report with only the {what}",
         }
     )
     return {**request, "messages": messages}

@@ -28,6 +28,8 @@ def generation_settings(cfg: OpenAIBackendConfig, categories: list[str] | None =
         "max_output_tokens": cfg.max_output_tokens,
         "structured_output": cfg.structured_output,
     }
+    if cfg.presence_penalty:  # only when set: the versions of earlier runs stay as they were
+        out["presence_penalty"] = cfg.presence_penalty
     if cfg.model_file is not None:
         out["model_file_sha256"] = model_file_sha256(cfg.model_file)
     if categories:
