@@ -138,3 +138,16 @@ def test_notes_through_the_rules_backend():
         "ARDS",
         "other pneumonia",
     ]
+
+
+def test_the_gap_rule_pairs_each_phantom_store_with_its_real_one():
+    """real.smk's --phantom/--real arguments pass real-gap's check: the same set names, in order,
+    the phantom side naming the twin's store and the real side the pack's."""
+    from medfilip.evaluation.real import workflow as real_wf
+    from medfilip.evaluation.real.cli import _named
+
+    phantom, real = _named(real_wf.gap_named(0)), _named(real_wf.gap_named(1))
+    assert list(phantom) == list(real) == ["nih", "covid"]
+    for name in phantom:
+        assert phantom[name].name == f"{name}_phantom"
+        assert real[name].name == f"{name}_real"

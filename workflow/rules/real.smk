@@ -96,8 +96,8 @@ rule real_gap:
         "../envs/medfilip.yaml"
     params:
         config=EFFECTIVE_CONFIG,
-        phantom=real_wf.named([p for p, _ in real_wf.GAP_PAIRS]),
-        real=real_wf.named([r for _, r in real_wf.GAP_PAIRS]),
+        phantom=real_wf.gap_named(0),
+        real=real_wf.gap_named(1),
         ieee8023=lambda wildcards: real_wf.ieee8023_dir(CFG),
         phantom_anatomy=SETTINGS["phantom"],
     shell:

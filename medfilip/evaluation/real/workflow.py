@@ -101,3 +101,9 @@ def store_root(cfg: Any, name: str) -> str:
 def named(names: list[str]) -> list[str]:
     """name=folder arguments of the real-* commands."""
     return [f"{n}={store_dir(n)}" for n in names]
+
+
+def gap_named(side: int) -> list[str]:
+    """``real-gap``'s --phantom (side 0) or --real (side 1): each GAP_PAIRS set under one name on both
+    sides (nih, covid), so the command pairs a phantom store with its real one by name."""
+    return [f"{pair[1].removesuffix('_real')}={store_dir(pair[side])}" for pair in GAP_PAIRS]
