@@ -250,6 +250,51 @@ def calibrate_labels(
 
 
 # -- what a target asks of the model ----------------------------------------------------------
+class _RowStatistics:
+    """What each row of a batch's SSM target asks: its values on other texts of the image's own
+    categories and on texts of other categories, the own-category share of its mass and its
+    effective number of texts (exp of the entropy)."""
+
+    def __init__(self) -> None:
+        self.same: list[np.ndarray] = []
+        self.cross: list[np.ndarray] = []
+        self.shares: list[float] = []
+        self.effective: list[float] = []
+        self.n_texts: list[int] = []
+        self.n_positive: list[int] = []
+
+    def add(self, target: np.ndarray, text_keys: np.ndarray, chosen: list, keys: np.ndarray, positives: Any) -> None:
+        for i, ids in enumerate(chosen):
+            own_keys = {keys[j] for j in ids} - {""}
+            in_cat = np.isin(text_keys, list(own_keys)) & (text_keys != "")
+            own = np.asarray(positives[i], dtype=bool)
+            self.same.append(target[i, in_cat & ~own])
+            self.cross.append(target[i, ~in_cat & ~own])
+            row = np.clip(target[i], 0.0, None)
+            p = row / row.sum()
+            self.shares.append(float(p[in_cat | own].sum()))
+            nz = p[p > 0]
+            self.effective.append(float(np.exp(-(nz * np.log(nz)).sum())))
+            self.n_texts.append(len(row))
+            self.n_positive.append(int(own.sum()))
+
+    def summary(self) -> dict[str, float]:
+        same, cross = np.concatenate(self.same), np.concatenate(self.cross)
+
+        def q(a: np.ndarray, p: float) -> float:
+            return round(float(np.percentile(a, p)), 3) if a.size else float("nan")
+
+        return {
+            "same_category_median": q(same, 50),
+            "cross_category_median": q(cross, 50),
+            "cross_category_p5": q(cross, 5),
+            "cross_category_p95": q(cross, 95),
+            "own_category_share": round(float(np.mean(self.shares)), 3),
+            "effective_texts": round(float(np.mean(self.effective)), 1),
+            "texts_per_row": round(float(np.mean(self.n_texts)), 1),
+        }
+
+
 def batch_statistics(
     vectors: np.ndarray,
     vocab: Vocabulary,
@@ -271,39 +316,13 @@ def batch_statistics(
     keys = np.array([k if k is not None else "" for k in vocab.keys], dtype=object)
     neg = torch.from_numpy(vocab.negated)
     rng = np.random.default_rng(seed)
-    same_vals, cross_vals, shares, effective, n_texts = [], [], [], [], []
+    stats = _RowStatistics()
     for _ in range(n_batches):
         chosen = [reports[i] for i in rng.choice(len(reports), batch_size, replace=False)]
         text_ids, positives = batch_texts(chosen)
         target = ssm_target(chosen, text_ids, v, negated=neg, calibration=calibration, positives=positives).numpy()
-        text_keys = keys[text_ids.numpy()]
-        for i, ids in enumerate(chosen):
-            own_keys = {keys[j] for j in ids} - {""}
-            in_cat = np.isin(text_keys, list(own_keys)) & (text_keys != "")
-            own = positives[i].numpy()
-            same_vals.append(target[i, in_cat & ~own])
-            cross_vals.append(target[i, ~in_cat & ~own])
-            row = np.clip(target[i], 0.0, None)
-            p = row / row.sum()
-            shares.append(float(p[in_cat | own].sum()))
-            nz = p[p > 0]
-            effective.append(float(np.exp(-(nz * np.log(nz)).sum())))
-            n_texts.append(len(row))
-    same = np.concatenate(same_vals)
-    cross = np.concatenate(cross_vals)
-
-    def q(a: np.ndarray, p: float) -> float:
-        return round(float(np.percentile(a, p)), 3) if a.size else float("nan")
-
-    return {
-        "same_category_median": q(same, 50),
-        "cross_category_median": q(cross, 50),
-        "cross_category_p5": q(cross, 5),
-        "cross_category_p95": q(cross, 95),
-        "own_category_share": round(float(np.mean(shares)), 3),
-        "effective_texts": round(float(np.mean(effective)), 1),
-        "texts_per_row": round(float(np.mean(n_texts)), 1),
-    }
+        stats.add(target, keys[text_ids.numpy()], chosen, keys, positives.numpy())
+    return stats.summary()
 
 
 def masked_batch_texts(labels_path: str | Path, variant: str) -> tuple[Any, Any, list[str]]:
@@ -348,7 +367,7 @@ def masked_batch_statistics(
     if len(report_ids) < batch_size:
         batch_size = len(report_ids)
     rng = np.random.default_rng(seed)
-    same_vals, cross_vals, shares, effective, n_texts, n_positive = [], [], [], [], [], []
+    stats = _RowStatistics()
     for _ in range(n_batches):
         chosen = [list(reports[report_ids[i]]) for i in rng.choice(len(report_ids), batch_size, replace=False)]
         texts: dict[str, None] = {}
@@ -365,32 +384,5 @@ def masked_batch_statistics(
             calibration=calibration,
             positives=positives,
         ).numpy()
-        text_keys = keys[[table.sources[r] for r in rows]]
-        for i, ids in enumerate(chosen):
-            own_keys = {keys[j] for j in ids} - {""}
-            in_cat = np.isin(text_keys, list(own_keys)) & (text_keys != "")
-            own = positives[i].numpy()
-            same_vals.append(target[i, in_cat & ~own])
-            cross_vals.append(target[i, ~in_cat & ~own])
-            row = np.clip(target[i], 0.0, None)
-            p = row / row.sum()
-            shares.append(float(p[in_cat | own].sum()))
-            nz = p[p > 0]
-            effective.append(float(np.exp(-(nz * np.log(nz)).sum())))
-            n_texts.append(len(row))
-            n_positive.append(int(own.sum()))
-    same, cross = np.concatenate(same_vals), np.concatenate(cross_vals)
-
-    def q(a: np.ndarray, p: float) -> float:
-        return round(float(np.percentile(a, p)), 3) if a.size else float("nan")
-
-    return {
-        "same_category_median": q(same, 50),
-        "cross_category_median": q(cross, 50),
-        "cross_category_p5": q(cross, 5),
-        "cross_category_p95": q(cross, 95),
-        "own_category_share": round(float(np.mean(shares)), 3),
-        "effective_texts": round(float(np.mean(effective)), 1),
-        "texts_per_row": round(float(np.mean(n_texts)), 1),
-        "positives_per_row": round(float(np.mean(n_positive)), 2),
-    }
+        stats.add(target, keys[[table.sources[r] for r in rows]], chosen, keys, positives.numpy())
+    return {**stats.summary(), "positives_per_row": round(float(np.mean(stats.n_positive)), 2)}
