@@ -138,8 +138,8 @@ def decode_dicom(path: Path) -> np.ndarray:
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError) as err:
         raise ImageDecodeError(f"unreadable DICOM: {err}") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
-        if ds.preamble is None and len(ds) == 0:
-            raise ImageDecodeError("not a DICOM file (no DICM header, no data elements)")
+        if ds.preamble is None:  # no 128-byte preamble + "DICM": what force=True read is not DICOM
+            raise ImageDecodeError("not a DICOM file (no DICM header, no pixel data)")
         raise ImageDecodeError("DICOM without pixel data (no PixelData element)")
     try:
         pixels = ds.pixel_array
