@@ -105,3 +105,22 @@ class LossKind(str, Enum):
 def values(enum: type[Enum]) -> tuple[str, ...]:
     """The values of an enum in declaration order (the vocabulary as plain strings)."""
     return tuple(member.value for member in enum)
+
+
+# The IU-Xray MeSH categories with the most held-out reports (validate + test of the embedded corpus):
+# every one has >= 20 held-out reports, so AUC and F1 are defined on both splits.
+DEFAULT_SINGLE_LABEL = ["normal", "cardiomegaly", "atelectasis", "opacity", "pleural effusion", "granuloma"]
+DEFAULT_MULTI_LABEL = [
+    "cardiomegaly",
+    "atelectasis",
+    "opacity",
+    "pleural effusion",
+    "granuloma",
+    "calcification",
+    "degenerative changes",
+    "support devices",
+    "nodule",
+    "emphysema",
+    "hyperinflation",
+    "scoliosis",
+]

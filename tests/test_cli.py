@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from medfilip.cli import build_parser, main
+from medfilip.pipeline.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -321,7 +321,7 @@ def test_building_the_parser_imports_no_heavy_dependency():
     """`medfilip -h` (and `medfilip predict` in a core install) does not import the pipeline's heavy modules."""
     heavy = ["torch", "pyarrow", "duckdb", "snakemake", "openai", "pandas", "sklearn", "matplotlib"]
     code = (
-        "import sys; from medfilip.cli import build_parser; build_parser(); "
+        "import sys; from medfilip.pipeline.cli import build_parser; build_parser(); "
         f"print([m for m in {heavy!r} if m in sys.modules])"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)

@@ -8,7 +8,7 @@ import sys
 import pytest
 import yaml
 
-from medfilip.config import ConfigError, load_config, shard_names, validate_config
+from medfilip.pipeline.config import ConfigError, load_config, shard_names, validate_config
 
 
 def test_embedded_default_is_valid(repo):
@@ -75,7 +75,10 @@ def test_cli_reports_config_error_without_traceback(tmp_path, repo):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"reports": {"n_shards": 0}}))
     proc = subprocess.run(
-        [sys.executable, "-m", "medfilip.cli", "-c", str(cfg), "config"], capture_output=True, text=True, cwd=repo
+        [sys.executable, "-m", "medfilip", "-c", str(cfg), "config"],
+        capture_output=True,
+        text=True,
+        cwd=repo,
     )
     assert proc.returncode == 2
     assert "reports.n_shards = 0" in proc.stderr
@@ -127,9 +130,9 @@ def test_data_fractions_are_checked_with_the_key_path(section, fractions, messag
 
 
 def test_sections_live_with_their_stages_and_stay_importable_from_config():
-    import medfilip.config as config
     import medfilip.configbase as configbase
     import medfilip.extraction.settings as extraction
+    import medfilip.pipeline.config as config
     import medfilip.reports.settings as reports
 
     assert config.ConfigError is configbase.ConfigError

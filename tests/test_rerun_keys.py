@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from medfilip.config import PipelineConfig, key_reruns, rerun_patterns, rerun_rules
 from medfilip.configbase import reruns
-from medfilip.datasets.workflow import preprocess_params, twin_params
-from medfilip.evaluation.probe.workflow import baseline_params, fit_params
-from medfilip.evaluation.segmentation.workflow import job_params, table_params
-from medfilip.training.workflow import run_params
-from medfilip.workflow_resources import training_launch
+from medfilip.pipeline.config import PipelineConfig, key_reruns, rerun_patterns, rerun_rules
+from medfilip.pipeline.workflow_resources import training_launch
+from medfilip.pipeline.workflows.datasets import preprocess_params, twin_params
+from medfilip.pipeline.workflows.probe import baseline_params, fit_params
+from medfilip.pipeline.workflows.segmentation import job_params, table_params
+from medfilip.pipeline.workflows.training import run_params
 
 SETTINGS = PipelineConfig().model_dump(mode="json", by_alias=True)
 
@@ -131,7 +131,7 @@ def test_every_rule_with_settings_params_declares_its_keys(tmp_path):
     import subprocess
     import sys
 
-    from medfilip.config import ROOT
+    from medfilip.pipeline.config import ROOT
 
     proc = subprocess.run(
         [sys.executable, "-c", LIST_PARAMS, str(ROOT), str(tmp_path)], capture_output=True, text=True, timeout=300

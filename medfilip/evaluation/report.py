@@ -20,7 +20,7 @@ out of the negation columns, which have no "no normal").
 
 Each run is also scored with its own text form (``training.runs.*.eval_text``, else its label
 variant's: the template for MedFILIP, the triplet or category name for the ablation rows, a
-report-style sentence for report-text runs; :func:`medfilip.evaluation.zeroshot.run_eval_text`):
+report-style sentence for report-text runs; :func:`medfilip.labels.templates.run_eval_text`):
 the same columns again, prefixed ``own_`` (``own_downstream_mean_auc``, ``own_delta_...``, deltas to
 medfilip in its own text), with ``own_text_variant``, after the common template's columns, whose
 values are what they were without them. The own text leads where methods are compared.

@@ -13,7 +13,7 @@ Texts: one per image, the text of its own finding, in two forms (``prompt`` colu
   (the baselines' prompt; it carries no severity);
 - ``own``: the run's own evaluation text (``training.runs.*.eval_text``, else its label variant's:
   the triplet for a triplet run, "There is mild cardiomegaly." for a report-text run;
-  :func:`medfilip.evaluation.zeroshot.run_eval_text`), for runs whose settings are known. Its
+  :func:`medfilip.labels.templates.run_eval_text`), for runs whose settings are known. Its
   difference to medfilip compares each run in its own language. ``text_variant`` names each row's form.
 
 Directions: ``image_to_text`` (each image queries the N texts) and ``text_to_image`` (each text

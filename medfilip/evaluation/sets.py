@@ -53,7 +53,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medfilip import paths
 from medfilip.names import ClassTextVariant
 
 if TYPE_CHECKING:  # keep the import light: the workflow imports this module for its input lists
@@ -65,8 +64,6 @@ log = logging.getLogger(__name__)
 NORMAL = "normal"
 SPLITS = ("validate", "test")
 CORPUS_DATASET = "corpus"
-IMAGES_DIR = paths.IMAGE_STORE_DIR.removesuffix("/{dataset}")
-MODELS_DIR = paths.MODELS_DIR
 
 
 class EvaluationSetError(ValueError):
@@ -117,32 +114,6 @@ class EvalSet:
 
     def n(self, split: str) -> int:
         return int(self.rows.get(split, np.empty(0)).size)
-
-
-# -- what the workflow evaluates --------------------------------------------------------------
-def downstream_names(cfg) -> list[str]:
-    """The downstream datasets to evaluate: ``evaluation.datasets``, or every dataset enabled in ``datasets:``."""
-    if cfg.evaluation.datasets is not None:
-        return list(cfg.evaluation.datasets)
-    names = []
-    for name in type(cfg.datasets).model_fields:
-        section = getattr(cfg.datasets, name)
-        if getattr(section, "enabled", None) is True:
-            names.append(name)
-    return names
-
-
-def configured_set_dirs(cfg) -> list[str]:
-    """Store folders the zero-shot table reads: each downstream dataset, then the corpus (if its sets are on)."""
-    dirs = [f"{IMAGES_DIR}/{name}" for name in downstream_names(cfg)]
-    if cfg.evaluation.corpus.enabled:
-        dirs.append(f"{IMAGES_DIR}/{CORPUS_DATASET}")
-    return dirs
-
-
-def configured_run_dirs(cfg) -> list[str]:
-    """Model folders of every configured training run (results/models/{run}/)."""
-    return [f"{MODELS_DIR}/{run}" for run in cfg.training.runs]
 
 
 # -- building sets from stores ------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Config section `evaluation:` (imported by medfilip.config; keep this module free of heavy imports).
+"""Config section `evaluation:` (imported by medfilip.pipeline.config; keep this module free of heavy imports).
 
 Zero-shot evaluation of every trained run on every evaluation set: the downstream stores
 (results/images/{dataset}/, their labels) and the MIMIC-style sets built from the held-out
@@ -15,25 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from medfilip.configbase import UNIQUE_ITEMS, RerunKeys, Strict
 from medfilip.evaluation.probe.settings import LinearProbeSettings
 from medfilip.evaluation.segmentation.settings import SegmentationSettings
-from medfilip.names import ClassTextVariant
-
-# The IU-Xray MeSH categories with the most held-out reports (validate + test of the embedded corpus):
-# every one has >= 20 held-out reports, so AUC and F1 are defined on both splits.
-DEFAULT_SINGLE_LABEL = ["normal", "cardiomegaly", "atelectasis", "opacity", "pleural effusion", "granuloma"]
-DEFAULT_MULTI_LABEL = [
-    "cardiomegaly",
-    "atelectasis",
-    "opacity",
-    "pleural effusion",
-    "granuloma",
-    "calcification",
-    "degenerative changes",
-    "support devices",
-    "nodule",
-    "emphysema",
-    "hyperinflation",
-    "scoliosis",
-]
+from medfilip.names import DEFAULT_MULTI_LABEL, DEFAULT_SINGLE_LABEL, ClassTextVariant
 
 
 def _unique(value: list[str] | None, what: str) -> list[str] | None:

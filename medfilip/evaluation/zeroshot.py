@@ -32,7 +32,6 @@ from typing import Any
 
 import numpy as np
 
-from medfilip import paths
 from medfilip.devices import resolve_device
 from medfilip.evaluation.bootstrap import DEFAULT_RESAMPLES, resample_indices, resample_weights
 from medfilip.evaluation.metrics import (
@@ -47,8 +46,8 @@ from medfilip.evaluation.metrics import (
 from medfilip.evaluation.sets import NORMAL, SPLITS, EvalSet, EvaluationSetError
 from medfilip.inference import logit_scale_of, zero_shot_scores  # the library's scoring
 from medfilip.io import atomic_path, sha256_text
-from medfilip.labels.templates import eval_text, render_label
-from medfilip.names import EVAL_TEXT_OF_LABEL_VARIANT, ClassTextVariant, EvalText
+from medfilip.labels.templates import eval_text, render_label, run_eval_text
+from medfilip.names import ClassTextVariant
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +75,6 @@ def class_texts(eval_set: EvalSet, explain: Callable[[str], str], variant: str) 
 
 # -- each run's own evaluation text (issue 19, item 2) --------------------------------------------
 COMMON, OWN = "common", "own"
-
-
-def run_eval_text(run: Any) -> str | None:
-    """The text form a run is scored with beside the common template: its ``eval_text`` if set, else
-    the form of its label variant (category, triplet, full template; report -> the report-style
-    sentence). ``run``: a RunSettings, a dict of one, or None (unknown run: None)."""
-    if run is None:
-        return None
-    get = run.get if isinstance(run, dict) else lambda k, d=None: getattr(run, k, d)
-    chosen = get("eval_text", None)
-    if chosen is not None:
-        return EvalText(getattr(chosen, "value", chosen)).value
-    variant = get("label_variant", None)
-    return EVAL_TEXT_OF_LABEL_VARIANT.get(str(getattr(variant, "value", variant))) if variant is not None else None
 
 
 def run_eval_text_of_folder(run_dir: str | Path, runs: dict | None = None) -> str | None:
@@ -168,7 +153,6 @@ def mean_classes(eval_set: EvalSet) -> list[str]:
 
 
 # -- image embeddings of a run, encoded once and stored (rule image_embeddings) ------------------
-IMAGE_EMBEDDINGS_DIR = paths.IMAGE_EMBEDDINGS_DIR
 
 
 def held_out_rows(store: Any) -> np.ndarray:

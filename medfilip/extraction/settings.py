@@ -1,4 +1,4 @@
-"""Config sections `extraction:` and `quality:` (imported by medfilip.config; keep this module free of heavy
+"""Config sections `extraction:` and `quality:` (imported by medfilip.pipeline.config; keep this module free of heavy
 imports)."""
 
 from __future__ import annotations

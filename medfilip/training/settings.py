@@ -1,4 +1,4 @@
-"""Config section `training:` (imported by medfilip.config; keep this module free of heavy imports).
+"""Config section `training:` (imported by medfilip.pipeline.config; keep this module free of heavy imports).
 
 The embedded defaults are sized for 2 CPU cores (ResNet-18 at the images.size of 128 px, MiniLM with
 all but its top layer frozen, a few epochs). Two sources disagree on the full-scale values, and

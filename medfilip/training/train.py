@@ -136,13 +136,16 @@ def _calibration_file(embeddings_path: str | Path | None, calibration_path: str 
 
 
 def _calibration(embeddings_path: str | Path, calibration_path: str | Path | None, variant: str):
+    """The SSM calibration of ``variant``: from ``calibration_path``, else the file beside the embeddings.
+    A missing file is an error (the config names a calibration; raw cosines are method ``none`` in it)."""
     from medfilip.embeddings.calibration import read_calibration
-    from medfilip.ssm import Calibration
 
     path = _calibration_file(embeddings_path, calibration_path)
-    if calibration_path is None and (path is None or not path.exists()):
-        log.warning("no SSM calibration file beside %s: raw cosines as targets", embeddings_path)
-        return Calibration("none")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no SSM calibration file (`medfilip embed` writes it beside {embeddings_path}, "
+            "`medfilip calibrate` rewrites it)"
+        )
     return read_calibration(path, variant)
 
 
@@ -393,11 +396,11 @@ def train_run(
             )
         window_loss, window_terms, window_steps = None, {}, 0
 
-    # training.validate_every: the validate AUC curve (medfilip/evaluation/curve.py), main process only
+    # training.validate_every: the validate AUC curve (medfilip/training/curve.py), main process only
     probe, check_every = None, 0
     if cfg.validate_every is not None and env.is_main:
-        from medfilip.evaluation.curve import CURVE_FILE, ValidateProbe, append_curve
-        from medfilip.evaluation.zeroshot import run_eval_text
+        from medfilip.labels.templates import run_eval_text
+        from medfilip.training.curve import CURVE_FILE, ValidateProbe, append_curve
 
         probe = ValidateProbe(store, labels, by_report, run_eval_text(run), cfg.validate_images)
         check_every = max(1, round(cfg.validate_every * steps_per_epoch))

@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from medfilip.cli import main
 from medfilip.embeddings.model import (
     EmbeddingModelError,
     TextEncoder,
@@ -27,6 +26,7 @@ from medfilip.embeddings.store import (
     read_embeddings,
     write_label_embeddings,
 )
+from medfilip.pipeline.cli import main
 
 torch.set_num_threads(1)
 

@@ -123,7 +123,7 @@ def test_bad_calibration_values_are_named():
 def test_embed_stores_the_calibration_from_label_statistics_only(tmp_path, capsys):
     """`medfilip embed` writes {stem}.calibration.json; it depends on labels and vectors alone, so
     configs that differ only in their evaluation settings give the same file."""
-    from medfilip.cli import main
+    from medfilip.pipeline.cli import main
 
     labels = write_labels(tmp_path / "labels.parquet")
     outs = []
@@ -170,8 +170,8 @@ def test_train_split_calibration_is_not_moved_by_held_out_reports(tmp_path):
     """embeddings.calibration.split: train fits on the train reports' labels only: changing every
     held-out report's labels leaves it as it was (and moves the all-rows calibration)."""
     from medfilip.embeddings.calibration import train_report_ids
-    from medfilip.embeddings.cli import _calibrate
     from medfilip.embeddings.settings import CalibrationSettings
+    from medfilip.pipeline.commands.embeddings import _calibrate
 
     shard = tmp_path / "000.parquet"
     ids = [f"r{r:03d}" for r in range(60)]

@@ -11,8 +11,6 @@ import torch
 
 from medfilip.evaluation.report import write_figure, write_per_class, write_table
 from medfilip.evaluation.sets import (
-    configured_run_dirs,
-    configured_set_dirs,
     corpus_sets,
     downstream_set,
     load_eval_sets,
@@ -20,6 +18,7 @@ from medfilip.evaluation.sets import (
 from medfilip.evaluation.settings import CorpusSetsSettings, EvaluationConfig
 from medfilip.evaluation.zeroshot import class_texts, evaluate_run, evaluate_runs, zero_shot_scores
 from medfilip.images.store import write_store
+from medfilip.pipeline.workflows.evaluation import configured_run_dirs, configured_set_dirs
 
 torch.set_num_threads(1)
 
@@ -364,7 +363,7 @@ def test_corpus_scoring_and_table_and_figure(tmp_path: Path):
 
 
 def test_configured_sets_and_runs():
-    from medfilip.config import validate_config
+    from medfilip.pipeline.config import validate_config
 
     cfg = validate_config({"evaluation": {"datasets": ["rsna", "covid"]}}, source="test")
     assert configured_set_dirs(cfg) == ["results/images/rsna", "results/images/covid", "results/images/corpus"]
@@ -380,7 +379,7 @@ def test_cli_with_a_tiny_trained_dual_encoder(tmp_path: Path, capsys):
     """The real chain: medfilip.training's DualEncoder saved and loaded, the real IKI dictionary, the CLI."""
     import yaml
 
-    from medfilip.cli import main
+    from medfilip.pipeline.cli import main
     from medfilip.training.model import build_model, save_trained
     from medfilip.training.settings import ModelSettings
 

@@ -11,8 +11,8 @@ import yaml
 
 from medfilip.evaluation.report import write_per_class, write_table
 from medfilip.evaluation.sets import downstream_set
-from medfilip.evaluation.zeroshot import evaluate_runs, run_eval_text, run_eval_text_of_folder
-from medfilip.labels.templates import eval_text, report_sentence
+from medfilip.evaluation.zeroshot import evaluate_runs, run_eval_text_of_folder
+from medfilip.labels.templates import eval_text, report_sentence, run_eval_text
 from medfilip.training.settings import RunSettings
 from tests.evaluation.test_eval_zeroshot import StripeEncoder, explain, multi_label_store
 

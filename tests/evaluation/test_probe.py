@@ -163,7 +163,7 @@ def test_table_of_skip_rows_only_through_the_cli(tmp_path):
 
     import yaml
 
-    from medfilip.cli import main
+    from medfilip.pipeline.cli import main
 
     config = tmp_path / "config.yaml"
     config.write_text(

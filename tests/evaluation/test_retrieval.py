@@ -193,7 +193,7 @@ def test_cli_embed_images_retrieval_and_case_study_with_a_tiny_trained_model(tmp
     """The real chain: a saved DualEncoder, its stored image embeddings, the real IKI dictionary, the CLI."""
     import yaml
 
-    from medfilip.cli import main
+    from medfilip.pipeline.cli import main
     from medfilip.training.model import build_model, save_trained
     from medfilip.training.settings import ModelSettings
 

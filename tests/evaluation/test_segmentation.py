@@ -13,7 +13,6 @@ import torch
 import torchvision
 from segmentation_fixtures import SOURCE_H, SOURCE_W, build_siim_store, ellipse
 
-from medfilip.config import validate_config
 from medfilip.evaluation.segmentation.data import (
     SegmentationDataError,
     SegmentationSkip,
@@ -46,6 +45,7 @@ from medfilip.evaluation.segmentation.unet import (
 )
 from medfilip.images.preprocess import letterbox_geometry
 from medfilip.images.store import ImageStore
+from medfilip.pipeline.config import validate_config
 
 torch.set_num_threads(1)
 
@@ -138,7 +138,7 @@ def test_settings_defaults_and_bad_values():
         with pytest.raises(ValueError):
             SegmentationSettings(**bad)
     # one field of evaluation:, validated with the whole config (key path in the message)
-    from medfilip.config import ConfigError
+    from medfilip.pipeline.config import ConfigError
 
     with pytest.raises(ConfigError, match="evaluation.segmentation.image_size"):
         validate_config({"evaluation": {"segmentation": {"image_size": 50}}})

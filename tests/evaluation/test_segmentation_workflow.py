@@ -157,8 +157,8 @@ def test_tiny_segmentation_through_snakemake(project: Path):
 
 
 def test_segmentation_targets_follow_the_config():
-    from medfilip.config import validate_config
-    from medfilip.evaluation.segmentation.workflow import job_params, run_folders, segmentation_targets, table_params
+    from medfilip.pipeline.config import validate_config
+    from medfilip.pipeline.workflows.segmentation import job_params, run_folders, segmentation_targets, table_params
 
     cfg = validate_config({})
     assert segmentation_targets(cfg) == [

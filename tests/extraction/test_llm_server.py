@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
-from medfilip.config import ConfigError
 from medfilip.extraction import llm_server
+from medfilip.pipeline.config import ConfigError
 
 
 def test_model_file_sha256_is_the_content_hash_and_follows_edits(tmp_path):
@@ -109,7 +109,7 @@ def test_cli_status_and_stop_without_a_server(tmp_path):
 
     def run(*a):
         return subprocess.run(
-            [sys.executable, "-m", "medfilip.cli", "llm-server", *a, "--state-dir", str(tmp_path)],
+            [sys.executable, "-m", "medfilip", "llm-server", *a, "--state-dir", str(tmp_path)],
             capture_output=True,
             text=True,
             env=env,

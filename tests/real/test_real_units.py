@@ -106,9 +106,9 @@ def test_precision_at_k_and_retrieval_rows():
 
 
 def test_notes_through_the_rules_backend():
-    from medfilip.config import ROOT
     from medfilip.extraction.rules import RulesBackend
     from medfilip.extraction.vocabulary import Vocabulary
+    from medfilip.pipeline.config import ROOT
 
     vocab_dir = ROOT / "resources" / "vocabulary"
     backend, vocabulary = RulesBackend(vocab_dir), Vocabulary.load(vocab_dir)
@@ -143,8 +143,8 @@ def test_notes_through_the_rules_backend():
 def test_the_gap_rule_pairs_each_phantom_store_with_its_real_one():
     """real.smk's --phantom/--real arguments pass real-gap's check: the same set names, in order,
     the phantom side naming the twin's store and the real side the pack's."""
-    from medfilip.evaluation.real import workflow as real_wf
-    from medfilip.evaluation.real.cli import _named
+    from medfilip.pipeline.commands.real import _named
+    from medfilip.pipeline.workflows import real as real_wf
 
     phantom, real = _named(real_wf.gap_named(0)), _named(real_wf.gap_named(1))
     assert list(phantom) == list(real) == ["nih", "covid"]

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 from mimic_samples import MIMIC_FULL_REPORT
 
-from medfilip.config import MimicCxrConfig, ReportsConfig
+from medfilip.pipeline.config import MimicCxrConfig, ReportsConfig
 from medfilip.reports.mimic import read_mimic_cxr
 from medfilip.reports.readers import read_configured_reports
 from medfilip.reports.records import Reject, Report, ReportImage

@@ -26,7 +26,7 @@ rule ablation_table:
 
 
 # Means over seeds per method (runs that differ only in `seed`), with Student-t intervals over
-# seeds and differences to medfilip paired by seed (medfilip/training/seeds.py); config/simulation.yaml
+# seeds and differences to medfilip paired by seed (medfilip/evaluation/seeds.py); config/simulation.yaml
 # trains 3 seeds of the four runs.
 rule seed_summary:
     input:

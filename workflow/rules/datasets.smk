@@ -3,9 +3,9 @@
 # results/twins/{dataset}/ (labelled from the real label files torchxrayvision ships); either way
 # the dataset's reader reads the folder and the images are decoded once into the uint8 store
 # results/images/{dataset}/ (index.parquet + arrays/*.npy + rejects.parquet + meta.json).
-# The stores of the enabled datasets: medfilip.datasets.workflow.dataset_targets(CFG).
+# The stores of the enabled datasets: medfilip.pipeline.workflows.datasets.dataset_targets(CFG).
 
-from medfilip.datasets.workflow import DATASET_WILDCARD, DatasetRules
+from medfilip.pipeline.workflows.datasets import DATASET_WILDCARD, DatasetRules
 
 DATASET_RULES = DatasetRules(CFG, SETTINGS)
 

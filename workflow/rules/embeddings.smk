@@ -6,7 +6,7 @@
 # only new label strings are embedded. The output holds the vectors of exactly the current labels.
 
 from medfilip.embeddings import model_files, model_slug
-from medfilip.training.workflow import embedded_variants
+from medfilip.pipeline.workflows.training import embedded_variants
 
 EMBEDDINGS_SLUG = model_slug(CFG.embeddings.model)
 # what training and evaluation read

@@ -2,9 +2,9 @@
 # downstream stores (results/images/{dataset}/) and the MIMIC-style single-label, multi-label and
 # fine-grained sets built from the held-out images of the corpus store (results/images/corpus/).
 # The lists come from the config (training.runs, datasets.*.enabled or evaluation.datasets,
-# evaluation.corpus.enabled) through medfilip.evaluation.sets, which the CLI tests too.
+# evaluation.corpus.enabled) through medfilip.pipeline.workflows.evaluation, which the CLI tests too.
 
-from medfilip.evaluation.sets import configured_run_dirs, configured_set_dirs
+from medfilip.pipeline.workflows.evaluation import configured_run_dirs, configured_set_dirs
 
 ZEROSHOT_RUNS = configured_run_dirs(CFG)
 ZEROSHOT_SETS = configured_set_dirs(CFG)

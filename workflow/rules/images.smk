@@ -13,7 +13,7 @@
 # and meta are update() outputs, so snakemake does not delete them when the job starts and
 # restores them if it fails: a failed run leaves the previous store whole.
 
-from medfilip.images.workflow import corpus_findings_inputs, corpus_params
+from medfilip.pipeline.workflows.images import corpus_findings_inputs, corpus_params
 
 CORPUS = corpus_params(CFG, SETTINGS)
 

@@ -5,12 +5,12 @@
 # them all with bootstrap intervals. Adding a run adds its features and probe jobs only; changing
 # evaluation.linear_probe re-runs the probe fits (and the baselines for their own keys), never the
 # feature extraction. The lists (and the check that each probed dataset has a train split) come
-# from medfilip.evaluation.probe.workflow.
+# from medfilip.pipeline.workflows.probe.
 
 import re
 
-from medfilip.datasets.workflow import DATASET_WILDCARD
-from medfilip.evaluation.probe import workflow as probe_wf
+from medfilip.pipeline.workflows.datasets import DATASET_WILDCARD
+from medfilip.pipeline.workflows import probe as probe_wf
 
 try:
     PROBE_ON = probe_wf.probe_enabled(CFG)

@@ -4,8 +4,8 @@
 # results/real/stores/{name}/; every trained run (and a random-initialised encoder) is then
 # evaluated on all of them side by side. The logic is in medfilip.evaluation.real.
 
-from medfilip.datasets.workflow import preprocess_params
-from medfilip.evaluation.real import workflow as real_wf
+from medfilip.pipeline.workflows.datasets import preprocess_params
+from medfilip.pipeline.workflows import real as real_wf
 
 REAL_RUNS = [f"{run}/model.pt" for run in ZEROSHOT_RUNS]
 

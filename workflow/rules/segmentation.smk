@@ -4,7 +4,7 @@
 # for the baseline (adding a run fine-tunes that run alone), then one table + figure job.
 # Logic: medfilip/evaluation/segmentation/ (workflow.py gives the lists and params).
 
-from medfilip.evaluation.segmentation.workflow import (
+from medfilip.pipeline.workflows.segmentation import (
     job_params,
     job_threads,
     run_folders,

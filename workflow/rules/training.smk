@@ -7,7 +7,7 @@
 
 import re
 
-from medfilip.training.workflow import (
+from medfilip.pipeline.workflows.training import (
     calibration_input,
     embeddings_input,
     embeddings_option,

@@ -1,4 +1,4 @@
-"""Config section `evaluation.segmentation:` (paper Table IV; imported by medfilip.config: keep it light).
+"""Config section `evaluation.segmentation:` (paper Table IV; imported by medfilip.pipeline.config: keep it light).
 
 A UNet (segmentation-models-pytorch) whose encoder is each run's pretrained image encoder, and one
 with a randomly initialised encoder as the baseline, fine-tuned on fractions of the SIIM-ACR

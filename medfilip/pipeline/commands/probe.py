@@ -8,6 +8,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from medfilip.pipeline.config import PipelineConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -30,11 +32,9 @@ def _threads(threads: int) -> None:
     torch.set_num_threads(threads or max(1, len(os.sched_getaffinity(0))))
 
 
-def cmd_features(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
+def cmd_features(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.evaluation.features import extract_features
 
-    cfg = load_config(args.config)
     _threads(args.threads)
     out = extract_features(
         _folder(args.run),
@@ -49,14 +49,12 @@ def cmd_features(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_probe_fit(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
+def cmd_probe_fit(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.evaluation.features import load_features
     from medfilip.evaluation.probe.fit import probe_data_from_store, probe_fits
     from medfilip.evaluation.probe.scores import ProbeInputError
     from medfilip.images.store import ImageStore
 
-    cfg = load_config(args.config)
     p = cfg.evaluation.linear_probe
     store = ImageStore.open(_folder(args.store))
     data = probe_data_from_store(store)
@@ -78,14 +76,12 @@ def cmd_probe_fit(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_probe_baseline(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
+def cmd_probe_baseline(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.evaluation.probe.baselines import train_baseline
     from medfilip.evaluation.probe.fit import probe_data_from_store
-    from medfilip.evaluation.probe.workflow import image_arch, imagenet_weights
     from medfilip.images.store import ImageStore
+    from medfilip.pipeline.workflows.probe import image_arch, imagenet_weights
 
-    cfg = load_config(args.config)
     p = cfg.evaluation.linear_probe
     _threads(args.threads)
     store = ImageStore.open(_folder(args.store))
@@ -106,13 +102,11 @@ def cmd_probe_baseline(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_linear_probe(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
+def cmd_linear_probe(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.evaluation.probe.scores import ProbeScores
     from medfilip.evaluation.probe.table import build_tables, write_outputs
-    from medfilip.evaluation.probe.workflow import dataset_skips, runs, skipped_baselines
+    from medfilip.pipeline.workflows.probe import dataset_skips, runs, skipped_baselines
 
-    cfg = load_config(args.config)
     boot = getattr(cfg.evaluation, "bootstrap", None)
     n_resamples = getattr(boot, "n_resamples", 1000)
     seed = getattr(boot, "seed", 0)

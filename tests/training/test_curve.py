@@ -8,7 +8,7 @@ from pathlib import Path
 
 import torch
 
-from medfilip.evaluation.curve import CURVE_FILE
+from medfilip.training.curve import CURVE_FILE
 from medfilip.training.curves import plot_train_curves
 from medfilip.training.settings import ModelSettings, RunSettings, TrainingConfig
 from medfilip.training.train import train_run

@@ -8,17 +8,16 @@ import os
 from pathlib import Path
 
 from medfilip.datasets.catalog import DATASET_NAMES
+from medfilip.pipeline.config import PipelineConfig
 
 
 def _workers(args: argparse.Namespace) -> int:
     return args.workers or len(os.sched_getaffinity(0))
 
 
-def cmd_twin(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
+def cmd_twin(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.datasets.twins import build_twin
 
-    cfg = load_config(args.config)
     summary = build_twin(
         args.dataset,
         args.out,
@@ -34,12 +33,10 @@ def cmd_twin(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_preprocess_dataset(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
+def cmd_preprocess_dataset(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.datasets.readers import classes_of, label_names_of, read_dataset, task_of
     from medfilip.images.preprocess import preprocess_images
 
-    cfg = load_config(args.config)
     settings = getattr(cfg.datasets, args.dataset)
     root = args.root or settings.root
     if root is None:

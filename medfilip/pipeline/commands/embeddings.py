@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from medfilip.names import LabelVariant, values
+from medfilip.pipeline.config import PipelineConfig
 
 
 def _label_texts(labels_path: Path, variants: list[str] | None) -> list[str]:
@@ -39,16 +40,14 @@ def _masked_forms(labels_path: Path, variants: list[str] | None) -> list[str]:
     return out
 
 
-def cmd_embed(args: argparse.Namespace) -> int:
+def cmd_embed(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     import torch
 
-    from medfilip.config import load_config
     from medfilip.embeddings.calibration import calibration_path, write_calibration
     from medfilip.embeddings.model import model_slug
     from medfilip.embeddings.store import embed_texts, write_label_embeddings
 
-    config = load_config(args.config)
-    cfg = config.embeddings
+    config, cfg = cfg, cfg.embeddings
     if args.threads:
         torch.set_num_threads(args.threads)
     texts = _label_texts(args.labels, args.variants)
@@ -71,7 +70,7 @@ def cmd_embed(args: argparse.Namespace) -> int:
         f"{summary.n_unique} unique labels: {summary.n_unique - summary.n_new} cached, {summary.n_new} embedded "
         f"in {summary.seconds:.1f}s (dim {summary.dim}) -> {args.out} ({table.num_rows} vectors)"
     )
-    calibrations = _calibrate(args.labels, args.out, args.variants, cfg.calibration, args.reports)
+    calibrations = _calibrate(args.labels, args.out, args.variants, cfg.embeddings.calibration, args.reports)
     out = args.calibration or calibration_path(args.out)
     write_calibration(calibrations, out)
     print(
@@ -108,12 +107,10 @@ def _calibrate(
     )
 
 
-def cmd_calibrate(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
+def cmd_calibrate(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.embeddings.calibration import calibration_path, write_calibration
 
-    cfg = load_config(args.config).embeddings
-    calibrations = _calibrate(args.labels, args.embeddings, args.variants, cfg.calibration, args.reports)
+    calibrations = _calibrate(args.labels, args.embeddings, args.variants, cfg.embeddings.calibration, args.reports)
     out = args.out or calibration_path(args.embeddings)
     write_calibration(calibrations, out)
     for variant, c in calibrations.items():
@@ -122,11 +119,10 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ssm_stats(args: argparse.Namespace) -> int:
+def cmd_ssm_stats(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     """The issue-11 table: what the SSM target of a batch asks of the model, raw and calibrated."""
     import numpy as np
 
-    from medfilip.config import load_config
     from medfilip.embeddings.calibration import (
         batch_statistics,
         compute_calibration,
@@ -136,8 +132,7 @@ def cmd_ssm_stats(args: argparse.Namespace) -> int:
     )
     from medfilip.embeddings.store import embed_texts, load_embeddings, write_label_embeddings
 
-    config = load_config(args.config)
-    cfg = config.embeddings
+    config, cfg = cfg, cfg.embeddings
     vocab = read_vocabulary(args.labels, args.variant)
     # masking on (entailment targets) for the variants training masks, at training.mask_probability
     p_mask = config.training.mask_probability if args.mask_probability is None else args.mask_probability

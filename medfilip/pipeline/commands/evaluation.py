@@ -7,19 +7,18 @@ import logging
 from pathlib import Path
 
 from medfilip.names import ClassTextVariant
+from medfilip.pipeline.config import PipelineConfig
 
 log = logging.getLogger(__name__)
 
 
-def cmd_zeroshot(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
+def cmd_zeroshot(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.evaluation.report import write_figure, write_per_class, write_table
     from medfilip.evaluation.sets import load_eval_sets, stated_severities
     from medfilip.evaluation.zeroshot import evaluate_runs, run_eval_text_of_folder
     from medfilip.extraction.vocabulary import load_severity_scale
     from medfilip.knowledge import load_knowledge
 
-    cfg = load_config(args.config)
     ev = cfg.evaluation
     # a file stands for its folder: the workflow passes model.pt and index.parquet (its inputs)
     runs = [p.parent if p.is_file() else p for p in args.runs]
@@ -75,10 +74,9 @@ def cmd_zeroshot(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_embed_images(args: argparse.Namespace) -> int:
+def cmd_embed_images(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     import torch
 
-    from medfilip.config import load_config
     from medfilip.devices import resolve_device
     from medfilip.evaluation.zeroshot import write_image_embeddings
     from medfilip.images.store import ImageStore
@@ -86,7 +84,7 @@ def cmd_embed_images(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    ev = load_config(args.config).evaluation
+    ev = cfg.evaluation
     run = args.run.parent if args.run.is_file() else args.run
     if not (run / "model.pt").is_file():
         raise FileNotFoundError(f"trained model not found: {run / 'model.pt'} (train the run first)")
@@ -100,12 +98,10 @@ def cmd_embed_images(args: argparse.Namespace) -> int:
     return 0
 
 
-def _runs_and_corpus(args: argparse.Namespace):
-    from medfilip.config import load_config
+def _runs_and_corpus(args: argparse.Namespace, cfg: PipelineConfig):
     from medfilip.images.store import ImageStore
     from medfilip.knowledge import load_knowledge
 
-    cfg = load_config(args.config)
     runs = [p.parent if p.is_file() else p for p in args.runs]
     missing = [str(r / "model.pt") for r in runs if not (r / "model.pt").is_file()]
     if missing:
@@ -115,14 +111,14 @@ def _runs_and_corpus(args: argparse.Namespace):
     corpus = args.corpus.parent if args.corpus.is_file() else args.corpus
     store = ImageStore.open(corpus)
     knowledge = load_knowledge(args.knowledge or cfg.knowledge.path)
-    return cfg, runs, store, knowledge
+    return runs, store, knowledge
 
 
-def cmd_retrieval(args: argparse.Namespace) -> int:
+def cmd_retrieval(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.evaluation.retrieval import evaluate_retrieval, write_table
     from medfilip.evaluation.zeroshot import run_eval_text_of_folder
 
-    cfg, runs, store, knowledge = _runs_and_corpus(args)
+    runs, store, knowledge = _runs_and_corpus(args, cfg)
     ev = cfg.evaluation
     rows = evaluate_retrieval(
         runs,
@@ -145,10 +141,10 @@ def cmd_retrieval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_case_study(args: argparse.Namespace) -> int:
+def cmd_case_study(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.evaluation.case_study import case_study_rows, write_case_study
 
-    cfg, runs, store, knowledge = _runs_and_corpus(args)
+    runs, store, knowledge = _runs_and_corpus(args, cfg)
     ev = cfg.evaluation
     rows = case_study_rows(
         runs,

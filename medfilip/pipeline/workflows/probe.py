@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medfilip import paths
+from medfilip.pipeline import paths
 
 FEATURES = paths.FEATURES
 RUN_SCORES = paths.PROBE_RUN_SCORES

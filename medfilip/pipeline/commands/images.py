@@ -6,17 +6,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medfilip.pipeline.config import PipelineConfig
 
-def cmd_corpus_images(args: argparse.Namespace) -> int:
+
+def cmd_corpus_images(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     import os
 
     import pyarrow.parquet as pq
 
-    from medfilip.config import load_config
     from medfilip.images.corpus import build_corpus_store
-    from medfilip.images.workflow import corpus_image_root
+    from medfilip.pipeline.workflows.images import corpus_image_root
 
-    cfg = load_config(args.config)
     corpus = cfg.images.corpus
     mapping = entities = None
     if corpus.findings == "mesh":

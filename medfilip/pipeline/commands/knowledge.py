@@ -6,13 +6,12 @@ import argparse
 import textwrap
 
 from medfilip.knowledge.dictionary import KnowledgeError, load_knowledge
+from medfilip.pipeline.config import PipelineConfig
 
 
-def cmd_knowledge(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
+def cmd_knowledge(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.extraction.vocabulary import configured_vocabulary
 
-    cfg = load_config(args.config)
     vocabulary = list(configured_vocabulary(cfg).by_name)
     knowledge = load_knowledge(cfg.knowledge.path, required=vocabulary)
 

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medfilip.pipeline.config import PipelineConfig
 
-def cmd_phantom_gallery(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
+
+def cmd_phantom_gallery(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.phantom.gallery import gallery_categories, render_gallery
 
-    cfg = load_config(args.config)
     categories = args.categories or gallery_categories()
     out = render_gallery(args.out, size=args.size, seed=args.seed, categories=categories, settings=cfg.phantom)
     print(f"{out}: {len(categories)} categories at mild and severe, {args.size} px")

@@ -7,18 +7,18 @@ import argparse
 import json
 from pathlib import Path
 
+from medfilip.pipeline.config import PipelineConfig
+
 
 def _folder(path: Path) -> Path:
     """A file stands for its folder: the workflow passes model.pt, index.parquet, summary.json (its inputs)."""
     return path.parent if path.suffix else path
 
 
-def cmd_segmentation(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
+def cmd_segmentation(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.evaluation.segmentation.finetune import BASELINE
     from medfilip.evaluation.segmentation.run import run_segmentation
 
-    cfg = load_config(args.config)
     if args.threads:
         import torch
 
@@ -42,11 +42,9 @@ def cmd_segmentation(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_segmentation_table(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
+def cmd_segmentation_table(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.evaluation.segmentation.table import write_figure, write_tables
 
-    cfg = load_config(args.config)
     folders = [_folder(p) for p in args.results]
     rows = write_tables(folders, args.out, args.long, cfg)
     if args.figure:

@@ -42,7 +42,7 @@ from medfilip.training.settings import TrainingConfig
 
 log = logging.getLogger(__name__)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
 
 # the sections live with their stages; these names stay importable from here

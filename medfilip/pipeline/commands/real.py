@@ -8,6 +8,8 @@ import json
 import logging
 from pathlib import Path
 
+from medfilip.pipeline.config import PipelineConfig
+
 log = logging.getLogger(__name__)
 
 
@@ -55,11 +57,9 @@ def cmd_real_covid_adult(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_real_eval(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
+def cmd_real_eval(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.evaluation.real.tables import evaluate_real, write_real_tables
 
-    cfg = load_config(args.config)
     sets = _sets(_named(args.sets), args.min_positives)
     unknown = set(args.probe_sets) - {s.name for s in sets}
     if unknown:
@@ -78,16 +78,14 @@ def cmd_real_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_real_gap(args: argparse.Namespace) -> int:
+def cmd_real_gap(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     import numpy as np
 
-    from medfilip.config import load_config
     from medfilip.datasets.ieee8023 import read_ieee8023
     from medfilip.evaluation.real import gap
     from medfilip.images.store import ImageStore
     from medfilip.io import write_csv_atomic
 
-    cfg = load_config(args.config)
     phantom = _named(args.phantom)
     real = _named(args.real)
     if list(phantom) != list(real):
@@ -135,16 +133,14 @@ def cmd_real_gap(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_real_notes(args: argparse.Namespace) -> int:
-    from medfilip.cli import make_backend
-    from medfilip.config import load_config
+def cmd_real_notes(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.datasets.ieee8023 import read_ieee8023
     from medfilip.evaluation.real.notes import agreement, extract_notes
     from medfilip.extraction.rules import RulesBackend
     from medfilip.extraction.vocabulary import configured_vocabulary
     from medfilip.io import write_csv_atomic
+    from medfilip.pipeline.commands.extraction import make_backend
 
-    cfg = load_config(args.config)
     vocabulary = configured_vocabulary(cfg)
     notes = read_ieee8023(args.ieee8023)
     backends = [RulesBackend(cfg.extraction.rules.vocabulary_dir)]

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medfilip import paths
+from medfilip.pipeline import paths
 
 REAL_DIR = f"{paths.RESULTS}/real"
 STORE_INDEX = f"{REAL_DIR}/stores/{{name}}/index.parquet"

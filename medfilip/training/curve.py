@@ -2,7 +2,7 @@
 
 Every ``validate_every`` epochs (and at the last step) training scores up to ``validate_images``
 validate images of the corpus store against one text per category, in the run's own text form
-(:func:`medfilip.evaluation.zeroshot.run_eval_text`: the template for MedFILIP, the category name,
+(:func:`medfilip.labels.templates.run_eval_text`: the template for MedFILIP, the category name,
 the triplet, a report-style sentence for report-text runs), and writes the mean AUC over the
 categories (of the images' reports' labels) with at least ``MIN_POSITIVES`` positives and as many
 negatives among those images to ``validate_curve.csv``

@@ -1,6 +1,6 @@
 """Where the pipeline writes: every ``results/…`` path and path pattern of the workflow, in one place.
 
-The rules (``workflow/rules/*.smk``) and their helpers (``medfilip/*/workflow.py``) take their paths
+The rules (``workflow/rules/*.smk``) and their helpers (``medfilip/pipeline/workflows/*.py``) take their paths
 from here, so a rule's output and the input of the rule that reads it are the same constant.
 
 Plain strings (what Snakemake wants), relative to the working directory. A pattern holds Snakemake

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medfilip.pipeline.config import PipelineConfig
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
+
+def cmd_train(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.training.train import train_run
 
-    cfg = load_config(args.config)
     if args.threads:
         import torch
 
@@ -42,11 +42,9 @@ def cmd_train_curves(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_ablation(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
+def cmd_ablation(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.evaluation.ablation import write_ablation
 
-    cfg = load_config(args.config)
     rows = write_ablation(args.zeroshot, cfg.training.runs, args.out)
     have = [r for r in rows if not r["note"]]
     print(f"ablation (Table VI shape): {len(have)} of {len(rows)} rows have a trained run -> {args.out}")
@@ -55,11 +53,9 @@ def cmd_ablation(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_seeds(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
-    from medfilip.training.seeds import seeds_column, write_seed_summary
+def cmd_seeds(args: argparse.Namespace, cfg: PipelineConfig) -> int:
+    from medfilip.evaluation.seeds import seeds_column, write_seed_summary
 
-    cfg = load_config(args.config)
     rows = write_seed_summary(
         args.zeroshot,
         cfg.training.runs,

@@ -11,7 +11,7 @@ log = logging.getLogger(__name__)
 
 
 def cmd_world(args: argparse.Namespace) -> int:
-    from medfilip import paths
+    from medfilip.pipeline import paths
     from medfilip.worlds.settings import load_worlds_config
 
     cfg = load_worlds_config(args.worlds_config)
@@ -65,7 +65,7 @@ def cmd_world(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from medfilip import paths
+    from medfilip.pipeline import paths
 
     s = sub.add_parser("world", help="controlled worlds: show one, run the arm x rho x g x eta sweep, summarise it")
     s.add_argument("--worlds-config", type=Path, default=Path("config/worlds.yaml"), help="the worlds: config file")

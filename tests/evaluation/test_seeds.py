@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from medfilip.training.seeds import (
+from medfilip.evaluation.seeds import (
     methods,
     paired_t_power,
     paired_t_seeds,

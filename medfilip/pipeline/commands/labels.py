@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medfilip.pipeline.config import PipelineConfig
 
-def cmd_labels(args: argparse.Namespace) -> int:
-    from medfilip.config import load_config
+
+def cmd_labels(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.extraction.vocabulary import configured_vocabulary, load_severity_scale
     from medfilip.io import write_csv_atomic
     from medfilip.knowledge import load_knowledge
     from medfilip.labels.build import build_labels, label_statistics
 
-    cfg = load_config(args.config)
     vocabulary = configured_vocabulary(cfg)
     knowledge = load_knowledge(cfg.knowledge.path, required=vocabulary.by_name)
     summary = build_labels(

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medfilip import paths
 from medfilip.names import ReportSource
+from medfilip.pipeline import paths
 
 
 def corpus_image_root(cfg: Any) -> Path | None:

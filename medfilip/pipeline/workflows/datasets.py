@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from medfilip import paths
 from medfilip.datasets.catalog import DATASET_NAMES, enabled_datasets
+from medfilip.pipeline import paths
 
 # a wildcard pattern matching the dataset names only (results/images/corpus/ is the images stage's)
 DATASET_WILDCARD = "|".join(DATASET_NAMES)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from medfilip import paths
+from medfilip.pipeline import paths
 
 STORE = paths.SEGMENTATION_STORE_DIR
 RUNS_DIR = paths.SEGMENTATION_RUNS_DIR
