@@ -72,7 +72,7 @@ def test_workflow_helpers_build_their_paths_from_paths():
     ]
     assert probe_wf.feature_files("a", "nih")["validate"] == "results/features/a/nih/validate.npy"
     entities = validate_config({"images": {"corpus": {"findings": "entities"}}})
-    params = corpus_params(entities, {"images": {}, "phantom": {}})
+    params = corpus_params(entities)
     assert params["png_dir"] == "results/corpus/iu_xray/images"
     assert params["entities_arg"] == "--entities results/entities.parquet"
 

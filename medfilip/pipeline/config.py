@@ -7,6 +7,7 @@ value gives one message everywhere: the key path, the value and what is allowed.
 from __future__ import annotations
 
 import logging
+import string
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +64,8 @@ __all__ = [
     "ReportSource",
     "rerun_patterns",
     "rerun_rules",
+    "rule_settings",
+    "settings_param",
     "RulesBackendConfig",
     "shard_names",
     "SplitFractions",
@@ -144,6 +147,35 @@ def rerun_rules() -> set[str]:
 def key_reruns(rule: str, path: str, **wildcards: str) -> bool:
     """Whether changing the config key at ``path`` (dotted, e.g. training.runs.medfilip.loss) re-runs ``rule``."""
     return reruns(rerun_patterns(rule), path, **wildcards)
+
+
+def _leaves(node: Any, path: tuple[str, ...] = ()) -> list[tuple[str, Any]]:
+    """(dotted key path, value) of every value that is not a non-empty mapping (a list is one value)."""
+    if isinstance(node, dict) and node:
+        return [leaf for key, sub in node.items() for leaf in _leaves(sub, (*path, str(key)))]
+    return [(".".join(path), node)]
+
+
+def rule_settings(settings: dict[str, Any], rule: str, **wildcards: str) -> dict[str, Any]:
+    """The values of the effective config (``settings``, plain data) whose keys re-run ``rule``, by dotted
+    key path: exactly the keys its sections' ``rerun_keys`` declare (with ``wildcards``, e.g. run="a",
+    filling ``{run}``). The rule's ``settings`` param, so a change of a declared key re-runs it, and
+    nothing else does."""
+    patterns = rerun_patterns(rule)
+    return {path: value for path, value in _leaves(settings) if reruns(patterns, path, **wildcards)}
+
+
+def settings_param(settings: dict[str, Any], rule: str):
+    """The ``settings`` param of ``rule``: :func:`rule_settings`, or for a rule whose patterns name a
+    wildcard (``runs.{run}``), a function of the job's wildcards."""
+    names = sorted({f for p in rerun_patterns(rule) for _, f, _, _ in string.Formatter().parse(p) if f})
+    if not names:
+        return rule_settings(settings, rule)
+
+    def of_job(wildcards) -> dict[str, Any]:
+        return rule_settings(settings, rule, **{n: getattr(wildcards, n) for n in names})
+
+    return of_job
 
 
 def _format_errors(err: ValidationError, source: str) -> str:

@@ -47,30 +47,30 @@ def cmd_embed(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.embeddings.model import model_slug
     from medfilip.embeddings.store import embed_texts, write_label_embeddings
 
-    config, cfg = cfg, cfg.embeddings
+    emb = cfg.embeddings
     if args.threads:
         torch.set_num_threads(args.threads)
     texts = _label_texts(args.labels, args.variants)
-    if str(getattr(config.training.masked_targets, "value", config.training.masked_targets)) == "entailment":
+    if str(getattr(cfg.training.masked_targets, "value", cfg.training.masked_targets)) == "entailment":
         forms = _masked_forms(args.labels, args.variants)
         print(f"training.masked_targets entailment: {len(set(forms) - set(texts))} masked forms of labels added")
         texts += forms
-    cache = args.cache or Path("results/cache/embeddings") / model_slug(cfg.model)
+    cache = args.cache or Path("results/cache/embeddings") / model_slug(emb.model)
     summary = embed_texts(
         texts,
-        cfg.model,
+        emb.model,
         cache,
-        batch_size=cfg.batch_size,
-        max_length=cfg.max_length,
-        device=cfg.device,
+        batch_size=emb.batch_size,
+        max_length=emb.max_length,
+        device=emb.device,
         progress=not args.no_progress,
     )
-    table = write_label_embeddings(texts, cfg.model, cache, args.out)
+    table = write_label_embeddings(texts, emb.model, cache, args.out)
     print(
         f"{summary.n_unique} unique labels: {summary.n_unique - summary.n_new} cached, {summary.n_new} embedded "
         f"in {summary.seconds:.1f}s (dim {summary.dim}) -> {args.out} ({table.num_rows} vectors)"
     )
-    calibrations = _calibrate(args.labels, args.out, args.variants, cfg.embeddings.calibration, args.reports)
+    calibrations = _calibrate(args.labels, args.out, args.variants, emb.calibration, args.reports)
     out = args.calibration or calibration_path(args.out)
     write_calibration(calibrations, out)
     print(
@@ -132,13 +132,13 @@ def cmd_ssm_stats(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     )
     from medfilip.embeddings.store import embed_texts, load_embeddings, write_label_embeddings
 
-    config, cfg = cfg, cfg.embeddings
+    emb = cfg.embeddings
     vocab = read_vocabulary(args.labels, args.variant)
     # masking on (entailment targets) for the variants training masks, at training.mask_probability
-    p_mask = config.training.mask_probability if args.mask_probability is None else args.mask_probability
+    p_mask = cfg.training.mask_probability if args.mask_probability is None else args.mask_probability
     masked = masked_batch_texts(args.labels, args.variant) if args.variant in MASKED_VARIANTS and p_mask > 0 else None
     rows = []
-    for model in [None if m in ("minilm", "null") else m for m in args.models] if args.models else [cfg.model]:
+    for model in [None if m in ("minilm", "null") else m for m in args.models] if args.models else [emb.model]:
         if args.embeddings and len(args.models or [None]) == 1:
             path = args.embeddings
         else:
@@ -149,9 +149,9 @@ def cmd_ssm_stats(args: argparse.Namespace, cfg: PipelineConfig) -> int:
                 vocab.texts,
                 model,
                 cache,
-                batch_size=cfg.batch_size,
-                max_length=cfg.max_length,
-                device=cfg.device,
+                batch_size=emb.batch_size,
+                max_length=emb.max_length,
+                device=emb.device,
                 progress=False,
             )
             path = Path(args.workdir) / f"{model_slug(model)}.{args.variant}.parquet"
@@ -166,9 +166,9 @@ def cmd_ssm_stats(args: argparse.Namespace, cfg: PipelineConfig) -> int:
                 masked[2],
                 model,
                 forms_cache,
-                batch_size=cfg.batch_size,
-                max_length=cfg.max_length,
-                device=cfg.device,
+                batch_size=emb.batch_size,
+                max_length=emb.max_length,
+                device=emb.device,
                 progress=False,
             )
             forms = Path(args.workdir) / f"{model_slug(model)}.{args.variant}.masked.parquet"
@@ -182,9 +182,9 @@ def cmd_ssm_stats(args: argparse.Namespace, cfg: PipelineConfig) -> int:
                 vectors,
                 vocab,
                 method,
-                percentile=cfg.calibration.percentile,
-                share=cfg.calibration.share,
-                seed=cfg.calibration.seed,
+                percentile=emb.calibration.percentile,
+                share=emb.calibration.share,
+                seed=emb.calibration.seed,
             )
             stats = batch_statistics(
                 vectors, vocab, c, batch_size=args.batch_size, n_batches=args.n_batches, seed=args.seed

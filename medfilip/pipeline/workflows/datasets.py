@@ -24,43 +24,17 @@ def preprocess_inputs(cfg: Any, name: str) -> dict[str, str]:
     return {"twin": paths.TWIN_MANIFEST.format(dataset=name)} if root is None else {"root": str(root)}
 
 
-def twin_params(settings: dict[str, Any], name: str) -> dict[str, Any]:
-    """Every setting that changes a twin's files: a change re-runs the twin (and what reads it)."""
-    datasets = settings["datasets"]
-    own = {k: v for k, v in datasets[name].items() if k not in ("enabled", "root")}
-    return {"render_size": datasets["render_size"], "seed": datasets["seed"], name: own, "phantom": settings["phantom"]}
-
-
-def preprocess_params(settings: dict[str, Any], name: str) -> dict[str, Any]:
-    """Every setting that changes a dataset's store."""
-    datasets = settings["datasets"]
-    own = {k: v for k, v in datasets[name].items() if k != "enabled"}
-    return {
-        "seed": datasets["seed"],
-        name: own,
-        "size": settings["images"]["size"],
-        "shard_size": settings["images"]["shard_size"],
-    }
-
-
 def dataset_targets(cfg: Any) -> list[str]:
     """The store index of every enabled dataset (for `rule all`)."""
     return [paths.IMAGE_STORE_INDEX.format(dataset=name) for name in enabled_datasets(cfg.datasets)]
 
 
 class DatasetRules:
-    """The input and params functions of workflow/rules/datasets.smk, bound to the config
-    (``cfg`` the validated PipelineConfig, ``settings`` its plain-data form)."""
+    """The input and params functions of workflow/rules/datasets.smk, bound to the config (``cfg`` the
+    validated PipelineConfig)."""
 
-    def __init__(self, cfg: Any, settings: dict[str, Any]):
+    def __init__(self, cfg: Any):
         self.cfg = cfg
-        self.settings = settings
-
-    def twin_params(self, wildcards) -> dict[str, Any]:
-        return twin_params(self.settings, wildcards.dataset)
-
-    def store_params(self, wildcards) -> dict[str, Any]:
-        return preprocess_params(self.settings, wildcards.dataset)
 
     def store_inputs(self, wildcards) -> dict[str, str]:
         return preprocess_inputs(self.cfg, wildcards.dataset)

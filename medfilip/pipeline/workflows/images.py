@@ -20,10 +20,6 @@ def corpus_image_root(cfg: Any) -> Path | None:
     return None
 
 
-def corpus_renders_phantoms(cfg: Any) -> bool:
-    return corpus_image_root(cfg) is None
-
-
 def corpus_findings_inputs(cfg: Any, vocabulary_files: list[str]) -> dict[str, Any]:
     """The files that decide the drawn findings: the extracted entities, or the MeSH mapping + vocabulary."""
     if cfg.images.corpus.findings == "entities":
@@ -31,14 +27,11 @@ def corpus_findings_inputs(cfg: Any, vocabulary_files: list[str]) -> dict[str, A
     return {"mesh_mapping": str(cfg.quality.mesh_mapping), "vocabulary": list(vocabulary_files)}
 
 
-def corpus_params(cfg: Any, settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings that change the corpus pixels or index (a change re-runs the rule), and the
-    rendered PNG cache folder."""
-    rendered = corpus_renders_phantoms(cfg)
+def corpus_params(cfg: Any) -> dict[str, Any]:
+    """The real images' folder (None when the corpus is rendered: another folder re-runs the rule), the
+    rendered PNG cache folder and the findings option of the corpus rule."""
     root = corpus_image_root(cfg)
     return {
-        "images": settings["images"],
-        "phantom": settings["phantom"] if rendered else {},
         "image_root": None if root is None else str(root),
         "png_dir": paths.RENDERED_PNG_DIR.format(source=cfg.reports.source),
         "entities_arg": f"--entities {paths.ENTITIES}" if cfg.images.corpus.findings == "entities" else "",

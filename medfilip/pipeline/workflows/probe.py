@@ -112,20 +112,3 @@ def score_files(cfg: Any) -> list[str]:
 def probe_targets(cfg: Any) -> list[str]:
     """The table, per-class table and figure (for `rule all`), when the probe is on."""
     return [TABLE, PER_CLASS, FIGURE] if probe_enabled(cfg) else []
-
-
-def fit_params(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings that change a run's probe fits (not the feature extraction, not the table)."""
-    p = settings["evaluation"]["linear_probe"]
-    return {k: p[k] for k in ("fractions", "seeds", "c_grid", "max_iter")}
-
-
-def baseline_params(settings: dict[str, Any]) -> dict[str, Any]:
-    p = settings["evaluation"]["linear_probe"]
-    return {
-        "fractions": p["fractions"],
-        "seeds": p["seeds"],
-        "baselines": p["baselines"],
-        "arch": settings["training"]["model"]["image_arch"],
-        "image_weights": settings["training"]["model"]["image_weights"],
-    }

@@ -43,18 +43,6 @@ GAP_PAIRS = [("nih_phantom", "nih_real"), ("covid_phantom", "covid_real")]
 WILDCARD = "|".join(STORES)
 
 
-def eval_params(settings: dict[str, Any]) -> dict[str, Any]:
-    """The evaluation keys that change the real-image tables (EvaluationConfig's REAL_EVAL_KEYS)."""
-    from medfilip.evaluation.settings import REAL_EVAL_KEYS
-
-    out: dict[str, Any] = {}
-    for key in REAL_EVAL_KEYS:
-        section, _, sub = key.partition(".")
-        value = settings["evaluation"][section]
-        out[key] = value[sub] if sub else value
-    return out
-
-
 def enabled(cfg: Any) -> bool:
     return cfg.datasets.real_root is not None
 

@@ -19,8 +19,6 @@ TABLE = paths.SEGMENTATION_TABLE
 LONG_TABLE = paths.SEGMENTATION_LONG_TABLE
 FIGURE = paths.SEGMENTATION_FIGURE
 RUN_OUTPUTS = paths.SEGMENTATION_JOB_FILES
-# settings that change where or how fast it runs, not the numbers: no params (no re-run)
-OPERATIONAL = ("device",)
 
 
 def segmentation_enabled(cfg: Any) -> bool:
@@ -35,22 +33,6 @@ def segmentation_targets(cfg: Any) -> list[str]:
 def run_folders(cfg: Any) -> list[str]:
     """The output folder of every pretrained run, then the baseline's (the table's row order)."""
     return [paths.SEGMENTATION_RUN_DIR.format(run=run) for run in cfg.training.runs] + [BASELINE_DIR]
-
-
-def job_params(settings: dict[str, Any]) -> dict[str, Any]:
-    """The settings a segmentation job's numbers depend on (the model and store are inputs); the
-    baseline's encoder architecture comes from training.model."""
-    own = {k: v for k, v in settings["evaluation"]["segmentation"].items() if k not in OPERATIONAL}
-    model = settings["training"]["model"]
-    return {
-        "segmentation": own,
-        "encoder": {"image_arch": model["image_arch"], "image_channels": model["image_channels"]},
-    }
-
-
-def table_params(settings: dict[str, Any]) -> dict[str, Any]:
-    """The bootstrap settings of the table (evaluation.bootstrap when the config has it)."""
-    return {"bootstrap": settings["evaluation"].get("bootstrap", {"n_resamples": 1000, "seed": 0})}
 
 
 def job_threads(cores: int) -> int:

@@ -6,9 +6,6 @@ from typing import Any
 
 from medfilip.names import SSM_TARGETS
 
-# Operational settings: they change how fast a run goes, not its weights, so they are no rule params.
-OPERATIONAL = ("checkpoint_every", "num_workers", "log_every", "distributed")
-
 
 def run_names(cfg: Any) -> list[str]:
     return list(cfg.training.runs)
@@ -16,16 +13,6 @@ def run_names(cfg: Any) -> list[str]:
 
 def needs_embeddings(cfg: Any, run: str) -> bool:
     return cfg.training.runs[run].target in SSM_TARGETS
-
-
-def run_params(settings: dict, run: str) -> dict:
-    """The effective training settings of one run (its entry instead of the whole runs table):
-    a change re-runs that run only."""
-    training = settings["training"]
-    params: dict[str, Any] = {k: v for k, v in training.items() if k not in ("runs", *OPERATIONAL)}
-    params["run"] = {"name": run, **training["runs"][run]}
-    # the image size of the corpus store is an input (its meta.json), the label variants come from labels
-    return params
 
 
 # Input and param functions of the train rule (built here so the .smk holds rules only).
@@ -45,15 +32,6 @@ def calibration_input(cfg: Any, calibration_path: str):
         return [calibration_path] if needs_embeddings(cfg, wildcards.run) else []
 
     return calibration
-
-
-def settings_param(settings: dict):
-    """wildcards -> the run's effective settings (a param, so a change re-runs that run)."""
-
-    def settings_of(wildcards) -> dict:
-        return run_params(settings, wildcards.run)
-
-    return settings_of
 
 
 def embeddings_option(wildcards, input) -> str:
