@@ -157,8 +157,7 @@ def test_tiny_segmentation_through_snakemake(project: Path):
 
 
 def test_segmentation_targets_follow_the_config():
-    from medfilip.pipeline.config import validate_config
-    from medfilip.pipeline.config import rule_settings
+    from medfilip.pipeline.config import rule_settings, validate_config
     from medfilip.pipeline.workflows.segmentation import run_folders, segmentation_targets
 
     cfg = validate_config({})
