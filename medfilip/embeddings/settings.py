@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from medfilip.configbase import RerunKeys, Strict
+from medfilip.names import Choice, Device
 
 
-class EmbeddingDevice(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-    auto = "auto"
-
-
-class CalibrationMethod(str, Enum):
+class CalibrationMethod(Choice):
     none = "none"
     floor = "floor"
     temperature = "temperature"
@@ -59,6 +53,4 @@ class EmbeddingsConfig(Strict):
         description="SSM calibration, computed with the embeddings and stored beside them "
         "(results/embeddings/{model}.calibration.json); training and the SSM heatmap read it",
     )
-    device: EmbeddingDevice = Field(
-        EmbeddingDevice.auto, description="Where the model runs: cpu, cuda, or auto (cuda when available)"
-    )
+    device: Device = Field(Device.auto, description="Where the model runs: cpu, cuda, or auto (cuda when available)")

@@ -40,9 +40,9 @@ from typing import Any
 import numpy as np
 
 from medfilip.evaluation.bootstrap import interval_from_replicates, resample_indices, resample_weights
-from medfilip.evaluation.sets import SPLITS, EvaluationSetError
+from medfilip.evaluation.sets import EvaluationSetError
 from medfilip.labels.templates import eval_text
-from medfilip.names import ClassTextVariant
+from medfilip.names import HELD_OUT_SPLITS, ClassTextVariant
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ def retrieval_images(store: Any, max_images: int, seed: int = 0) -> RetrievalIma
         raise EvaluationSetError(f"{store.root}: index has no 'findings' column (not a corpus store)")
     findings = store.index.column("findings").to_pylist()
     rows, kept = [], []
-    for split in SPLITS:
+    for split in HELD_OUT_SPLITS:
         for i in store.indices(split):
             fs = [f for f in (findings[int(i)] or []) if _clean(f.get("category"))]
             if len(fs) == 1:
@@ -190,7 +190,7 @@ def run_scores(
     ``own`` too when ``own_text`` is given)."""
     out = {}
     for prompt in (*PROMPTS, OWN_PROMPT) if own_text is not None else PROMPTS:
-        if prompt == OWN_PROMPT and own_text == str(getattr(text_variant, "value", text_variant)):
+        if prompt == OWN_PROMPT and own_text == str(text_variant):
             # the run's own form is the template: the same texts, the same scores
             out.update({(OWN_PROMPT, d, r): v for (p, d, r), v in list(out.items()) if p == "template"})
             continue
@@ -358,7 +358,7 @@ def evaluate_retrieval(
             own_text=own_texts[j] if own_texts is not None else None,
         )
         variants[run_dir.name] = {
-            "template": str(getattr(text_variant, "value", text_variant)),
+            "template": str(text_variant),
             "baseline": None,
             OWN_PROMPT: own_texts[j] if own_texts is not None else None,
         }

@@ -53,7 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medfilip.names import ClassTextVariant
+from medfilip.names import HELD_OUT_SPLITS, ClassTextVariant
 
 if TYPE_CHECKING:  # keep the import light: the workflow imports this module for its input lists
     from medfilip.evaluation.settings import CorpusSetsSettings, EvaluationConfig
@@ -62,7 +62,6 @@ if TYPE_CHECKING:  # keep the import light: the workflow imports this module for
 log = logging.getLogger(__name__)
 
 NORMAL = "normal"
-SPLITS = ("validate", "test")
 CORPUS_DATASET = "corpus"
 
 
@@ -118,7 +117,7 @@ class EvalSet:
 
 # -- building sets from stores ------------------------------------------------------------------
 def _split_rows(store: ImageStore) -> dict[str, np.ndarray]:
-    return {split: store.indices(split) for split in SPLITS}
+    return {split: store.indices(split) for split in HELD_OUT_SPLITS}
 
 
 def _is_single_label(labels: np.ndarray) -> bool:
@@ -134,7 +133,7 @@ def downstream_set(store: ImageStore, name: str | None = None) -> EvalSet:
         raise EvaluationSetError(f"{store.root}: meta.json has no label_names (not a labelled downstream store)")
     labels = store.labels()
     rows = _split_rows(store)
-    held_out = np.concatenate([rows[s] for s in SPLITS])
+    held_out = np.concatenate([rows[s] for s in HELD_OUT_SPLITS])
     kind = "single_label" if _is_single_label(labels[held_out]) else "multi_label"
     return EvalSet(
         name=name or store.dataset,
@@ -332,7 +331,7 @@ def corpus_sets(
         (
             p
             for p in set(counts["test"]) & set(counts["validate"])
-            if min(counts[s][p] for s in SPLITS) >= settings.fine_grained_min_count
+            if min(counts[s][p] for s in HELD_OUT_SPLITS) >= settings.fine_grained_min_count
             and (allowed is None or p[1] in allowed)
         ),
         key=lambda p: (p[1], p[0]),  # by category, then severity
@@ -380,7 +379,7 @@ def fg_set(
 ) -> EvalSet:
     """The MIMIC-FG-style set (module doc): severity + category classes over the images that have
     one of its categories, so same-category findings at another severity are negatives."""
-    held_out = np.concatenate([rows[s] for s in SPLITS])
+    held_out = np.concatenate([rows[s] for s in HELD_OUT_SPLITS])
     counts = Counter(p for i in held_out for p in pairs_of[i] if p[0] is not None and p[1] is not None)
     by_category: dict[str, Counter] = {}
     for (severity, category), k in counts.items():

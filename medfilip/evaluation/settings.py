@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from medfilip.configbase import UNIQUE_ITEMS, RerunKeys, Strict
 from medfilip.evaluation.probe.settings import LinearProbeSettings
 from medfilip.evaluation.segmentation.settings import SegmentationSettings
-from medfilip.names import DEFAULT_MULTI_LABEL, DEFAULT_SINGLE_LABEL, ClassTextVariant
+from medfilip.names import DEFAULT_MULTI_LABEL, DEFAULT_SINGLE_LABEL, ClassTextVariant, Device
 
 
 def _unique(value: list[str] | None, what: str) -> list[str] | None:
@@ -241,7 +241,7 @@ class EvaluationConfig(Strict):
         json_schema_extra=UNIQUE_ITEMS,
     )
     batch_size: int = Field(64, ge=1, le=65536, description="Images encoded per forward pass")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cpu, cuda, or auto (cuda when available)")
+    device: Device = Field(Device.auto, description="cpu, cuda, or auto (cuda when available)")
     corpus: CorpusSetsSettings = Field(
         CorpusSetsSettings(),
         description="MIMIC-style sets built from the held-out (validate, test) images of the pretraining corpus "

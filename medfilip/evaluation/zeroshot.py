@@ -43,11 +43,11 @@ from medfilip.evaluation.metrics import (
     mean_ignoring_nan,
     top1_accuracy,
 )
-from medfilip.evaluation.sets import NORMAL, SPLITS, EvalSet, EvaluationSetError
+from medfilip.evaluation.sets import NORMAL, EvalSet, EvaluationSetError
 from medfilip.inference import logit_scale_of, zero_shot_scores  # the library's scoring
 from medfilip.io import atomic_path, sha256_text
 from medfilip.labels.templates import eval_text, render_label, run_eval_text
-from medfilip.names import ClassTextVariant
+from medfilip.names import HELD_OUT_SPLITS, ClassTextVariant
 
 log = logging.getLogger(__name__)
 
@@ -157,7 +157,7 @@ def mean_classes(eval_set: EvalSet) -> list[str]:
 
 def held_out_rows(store: Any) -> np.ndarray:
     """Rows of every held-out (validate, test) image of a store: what any evaluation may score."""
-    return np.sort(np.concatenate([np.asarray(store.indices(split), dtype=np.int64) for split in SPLITS]))
+    return np.sort(np.concatenate([np.asarray(store.indices(split), dtype=np.int64) for split in HELD_OUT_SPLITS]))
 
 
 def _ids_digest(store: Any, rows: np.ndarray) -> str:
@@ -649,7 +649,7 @@ def evaluate_runs(
     if own_texts is not None and len(own_texts) != len(run_dirs):
         raise ValueError(f"{len(own_texts)} own texts for {len(run_dirs)} runs")
     common_text = kwargs.get("text_variant", ClassTextVariant.triplet_explanation.value)
-    common_text = str(getattr(common_text, "value", common_text))
+    common_text = str(common_text)
     device = resolve_device(device, "evaluation.device")
     stores = list({str(s.store.root): s.store for s in sets}.values())
     total = ZeroShotResult()

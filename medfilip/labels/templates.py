@@ -113,6 +113,6 @@ def run_eval_text(run: Any) -> str | None:
     get = run.get if isinstance(run, dict) else lambda k, d=None: getattr(run, k, d)
     chosen = get("eval_text", None)
     if chosen is not None:
-        return EvalText(getattr(chosen, "value", chosen)).value
+        return EvalText(chosen).value
     variant = get("label_variant", None)
-    return EVAL_TEXT_OF_LABEL_VARIANT.get(str(getattr(variant, "value", variant))) if variant is not None else None
+    return EVAL_TEXT_OF_LABEL_VARIANT.get(str(variant)) if variant is not None else None

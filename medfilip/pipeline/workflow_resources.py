@@ -14,7 +14,7 @@ from typing import Any
 
 
 def _device_name(device: Any) -> str:
-    return str(getattr(device, "value", device)).lower()
+    return str(device).lower()
 
 
 def gpus(device: Any, per_job: int = 1) -> int:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from medfilip.evaluation.sets import EvalSet, downstream_set
+from medfilip.names import HELD_OUT_SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +127,7 @@ def evaluate_real(
         model = load(run_dir, device)
         stored, pooled_by_set = {}, {}
         for s in sets:
-            held_out = [s.rows.get(k, np.zeros(0, np.int64)) for k in ("validate", "test")]
+            held_out = [s.rows.get(k, np.zeros(0, np.int64)) for k in HELD_OUT_SPLITS]
             train = [s.store.indices("train")] if s.name in probe_sets else []
             rows = np.unique(np.concatenate([*held_out, *train]).astype(np.int64))
             pooled, emb = encode(model, s.store, rows, batch_size=evaluation.batch_size, device=device)

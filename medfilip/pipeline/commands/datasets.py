@@ -8,6 +8,7 @@ import os
 from pathlib import Path
 
 from medfilip.datasets.catalog import DATASET_NAMES
+from medfilip.names import SPLITS
 from medfilip.pipeline.config import PipelineConfig
 
 
@@ -53,7 +54,7 @@ def cmd_preprocess_dataset(args: argparse.Namespace, cfg: PipelineConfig) -> int
         progress=not args.no_progress,
         extra_meta={"task": task_of(table), "classes": classes_of(table), "root": str(root)},
     )
-    splits = {s: len(store.indices(s)) for s in ("train", "validate", "test")}
+    splits = {s: len(store.indices(s)) for s in SPLITS}
     print(
         f"{args.dataset}: {len(store)} images of {store.size}x{store.size} from {root} -> {args.out}; splits {splits}; "
         f"{store.meta.get('n_rejects', 0)} rejected; labels {store.label_names}"

@@ -51,7 +51,7 @@ def cmd_embed(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     texts = _label_texts(args.labels, args.variants)
-    if str(getattr(cfg.training.masked_targets, "value", cfg.training.masked_targets)) == "entailment":
+    if str(cfg.training.masked_targets) == "entailment":
         forms = _masked_forms(args.labels, args.variants)
         print(f"training.masked_targets entailment: {len(set(forms) - set(texts))} masked forms of labels added")
         texts += forms
@@ -99,7 +99,7 @@ def _calibrate(
         labels,
         embeddings,
         variants,
-        str(getattr(settings.method, "value", settings.method)),
+        str(settings.method),
         percentile=settings.percentile,
         share=settings.share,
         seed=settings.seed,

@@ -8,6 +8,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from medfilip.names import SPLITS
 from medfilip.pipeline.config import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -59,7 +60,7 @@ def cmd_probe_fit(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     store = ImageStore.open(_folder(args.store))
     data = probe_data_from_store(store)
     feats = {}
-    for split in ("train", "validate", "test"):
+    for split in SPLITS:
         f = load_features(args.features, split, model_file=args.model)
         if list(map(int, f.rows)) != list(map(int, data.rows[split])):
             raise ProbeInputError(
@@ -148,7 +149,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--run", type=Path, required=True, help="run folder (results/models/<run>) or its model.pt")
     s.add_argument("--store", type=Path, required=True, help="image store folder or its index.parquet")
     s.add_argument("--out", type=Path, required=True, help="folder for <split>.npy + <split>.json")
-    s.add_argument("--splits", nargs="+", default=["train", "validate", "test"])
+    s.add_argument("--splits", nargs="+", default=list(SPLITS))
     s.set_defaults(func=cmd_features)
 
     s = sub.add_parser("probe-fit", help="logistic-regression probes of one run's cached features on one dataset")

@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from medfilip.names import SPLITS
 from medfilip.pipeline import paths
 
 FEATURES = paths.FEATURES
@@ -19,7 +20,6 @@ BASELINE_SCORES = paths.PROBE_BASELINE_SCORES
 TABLE = paths.LINEAR_PROBE_TABLE
 PER_CLASS = paths.LINEAR_PROBE_PER_CLASS
 FIGURE = paths.LINEAR_PROBE_FIGURE
-SPLITS = ("train", "validate", "test")
 
 
 class ProbeConfigError(ValueError):
@@ -62,8 +62,7 @@ def imagenet_weights(cfg: Any) -> Path | None:
 
 
 def image_arch(cfg: Any) -> str:
-    arch = cfg.training.model.image_arch
-    return str(getattr(arch, "value", arch))
+    return str(cfg.training.model.image_arch)
 
 
 def baselines(cfg: Any) -> list[str]:
