@@ -85,6 +85,14 @@ class Device(Choice):
     auto = "auto"
 
 
+class CalibrationMethod(Choice):
+    """How SSM cosines become targets (embeddings.calibration.method; medfilip.ssm.Calibration)."""
+
+    none = "none"
+    floor = "floor"
+    temperature = "temperature"
+
+
 class TargetKind(Choice):
     """What a training run's soft targets are (training.runs.*.target)."""
 

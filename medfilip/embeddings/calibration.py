@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from medfilip.ssm import CALIBRATION_METHODS, Calibration
+from medfilip.names import CalibrationMethod, values
+from medfilip.ssm import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,8 @@ def compute_calibration(
     vectors: np.ndarray, vocab: Vocabulary, method: str, *, percentile: float = 95.0, share: float = 0.5, seed: int = 0
 ) -> Calibration:
     """The calibration of one variant's labels from their vectors (rows L2-normalised) alone."""
-    if method not in CALIBRATION_METHODS:
-        raise ValueError(f"ssm calibration: method {method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+    if method not in values(CalibrationMethod):
+        raise ValueError(f"ssm calibration: method {method!r} is not one of {', '.join(values(CalibrationMethod))}")
     if vectors.shape[0] != len(vocab.texts):
         raise ValueError(f"ssm calibration: {vectors.shape[0]} vectors for {len(vocab.texts)} labels")
     cross = cross_category_cosines(vectors, vocab, seed)

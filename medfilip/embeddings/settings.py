@@ -7,13 +7,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from medfilip.configbase import RerunKeys, Strict
-from medfilip.names import Choice, Device
-
-
-class CalibrationMethod(Choice):
-    none = "none"
-    floor = "floor"
-    temperature = "temperature"
+from medfilip.names import CalibrationMethod, Device
 
 
 class CalibrationSettings(Strict):

@@ -41,6 +41,7 @@ import numpy as np
 
 from medfilip.evaluation.bootstrap import interval_from_replicates, resample_indices, resample_weights
 from medfilip.evaluation.sets import EvaluationSetError
+from medfilip.evaluation.settings import DEFAULT_BOOTSTRAP, BootstrapSettings
 from medfilip.labels.templates import eval_text
 from medfilip.names import HELD_OUT_SPLITS, ClassTextVariant
 
@@ -234,15 +235,18 @@ def table_rows(
     images: RetrievalImages,
     ks: Sequence[int],
     *,
-    n_resamples: int = 1000,
-    seed: int = 0,
+    bootstrap: BootstrapSettings = DEFAULT_BOOTSTRAP,
     text_variants: dict[str, dict[str, str | None]] | None = None,
 ) -> list[dict]:
     """Rows of retrieval.csv: one per (run, prompt, direction, relevance), runs in the order given;
     ``text_variants``: ``{run: {prompt: text form}}`` for the ``text_variant`` column."""
     runs = list(scores)
     reference = REFERENCE_RUN if REFERENCE_RUN in scores else None
-    weights = resample_weights(resample_indices(len(images), n_resamples, seed), len(images)) if len(images) else None
+    weights = (
+        resample_weights(resample_indices(len(images), bootstrap.n_resamples, bootstrap.seed), len(images))
+        if len(images)
+        else None
+    )
     n_categories = len(set(images.keys("category"))) if len(images) else 0
     rows = []
     for run in runs:
@@ -296,8 +300,7 @@ def evaluate_retrieval(
     ks: Sequence[int] = (1, 5, 10),
     text_variant: str = ClassTextVariant.triplet_explanation.value,
     baseline_prompt: str = "This is an X-ray image of {category}",
-    n_resamples: int = 1000,
-    seed: int = 0,
+    bootstrap: BootstrapSettings = DEFAULT_BOOTSTRAP,
     batch_size: int = 64,
     device: str = "cpu",
     load_model: Callable[[Path, str], Any] | None = None,
@@ -314,7 +317,7 @@ def evaluate_retrieval(
     if load_model is None:
         from medfilip.training.model import load_trained as load_model
     device = resolve_device(device, "evaluation.device")
-    images = retrieval_images(store, max_images, seed)
+    images = retrieval_images(store, max_images, bootstrap.seed)
     if not len(images):
         reason = f"{store.root}: no held-out image with exactly one finding"
         log.warning(reason)
@@ -364,7 +367,7 @@ def evaluate_retrieval(
         }
         log.info("retrieval %s: %.1fs", run_dir.name, time.perf_counter() - started)
         del model
-    return table_rows(scores, images, ks, n_resamples=n_resamples, seed=seed, text_variants=variants)
+    return table_rows(scores, images, ks, bootstrap=bootstrap, text_variants=variants)
 
 
 def write_table(rows: Sequence[dict], path: str | Path) -> Path:

@@ -95,6 +95,10 @@ class BootstrapSettings(Strict):
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the resamples (the same for every run: paired)")
 
 
+# the bootstrap of a table function called without one (the config's defaults; frozen, so shared)
+DEFAULT_BOOTSTRAP = BootstrapSettings()
+
+
 class RetrievalSettings(Strict):
     max_images: int = Field(
         1000,

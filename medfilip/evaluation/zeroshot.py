@@ -33,7 +33,7 @@ from typing import Any
 import numpy as np
 
 from medfilip.devices import resolve_device
-from medfilip.evaluation.bootstrap import DEFAULT_RESAMPLES, resample_indices, resample_weights
+from medfilip.evaluation.bootstrap import resample_indices, resample_weights
 from medfilip.evaluation.metrics import (
     auc,
     bootstrap_auc,
@@ -44,6 +44,7 @@ from medfilip.evaluation.metrics import (
     top1_accuracy,
 )
 from medfilip.evaluation.sets import NORMAL, EvalSet, EvaluationSetError
+from medfilip.evaluation.settings import DEFAULT_BOOTSTRAP, BootstrapSettings
 from medfilip.inference import logit_scale_of, zero_shot_scores  # the library's scoring
 from medfilip.io import atomic_path, sha256_text
 from medfilip.labels.templates import eval_text, render_label, run_eval_text
@@ -324,8 +325,7 @@ def evaluate_run(
     batch_size: int = 64,
     device: str = "cpu",
     progress: bool = True,
-    n_resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
+    bootstrap: BootstrapSettings = DEFAULT_BOOTSTRAP,
     stored_embeddings: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     prompt: str = COMMON,
 ) -> ZeroShotResult:
@@ -341,7 +341,7 @@ def evaluate_run(
     scale = logit_scale_of(model)
     cache = _EmbeddingCache(model, batch_size, device, progress, stored_embeddings)
     cache.prefetch(sets)
-    resamples = _StoreResamples(n_resamples, seed)
+    resamples = _StoreResamples(bootstrap.n_resamples, bootstrap.seed)
     # every text of every set (class and negated), each encoded once, in as few forward passes as possible
     wanted = list(
         dict.fromkeys(

@@ -15,7 +15,7 @@ from medfilip.evaluation.sets import (
     downstream_set,
     load_eval_sets,
 )
-from medfilip.evaluation.settings import CorpusSetsSettings, EvaluationConfig
+from medfilip.evaluation.settings import BootstrapSettings, CorpusSetsSettings, EvaluationConfig
 from medfilip.evaluation.zeroshot import class_texts, evaluate_run, evaluate_runs, zero_shot_scores
 from medfilip.images.store import write_store
 from medfilip.pipeline.workflows.evaluation import configured_run_dirs, configured_set_dirs
@@ -287,8 +287,7 @@ def test_corpus_scoring_and_table_and_figure(tmp_path: Path):
         device="cpu",
         batch_size=5,
         progress=False,
-        n_resamples=200,
-        seed=3,
+        bootstrap=BootstrapSettings(n_resamples=200, seed=3),
     )
     by = {(s["run"], s["dataset"]): s for s in result.summaries}
     assert by[("medfilip", "corpus_multi")]["test"]["auc"] == 1.0
@@ -331,8 +330,7 @@ def test_corpus_scoring_and_table_and_figure(tmp_path: Path):
         load_model=lambda run_dir, device: StripeEncoder(),
         device="cpu",
         progress=False,
-        n_resamples=200,
-        seed=3,
+        bootstrap=BootstrapSettings(n_resamples=200, seed=3),
     )
     np.testing.assert_array_equal(again.summaries[2]["replicates"]["auc"], result.summaries[2]["replicates"]["auc"])
 
@@ -443,8 +441,7 @@ def test_negation_columns_and_a_paired_difference(tmp_path: Path):
         load_model=lambda d, dev: models[Path(d).name],
         device="cpu",
         progress=False,
-        n_resamples=300,
-        seed=0,
+        bootstrap=BootstrapSettings(n_resamples=300, seed=0),
     )
     rows = {r["run"]: r for r in write_table(result.summaries, tmp_path / "z.csv")}
     # the stripe encoder reads "no cardiomegaly" as "cardiomegaly": negated texts score the positives
@@ -488,7 +485,7 @@ def test_stored_image_embeddings_are_read_not_recomputed(tmp_path: Path):
         load_model=lambda d, dev: StripeEncoder(),
         device="cpu",
         progress=False,
-        n_resamples=50,
+        bootstrap=BootstrapSettings(n_resamples=50),
     )
     again = evaluate_runs(
         [tmp_path / "medfilip"],
@@ -497,7 +494,7 @@ def test_stored_image_embeddings_are_read_not_recomputed(tmp_path: Path):
         load_model=lambda d, dev: TextOnlyEncoder(),
         device="cpu",
         progress=False,
-        n_resamples=50,
+        bootstrap=BootstrapSettings(n_resamples=50),
         image_embeddings=[out],
     )
     assert write_table(fresh.summaries, tmp_path / "a.csv") == write_table(again.summaries, tmp_path / "b.csv")

@@ -16,6 +16,7 @@ from medfilip.evaluation.retrieval import (
     retrieval_images,
     write_table,
 )
+from medfilip.evaluation.settings import BootstrapSettings
 from medfilip.images.store import ImageStore, write_store
 
 torch.set_num_threads(1)
@@ -150,7 +151,7 @@ def test_evaluate_retrieval_table(tmp_path: Path):
         str,
         load_model=lambda d, dev: models[Path(d).name],
         device="cpu",
-        n_resamples=200,
+        bootstrap=BootstrapSettings(n_resamples=200),
         ks=(1, 5, 10),
     )
     assert len(rows) == 2 * 2 * 2 * 2  # run x prompt x direction x relevance

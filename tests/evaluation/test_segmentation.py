@@ -43,6 +43,7 @@ from medfilip.evaluation.segmentation.unet import (
     load_encoder,
     unet_from_run,
 )
+from medfilip.evaluation.settings import BootstrapSettings
 from medfilip.images.preprocess import letterbox_geometry
 from medfilip.images.store import ImageStore
 from medfilip.pipeline.config import validate_config
@@ -521,7 +522,7 @@ def test_table_rows_from_hand_made_scores():
 
     a = run("medfilip", [1, 0.5, 1, 0.25, 1, 0])
     b = run("no_ssm", [1, 0.75, 0, 0.25, 1, 1])
-    rows = build_rows([a, b], [0.1, 1.0], n_resamples=200, seed=0)
+    rows = build_rows([a, b], [0.1, 1.0], bootstrap=BootstrapSettings(n_resamples=200, seed=0))
     assert [r["run"] for r in rows] == ["medfilip", "no_ssm", "all_empty"]
     assert rows[0]["dice_100pct"] == pytest.approx(3.75 / 6)
     assert rows[0]["dice_pos_100pct"] == pytest.approx(0.375)
@@ -536,6 +537,6 @@ def test_table_rows_from_hand_made_scores():
     assert "delta_dice_pos_10pct_vs_medfilip" in table_columns([0.1, 1.0], True)
     # no positives in test; no medfilip run
     truth_area[:] = 0
-    rows = build_rows([run("other", [1, 1, 1, 0, 1, 1])], [1.0], n_resamples=50, seed=0)
+    rows = build_rows([run("other", [1, 1, 1, 0, 1, 1])], [1.0], bootstrap=BootstrapSettings(n_resamples=50, seed=0))
     assert "dice_pos_100pct" not in rows[0] and "dice_pos and iou_pos undefined" in rows[0]["note"]
     assert "no run named medfilip" in rows[0]["note"] and "undefined" in rows[1]["note"]

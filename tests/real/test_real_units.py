@@ -10,6 +10,7 @@ from medfilip.evaluation.real import gap
 from medfilip.evaluation.real.notes import agreement, extract_notes, finding_group
 from medfilip.evaluation.real.tables import precision_at_k, retrieval_rows
 from medfilip.evaluation.sets import ClassSpec, EvalSet
+from medfilip.evaluation.settings import BootstrapSettings
 
 
 def test_histogram_and_its_distance():
@@ -97,7 +98,7 @@ def test_precision_at_k_and_retrieval_rows():
     assert precision_at_k(sim, labels, 10).tolist() == [0.5, 0.25]  # k clipped to the 4 images
     s = EvalSet("toy", "multi_label", [ClassSpec("a", "a"), ClassSpec("b", "b")], None, labels={"test": labels})
     # embeddings that make the similarity above: images and texts in 2-D, then normalised
-    rows = retrieval_rows("run", s, sim, np.eye(2), [1, 2], n_resamples=20, seed=0)
+    rows = retrieval_rows("run", s, sim, np.eye(2), [1, 2], bootstrap=BootstrapSettings(n_resamples=20, seed=0))
     assert [r["k"] for r in rows] == [1, 2]
     # normalised rows: class 0's top image is row 0 (positive), class 1's is row 3 (NaN: not positive)
     assert rows[0]["precision_at_k"] == 0.5 and rows[1]["precision_at_k"] == 0.75

@@ -34,6 +34,7 @@ import numpy as np
 from medfilip.evaluation.segmentation.finetune import BASELINE
 from medfilip.evaluation.segmentation.metrics import mean_over_images, mean_over_positives
 from medfilip.evaluation.segmentation.settings import fraction_label
+from medfilip.evaluation.settings import DEFAULT_BOOTSTRAP, BootstrapSettings
 
 log = logging.getLogger(__name__)
 
@@ -100,17 +101,13 @@ def read_run(folder: str | Path) -> RunScores:
     return RunScores(summary["run"], summary.get("encoder", ""), summary, image_ids, scores, folder)
 
 
-def _bootstrap_settings(cfg) -> tuple[int, int]:
-    """(n_resamples, seed): evaluation.bootstrap when the config has it, else 1,000 and 0."""
-    boot = getattr(getattr(cfg, "evaluation", None), "bootstrap", None)
-    return int(getattr(boot, "n_resamples", 1000)), int(getattr(boot, "seed", 0))
-
-
 def _positive_mean(values: np.ndarray, positive: np.ndarray) -> float:
     return mean_over_positives(values, positive)
 
 
-def build_rows(runs: list[RunScores], fractions: list[float], *, n_resamples: int = 1000, seed: int = 0) -> list[dict]:
+def build_rows(
+    runs: list[RunScores], fractions: list[float], *, bootstrap: BootstrapSettings = DEFAULT_BOOTSTRAP
+) -> list[dict]:
     """The Table IV rows (see the module docstring)."""
     from medfilip.evaluation.bootstrap import mean_interval, paired_difference, resample_indices
 
@@ -122,7 +119,7 @@ def build_rows(runs: list[RunScores], fractions: list[float], *, n_resamples: in
                 "(rebuild the segmentation outputs from one store)"
             )
     n_test = len(test_ids)
-    indices = resample_indices(n_test, n_resamples, seed) if n_test else None
+    indices = resample_indices(n_test, bootstrap.n_resamples, bootstrap.seed) if n_test else None
     reference = next((r for r in runs if r.run == REFERENCE_RUN), None)
     labels = {f: fraction_label(f) for f in fractions}
     rows: list[dict] = []
@@ -143,10 +140,14 @@ def build_rows(runs: list[RunScores], fractions: list[float], *, n_resamples: in
             positive = arrays["truth_area"] > 0
             positive_test = positive
             for metric, values in (("dice", arrays["dice"]), ("iou", arrays["iou"])):
-                row.update(mean_interval(values, n_resamples=n_resamples, seed=seed).as_dict(f"{metric}_{lab}"))
+                row.update(
+                    mean_interval(values, n_resamples=bootstrap.n_resamples, seed=bootstrap.seed).as_dict(
+                        f"{metric}_{lab}"
+                    )
+                )
                 if positive.any():
                     row.update(
-                        mean_interval(values[positive], n_resamples=n_resamples, seed=seed).as_dict(
+                        mean_interval(values[positive], n_resamples=bootstrap.n_resamples, seed=bootstrap.seed).as_dict(
                             f"{metric}_pos_{lab}"
                         )
                     )
@@ -180,7 +181,11 @@ def build_rows(runs: list[RunScores], fractions: list[float], *, n_resamples: in
         for f in fractions:
             lab = labels[f]
             for metric in ("dice", "iou"):
-                empty.update(mean_interval(dice, n_resamples=n_resamples, seed=seed).as_dict(f"{metric}_{lab}"))
+                empty.update(
+                    mean_interval(dice, n_resamples=bootstrap.n_resamples, seed=bootstrap.seed).as_dict(
+                        f"{metric}_{lab}"
+                    )
+                )
                 if positive_test.any():
                     empty.update(
                         {f"{metric}_pos_{lab}": 0.0, f"{metric}_pos_{lab}_low": 0.0, f"{metric}_pos_{lab}_high": 0.0}
@@ -244,8 +249,7 @@ def write_tables(run_folders: list[str | Path], out: str | Path, long_out: str |
     fractions = sorted({float(rec["fraction"]) for r in runs for rec in r.summary.get("fractions", [])})
     if not fractions:
         fractions = list(cfg.evaluation.segmentation.fractions)
-    n_resamples, seed = _bootstrap_settings(cfg)
-    rows = build_rows(runs, fractions, n_resamples=n_resamples, seed=seed)
+    rows = build_rows(runs, fractions, bootstrap=cfg.evaluation.bootstrap)
     columns = table_columns(fractions, any(r.run == REFERENCE_RUN for r in runs))
     write_csv_atomic(
         [_rounded({c: row.get(c, float("nan")) for c in columns}) for row in rows], out, fieldnames=columns

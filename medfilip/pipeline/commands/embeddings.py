@@ -245,7 +245,7 @@ def cmd_ssm_heatmap(args: argparse.Namespace) -> int:
     negated = torch.tensor(batch.negated, dtype=torch.bool)
     text_ids, positives = batch_texts(batch.image_label_ids)
     cal_file = args.calibration or calibration_path(args.embeddings)
-    calibration = read_calibration(cal_file, variant) if Path(cal_file).exists() else Calibration("none")
+    calibration = read_calibration(cal_file, variant)  # a missing file is an error naming it
 
     def target_of(c: Calibration | None) -> torch.Tensor:
         return ssm_target(

@@ -108,9 +108,6 @@ def cmd_linear_probe(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.evaluation.probe.table import build_tables, write_outputs
     from medfilip.pipeline.workflows.probe import dataset_skips, runs, skipped_baselines
 
-    boot = getattr(cfg.evaluation, "bootstrap", None)
-    n_resamples = getattr(boot, "n_resamples", 1000)
-    seed = getattr(boot, "seed", 0)
     scores = [ProbeScores.load(p) for p in args.scores or []]
     skips = [
         {
@@ -128,7 +125,7 @@ def cmd_linear_probe(args: argparse.Namespace, cfg: PipelineConfig) -> int:
         for r in runs(cfg)
         if r not in scored
     ] + skips
-    table, per_class, long = build_tables(scores, n_resamples=n_resamples, seed=seed, skip_rows=skips)
+    table, per_class, long = build_tables(scores, bootstrap=cfg.evaluation.bootstrap, skip_rows=skips)
     for row in table:
         if row.get("run") in scored:
             row["note"] = " | ".join([*dataset_notes, row["note"]] if row["note"] else dataset_notes)
