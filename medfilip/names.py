@@ -15,6 +15,9 @@ from enum import Enum
 _SEPARATORS = re.compile(r"[\s_/,\-]+")
 
 
+# the run every paired difference is taken against, unless evaluation.reference_run names another
+REFERENCE_RUN = "medfilip"
+
 # the splits of every store and report shard, and the held-out ones an evaluation may score
 SPLITS = ("train", "validate", "test")
 HELD_OUT_SPLITS = ("validate", "test")

@@ -43,11 +43,10 @@ from medfilip.evaluation.bootstrap import interval_from_replicates, resample_ind
 from medfilip.evaluation.sets import EvaluationSetError
 from medfilip.evaluation.settings import DEFAULT_BOOTSTRAP, BootstrapSettings
 from medfilip.labels.templates import eval_text
-from medfilip.names import HELD_OUT_SPLITS, ClassTextVariant
+from medfilip.names import HELD_OUT_SPLITS, REFERENCE_RUN, ClassTextVariant
 
 log = logging.getLogger(__name__)
 
-REFERENCE_RUN = "medfilip"
 DIRECTIONS = ("image_to_text", "text_to_image")
 RELEVANCE = ("category", "severity_category")
 PROMPTS = ("template", "baseline")
@@ -236,12 +235,13 @@ def table_rows(
     ks: Sequence[int],
     *,
     bootstrap: BootstrapSettings = DEFAULT_BOOTSTRAP,
+    reference: str = REFERENCE_RUN,
     text_variants: dict[str, dict[str, str | None]] | None = None,
 ) -> list[dict]:
     """Rows of retrieval.csv: one per (run, prompt, direction, relevance), runs in the order given;
     ``text_variants``: ``{run: {prompt: text form}}`` for the ``text_variant`` column."""
     runs = list(scores)
-    reference = REFERENCE_RUN if REFERENCE_RUN in scores else None
+    reference = reference if reference in scores else None
     weights = (
         resample_weights(resample_indices(len(images), bootstrap.n_resamples, bootstrap.seed), len(images))
         if len(images)
@@ -301,6 +301,7 @@ def evaluate_retrieval(
     text_variant: str = ClassTextVariant.triplet_explanation.value,
     baseline_prompt: str = "This is an X-ray image of {category}",
     bootstrap: BootstrapSettings = DEFAULT_BOOTSTRAP,
+    reference: str = REFERENCE_RUN,
     batch_size: int = 64,
     device: str = "cpu",
     load_model: Callable[[Path, str], Any] | None = None,
@@ -367,7 +368,7 @@ def evaluate_retrieval(
         }
         log.info("retrieval %s: %.1fs", run_dir.name, time.perf_counter() - started)
         del model
-    return table_rows(scores, images, ks, bootstrap=bootstrap, text_variants=variants)
+    return table_rows(scores, images, ks, bootstrap=bootstrap, reference=reference, text_variants=variants)
 
 
 def write_table(rows: Sequence[dict], path: str | Path) -> Path:

@@ -36,12 +36,12 @@ from typing import Any
 import numpy as np
 
 from medfilip.io import write_csv_atomic
+from medfilip.names import REFERENCE_RUN
 from medfilip.training.settings import run_value
 
 METRICS = ("downstream_mean_auc", "mean_auc")
 # each run scored with its own text form (zeroshot.csv own_* columns): reported when the table has them
 OWN_METRICS = ("own_downstream_mean_auc", "own_mean_auc")
-REFERENCE = "medfilip"
 LEVEL = 0.95
 # the power statement: seeds for a paired difference of DELTA at POWER, two-sided ALPHA
 DELTA = 0.01
@@ -171,9 +171,10 @@ def seed_rows(
     level: float = LEVEL,
     difference: float = DELTA,
     power: float = POWER,
+    reference_run: str = REFERENCE_RUN,
 ) -> list[dict]:
     groups = methods(runs, default_seed)
-    reference = next((g for g in groups.values() if REFERENCE in g.values()), None)
+    reference = next((g for g in groups.values() if reference_run in g.values()), None)
     metrics = [*METRICS, *(m for m in OWN_METRICS if any(m in r for r in zeroshot.values()))]
     rows = []
     for (variant, target, loss), by_seed in groups.items():
@@ -200,7 +201,7 @@ def seed_rows(
             row[f"{metric}_low"] = _cell(iv.low)
             row[f"{metric}_high"] = _cell(iv.high)
             row[f"{metric}_values"] = " ".join("" if np.isnan(v) else f"{v:.4f}" for v in values)
-            delta = f"delta_{metric}_vs_{REFERENCE}"
+            delta = f"delta_{metric}_vs_{reference_run}"
             n_col = seeds_column(metric, difference)
             row.update({delta: "", f"{delta}_low": "", f"{delta}_high": "", f"{delta}_sd": ""})
             row.update({f"{delta}_n": "", f"{delta}_p": "", n_col: ""})
@@ -211,7 +212,7 @@ def seed_rows(
                 [_float(zeroshot.get(by_seed[s]), metric) - _float(zeroshot.get(reference[s]), metric) for s in paired]
             )
             if len(paired) < len(seeds) and metric == METRICS[0]:
-                notes.append(f"seeds without a {REFERENCE} run: {sorted(set(seeds) - set(paired))}")
+                notes.append(f"seeds without a {reference_run} run: {sorted(set(seeds) - set(paired))}")
             div = t_interval(diffs, level)
             if div.n == 0:
                 continue

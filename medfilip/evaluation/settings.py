@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from medfilip.configbase import UNIQUE_ITEMS, RerunKeys, Strict
 from medfilip.evaluation.probe.settings import LinearProbeSettings
 from medfilip.evaluation.segmentation.settings import SegmentationSettings
-from medfilip.names import DEFAULT_MULTI_LABEL, DEFAULT_SINGLE_LABEL, ClassTextVariant, Device
+from medfilip.names import DEFAULT_MULTI_LABEL, DEFAULT_SINGLE_LABEL, REFERENCE_RUN, ClassTextVariant, Device
 
 
 def _unique(value: list[str] | None, what: str) -> list[str] | None:
@@ -140,19 +140,6 @@ class CaseStudySettings(Strict):
     )
 
 
-REAL_EVAL_KEYS = (
-    "text_variant",
-    "single_label_score",
-    "protocols",
-    "bootstrap",
-    "linear_probe.fractions",
-    "linear_probe.seeds",
-    "linear_probe.c_grid",
-    "linear_probe.max_iter",
-    "retrieval.ks",
-)
-
-
 class PrimaryEndpoint(Strict):
     """The method comparison's pre-registered primary endpoint (written before the run; seeds.csv
     reports it in its last row, whatever it shows). No metric: no endpoint."""
@@ -194,7 +181,18 @@ class PrimaryEndpoint(Strict):
 class EvaluationConfig(Strict):
     rerun_keys: ClassVar[RerunKeys] = {
         # the real-image tables (workflow/rules/real.smk): zero-shot, probe and retrieval in one job
-        "real_eval": REAL_EVAL_KEYS,
+        "real_eval": (
+            "text_variant",
+            "single_label_score",
+            "protocols",
+            "bootstrap",
+            "reference_run",
+            "linear_probe.fractions",
+            "linear_probe.seeds",
+            "linear_probe.c_grid",
+            "linear_probe.max_iter",
+            "retrieval.ks",
+        ),
         "zeroshot": (
             "text_variant",
             "compare_category_text",
@@ -203,23 +201,31 @@ class EvaluationConfig(Strict):
             "datasets",
             "corpus",
             "bootstrap",
+            "reference_run",
             "mismatched_explanation",
         ),
-        "retrieval": ("retrieval", "bootstrap", "text_variant"),
-        "seed_summary": ("primary_endpoint",),
+        "retrieval": ("retrieval", "bootstrap", "text_variant", "reference_run"),
+        "seed_summary": ("primary_endpoint", "reference_run"),
+        "ablation_table": ("reference_run",),
         "case_study": ("case_study", "retrieval.baseline_prompt"),
         "probe_fit": ("linear_probe.fractions", "linear_probe.seeds", "linear_probe.c_grid", "linear_probe.max_iter"),
         "probe_baseline": ("linear_probe.fractions", "linear_probe.seeds", "linear_probe.baselines"),
-        "linear_probe": ("bootstrap",),  # + which baselines and datasets are skipped (rows saying why)
+        "linear_probe": ("bootstrap", "reference_run"),  # + which baselines and datasets are skipped (rows saying why)
         "segmentation_run": ("segmentation", "!segmentation.device"),
         "segmentation_baseline": ("segmentation", "!segmentation.device"),
-        "segmentation_table": ("bootstrap",),
+        "segmentation_table": ("bootstrap", "reference_run"),
     }
 
     text_variant: ClassTextVariant = Field(
         ClassTextVariant.triplet_explanation,
         description="Class text: triplet_explanation = '{category}, where {category} is {explanation}' (paper eqs. "
         "10-11, IKI), triplet = severity/location/category only, category = the category name",
+    )
+    reference_run: str = Field(
+        REFERENCE_RUN,
+        min_length=1,
+        description="The run of training.runs every paired difference (delta_*_vs_<run> columns) is taken against: "
+        "zero-shot, retrieval, linear-probe, segmentation, ablation and seed tables",
     )
     compare_category_text: list[str] = Field(
         ["covid"],

@@ -534,7 +534,7 @@ def test_table_rows_from_hand_made_scores():
     assert "10pct: skipped: no image with pneumothorax among 2" in rows[0]["note"]
     assert "dice_10pct" not in rows[0]
     assert rows[2]["dice_100pct"] == pytest.approx(4 / 6) and rows[2]["dice_pos_100pct"] == 0.0
-    assert "delta_dice_pos_10pct_vs_medfilip" in table_columns([0.1, 1.0], True)
+    assert "delta_dice_pos_10pct_vs_medfilip" in table_columns([0.1, 1.0], "medfilip")
     # no positives in test; no medfilip run
     truth_area[:] = 0
     rows = build_rows([run("other", [1, 1, 1, 0, 1, 1])], [1.0], bootstrap=BootstrapSettings(n_resamples=50, seed=0))

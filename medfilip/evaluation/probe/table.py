@@ -37,10 +37,10 @@ from medfilip.evaluation.metrics import auc, f1_max_threshold, metrics_at_thresh
 from medfilip.evaluation.probe.fit import fraction_label
 from medfilip.evaluation.probe.scores import ProbeScores
 from medfilip.evaluation.settings import DEFAULT_BOOTSTRAP, BootstrapSettings
+from medfilip.names import REFERENCE_RUN
 
 log = logging.getLogger(__name__)
 
-REFERENCE = "medfilip"
 METRICS = ("acc", "f1", "auc", "acc_val", "f1_val")
 DELTA_METRICS = ("acc", "f1", "auc")
 LEVEL = 0.95
@@ -197,7 +197,7 @@ def build_tables(
     *,
     bootstrap: BootstrapSettings = DEFAULT_BOOTSTRAP,
     skip_rows: Sequence[dict] = (),
-    reference: str = REFERENCE,
+    reference: str = REFERENCE_RUN,
 ) -> tuple[list[dict], list[dict], list[dict]]:
     """(table rows: one per model, per-class rows, long rows for the figure)."""
     datasets = sorted({s.dataset for s in all_scores}, key=lambda d: [s.dataset for s in all_scores].index(d))

@@ -184,18 +184,20 @@ def evaluate_real(
     return out
 
 
-def write_real_tables(result: dict[str, Any], *, bootstrap, outputs: dict[str, Path | None]) -> None:
+def write_real_tables(
+    result: dict[str, Any], *, bootstrap: BootstrapSettings, reference: str, outputs: dict[str, Path | None]
+) -> None:
     """The zero-shot table and per-class rows (medfilip.evaluation.report's columns), the probe table,
     per-class rows and figure (medfilip.evaluation.probe.table's), and the retrieval rows."""
     from medfilip.evaluation.probe.table import build_tables, write_outputs
     from medfilip.evaluation.report import write_per_class, write_table
     from medfilip.io import write_csv_atomic
 
-    write_table(result["summaries"], outputs["zeroshot"])
+    write_table(result["summaries"], outputs["zeroshot"], reference)
     if outputs.get("zeroshot_per_class"):
         write_per_class(result["per_class"], outputs["zeroshot_per_class"])
     if result["probe"]:
-        table, per_class, long = build_tables(result["probe"], bootstrap=bootstrap)
+        table, per_class, long = build_tables(result["probe"], bootstrap=bootstrap, reference=reference)
         write_outputs(
             table, per_class, long, outputs["probe"], outputs.get("probe_per_class"), outputs.get("probe_figure")
         )

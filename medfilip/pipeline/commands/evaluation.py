@@ -62,7 +62,7 @@ def cmd_zeroshot(args: argparse.Namespace, cfg: PipelineConfig) -> int:
         image_embeddings=args.image_embeddings,
         own_texts=own_texts,
     )
-    rows = write_table(result.summaries, args.out)
+    rows = write_table(result.summaries, args.out, ev.reference_run)
     if args.per_class:
         write_per_class(result.per_class, args.per_class)
     if args.figure:
@@ -130,6 +130,7 @@ def cmd_retrieval(args: argparse.Namespace, cfg: PipelineConfig) -> int:
         baseline_prompt=ev.retrieval.baseline_prompt,
         own_texts=[run_eval_text_of_folder(r, cfg.training.runs) for r in runs],
         bootstrap=ev.bootstrap,
+        reference=ev.reference_run,
         batch_size=ev.batch_size,
         device=ev.device,
         progress=not args.no_progress,

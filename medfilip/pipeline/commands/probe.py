@@ -125,7 +125,9 @@ def cmd_linear_probe(args: argparse.Namespace, cfg: PipelineConfig) -> int:
         for r in runs(cfg)
         if r not in scored
     ] + skips
-    table, per_class, long = build_tables(scores, bootstrap=cfg.evaluation.bootstrap, skip_rows=skips)
+    table, per_class, long = build_tables(
+        scores, bootstrap=cfg.evaluation.bootstrap, skip_rows=skips, reference=cfg.evaluation.reference_run
+    )
     for row in table:
         if row.get("run") in scored:
             row["note"] = " | ".join([*dataset_notes, row["note"]] if row["note"] else dataset_notes)

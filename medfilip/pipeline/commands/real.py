@@ -73,7 +73,9 @@ def cmd_real_eval(args: argparse.Namespace, cfg: PipelineConfig) -> int:
         "probe_figure": args.probe_figure,
         "retrieval": args.retrieval,
     }
-    write_real_tables(result, bootstrap=cfg.evaluation.bootstrap, outputs=outputs)
+    write_real_tables(
+        result, bootstrap=cfg.evaluation.bootstrap, reference=cfg.evaluation.reference_run, outputs=outputs
+    )
     print(f"{len(result['summaries'])} zero-shot summaries, {len(result['probe'])} probes -> {args.zeroshot}")
     return 0
 

@@ -45,7 +45,7 @@ def cmd_train_curves(args: argparse.Namespace) -> int:
 def cmd_ablation(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.evaluation.ablation import write_ablation
 
-    rows = write_ablation(args.zeroshot, cfg.training.runs, args.out)
+    rows = write_ablation(args.zeroshot, cfg.training.runs, args.out, cfg.evaluation.reference_run)
     have = [r for r in rows if not r["note"]]
     print(f"ablation (Table VI shape): {len(have)} of {len(rows)} rows have a trained run -> {args.out}")
     for r in rows:
@@ -62,9 +62,10 @@ def cmd_seeds(args: argparse.Namespace, cfg: PipelineConfig) -> int:
         args.out,
         default_seed=cfg.training.seed,
         endpoint=cfg.evaluation.primary_endpoint if cfg.evaluation.primary_endpoint.enabled else None,
+        reference_run=cfg.evaluation.reference_run,
     )
     metric = "downstream_mean_auc"
-    delta = f"delta_{metric}_vs_medfilip"
+    delta = f"delta_{metric}_vs_{cfg.evaluation.reference_run}"
 
     def num(x) -> str:
         return "-" if x == "" else f"{x:+.4f}"
