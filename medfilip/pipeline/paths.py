@@ -20,7 +20,8 @@ RESULTS = "results"
 EFFECTIVE_CONFIG = f"{RESULTS}/config/effective-$MEDFILIP_CONFIG_ID.yaml"
 
 # -- reports ------------------------------------------------------------------------------------
-REPORT_SHARD = f"{RESULTS}/reports/shards/{{shard}}.parquet"
+REPORT_SHARDS_DIR = f"{RESULTS}/reports/shards"
+REPORT_SHARD = f"{REPORT_SHARDS_DIR}/{{shard}}.parquet"
 REPORT_REJECTS = f"{RESULTS}/reports/rejects.parquet"
 
 # -- extraction ---------------------------------------------------------------------------------
@@ -31,6 +32,7 @@ EXTRACTION_CACHE_DIR = f"{RESULTS}/cache/extraction/{{backend}}"
 ENTITIES = f"{RESULTS}/entities.parquet"
 EXTRACTION_QUALITY_TABLE = f"{RESULTS}/tables/extraction_quality.csv"
 EXTRACTION_QUALITY_FIGURE = f"{RESULTS}/figures/extraction_quality.png"
+EXTRACTION_AGREEMENT_TABLE = f"{RESULTS}/tables/extraction_agreement.csv"  # medfilip compare
 
 # -- labels and E_sim embeddings ----------------------------------------------------------------
 LABELS = f"{RESULTS}/labels.parquet"
@@ -40,6 +42,7 @@ EMBEDDINGS = f"{RESULTS}/embeddings/{{slug}}.parquet"
 SSM_CALIBRATION = f"{RESULTS}/embeddings/{{slug}}.calibration.json"
 EMBEDDINGS_CACHE_DIR = f"{RESULTS}/cache/embeddings/{{slug}}"
 SSM_HEATMAP = f"{RESULTS}/figures/ssm_heatmap.png"
+SSM_STATS_DIR = f"{RESULTS}/embeddings/stats"  # medfilip ssm-stats: embeddings of the compared models
 
 # -- images -------------------------------------------------------------------------------------
 PHANTOM_GALLERY = f"{RESULTS}/figures/phantom_gallery.png"

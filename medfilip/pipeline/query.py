@@ -16,6 +16,8 @@ from pathlib import Path
 
 import duckdb
 
+from medfilip.pipeline import paths
+
 VIEWS = {
     "reports": "reports/shards/*.parquet",
     "entities": "entities.parquet",
@@ -41,7 +43,7 @@ def _quote(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def connect(results: str | Path = "results") -> duckdb.DuckDBPyConnection:
+def connect(results: str | Path = paths.RESULTS) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB whose views read the Parquet outputs; nothing is written back."""
     results = Path(results)
     con = duckdb.connect(":memory:")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from medfilip.names import LabelVariant, values
+from medfilip.pipeline import paths
 from medfilip.pipeline.config import PipelineConfig
 
 
@@ -55,7 +56,7 @@ def cmd_embed(args: argparse.Namespace, cfg: PipelineConfig) -> int:
         forms = _masked_forms(args.labels, args.variants)
         print(f"training.masked_targets entailment: {len(set(forms) - set(texts))} masked forms of labels added")
         texts += forms
-    cache = args.cache or Path("results/cache/embeddings") / model_slug(emb.model)
+    cache = args.cache or Path(paths.EMBEDDINGS_CACHE_DIR.format(slug=model_slug(emb.model)))
     summary = embed_texts(
         texts,
         emb.model,
@@ -144,7 +145,7 @@ def cmd_ssm_stats(args: argparse.Namespace, cfg: PipelineConfig) -> int:
         else:
             from medfilip.embeddings.model import model_slug
 
-            cache = Path("results/cache/embeddings") / model_slug(model)
+            cache = Path(paths.EMBEDDINGS_CACHE_DIR.format(slug=model_slug(model)))
             embed_texts(
                 vocab.texts,
                 model,
@@ -161,7 +162,7 @@ def cmd_ssm_stats(args: argparse.Namespace, cfg: PipelineConfig) -> int:
         if masked is not None:  # every masked form of the labels, through the model's cache (new strings only)
             from medfilip.embeddings.model import model_slug
 
-            forms_cache = Path("results/cache/embeddings") / model_slug(model)
+            forms_cache = Path(paths.EMBEDDINGS_CACHE_DIR.format(slug=model_slug(model)))
             embed_texts(
                 masked[2],
                 model,
@@ -282,7 +283,7 @@ REPORTS_HELP = "report shards: their split column, for embeddings.calibration.sp
 
 def register(sub) -> None:
     s = sub.add_parser("embed", help="embed every unique label string once with E_sim (cached by model + text)")
-    s.add_argument("--labels", type=Path, default=Path("results/labels.parquet"))
+    s.add_argument("--labels", type=Path, default=Path(paths.LABELS))
     s.add_argument("--variants", nargs="+", default=None, help="embed only these label variants (default: all)")
     s.add_argument(
         "--cache",
@@ -301,7 +302,7 @@ def register(sub) -> None:
     s.set_defaults(func=cmd_embed)
 
     s = sub.add_parser("ssm-calibrate", help="(re)compute the SSM calibration of written label embeddings")
-    s.add_argument("--labels", type=Path, default=Path("results/labels.parquet"))
+    s.add_argument("--labels", type=Path, default=Path(paths.LABELS))
     s.add_argument("--embeddings", type=Path, required=True, help="results/embeddings/<model slug>.parquet")
     s.add_argument("--variants", nargs="+", default=None, help="label variants (default: all in the labels)")
     s.add_argument("--out", type=Path, default=None, help="default: beside --embeddings")
@@ -309,7 +310,7 @@ def register(sub) -> None:
     s.set_defaults(func=cmd_calibrate)
 
     s = sub.add_parser("ssm-stats", help="what a batch's SSM target asks of the model, raw and calibrated")
-    s.add_argument("--labels", type=Path, default=Path("results/labels.parquet"))
+    s.add_argument("--labels", type=Path, default=Path(paths.LABELS))
     s.add_argument("--variant", default=LabelVariant.triplet_explanation.value, choices=values(LabelVariant))
     s.add_argument("--embeddings", type=Path, default=None, help="written vectors of the configured model")
     s.add_argument(
@@ -318,7 +319,7 @@ def register(sub) -> None:
         default=None,
         help="E_sim models to compare: minilm (the shipped default), mpnet, local folders; embeds through the cache",
     )
-    s.add_argument("--workdir", type=Path, default=Path("results/embeddings/stats"))
+    s.add_argument("--workdir", type=Path, default=Path(paths.SSM_STATS_DIR))
     s.add_argument("--batch-size", type=int, default=32)
     s.add_argument("--n-batches", type=int, default=20)
     s.add_argument("--seed", type=int, default=0)
@@ -332,7 +333,7 @@ def register(sub) -> None:
     s.set_defaults(func=cmd_ssm_stats)
 
     s = sub.add_parser("ssm-heatmap", help="figure: the SSM soft-label target of one training batch")
-    s.add_argument("--labels", type=Path, default=Path("results/labels.parquet"))
+    s.add_argument("--labels", type=Path, default=Path(paths.LABELS))
     s.add_argument("--embeddings", type=Path, required=True, help="results/embeddings/<model slug>.parquet")
     s.add_argument(
         "--images",
@@ -349,5 +350,5 @@ def register(sub) -> None:
     )
     s.add_argument("--ssm-variant", choices=["paper", "same_category"], default="paper")
     s.add_argument("--n-images", type=int, default=16)
-    s.add_argument("--out", type=Path, default=Path("results/figures/ssm_heatmap.png"))
+    s.add_argument("--out", type=Path, default=Path(paths.SSM_HEATMAP))
     s.set_defaults(func=cmd_ssm_heatmap)

@@ -7,6 +7,7 @@ import logging
 from pathlib import Path
 
 from medfilip.names import ClassTextVariant
+from medfilip.pipeline import paths
 from medfilip.pipeline.config import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="image store folders (results/images/<dataset>) or their index.parquet; the corpus store gives "
         "the corpus_* sets",
     )
-    s.add_argument("--out", type=Path, default=Path("results/tables/zeroshot.csv"))
+    s.add_argument("--out", type=Path, default=Path(paths.ZEROSHOT_TABLE))
     s.add_argument("--per-class", type=Path, default=None, help="long-form per-class CSV")
     s.add_argument("--figure", type=Path, default=None, help="grouped bar chart of mean AUC (PNG)")
     s.add_argument("--knowledge", type=Path, default=None, help="IKI dictionary (default: knowledge.path)")
@@ -222,8 +223,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             help="each run's stored image embeddings (medfilip embed-images), in the order of --runs",
         )
         if name == "retrieval":
-            s.add_argument("--out", type=Path, default=Path("results/tables/retrieval.csv"))
+            s.add_argument("--out", type=Path, default=Path(paths.RETRIEVAL_TABLE))
         else:
-            s.add_argument("--figure", type=Path, default=Path("results/figures/case_study.png"))
-            s.add_argument("--table", type=Path, default=Path("results/tables/case_study.csv"))
+            s.add_argument("--figure", type=Path, default=Path(paths.CASE_STUDY_FIGURE))
+            s.add_argument("--table", type=Path, default=Path(paths.CASE_STUDY_TABLE))
         s.set_defaults(func=func)

@@ -41,7 +41,7 @@ def cmd_extract(args: argparse.Namespace, cfg: PipelineConfig) -> int:
             f"LLM limits of this job: {o.requests_per_minute} requests/min, {o.tokens_per_minute} tokens/min "
             f"(1/{args.llm_jobs} of the run's: {args.llm_jobs} extraction job(s) may run at once)"
         )
-    cache = ExtractionCache(args.cache_dir or Path("results/cache/extraction") / backend.name)
+    cache = ExtractionCache(args.cache_dir or Path(paths.EXTRACTION_CACHE_DIR.format(backend=backend.name)))
     backend = with_extraction_mode(backend, cfg, cache, args.mode, args.shards)
     for shard, out in zip(args.shards, args.out, strict=True):
         run = extract_shard(
@@ -87,7 +87,7 @@ def with_extraction_mode(backend, cfg: PipelineConfig, cache, mode: str | None, 
 def cmd_batches(args: argparse.Namespace) -> int:
     from medfilip.extraction.openai.batch_store import batch_summary
 
-    root = (args.cache_dir or Path("results/cache/extraction/openai")) / "batches"
+    root = (args.cache_dir or Path(paths.EXTRACTION_CACHE_DIR.format(backend="openai"))) / "batches"
     rows = batch_summary(root) if root.exists() else []
     if not rows:
         print(f"no batch chunks in {root}")
@@ -221,7 +221,7 @@ def register(sub) -> None:
     s.add_argument("--shards", type=Path, nargs="+", required=True, help="report shard Parquet files")
     s.add_argument("--out", type=Path, nargs="+", required=True, help="one output Parquet per shard")
     s.add_argument("--cache-dir", type=Path, default=None, help="default results/cache/extraction/<backend>")
-    s.add_argument("--runs-dir", type=Path, default=Path("results/extraction/runs"))
+    s.add_argument("--runs-dir", type=Path, default=Path(paths.EXTRACTION_RUNS_DIR))
     s.add_argument("--retry-failed", action="store_true", help="extract again the reports whose cached result failed")
     s.add_argument(
         "--llm-jobs",
@@ -243,13 +243,13 @@ def register(sub) -> None:
 
     s = sub.add_parser("entities", help="flatten extraction shards into entities.parquet")
     s.add_argument("extractions", type=Path, nargs="+")
-    s.add_argument("--out", type=Path, default=Path("results/entities.parquet"))
+    s.add_argument("--out", type=Path, default=Path(paths.ENTITIES))
     s.set_defaults(func=cmd_entities)
 
     s = sub.add_parser("quality", help="score entities against the IU-Xray MeSH annotations")
     s.add_argument("--reports", type=Path, nargs="+", required=True)
-    s.add_argument("--entities", type=Path, default=Path("results/entities.parquet"))
-    s.add_argument("--out", type=Path, default=Path("results/tables/extraction_quality.csv"))
+    s.add_argument("--entities", type=Path, default=Path(paths.ENTITIES))
+    s.add_argument("--out", type=Path, default=Path(paths.EXTRACTION_QUALITY_TABLE))
     s.add_argument("--figure", type=Path, default=None, help="bar chart of per-category F1 (PNG)")
     s.set_defaults(func=cmd_quality)
 
@@ -262,8 +262,8 @@ def register(sub) -> None:
         help="reference side: extraction shards, their folder, or a backend name (results/extraction/NAME)",
     )
     s.add_argument("--b", nargs="+", required=True, metavar="SIDE", help="compared side, as --a")
-    s.add_argument("--out", type=Path, default=Path("results/tables/extraction_agreement.csv"))
-    s.add_argument("--results", type=Path, default=Path("results"), help="results folder (for backend names)")
+    s.add_argument("--out", type=Path, default=Path(paths.EXTRACTION_AGREEMENT_TABLE))
+    s.add_argument("--results", type=Path, default=Path(paths.RESULTS), help="results folder (for backend names)")
     s.set_defaults(func=cmd_compare)
 
     s = sub.add_parser(

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medfilip.pipeline import paths
 from medfilip.pipeline.config import PipelineConfig
 
 
@@ -103,7 +104,7 @@ def register(sub) -> None:
     s.add_argument(
         "--png-dir",
         type=Path,
-        default=Path("results/corpus/iu_xray/images"),
+        default=Path(paths.RENDERED_PNG_DIR.format(source="iu_xray")),
         help="where rendered PNGs go, in the IU-Xray layout; a cache: up-to-date files are not rendered again",
     )
     s.add_argument("--out", type=Path, required=True, help="the image store folder (results/images/corpus)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medfilip.pipeline import paths
 from medfilip.pipeline.config import PipelineConfig
 
 
@@ -44,7 +45,7 @@ def cmd_labels(args: argparse.Namespace, cfg: PipelineConfig) -> int:
 def register(sub) -> None:
     s = sub.add_parser("labels", help="structured labels (paper template + knowledge) from entities")
     s.add_argument("--reports", type=Path, nargs="+", required=True, help="report shard Parquet files")
-    s.add_argument("--entities", type=Path, default=Path("results/entities.parquet"))
+    s.add_argument("--entities", type=Path, default=Path(paths.ENTITIES))
     s.add_argument(
         "--extractions",
         type=Path,
@@ -53,6 +54,6 @@ def register(sub) -> None:
         help="extraction shards (results/extraction/<backend>/*.parquet): reports whose extraction "
         "failed get no labels",
     )
-    s.add_argument("--out", type=Path, default=Path("results/labels.parquet"))
+    s.add_argument("--out", type=Path, default=Path(paths.LABELS))
     s.add_argument("--stats", type=Path, default=None, help="label statistics CSV (results/tables/label_stats.csv)")
     s.set_defaults(func=cmd_labels)

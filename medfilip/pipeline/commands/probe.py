@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 from medfilip.names import SPLITS
+from medfilip.pipeline import paths
 from medfilip.pipeline.config import PipelineConfig
 
 log = logging.getLogger(__name__)
@@ -169,7 +170,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     s = sub.add_parser("linear-probe", help="the linear-probe table (Table II), per-class table and figure from scores")
     s.add_argument("--scores", type=Path, nargs="*", default=[], help="scores.npz files of runs and baselines")
-    s.add_argument("--out", type=Path, default=Path("results/tables/linear_probe.csv"))
+    s.add_argument("--out", type=Path, default=Path(paths.LINEAR_PROBE_TABLE))
     s.add_argument("--per-class", type=Path, default=None)
     s.add_argument("--figure", type=Path, default=None)
     s.set_defaults(func=cmd_linear_probe)

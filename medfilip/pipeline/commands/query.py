@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from medfilip.pipeline import paths
+
 
 def cmd_query(args: argparse.Namespace) -> int:
     from medfilip.pipeline.query import check_read_only, connect, format_result
@@ -24,7 +26,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 def register(sub) -> None:
     s = sub.add_parser("query", help="run SQL over reports, entities and extraction_runs (DuckDB, read-only)")
     s.add_argument("sql", help="SELECT statements only (COPY, CREATE, ATTACH, SET ... are refused)")
-    s.add_argument("--results", type=Path, default=Path("results"), help="results folder")
+    s.add_argument("--results", type=Path, default=Path(paths.RESULTS), help="results folder")
     s.add_argument("--format", choices=["table", "csv", "json"], default="table")
     s.add_argument("--max-rows", type=int, default=50)
     s.set_defaults(func=cmd_query)

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from medfilip.names import ReportSource
+from medfilip.pipeline import paths
 from medfilip.pipeline.config import PipelineConfig
 
 
@@ -39,6 +40,6 @@ def _corpus_description(cfg: PipelineConfig) -> str:
 
 def register(sub) -> None:
     s = sub.add_parser("reports", help="read the report corpus into Parquet shards")
-    s.add_argument("--out-dir", type=Path, default=Path("results/reports/shards"))
-    s.add_argument("--rejects", type=Path, default=Path("results/reports/rejects.parquet"))
+    s.add_argument("--out-dir", type=Path, default=Path(paths.REPORT_SHARDS_DIR))
+    s.add_argument("--rejects", type=Path, default=Path(paths.REPORT_REJECTS))
     s.set_defaults(func=cmd_reports)

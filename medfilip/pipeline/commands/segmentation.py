@@ -7,6 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
+from medfilip.pipeline import paths
 from medfilip.pipeline.config import PipelineConfig
 
 
@@ -68,7 +69,7 @@ def register(sub) -> None:
     s.add_argument("--baseline", action="store_true", help="the random-init encoder baseline instead of a run")
     s.add_argument("--run", default=None, help="name in the table (default: the run folder's name, or random_init)")
     s.add_argument(
-        "--store", type=Path, default=Path("results/images/siim"), help="SIIM image store or its index.parquet"
+        "--store", type=Path, default=Path(paths.SEGMENTATION_STORE_DIR), help="SIIM image store or its index.parquet"
     )
     s.add_argument("--out-dir", type=Path, required=True, help="folder of scores.parquet, summary.json, examples.npz")
     s.set_defaults(func=cmd_segmentation)
@@ -85,9 +86,9 @@ def register(sub) -> None:
         "is the reference of the paired deltas",
     )
     s.add_argument(
-        "--store", type=Path, default=Path("results/images/siim"), help="the SIIM store (images of the figure)"
+        "--store", type=Path, default=Path(paths.SEGMENTATION_STORE_DIR), help="the SIIM store (images of the figure)"
     )
-    s.add_argument("--out", type=Path, default=Path("results/tables/segmentation.csv"))
+    s.add_argument("--out", type=Path, default=Path(paths.SEGMENTATION_TABLE))
     s.add_argument("--long", type=Path, default=None, help="one row per run and fraction with the validate choices")
     s.add_argument("--figure", type=Path, default=None, help="image / truth / prediction grid (PNG)")
     s.set_defaults(func=cmd_segmentation_table)

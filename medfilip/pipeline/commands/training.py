@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from medfilip.pipeline import paths
 from medfilip.pipeline.config import PipelineConfig
 
 
@@ -91,8 +92,8 @@ def cmd_seeds(args: argparse.Namespace, cfg: PipelineConfig) -> int:
 def register(sub) -> None:
     s = sub.add_parser("train", help="pretrain the dual encoder for one run of training.runs")
     s.add_argument("--run", required=True, help="run name (a key of training.runs)")
-    s.add_argument("--images", type=Path, default=Path("results/images/corpus"), help="corpus image store")
-    s.add_argument("--labels", type=Path, default=Path("results/labels.parquet"))
+    s.add_argument("--images", type=Path, default=Path(paths.CORPUS_STORE_DIR), help="corpus image store")
+    s.add_argument("--labels", type=Path, default=Path(paths.LABELS))
     s.add_argument("--embeddings", type=Path, default=None, help="label embeddings (needed by SSM targets)")
     s.add_argument(
         "--calibration",
@@ -110,19 +111,19 @@ def register(sub) -> None:
     s.set_defaults(func=cmd_train)
 
     s = sub.add_parser("ablation", help="the cumulative ablation table (paper Table VI) from the zero-shot table")
-    s.add_argument("--zeroshot", type=Path, default=Path("results/tables/zeroshot.csv"))
-    s.add_argument("--out", type=Path, default=Path("results/tables/ablation.csv"))
+    s.add_argument("--zeroshot", type=Path, default=Path(paths.ZEROSHOT_TABLE))
+    s.add_argument("--out", type=Path, default=Path(paths.ABLATION_TABLE))
     s.set_defaults(func=cmd_ablation)
 
     s = sub.add_parser(
         "seeds-summary", help="means over seeds with Student-t intervals and paired differences (per method)"
     )
-    s.add_argument("--zeroshot", type=Path, default=Path("results/tables/zeroshot.csv"))
-    s.add_argument("--out", type=Path, default=Path("results/tables/seeds.csv"))
+    s.add_argument("--zeroshot", type=Path, default=Path(paths.ZEROSHOT_TABLE))
+    s.add_argument("--out", type=Path, default=Path(paths.SEEDS_TABLE))
     s.set_defaults(func=cmd_seeds)
 
     s = sub.add_parser("train-curves", help="loss curves of trained runs (PNG)")
     s.add_argument("--runs", type=Path, nargs="+", required=True, help="run folders (results/models/*)")
-    s.add_argument("--out", type=Path, default=Path("results/figures/train_curves.png"))
+    s.add_argument("--out", type=Path, default=Path(paths.TRAIN_CURVES))
     s.add_argument("--window", type=int, default=10, help="moving-average window in steps")
     s.set_defaults(func=cmd_train_curves)
