@@ -25,8 +25,8 @@ from pathlib import Path
 from medfilip.extraction.cache import ExtractionCache
 from medfilip.extraction.rules import RulesBackend
 from medfilip.extraction.runner import extract_shard
-from medfilip.pipeline.config import shard_names
 from medfilip.reports.iu_xray import read_iu_xray
+from medfilip.reports.settings import shard_names
 from medfilip.reports.shards import write_report_shards
 
 REPO = Path(__file__).resolve().parent.parent
@@ -100,7 +100,7 @@ def openai_benchmark(args: argparse.Namespace) -> None:
     from openai_server import OpenAIServer
 
     from medfilip.extraction.openai.backend import OpenAIBackend
-    from medfilip.pipeline.config import OpenAIBackendConfig
+    from medfilip.extraction.settings import OpenAIBackendConfig
 
     n, rpm = args.openai_reports, args.openai_rpm
     reports, seen = [], set()

@@ -165,7 +165,7 @@ def bench(n: int, shards: int, work: Path) -> list[tuple[str, float, float]]:
     (work / "resources").symlink_to(REPO / "resources")  # the config's relative resource paths
     cli = [sys.executable, "-m", "medfilip", "-q", "-c", str(work / "config.yaml")]
     # the shard naming of medfilip.pipeline.config.shard_names
-    from medfilip.pipeline.config import shard_names
+    from medfilip.reports.settings import shard_names
 
     names = shard_names(shards)
     shard_files = [f"results/reports/shards/{s}.parquet" for s in names]

@@ -10,7 +10,8 @@ from jsonschema import Draft202012Validator
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from medfilip.pipeline.config import ROOT, ConfigError, PipelineConfig, load_config, validate_config
+from medfilip.configbase import ConfigError
+from medfilip.pipeline.config import ROOT, PipelineConfig, load_config, validate_config
 from medfilip.pipeline.schema import SCHEMA_PATH, config_schema, main, schema_text
 
 # the pipeline's configs; config/worlds.yaml is the controlled worlds' own file (WorldsConfig,

@@ -12,7 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
-from medfilip.pipeline.config import ConfigError, load_config
+from medfilip.configbase import ConfigError
+from medfilip.pipeline.config import load_config
 
 log = logging.getLogger("medfilip")
 

@@ -19,58 +19,18 @@ from medfilip.configbase import Strict as _Strict
 from medfilip.datasets.settings import DatasetsConfig
 from medfilip.embeddings.settings import EmbeddingsConfig
 from medfilip.evaluation.settings import EvaluationConfig
-from medfilip.extraction.settings import (
-    BatchConfig,
-    ExtractionConfig,
-    ModelPrice,
-    OpenAIBackendConfig,
-    QualityConfig,
-    RulesBackendConfig,
-)
+from medfilip.extraction.settings import ExtractionConfig, QualityConfig
 from medfilip.images.settings import ImagesConfig
 from medfilip.knowledge.settings import KnowledgeConfig
 from medfilip.labels.settings import LabelsConfig
 from medfilip.phantom.settings import PhantomConfig
-from medfilip.reports.settings import (
-    IUXrayConfig,
-    MimicCxrConfig,
-    ReportsConfig,
-    ReportSource,
-    SplitFractions,
-    shard_names,
-)
+from medfilip.reports.settings import ReportsConfig, shard_names
 from medfilip.training.settings import TrainingConfig
 
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_CONFIG = ROOT / "config" / "config.yaml"
-
-# the sections live with their stages; these names stay importable from here
-__all__ = [
-    "BatchConfig",
-    "ConfigError",
-    "DEFAULT_CONFIG",
-    "ExtractionConfig",
-    "IUXrayConfig",
-    "key_reruns",
-    "load_config",
-    "MimicCxrConfig",
-    "ModelPrice",
-    "OpenAIBackendConfig",
-    "PipelineConfig",
-    "QualityConfig",
-    "ReportsConfig",
-    "ReportSource",
-    "rerun_patterns",
-    "rerun_rules",
-    "rule_settings",
-    "settings_param",
-    "RulesBackendConfig",
-    "shard_names",
-    "SplitFractions",
-    "validate_config",
-]
 
 
 class PipelineConfig(_Strict):

@@ -21,8 +21,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from medfilip.configbase import ConfigError
 from medfilip.names import ReportSource
-from medfilip.pipeline.config import ConfigError
 
 # key path -> kind; keys not listed get their kind from their name and type (see _kind)
 KINDS = {

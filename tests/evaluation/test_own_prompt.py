@@ -78,7 +78,13 @@ def test_own_text_columns_beside_unchanged_common_ones(tmp_path: Path):
     def load(run_dir: Path, device: str):
         return StripeEncoder() if run_dir.name == "medfilip" else SentenceOnlyEncoder()
 
-    common_kw = {"load_model": load, "device": "cpu", "batch_size": 8, "progress": False, "bootstrap": BootstrapSettings(n_resamples=100)}
+    common_kw = {
+        "load_model": load,
+        "device": "cpu",
+        "batch_size": 8,
+        "progress": False,
+        "bootstrap": BootstrapSettings(n_resamples=100),
+    }
     plain = evaluate_runs(runs, [s], explain, **common_kw)
     both = evaluate_runs(runs, [s], explain, own_texts=["triplet_explanation", "report_sentence"], **common_kw)
     old = write_table(plain.summaries, tmp_path / "old.csv")

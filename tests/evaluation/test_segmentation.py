@@ -139,7 +139,7 @@ def test_settings_defaults_and_bad_values():
         with pytest.raises(ValueError):
             SegmentationSettings(**bad)
     # one field of evaluation:, validated with the whole config (key path in the message)
-    from medfilip.pipeline.config import ConfigError
+    from medfilip.configbase import ConfigError
 
     with pytest.raises(ConfigError, match="evaluation.segmentation.image_size"):
         validate_config({"evaluation": {"segmentation": {"image_size": 50}}})

@@ -14,8 +14,8 @@ import sys
 
 import pytest
 
+from medfilip.configbase import ConfigError
 from medfilip.extraction import llm_server
-from medfilip.pipeline.config import ConfigError
 
 
 def test_model_file_sha256_is_the_content_hash_and_follows_edits(tmp_path):

@@ -21,6 +21,7 @@ import pytest
 import yaml
 from openai_server import OpenAIServer, RulesResponder, fixed_responder
 
+from medfilip.configbase import ConfigError
 from medfilip.extraction.backend import ExtractionAborted, ReportText
 from medfilip.extraction.cache import ExtractionCache
 from medfilip.extraction.openai import endpoint
@@ -31,8 +32,8 @@ from medfilip.extraction.openai.reply import ReplyError, parse_reply, reply_of
 from medfilip.extraction.openai.request import build_request, corrective_request
 from medfilip.extraction.openai.version import generation_settings
 from medfilip.extraction.runner import extract_shard
+from medfilip.extraction.settings import ExtractionConfig, ModelPrice, OpenAIBackendConfig
 from medfilip.io import write_parquet_atomic
-from medfilip.pipeline.config import ConfigError, ExtractionConfig, ModelPrice, OpenAIBackendConfig
 from medfilip.reports.records import Report
 from medfilip.reports.shards import reports_table
 
@@ -654,7 +655,7 @@ def test_closing_the_generator_stops_the_requests(openai_server):
 KILLED_RUN = textwrap.dedent(
     """
     import sys
-    from medfilip.pipeline.config import OpenAIBackendConfig
+    from medfilip.extraction.settings import OpenAIBackendConfig
     from medfilip.extraction.cache import ExtractionCache
     from medfilip.extraction.openai.backend import OpenAIBackend
     from medfilip.extraction.runner import extract_shard

@@ -30,7 +30,9 @@ from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
 from medfilip.pipeline import paths
-from medfilip.pipeline.config import ConfigError, settings_param, shard_names, validate_config
+from medfilip.pipeline.config import settings_param, validate_config
+from medfilip.configbase import ConfigError
+from medfilip.reports.settings import shard_names
 from medfilip.names import ReportSource
 from medfilip.pipeline.config_checks import check_paths
 from medfilip.extraction.vocabulary import FILES as VOCABULARY_FILES

@@ -9,8 +9,9 @@ import argparse
 import os
 from pathlib import Path
 
+from medfilip.configbase import ConfigError
 from medfilip.pipeline import paths
-from medfilip.pipeline.config import ConfigError, PipelineConfig, load_config
+from medfilip.pipeline.config import PipelineConfig, load_config
 
 
 def make_backend(cfg: PipelineConfig):
