@@ -47,7 +47,6 @@ from medfilip.names import HELD_OUT_SPLITS, REFERENCE_RUN, ClassTextVariant
 
 log = logging.getLogger(__name__)
 
-DIRECTIONS = ("image_to_text", "text_to_image")
 RELEVANCE = ("category", "severity_category")
 PROMPTS = ("template", "baseline")
 OWN_PROMPT = "own"

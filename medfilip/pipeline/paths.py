@@ -87,7 +87,6 @@ CASE_STUDY_TABLE = f"{RESULTS}/tables/case_study.csv"
 # -- linear probe -------------------------------------------------------------------------------
 FEATURES_DIR = f"{RESULTS}/features/{{run}}/{{dataset}}"
 FEATURES = f"{FEATURES_DIR}/{{split}}.npy"
-FEATURES_META = f"{FEATURES_DIR}/{{split}}.json"
 PROBE_RUN_SCORES = f"{RESULTS}/probe/runs/{{run}}/{{dataset}}/scores.npz"
 PROBE_RUN_META = f"{RESULTS}/probe/runs/{{run}}/{{dataset}}/scores.json"
 PROBE_BASELINE_SCORES = f"{RESULTS}/probe/baselines/{{baseline}}/{{dataset}}/scores.npz"
@@ -104,7 +103,6 @@ SEGMENTATION_RUNS_DIR = f"{RESULTS}/segmentation/runs"
 SEGMENTATION_RUN_DIR = f"{SEGMENTATION_RUNS_DIR}/{{run}}"
 SEGMENTATION_BASELINE_DIR = f"{RESULTS}/segmentation/baseline/random_init"
 # the files of a job's folder
-SEGMENTATION_JOB_FILES = ("scores.parquet", "summary.json", "examples.npz")
 SEGMENTATION_RUN_SCORES = f"{SEGMENTATION_RUN_DIR}/scores.parquet"
 SEGMENTATION_RUN_SUMMARY = f"{SEGMENTATION_RUN_DIR}/summary.json"
 SEGMENTATION_RUN_EXAMPLES = f"{SEGMENTATION_RUN_DIR}/examples.npz"

@@ -13,12 +13,10 @@ from typing import Any
 from medfilip.pipeline import paths
 
 STORE = paths.SEGMENTATION_STORE_DIR
-RUNS_DIR = paths.SEGMENTATION_RUNS_DIR
 BASELINE_DIR = paths.SEGMENTATION_BASELINE_DIR
 TABLE = paths.SEGMENTATION_TABLE
 LONG_TABLE = paths.SEGMENTATION_LONG_TABLE
 FIGURE = paths.SEGMENTATION_FIGURE
-RUN_OUTPUTS = paths.SEGMENTATION_JOB_FILES
 
 
 def segmentation_enabled(cfg: Any) -> bool:
