@@ -109,8 +109,10 @@ def test_patterns():
     assert rerun_patterns("report_shards") == ("reports.*",)
     # a key nobody declares re-runs no rule: quality.mesh_mapping is a file (an input), not a param
     assert not any(key_reruns(rule, "quality.mesh_mapping") for rule in rerun_rules())
-    assert key_reruns("embed_labels", "training.runs.medfilip.target")
-    assert not key_reruns("embed_labels", "training.runs.medfilip.loss")
+    assert key_reruns("embed_labels", "training.masked_targets")
+    # which variants are embedded is the rule's derived `variants` param: adding a run of an embedded
+    # variant re-embeds nothing
+    assert not key_reruns("embed_labels", "training.runs.medfilip.target")
 
 
 LIST_PARAMS = r"""

@@ -15,7 +15,6 @@ VARIANT_NAMES = values(LabelVariant)
 class LabelsConfig(Strict):
     rerun_keys: ClassVar[RerunKeys] = {
         "structured_labels": ("*",),
-        "embed_labels": ("variants",),  # the SSM heatmap's variant is one of them
     }
 
     variants: list[LabelVariant] = Field(

@@ -161,7 +161,8 @@ class TrainingConfig(Strict):
         # a run's own entry re-runs that run only; checkpoint_every, num_workers and log_every change how
         # fast it goes, not its weights
         "train": ("*", "!runs", "runs.{run}", "!checkpoint_every", "!num_workers", "!log_every"),
-        "embed_labels": ("runs.*.label_variant", "runs.*.target", "masked_targets"),
+        # entailment: the masked forms are embedded too (which variants: the rule's derived `variants`)
+        "embed_labels": ("masked_targets",),
         "ablation_table": ("runs",),
         "train_curves": ("runs",),  # their names: one folder per run
         "seed_summary": ("runs",),

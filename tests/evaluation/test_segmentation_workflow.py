@@ -177,4 +177,5 @@ def test_segmentation_targets_follow_the_config():
     assert rule_settings(settings, "segmentation_table") == {
         "evaluation.bootstrap.n_resamples": 1000,
         "evaluation.bootstrap.seed": 0,
+        "evaluation.reference_run": "medfilip",
     }

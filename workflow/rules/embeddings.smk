@@ -36,8 +36,8 @@ rule embed_labels:
         gpu=gpus(CFG.embeddings.device),
     params:
         config=EFFECTIVE_CONFIG,
-        # what changes the vectors and the calibration (batch_size and device do not), the label
-        # variants embedded and, with entailment targets, the masked forms of the labels
+        # what changes the vectors and the calibration (batch_size and device do not) and whether the
+        # labels' masked forms are embedded too (entailment targets)
         settings=settings_param(SETTINGS, "embed_labels"),
         cache=paths.EMBEDDINGS_CACHE_DIR.format(slug=EMBEDDINGS_SLUG),
         # only the variants an SSM is built from (training runs with an SSM target, the heatmap)
