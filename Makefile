@@ -1,7 +1,7 @@
 # make venv  - .venv with medfilip[pipeline,dev,cluster] at the versions of requirements.lock
 # make demo  - set up .venv (if missing) and run the pipeline on the embedded default
 # make test  - set up .venv (if missing) and run the test suite
-# make lint  - ruff (lint + format check), snakefmt --check and snakemake --lint
+# make lint  - ruff (lint + format check), snakefmt --check, the generated schema and config tables, snakemake --lint
 # make lock  - rewrite requirements.lock from what .venv has installed (after changing pyproject.toml)
 # make cluster - the SLURM executor plugin (the `cluster` extra; make venv installs it too), for
 #                snakemake --profile workflow/profiles/slurm
@@ -76,6 +76,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check workflow
 	$(BIN)/python -m medfilip.pipeline.schema --check
+	$(BIN)/python -m medfilip.config_docs --check
 	$(BIN)/snakemake --lint --snakefile workflow/Snakefile
 
 bench: venv

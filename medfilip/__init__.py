@@ -9,7 +9,9 @@ As a library (imports torch, torchvision, transformers, numpy and pillow; nothin
 
 ``model.encode_image(preprocess(path)[None])`` and ``model.encode_text([...])`` give L2-normalised
 embeddings; ``medfilip.save_pretrained(model, "out/")`` writes a self-contained model folder that
-``medfilip.from_pretrained`` (and ``load``) read back. The names are resolved on first use, so
+``medfilip.from_pretrained`` (and ``load``) read back. A file the decoder refuses is an
+``ImageDecodeError`` ("<path>: <reason>"); ``zero_shot`` on a list scores the other files and lists
+each refused one in ``result.errors``. The names are resolved on first use, so
 ``import medfilip`` itself costs nothing.
 """
 
@@ -29,6 +31,8 @@ _LAZY = {
     "ZeroShotPrediction": "medfilip.inference",
     "ClassKnowledge": "medfilip.inference",
     "UnknownClassError": "medfilip.inference",
+    "ImageError": "medfilip.inference",
+    "ImageDecodeError": "medfilip.images.preprocess",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -11,7 +11,12 @@ classes of an image the same way.
 Class names are category names of the knowledge dictionary or any of their synonyms ("Effusion",
 "pleural_effusion"), optionally preceded by a severity word ("severe cardiomegaly", the
 fine-grained classes); a name that is neither raises :class:`UnknownClassError` naming close
-matches. Imports: torch, numpy and the label template only.
+matches.
+
+Images the decoder refuses (missing, empty, not an image, truncated, too large, corrupt DICOM ...)
+do not stop a batch: :func:`zero_shot` scores the others and lists each refusal in
+``result.errors`` as an :class:`ImageError` (input position, name, one-line reason).
+Imports: torch, numpy and the label template only.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -37,6 +42,32 @@ TEXT_VARIANTS = values(EvalText)
 
 class UnknownClassError(ValueError):
     """A class name that is neither a category of the knowledge dictionary nor a synonym of one."""
+
+
+@dataclass(frozen=True)
+class ImageError:
+    """An input that could not be scored: its position in the input (``index``), its name (the
+    path as given, else ``"image <index>"``) and why, on one line (``reason``)."""
+
+    index: int
+    image: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.image}: {self.reason}"
+
+    def to_record(self) -> dict[str, Any]:
+        return {"image": self.image, "index": self.index, "error": self.reason}
+
+
+class ImageBatch(NamedTuple):
+    """Images through a preprocess one by one: the uint8 (B, S, S) tensor of those it accepted,
+    their names and input positions, and one :class:`ImageError` per refused input."""
+
+    images: torch.Tensor
+    names: list[str]
+    indices: list[int]
+    errors: list[ImageError]
 
 
 @dataclass(frozen=True)
@@ -197,7 +228,9 @@ class ZeroShotPrediction:
     cosine: torch.Tensor  # (N, K) float64
     probs: torch.Tensor  # (N, K) float64, rows sum to 1
     logit_scale: float
-    images: list[str] = field(default_factory=list)  # names of the inputs (paths), when known
+    images: list[str] = field(default_factory=list)  # names of the scored inputs (paths), when known
+    errors: list[ImageError] = field(default_factory=list)  # the inputs that could not be decoded
+    indices: list[int] = field(default_factory=list)  # input position of each scored row, when known
 
     def __len__(self) -> int:
         return int(self.probs.shape[0])
@@ -217,12 +250,19 @@ class ZeroShotPrediction:
     def top(self, index: int = 0) -> str:
         return self.ranked(index)[0]["class"]
 
-    def to_records(self) -> list[dict[str, Any]]:
-        """One record per image: its name (when known) and its ranked classes."""
-        return [
+    def to_records(self, *, errors: bool = False) -> list[dict[str, Any]]:
+        """One record per scored image: its name (when known) and its ranked classes. With
+        ``errors=True`` the refused inputs too, as ``{"image", "index", "error"}``, in input order."""
+        records = [
             {"image": self.images[i] if i < len(self.images) else i, "predictions": self.ranked(i)}
             for i in range(len(self))
         ]
+        if not errors or not self.errors:
+            return records
+        positions = self.indices if len(self.indices) == len(records) else list(range(len(records)))
+        keyed = [(p, 0, r) for p, r in zip(positions, records, strict=True)]
+        keyed += [(e.index, 1, e.to_record()) for e in self.errors]
+        return [r for _, _, r in sorted(keyed, key=lambda t: t[:2])]
 
 
 def _encode_texts(model: Any, texts: Sequence[str], batch_size: int) -> np.ndarray:
@@ -234,24 +274,54 @@ def _encode_texts(model: Any, texts: Sequence[str], batch_size: int) -> np.ndarr
     return np.concatenate(parts).astype(np.float32, copy=False)
 
 
-def _image_batch(images: Any, preprocess: Any) -> tuple[torch.Tensor, list[str]]:
+def _image_name(image: Any, index: int) -> str:
+    return str(image) if isinstance(image, (str, Path)) else getattr(image, "filename", "") or f"image {index}"
+
+
+def preprocess_each(images: Sequence[Any], preprocess: Any, *, size: int | None = None) -> ImageBatch:
+    """Run ``preprocess`` on each image; a decoder refusal (:class:`ImageDecodeError`) or a file
+    that cannot be read (``OSError``, e.g. a truncated PIL image) becomes that input's
+    :class:`ImageError` and the others go on. Other errors (an array of the wrong shape) raise.
+    ``size`` is the square's side, for an empty batch (else taken from ``preprocess.image_size``)."""
+    from medfilip.images.preprocess import ImageDecodeError
+
+    squares, names, indices, errors = [], [], [], []
+    for i, image in enumerate(images):
+        name = _image_name(image, i)
+        try:
+            squares.append(preprocess(image))
+        except ImageDecodeError as err:
+            errors.append(ImageError(i, name, err.reason))
+            continue
+        except OSError as err:
+            errors.append(ImageError(i, name, " ".join(f"cannot read the image: {err}".split())))
+            continue
+        names.append(name)
+        indices.append(i)
+    if squares:
+        batch = torch.stack(squares)
+    else:
+        side = int(size or getattr(preprocess, "image_size", 0) or 0)
+        batch = torch.zeros((0, side, side), dtype=torch.uint8)
+    return ImageBatch(batch, names, indices, errors)
+
+
+def _image_batch(images: Any, preprocess: Any, on_error: str = "collect") -> ImageBatch:
     """uint8 (B, S, S) from a preprocessed tensor, or one or many images for ``preprocess``."""
     if isinstance(images, torch.Tensor):
         batch = images if images.ndim == 3 else images.unsqueeze(0)
-        return batch, []
-    if isinstance(images, (str, Path)) or not isinstance(images, Iterable) or isinstance(images, np.ndarray):
-        images = [images]
-    images = list(images)
+        return ImageBatch(batch, [], list(range(batch.shape[0])), [])
+    single = isinstance(images, (str, Path)) or not isinstance(images, Iterable) or isinstance(images, np.ndarray)
+    images = [images] if single else list(images)
     if preprocess is None:
         raise ValueError(
             "zero_shot: images that are not a preprocessed tensor need a preprocess "
             "(medfilip.load returns one; it is also model.preprocess)"
         )
-    names = [
-        str(x) if isinstance(x, (str, Path)) else getattr(x, "filename", "") or f"image {i}"
-        for i, x in enumerate(images)
-    ]
-    return torch.stack([preprocess(x) for x in images]), names
+    if single or on_error == "raise":  # one image: nothing else to answer, so its error is raised
+        names = [_image_name(x, i) for i, x in enumerate(images)]
+        return ImageBatch(torch.stack([preprocess(x) for x in images]), names, list(range(len(images))), [])
+    return preprocess_each(images, preprocess)
 
 
 def zero_shot(
@@ -263,6 +333,7 @@ def zero_shot(
     text_variant: str = DEFAULT_TEXT_VARIANT,
     preprocess: Any = None,
     batch_size: int = 64,
+    on_error: Literal["collect", "raise"] = "collect",
 ) -> ZeroShotPrediction:
     """Score ``images`` against ``classes`` with the pipeline's class texts and scores.
 
@@ -270,7 +341,17 @@ def zero_shot(
     DICOM), PIL images or numpy arrays. ``classes``: category names, synonyms or
     "<severity> <category>"; None = the model's default classes (the pipeline's evaluation classes).
     ``knowledge`` and ``preprocess`` default to what :func:`medfilip.load` attached to the model.
+
+    A list with images the decoder refuses (missing, empty, not an image, truncated, too large,
+    corrupt DICOM ...): with ``on_error="collect"`` (the default) the others are scored, and each
+    refused one is an :class:`ImageError` in ``result.errors`` (``result.images`` and
+    ``result.indices`` name and place the scored rows; ``result.to_records(errors=True)`` lists
+    both in input order). All refused gives a result with no rows. ``on_error="raise"``, or a
+    single image not in a list, raises the :class:`~medfilip.images.preprocess.ImageDecodeError`
+    ("<path>: <reason>"). Unknown classes raise before any image is decoded.
     """
+    if on_error not in ("collect", "raise"):
+        raise ValueError(f"zero_shot: on_error must be 'collect' or 'raise', not {on_error!r}")
     knowledge = knowledge or getattr(model, "knowledge", None)
     if knowledge is None:
         raise ValueError(
@@ -286,7 +367,11 @@ def zero_shot(
     if len(set(classes)) != len(classes):
         raise ValueError(f"zero_shot: a class is named twice: {sorted({c for c in classes if classes.count(c) > 1})}")
     texts = class_texts(classes, knowledge, text_variant)
-    batch, names = _image_batch(images, preprocess or getattr(model, "preprocess", None))
+    batch, names, indices, errors = _image_batch(images, preprocess or getattr(model, "preprocess", None), on_error)
+    scale = logit_scale_of(model)
+    if batch.shape[0] == 0:  # every input refused: no rows, the errors say why
+        empty = torch.zeros((0, len(classes)), dtype=torch.float64)
+        return ZeroShotPrediction(classes, texts, empty, empty.clone(), scale, names, errors, indices)
     if hasattr(model, "eval"):
         model.eval()
     with torch.inference_mode():
@@ -297,7 +382,8 @@ def zero_shot(
             ]
         )
     text_emb = _encode_texts(model, texts, batch_size)
-    scale = logit_scale_of(model)
     cosine = zero_shot_scores(image_emb, text_emb)
     probs = zero_shot_scores(image_emb, text_emb, softmax=True, logit_scale=scale)
-    return ZeroShotPrediction(classes, texts, torch.from_numpy(cosine), torch.from_numpy(probs), scale, names)
+    return ZeroShotPrediction(
+        classes, texts, torch.from_numpy(cosine), torch.from_numpy(probs), scale, names, errors, indices
+    )

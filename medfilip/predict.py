@@ -6,8 +6,10 @@ a self-contained model folder).
                      [--format table|json] [--top K] [--device cpu|cuda|auto]
     medfilip export results/models/medfilip exported/medfilip [--knowledge resources/knowledge/dictionary.yaml]
 
-Files are PNG, JPEG or DICOM, decoded and letterboxed as the pipeline's image stores are. An image
-that cannot be read is reported on stderr and the others are still classified (exit status 1).
+Files are PNG, JPEG or DICOM, decoded and letterboxed as the pipeline's image stores are. A file
+the decoder refuses is one line on stderr, ``medfilip predict: <path>: <reason>``, and the others
+are still classified and printed (the JSON lists the refusals under ``"errors"``). Exit status: 0
+all answered, 1 some file refused, 2 no answer at all (model, classes or device unusable).
 ``python -m medfilip.predict`` runs the same two commands without the pipeline's CLI.
 """
 
@@ -85,7 +87,6 @@ def format_table(records: list[dict[str, Any]]) -> str:
 def run_predict(args: argparse.Namespace) -> int:
     import torch
 
-    from medfilip.images.preprocess import ImageDecodeError
     from medfilip.inference import UnknownClassError, zero_shot
     from medfilip.pretrained import load
     from medfilip.training.model import ModelError
@@ -97,40 +98,31 @@ def run_predict(args: argparse.Namespace) -> int:
     except (ModelError, ValueError, OSError, RuntimeError) as err:  # RuntimeError: --device cuda without a GPU
         print(f"medfilip predict: {err}", file=sys.stderr)
         return 2
-    squares, names, failed = [], [], 0
-    for path in args.images:
-        try:
-            squares.append(preprocess(path))
-            names.append(str(path))
-        except (ImageDecodeError, OSError, ImportError) as err:  # ImportError: pydicom absent, for a DICOM
-            print(f"medfilip predict: {path}: {err}", file=sys.stderr)
-            failed += 1
-    if squares:
-        try:
-            result = zero_shot(model, torch.stack(squares), args.classes, batch_size=args.batch_size)
-        except (UnknownClassError, ValueError) as err:
-            print(f"medfilip predict: {err}", file=sys.stderr)
-            return 2
-        result.images = names
-        records = result.to_records()
-        if args.top is not None:
-            records = [{**r, "predictions": r["predictions"][: max(1, args.top)]} for r in records]
-        if args.format == "json":
-            print(
-                json.dumps(
-                    {
-                        "model": str(args.model),
-                        "classes": result.classes,
-                        "texts": result.texts,
-                        "logit_scale": result.logit_scale,
-                        "images": records,
-                    },
-                    indent=2,
-                )
-            )
-        else:
-            print(format_table(records))
-    return 1 if failed else 0
+    try:  # classes are checked before any file is decoded; each refused file is an error record
+        result = zero_shot(
+            model, [str(p) for p in args.images], args.classes, batch_size=args.batch_size, preprocess=preprocess
+        )
+    except (UnknownClassError, ValueError) as err:
+        print(f"medfilip predict: {err}", file=sys.stderr)
+        return 2
+    records = result.to_records()
+    if args.top is not None:
+        records = [{**r, "predictions": r["predictions"][: max(1, args.top)]} for r in records]
+    if args.format == "json":
+        document = {
+            "model": str(args.model),
+            "classes": result.classes,
+            "texts": result.texts,
+            "logit_scale": result.logit_scale,
+            "images": records,
+            "errors": [e.to_record() for e in result.errors],
+        }
+        print(json.dumps(document, indent=2), flush=True)
+    elif records:
+        print(format_table(records), flush=True)
+    for error in result.errors:
+        print(f"medfilip predict: {error}", file=sys.stderr)
+    return 1 if result.errors else 0
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from medfilip.inference import DEFAULT_TEXT_VARIANT, ClassKnowledge
+from medfilip.inference import DEFAULT_TEXT_VARIANT, ClassKnowledge, ImageBatch, preprocess_each
 from medfilip.training.model import (
     IMAGE_MEAN,
     IMAGE_STD,
@@ -67,7 +67,10 @@ KNOWLEDGE_FILE = Path("resources") / "knowledge" / "dictionary.yaml"
 class Preprocess:
     """An image → the uint8 (S, S) tensor of an image store (``medfilip preprocess``'s decoders and
     letterbox); a list or tuple of images → (B, S, S). ``mean``, ``std`` and ``channels`` are what
-    ``model.encode_image`` applies after it (kept here so ``preprocess.json`` tells the whole story)."""
+    ``model.encode_image`` applies after it (kept here so ``preprocess.json`` tells the whole story).
+
+    A file the decoder refuses raises :class:`~medfilip.images.preprocess.ImageDecodeError`
+    ("<path>: <reason>"), for a list too; :meth:`batch` keeps the others and lists the refusals."""
 
     def __init__(self, image_size: int, *, channels: int = 1, mean: float = IMAGE_MEAN, std: float = IMAGE_STD):
         self.image_size = int(image_size)
@@ -85,6 +88,12 @@ class Preprocess:
         if isinstance(image, (list, tuple)):
             return torch.stack([self(x) for x in image])
         return torch.from_numpy(self.square(image))
+
+    def batch(self, images: Sequence[Any]) -> ImageBatch:
+        """Many images, refusals kept apart: ``(images, names, indices, errors)`` with the uint8
+        (B, S, S) tensor of the accepted ones, their names and input positions, and one
+        :class:`~medfilip.inference.ImageError` (index, image, reason) per refused input."""
+        return preprocess_each(list(images), self, size=self.image_size)
 
     def square(self, image: Any) -> np.ndarray:
         """uint8 (S, S): decoded (path) or converted (PIL, array) to grey, then letterboxed."""

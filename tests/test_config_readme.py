@@ -1,4 +1,8 @@
-"""config/README.md documents every config key the models define, no key they do not, and their defaults."""
+"""config/README.md documents every config key the models define, no key they do not, and their defaults.
+
+Its key tables are generated (medfilip/config_docs.py; tests/test_config_docs.py checks they are current):
+these tests check what the generator writes against the schema and the models.
+"""
 
 from __future__ import annotations
 
@@ -69,15 +73,15 @@ def test_no_documented_key_is_unknown():
 
 
 def default_cells() -> list[tuple[str, str]]:
-    """(key, default as written) for the rows whose default column is backticked values, one per key."""
+    """(key, default as written) for the rows whose default column (the third) is backticked values."""
     out = []
     for line in README.read_text(encoding="utf-8").splitlines():
         cells = [c.strip() for c in line.strip().strip("|").split(" | ")]
-        if not line.startswith("| `") or len(cells) < 4 or not re.fullmatch(r"(`[^`]*`(, )?)+", cells[3]):
+        if not line.startswith("| `") or len(cells) < 4 or not re.fullmatch(r"(`[^`]*`(, )?)+", cells[2]):
             continue
         names = re.findall(r"`([^`]+)`", cells[0])
         keys = [names[0]] + [names[0].rsplit(".", 1)[0] + n for n in names[1:] if n.startswith(".")]
-        values = re.findall(r"`([^`]*)`", cells[3])
+        values = re.findall(r"`([^`]*)`", cells[2])
         if len(values) == len(keys) and not any("<" in k or "*" in k for k in keys):
             out += [(k, v) for k, v in zip(keys, values, strict=True) if "..." not in v]  # [0.1, ..., 0.9] abbreviates
     return out

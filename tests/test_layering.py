@@ -44,6 +44,7 @@ TOP_LEVEL = {
     "medfilip.pretrained": "face",
     "medfilip.predict": "face",
     "medfilip.__main__": "pipeline",
+    "medfilip.config_docs": "pipeline",  # writes config/README.md's key tables from the config models
 }
 # The library modules allowed to import a higher layer (at most three), and what each may import:
 # the calibration of the SSM targets reads labels as training batches them; the validate curve

@@ -16,8 +16,11 @@ portrait/landscape film would cut them; aspect-preserving scaling also keeps pro
 as the cardiothoracic ratio that cardiomegaly is read from. Most radiographs are near square,
 so the padding is small. ``letterbox_geometry`` gives the mapping for boxes and masks.
 
-Files that cannot be decoded (missing, empty, truncated, corrupt, DICOM without pixel data,
-unknown type) are listed in the store's rejects with the reason; the stage goes on.
+Every refusal of the decoder (missing, empty, a folder, unknown type, not an image, truncated,
+corrupt, too large, DICOM without pixel data or with unusable values, pydicom absent) raises
+:class:`ImageDecodeError`, whose message is one line: "<path>: <reason>". The stage lists such
+files in the store's rejects with the reason and goes on; the library (``medfilip.zero_shot``,
+``Preprocess.batch``, ``medfilip predict``) answers the other files and reports each refusal.
 """
 
 from __future__ import annotations
@@ -46,7 +49,16 @@ PERCENTILES = (0.5, 99.5)
 
 
 class ImageDecodeError(ValueError):
-    """A file that cannot be turned into an image; the message is the reject reason."""
+    """A file the decoder refuses. ``reason`` is why, on one line (the store's reject reason);
+    ``path`` names the file (:func:`decode_image` sets it); ``str(err)`` is "<path>: <reason>"."""
+
+    def __init__(self, reason: str, path: str | Path | None = None) -> None:
+        self.reason = " ".join(str(reason).split()) or "cannot decode"
+        self.path = None if path is None else str(path)
+        super().__init__(self.reason, self.path)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path is not None else self.reason
 
 
 @dataclass(frozen=True)
@@ -115,15 +127,19 @@ def to_uint8(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
 # -- decoders ---------------------------------------------------------------------------
 def decode_dicom(path: Path) -> np.ndarray:
     """A DICOM file as uint8 (H, W), display-ready (bright = dense)."""
-    import pydicom
-    from pydicom.errors import InvalidDicomError
-    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+    try:
+        import pydicom
+        from pydicom.errors import InvalidDicomError
+    except ImportError:
+        raise ImageDecodeError("reading DICOM needs pydicom (pip install pydicom)") from None
 
     try:
         ds = pydicom.dcmread(path, force=True)
     except (InvalidDicomError, EOFError, OSError, ValueError, KeyError) as err:
         raise ImageDecodeError(f"unreadable DICOM: {err}") from None
     if "PixelData" not in ds and "FloatPixelData" not in ds and "DoubleFloatPixelData" not in ds:
+        if ds.preamble is None:  # no 128-byte preamble + "DICM": what force=True read is not DICOM
+            raise ImageDecodeError("not a DICOM file (no DICM header, no pixel data)")
         raise ImageDecodeError("DICOM without pixel data (no PixelData element)")
     try:
         pixels = ds.pixel_array
@@ -137,6 +153,16 @@ def decode_dicom(path: Path) -> np.ndarray:
         pixels = pixels[..., :3].astype(np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
     if pixels.ndim != 2:
         raise ImageDecodeError(f"DICOM pixel array has shape {pixels.shape}, expected one 2-D frame")
+    try:
+        return _dicom_display(pixels, ds, samples)
+    except (ValueError, TypeError, KeyError, IndexError, AttributeError) as err:  # malformed LUT/window/rescale
+        raise ImageDecodeError(f"unusable DICOM display values: {type(err).__name__}: {err}") from None
+
+
+def _dicom_display(pixels: np.ndarray, ds: Any, samples: int) -> np.ndarray:
+    """Modality LUT, then VOI LUT / window / percentiles, MONOCHROME1 inverted: uint8 (H, W)."""
+    from pydicom.pixels import apply_modality_lut, apply_voi_lut
+
     values = apply_modality_lut(pixels, ds) if samples == 1 else pixels
     if "VOILUTSequence" in ds:
         values = np.asarray(apply_voi_lut(values, ds, index=0, prefer_lut=True), dtype=np.float32)
@@ -153,6 +179,8 @@ def decode_dicom(path: Path) -> np.ndarray:
 
 
 def _first(value: Any) -> float:
+    if isinstance(value, (str, bytes)):
+        return float(value)
     try:
         return float(value[0])
     except TypeError:
@@ -172,6 +200,8 @@ def decode_pil(path: Path, size: int | None = None) -> np.ndarray:
             return _pil_to_gray(img)
     except UnidentifiedImageError:
         raise ImageDecodeError("not a readable image (unidentified format)") from None
+    except Image.DecompressionBombError as err:  # over 2 × PIL.Image.MAX_IMAGE_PIXELS
+        raise ImageDecodeError(f"image too large to decode: {err}") from None
     except (OSError, SyntaxError, ValueError) as err:  # truncated files raise OSError on load()
         raise ImageDecodeError(f"truncated or corrupt image: {err}") from None
 
@@ -191,8 +221,21 @@ def _pil_to_gray(img: Any) -> np.ndarray:
 
 
 def decode_image(path: str | Path, size: int | None = None) -> np.ndarray:
-    """Any supported file as uint8 (H, W); raises ImageDecodeError with the reject reason."""
-    path = Path(path)
+    """Any supported file as uint8 (H, W). Every refusal raises :class:`ImageDecodeError` naming
+    ``path`` and the reason; no other exception escapes but KeyboardInterrupt and the like."""
+    try:
+        return _decode(Path(path), size)
+    except ImageDecodeError as err:
+        raise ImageDecodeError(err.reason, path) from None
+    except MemoryError:
+        raise ImageDecodeError("too large to decode (out of memory)", path) from None
+    except OSError as err:  # permission denied, I/O error, a name too long ...
+        raise ImageDecodeError(f"cannot read the file: {err.strerror or err}", path) from None
+    except Exception as err:  # noqa: BLE001 - a decoder bug on one file is that file's error
+        raise ImageDecodeError(f"cannot decode: {type(err).__name__}: {err}", path) from err
+
+
+def _decode(path: Path, size: int | None) -> np.ndarray:
     if not path.exists():
         raise ImageDecodeError("file not found")
     if path.is_dir():
@@ -222,7 +265,7 @@ def _load_task(task: tuple[int, str, int]) -> tuple[int, np.ndarray | None, int,
         square, width, height = load_square(path, size)
         return i, square, width, height, None
     except ImageDecodeError as err:
-        return i, None, 0, 0, str(err)
+        return i, None, 0, 0, err.reason
     except Exception as err:  # noqa: BLE001 - a decoder bug on one file must not stop the stage
         return i, None, 0, 0, f"{type(err).__name__}: {err}"
 
