@@ -128,6 +128,17 @@ def test_seed_summary_means_and_paired_deltas(tmp_path):
     assert "delta_mean_auc_seeds_for_0.01" in header
 
 
+def test_the_reference_run_is_the_configured_one(tmp_path):
+    # evaluation.reference_run: the paired differences are to that method, named after it
+    zs = _zeroshot(tmp_path)
+    rows = {r["method"]: r for r in write_seed_summary(zs, RUNS, tmp_path / "seeds.csv", reference_run="no_ssm")}
+    delta = "delta_downstream_mean_auc_vs_no_ssm"
+    assert rows["no_ssm"][delta] == "" and "delta_downstream_mean_auc_vs_medfilip" not in rows["medfilip"]
+    # medfilip minus no_ssm, paired by seed: 0.02, 0.04, 0.01
+    assert rows["medfilip"][delta] == cell(np.mean([0.02, 0.04, 0.01]))
+    assert "seeds without a no_ssm run: [5]" in rows["convirt_s5"]["note"]
+
+
 def test_seed_summary_rejects_a_table_without_runs(tmp_path):
     bad = tmp_path / "zeroshot.csv"
     bad.write_text("name,downstream_mean_auc\nmedfilip,0.7\n")
