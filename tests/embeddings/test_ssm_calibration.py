@@ -214,8 +214,8 @@ def test_train_split_calibration_is_not_moved_by_held_out_reports(tmp_path):
 def test_ssm_stats_with_masking_on_use_entailment_targets(tmp_path):
     """Masked texts (as training masks them) scored by what they say: a text stripped to its category is
     a positive of every image of that category, so rows hold more positives than with full labels."""
-    from medfilip.embeddings.calibration import masked_batch_statistics, masked_batch_texts
     from medfilip.labels.build import label_key
+    from medfilip.training.ssm_stats import masked_batch_statistics, masked_batch_texts
 
     rng = np.random.default_rng(1)
     rows = []

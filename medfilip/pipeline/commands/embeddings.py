@@ -127,11 +127,10 @@ def cmd_ssm_stats(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     from medfilip.embeddings.calibration import (
         batch_statistics,
         compute_calibration,
-        masked_batch_statistics,
-        masked_batch_texts,
         read_vocabulary,
     )
     from medfilip.embeddings.store import embed_texts, load_embeddings, write_label_embeddings
+    from medfilip.training.ssm_stats import masked_batch_statistics, masked_batch_texts
 
     emb = cfg.embeddings
     vocab = read_vocabulary(args.labels, args.variant)
