@@ -47,10 +47,8 @@ TOP_LEVEL = {
     "medfilip.config_docs": "pipeline",  # writes config/README.md's key tables from the config models
 }
 # The library modules allowed to import a higher layer (at most three), and what each may import:
-# the validate curve drawn during training scores with evaluation's AUC.
-ALLOWED_UPWARD = {
-    "medfilip.training.curve": {"medfilip.evaluation.metrics"},
-}
+# none (the validate probe of training.validate_every is evaluation's, handed to train_run by the CLI).
+ALLOWED_UPWARD: dict[str, set[str]] = {}
 
 
 def module_name(path: Path) -> str:
@@ -112,8 +110,8 @@ def test_the_rule_sees_the_layers_by_folder():
     assert layer("medfilip.pipeline.config") == "pipeline" and layer("medfilip.configbase") == "base"
     assert layer("medfilip.evaluation.probe.fit") == "evaluation" and layer("medfilip.training.loss") == "training"
     assert LAYERS.index("training") < LAYERS.index("evaluation") < LAYERS.index("pipeline")
-    # the check itself finds an upward import
-    assert "medfilip.evaluation.metrics" in imported(PACKAGE / "training" / "curve.py")
+    # the check itself reads lazy imports too
+    assert "medfilip.evaluation.metrics" in imported(PACKAGE / "evaluation" / "curve.py")
 
 
 def test_no_stage_module_imports_the_application():

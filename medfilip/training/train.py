@@ -15,6 +15,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -364,11 +365,13 @@ class _Session:
         *,
         progress: bool,
         stop_after_steps: int | None,
+        validate_probe: Callable[..., Any] | None,
     ):
 
         self.run_name, self.cfg, self.env, self.device, self.precision = run_name, cfg, env, device, precision
         self.data, self.parts, self.out_dir, self.fingerprint = data, parts, out_dir, fingerprint
         self.stop_after_steps = stop_after_steps
+        self.validate_probe = validate_probe
         self.checkpoint_path = out_dir / CHECKPOINT_FILE
         self.step, self.epoch, self.position, self.rows = 0, 0, 0, []
         self.steps_per_epoch = data.sampler.batches_per_epoch
@@ -419,11 +422,13 @@ class _Session:
         cfg = self.cfg
         if cfg.validate_every is not None and self.env.is_main:
             from medfilip.labels.templates import run_eval_text
-            from medfilip.training.curve import CURVE_FILE, ValidateProbe
+            from medfilip.training.curve import CURVE_FILE
 
             run = cfg.runs[self.run_name]
             data = self.data
-            probe = ValidateProbe(data.store, data.labels, data.by_report, run_eval_text(run), cfg.validate_images)
+            probe = self.validate_probe(
+                data.store, data.labels, data.by_report, run_eval_text(run), cfg.validate_images
+            )
             self.check_every = max(1, round(cfg.validate_every * self.steps_per_epoch))
             if not probe:
                 log.warning("run %s: validate_every: no category with enough validate images; no curve", self.run_name)
@@ -583,6 +588,7 @@ def train_run(
     progress: bool = True,
     stop_after_steps: int | None = None,
     return_model: bool = False,
+    validate_probe: Callable[..., Any] | None = None,
 ) -> TrainResult:
     """Train run ``run_name`` of ``cfg.runs``: set up its data (:func:`setup_run_data`), build its model
     and optimiser (:func:`build_run`), resume from a checkpoint of the same settings and inputs, then
@@ -590,9 +596,14 @@ def train_run(
     checkpoint, if one falls due), leaving no model.pt.
 
     SSM targets are calibrated by ``calibration_path`` (default: the file beside the embeddings,
-    written by ``medfilip embed``); a missing file is an error naming it."""
+    written by ``medfilip embed``); a missing file is an error naming it. ``training.validate_every``
+    scores the model on validate images with ``validate_probe`` (called with the store, the label
+    table, report -> label ids, the run's text form and ``validate_images``;
+    :class:`medfilip.evaluation.curve.ValidateProbe`, which ``medfilip train`` passes)."""
     if run_name not in cfg.runs:
         raise ValueError(f"run {run_name!r} is not in training.runs ({', '.join(cfg.runs)})")
+    if cfg.validate_every is not None and validate_probe is None:
+        raise ValueError(f"run {run_name!r}: training.validate_every needs a validate_probe (ValidateProbe)")
     run = cfg.runs[run_name]
     if run.seed is not None and run.seed != cfg.seed:
         cfg = cfg.model_copy(update={"seed": run.seed})
@@ -642,6 +653,7 @@ def train_run(
         fingerprint,
         progress=progress,
         stop_after_steps=stop_after_steps,
+        validate_probe=validate_probe,
     )
     state = load_checkpoint(session.checkpoint_path, fingerprint) if resume else None
     if state is not None:

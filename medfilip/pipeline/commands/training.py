@@ -10,6 +10,7 @@ from medfilip.pipeline.config import PipelineConfig
 
 
 def cmd_train(args: argparse.Namespace, cfg: PipelineConfig) -> int:
+    from medfilip.evaluation.curve import ValidateProbe
     from medfilip.training.train import train_run
 
     if args.threads:
@@ -26,6 +27,7 @@ def cmd_train(args: argparse.Namespace, cfg: PipelineConfig) -> int:
         out_dir=args.out,
         resume=args.resume,
         progress=not args.no_progress,
+        validate_probe=ValidateProbe,
     )
     if result.finished:
         print(
