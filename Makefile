@@ -75,7 +75,7 @@ lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check workflow
-	$(BIN)/python -m medfilip.schema --check
+	$(BIN)/python -m medfilip.pipeline.schema --check
 	$(BIN)/python -m medfilip.config_docs --check
 	$(BIN)/snakemake --lint --snakefile workflow/Snakefile
 

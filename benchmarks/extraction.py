@@ -22,11 +22,11 @@ import tempfile
 import time
 from pathlib import Path
 
-from medfilip.config import shard_names
 from medfilip.extraction.cache import ExtractionCache
 from medfilip.extraction.rules import RulesBackend
 from medfilip.extraction.runner import extract_shard
 from medfilip.reports.iu_xray import read_iu_xray
+from medfilip.reports.settings import shard_names
 from medfilip.reports.shards import write_report_shards
 
 REPO = Path(__file__).resolve().parent.parent
@@ -99,8 +99,8 @@ def openai_benchmark(args: argparse.Namespace) -> None:
     sys.path.insert(0, str(REPO / "tests" / "extraction"))
     from openai_server import OpenAIServer
 
-    from medfilip.config import OpenAIBackendConfig
     from medfilip.extraction.openai.backend import OpenAIBackend
+    from medfilip.extraction.settings import OpenAIBackendConfig
 
     n, rpm = args.openai_reports, args.openai_rpm
     reports, seen = [], set()

@@ -37,7 +37,6 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from medfilip.config import load_config
 from medfilip.extraction import llm_server
 from medfilip.extraction.cache import ExtractionCache
 from medfilip.extraction.compare import MICRO, _by_category, _Normaliser, compare_paths, read_side
@@ -48,6 +47,7 @@ from medfilip.extraction.rules import RulesBackend
 from medfilip.extraction.runner import extract_shard
 from medfilip.extraction.vocabulary import configured_vocabulary
 from medfilip.io import write_parquet_atomic, write_text_atomic
+from medfilip.pipeline.config import load_config
 from medfilip.reports.iu_xray import read_iu_xray
 from medfilip.reports.records import Report
 from medfilip.reports.shards import reports_table

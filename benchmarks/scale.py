@@ -163,9 +163,9 @@ def bench(n: int, shards: int, work: Path) -> list[tuple[str, float, float]]:
         merged.setdefault(key, {}).update(value)
     (work / "config.yaml").write_text(yaml.safe_dump(merged))
     (work / "resources").symlink_to(REPO / "resources")  # the config's relative resource paths
-    cli = [sys.executable, "-m", "medfilip.cli", "-q", "-c", str(work / "config.yaml")]
-    # the shard naming of medfilip.config.shard_names
-    from medfilip.config import shard_names
+    cli = [sys.executable, "-m", "medfilip", "-q", "-c", str(work / "config.yaml")]
+    # the shard naming of medfilip.pipeline.config.shard_names
+    from medfilip.reports.settings import shard_names
 
     names = shard_names(shards)
     shard_files = [f"results/reports/shards/{s}.parquet" for s in names]

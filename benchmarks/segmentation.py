@@ -36,13 +36,13 @@ import torch
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from medfilip.config import validate_config
 from medfilip.datasets.rle import rle_encode
 from medfilip.evaluation.segmentation.finetune import make_optimiser
 from medfilip.evaluation.segmentation.settings import SegmentationSettings
 from medfilip.evaluation.segmentation.unet import build_unet
 from medfilip.images.preprocess import letterbox
 from medfilip.images.store import ImageStoreWriter
+from medfilip.pipeline.config import validate_config
 
 
 def synthetic_store(root: Path, n_train: int, n_validate: int, n_test: int, size: int, seed: int = 0) -> Path:

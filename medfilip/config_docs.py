@@ -34,7 +34,7 @@ import yaml
 from pydantic import BaseModel
 
 # the root pydantic model of the pipeline config: the one import to re-point when it moves
-from medfilip.config import PipelineConfig as ROOT_MODEL
+from medfilip.pipeline.config import PipelineConfig as ROOT_MODEL
 
 README_PATH = Path(__file__).resolve().parent.parent / "config" / "README.md"
 COMMAND = "python -m medfilip.config_docs --write"

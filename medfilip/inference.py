@@ -31,12 +31,12 @@ import numpy as np
 import torch
 
 from medfilip.labels.templates import LabelVariant, eval_text
-from medfilip.names import EvalText, normalise_name, values
+from medfilip.names import DEFAULT_MULTI_LABEL, DEFAULT_SINGLE_LABEL, EvalText, normalise_name, values
 
 DEFAULT_LOGIT_SCALE = 1.0 / 0.07
 DEFAULT_TEXT_VARIANT = LabelVariant.triplet_explanation.value
 # the template's variants and the report-style sentence ("There is mild cardiomegaly.", what a run
-# trained on report text is scored with: medfilip.evaluation.zeroshot.run_eval_text)
+# trained on report text is scored with: medfilip.labels.templates.run_eval_text)
 TEXT_VARIANTS = values(EvalText)
 
 
@@ -175,8 +175,6 @@ class ClassKnowledge:
 
 def pipeline_default_classes() -> tuple[str, ...]:
     """The classes the pipeline's corpus sets evaluate by default: 'normal' + the multi-label classes."""
-    from medfilip.evaluation.settings import DEFAULT_MULTI_LABEL, DEFAULT_SINGLE_LABEL
-
     return tuple(dict.fromkeys([*DEFAULT_SINGLE_LABEL, *DEFAULT_MULTI_LABEL]))
 
 

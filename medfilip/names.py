@@ -1,9 +1,10 @@
-"""The string vocabularies several modules share, as `str, Enum` types in one place.
+"""The string vocabularies several modules share, as :class:`Choice` enums in one place, and the shared
+constants (the splits, the default evaluation classes).
 
-A member is its value wherever a string is expected (``LossKind.infonce == "infonce"``), and the
-config models store the plain value (``Strict`` uses ``use_enum_values``). Where text is produced
-(file names, CSV cells, cache keys, hashes) use ``.value``: ``str()`` and f-strings of a ``str, Enum``
-member give ``"LossKind.infonce"``, not ``"infonce"``.
+A member is its value wherever a string is expected (``LossKind.infonce == "infonce"``, ``str(member)``
+and f-strings give the value), and the config models store the plain value (``Strict`` uses
+``use_enum_values``): code reads a setting as a value or a member alike, with ``str(x)`` where it
+needs the text.
 """
 
 from __future__ import annotations
@@ -14,20 +15,36 @@ from enum import Enum
 _SEPARATORS = re.compile(r"[\s_/,\-]+")
 
 
+# the run every paired difference is taken against, unless evaluation.reference_run names another
+REFERENCE_RUN = "medfilip"
+
+# the splits of every store and report shard, and the held-out ones an evaluation may score
+SPLITS = ("train", "validate", "test")
+HELD_OUT_SPLITS = ("validate", "test")
+
+
+class Choice(str, Enum):
+    """A setting's choice (every enum of the config): equal to, and printed as, its value. The config
+    models keep plain values (use_enum_values); code handles a value or a member alike: ``str(x)``."""
+
+    def __str__(self) -> str:
+        return self.value
+
+
 def normalise_name(name: str) -> str:
     """The matching key of a category name or synonym: lower case, ``_ / - ,`` and runs of spaces as one space
     (the knowledge dictionary and the library's class names both match through it)."""
     return _SEPARATORS.sub(" ", name.strip().lower()).strip()
 
 
-class ReportSource(str, Enum):
+class ReportSource(Choice):
     """The report corpora a reader exists for (reports.source, the `source` column of the shards)."""
 
     iu_xray = "iu_xray"
     mimic_cxr = "mimic_cxr"
 
 
-class LabelVariant(str, Enum):
+class LabelVariant(Choice):
     """Label texts written to labels.parquet (medfilip.labels.templates renders them)."""
 
     category = "category"  # "{category}": no fine-grained triplet, no explanation
@@ -36,7 +53,7 @@ class LabelVariant(str, Enum):
     report = "report"  # the report text itself (ConVIRT-style)
 
 
-class ClassTextVariant(str, Enum):
+class ClassTextVariant(Choice):
     """How a zero-shot class becomes a text (evaluation.text_variant): the label variants a class name can fill."""
 
     triplet_explanation = LabelVariant.triplet_explanation.value
@@ -44,7 +61,7 @@ class ClassTextVariant(str, Enum):
     category = LabelVariant.category.value
 
 
-class EvalText(str, Enum):
+class EvalText(Choice):
     """The text form a run is scored with (training.runs.*.eval_text; by default its label variant's own)."""
 
     triplet_explanation = ClassTextVariant.triplet_explanation.value
@@ -62,7 +79,24 @@ EVAL_TEXT_OF_LABEL_VARIANT = {
 }
 
 
-class TargetKind(str, Enum):
+class Device(Choice):
+    """Where a model runs (every ``device`` setting): cpu, cuda, or auto (cuda when torch sees a GPU;
+    medfilip.devices.resolve_device reads it)."""
+
+    cpu = "cpu"
+    cuda = "cuda"
+    auto = "auto"
+
+
+class CalibrationMethod(Choice):
+    """How SSM cosines become targets (embeddings.calibration.method; medfilip.ssm.Calibration)."""
+
+    none = "none"
+    floor = "floor"
+    temperature = "temperature"
+
+
+class TargetKind(Choice):
     """What a training run's soft targets are (training.runs.*.target)."""
 
     ssm = "ssm"  # the semantic similarity matrix, paper eqs. 4-5
@@ -76,7 +110,7 @@ class TargetKind(str, Enum):
 SSM_TARGETS = (TargetKind.ssm.value, TargetKind.ssm_same_category.value, TargetKind.ssm_shuffled.value)
 
 
-class WorldArm(str, Enum):
+class WorldArm(Choice):
     """The arms of the controlled worlds (medfilip.worlds): a target kind each, one image-text loss."""
 
     ssm = "ssm"  # calibrated E_sim cosines of the label texts
@@ -87,14 +121,14 @@ class WorldArm(str, Enum):
     ssm_oracle = "ssm_oracle"  # the ceiling: similarities from the true primitive distances replace the cosines
 
 
-class MaskedTargets(str, Enum):
+class MaskedTargets(Choice):
     """What a masked label text is matched against (training.masked_targets)."""
 
     source = "source"  # the target of the unmasked label it was made from (the paper's, the default)
     entailment = "entailment"  # its own E_sim vector; a positive of every image with a label that entails it
 
 
-class LossKind(str, Enum):
+class LossKind(Choice):
     """A training run's loss (training.runs.*.loss)."""
 
     mse_ce = "mse_ce"  # MSE + soft cross-entropy (paper eq. 9)
@@ -105,3 +139,22 @@ class LossKind(str, Enum):
 def values(enum: type[Enum]) -> tuple[str, ...]:
     """The values of an enum in declaration order (the vocabulary as plain strings)."""
     return tuple(member.value for member in enum)
+
+
+# The IU-Xray MeSH categories with the most held-out reports (validate + test of the embedded corpus):
+# every one has >= 20 held-out reports, so AUC and F1 are defined on both splits.
+DEFAULT_SINGLE_LABEL = ["normal", "cardiomegaly", "atelectasis", "opacity", "pleural effusion", "granuloma"]
+DEFAULT_MULTI_LABEL = [
+    "cardiomegaly",
+    "atelectasis",
+    "opacity",
+    "pleural effusion",
+    "granuloma",
+    "calcification",
+    "degenerative changes",
+    "support devices",
+    "nodule",
+    "emphysema",
+    "hyperinflation",
+    "scoliosis",
+]

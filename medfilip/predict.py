@@ -21,6 +21,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from medfilip.names import Device
+
 
 def add_predict_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("images", nargs="+", type=Path, metavar="IMAGE", help="PNG, JPEG or DICOM files")
@@ -48,7 +50,7 @@ def add_predict_arguments(p: argparse.ArgumentParser) -> None:
         help="knowledge dictionary YAML for the class texts (default: the model folder's, or "
         "resources/knowledge/dictionary.yaml of the run's project)",
     )
-    p.add_argument("--device", choices=("cpu", "cuda", "auto"), default="cpu", help="(default: cpu)")
+    p.add_argument("--device", choices=[d.value for d in Device], default=Device.cpu.value, help="(default: cpu)")
     p.add_argument("--batch-size", type=int, default=32, help="images per forward pass (default: 32)")
 
 

@@ -32,16 +32,14 @@ values over its non-positive columns -- the SSM's amount of smoothing, none of i
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import torch
 
+from medfilip.names import CalibrationMethod, values
+
 VARIANTS = ("paper", "same_category")
-CALIBRATION_METHODS = ("none", "floor", "temperature")
 
 
 @dataclass(frozen=True)
@@ -59,8 +57,10 @@ class Calibration:
     stats: dict = field(default_factory=dict, compare=False)
 
     def __post_init__(self):
-        if self.method not in CALIBRATION_METHODS:
-            raise ValueError(f"ssm calibration: method {self.method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+        if self.method not in values(CalibrationMethod):
+            raise ValueError(
+                f"ssm calibration: method {self.method!r} is not one of {', '.join(values(CalibrationMethod))}"
+            )
         if self.method == "floor" and (self.floor is None or not -1.0 <= self.floor < 1.0):
             raise ValueError(f"ssm calibration: floor must be in [-1, 1), got {self.floor!r}")
         if self.method == "temperature" and (self.temperature is None or not self.temperature > 0):
@@ -93,26 +93,6 @@ class Calibration:
             return cls(**data)
         except (TypeError, ValueError) as err:
             raise ValueError(f"{source}: {err}") from err
-
-    @classmethod
-    def read(cls, path: str | Path) -> Calibration:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ValueError(f"{path}: cannot read the SSM calibration ({err})") from err
-        if not isinstance(data, dict):
-            raise ValueError(f"{path}: the SSM calibration is not a JSON object")
-        return cls.from_dict(data, str(path))
-
-    def write(self, path: str | Path) -> Path:
-        from medfilip.io import write_text_atomic
-
-        data = self.to_dict()
-        for key in ("floor", "temperature"):
-            if data[key] is not None and not math.isfinite(data[key]):
-                raise ValueError(f"ssm calibration: {key} is {data[key]}")
-        return write_text_atomic(json.dumps(data, indent=2, sort_keys=True) + "\n", Path(path))
 
 
 LabelIds = Sequence[Sequence[int]] | Sequence[torch.Tensor]

@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from medfilip.cli import build_parser, main
+from medfilip.pipeline.cli import build_parser, main
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -239,6 +239,23 @@ def test_every_command_takes_the_common_options_before_or_after_its_name():
         assert "common options (before or after the command)" in command.format_help(), name
 
 
+def test_the_config_is_loaded_once_by_main_for_the_commands_that_read_it(tmp_path, monkeypatch, capsys):
+    import medfilip.pipeline.cli as cli
+
+    loaded = []
+    real = cli.load_config
+    monkeypatch.setattr(cli, "load_config", lambda path: loaded.append(path) or real(path))
+    assert main(["config"]) == 0
+    assert loaded == [None]
+    # a command that reads no config runs whatever the config file holds
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("reports: {n_shards: 0}\n")
+    assert main(["-c", str(bad), "query", "select 1 as one", "--results", str(tmp_path)]) == 0
+    assert loaded == [None]
+    assert main(["-c", str(bad), "config"]) == 2
+    assert loaded == [None, bad] and "reports.n_shards" in capsys.readouterr().err
+
+
 def test_common_options_reach_the_commands(tmp_path, repo, capsys):
     """The commands read the shared dests: -c after the command is the config the command loads."""
     bad = tmp_path / "bad.yaml"
@@ -321,7 +338,7 @@ def test_building_the_parser_imports_no_heavy_dependency():
     """`medfilip -h` (and `medfilip predict` in a core install) does not import the pipeline's heavy modules."""
     heavy = ["torch", "pyarrow", "duckdb", "snakemake", "openai", "pandas", "sklearn", "matplotlib"]
     code = (
-        "import sys; from medfilip.cli import build_parser; build_parser(); "
+        "import sys; from medfilip.pipeline.cli import build_parser; build_parser(); "
         f"print([m for m in {heavy!r} if m in sys.modules])"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)

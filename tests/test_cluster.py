@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medfilip.config import validate_config
-from medfilip.workflow_resources import gpus, llm_jobs, per_job_rate, share_llm_limits, training_gpus
+from medfilip.pipeline.config import validate_config
+from medfilip.pipeline.workflow_resources import gpus, llm_jobs, per_job_rate, share_llm_limits, training_gpus
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEFILE = ROOT / "workflow" / "Snakefile"
@@ -197,7 +197,7 @@ def test_openai_backend_paces_to_its_share(monkeypatch):
 
 
 def test_training_launcher_runs_torchrun_only_for_several_processes(tmp_path):
-    from medfilip.workflow_resources import training_launcher
+    from medfilip.pipeline.workflow_resources import training_launcher
 
     assert training_launcher(1, 1) == ""
     with pytest.raises(ValueError):
@@ -229,7 +229,7 @@ def test_training_launcher_runs_torchrun_only_for_several_processes(tmp_path):
 
 
 def test_distributed_training_asks_for_every_gpu_and_node_and_launches_torchrun():
-    from medfilip.workflow_resources import training_launch, training_nodes
+    from medfilip.pipeline.workflow_resources import training_launch, training_nodes
 
     one = validate_config({}).training
     assert training_gpus(one) == 1 and training_nodes(one) == 1 and training_launch(one) == ""

@@ -8,7 +8,9 @@ import sys
 import pytest
 import yaml
 
-from medfilip.config import ConfigError, load_config, shard_names, validate_config
+from medfilip.configbase import ConfigError
+from medfilip.pipeline.config import load_config, validate_config
+from medfilip.reports.settings import shard_names
 
 
 def test_embedded_default_is_valid(repo):
@@ -75,7 +77,10 @@ def test_cli_reports_config_error_without_traceback(tmp_path, repo):
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump({"reports": {"n_shards": 0}}))
     proc = subprocess.run(
-        [sys.executable, "-m", "medfilip.cli", "-c", str(cfg), "config"], capture_output=True, text=True, cwd=repo
+        [sys.executable, "-m", "medfilip", "-c", str(cfg), "config"],
+        capture_output=True,
+        text=True,
+        cwd=repo,
     )
     assert proc.returncode == 2
     assert "reports.n_shards = 0" in proc.stderr
@@ -126,27 +131,16 @@ def test_data_fractions_are_checked_with_the_key_path(section, fractions, messag
     assert getattr(ok.evaluation, section).fractions == [0.01, 1.0]
 
 
-def test_sections_live_with_their_stages_and_stay_importable_from_config():
-    import medfilip.config as config
-    import medfilip.configbase as configbase
+def test_sections_live_with_their_stages():
     import medfilip.extraction.settings as extraction
+    import medfilip.pipeline.config as config
     import medfilip.reports.settings as reports
 
-    assert config.ConfigError is configbase.ConfigError
-    for name in ("ReportsConfig", "ReportSource", "SplitFractions", "IUXrayConfig", "MimicCxrConfig", "shard_names"):
-        assert getattr(config, name) is getattr(reports, name), name
-    for name in (
-        "ExtractionConfig",
-        "OpenAIBackendConfig",
-        "BatchConfig",
-        "ModelPrice",
-        "RulesBackendConfig",
-        "QualityConfig",
-    ):
-        assert getattr(config, name) is getattr(extraction, name), name
-    # each section's model is the class its stage defines
+    # each section's model is the class its stage defines; the config assembles them and re-exports none
     cfg = config.PipelineConfig()
     assert type(cfg.reports) is reports.ReportsConfig and type(cfg.quality) is extraction.QualityConfig
+    assert type(cfg.extraction.openai) is extraction.OpenAIBackendConfig
+    assert not hasattr(config, "OpenAIBackendConfig") and not hasattr(config, "SplitFractions")
 
 
 def test_vocabularies_are_one_enum_each_and_the_config_stores_their_values():

@@ -11,8 +11,8 @@ from fnmatch import fnmatchcase
 
 import yaml
 
-from medfilip.config import ROOT, PipelineConfig
-from medfilip.schema import config_schema
+from medfilip.pipeline.config import ROOT, PipelineConfig
+from medfilip.pipeline.schema import config_schema
 
 README = ROOT / "config" / "README.md"
 

@@ -10,8 +10,9 @@ from jsonschema import Draft202012Validator
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from medfilip.config import ROOT, ConfigError, PipelineConfig, load_config, validate_config
-from medfilip.schema import SCHEMA_PATH, config_schema, main, schema_text
+from medfilip.configbase import ConfigError
+from medfilip.pipeline.config import ROOT, PipelineConfig, load_config, validate_config
+from medfilip.pipeline.schema import SCHEMA_PATH, config_schema, main, schema_text
 
 # the pipeline's configs; config/worlds.yaml is the controlled worlds' own file (WorldsConfig,
 # validated in tests/worlds)
@@ -25,14 +26,14 @@ def snakemake_validate(data: dict) -> dict:
 
 
 def test_committed_schema_is_the_generated_one():
-    assert SCHEMA_PATH.read_text(encoding="utf-8") == schema_text(), "run: python -m medfilip.schema --write"
+    assert SCHEMA_PATH.read_text(encoding="utf-8") == schema_text(), "run: python -m medfilip.pipeline.schema --write"
 
 
 def test_check_and_write(tmp_path: Path, capsys):
     stale = tmp_path / "stale.yaml"
     stale.write_text(schema_text().replace("maximum: 100000", "maximum: 99"), encoding="utf-8")
     assert main(["--check", "--path", str(stale)]) == 1
-    assert "python -m medfilip.schema --write" in capsys.readouterr().err
+    assert "python -m medfilip.pipeline.schema --write" in capsys.readouterr().err
     fresh = tmp_path / "fresh.yaml"
     assert main(["--write", "--path", str(fresh)]) == 0
     assert main(["--check", "--path", str(fresh)]) == 0

@@ -1,4 +1,4 @@
-"""medfilip.paths is the one place that names the results/ paths: the rules and their helpers use it."""
+"""medfilip.pipeline.paths is the one place that names the results/ paths: the rules and their helpers use it."""
 
 from __future__ import annotations
 
@@ -8,14 +8,11 @@ import string
 import sys
 from pathlib import Path
 
-from medfilip import paths
-from medfilip.config import validate_config
-from medfilip.datasets import catalog
-from medfilip.evaluation import sets, zeroshot
-from medfilip.evaluation.probe import workflow as probe_wf
-from medfilip.evaluation.segmentation import workflow as segmentation_wf
-from medfilip.extraction import llm_server
-from medfilip.images.workflow import corpus_params
+from medfilip.pipeline import paths
+from medfilip.pipeline.config import validate_config
+from medfilip.pipeline.workflows import probe as probe_wf
+from medfilip.pipeline.workflows import segmentation as segmentation_wf
+from medfilip.pipeline.workflows.images import corpus_params
 
 ROOT = Path(__file__).resolve().parent.parent
 RULE_FILES = [ROOT / "workflow" / "Snakefile", *sorted((ROOT / "workflow" / "rules").glob("*.smk"))]
@@ -28,7 +25,7 @@ def constants() -> dict[str, str]:
 
 def test_paths_imports_nothing_but_the_standard_library():
     # the Snakefile imports it while parsing; the library must not pull in the pipeline through it
-    tree = ast.parse((ROOT / "medfilip" / "paths.py").read_text(encoding="utf-8"))
+    tree = ast.parse((ROOT / "medfilip" / "pipeline" / "paths.py").read_text(encoding="utf-8"))
     imported = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     imported |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
@@ -62,15 +59,7 @@ def test_patterns_fill_to_the_files_the_cli_and_readme_name():
     )
 
 
-def test_helpers_that_still_spell_paths_agree_with_paths():
-    # modules outside the workflow helpers keep their own spelling until they import paths
-    for name in catalog.DATASET_NAMES:
-        assert str(catalog.twin_manifest(name)) == paths.TWIN_MANIFEST.format(dataset=name)
-        assert str(catalog.store_index(name)) == paths.IMAGE_STORE_INDEX.format(dataset=name)
-        assert f"{sets.IMAGES_DIR}/{name}" == paths.store_dir(name)
-    assert f"{sets.MODELS_DIR}/x" == paths.model_dir("x")
-    assert zeroshot.IMAGE_EMBEDDINGS_DIR == paths.IMAGE_EMBEDDINGS_DIR
-    assert str(llm_server.DEFAULT_STATE_DIR) == paths.LLM_SERVER_DIR
+def test_workflow_helpers_name_paths_constants():
     assert probe_wf.TABLE == paths.LINEAR_PROBE_TABLE and segmentation_wf.STORE == "results/images/siim"
 
 
@@ -83,7 +72,7 @@ def test_workflow_helpers_build_their_paths_from_paths():
     ]
     assert probe_wf.feature_files("a", "nih")["validate"] == "results/features/a/nih/validate.npy"
     entities = validate_config({"images": {"corpus": {"findings": "entities"}}})
-    params = corpus_params(entities, {"images": {}, "phantom": {}})
+    params = corpus_params(entities)
     assert params["png_dir"] == "results/corpus/iu_xray/images"
     assert params["entities_arg"] == "--entities results/entities.parquet"
 

@@ -10,11 +10,11 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medfilip.cli import main
 from medfilip.extraction.cache import ExtractionCache
 from medfilip.extraction.rules import RulesBackend
 from medfilip.extraction.runner import extract_shard
 from medfilip.io import write_parquet_atomic
+from medfilip.pipeline.cli import main
 from medfilip.reports.records import Report
 from medfilip.reports.shards import reports_table
 

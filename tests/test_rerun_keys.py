@@ -1,24 +1,32 @@
-"""Each settings model says which of its keys re-run which rule (``rerun_keys``); the workflow's
-params helpers must agree: changing a key changes the rule's params exactly when it is declared."""
+"""Each settings model says which of its keys re-run which rule (``rerun_keys``), and the rules' ``settings``
+params are derived from those declarations (medfilip.pipeline.config.rule_settings): changing a key changes
+a rule's params exactly when it is declared, with no copy of the key lists to keep equal."""
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
 from types import SimpleNamespace
 from typing import Any
 
 import pytest
 
-from medfilip.config import PipelineConfig, key_reruns, rerun_patterns, rerun_rules
 from medfilip.configbase import reruns
-from medfilip.datasets.workflow import preprocess_params, twin_params
-from medfilip.evaluation.probe.workflow import baseline_params, fit_params
-from medfilip.evaluation.segmentation.workflow import job_params, table_params
-from medfilip.training.workflow import run_params
-from medfilip.workflow_resources import training_launch
+from medfilip.pipeline.config import (
+    PipelineConfig,
+    key_reruns,
+    rerun_patterns,
+    rerun_rules,
+    rule_settings,
+    settings_param,
+)
 
 SETTINGS = PipelineConfig().model_dump(mode="json", by_alias=True)
+# the wildcards of the rules whose patterns name one
+WILDCARDS = {
+    "train": {"run": "medfilip"},
+    "dataset_twin": {"dataset": "rsna"},
+    "preprocess_dataset": {"dataset": "siim"},
+}
 
 
 def leaves(node: Any, path: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
@@ -52,43 +60,42 @@ def with_change(settings: dict, path: tuple[str, ...]) -> dict:
     return out
 
 
-def namespace(node: Any) -> Any:
-    return SimpleNamespace(**{k: namespace(v) for k, v in node.items()}) if isinstance(node, dict) else node
-
-
-def train_params(settings: dict) -> Any:
-    # the train rule's params: the run's settings and the DDP launcher (training.distributed)
-    return run_params(settings, "medfilip"), training_launch(namespace(settings["training"]))
-
-
-# rule -> (its params as the workflow computes them from the effective config, the rule's wildcards)
-HELPERS: dict[str, tuple[Callable[[dict], Any], dict[str, str]]] = {
-    "train": (train_params, {"run": "medfilip"}),
-    "dataset_twin": (lambda s: twin_params(s, "rsna"), {"dataset": "rsna"}),
-    "preprocess_dataset": (lambda s: preprocess_params(s, "siim"), {"dataset": "siim"}),
-    "probe_fit": (fit_params, {}),
-    "probe_baseline": (baseline_params, {}),
-    "segmentation_run": (job_params, {}),
-    "segmentation_baseline": (job_params, {}),
-    "segmentation_table": (table_params, {}),
-}
-
-
-@pytest.mark.parametrize("rule", HELPERS)
-def test_params_helper_follows_the_declared_keys(rule: str):
-    helper, wildcards = HELPERS[rule]
-    base = helper(SETTINGS)
+@pytest.mark.parametrize("rule", sorted(rerun_rules()))
+def test_a_rules_settings_change_exactly_with_its_declared_keys(rule: str):
+    wildcards = WILDCARDS.get(rule, {})
+    base = rule_settings(SETTINGS, rule, **wildcards)
     paths = leaves(SETTINGS)
     assert len(paths) > 200
-    actual = {".".join(p) for p in paths if helper(with_change(SETTINGS, p)) != base}
+    actual = {".".join(p) for p in paths if rule_settings(with_change(SETTINGS, p), rule, **wildcards) != base}
     declared = {".".join(p) for p in paths if key_reruns(rule, ".".join(p), **wildcards)}
-    assert actual, f"{rule}: no key changes its params"
-    assert sorted(actual - declared) == [], f"{rule}: re-run by keys its settings models do not declare"
-    assert sorted(declared - actual) == [], f"{rule}: declared keys that do not change its params"
+    assert actual, f"{rule}: no key changes its settings"
+    assert actual == declared
 
 
-def test_every_helper_rule_is_declared():
-    assert set(HELPERS) <= rerun_rules()
+def test_rule_settings_pick_the_keys_by_path():
+    zeroshot = rule_settings(SETTINGS, "zeroshot")
+    assert zeroshot["evaluation.text_variant"] == SETTINGS["evaluation"]["text_variant"]
+    assert zeroshot["evaluation.bootstrap.n_resamples"] == SETTINGS["evaluation"]["bootstrap"]["n_resamples"]
+    assert all(k.startswith("evaluation.") for k in zeroshot)
+    assert not {"evaluation.batch_size", "evaluation.device"} & set(zeroshot)
+    settings = copy.deepcopy(SETTINGS)
+    settings["training"]["runs"] = {"a": {"seed": 1}, "b": {"seed": 2}}
+    train_a = rule_settings(settings, "train", run="a")
+    assert train_a["training.runs.a.seed"] == 1 and "training.runs.b.seed" not in train_a
+    assert "training.epochs" in train_a and "training.checkpoint_every" not in train_a
+    twin = rule_settings(SETTINGS, "dataset_twin", dataset="rsna")
+    assert "datasets.rsna.n_train" in twin and "datasets.nih.n_train" not in twin
+    assert not {"datasets.rsna.root", "datasets.rsna.enabled"} & set(twin)
+
+
+def test_settings_param_is_a_function_of_the_wildcards_where_the_patterns_name_one():
+    assert settings_param(SETTINGS, "zeroshot") == rule_settings(SETTINGS, "zeroshot")
+    of_job = settings_param(SETTINGS, "train")
+    assert callable(of_job)
+    assert of_job(SimpleNamespace(run="medfilip")) == rule_settings(SETTINGS, "train", run="medfilip")
+    assert settings_param(SETTINGS, "dataset_twin")(SimpleNamespace(dataset="nih")) == rule_settings(
+        SETTINGS, "dataset_twin", dataset="nih"
+    )
 
 
 def test_patterns():
@@ -102,8 +109,10 @@ def test_patterns():
     assert rerun_patterns("report_shards") == ("reports.*",)
     # a key nobody declares re-runs no rule: quality.mesh_mapping is a file (an input), not a param
     assert not any(key_reruns(rule, "quality.mesh_mapping") for rule in rerun_rules())
-    assert key_reruns("embed_labels", "training.runs.medfilip.target")
-    assert not key_reruns("embed_labels", "training.runs.medfilip.loss")
+    assert key_reruns("embed_labels", "training.masked_targets")
+    # which variants are embedded is the rule's derived `variants` param: adding a run of an embedded
+    # variant re-embeds nothing
+    assert not key_reruns("embed_labels", "training.runs.medfilip.target")
 
 
 LIST_PARAMS = r"""
@@ -131,7 +140,7 @@ def test_every_rule_with_settings_params_declares_its_keys(tmp_path):
     import subprocess
     import sys
 
-    from medfilip.config import ROOT
+    from medfilip.pipeline.config import ROOT
 
     proc = subprocess.run(
         [sys.executable, "-c", LIST_PARAMS, str(ROOT), str(tmp_path)], capture_output=True, text=True, timeout=300
@@ -144,3 +153,6 @@ def test_every_rule_with_settings_params_declares_its_keys(tmp_path):
     with_settings = {rule for rule, names in params.items() if set(names) - fixed}
     assert sorted(with_settings - rerun_rules()) == []
     assert sorted(rerun_rules() - set(params)) == [], "declared for rules the workflow does not have"
+    # every declared rule takes its keys as the derived `settings` param; extraction's param is the
+    # backend's generation settings (its cache key: the model file's sha256 and the category list too)
+    assert sorted(r for r in rerun_rules() - {"extract_triplets"} if "settings" not in params[r]) == []

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from medfilip.config import PipelineConfig
+from medfilip.pipeline.config import PipelineConfig
 
 ROOT = Path(__file__).resolve().parent.parent
 SNAKEFILE = ROOT / "workflow" / "Snakefile"
@@ -416,8 +416,8 @@ def test_tiny_end_to_end_zeroshot(project: Path):
 
 
 def test_embedded_variants_cover_ssm_runs_and_the_heatmap():
-    from medfilip.config import validate_config
-    from medfilip.training.workflow import embedded_variants
+    from medfilip.pipeline.config import validate_config
+    from medfilip.pipeline.workflows.training import embedded_variants
 
     # the default: medfilip's SSM labels (= the heatmap's); convirt's report texts are not embedded
     assert embedded_variants(validate_config({})) == ["triplet_explanation"]

@@ -13,8 +13,8 @@ import pytest
 import yaml
 from test_workflow import job_counts, mtimes, output_of, project, snakemake  # noqa: F401 (fixture)
 
-from medfilip.cli import main
-from medfilip.config_checks import path_problems
+from medfilip.pipeline.cli import main
+from medfilip.pipeline.config_checks import path_problems
 
 SHARDS_TARGET = "results/reports/rejects.parquet"
 
@@ -64,7 +64,7 @@ def test_path_kinds(tmp_path, monkeypatch):
         "knowledge": {"path": "missing.yaml"},
         "datasets": {"rsna": {"root": "nowhere"}},
     }
-    from medfilip.config import validate_config
+    from medfilip.pipeline.config import validate_config
 
     problems = "\n".join(path_problems(validate_config(cfg)))
     assert "training.model.image_weights = 'weights': is a folder, expected a file" in problems

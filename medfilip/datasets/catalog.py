@@ -27,10 +27,7 @@ Class subsets (defaults; configurable under ``datasets.<name>.classes``):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal
-
-from medfilip import paths
 
 DATASET_NAMES = ("rsna", "nih", "vinbig", "siim", "covid")
 
@@ -161,29 +158,6 @@ COVID = DatasetSpec(
 SPECS: dict[str, DatasetSpec] = {s.name: s for s in (RSNA, NIH, VINBIG, SIIM, COVID)}
 
 
-# -- where things live (the rules and the lead's `rule all` use these) ---------------------
-def twin_dir(name: str) -> Path:
-    return Path(paths.TWIN_DIR.format(dataset=name))
-
-
-def twin_manifest(name: str) -> Path:
-    """The twin rule's output: written last, so its presence means the twin is complete."""
-    return Path(paths.TWIN_MANIFEST.format(dataset=name))
-
-
-def store_dir(name: str) -> Path:
-    return Path(paths.IMAGE_STORE_DIR.format(dataset=name))
-
-
-def store_index(name: str) -> Path:
-    return Path(paths.IMAGE_STORE_INDEX.format(dataset=name))
-
-
 def enabled_datasets(datasets_config) -> list[str]:
     """Names of the enabled datasets, in DATASET_NAMES order (``datasets_config`` = cfg.datasets)."""
     return [name for name in DATASET_NAMES if getattr(datasets_config, name).enabled]
-
-
-def dataset_store_paths(datasets_config) -> dict[str, Path]:
-    """Enabled dataset -> its store's index.parquet (what `rule all` asks for)."""
-    return {name: store_index(name) for name in enabled_datasets(datasets_config)}

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
-CR_IMAGE = "1.2.840.10008.5.1.4.1.1.1"
 DX_IMAGE_FOR_PRESENTATION = "1.2.840.10008.5.1.4.1.1.1.1"
 
 

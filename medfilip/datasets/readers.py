@@ -47,11 +47,11 @@ import pyarrow as pa
 from medfilip.datasets import sources
 from medfilip.datasets.catalog import SPECS
 from medfilip.datasets.sampling import (
-    SPLIT_NAMES,
     sample_balanced,
     sample_random,
     sample_splits,
 )
+from medfilip.names import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -204,9 +204,9 @@ def _select(
                 splits_csv,
                 sorted(missing)[:3],
             )
-        bad = set(kept["split"]) - set(SPLIT_NAMES)
+        bad = set(kept["split"]) - set(SPLITS)
         if bad:
-            raise DatasetLayoutError(f"{splits_csv}: split must be one of {list(SPLIT_NAMES)}, found {sorted(bad)}")
+            raise DatasetLayoutError(f"{splits_csv}: split must be one of {list(SPLITS)}, found {sorted(bad)}")
         return kept.reset_index(drop=True)
 
     def on_rows(pool: np.ndarray, n: int, sub_seed: int) -> np.ndarray:

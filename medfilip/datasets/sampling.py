@@ -24,7 +24,6 @@ import hashlib
 import numpy as np
 
 ABNORMAL_FRACTION = 0.5
-SPLIT_NAMES = ("train", "validate", "test")
 
 
 def derived_seed(seed: int, *parts: str) -> int:

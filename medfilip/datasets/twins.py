@@ -44,7 +44,6 @@ from medfilip.datasets.dicom import (
 from medfilip.datasets.readers import SPLITS_FILE
 from medfilip.datasets.rle import EMPTY, rle_decode, rle_encode
 from medfilip.datasets.sampling import (
-    SPLIT_NAMES,
     allocate,
     assign_splits,
     balanced_sampler,
@@ -53,6 +52,7 @@ from medfilip.datasets.sampling import (
     sample_splits,
 )
 from medfilip.io import write_text_atomic
+from medfilip.names import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -530,7 +530,7 @@ def build_twin(
         )
         spec = SPECS[dataset]
         positives = {spec.canonical(c): sum(c in image.classes for image in images) for c in settings.classes}
-        splits = {s: sum(i.split == s for i in images) for s in SPLIT_NAMES}
+        splits = {s: sum(i.split == s for i in images) for s in SPLITS}
         summary = TwinSummary(dataset, out, len(images), splits, positives, round(time.perf_counter() - started, 3))
         manifest = {
             **{k: v for k, v in asdict(summary).items() if k != "root"},

@@ -1,6 +1,6 @@
 """E_sim label embeddings: each unique label string embedded once, cached in Parquet by (model, text).
 
-Importing this package stays light (medfilip.config imports its settings): the public names
+Importing this package stays light (medfilip.pipeline.config imports its settings): the public names
 below load their modules, and with them numpy/pyarrow, on first use; torch only when a model runs.
 """
 

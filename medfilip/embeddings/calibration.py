@@ -21,8 +21,8 @@ read that file, so both use the same numbers.
 training reports' full label sets (no masking): the same-category and cross-category similarity,
 the share of a row-normalised target row on the image's own categories, and the effective number
 of texts per row, exp(entropy). ``medfilip ssm-stats`` prints them before and after calibration,
-and again with masking on (:func:`masked_batch_statistics`: texts masked as in training, entailment
-targets).
+and again with masking on (:func:`medfilip.training.ssm_stats.masked_batch_statistics`: texts masked as
+in training, entailment targets).
 """
 
 from __future__ import annotations
@@ -37,7 +37,8 @@ from typing import Any
 import numpy as np
 import pyarrow.parquet as pq
 
-from medfilip.ssm import CALIBRATION_METHODS, Calibration
+from medfilip.names import CalibrationMethod, values
+from medfilip.ssm import Calibration
 
 log = logging.getLogger(__name__)
 
@@ -152,8 +153,8 @@ def compute_calibration(
     vectors: np.ndarray, vocab: Vocabulary, method: str, *, percentile: float = 95.0, share: float = 0.5, seed: int = 0
 ) -> Calibration:
     """The calibration of one variant's labels from their vectors (rows L2-normalised) alone."""
-    if method not in CALIBRATION_METHODS:
-        raise ValueError(f"ssm calibration: method {method!r} is not one of {', '.join(CALIBRATION_METHODS)}")
+    if method not in values(CalibrationMethod):
+        raise ValueError(f"ssm calibration: method {method!r} is not one of {', '.join(values(CalibrationMethod))}")
     if vectors.shape[0] != len(vocab.texts):
         raise ValueError(f"ssm calibration: {vectors.shape[0]} vectors for {len(vocab.texts)} labels")
     cross = cross_category_cosines(vectors, vocab, seed)
@@ -250,7 +251,7 @@ def calibrate_labels(
 
 
 # -- what a target asks of the model ----------------------------------------------------------
-class _RowStatistics:
+class RowStatistics:
     """What each row of a batch's SSM target asks: its values on other texts of the image's own
     categories and on texts of other categories, the own-category share of its mass and its
     effective number of texts (exp of the entropy)."""
@@ -316,73 +317,10 @@ def batch_statistics(
     keys = np.array([k if k is not None else "" for k in vocab.keys], dtype=object)
     neg = torch.from_numpy(vocab.negated)
     rng = np.random.default_rng(seed)
-    stats = _RowStatistics()
+    stats = RowStatistics()
     for _ in range(n_batches):
         chosen = [reports[i] for i in rng.choice(len(reports), batch_size, replace=False)]
         text_ids, positives = batch_texts(chosen)
         target = ssm_target(chosen, text_ids, v, negated=neg, calibration=calibration, positives=positives).numpy()
         stats.add(target, keys[text_ids.numpy()], chosen, keys, positives.numpy())
     return stats.summary()
-
-
-def masked_batch_texts(labels_path: str | Path, variant: str) -> tuple[Any, Any, list[str]]:
-    """(LabelTable, ReportLabels, every string a masked batch can hold: the label texts, then every
-    masked form of each label (:class:`medfilip.training.data.TextTable`))."""
-    from medfilip.training.data import TextTable, read_label_table
-
-    labels, reports = read_label_table(labels_path, variant)
-    table = TextTable.build(labels)
-    return labels, reports, list(dict.fromkeys([*labels.texts, *table.texts]))
-
-
-def masked_batch_statistics(
-    vector_of: dict[str, np.ndarray],
-    labels: Any,
-    reports: Any,
-    calibration: Calibration | None = None,
-    *,
-    mask_probability: float = 0.5,
-    batch_size: int = 32,
-    n_batches: int = 20,
-    seed: int = 0,
-) -> dict[str, float]:
-    """:func:`batch_statistics` with masking on and entailment targets (``training.masked_targets:
-    entailment``): each label's text has severity, location and explanation each dropped with
-    ``mask_probability`` (as training does); a text's target is the calibrated cosine between the
-    image's labels and the text's own vector, and 1 for every image with a label that entails it.
-    ``vector_of``: string -> L2-normalised vector (labels and their masked forms, :func:`masked_batch_texts`)."""
-    import torch
-
-    from medfilip.ssm import ssm_target
-    from medfilip.training.data import TextTable, masked_text
-
-    table = TextTable.build(labels)
-    n_labels = len(labels)
-    v = torch.from_numpy(np.stack([vector_of[t] for t in [*labels.texts, *table.texts]]).astype(np.float64))
-    negated = torch.tensor(
-        [p == "negated" for p in labels.polarities] + [labels.polarities[s] == "negated" for s in table.sources]
-    )
-    keys = np.array([k or "" for k in labels.category_keys()], dtype=object)
-    report_ids = [r for r in reports if reports[r]]
-    if len(report_ids) < batch_size:
-        batch_size = len(report_ids)
-    rng = np.random.default_rng(seed)
-    stats = _RowStatistics()
-    for _ in range(n_batches):
-        chosen = [list(reports[report_ids[i]]) for i in rng.choice(len(report_ids), batch_size, replace=False)]
-        texts: dict[str, None] = {}
-        for ids in chosen:
-            for lid in ids:
-                texts.setdefault(masked_text(labels, lid, mask_probability, rng), None)
-        rows = table.ids(list(texts))
-        positives = table.entailment(chosen, rows)
-        target = ssm_target(
-            chosen,
-            [n_labels + r for r in rows],
-            v,
-            negated=negated,
-            calibration=calibration,
-            positives=positives,
-        ).numpy()
-        stats.add(target, keys[[table.sources[r] for r in rows]], chosen, keys, positives.numpy())
-    return {**stats.summary(), "positives_per_row": round(float(np.mean(stats.n_positive)), 2)}

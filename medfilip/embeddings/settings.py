@@ -1,25 +1,13 @@
-"""Config section `embeddings:` (imported by medfilip.config; keep this module free of heavy imports)."""
+"""Config section `embeddings:` (imported by medfilip.pipeline.config; keep this module free of heavy imports)."""
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import ClassVar, Literal
 
 from pydantic import Field
 
 from medfilip.configbase import RerunKeys, Strict
-
-
-class EmbeddingDevice(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
-    auto = "auto"
-
-
-class CalibrationMethod(str, Enum):
-    none = "none"
-    floor = "floor"
-    temperature = "temperature"
+from medfilip.names import CalibrationMethod, Device
 
 
 class CalibrationSettings(Strict):
@@ -59,6 +47,4 @@ class EmbeddingsConfig(Strict):
         description="SSM calibration, computed with the embeddings and stored beside them "
         "(results/embeddings/{model}.calibration.json); training and the SSM heatmap read it",
     )
-    device: EmbeddingDevice = Field(
-        EmbeddingDevice.auto, description="Where the model runs: cpu, cuda, or auto (cuda when available)"
-    )
+    device: Device = Field(Device.auto, description="Where the model runs: cpu, cuda, or auto (cuda when available)")

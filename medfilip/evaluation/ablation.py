@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from medfilip.io import write_csv_atomic
-from medfilip.names import LabelVariant, LossKind, TargetKind
+from medfilip.names import REFERENCE_RUN, LabelVariant, LossKind, TargetKind
 from medfilip.training.settings import run_value
 
 METRIC_SUFFIXES = ("_auc", "_f1", "_acc")
@@ -68,8 +68,8 @@ TABLE_VI = (
 )
 
 
-def run_for(row: AblationRow, runs: dict[str, Any]) -> str | None:
-    """The run of ``training.runs`` with the row's settings (``medfilip`` first when several match)."""
+def run_for(row: AblationRow, runs: dict[str, Any], reference_run: str = REFERENCE_RUN) -> str | None:
+    """The run of ``training.runs`` with the row's settings (the reference run first when several match)."""
     matches = [
         name
         for name, s in runs.items()
@@ -77,7 +77,7 @@ def run_for(row: AblationRow, runs: dict[str, Any]) -> str | None:
     ]
     if not matches:
         return None
-    return "medfilip" if "medfilip" in matches else matches[0]
+    return reference_run if reference_run in matches else matches[0]
 
 
 def metric_columns(columns: list[str]) -> list[str]:
@@ -107,12 +107,14 @@ def read_zeroshot(path: str | Path) -> tuple[list[str], dict[str, dict]]:
     return columns, rows
 
 
-def ablation_rows(columns: list[str], zeroshot: dict[str, dict], runs: dict[str, Any]) -> tuple[list[dict], list[str]]:
+def ablation_rows(
+    columns: list[str], zeroshot: dict[str, dict], runs: dict[str, Any], reference_run: str = REFERENCE_RUN
+) -> tuple[list[dict], list[str]]:
     """(rows of ablation.csv, its columns)."""
     metrics = metric_columns(columns)
     out = []
     for step, row in enumerate(TABLE_VI):
-        run = run_for(row, runs)
+        run = run_for(row, runs, reference_run)
         record: dict = {
             "step": step,
             "row": row.name,
@@ -139,8 +141,10 @@ def ablation_rows(columns: list[str], zeroshot: dict[str, dict], runs: dict[str,
     return out, head + metrics + ["note"]
 
 
-def write_ablation(zeroshot_csv: str | Path, runs: dict[str, Any], out: str | Path) -> list[dict]:
+def write_ablation(
+    zeroshot_csv: str | Path, runs: dict[str, Any], out: str | Path, reference_run: str = REFERENCE_RUN
+) -> list[dict]:
     columns, zeroshot = read_zeroshot(zeroshot_csv)
-    rows, fields = ablation_rows(columns, zeroshot, runs)
+    rows, fields = ablation_rows(columns, zeroshot, runs, reference_run)
     write_csv_atomic(rows, out, fieldnames=fields)
     return rows

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-DEFAULT_RESAMPLES = 1000
 DEFAULT_LEVEL = 0.95
 
 
@@ -41,7 +40,7 @@ class Interval:
         return {prefix: self.estimate, f"{prefix}_low": self.low, f"{prefix}_high": self.high}
 
 
-def resample_indices(n: int, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0) -> np.ndarray:
+def resample_indices(n: int, n_resamples: int, seed: int) -> np.ndarray:
     """``(n_resamples, n)`` row indices drawn with replacement; the same seed gives the same matrix."""
     if n < 1:
         raise ValueError(f"cannot bootstrap an empty test set (n = {n})")
@@ -108,9 +107,7 @@ def paired_difference(
     return _interval(estimate, diffs, level)
 
 
-def mean_interval(
-    values: np.ndarray, *, n_resamples: int = DEFAULT_RESAMPLES, seed: int = 0, level: float = DEFAULT_LEVEL
-) -> Interval:
+def mean_interval(values: np.ndarray, *, n_resamples: int, seed: int, level: float = DEFAULT_LEVEL) -> Interval:
     """Interval of a plain mean of per-row values (e.g. per-image Dice); NaN rows are left out."""
     values = np.asarray(values, dtype=np.float64)
     values = values[np.isfinite(values)]

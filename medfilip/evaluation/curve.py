@@ -1,8 +1,11 @@
 """Validate AUC during training (``training.validate_every``): is the run still improving when it stops?
 
+``medfilip train`` hands :class:`ValidateProbe` to :func:`medfilip.training.train.train_run`, which writes
+each check to the curve file (:mod:`medfilip.training.curve`).
+
 Every ``validate_every`` epochs (and at the last step) training scores up to ``validate_images``
 validate images of the corpus store against one text per category, in the run's own text form
-(:func:`medfilip.evaluation.zeroshot.run_eval_text`: the template for MedFILIP, the category name,
+(:func:`medfilip.labels.templates.run_eval_text`: the template for MedFILIP, the category name,
 the triplet, a report-style sentence for report-text runs), and writes the mean AUC over the
 categories (of the images' reports' labels) with at least ``MIN_POSITIVES`` positives and as many
 negatives among those images to ``validate_curve.csv``
@@ -14,14 +17,10 @@ Validate images only: nothing here sees the test split.
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-CURVE_FILE = "validate_curve.csv"
-CURVE_COLUMNS = ["step", "epoch", "validate_auc", "n_images", "n_classes"]
 MIN_POSITIVES = 5
 MAX_CLASSES = 12
 
@@ -88,23 +87,3 @@ class ValidateProbe:
         text /= np.maximum(np.linalg.norm(text, axis=1, keepdims=True), 1e-12)
         cos = image @ text.T
         return float(np.nanmean([auc(cos[:, k], self.targets[:, k]) for k in range(len(self.classes))]))
-
-
-def append_curve(path: str | Path, row: dict) -> None:
-    """One row of validate_curve.csv (the header when the file is new)."""
-    path = Path(path)
-    new = not path.exists()
-    with path.open("a", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=CURVE_COLUMNS)
-        if new:
-            writer.writeheader()
-        writer.writerow({k: row.get(k) for k in CURVE_COLUMNS})
-
-
-def read_curve(path: str | Path) -> dict[str, list[float]]:
-    path = Path(path)
-    if not path.exists():
-        return {}
-    with path.open(newline="", encoding="utf-8") as fh:
-        rows = list(csv.DictReader(fh))
-    return {k: [float(r[k]) for r in rows if r.get(k) not in (None, "")] for k in CURVE_COLUMNS} if rows else {}

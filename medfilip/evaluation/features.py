@@ -36,10 +36,10 @@ from typing import Any
 import numpy as np
 
 from medfilip.io import atomic_path, write_text_atomic
+from medfilip.names import SPLITS
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "validate", "test")
 FEATURE_KIND = "image encoder backbone, global-average-pooled, before the projection"
 
 
@@ -133,7 +133,7 @@ def extract_features(
             "split": split,
             "feature": FEATURE_KIND,
             "dim": int(model.image.feature_dim),
-            "image_arch": str(getattr(model.settings.image_arch, "value", model.settings.image_arch)),
+            "image_arch": str(model.settings.image_arch),
             "image_size": int(model.image_size),
             "model": str(model_file),
             "model_sha256": fingerprint,

@@ -20,7 +20,7 @@ out of the negation columns, which have no "no normal").
 
 Each run is also scored with its own text form (``training.runs.*.eval_text``, else its label
 variant's: the template for MedFILIP, the triplet or category name for the ablation rows, a
-report-style sentence for report-text runs; :func:`medfilip.evaluation.zeroshot.run_eval_text`):
+report-style sentence for report-text runs; :func:`medfilip.labels.templates.run_eval_text`):
 the same columns again, prefixed ``own_`` (``own_downstream_mean_auc``, ``own_delta_...``, deltas to
 medfilip in its own text), with ``own_text_variant``, after the common template's columns, whose
 values are what they were without them. The own text leads where methods are compared.
@@ -52,6 +52,7 @@ import numpy as np
 from medfilip.evaluation.bootstrap import interval_from_replicates
 from medfilip.evaluation.metrics import mean_ignoring_nan
 from medfilip.io import save_figure, write_csv_atomic
+from medfilip.names import REFERENCE_RUN
 
 PER_CLASS_COLUMNS = [
     "run",
@@ -70,7 +71,6 @@ PER_CLASS_COLUMNS = [
     "auc_comb",
     "kendall_tau",
 ]
-REFERENCE_RUN = "medfilip"
 # column suffix -> where its point estimate lives in a summary
 SET_METRICS = {
     "acc": ("test", "accuracy"),
@@ -128,16 +128,16 @@ def _mean_replicates(parts: list[np.ndarray]) -> np.ndarray | None:
 OWN_PREFIX = "own_"
 
 
-def table_rows(summaries: Sequence[dict]) -> list[dict]:
+def table_rows(summaries: Sequence[dict], reference: str = REFERENCE_RUN) -> list[dict]:
     """Rows of zeroshot.csv (runs in first-seen order, sets in first-seen order; module doc): the
     common template's columns (summaries without ``prompt`` or with "common"), then, for runs with
     summaries of their own text (``prompt`` "own"), the same columns prefixed ``own_`` and
     ``own_text_variant``."""
     common = [s for s in summaries if s.get("prompt", "common") == "common"]
     own = [s for s in summaries if s.get("prompt") == "own"]
-    rows = _prompt_rows(common)
+    rows = _prompt_rows(common, reference)
     if own:
-        own_rows = {r["run"]: r for r in _prompt_rows(own)}
+        own_rows = {r["run"]: r for r in _prompt_rows(own, reference)}
         variant = {s["run"]: s.get("text_variant") for s in own}
         for row in rows:
             extra = own_rows.get(row["run"])
@@ -150,7 +150,7 @@ def table_rows(summaries: Sequence[dict]) -> list[dict]:
     return rows
 
 
-def _prompt_rows(summaries: Sequence[dict]) -> list[dict]:
+def _prompt_rows(summaries: Sequence[dict], reference_run: str) -> list[dict]:
     """The rows of one prompt's summaries (see :func:`table_rows`)."""
     runs = list(dict.fromkeys(s["run"] for s in summaries))
     sets = list(dict.fromkeys(s["dataset"] for s in summaries))
@@ -160,7 +160,7 @@ def _prompt_rows(summaries: Sequence[dict]) -> list[dict]:
     downstream = {s["dataset"] for s in summaries if s.get("source", "downstream") == "downstream"} & primary
     has = {m: {s["dataset"] for s in summaries if _defined_somewhere(s, m)} for m in SET_METRICS}
     notes = {s["dataset"]: s.get("note") for s in summaries if s.get("note")}
-    reference = REFERENCE_RUN if REFERENCE_RUN in runs else None
+    reference = reference_run if reference_run in runs else None
 
     def reps(run: str, name: str, metric: str) -> np.ndarray | None:
         return by_key.get((run, name), {}).get("replicates", {}).get(metric)
@@ -237,8 +237,8 @@ def per_class_rows(per_class: Sequence[dict]) -> list[dict]:
     return out
 
 
-def write_table(summaries: Sequence[dict], path: str | Path) -> list[dict]:
-    rows = table_rows(summaries)
+def write_table(summaries: Sequence[dict], path: str | Path, reference: str = REFERENCE_RUN) -> list[dict]:
+    rows = table_rows(summaries, reference)
     columns = list(dict.fromkeys(k for r in rows for k in r))
     mean_heads = ("downstream_mean_", "mean_", "delta_downstream_mean_", "delta_mean_")
     means = [c for c in columns if c.startswith(mean_heads)]

@@ -13,7 +13,7 @@ Texts: one per image, the text of its own finding, in two forms (``prompt`` colu
   (the baselines' prompt; it carries no severity);
 - ``own``: the run's own evaluation text (``training.runs.*.eval_text``, else its label variant's:
   the triplet for a triplet run, "There is mild cardiomegaly." for a report-text run;
-  :func:`medfilip.evaluation.zeroshot.run_eval_text`), for runs whose settings are known. Its
+  :func:`medfilip.labels.templates.run_eval_text`), for runs whose settings are known. Its
   difference to medfilip compares each run in its own language. ``text_variant`` names each row's form.
 
 Directions: ``image_to_text`` (each image queries the N texts) and ``text_to_image`` (each text
@@ -40,14 +40,13 @@ from typing import Any
 import numpy as np
 
 from medfilip.evaluation.bootstrap import interval_from_replicates, resample_indices, resample_weights
-from medfilip.evaluation.sets import SPLITS, EvaluationSetError
+from medfilip.evaluation.sets import EvaluationSetError
+from medfilip.evaluation.settings import DEFAULT_BOOTSTRAP, BootstrapSettings
 from medfilip.labels.templates import eval_text
-from medfilip.names import ClassTextVariant
+from medfilip.names import HELD_OUT_SPLITS, REFERENCE_RUN, ClassTextVariant
 
 log = logging.getLogger(__name__)
 
-REFERENCE_RUN = "medfilip"
-DIRECTIONS = ("image_to_text", "text_to_image")
 RELEVANCE = ("category", "severity_category")
 PROMPTS = ("template", "baseline")
 OWN_PROMPT = "own"
@@ -84,7 +83,7 @@ def retrieval_images(store: Any, max_images: int, seed: int = 0) -> RetrievalIma
         raise EvaluationSetError(f"{store.root}: index has no 'findings' column (not a corpus store)")
     findings = store.index.column("findings").to_pylist()
     rows, kept = [], []
-    for split in SPLITS:
+    for split in HELD_OUT_SPLITS:
         for i in store.indices(split):
             fs = [f for f in (findings[int(i)] or []) if _clean(f.get("category"))]
             if len(fs) == 1:
@@ -190,7 +189,7 @@ def run_scores(
     ``own`` too when ``own_text`` is given)."""
     out = {}
     for prompt in (*PROMPTS, OWN_PROMPT) if own_text is not None else PROMPTS:
-        if prompt == OWN_PROMPT and own_text == str(getattr(text_variant, "value", text_variant)):
+        if prompt == OWN_PROMPT and own_text == str(text_variant):
             # the run's own form is the template: the same texts, the same scores
             out.update({(OWN_PROMPT, d, r): v for (p, d, r), v in list(out.items()) if p == "template"})
             continue
@@ -234,15 +233,19 @@ def table_rows(
     images: RetrievalImages,
     ks: Sequence[int],
     *,
-    n_resamples: int = 1000,
-    seed: int = 0,
+    bootstrap: BootstrapSettings = DEFAULT_BOOTSTRAP,
+    reference: str = REFERENCE_RUN,
     text_variants: dict[str, dict[str, str | None]] | None = None,
 ) -> list[dict]:
     """Rows of retrieval.csv: one per (run, prompt, direction, relevance), runs in the order given;
     ``text_variants``: ``{run: {prompt: text form}}`` for the ``text_variant`` column."""
     runs = list(scores)
-    reference = REFERENCE_RUN if REFERENCE_RUN in scores else None
-    weights = resample_weights(resample_indices(len(images), n_resamples, seed), len(images)) if len(images) else None
+    reference = reference if reference in scores else None
+    weights = (
+        resample_weights(resample_indices(len(images), bootstrap.n_resamples, bootstrap.seed), len(images))
+        if len(images)
+        else None
+    )
     n_categories = len(set(images.keys("category"))) if len(images) else 0
     rows = []
     for run in runs:
@@ -296,8 +299,8 @@ def evaluate_retrieval(
     ks: Sequence[int] = (1, 5, 10),
     text_variant: str = ClassTextVariant.triplet_explanation.value,
     baseline_prompt: str = "This is an X-ray image of {category}",
-    n_resamples: int = 1000,
-    seed: int = 0,
+    bootstrap: BootstrapSettings = DEFAULT_BOOTSTRAP,
+    reference: str = REFERENCE_RUN,
     batch_size: int = 64,
     device: str = "cpu",
     load_model: Callable[[Path, str], Any] | None = None,
@@ -314,7 +317,7 @@ def evaluate_retrieval(
     if load_model is None:
         from medfilip.training.model import load_trained as load_model
     device = resolve_device(device, "evaluation.device")
-    images = retrieval_images(store, max_images, seed)
+    images = retrieval_images(store, max_images, bootstrap.seed)
     if not len(images):
         reason = f"{store.root}: no held-out image with exactly one finding"
         log.warning(reason)
@@ -358,13 +361,13 @@ def evaluate_retrieval(
             own_text=own_texts[j] if own_texts is not None else None,
         )
         variants[run_dir.name] = {
-            "template": str(getattr(text_variant, "value", text_variant)),
+            "template": str(text_variant),
             "baseline": None,
             OWN_PROMPT: own_texts[j] if own_texts is not None else None,
         }
         log.info("retrieval %s: %.1fs", run_dir.name, time.perf_counter() - started)
         del model
-    return table_rows(scores, images, ks, n_resamples=n_resamples, seed=seed, text_variants=variants)
+    return table_rows(scores, images, ks, bootstrap=bootstrap, reference=reference, text_variants=variants)
 
 
 def write_table(rows: Sequence[dict], path: str | Path) -> Path:

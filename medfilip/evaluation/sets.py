@@ -53,8 +53,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from medfilip import paths
-from medfilip.names import ClassTextVariant
+from medfilip.names import HELD_OUT_SPLITS, ClassTextVariant
 
 if TYPE_CHECKING:  # keep the import light: the workflow imports this module for its input lists
     from medfilip.evaluation.settings import CorpusSetsSettings, EvaluationConfig
@@ -63,10 +62,7 @@ if TYPE_CHECKING:  # keep the import light: the workflow imports this module for
 log = logging.getLogger(__name__)
 
 NORMAL = "normal"
-SPLITS = ("validate", "test")
 CORPUS_DATASET = "corpus"
-IMAGES_DIR = paths.IMAGE_STORE_DIR.removesuffix("/{dataset}")
-MODELS_DIR = paths.MODELS_DIR
 
 
 class EvaluationSetError(ValueError):
@@ -119,35 +115,9 @@ class EvalSet:
         return int(self.rows.get(split, np.empty(0)).size)
 
 
-# -- what the workflow evaluates --------------------------------------------------------------
-def downstream_names(cfg) -> list[str]:
-    """The downstream datasets to evaluate: ``evaluation.datasets``, or every dataset enabled in ``datasets:``."""
-    if cfg.evaluation.datasets is not None:
-        return list(cfg.evaluation.datasets)
-    names = []
-    for name in type(cfg.datasets).model_fields:
-        section = getattr(cfg.datasets, name)
-        if getattr(section, "enabled", None) is True:
-            names.append(name)
-    return names
-
-
-def configured_set_dirs(cfg) -> list[str]:
-    """Store folders the zero-shot table reads: each downstream dataset, then the corpus (if its sets are on)."""
-    dirs = [f"{IMAGES_DIR}/{name}" for name in downstream_names(cfg)]
-    if cfg.evaluation.corpus.enabled:
-        dirs.append(f"{IMAGES_DIR}/{CORPUS_DATASET}")
-    return dirs
-
-
-def configured_run_dirs(cfg) -> list[str]:
-    """Model folders of every configured training run (results/models/{run}/)."""
-    return [f"{MODELS_DIR}/{run}" for run in cfg.training.runs]
-
-
 # -- building sets from stores ------------------------------------------------------------------
 def _split_rows(store: ImageStore) -> dict[str, np.ndarray]:
-    return {split: store.indices(split) for split in SPLITS}
+    return {split: store.indices(split) for split in HELD_OUT_SPLITS}
 
 
 def _is_single_label(labels: np.ndarray) -> bool:
@@ -163,7 +133,7 @@ def downstream_set(store: ImageStore, name: str | None = None) -> EvalSet:
         raise EvaluationSetError(f"{store.root}: meta.json has no label_names (not a labelled downstream store)")
     labels = store.labels()
     rows = _split_rows(store)
-    held_out = np.concatenate([rows[s] for s in SPLITS])
+    held_out = np.concatenate([rows[s] for s in HELD_OUT_SPLITS])
     kind = "single_label" if _is_single_label(labels[held_out]) else "multi_label"
     return EvalSet(
         name=name or store.dataset,
@@ -361,7 +331,7 @@ def corpus_sets(
         (
             p
             for p in set(counts["test"]) & set(counts["validate"])
-            if min(counts[s][p] for s in SPLITS) >= settings.fine_grained_min_count
+            if min(counts[s][p] for s in HELD_OUT_SPLITS) >= settings.fine_grained_min_count
             and (allowed is None or p[1] in allowed)
         ),
         key=lambda p: (p[1], p[0]),  # by category, then severity
@@ -409,7 +379,7 @@ def fg_set(
 ) -> EvalSet:
     """The MIMIC-FG-style set (module doc): severity + category classes over the images that have
     one of its categories, so same-category findings at another severity are negatives."""
-    held_out = np.concatenate([rows[s] for s in SPLITS])
+    held_out = np.concatenate([rows[s] for s in HELD_OUT_SPLITS])
     counts = Counter(p for i in held_out for p in pairs_of[i] if p[0] is not None and p[1] is not None)
     by_category: dict[str, Counter] = {}
     for (severity, category), k in counts.items():

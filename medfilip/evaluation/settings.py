@@ -1,4 +1,4 @@
-"""Config section `evaluation:` (imported by medfilip.config; keep this module free of heavy imports).
+"""Config section `evaluation:` (imported by medfilip.pipeline.config; keep this module free of heavy imports).
 
 Zero-shot evaluation of every trained run on every evaluation set: the downstream stores
 (results/images/{dataset}/, their labels) and the MIMIC-style sets built from the held-out
@@ -15,25 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from medfilip.configbase import UNIQUE_ITEMS, RerunKeys, Strict
 from medfilip.evaluation.probe.settings import LinearProbeSettings
 from medfilip.evaluation.segmentation.settings import SegmentationSettings
-from medfilip.names import ClassTextVariant
-
-# The IU-Xray MeSH categories with the most held-out reports (validate + test of the embedded corpus):
-# every one has >= 20 held-out reports, so AUC and F1 are defined on both splits.
-DEFAULT_SINGLE_LABEL = ["normal", "cardiomegaly", "atelectasis", "opacity", "pleural effusion", "granuloma"]
-DEFAULT_MULTI_LABEL = [
-    "cardiomegaly",
-    "atelectasis",
-    "opacity",
-    "pleural effusion",
-    "granuloma",
-    "calcification",
-    "degenerative changes",
-    "support devices",
-    "nodule",
-    "emphysema",
-    "hyperinflation",
-    "scoliosis",
-]
+from medfilip.names import DEFAULT_MULTI_LABEL, DEFAULT_SINGLE_LABEL, REFERENCE_RUN, ClassTextVariant, Device
 
 
 def _unique(value: list[str] | None, what: str) -> list[str] | None:
@@ -113,6 +95,10 @@ class BootstrapSettings(Strict):
     seed: int = Field(0, ge=0, le=2**32 - 1, description="Seed of the resamples (the same for every run: paired)")
 
 
+# the bootstrap of a table function called without one (the config's defaults; frozen, so shared)
+DEFAULT_BOOTSTRAP = BootstrapSettings()
+
+
 class RetrievalSettings(Strict):
     max_images: int = Field(
         1000,
@@ -152,19 +138,6 @@ class CaseStudySettings(Strict):
     n_images: int = Field(
         4, ge=1, le=32, description="Test images of the case study figure (one per most common category)"
     )
-
-
-REAL_EVAL_KEYS = (
-    "text_variant",
-    "single_label_score",
-    "protocols",
-    "bootstrap",
-    "linear_probe.fractions",
-    "linear_probe.seeds",
-    "linear_probe.c_grid",
-    "linear_probe.max_iter",
-    "retrieval.ks",
-)
 
 
 class PrimaryEndpoint(Strict):
@@ -208,7 +181,18 @@ class PrimaryEndpoint(Strict):
 class EvaluationConfig(Strict):
     rerun_keys: ClassVar[RerunKeys] = {
         # the real-image tables (workflow/rules/real.smk): zero-shot, probe and retrieval in one job
-        "real_eval": REAL_EVAL_KEYS,
+        "real_eval": (
+            "text_variant",
+            "single_label_score",
+            "protocols",
+            "bootstrap",
+            "reference_run",
+            "linear_probe.fractions",
+            "linear_probe.seeds",
+            "linear_probe.c_grid",
+            "linear_probe.max_iter",
+            "retrieval.ks",
+        ),
         "zeroshot": (
             "text_variant",
             "compare_category_text",
@@ -217,23 +201,31 @@ class EvaluationConfig(Strict):
             "datasets",
             "corpus",
             "bootstrap",
+            "reference_run",
             "mismatched_explanation",
         ),
-        "retrieval": ("retrieval", "bootstrap", "text_variant"),
-        "seed_summary": ("primary_endpoint",),
+        "retrieval": ("retrieval", "bootstrap", "text_variant", "reference_run"),
+        "seed_summary": ("primary_endpoint", "reference_run"),
+        "ablation_table": ("reference_run",),
         "case_study": ("case_study", "retrieval.baseline_prompt"),
         "probe_fit": ("linear_probe.fractions", "linear_probe.seeds", "linear_probe.c_grid", "linear_probe.max_iter"),
         "probe_baseline": ("linear_probe.fractions", "linear_probe.seeds", "linear_probe.baselines"),
-        "linear_probe": ("bootstrap",),  # + which baselines and datasets are skipped (rows saying why)
+        "linear_probe": ("bootstrap", "reference_run"),  # + which baselines and datasets are skipped (rows saying why)
         "segmentation_run": ("segmentation", "!segmentation.device"),
         "segmentation_baseline": ("segmentation", "!segmentation.device"),
-        "segmentation_table": ("bootstrap",),
+        "segmentation_table": ("bootstrap", "reference_run"),
     }
 
     text_variant: ClassTextVariant = Field(
         ClassTextVariant.triplet_explanation,
         description="Class text: triplet_explanation = '{category}, where {category} is {explanation}' (paper eqs. "
         "10-11, IKI), triplet = severity/location/category only, category = the category name",
+    )
+    reference_run: str = Field(
+        REFERENCE_RUN,
+        min_length=1,
+        description="The run of training.runs every paired difference (delta_*_vs_<run> columns) is taken against: "
+        "zero-shot, retrieval, linear-probe, segmentation, ablation and seed tables",
     )
     compare_category_text: list[str] = Field(
         ["covid"],
@@ -259,7 +251,7 @@ class EvaluationConfig(Strict):
         json_schema_extra=UNIQUE_ITEMS,
     )
     batch_size: int = Field(64, ge=1, le=65536, description="Images encoded per forward pass")
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cpu, cuda, or auto (cuda when available)")
+    device: Device = Field(Device.auto, description="cpu, cuda, or auto (cuda when available)")
     corpus: CorpusSetsSettings = Field(
         CorpusSetsSettings(),
         description="MIMIC-style sets built from the held-out (validate, test) images of the pretraining corpus "

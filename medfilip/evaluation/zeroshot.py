@@ -32,9 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from medfilip import paths
 from medfilip.devices import resolve_device
-from medfilip.evaluation.bootstrap import DEFAULT_RESAMPLES, resample_indices, resample_weights
+from medfilip.evaluation.bootstrap import resample_indices, resample_weights
 from medfilip.evaluation.metrics import (
     auc,
     bootstrap_auc,
@@ -44,11 +43,12 @@ from medfilip.evaluation.metrics import (
     mean_ignoring_nan,
     top1_accuracy,
 )
-from medfilip.evaluation.sets import NORMAL, SPLITS, EvalSet, EvaluationSetError
+from medfilip.evaluation.sets import NORMAL, EvalSet, EvaluationSetError
+from medfilip.evaluation.settings import DEFAULT_BOOTSTRAP, BootstrapSettings
 from medfilip.inference import logit_scale_of, zero_shot_scores  # the library's scoring
 from medfilip.io import atomic_path, sha256_text
-from medfilip.labels.templates import eval_text, render_label
-from medfilip.names import EVAL_TEXT_OF_LABEL_VARIANT, ClassTextVariant, EvalText
+from medfilip.labels.templates import eval_text, render_label, run_eval_text
+from medfilip.names import HELD_OUT_SPLITS, ClassTextVariant
 
 log = logging.getLogger(__name__)
 
@@ -76,20 +76,6 @@ def class_texts(eval_set: EvalSet, explain: Callable[[str], str], variant: str) 
 
 # -- each run's own evaluation text (issue 19, item 2) --------------------------------------------
 COMMON, OWN = "common", "own"
-
-
-def run_eval_text(run: Any) -> str | None:
-    """The text form a run is scored with beside the common template: its ``eval_text`` if set, else
-    the form of its label variant (category, triplet, full template; report -> the report-style
-    sentence). ``run``: a RunSettings, a dict of one, or None (unknown run: None)."""
-    if run is None:
-        return None
-    get = run.get if isinstance(run, dict) else lambda k, d=None: getattr(run, k, d)
-    chosen = get("eval_text", None)
-    if chosen is not None:
-        return EvalText(getattr(chosen, "value", chosen)).value
-    variant = get("label_variant", None)
-    return EVAL_TEXT_OF_LABEL_VARIANT.get(str(getattr(variant, "value", variant))) if variant is not None else None
 
 
 def run_eval_text_of_folder(run_dir: str | Path, runs: dict | None = None) -> str | None:
@@ -168,12 +154,11 @@ def mean_classes(eval_set: EvalSet) -> list[str]:
 
 
 # -- image embeddings of a run, encoded once and stored (rule image_embeddings) ------------------
-IMAGE_EMBEDDINGS_DIR = paths.IMAGE_EMBEDDINGS_DIR
 
 
 def held_out_rows(store: Any) -> np.ndarray:
     """Rows of every held-out (validate, test) image of a store: what any evaluation may score."""
-    return np.sort(np.concatenate([np.asarray(store.indices(split), dtype=np.int64) for split in SPLITS]))
+    return np.sort(np.concatenate([np.asarray(store.indices(split), dtype=np.int64) for split in HELD_OUT_SPLITS]))
 
 
 def _ids_digest(store: Any, rows: np.ndarray) -> str:
@@ -340,8 +325,7 @@ def evaluate_run(
     batch_size: int = 64,
     device: str = "cpu",
     progress: bool = True,
-    n_resamples: int = DEFAULT_RESAMPLES,
-    seed: int = 0,
+    bootstrap: BootstrapSettings = DEFAULT_BOOTSTRAP,
     stored_embeddings: dict[str, tuple[np.ndarray, np.ndarray]] | None = None,
     prompt: str = COMMON,
 ) -> ZeroShotResult:
@@ -357,7 +341,7 @@ def evaluate_run(
     scale = logit_scale_of(model)
     cache = _EmbeddingCache(model, batch_size, device, progress, stored_embeddings)
     cache.prefetch(sets)
-    resamples = _StoreResamples(n_resamples, seed)
+    resamples = _StoreResamples(bootstrap.n_resamples, bootstrap.seed)
     # every text of every set (class and negated), each encoded once, in as few forward passes as possible
     wanted = list(
         dict.fromkeys(
@@ -665,7 +649,7 @@ def evaluate_runs(
     if own_texts is not None and len(own_texts) != len(run_dirs):
         raise ValueError(f"{len(own_texts)} own texts for {len(run_dirs)} runs")
     common_text = kwargs.get("text_variant", ClassTextVariant.triplet_explanation.value)
-    common_text = str(getattr(common_text, "value", common_text))
+    common_text = str(common_text)
     device = resolve_device(device, "evaluation.device")
     stores = list({str(s.store.root): s.store for s in sets}.values())
     total = ZeroShotResult()

@@ -38,7 +38,6 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from medfilip import paths
 from medfilip.configbase import ConfigError
 from medfilip.extraction import llm_models
 from medfilip.extraction.xllamacpp_server import KEY_ENV
@@ -48,7 +47,6 @@ PACKAGED = "packaged"
 ENGINES = ("xllamacpp", "llama-cpp-python")
 DEFAULT_ENGINE = "xllamacpp"
 DEFAULT_ALIAS = llm_models.DEFAULT_MODEL
-DEFAULT_STATE_DIR = Path(paths.LLM_SERVER_DIR)
 INSTALL_HINT = {
     "xllamacpp": "install the llm extra: make local-llm (a prebuilt wheel, nothing is compiled)",
     "llama-cpp-python": "make local-llm LLM_ENGINE=llama-cpp-python (builds llama.cpp from source, 5-15 minutes "
@@ -257,7 +255,7 @@ def _pidfile(state_dir: Path) -> Path:
     return Path(state_dir) / "server.json"
 
 
-def read_info(state_dir: str | Path = DEFAULT_STATE_DIR) -> ServerInfo | None:
+def read_info(state_dir: str | Path) -> ServerInfo | None:
     path = _pidfile(Path(state_dir))
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -292,7 +290,7 @@ def _ready(info_or_url: str, timeout_s: float = 2.0, api_key: str | None = None)
         return False
 
 
-def status(state_dir: str | Path = DEFAULT_STATE_DIR) -> tuple[str, ServerInfo | None]:
+def status(state_dir: str | Path) -> tuple[str, ServerInfo | None]:
     """("running" | "not running" | "stale", info): stale = a pid file whose process is gone."""
     info = read_info(state_dir)
     if info is None:
@@ -305,7 +303,7 @@ def status(state_dir: str | Path = DEFAULT_STATE_DIR) -> tuple[str, ServerInfo |
 def start(
     model_file: str | Path | None,
     *,
-    state_dir: str | Path = DEFAULT_STATE_DIR,
+    state_dir: str | Path,
     host: str = "127.0.0.1",
     port: int | None = None,
     alias: str = DEFAULT_ALIAS,
@@ -393,7 +391,7 @@ def _terminate(pid: int, grace_s: float = 10.0) -> None:
         os.kill(pid, signal.SIGKILL)
 
 
-def stop(state_dir: str | Path = DEFAULT_STATE_DIR) -> ServerInfo | None:
+def stop(state_dir: str | Path) -> ServerInfo | None:
     """Stop the server started from ``state_dir`` and remove its pid file; None when none ran."""
     state, info = status(state_dir)
     if info is not None and state == "running":

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import Enum
 from typing import Any
 
 import pyarrow as pa
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from medfilip.names import Choice
 
-class Polarity(str, Enum):
+
+class Polarity(Choice):
     present = "present"
     negated = "negated"
     uncertain = "uncertain"

@@ -1,4 +1,4 @@
-"""Config sections `extraction:` and `quality:` (imported by medfilip.config; keep this module free of heavy
+"""Config sections `extraction:` and `quality:` (imported by medfilip.pipeline.config; keep this module free of heavy
 imports)."""
 
 from __future__ import annotations
@@ -103,18 +103,16 @@ DEFAULT_PRICES = {
 }
 
 
+# the keys of extraction.openai that change an LLM's reply (besides the prompt file): the backend's
+# version (its cache key, medfilip.extraction.openai.version.generation_settings) and extraction's re-runs
+GENERATION_KEYS = ("model", "temperature", "max_output_tokens", "presence_penalty", "structured_output", "model_file")
+
+
 class ExtractionConfig(Strict):
     rerun_keys: ClassVar[RerunKeys] = {
-        # openai only (extraction_settings in common.smk); the rules backend's vocabulary is an input
-        "extract_triplets": (
-            "openai.model",
-            "openai.temperature",
-            "openai.max_output_tokens",
-            "openai.presence_penalty",
-            "openai.structured_output",
-            "openai.model_file",
-            "local_llm.model",
-        ),
+        # openai only (extraction_settings in common.smk); the rules backend's vocabulary is an input;
+        # a packaged model file is local_llm.model's
+        "extract_triplets": (*(f"openai.{key}" for key in GENERATION_KEYS), "local_llm.model"),
     }
 
     backend: Literal["rules", "openai"] = Field("rules", description="Extraction backend")

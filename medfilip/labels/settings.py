@@ -1,4 +1,4 @@
-"""Config section ``labels:`` (imported by medfilip.config; keep this module free of heavy imports)."""
+"""Config section ``labels:`` (imported by medfilip.pipeline.config; keep this module free of heavy imports)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ VARIANT_NAMES = values(LabelVariant)
 class LabelsConfig(Strict):
     rerun_keys: ClassVar[RerunKeys] = {
         "structured_labels": ("*",),
-        "embed_labels": ("variants",),  # the SSM heatmap's variant is one of them
     }
 
     variants: list[LabelVariant] = Field(

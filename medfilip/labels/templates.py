@@ -16,7 +16,9 @@ Evaluation texts (:func:`eval_text`) are these variants of a class, plus ``repor
 
 from __future__ import annotations
 
-from medfilip.names import EvalText, LabelVariant, values
+from typing import Any
+
+from medfilip.names import EVAL_TEXT_OF_LABEL_VARIANT, EvalText, LabelVariant, values
 
 VARIANTS = values(LabelVariant)
 
@@ -100,3 +102,17 @@ def severity_scale_input(cfg) -> list[str]:
     from medfilip.extraction.vocabulary import SEVERITY_SCALE_FILE
 
     return [f"{cfg.extraction.rules.vocabulary_dir}/{SEVERITY_SCALE_FILE}"]
+
+
+def run_eval_text(run: Any) -> str | None:
+    """The text form a run is scored with beside the common template: its ``eval_text`` if set, else
+    the form of its label variant (category, triplet, full template; report -> the report-style
+    sentence). ``run``: a RunSettings, a dict of one, or None (unknown run: None)."""
+    if run is None:
+        return None
+    get = run.get if isinstance(run, dict) else lambda k, d=None: getattr(run, k, d)
+    chosen = get("eval_text", None)
+    if chosen is not None:
+        return EvalText(chosen).value
+    variant = get("label_variant", None)
+    return EVAL_TEXT_OF_LABEL_VARIANT.get(str(variant)) if variant is not None else None

@@ -1,6 +1,6 @@
 """Phantom chest-radiograph simulator: ``render_phantom(findings, size=, seed=)`` -> uint8 image.
 
-Kept light (medfilip.config imports ``medfilip.phantom.settings``): the renderer is imported on
+Kept light (medfilip.pipeline.config imports ``medfilip.phantom.settings``): the renderer is imported on
 first use of its names.
 """
 

@@ -116,10 +116,6 @@ def _cp_point(scene: Scene, side: int) -> tuple[float, float]:
     return a.cx + side * a.thorax_half_width * 0.97, a.dome_top(side) + a.dome_depth - 0.01
 
 
-def _lung(scene: Scene, side: int) -> np.ndarray:
-    return scene.lungs[side]
-
-
 def _sided_zone(name: str) -> Callable[[Scene, int], np.ndarray]:
     def zone(scene: Scene, side: int) -> np.ndarray:
         lung = scene.lungs[side]

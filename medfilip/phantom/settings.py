@@ -1,4 +1,4 @@
-"""Config section `phantom:` (imported by medfilip.config; keep this module free of heavy imports).
+"""Config section `phantom:` (imported by medfilip.pipeline.config; keep this module free of heavy imports).
 
 Appearance knobs of the phantom chest-radiograph simulator only: the image size is set by the
 stage that renders (``images.size``, the dataset twins), never here.

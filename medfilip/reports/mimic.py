@@ -28,10 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from medfilip.names import ReportSource
+from medfilip.names import SPLITS, ReportSource
 from medfilip.reports.records import Reject, Report, ReportImage
 from medfilip.reports.sections import findings_and_impression
-from medfilip.reports.splits import SPLITS
 
 log = logging.getLogger(__name__)
 

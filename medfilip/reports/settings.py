@@ -1,4 +1,4 @@
-"""Config section `reports:` (imported by medfilip.config; keep this module free of heavy imports)."""
+"""Config section `reports:` (imported by medfilip.pipeline.config; keep this module free of heavy imports)."""
 
 from __future__ import annotations
 

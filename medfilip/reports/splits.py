@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import hashlib
 
-SPLITS = ("train", "validate", "test")
-
 
 def unit_interval(key: str, seed: int) -> float:
     """A uniform number in [0, 1) determined by (seed, key) alone."""

@@ -1,5 +1,5 @@
 """``results/figures/train_curves.png``: every run's loss (and learning rate) against the step, and
-with ``training.validate_every`` its validate AUC against the epoch (medfilip/evaluation/curve.py)."""
+with ``training.validate_every`` its validate AUC against the epoch (medfilip/training/curve.py)."""
 
 from __future__ import annotations
 
@@ -36,8 +36,8 @@ def plot_train_curves(run_dirs: list[Path], out: str | Path, window: int = 10) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from medfilip.evaluation.curve import CURVE_FILE, read_curve
     from medfilip.io import save_figure
+    from medfilip.training.curve import CURVE_FILE, read_curve
 
     curves = {Path(p).name: read_curve(Path(p) / CURVE_FILE) for p in run_dirs}
     panels = 3 if any(curves.values()) else 2

@@ -1,4 +1,4 @@
-"""Config section `training:` (imported by medfilip.config; keep this module free of heavy imports).
+"""Config section `training:` (imported by medfilip.pipeline.config; keep this module free of heavy imports).
 
 The embedded defaults are sized for 2 CPU cores (ResNet-18 at the images.size of 128 px, MiniLM with
 all but its top layer frozen, a few epochs). Two sources disagree on the full-scale values, and
@@ -13,37 +13,30 @@ its loss matches (SSM, SSM within a category, category multi-hot, identity) and 
 
 from __future__ import annotations
 
-from enum import Enum
 from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
 from medfilip.configbase import RerunKeys, Strict
-from medfilip.names import EvalText, LabelVariant, LossKind, MaskedTargets, TargetKind
+from medfilip.names import Choice, Device, EvalText, LabelVariant, LossKind, MaskedTargets, TargetKind
 
 
-class ImageArch(str, Enum):
+class ImageArch(Choice):
     resnet18 = "resnet18"
     resnet34 = "resnet34"
     resnet50 = "resnet50"
 
 
-class TextPooling(str, Enum):
+class TextPooling(Choice):
     mean = "mean"
     cls = "cls"
     eos = "eos"
 
 
-class Precision(str, Enum):
+class Precision(Choice):
     fp32 = "fp32"
     bf16 = "bf16"
-    auto = "auto"
-
-
-class TrainDevice(str, Enum):
-    cpu = "cpu"
-    cuda = "cuda"
     auto = "auto"
 
 
@@ -129,7 +122,7 @@ def run_value(settings: RunSettings | dict, key: str) -> str:
     """A run's setting ``key`` as its plain string value, from a :class:`RunSettings` or a plain dict
     (the Snakefile's params carry dicts): ``run_value(run, "target") == "ssm"``."""
     v = settings[key] if isinstance(settings, dict) else getattr(settings, key)
-    return str(getattr(v, "value", v))
+    return str(v)
 
 
 # The method and the paper's own baselines: "no SSM" (Table VI) is a 0/1 matrix of exact label matches
@@ -168,7 +161,8 @@ class TrainingConfig(Strict):
         # a run's own entry re-runs that run only; checkpoint_every, num_workers and log_every change how
         # fast it goes, not its weights
         "train": ("*", "!runs", "runs.{run}", "!checkpoint_every", "!num_workers", "!log_every"),
-        "embed_labels": ("runs.*.label_variant", "runs.*.target", "masked_targets"),
+        # entailment: the masked forms are embedded too (which variants: the rule's derived `variants`)
+        "embed_labels": ("masked_targets",),
         "ablation_table": ("runs",),
         "train_curves": ("runs",),  # their names: one folder per run
         "seed_summary": ("runs",),
@@ -211,7 +205,7 @@ class TrainingConfig(Strict):
     precision: Precision = Field(
         Precision.auto, description="fp32, bf16 (autocast), or auto (bf16 on a GPU that supports it, else fp32)"
     )
-    device: TrainDevice = Field(TrainDevice.auto, description="cpu, cuda, or auto (cuda when available)")
+    device: Device = Field(Device.auto, description="cpu, cuda, or auto (cuda when available)")
     channels_last: bool = Field(True, description="channels_last memory format on CUDA (ignored on CPU)")
     compile: bool = Field(False, description="torch.compile the image encoder")
     text_cache: bool = Field(

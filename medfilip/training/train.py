@@ -15,6 +15,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from medfilip.training.data import (
     MASKABLE_VARIANTS,
     BatchCollator,
     EpochBatchSampler,
+    LabelTable,
     PretrainingDataset,
     TextTable,
     read_label_table,
@@ -136,56 +138,54 @@ def _calibration_file(embeddings_path: str | Path | None, calibration_path: str 
 
 
 def _calibration(embeddings_path: str | Path, calibration_path: str | Path | None, variant: str):
+    """The SSM calibration of ``variant``: from ``calibration_path``, else the file beside the embeddings.
+    A missing file is an error (the config names a calibration; raw cosines are method ``none`` in it)."""
     from medfilip.embeddings.calibration import read_calibration
-    from medfilip.ssm import Calibration
 
     path = _calibration_file(embeddings_path, calibration_path)
-    if calibration_path is None and (path is None or not path.exists()):
-        log.warning("no SSM calibration file beside %s: raw cosines as targets", embeddings_path)
-        return Calibration("none")
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{path}: no SSM calibration file (`medfilip embed` writes it beside {embeddings_path}, "
+            "`medfilip calibrate` rewrites it)"
+        )
     return read_calibration(path, variant)
 
 
-def train_run(
+@dataclass
+class RunData:
+    """What one run trains on (the setup): the corpus store, its labels, the chosen (image, labels) pairs,
+    the SSM vectors and calibration (SSM targets only), and the per-process batches over them."""
+
+    store: Any
+    labels: LabelTable
+    by_report: Any
+    positions: np.ndarray
+    image_label_ids: list
+    n_dropped: int
+    text_table: TextTable | None
+    vectors: torch.Tensor | None
+    calibration: Any
+    dataset: PretrainingDataset
+    sampler: EpochBatchSampler
+    per_rank_batch: int
+
+
+def setup_run_data(
     run_name: str,
+    run: RunSettings,
     cfg: TrainingConfig,
+    env: DistributedEnv,
     *,
     images_dir: str | Path,
     labels_path: str | Path,
     embeddings_path: str | Path | None,
-    out_dir: str | Path,
-    calibration_path: str | Path | None = None,
-    resume: bool = True,
-    progress: bool = True,
-    stop_after_steps: int | None = None,
-    return_model: bool = False,
-) -> TrainResult:
-    """Train run ``run_name`` of ``cfg.runs``; ``stop_after_steps`` stops early as a kill would
-    (after that step's checkpoint, if one falls due), leaving no model.pt.
-
-    SSM targets are calibrated by ``calibration_path`` (default: the file beside the embeddings,
-    written by ``medfilip embed``); with no such file they are the raw cosines (logged)."""
-    from tqdm import tqdm
-
+    calibration_path: str | Path | None,
+) -> RunData:
+    """Read the run's data: the pairs of the store and label table (a seeded sample with
+    ``training.max_pairs``), every masked form of the labels (entailment targets), the label vectors and
+    their calibration (SSM targets), and the dataset and batch sampler of this process."""
     from medfilip.images.store import ImageStore
 
-    if run_name not in cfg.runs:
-        raise ValueError(f"run {run_name!r} is not in training.runs ({', '.join(cfg.runs)})")
-    run = cfg.runs[run_name]
-    if run.seed is not None and run.seed != cfg.seed:
-        cfg = cfg.model_copy(update={"seed": run.seed})
-    out_dir = Path(out_dir)
-    env = distributed_env()
-    device = training_device(cfg.device, env)
-    precision = resolve_precision(cfg.precision, device)
-    owns_group = env.is_distributed and not torch.distributed.is_initialized()
-    init_distributed(env, device)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    seed_everything(cfg.seed)
-
-    # -- data ---------------------------------------------------------------------------------
     store = ImageStore.open(images_dir)
     labels, by_report = read_label_table(labels_path, run.label_variant)
     positions, image_label_ids, n_dropped = training_items(store, by_report)
@@ -240,9 +240,46 @@ def train_run(
         seed=cfg.seed,
     )
     sampler = EpochBatchSampler(len(dataset), per_rank_batch, seed=cfg.seed, rank=env.rank, world_size=env.world_size)
+    return RunData(
+        store,
+        labels,
+        by_report,
+        positions,
+        image_label_ids,
+        n_dropped,
+        text_table,
+        vectors,
+        calibration,
+        dataset,
+        sampler,
+        per_rank_batch,
+    )
 
-    # -- model, optimiser -----------------------------------------------------------------------
-    model = build_model(cfg.model, store.size, seed=cfg.seed).to(device)
+
+@dataclass
+class RunParts:
+    """What one run trains with (the build): the model (and its DDP wrapper), the batch collator and
+    loader, the optimiser, its schedule and the loss."""
+
+    model: DualEncoder
+    network: torch.nn.Module
+    text_cache: Any
+    sizes: dict
+    collator: BatchCollator
+    loader: torch.utils.data.DataLoader
+    params: list
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    loss_fn: ImageTextMatchingLoss
+
+
+def build_run(
+    run_name: str, run: RunSettings, cfg: TrainingConfig, data: RunData, env: DistributedEnv, device: torch.device
+) -> RunParts:
+    """Build the model on ``device`` (channels_last, compile and the text cache as configured), the
+    collator that turns batches into texts and targets, the seeded loader, SGD and its cosine warm
+    restarts (``t_0`` in epochs), and the loss of ``run.loss``."""
+    model = build_model(cfg.model, data.store.size, seed=cfg.seed).to(device)
     if device.type == "cuda" and cfg.channels_last:
         model.image.to(memory_format=torch.channels_last)
         model.channels_last = True
@@ -267,16 +304,16 @@ def train_run(
         run.target,
         model.text.tokenizer,
         cfg.model.max_length,
-        vectors=vectors,
-        categories=labels.category_ids(),
-        negated=labels.negated(),
-        calibration=calibration,
+        vectors=data.vectors,
+        categories=data.labels.category_ids(),
+        negated=data.labels.negated(),
+        calibration=data.calibration,
         seed=cfg.seed,
-        text_table=text_table,
+        text_table=data.text_table,
     )
     loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_sampler=sampler,
+        data.dataset,
+        batch_sampler=data.sampler,
         collate_fn=collator,
         num_workers=cfg.num_workers,
         persistent_workers=cfg.num_workers > 0,
@@ -292,13 +329,307 @@ def train_run(
     params = model.trainable_parameters()
     o = cfg.optimiser
     optimizer = torch.optim.SGD(params, lr=o.lr, momentum=o.momentum, weight_decay=o.weight_decay)
-    steps_per_epoch = sampler.batches_per_epoch
     scheduler = torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(
-        optimizer, T_0=max(1, round(o.t_0 * steps_per_epoch)), T_mult=o.t_mult, eta_min=o.eta_min
+        optimizer, T_0=max(1, round(o.t_0 * data.sampler.batches_per_epoch)), T_mult=o.t_mult, eta_min=o.eta_min
     )
-    loss_fn = ImageTextMatchingLoss(run.loss)
+    return RunParts(
+        model,
+        network,
+        text_cache,
+        sizes,
+        collator,
+        loader,
+        params,
+        optimizer,
+        scheduler,
+        ImageTextMatchingLoss(run.loss),
+    )
 
-    # -- resume ---------------------------------------------------------------------------------
+
+class _Session:
+    """The loop of one run: its position (step, epoch, batch in the epoch), the log rows, the loss summed
+    on the device over a log window, checkpoints and the validate curve; :meth:`train_epoch` runs (the
+    rest of) one epoch."""
+
+    def __init__(
+        self,
+        run_name: str,
+        cfg: TrainingConfig,
+        env: DistributedEnv,
+        device: torch.device,
+        precision: str,
+        data: RunData,
+        parts: RunParts,
+        out_dir: Path,
+        fingerprint: str,
+        *,
+        progress: bool,
+        stop_after_steps: int | None,
+        validate_probe: Callable[..., Any] | None,
+    ):
+
+        self.run_name, self.cfg, self.env, self.device, self.precision = run_name, cfg, env, device, precision
+        self.data, self.parts, self.out_dir, self.fingerprint = data, parts, out_dir, fingerprint
+        self.stop_after_steps = stop_after_steps
+        self.validate_probe = validate_probe
+        self.checkpoint_path = out_dir / CHECKPOINT_FILE
+        self.step, self.epoch, self.position, self.rows = 0, 0, 0, []
+        self.steps_per_epoch = data.sampler.batches_per_epoch
+        # a fractional number of epochs ends inside the last epoch (the demo's schedule fits its time budget)
+        self.total_steps = max(1, round(self.steps_per_epoch * cfg.epochs))
+        self.global_batch = data.per_rank_batch * env.world_size
+        self.progress = progress
+        self.bar = None
+        self.log_every = max(1, self.steps_per_epoch // 10)
+        self.started = self.last = 0.0
+        self.images_seen = 0
+        self.stopped = False
+        # losses are summed on the device and read once a row (training.log_every steps): the host never
+        # waits for the GPU inside a window (no .item(), no isfinite branch per step)
+        self.window_loss: torch.Tensor | None = None
+        self.window_terms: dict[str, torch.Tensor] = {}
+        self.window_steps = 0
+        self.probe, self.check_every = None, 0
+
+    def resume(self, state: dict) -> None:
+        parts = self.parts
+        parts.model.load_state_dict(state["model"])
+        parts.optimizer.load_state_dict(state["optimizer"])
+        parts.scheduler.load_state_dict(state["scheduler"])
+        restore_rng_states(state["rng"])
+        self.step, self.epoch, self.position, self.rows = state["step"], state["epoch"], state["position"], state["log"]
+        log.info(
+            "resuming %s from step %d (epoch %d, batch %d)", self.checkpoint_path, self.step, self.epoch, self.position
+        )
+
+    def start(self) -> None:
+        """The progress bar, the clocks and (training.validate_every) the validate probe."""
+        from tqdm import tqdm
+
+        if self.env.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.bar = tqdm(
+            total=self.total_steps,
+            initial=self.step,
+            disable=not (self.progress and self.env.is_main),
+            desc=self.run_name,
+            unit="step",
+        )
+        self.parts.network.train()
+        self.started = time.perf_counter()
+        self.last = time.perf_counter()
+        # training.validate_every: the validate AUC curve (medfilip/training/curve.py), main process only
+        cfg = self.cfg
+        if cfg.validate_every is not None and self.env.is_main:
+            from medfilip.labels.templates import run_eval_text
+            from medfilip.training.curve import CURVE_FILE
+
+            run = cfg.runs[self.run_name]
+            data = self.data
+            probe = self.validate_probe(
+                data.store, data.labels, data.by_report, run_eval_text(run), cfg.validate_images
+            )
+            self.check_every = max(1, round(cfg.validate_every * self.steps_per_epoch))
+            if not probe:
+                log.warning("run %s: validate_every: no category with enough validate images; no curve", self.run_name)
+            else:
+                self.probe = probe
+                if self.step == 0:
+                    (self.out_dir / CURVE_FILE).unlink(missing_ok=True)
+
+    @property
+    def done(self) -> bool:
+        return self.step >= self.total_steps or self.stopped
+
+    def checkpoint(self) -> None:
+        if self.env.is_main:
+            parts = self.parts
+            save_checkpoint(
+                self.checkpoint_path,
+                {
+                    "fingerprint": self.fingerprint,
+                    "model": parts.model.state_dict(),
+                    "optimizer": parts.optimizer.state_dict(),
+                    "scheduler": parts.scheduler.state_dict(),
+                    "step": self.step,
+                    "epoch": self.epoch,
+                    "position": self.position,
+                    "log": self.rows,
+                },
+            )
+            _write_log(self.rows, self.out_dir / TRAIN_LOG)
+
+    def log_row(self, lr: float, now: float) -> None:
+        step, window_steps = self.step, self.window_steps
+        mean_loss = (self.window_loss / window_steps).item()
+        if not math.isfinite(mean_loss):
+            first = step - window_steps + 1
+            where = f"step {step}" if window_steps == 1 else f"steps {first}-{step}"
+            raise FloatingPointError(f"run {self.run_name}: loss is {mean_loss} at {where}")
+        rate = self.global_batch * window_steps / max(now - self.last, 1e-9)
+        self.last = now
+        self.rows.append(
+            {
+                "step": step,
+                "epoch": self.epoch,
+                "loss": round(mean_loss, 6),
+                **{k: round((v / window_steps).item(), 6) for k, v in self.window_terms.items()},
+                "lr": lr,
+                "logit_scale": round(float(self.parts.model.logit_scale.detach()), 4),
+                "images_per_s": round(rate, 2),
+            }
+        )
+        self.bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.1f}", epoch=self.epoch)
+        if self.bar.disable and self.env.is_main and (step % self.log_every == 0 or step == self.total_steps):
+            # no progress bar (rules, batch jobs): a log line about ten times an epoch instead
+            done = self.images_seen / max(now - self.started, 1e-9)
+            log.info(
+                "run %s: step %d/%d, epoch %d, loss %.4f, lr %.2e, %.1f images/s",
+                self.run_name,
+                step,
+                self.total_steps,
+                self.epoch,
+                mean_loss,
+                lr,
+                done,
+            )
+        self.window_loss, self.window_terms, self.window_steps = None, {}, 0
+
+    def validate_check(self) -> None:
+        from medfilip.training.curve import CURVE_FILE, append_curve
+
+        probe = self.probe
+        value = probe.score(self.parts.model, self.device)
+        append_curve(
+            self.out_dir / CURVE_FILE,
+            {
+                "step": self.step,
+                "epoch": round(self.step / self.steps_per_epoch, 4),
+                "validate_auc": round(value, 6),
+                "n_images": int(probe.rows.size),
+                "n_classes": len(probe.classes),
+            },
+        )
+        log.info("run %s: step %d, validate AUC %.4f (%d images)", self.run_name, self.step, value, probe.rows.size)
+
+    def train_step(self, batch) -> tuple[torch.Tensor, dict[str, torch.Tensor], float]:
+        """One optimiser step on one batch: (loss, its terms, the learning rate it used)."""
+        parts, device, env = self.parts, self.device, self.env
+        images = batch.images.to(device, non_blocking=True)
+        input_ids = batch.input_ids.to(device, non_blocking=True)
+        attention_mask = batch.attention_mask.to(device, non_blocking=True)
+        target = batch.target.to(device, non_blocking=True)
+        with autocast(self.precision, device):
+            out = parts.network(images, input_ids, attention_mask)
+        image_features, text_features = out["image_features"], out["text_features"]
+        if env.is_distributed:
+            # the loss of the global batch: features gathered across ranks (with gradient), the
+            # target rebuilt from every rank's batch table (medfilip/training/gather.py)
+            image_sizes, text_sizes, all_ids, all_own, keep, kept_ids = global_batch_table(
+                batch.image_label_ids, batch.own, batch.texts, batch.text_label_ids.tolist()
+            )
+            image_features = gather_with_grad(image_features, image_sizes)
+            text_features = gather_with_grad(text_features, text_sizes)[torch.tensor(keep, device=device)]
+            target = parts.collator.target_of(all_ids, torch.tensor(kept_ids, dtype=torch.long), all_own, len(keep)).to(
+                device, non_blocking=True
+            )
+        terms = parts.loss_fn(image_features, text_features, out["logit_scale"], target)
+        loss = total_loss(terms)
+        parts.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(parts.params, self.cfg.grad_clip)
+        lr = parts.optimizer.param_groups[0]["lr"]
+        parts.optimizer.step()
+        parts.scheduler.step()
+        return loss, terms, lr
+
+    def train_epoch(self) -> None:
+        """The rest of the current epoch (from ``position``), until the run ends or is stopped."""
+        cfg, stop_after_steps = self.cfg, self.stop_after_steps
+        self.data.sampler.set_epoch(self.epoch, self.position)
+        for batch in self.parts.loader:
+            loss, terms, lr = self.train_step(batch)
+            self.step += 1
+            self.position += 1
+            self.images_seen += self.global_batch
+            self.window_loss = loss.detach() if self.window_loss is None else self.window_loss + loss.detach()
+            for k, v in terms.items():
+                self.window_terms[k] = v.detach() if k not in self.window_terms else self.window_terms[k] + v.detach()
+            self.window_steps += 1
+            self.bar.update(1)
+            step = self.step
+            last_of_run = step >= self.total_steps or (stop_after_steps is not None and step >= stop_after_steps)
+            if step % cfg.log_every == 0 or last_of_run or step % cfg.checkpoint_every == 0:
+                self.log_row(lr, time.perf_counter())
+            if self.probe is not None and (step % self.check_every == 0 or step >= self.total_steps):
+                self.validate_check()
+            if step % cfg.checkpoint_every == 0:
+                self.checkpoint()
+            if stop_after_steps is not None and step >= stop_after_steps:
+                self.stopped = True
+                return
+            if step >= self.total_steps and self.position < self.steps_per_epoch:
+                return  # the end of a fractional last epoch
+        self.epoch += 1
+        self.position = 0
+
+
+def train_run(
+    run_name: str,
+    cfg: TrainingConfig,
+    *,
+    images_dir: str | Path,
+    labels_path: str | Path,
+    embeddings_path: str | Path | None,
+    out_dir: str | Path,
+    calibration_path: str | Path | None = None,
+    resume: bool = True,
+    progress: bool = True,
+    stop_after_steps: int | None = None,
+    return_model: bool = False,
+    validate_probe: Callable[..., Any] | None = None,
+) -> TrainResult:
+    """Train run ``run_name`` of ``cfg.runs``: set up its data (:func:`setup_run_data`), build its model
+    and optimiser (:func:`build_run`), resume from a checkpoint of the same settings and inputs, then
+    train epoch by epoch. ``stop_after_steps`` stops early as a kill would (after that step's
+    checkpoint, if one falls due), leaving no model.pt.
+
+    SSM targets are calibrated by ``calibration_path`` (default: the file beside the embeddings,
+    written by ``medfilip embed``); a missing file is an error naming it. ``training.validate_every``
+    scores the model on validate images with ``validate_probe`` (called with the store, the label
+    table, report -> label ids, the run's text form and ``validate_images``;
+    :class:`medfilip.evaluation.curve.ValidateProbe`, which ``medfilip train`` passes)."""
+    if run_name not in cfg.runs:
+        raise ValueError(f"run {run_name!r} is not in training.runs ({', '.join(cfg.runs)})")
+    if cfg.validate_every is not None and validate_probe is None:
+        raise ValueError(f"run {run_name!r}: training.validate_every needs a validate_probe (ValidateProbe)")
+    run = cfg.runs[run_name]
+    if run.seed is not None and run.seed != cfg.seed:
+        cfg = cfg.model_copy(update={"seed": run.seed})
+    out_dir = Path(out_dir)
+    env = distributed_env()
+    device = training_device(cfg.device, env)
+    precision = resolve_precision(cfg.precision, device)
+    owns_group = env.is_distributed and not torch.distributed.is_initialized()
+    init_distributed(env, device)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    seed_everything(cfg.seed)
+
+    data = setup_run_data(
+        run_name,
+        run,
+        cfg,
+        env,
+        images_dir=images_dir,
+        labels_path=labels_path,
+        embeddings_path=embeddings_path,
+        calibration_path=calibration_path,
+    )
+    parts = build_run(run_name, run, cfg, data, env, device)
+
     settings = run_settings(cfg, run_name, run)
     fingerprint = _fingerprint(
         settings,
@@ -306,203 +637,59 @@ def train_run(
         {
             "images": Path(images_dir) / "index.parquet",
             "labels": Path(labels_path),
-            "embeddings": Path(embeddings_path) if embeddings_path and vectors is not None else None,
-            "calibration": _calibration_file(embeddings_path, calibration_path) if vectors is not None else None,
+            "embeddings": Path(embeddings_path) if embeddings_path and data.vectors is not None else None,
+            "calibration": _calibration_file(embeddings_path, calibration_path) if data.vectors is not None else None,
         },
     )
-    checkpoint_path = out_dir / CHECKPOINT_FILE
-    step, epoch, position, rows = 0, 0, 0, []
-    state = load_checkpoint(checkpoint_path, fingerprint) if resume else None
+    session = _Session(
+        run_name,
+        cfg,
+        env,
+        device,
+        precision,
+        data,
+        parts,
+        out_dir,
+        fingerprint,
+        progress=progress,
+        stop_after_steps=stop_after_steps,
+        validate_probe=validate_probe,
+    )
+    state = load_checkpoint(session.checkpoint_path, fingerprint) if resume else None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        restore_rng_states(state["rng"])
-        step, epoch, position, rows = state["step"], state["epoch"], state["position"], state["log"]
-        log.info("resuming %s from step %d (epoch %d, batch %d)", checkpoint_path, step, epoch, position)
-
-    def checkpoint() -> None:
-        if env.is_main:
-            save_checkpoint(
-                checkpoint_path,
-                {
-                    "fingerprint": fingerprint,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "step": step,
-                    "epoch": epoch,
-                    "position": position,
-                    "log": rows,
-                },
-            )
-            _write_log(rows, out_dir / TRAIN_LOG)
-
-    # -- loop -----------------------------------------------------------------------------------
-    if env.is_main:
-        out_dir.mkdir(parents=True, exist_ok=True)
-    # a fractional number of epochs ends inside the last epoch (the demo's schedule fits its time budget)
-    total_steps = max(1, round(steps_per_epoch * cfg.epochs))
-    global_batch = per_rank_batch * env.world_size
-    bar = tqdm(total=total_steps, initial=step, disable=not (progress and env.is_main), desc=run_name, unit="step")
-    log_every = max(1, steps_per_epoch // 10)
-    network.train()
-    started = time.perf_counter()
-    steps_this_session, images_seen = 0, 0
-    last = time.perf_counter()
-    stopped = False
-    # losses are summed on the device and read once a row (training.log_every steps): the host never
-    # waits for the GPU inside a window (no .item(), no isfinite branch per step)
-    window_loss: torch.Tensor | None = None
-    window_terms: dict[str, torch.Tensor] = {}
-    window_steps = 0
-
-    def log_row(lr: float, now: float) -> None:
-        nonlocal window_loss, window_terms, window_steps, last
-        mean_loss = (window_loss / window_steps).item()
-        if not math.isfinite(mean_loss):
-            first = step - window_steps + 1
-            where = f"step {step}" if window_steps == 1 else f"steps {first}-{step}"
-            raise FloatingPointError(f"run {run_name}: loss is {mean_loss} at {where}")
-        rate = global_batch * window_steps / max(now - last, 1e-9)
-        last = now
-        rows.append(
-            {
-                "step": step,
-                "epoch": epoch,
-                "loss": round(mean_loss, 6),
-                **{k: round((v / window_steps).item(), 6) for k, v in window_terms.items()},
-                "lr": lr,
-                "logit_scale": round(float(model.logit_scale.detach()), 4),
-                "images_per_s": round(rate, 2),
-            }
-        )
-        bar.set_postfix(loss=f"{mean_loss:.4f}", img_s=f"{rate:.1f}", epoch=epoch)
-        if bar.disable and env.is_main and (step % log_every == 0 or step == total_steps):
-            # no progress bar (rules, batch jobs): a log line about ten times an epoch instead
-            done = images_seen / max(now - started, 1e-9)
-            log.info(
-                "run %s: step %d/%d, epoch %d, loss %.4f, lr %.2e, %.1f images/s",
-                run_name,
-                step,
-                total_steps,
-                epoch,
-                mean_loss,
-                lr,
-                done,
-            )
-        window_loss, window_terms, window_steps = None, {}, 0
-
-    # training.validate_every: the validate AUC curve (medfilip/evaluation/curve.py), main process only
-    probe, check_every = None, 0
-    if cfg.validate_every is not None and env.is_main:
-        from medfilip.evaluation.curve import CURVE_FILE, ValidateProbe, append_curve
-        from medfilip.evaluation.zeroshot import run_eval_text
-
-        probe = ValidateProbe(store, labels, by_report, run_eval_text(run), cfg.validate_images)
-        check_every = max(1, round(cfg.validate_every * steps_per_epoch))
-        if not probe:
-            log.warning("run %s: validate_every: no category with enough validate images; no curve", run_name)
-            probe = None
-        elif step == 0:
-            (out_dir / CURVE_FILE).unlink(missing_ok=True)
-
-    def validate_check() -> None:
-        value = probe.score(model, device)
-        append_curve(
-            out_dir / CURVE_FILE,
-            {
-                "step": step,
-                "epoch": round(step / steps_per_epoch, 4),
-                "validate_auc": round(value, 6),
-                "n_images": int(probe.rows.size),
-                "n_classes": len(probe.classes),
-            },
-        )
-        log.info("run %s: step %d, validate AUC %.4f (%d images)", run_name, step, value, probe.rows.size)
-
-    while step < total_steps and not stopped:
-        sampler.set_epoch(epoch, position)
-        for batch in loader:
-            images = batch.images.to(device, non_blocking=True)
-            input_ids = batch.input_ids.to(device, non_blocking=True)
-            attention_mask = batch.attention_mask.to(device, non_blocking=True)
-            target = batch.target.to(device, non_blocking=True)
-            with autocast(precision, device):
-                out = network(images, input_ids, attention_mask)
-            image_features, text_features = out["image_features"], out["text_features"]
-            if env.is_distributed:
-                # the loss of the global batch: features gathered across ranks (with gradient), the
-                # target rebuilt from every rank's batch table (medfilip/training/gather.py)
-                image_sizes, text_sizes, all_ids, all_own, keep, kept_ids = global_batch_table(
-                    batch.image_label_ids, batch.own, batch.texts, batch.text_label_ids.tolist()
-                )
-                image_features = gather_with_grad(image_features, image_sizes)
-                text_features = gather_with_grad(text_features, text_sizes)[torch.tensor(keep, device=device)]
-                target = collator.target_of(all_ids, torch.tensor(kept_ids, dtype=torch.long), all_own, len(keep)).to(
-                    device, non_blocking=True
-                )
-            terms = loss_fn(image_features, text_features, out["logit_scale"], target)
-            loss = total_loss(terms)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip is not None:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
-            scheduler.step()
-            step += 1
-            position += 1
-            steps_this_session += 1
-            images_seen += global_batch
-            window_loss = loss.detach() if window_loss is None else window_loss + loss.detach()
-            for k, v in terms.items():
-                window_terms[k] = v.detach() if k not in window_terms else window_terms[k] + v.detach()
-            window_steps += 1
-            bar.update(1)
-            last_of_run = step >= total_steps or (stop_after_steps is not None and step >= stop_after_steps)
-            if step % cfg.log_every == 0 or last_of_run or step % cfg.checkpoint_every == 0:
-                log_row(lr, time.perf_counter())
-            if probe is not None and (step % check_every == 0 or step >= total_steps):
-                validate_check()
-            if step % cfg.checkpoint_every == 0:
-                checkpoint()
-            if stop_after_steps is not None and step >= stop_after_steps:
-                stopped = True
-                break
-            if step >= total_steps and position < steps_per_epoch:
-                break  # the end of a fractional last epoch
-        else:
-            epoch += 1
-            position = 0
-    bar.close()
-    seconds = time.perf_counter() - started
-    rate = images_seen / seconds if seconds > 0 else 0.0
-    finished = not stopped or step >= total_steps
+        session.resume(state)
+    session.start()
+    while not session.done:
+        session.train_epoch()
+    session.bar.close()
+    seconds = time.perf_counter() - session.started
+    rate = session.images_seen / seconds if seconds > 0 else 0.0
+    step, rows = session.step, session.rows
+    finished = not session.stopped or step >= session.total_steps
     final_loss = rows[-1]["loss"] if rows else float("nan")
 
     if finished and env.is_main:
-        checkpoint()
-        save_trained(model, out_dir, extra={"run": settings["run"], "steps": step})
+        session.checkpoint()
+        save_trained(parts.model, out_dir, extra={"run": settings["run"], "steps": step})
         facts = {
             "steps": step,
             "epochs": cfg.epochs,
-            "steps_per_epoch": steps_per_epoch,
-            "n_images": len(positions),
-            "n_dropped": n_dropped,
-            "n_labels": len(labels),
-            "image_size": store.size,
+            "steps_per_epoch": session.steps_per_epoch,
+            "n_images": len(data.positions),
+            "n_dropped": data.n_dropped,
+            "n_labels": len(data.labels),
+            "image_size": data.store.size,
             "device": str(device),
             "precision": precision,
             "world_size": env.world_size,
             "seconds_this_session": round(seconds, 2),
             "images_per_s": round(rate, 2),
             "final_loss": final_loss,
-            **sizes,
+            **parts.sizes,
         }
-        if text_cache is not None:
-            facts["text_cache"] = text_cache.describe()
-            log.info("run %s: text_cache %s", run_name, text_cache.describe())
+        if parts.text_cache is not None:
+            facts["text_cache"] = parts.text_cache.describe()
+            log.info("run %s: text_cache %s", run_name, parts.text_cache.describe())
         _write_run_config(out_dir / RUN_CONFIG, settings, facts)
         log.info("run %s: %d steps, final loss %.4f, %.1f images/s; %s", run_name, step, final_loss, rate, out_dir)
     barrier(env)
@@ -511,12 +698,12 @@ def train_run(
     return TrainResult(
         out_dir,
         step,
-        epoch,
+        session.epoch,
         finished,
         seconds,
         rate,
         final_loss,
-        len(positions),
-        n_dropped,
-        model if return_model else None,
+        len(data.positions),
+        data.n_dropped,
+        parts.model if return_model else None,
     )

@@ -14,7 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from medfilip.configbase import Strict
-from medfilip.names import LossKind, WorldArm
+from medfilip.names import Device, LossKind, WorldArm
 from medfilip.phantom.primitives import SIDES, ZONES
 
 # what medfilip.worlds.metrics measures for each run (docs/worlds.md, "Metrics")
@@ -88,7 +88,7 @@ class WorldsConfig(Strict):
     lr: float = Field(2e-3, gt=0)
     embed_dim: int = Field(64, ge=4)
     threads: int = Field(1, ge=1, description="torch threads per run")
-    device: str = Field("cpu", description="cpu, cuda or auto (medfilip.devices.resolve_device)")
+    device: Device = Field(Device.cpu, description="cpu, cuda or auto (cuda when available)")
     predictions: list[Prediction] = Field(default_factory=list)
     gpu: GridOverride = Field(default_factory=GridOverride)
 

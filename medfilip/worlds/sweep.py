@@ -3,7 +3,7 @@
 ``run_sweep`` appends one row per trained run to ``runs.csv`` (and skips the rows already there,
 so an interrupted sweep resumes). ``summarise`` groups the runs over seeds into
 ``results/tables/worlds.csv``: per arm x ρ x g x η x metric the mean with its Student-t 95 %
-interval and n (``training.seeds.t_interval``), and the paired (by seed) difference to identity.
+interval and n (``evaluation.seeds.t_interval``), and the paired (by seed) difference to identity.
 ``verdicts`` checks the pre-registered predictions of config/worlds.yaml against that table.
 """
 
@@ -180,7 +180,7 @@ def current(rows: list[dict], cfg: WorldsConfig) -> list[dict]:
 
 def summarise(rows: list[dict], cfg: WorldsConfig) -> list[dict]:
     """Long table: arm x ρ x g x η x metric, mean [t 95 %] over seeds, n, and the paired delta vs identity."""
-    from medfilip.training.seeds import DELTA, paired_t_seeds, t_interval
+    from medfilip.evaluation.seeds import DELTA, paired_t_seeds, t_interval
     from medfilip.worlds.settings import METRICS
 
     by: dict[tuple, dict[int, dict]] = {}
@@ -239,7 +239,7 @@ def write_csv(rows: list[dict], path: str | Path) -> Path:
 def verdicts(rows: list[dict], cfg: WorldsConfig) -> list[dict]:
     """Each pre-registered prediction against the runs: the paired (by seed) t interval of arm - versus,
     pooled over the selected worlds' seeds at the largest gain (each world x seed one pair)."""
-    from medfilip.training.seeds import t_interval
+    from medfilip.evaluation.seeds import t_interval
 
     gain = max(round(float(g), 6) for g in cfg.gains)
     rows = current(rows, cfg)

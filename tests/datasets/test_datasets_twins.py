@@ -229,7 +229,7 @@ def test_dicom_round_trip_through_preprocessing(tables, tmp_path):
 def test_cli_twin_and_preprocess(tmp_path):
     config = tmp_path / "config.yaml"
     config.write_text("images: {size: 64}\ndatasets:\n  render_size: 96\n  covid: {n_test: 6, n_validate: 3}\n")
-    run = [sys.executable, "-m", "medfilip.cli", "-c", str(config)]
+    run = [sys.executable, "-m", "medfilip", "-c", str(config)]
     proc = subprocess.run(
         [*run, "twin", "--dataset", "covid", "--out", str(tmp_path / "twin"), "--no-progress", "--workers", "2"],
         capture_output=True,

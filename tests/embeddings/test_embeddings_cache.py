@@ -10,7 +10,6 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from medfilip.cli import main
 from medfilip.embeddings.model import (
     EmbeddingModelError,
     TextEncoder,
@@ -27,6 +26,7 @@ from medfilip.embeddings.store import (
     read_embeddings,
     write_label_embeddings,
 )
+from medfilip.pipeline.cli import main
 
 torch.set_num_threads(1)
 
@@ -178,8 +178,13 @@ def test_cli_embed_and_heatmap(tmp_path: Path, capsys):
         }
     )
     pq.write_table(labels, tmp_path / "labels.parquet")
+    # the labels' own strings only (entailment targets would add their masked forms)
+    config = tmp_path / "config.yaml"
+    config.write_text("training:\n  masked_targets: source\n", encoding="utf-8")
     out, cache = tmp_path / "emb.parquet", tmp_path / "cache"
     args = [
+        "-c",
+        str(config),
         "embed",
         "--labels",
         str(tmp_path / "labels.parquet"),

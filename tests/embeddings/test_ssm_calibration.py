@@ -123,7 +123,7 @@ def test_bad_calibration_values_are_named():
 def test_embed_stores_the_calibration_from_label_statistics_only(tmp_path, capsys):
     """`medfilip embed` writes {stem}.calibration.json; it depends on labels and vectors alone, so
     configs that differ only in their evaluation settings give the same file."""
-    from medfilip.cli import main
+    from medfilip.pipeline.cli import main
 
     labels = write_labels(tmp_path / "labels.parquet")
     outs = []
@@ -170,8 +170,8 @@ def test_train_split_calibration_is_not_moved_by_held_out_reports(tmp_path):
     """embeddings.calibration.split: train fits on the train reports' labels only: changing every
     held-out report's labels leaves it as it was (and moves the all-rows calibration)."""
     from medfilip.embeddings.calibration import train_report_ids
-    from medfilip.embeddings.cli import _calibrate
     from medfilip.embeddings.settings import CalibrationSettings
+    from medfilip.pipeline.commands.embeddings import _calibrate
 
     shard = tmp_path / "000.parquet"
     ids = [f"r{r:03d}" for r in range(60)]
@@ -214,8 +214,8 @@ def test_train_split_calibration_is_not_moved_by_held_out_reports(tmp_path):
 def test_ssm_stats_with_masking_on_use_entailment_targets(tmp_path):
     """Masked texts (as training masks them) scored by what they say: a text stripped to its category is
     a positive of every image of that category, so rows hold more positives than with full labels."""
-    from medfilip.embeddings.calibration import masked_batch_statistics, masked_batch_texts
     from medfilip.labels.build import label_key
+    from medfilip.training.ssm_stats import masked_batch_statistics, masked_batch_texts
 
     rng = np.random.default_rng(1)
     rows = []

@@ -24,8 +24,8 @@ def test_interval_of_mean_brackets_estimate_and_shrinks_with_n():
     rng = np.random.default_rng(0)
     small = rng.normal(1.0, 1.0, 30)
     large = rng.normal(1.0, 1.0, 3000)
-    i_small = mean_interval(small, seed=0)
-    i_large = mean_interval(large, seed=0)
+    i_small = mean_interval(small, n_resamples=1000, seed=0)
+    i_large = mean_interval(large, n_resamples=1000, seed=0)
     assert i_small.low < i_small.estimate < i_small.high
     assert (i_large.high - i_large.low) < (i_small.high - i_small.low) / 5
     # normal theory: half-width ~ 1.96 / sqrt(n)
@@ -64,6 +64,6 @@ def test_undefined_replicates_are_counted_out():
 
 def test_errors():
     with pytest.raises(ValueError, match="empty"):
-        resample_indices(0)
+        resample_indices(0, 1000, 0)
     with pytest.raises(ValueError, match="same test rows"):
-        paired_difference(np.mean, [np.ones(3)], [np.ones(4)], indices=resample_indices(3, 5))
+        paired_difference(np.mean, [np.ones(3)], [np.ones(4)], indices=resample_indices(3, 5, 0))

@@ -10,7 +10,7 @@ import torch
 
 from medfilip.evaluation.report import write_table
 from medfilip.evaluation.sets import NEUTRAL_NAME, load_eval_sets
-from medfilip.evaluation.settings import EvaluationConfig
+from medfilip.evaluation.settings import BootstrapSettings, EvaluationConfig
 from medfilip.evaluation.zeroshot import class_texts, evaluate_run
 from tests.evaluation.test_eval_zeroshot import StripeEncoder, covid_store
 
@@ -68,7 +68,9 @@ def test_the_four_texts_of_the_covid_class(sets):
     ],
 )
 def test_the_2x2_separates_name_from_explanation(sets, tmp_path: Path, encoder, expected):
-    result = evaluate_run(encoder, "medfilip", sets, explain, single_label_score="cosine", n_resamples=50)
+    result = evaluate_run(
+        encoder, "medfilip", sets, explain, single_label_score="cosine", bootstrap=BootstrapSettings(n_resamples=50)
+    )
     (row,) = write_table(result.summaries, tmp_path / "t.csv")
     assert {name: row[f"{name}_class_auc"] for name in SETS} == expected
     for name in SETS:

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from medfilip.evaluation.curve import CURVE_FILE
+from medfilip.evaluation.curve import ValidateProbe
+from medfilip.training.curve import CURVE_FILE
 from medfilip.training.curves import plot_train_curves
 from medfilip.training.settings import ModelSettings, RunSettings, TrainingConfig
 from medfilip.training.train import train_run
@@ -33,7 +34,15 @@ def test_validate_curve_is_written_and_leaves_training_alone(tmp_path: Path):
     kw = {"images_dir": corpus["images"], "labels_path": corpus["labels"], "embeddings_path": None, "progress": False}
     plain = train_run("medfilip", CFG, out_dir=tmp_path / "plain", resume=False, return_model=True, **kw)
     cfg = CFG.model_copy(update={"validate_every": 0.5, "validate_images": 16})
-    curved = train_run("medfilip", cfg, out_dir=tmp_path / "curved", resume=False, return_model=True, **kw)
+    curved = train_run(
+        "medfilip",
+        cfg,
+        out_dir=tmp_path / "curved",
+        resume=False,
+        return_model=True,
+        validate_probe=ValidateProbe,
+        **kw,
+    )
     with open(tmp_path / "curved" / CURVE_FILE, newline="") as fh:
         rows = list(csv.DictReader(fh))
     # 16 train images // 8 = 2 steps an epoch; a check every round(0.5 x 2) = 1 step

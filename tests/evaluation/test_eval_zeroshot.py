@@ -11,15 +11,14 @@ import torch
 
 from medfilip.evaluation.report import write_figure, write_per_class, write_table
 from medfilip.evaluation.sets import (
-    configured_run_dirs,
-    configured_set_dirs,
     corpus_sets,
     downstream_set,
     load_eval_sets,
 )
-from medfilip.evaluation.settings import CorpusSetsSettings, EvaluationConfig
+from medfilip.evaluation.settings import BootstrapSettings, CorpusSetsSettings, EvaluationConfig
 from medfilip.evaluation.zeroshot import class_texts, evaluate_run, evaluate_runs, zero_shot_scores
 from medfilip.images.store import write_store
+from medfilip.pipeline.workflows.evaluation import configured_run_dirs, configured_set_dirs
 
 torch.set_num_threads(1)
 
@@ -288,8 +287,7 @@ def test_corpus_scoring_and_table_and_figure(tmp_path: Path):
         device="cpu",
         batch_size=5,
         progress=False,
-        n_resamples=200,
-        seed=3,
+        bootstrap=BootstrapSettings(n_resamples=200, seed=3),
     )
     by = {(s["run"], s["dataset"]): s for s in result.summaries}
     assert by[("medfilip", "corpus_multi")]["test"]["auc"] == 1.0
@@ -332,8 +330,7 @@ def test_corpus_scoring_and_table_and_figure(tmp_path: Path):
         load_model=lambda run_dir, device: StripeEncoder(),
         device="cpu",
         progress=False,
-        n_resamples=200,
-        seed=3,
+        bootstrap=BootstrapSettings(n_resamples=200, seed=3),
     )
     np.testing.assert_array_equal(again.summaries[2]["replicates"]["auc"], result.summaries[2]["replicates"]["auc"])
 
@@ -364,7 +361,7 @@ def test_corpus_scoring_and_table_and_figure(tmp_path: Path):
 
 
 def test_configured_sets_and_runs():
-    from medfilip.config import validate_config
+    from medfilip.pipeline.config import validate_config
 
     cfg = validate_config({"evaluation": {"datasets": ["rsna", "covid"]}}, source="test")
     assert configured_set_dirs(cfg) == ["results/images/rsna", "results/images/covid", "results/images/corpus"]
@@ -380,7 +377,7 @@ def test_cli_with_a_tiny_trained_dual_encoder(tmp_path: Path, capsys):
     """The real chain: medfilip.training's DualEncoder saved and loaded, the real IKI dictionary, the CLI."""
     import yaml
 
-    from medfilip.cli import main
+    from medfilip.pipeline.cli import main
     from medfilip.training.model import build_model, save_trained
     from medfilip.training.settings import ModelSettings
 
@@ -444,8 +441,7 @@ def test_negation_columns_and_a_paired_difference(tmp_path: Path):
         load_model=lambda d, dev: models[Path(d).name],
         device="cpu",
         progress=False,
-        n_resamples=300,
-        seed=0,
+        bootstrap=BootstrapSettings(n_resamples=300, seed=0),
     )
     rows = {r["run"]: r for r in write_table(result.summaries, tmp_path / "z.csv")}
     # the stripe encoder reads "no cardiomegaly" as "cardiomegaly": negated texts score the positives
@@ -489,7 +485,7 @@ def test_stored_image_embeddings_are_read_not_recomputed(tmp_path: Path):
         load_model=lambda d, dev: StripeEncoder(),
         device="cpu",
         progress=False,
-        n_resamples=50,
+        bootstrap=BootstrapSettings(n_resamples=50),
     )
     again = evaluate_runs(
         [tmp_path / "medfilip"],
@@ -498,7 +494,7 @@ def test_stored_image_embeddings_are_read_not_recomputed(tmp_path: Path):
         load_model=lambda d, dev: TextOnlyEncoder(),
         device="cpu",
         progress=False,
-        n_resamples=50,
+        bootstrap=BootstrapSettings(n_resamples=50),
         image_embeddings=[out],
     )
     assert write_table(fresh.summaries, tmp_path / "a.csv") == write_table(again.summaries, tmp_path / "b.csv")

@@ -11,8 +11,9 @@ import yaml
 
 from medfilip.evaluation.report import write_per_class, write_table
 from medfilip.evaluation.sets import downstream_set
-from medfilip.evaluation.zeroshot import evaluate_runs, run_eval_text, run_eval_text_of_folder
-from medfilip.labels.templates import eval_text, report_sentence
+from medfilip.evaluation.settings import BootstrapSettings
+from medfilip.evaluation.zeroshot import evaluate_runs, run_eval_text_of_folder
+from medfilip.labels.templates import eval_text, report_sentence, run_eval_text
 from medfilip.training.settings import RunSettings
 from tests.evaluation.test_eval_zeroshot import StripeEncoder, explain, multi_label_store
 
@@ -77,7 +78,13 @@ def test_own_text_columns_beside_unchanged_common_ones(tmp_path: Path):
     def load(run_dir: Path, device: str):
         return StripeEncoder() if run_dir.name == "medfilip" else SentenceOnlyEncoder()
 
-    common_kw = {"load_model": load, "device": "cpu", "batch_size": 8, "progress": False, "n_resamples": 100}
+    common_kw = {
+        "load_model": load,
+        "device": "cpu",
+        "batch_size": 8,
+        "progress": False,
+        "bootstrap": BootstrapSettings(n_resamples=100),
+    }
     plain = evaluate_runs(runs, [s], explain, **common_kw)
     both = evaluate_runs(runs, [s], explain, own_texts=["triplet_explanation", "report_sentence"], **common_kw)
     old = write_table(plain.summaries, tmp_path / "old.csv")

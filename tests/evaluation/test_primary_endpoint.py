@@ -10,8 +10,8 @@ import pytest
 from pydantic import ValidationError
 from scipy import stats
 
-from medfilip.config import validate_config
-from medfilip.training.seeds import endpoint_row, paired_t_seeds, write_seed_summary
+from medfilip.evaluation.seeds import endpoint_row, paired_t_seeds, write_seed_summary
+from medfilip.pipeline.config import validate_config
 
 RUNS = {
     "medfilip": {"label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce"},

@@ -12,6 +12,7 @@ from medfilip.evaluation.metrics import auc, f1_max_threshold, metrics_at_thresh
 from medfilip.evaluation.probe.fit import ProbeData, probe_fits, strata, subset
 from medfilip.evaluation.probe.scores import ProbeScores
 from medfilip.evaluation.probe.table import build_tables, resample_counts, weighted_metrics
+from medfilip.evaluation.settings import BootstrapSettings
 
 FRACTIONS = [0.1, 1.0]
 
@@ -40,7 +41,7 @@ def test_separable_features_give_accuracy_one():
     scores = probe_fits(feats, data, name="sep", fractions=FRACTIONS, seeds=3, c_grid=[0.01, 1.0])
     assert [(f.fraction, f.seed) for f in scores.fits] == [(0.1, 0), (0.1, 1), (0.1, 2), (1.0, 0)]
     assert all(f.n_train == (30 if f.fraction == 0.1 else 300) for f in scores.fits)
-    table, per_class, _ = build_tables([scores], n_resamples=200, seed=0)
+    table, per_class, _ = build_tables([scores], bootstrap=BootstrapSettings(n_resamples=200, seed=0))
     row = table[0]
     for frac in ("10pct", "100pct"):
         assert row[f"toy_{frac}_acc"] == 1.0 and row[f"toy_{frac}_f1"] == 1.0 and row[f"toy_{frac}_auc"] == 1.0
@@ -60,7 +61,7 @@ def test_random_features_give_auc_near_one_half():
     scores = probe_fits(
         feats, _data(labels, "multi_label", names), name="rnd", fractions=[1.0], seeds=1, c_grid=[0.01, 1.0]
     )
-    table, per_class, _ = build_tables([scores], n_resamples=300, seed=0)
+    table, per_class, _ = build_tables([scores], bootstrap=BootstrapSettings(n_resamples=300, seed=0))
     row = table[0]
     assert abs(row["toy_100pct_auc"] - 0.5) < 0.06
     assert row["toy_100pct_auc_low"] < 0.5 < row["toy_100pct_auc_high"]
@@ -119,7 +120,7 @@ def test_a_class_without_train_positives_is_a_skip_with_a_reason():
         feats, _data(labels, "multi_label", ["a", "b"]), name="r", fractions=[1.0], seeds=1, c_grid=[1.0]
     )
     assert "no positive train image of b" in scores.fits[0].skipped["b"]
-    table, per_class, _ = build_tables([scores], n_resamples=50)
+    table, per_class, _ = build_tables([scores], bootstrap=BootstrapSettings(n_resamples=50))
     assert "no positive train image of b" in table[0]["note"]
     assert table[0]["toy_100pct_auc"] is not None  # the mean of the class that could be fitted
     skipped = [r for r in per_class if r["class"] == "b"]
@@ -148,7 +149,7 @@ def test_no_train_split_is_a_skip_row_and_paired_delta(tmp_path):
     for s in (good, worse, none):
         s.save(tmp_path / s.name / "scores.npz")
         loaded.append(ProbeScores.load(tmp_path / s.name / "scores.npz"))
-    table, _, _ = build_tables(loaded, n_resamples=200, seed=0)
+    table, _, _ = build_tables(loaded, bootstrap=BootstrapSettings(n_resamples=200, seed=0))
     rows = {r["run"]: r for r in table}
     assert rows["empty"]["toy_100pct_auc"] is None and "no train split" in rows["empty"]["note"]
     d = rows["other"]["delta_toy_100pct_auc_vs_medfilip"]
@@ -163,7 +164,7 @@ def test_table_of_skip_rows_only_through_the_cli(tmp_path):
 
     import yaml
 
-    from medfilip.cli import main
+    from medfilip.pipeline.cli import main
 
     config = tmp_path / "config.yaml"
     config.write_text(

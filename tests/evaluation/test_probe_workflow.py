@@ -122,8 +122,8 @@ def test_tiny_linear_probe_table_and_reuse(project):
 
 
 def test_a_probed_dataset_without_train_split_is_a_skip_and_a_typo_an_error(project):
-    from medfilip.config import validate_config
-    from medfilip.evaluation.probe.workflow import dataset_skips, probe_datasets
+    from medfilip.pipeline.config import validate_config
+    from medfilip.pipeline.workflows.probe import dataset_skips, probe_datasets
 
     cfg = _tiny(project)
     cfg["datasets"]["rsna"]["n_train"] = 0

@@ -16,6 +16,7 @@ from medfilip.evaluation.retrieval import (
     retrieval_images,
     write_table,
 )
+from medfilip.evaluation.settings import BootstrapSettings
 from medfilip.images.store import ImageStore, write_store
 
 torch.set_num_threads(1)
@@ -150,7 +151,7 @@ def test_evaluate_retrieval_table(tmp_path: Path):
         str,
         load_model=lambda d, dev: models[Path(d).name],
         device="cpu",
-        n_resamples=200,
+        bootstrap=BootstrapSettings(n_resamples=200),
         ks=(1, 5, 10),
     )
     assert len(rows) == 2 * 2 * 2 * 2  # run x prompt x direction x relevance
@@ -193,7 +194,7 @@ def test_cli_embed_images_retrieval_and_case_study_with_a_tiny_trained_model(tmp
     """The real chain: a saved DualEncoder, its stored image embeddings, the real IKI dictionary, the CLI."""
     import yaml
 
-    from medfilip.cli import main
+    from medfilip.pipeline.cli import main
     from medfilip.training.model import build_model, save_trained
     from medfilip.training.settings import ModelSettings
 

@@ -13,7 +13,6 @@ import torch
 import torchvision
 from segmentation_fixtures import SOURCE_H, SOURCE_W, build_siim_store, ellipse
 
-from medfilip.config import validate_config
 from medfilip.evaluation.segmentation.data import (
     SegmentationDataError,
     SegmentationSkip,
@@ -44,8 +43,10 @@ from medfilip.evaluation.segmentation.unet import (
     load_encoder,
     unet_from_run,
 )
+from medfilip.evaluation.settings import BootstrapSettings
 from medfilip.images.preprocess import letterbox_geometry
 from medfilip.images.store import ImageStore
+from medfilip.pipeline.config import validate_config
 
 torch.set_num_threads(1)
 
@@ -138,7 +139,7 @@ def test_settings_defaults_and_bad_values():
         with pytest.raises(ValueError):
             SegmentationSettings(**bad)
     # one field of evaluation:, validated with the whole config (key path in the message)
-    from medfilip.config import ConfigError
+    from medfilip.configbase import ConfigError
 
     with pytest.raises(ConfigError, match="evaluation.segmentation.image_size"):
         validate_config({"evaluation": {"segmentation": {"image_size": 50}}})
@@ -521,7 +522,7 @@ def test_table_rows_from_hand_made_scores():
 
     a = run("medfilip", [1, 0.5, 1, 0.25, 1, 0])
     b = run("no_ssm", [1, 0.75, 0, 0.25, 1, 1])
-    rows = build_rows([a, b], [0.1, 1.0], n_resamples=200, seed=0)
+    rows = build_rows([a, b], [0.1, 1.0], bootstrap=BootstrapSettings(n_resamples=200, seed=0))
     assert [r["run"] for r in rows] == ["medfilip", "no_ssm", "all_empty"]
     assert rows[0]["dice_100pct"] == pytest.approx(3.75 / 6)
     assert rows[0]["dice_pos_100pct"] == pytest.approx(0.375)
@@ -533,9 +534,9 @@ def test_table_rows_from_hand_made_scores():
     assert "10pct: skipped: no image with pneumothorax among 2" in rows[0]["note"]
     assert "dice_10pct" not in rows[0]
     assert rows[2]["dice_100pct"] == pytest.approx(4 / 6) and rows[2]["dice_pos_100pct"] == 0.0
-    assert "delta_dice_pos_10pct_vs_medfilip" in table_columns([0.1, 1.0], True)
+    assert "delta_dice_pos_10pct_vs_medfilip" in table_columns([0.1, 1.0], "medfilip")
     # no positives in test; no medfilip run
     truth_area[:] = 0
-    rows = build_rows([run("other", [1, 1, 1, 0, 1, 1])], [1.0], n_resamples=50, seed=0)
+    rows = build_rows([run("other", [1, 1, 1, 0, 1, 1])], [1.0], bootstrap=BootstrapSettings(n_resamples=50, seed=0))
     assert "dice_pos_100pct" not in rows[0] and "dice_pos and iou_pos undefined" in rows[0]["note"]
     assert "no run named medfilip" in rows[0]["note"] and "undefined" in rows[1]["note"]

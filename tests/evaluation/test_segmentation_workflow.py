@@ -157,8 +157,8 @@ def test_tiny_segmentation_through_snakemake(project: Path):
 
 
 def test_segmentation_targets_follow_the_config():
-    from medfilip.config import validate_config
-    from medfilip.evaluation.segmentation.workflow import job_params, run_folders, segmentation_targets, table_params
+    from medfilip.pipeline.config import rule_settings, validate_config
+    from medfilip.pipeline.workflows.segmentation import run_folders, segmentation_targets
 
     cfg = validate_config({})
     assert segmentation_targets(cfg) == [
@@ -171,6 +171,11 @@ def test_segmentation_targets_follow_the_config():
     assert segmentation_targets(validate_config({"datasets": {"siim": {"enabled": False}}})) == []
     assert segmentation_targets(validate_config({"evaluation": {"segmentation": {"enabled": False}}})) == []
     settings = cfg.model_dump(mode="json", by_alias=True)
-    assert "device" not in job_params(settings)["segmentation"]
-    assert job_params(settings)["encoder"] == {"image_arch": "resnet18", "image_channels": 1}
-    assert table_params(settings)["bootstrap"]["n_resamples"] == 1000
+    job = rule_settings(settings, "segmentation_run")
+    assert "evaluation.segmentation.device" not in job and "evaluation.segmentation.fractions" in job
+    assert job["training.model.image_arch"] == "resnet18" and job["training.model.image_channels"] == 1
+    assert rule_settings(settings, "segmentation_table") == {
+        "evaluation.bootstrap.n_resamples": 1000,
+        "evaluation.bootstrap.seed": 0,
+        "evaluation.reference_run": "medfilip",
+    }

@@ -18,7 +18,7 @@ from scipy import stats
 
 from medfilip.evaluation.report import write_per_class, write_table
 from medfilip.evaluation.sets import load_eval_sets, stated_severities
-from medfilip.evaluation.settings import CorpusSetsSettings, EvaluationConfig
+from medfilip.evaluation.settings import BootstrapSettings, CorpusSetsSettings, EvaluationConfig
 from medfilip.evaluation.zeroshot import evaluate_runs, kendall_tau
 from medfilip.extraction.vocabulary import load_severity_scale
 from medfilip.images.store import write_store
@@ -152,7 +152,7 @@ def test_a_severity_blind_scorer_gets_chance_and_a_perfect_one_gets_one(built, s
         load_model=lambda run_dir, device: Encoder(sees_severity),
         device="cpu",
         progress=False,
-        n_resamples=50,
+        bootstrap=BootstrapSettings(n_resamples=50),
         own_texts=["category"],
     )
     rows = write_table(result.summaries, root / f"zeroshot_{sees_severity}.csv")

@@ -21,15 +21,15 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from medfilip.cli import main
-from medfilip.config import BatchConfig, ModelPrice, OpenAIBackendConfig
 from medfilip.extraction.backend import ExtractionAborted
 from medfilip.extraction.cache import ExtractionCache
 from medfilip.extraction.openai.backend import OpenAIBackend
 from medfilip.extraction.openai.batch import OpenAIBatchBackend
 from medfilip.extraction.openai.batch_store import ENDED, batch_summary
 from medfilip.extraction.runner import extract_shard
+from medfilip.extraction.settings import BatchConfig, ModelPrice, OpenAIBackendConfig
 from medfilip.io import write_parquet_atomic
+from medfilip.pipeline.cli import main
 from medfilip.reports.records import Report
 from medfilip.reports.shards import reports_table
 
@@ -331,7 +331,7 @@ KILLED_RUN = textwrap.dedent(
     """
     import sys
     from pathlib import Path
-    from medfilip.config import BatchConfig, OpenAIBackendConfig
+    from medfilip.extraction.settings import BatchConfig, OpenAIBackendConfig
     from medfilip.extraction.openai.batch import OpenAIBatchBackend
     from medfilip.extraction.cache import ExtractionCache
     from medfilip.extraction.openai.backend import OpenAIBackend

@@ -7,11 +7,11 @@ import csv
 import pyarrow as pa
 import pytest
 
-from medfilip.cli import main
 from medfilip.extraction.compare import cohen_kappa, compare_extractions, compare_paths
 from medfilip.extraction.runner import SHARD_SCHEMA
 from medfilip.extraction.vocabulary import Vocabulary
 from medfilip.io import write_parquet_atomic
+from medfilip.pipeline.cli import main
 
 
 @pytest.fixture(scope="module")

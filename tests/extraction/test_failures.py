@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from medfilip.cli import main
-from medfilip.config import ExtractionConfig
+from medfilip.extraction.settings import ExtractionConfig
 from medfilip.io import write_parquet_atomic
+from medfilip.pipeline.cli import main
 from medfilip.reports.records import Report
 from medfilip.reports.shards import reports_table
 

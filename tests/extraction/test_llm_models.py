@@ -12,9 +12,10 @@ import sys
 
 import pytest
 
-from medfilip.config import ConfigError, load_config
+from medfilip.configbase import ConfigError
 from medfilip.extraction import llm_models, llm_server
 from medfilip.extraction.llm_models import ModelSpec
+from medfilip.pipeline.config import load_config
 
 
 @pytest.fixture

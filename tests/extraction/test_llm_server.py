@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from medfilip.config import ConfigError
+from medfilip.configbase import ConfigError
 from medfilip.extraction import llm_server
 
 
@@ -109,7 +109,7 @@ def test_cli_status_and_stop_without_a_server(tmp_path):
 
     def run(*a):
         return subprocess.run(
-            [sys.executable, "-m", "medfilip.cli", "llm-server", *a, "--state-dir", str(tmp_path)],
+            [sys.executable, "-m", "medfilip", "llm-server", *a, "--state-dir", str(tmp_path)],
             capture_output=True,
             text=True,
             env=env,

@@ -20,11 +20,12 @@ import pytest
 import yaml
 from test_openai_backend import SNAKEFILE, _jobs, _openi
 
-from medfilip.config import ConfigError, OpenAIBackendConfig
+from medfilip.configbase import ConfigError
 from medfilip.extraction import llm_server
 from medfilip.extraction.backend import ExtractionAborted, ReportText
 from medfilip.extraction.llm_models import MODELS, part_files
 from medfilip.extraction.openai.backend import OpenAIBackend
+from medfilip.extraction.settings import OpenAIBackendConfig
 from medfilip.extraction.vocabulary import Vocabulary
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -21,7 +21,7 @@ import pytest
 import yaml
 from openai_server import OpenAIServer, RulesResponder, fixed_responder
 
-from medfilip.config import ConfigError, ExtractionConfig, ModelPrice, OpenAIBackendConfig
+from medfilip.configbase import ConfigError
 from medfilip.extraction.backend import ExtractionAborted, ReportText
 from medfilip.extraction.cache import ExtractionCache
 from medfilip.extraction.openai import endpoint
@@ -32,6 +32,7 @@ from medfilip.extraction.openai.reply import ReplyError, parse_reply, reply_of
 from medfilip.extraction.openai.request import build_request, corrective_request
 from medfilip.extraction.openai.version import generation_settings
 from medfilip.extraction.runner import extract_shard
+from medfilip.extraction.settings import ExtractionConfig, ModelPrice, OpenAIBackendConfig
 from medfilip.io import write_parquet_atomic
 from medfilip.reports.records import Report
 from medfilip.reports.shards import reports_table
@@ -654,7 +655,7 @@ def test_closing_the_generator_stops_the_requests(openai_server):
 KILLED_RUN = textwrap.dedent(
     """
     import sys
-    from medfilip.config import OpenAIBackendConfig
+    from medfilip.extraction.settings import OpenAIBackendConfig
     from medfilip.extraction.cache import ExtractionCache
     from medfilip.extraction.openai.backend import OpenAIBackend
     from medfilip.extraction.runner import extract_shard
@@ -727,7 +728,7 @@ def test_ctrl_c_stops_the_cli_at_once_keeping_finished_reports(openai_server, tm
     cmd = [
         sys.executable,
         "-m",
-        "medfilip.cli",
+        "medfilip",
         "-c",
         "config.yaml",
         "extract",
@@ -798,7 +799,12 @@ def test_mimic_reports_to_an_online_service_warn_once(monkeypatch, caplog, opena
 
 def _cli(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "medfilip.cli", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+        [sys.executable, "-m", "medfilip", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

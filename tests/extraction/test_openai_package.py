@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from medfilip.config import OpenAIBackendConfig
 from medfilip.extraction.openai.backend import OpenAIBackend
 from medfilip.extraction.openai.prompt import load_prompt
 from medfilip.extraction.openai.version import backend_version
+from medfilip.extraction.settings import OpenAIBackendConfig
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "medfilip" / "extraction" / "openai"

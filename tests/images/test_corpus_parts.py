@@ -94,10 +94,10 @@ def test_killed_corpus_store_resumes_from_its_finished_shards(tmp_path):
     # the same store as one job over every shard (the images, their pixels and index rows)
     shards = sorted((tmp_path / "results" / "reports" / "shards").glob("*.parquet"))
     sys.path.insert(0, str(ROOT))
-    from medfilip.config import load_config
     from medfilip.extraction.quality import MeshMapping
     from medfilip.extraction.vocabulary import configured_vocabulary
     from medfilip.images.corpus import build_corpus_store
+    from medfilip.pipeline.config import load_config
 
     cfg = load_config(config)
     whole = build_corpus_store(

@@ -278,7 +278,7 @@ def test_mimic_cxr_reads_jpgs_under_the_image_root(tmp_path, mapping):
 
 
 def test_cli_builds_the_store_from_real_files(shard, tmp_path, capsys):
-    from medfilip.cli import main
+    from medfilip.pipeline.cli import main
 
     real = tmp_path / "png"
     real.mkdir()

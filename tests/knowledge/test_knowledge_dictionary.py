@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from medfilip.cli import main
 from medfilip.extraction.vocabulary import Vocabulary
 from medfilip.knowledge import KnowledgeError, load_knowledge, normalise_name
+from medfilip.pipeline.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 DICTIONARY = REPO / "resources" / "knowledge" / "dictionary.yaml"

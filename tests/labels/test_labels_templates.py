@@ -1,8 +1,9 @@
 import pytest
 
-from medfilip.config import ConfigError, validate_config
+from medfilip.configbase import ConfigError
 from medfilip.labels.settings import LabelsConfig
 from medfilip.labels.templates import VARIANTS, render_label
+from medfilip.pipeline.config import validate_config
 
 EXPL = "a dependent homogeneous opacity at the lung base with a concave meniscus."
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from medfilip.cli import main
+from medfilip.pipeline.cli import main
 
 
 def test_gallery_cli_writes_a_png(tmp_path: Path):

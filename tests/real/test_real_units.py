@@ -10,6 +10,7 @@ from medfilip.evaluation.real import gap
 from medfilip.evaluation.real.notes import agreement, extract_notes, finding_group
 from medfilip.evaluation.real.tables import precision_at_k, retrieval_rows
 from medfilip.evaluation.sets import ClassSpec, EvalSet
+from medfilip.evaluation.settings import BootstrapSettings
 
 
 def test_histogram_and_its_distance():
@@ -97,7 +98,7 @@ def test_precision_at_k_and_retrieval_rows():
     assert precision_at_k(sim, labels, 10).tolist() == [0.5, 0.25]  # k clipped to the 4 images
     s = EvalSet("toy", "multi_label", [ClassSpec("a", "a"), ClassSpec("b", "b")], None, labels={"test": labels})
     # embeddings that make the similarity above: images and texts in 2-D, then normalised
-    rows = retrieval_rows("run", s, sim, np.eye(2), [1, 2], n_resamples=20, seed=0)
+    rows = retrieval_rows("run", s, sim, np.eye(2), [1, 2], bootstrap=BootstrapSettings(n_resamples=20, seed=0))
     assert [r["k"] for r in rows] == [1, 2]
     # normalised rows: class 0's top image is row 0 (positive), class 1's is row 3 (NaN: not positive)
     assert rows[0]["precision_at_k"] == 0.5 and rows[1]["precision_at_k"] == 0.75
@@ -106,9 +107,9 @@ def test_precision_at_k_and_retrieval_rows():
 
 
 def test_notes_through_the_rules_backend():
-    from medfilip.config import ROOT
     from medfilip.extraction.rules import RulesBackend
     from medfilip.extraction.vocabulary import Vocabulary
+    from medfilip.pipeline.config import ROOT
 
     vocab_dir = ROOT / "resources" / "vocabulary"
     backend, vocabulary = RulesBackend(vocab_dir), Vocabulary.load(vocab_dir)
@@ -143,8 +144,8 @@ def test_notes_through_the_rules_backend():
 def test_the_gap_rule_pairs_each_phantom_store_with_its_real_one():
     """real.smk's --phantom/--real arguments pass real-gap's check: the same set names, in order,
     the phantom side naming the twin's store and the real side the pack's."""
-    from medfilip.evaluation.real import workflow as real_wf
-    from medfilip.evaluation.real.cli import _named
+    from medfilip.pipeline.commands.real import _named
+    from medfilip.pipeline.workflows import real as real_wf
 
     phantom, real = _named(real_wf.gap_named(0)), _named(real_wf.gap_named(1))
     assert list(phantom) == list(real) == ["nih", "covid"]

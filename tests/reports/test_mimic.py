@@ -12,10 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 from mimic_samples import MIMIC_FULL_REPORT
 
-from medfilip.config import MimicCxrConfig, ReportsConfig
 from medfilip.reports.mimic import read_mimic_cxr
 from medfilip.reports.readers import read_configured_reports
 from medfilip.reports.records import Reject, Report, ReportImage
+from medfilip.reports.settings import MimicCxrConfig, ReportsConfig
 from medfilip.reports.shards import write_report_shards
 
 FULL = MIMIC_FULL_REPORT

@@ -10,9 +10,12 @@ import pyarrow as pa
 import pytest
 import torch
 
+from medfilip.embeddings.calibration import calibration_path, write_calibration
 from medfilip.images.store import ImageStoreWriter
 from medfilip.io import write_parquet_atomic
 from medfilip.labels.templates import render_label
+from medfilip.names import LabelVariant, values
+from medfilip.ssm import Calibration
 
 torch.set_num_threads(1)
 
@@ -86,6 +89,8 @@ def build_corpus(root: Path, n_train: int = 24, seed: int = 0, n_validate: int =
         ),
         embeddings,
     )
+    # training reads the SSM calibration beside the embeddings: here raw cosines (method none) for every variant
+    write_calibration({v: Calibration("none") for v in values(LabelVariant)}, calibration_path(embeddings))
     return {"images": images, "labels": labels, "embeddings": embeddings}
 
 

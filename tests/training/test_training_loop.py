@@ -159,7 +159,7 @@ def test_ddp_ranks_hold_identical_weights_after_a_step(corpus, tmp_path):
 
 
 def test_cli_trains_a_run_and_draws_the_curves(corpus, tmp_path, monkeypatch):
-    from medfilip.cli import main
+    from medfilip.pipeline.cli import main
 
     config = tmp_path / "config.yaml"
     settings = CFG.model_dump(mode="json", exclude={"runs"})
@@ -286,3 +286,13 @@ def test_max_pairs_trains_on_a_seeded_sample_not_the_first_images(corpus, tmp_pa
     ids = [store.index.column("image_id").to_pylist()[int(p)] for p in store.indices("train")]
     chosen = sample_pairs(ids, 16, seed=0)
     assert list(chosen) != list(range(16))  # not the first 16
+
+
+def test_a_missing_calibration_file_is_an_error_naming_it(corpus, tmp_path):
+    # no falling back to raw cosines when the file the config's calibration wrote is not there
+    import shutil
+
+    embeddings = shutil.copy(corpus["embeddings"], tmp_path / "minilm.parquet")
+    with pytest.raises(FileNotFoundError, match=r"minilm\.calibration\.json: no SSM calibration file"):
+        _train({**corpus, "embeddings": embeddings}, tmp_path / "run")
+    assert not (tmp_path / "run" / "model.pt").exists()

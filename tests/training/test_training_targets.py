@@ -211,7 +211,7 @@ def test_entailment_targets_in_the_collator(labels, tokenizer):
 
 
 def test_embed_adds_every_masked_form_of_the_masked_variants(corpus):
-    from medfilip.embeddings.cli import _masked_forms
+    from medfilip.pipeline.commands.embeddings import _masked_forms
     from medfilip.training.data import masked_forms, read_label_table
 
     forms = _masked_forms(corpus["labels"], None)  # the report variant is not masked: none of its texts

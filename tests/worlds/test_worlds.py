@@ -239,7 +239,7 @@ def test_settings_errors(tmp_path):
 
 
 def test_cli_end_to_end(tmp_path, cache):
-    from medfilip.cli import main
+    from medfilip.pipeline.cli import main
 
     conf = tmp_path / "worlds.yaml"
     conf.write_text(

@@ -19,14 +19,14 @@ rule ablation_table:
         "../envs/medfilip.yaml"
     params:
         config=EFFECTIVE_CONFIG,
-        # which runs fill the rows
-        runs=SETTINGS["training"]["runs"],
+        # which runs fill the rows (training.runs)
+        settings=settings_param(SETTINGS, "ablation_table"),
     shell:
         "medfilip -c {params.config} ablation --zeroshot {input.zeroshot} --out {output} > {log} 2>&1"
 
 
 # Means over seeds per method (runs that differ only in `seed`), with Student-t intervals over
-# seeds and differences to medfilip paired by seed (medfilip/training/seeds.py); config/simulation.yaml
+# seeds and differences to medfilip paired by seed (medfilip/evaluation/seeds.py); config/simulation.yaml
 # trains 3 seeds of the four runs.
 rule seed_summary:
     input:
@@ -43,7 +43,6 @@ rule seed_summary:
         "../envs/medfilip.yaml"
     params:
         config=EFFECTIVE_CONFIG,
-        runs=SETTINGS["training"]["runs"],
-        endpoint=SETTINGS["evaluation"]["primary_endpoint"],
+        settings=settings_param(SETTINGS, "seed_summary"),
     shell:
         "medfilip -c {params.config} seeds-summary --zeroshot {input.zeroshot} --out {output} > {log} 2>&1"

@@ -3,7 +3,7 @@
 The config is checked twice before any job is planned: by the package's pydantic
 models (the same messages the CLI gives, naming each bad key path) and by the
 JSON schema (snakemake's own check; the schema is generated from the models by
-`python -m medfilip.schema --write`, and `make lint` checks it is current). Then the
+`python -m medfilip.pipeline.schema --write`, and `make lint` checks it is current). Then the
 effective config (merged from every --configfile and --config, defaults filled
 in, paths resolved) is written to EFFECTIVE_CONFIG and that file is what every
 job hands to the CLI, so a job always sees exactly the config the DAG was
@@ -29,12 +29,20 @@ from pydantic import BaseModel
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import validate
 
-from medfilip import paths
-from medfilip.config import ConfigError, shard_names, validate_config
+from medfilip.pipeline import paths
+from medfilip.pipeline.config import settings_param, validate_config
+from medfilip.configbase import ConfigError
+from medfilip.reports.settings import shard_names
 from medfilip.names import ReportSource
-from medfilip.config_checks import check_paths
+from medfilip.pipeline.config_checks import check_paths
 from medfilip.extraction.vocabulary import FILES as VOCABULARY_FILES
-from medfilip.workflow_resources import gpus, training_gpus, training_launch, training_nodes  # rules' GPUs, DDP
+# the rules' GPUs and DDP launch
+from medfilip.pipeline.workflow_resources import (
+    gpus,
+    training_gpus,
+    training_launch,
+    training_nodes,
+)
 
 # The folder holding workflow/ and resources/: relative config paths that do not
 # exist in the working directory are looked up here (see config/README.md).
@@ -128,7 +136,7 @@ BACKEND = CFG.extraction.backend
 # itself to 1/llm_requests of extraction.openai's limits. Cluster jobs re-read the Snakefile without
 # --resources, so the count reaches them through the environment, like the config id.
 if workflow.is_main_process:
-    from medfilip.workflow_resources import llm_jobs
+    from medfilip.pipeline.workflow_resources import llm_jobs
 
     if "llm_requests" not in workflow.global_resources:
         workflow.register_resource("llm_requests", 1)
@@ -185,7 +193,7 @@ def parent_dir(wildcards, output):
 
 def get_final_output():
     """Every table and figure (and what they are built from) of the configured run."""
-    from medfilip.datasets.workflow import dataset_targets
+    from medfilip.pipeline.workflows.datasets import dataset_targets
 
     targets = [paths.ENTITIES]
     if CFG.reports.source == ReportSource.iu_xray:
@@ -210,10 +218,10 @@ def get_final_output():
         # means over seeds with paired intervals (one seed in the embedded default)
         paths.SEEDS_TABLE,
     ]
-    from medfilip.evaluation.segmentation.workflow import segmentation_targets
+    from medfilip.pipeline.workflows.segmentation import segmentation_targets
 
     targets += segmentation_targets(CFG)
-    from medfilip.evaluation.probe.workflow import probe_targets
+    from medfilip.pipeline.workflows.probe import probe_targets
 
     targets += probe_targets(CFG)  # linear probe (Table II): table, per-class table, figure
     return targets

@@ -3,11 +3,11 @@
 # results/twins/{dataset}/ (labelled from the real label files torchxrayvision ships); either way
 # the dataset's reader reads the folder and the images are decoded once into the uint8 store
 # results/images/{dataset}/ (index.parquet + arrays/*.npy + rejects.parquet + meta.json).
-# The stores of the enabled datasets: medfilip.datasets.workflow.dataset_targets(CFG).
+# The stores of the enabled datasets: medfilip.pipeline.workflows.datasets.dataset_targets(CFG).
 
-from medfilip.datasets.workflow import DATASET_WILDCARD, DatasetRules
+from medfilip.pipeline.workflows.datasets import DATASET_WILDCARD, DatasetRules
 
-DATASET_RULES = DatasetRules(CFG, SETTINGS)
+DATASET_RULES = DatasetRules(CFG)
 
 
 rule dataset_twin:
@@ -26,7 +26,7 @@ rule dataset_twin:
     params:
         config=EFFECTIVE_CONFIG,
         # sizes, classes, render size, seed and the phantom's knobs: a change re-renders the twin
-        settings=DATASET_RULES.twin_params,
+        settings=settings_param(SETTINGS, "dataset_twin"),
     shell:
         "medfilip -c {params.config} twin --dataset {wildcards.dataset} --out $(dirname {output.manifest})"
         " --workers {threads} > {log} 2>&1"
@@ -51,7 +51,7 @@ rule preprocess_dataset:
         config=EFFECTIVE_CONFIG,
         root=DATASET_RULES.root_arg,
         # sizes, classes, seed (real data: the sample and split), images.size and shard size
-        settings=DATASET_RULES.store_params,
+        settings=settings_param(SETTINGS, "preprocess_dataset"),
     shell:
         "medfilip -c {params.config} preprocess-dataset --dataset {wildcards.dataset} --root {params.root:q}"
         " --out $(dirname {output.index}) --workers {threads} > {log} 2>&1"

@@ -6,7 +6,7 @@
 # only new label strings are embedded. The output holds the vectors of exactly the current labels.
 
 from medfilip.embeddings import model_files, model_slug
-from medfilip.training.workflow import embedded_variants
+from medfilip.pipeline.workflows.training import embedded_variants
 
 EMBEDDINGS_SLUG = model_slug(CFG.embeddings.model)
 # what training and evaluation read
@@ -36,13 +36,12 @@ rule embed_labels:
         gpu=gpus(CFG.embeddings.device),
     params:
         config=EFFECTIVE_CONFIG,
-        # what changes the vectors and the calibration (batch_size and device do not)
-        settings={k: SETTINGS["embeddings"][k] for k in ("model", "max_length", "calibration")},
+        # what changes the vectors and the calibration (batch_size and device do not) and whether the
+        # labels' masked forms are embedded too (entailment targets)
+        settings=settings_param(SETTINGS, "embed_labels"),
         cache=paths.EMBEDDINGS_CACHE_DIR.format(slug=EMBEDDINGS_SLUG),
         # only the variants an SSM is built from (training runs with an SSM target, the heatmap)
         variants=embedded_variants(CFG),
-        # entailment: every masked form of the labels is embedded too (the config says so to `embed`)
-        masked_targets=SETTINGS["training"]["masked_targets"],
         reports=lambda wildcards, input: f"--reports {input.reports}" if input.reports else "",
     shell:
         "medfilip -c {params.config} embed --labels {input.labels} --cache {params.cache} --out {output.embeddings}"

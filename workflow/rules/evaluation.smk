@@ -2,29 +2,14 @@
 # downstream stores (results/images/{dataset}/) and the MIMIC-style single-label, multi-label and
 # fine-grained sets built from the held-out images of the corpus store (results/images/corpus/).
 # The lists come from the config (training.runs, datasets.*.enabled or evaluation.datasets,
-# evaluation.corpus.enabled) through medfilip.evaluation.sets, which the CLI tests too.
+# evaluation.corpus.enabled) through medfilip.pipeline.workflows.evaluation, which the CLI tests too.
 
-from medfilip.evaluation.sets import configured_run_dirs, configured_set_dirs
+from medfilip.pipeline.workflows.evaluation import configured_run_dirs, configured_set_dirs
 
 ZEROSHOT_RUNS = configured_run_dirs(CFG)
 ZEROSHOT_SETS = configured_set_dirs(CFG)
 # every store an evaluation reads (retrieval and the case study read the corpus store in any case)
 EVAL_STORES = list(dict.fromkeys([*ZEROSHOT_SETS, paths.CORPUS_STORE_DIR]))
-# the evaluation keys that change the zero-shot table (not retrieval's, the case study's, the
-# probe's ... and not batch size or device): its param, so a change of another key leaves it be
-ZEROSHOT_SETTINGS = {
-    key: SETTINGS["evaluation"][key]
-    for key in (
-        "text_variant",
-        "compare_category_text",
-        "single_label_score",
-        "protocols",
-        "datasets",
-        "corpus",
-        "bootstrap",
-        "mismatched_explanation",
-    )
-}
 # each run's held-out image embeddings, encoded once (rule image_embeddings)
 RUN_EMBEDDINGS = [paths.IMAGE_EMBEDDINGS.format(run=Path(run).name) for run in ZEROSHOT_RUNS]
 
@@ -88,8 +73,8 @@ rule zeroshot:
         gpu=gpus(CFG.evaluation.device),
     params:
         config=EFFECTIVE_CONFIG,
-        # text variant, protocols, class lists ...: a change re-runs the table
-        evaluation=ZEROSHOT_SETTINGS,
+        # text variant, protocols, class lists ... (not retrieval's, the probe's, batch size or device)
+        settings=settings_param(SETTINGS, "zeroshot"),
     shell:
         "medfilip -c {params.config} zeroshot --runs {input.models} --sets {input.stores}"
         " --image-embeddings {input.embeddings} --knowledge {input.knowledge} --labels {input.labels}"
@@ -122,9 +107,7 @@ rule retrieval:
         gpu=gpus(CFG.evaluation.device),
     params:
         config=EFFECTIVE_CONFIG,
-        retrieval=SETTINGS["evaluation"]["retrieval"],
-        bootstrap=SETTINGS["evaluation"]["bootstrap"],
-        text_variant=SETTINGS["evaluation"]["text_variant"],
+        settings=settings_param(SETTINGS, "retrieval"),
     shell:
         "medfilip -c {params.config} retrieval --runs {input.models} --corpus {input.corpus}"
         " --image-embeddings {input.embeddings} --knowledge {input.knowledge} --out {output.table} --no-progress > {log} 2>&1"
@@ -155,9 +138,7 @@ rule case_study:
         "../envs/medfilip.yaml"
     params:
         config=EFFECTIVE_CONFIG,
-        case_study=SETTINGS["evaluation"]["case_study"],
-        # a dict, so that snakemake leaves the prompt's "{category}" alone
-        prompt={"baseline_prompt": SETTINGS["evaluation"]["retrieval"]["baseline_prompt"]},
+        settings=settings_param(SETTINGS, "case_study"),
     shell:
         "medfilip -c {params.config} case-study --runs {input.models} --corpus {input.corpus}"
         " --image-embeddings {input.embeddings} --knowledge {input.knowledge} --figure {output.figure} --table {output.table} > {log} 2>&1"

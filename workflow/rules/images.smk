@@ -13,9 +13,9 @@
 # and meta are update() outputs, so snakemake does not delete them when the job starts and
 # restores them if it fails: a failed run leaves the previous store whole.
 
-from medfilip.images.workflow import corpus_findings_inputs, corpus_params
+from medfilip.pipeline.workflows.images import corpus_findings_inputs, corpus_params
 
-CORPUS = corpus_params(CFG, SETTINGS)
+CORPUS = corpus_params(CFG)
 
 
 rule corpus_images_part:
@@ -38,8 +38,7 @@ rule corpus_images_part:
         png_dir=CORPUS["png_dir"],
         entities=CORPUS["entities_arg"],
         # every setting that changes the pixels or the index: a change re-runs this rule
-        images=CORPUS["images"],
-        phantom=CORPUS["phantom"],
+        settings=settings_param(SETTINGS, "corpus_images_part"),
         image_root=CORPUS["image_root"],
     shell:
         "medfilip -c {params.config} corpus-images --reports {input.shard} {params.entities}"
@@ -60,5 +59,6 @@ rule corpus_images:
         "../envs/medfilip.yaml"
     params:
         parts=expand(paths.CORPUS_PART_DIR, shard=SHARDS),
+        settings=settings_param(SETTINGS, "corpus_images"),
     shell:
         "medfilip corpus-merge --parts {params.parts} --out $(dirname {output.index}) > {log} 2>&1"

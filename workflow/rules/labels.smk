@@ -29,7 +29,7 @@ rule structured_labels:
         "../envs/medfilip.yaml"
     params:
         config=EFFECTIVE_CONFIG,
-        settings=SETTINGS["labels"],
+        settings=settings_param(SETTINGS, "structured_labels"),
     shell:
         "medfilip -c {params.config} labels --reports {input.reports} --entities {input.entities}"
         " --extractions {input.extractions} --out {output.labels} --stats {output.stats} > {log} 2>&1"

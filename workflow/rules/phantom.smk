@@ -16,7 +16,7 @@ rule phantom_gallery:
     params:
         config=EFFECTIVE_CONFIG,
         # the appearance knobs: changing them re-renders the sheet
-        phantom=CFG.phantom.model_dump(mode="json"),
+        settings=settings_param(SETTINGS, "phantom_gallery"),
         size=160,
     shell:
         "medfilip -c {params.config} phantom-gallery --out {output} --size {params.size} > {log} 2>&1"

@@ -5,12 +5,12 @@
 # them all with bootstrap intervals. Adding a run adds its features and probe jobs only; changing
 # evaluation.linear_probe re-runs the probe fits (and the baselines for their own keys), never the
 # feature extraction. The lists (and the check that each probed dataset has a train split) come
-# from medfilip.evaluation.probe.workflow.
+# from medfilip.pipeline.workflows.probe.
 
 import re
 
-from medfilip.datasets.workflow import DATASET_WILDCARD
-from medfilip.evaluation.probe import workflow as probe_wf
+from medfilip.pipeline.workflows.datasets import DATASET_WILDCARD
+from medfilip.pipeline.workflows import probe as probe_wf
 
 try:
     PROBE_ON = probe_wf.probe_enabled(CFG)
@@ -68,7 +68,7 @@ rule probe_fit:
     params:
         config=EFFECTIVE_CONFIG,
         # fractions, seeds, C grid: a change refits the probes, not the features
-        settings=probe_wf.fit_params(SETTINGS),
+        settings=settings_param(SETTINGS, "probe_fit"),
     shell:
         "medfilip -c {params.config} probe-fit --features $(dirname {input.features[0]}) --store {input.index}"
         " --model {input.model} --name {wildcards.run} --out {output.scores} > {log} 2>&1"
@@ -95,7 +95,7 @@ rule probe_baseline:
     params:
         config=EFFECTIVE_CONFIG,
         # fractions, seeds, the baselines' size and training keys, the ResNet's arch and weights
-        settings=probe_wf.baseline_params(SETTINGS),
+        settings=settings_param(SETTINGS, "probe_baseline"),
     shell:
         "medfilip -c {params.config} probe-baseline --name {wildcards.baseline} --store {input.index}"
         " --out {output.scores} > {log} 2>&1"
@@ -130,7 +130,7 @@ rule linear_probe:
     params:
         config=EFFECTIVE_CONFIG,
         # the bootstrap (resamples, seed) and the skipped-baseline rows
-        evaluation={k: v for k, v in SETTINGS["evaluation"].items() if k == "bootstrap"},
+        settings=settings_param(SETTINGS, "linear_probe"),
         skipped=[probe_wf.skipped_baselines(CFG), probe_wf.dataset_skips(CFG)] if PROBE_ON else [],
     shell:
         "medfilip -c {params.config} linear-probe --scores {input.scores:q} --out {output.table}"

@@ -4,8 +4,7 @@
 # results/real/stores/{name}/; every trained run (and a random-initialised encoder) is then
 # evaluated on all of them side by side. The logic is in medfilip.evaluation.real.
 
-from medfilip.datasets.workflow import preprocess_params
-from medfilip.evaluation.real import workflow as real_wf
+from medfilip.pipeline.workflows import real as real_wf
 
 REAL_RUNS = [f"{run}/model.pt" for run in ZEROSHOT_RUNS]
 
@@ -20,6 +19,7 @@ rule real_covid_adult:
     params:
         config=EFFECTIVE_CONFIG,
         ieee8023=lambda wildcards: real_wf.ieee8023_dir(CFG),
+        settings=settings_param(SETTINGS, "real_covid_adult"),
     shell:
         "medfilip -c {params.config} real-covid-adult --ieee8023 {params.ieee8023:q}"
         " --out $(dirname {output.counts}) > {log} 2>&1"
@@ -43,7 +43,7 @@ rule real_store:
         config=EFFECTIVE_CONFIG,
         dataset=lambda wildcards: real_wf.store_dataset(wildcards.name),
         root=lambda wildcards: real_wf.store_root(CFG, wildcards.name),
-        settings=lambda wildcards: preprocess_params(SETTINGS, real_wf.store_dataset(wildcards.name)),
+        settings=settings_param(SETTINGS, "real_store"),
     shell:
         "medfilip -c {params.config} preprocess-dataset --dataset {params.dataset} --root {params.root:q}"
         " --out $(dirname {output.index}) --workers {threads} --no-progress > {log} 2>&1"
@@ -74,7 +74,7 @@ rule real_eval:
         sets=real_wf.named(real_wf.EVAL_SETS),
         probe_sets=real_wf.PROBE_STORES,
         # text variant, thresholds, bootstrap, the probe's fractions / seeds / C grid, retrieval's K
-        evaluation=real_wf.eval_params(SETTINGS),
+        settings=settings_param(SETTINGS, "real_eval"),
     shell:
         "medfilip -c {params.config} real-eval --runs {input.models} --sets {params.sets}"
         " --probe-sets {params.probe_sets} --zeroshot {output.zeroshot} --zeroshot-per-class {output.zeroshot_per_class}"
@@ -99,7 +99,7 @@ rule real_gap:
         phantom=real_wf.gap_named(0),
         real=real_wf.gap_named(1),
         ieee8023=lambda wildcards: real_wf.ieee8023_dir(CFG),
-        phantom_anatomy=SETTINGS["phantom"],
+        settings=settings_param(SETTINGS, "real_gap"),
     shell:
         "medfilip -c {params.config} real-gap --phantom {params.phantom} --real {params.real}"
         " --ieee8023 {params.ieee8023:q} --table {output.table} --figure {output.figure} > {log} 2>&1"
@@ -121,6 +121,7 @@ rule real_notes:
     params:
         config=EFFECTIVE_CONFIG,
         ieee8023=lambda wildcards: real_wf.ieee8023_dir(CFG),
+        settings=settings_param(SETTINGS, "real_notes"),
     shell:
         "medfilip -c {params.config} real-notes --ieee8023 {params.ieee8023:q}"
         " --out {output.table} --summary {output.summary} > {log} 2>&1"

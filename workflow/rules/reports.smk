@@ -17,7 +17,7 @@ rule report_shards:
         config=EFFECTIVE_CONFIG,
         out_dir=parent_dir,
         # not used by the command: listed so that a change of any reports.* key re-runs this rule
-        settings=SETTINGS["reports"],
+        settings=settings_param(SETTINGS, "report_shards"),
         # the corpus path(s) as resolved: pointing at another corpus re-runs this rule even when
         # the new files are older than the shards
         corpus=report_corpus(),

@@ -4,12 +4,7 @@
 # for the baseline (adding a run fine-tunes that run alone), then one table + figure job.
 # Logic: medfilip/evaluation/segmentation/ (workflow.py gives the lists and params).
 
-from medfilip.evaluation.segmentation.workflow import (
-    job_params,
-    job_threads,
-    run_folders,
-    table_params,
-)
+from medfilip.pipeline.workflows.segmentation import job_threads, run_folders
 
 SEGMENTATION_FOLDERS = run_folders(CFG)
 
@@ -34,7 +29,7 @@ rule segmentation_run:
     params:
         config=EFFECTIVE_CONFIG,
         # evaluation.segmentation (but its device): a change re-runs segmentation only
-        settings=job_params(SETTINGS),
+        settings=settings_param(SETTINGS, "segmentation_run"),
     shell:
         "medfilip -c {params.config} segmentation --model {input.model} --run {wildcards.run}"
         " --store {input.store} --out-dir $(dirname {output.summary}) --threads {threads} > {log} 2>&1"
@@ -59,7 +54,7 @@ rule segmentation_baseline:
     params:
         config=EFFECTIVE_CONFIG,
         # evaluation.segmentation and training.model's architecture (the random encoder's)
-        settings=job_params(SETTINGS),
+        settings=settings_param(SETTINGS, "segmentation_baseline"),
     shell:
         "medfilip -c {params.config} segmentation --baseline --store {input.store}"
         " --out-dir $(dirname {output.summary}) --threads {threads} > {log} 2>&1"
@@ -96,7 +91,7 @@ rule segmentation_table:
     params:
         config=EFFECTIVE_CONFIG,
         # the bootstrap resamples: a change re-runs the table, not the fine-tuning
-        settings=table_params(SETTINGS),
+        settings=settings_param(SETTINGS, "segmentation_table"),
     shell:
         "medfilip -c {params.config} segmentation-table --results {input.summaries} --store {input.store}"
         " --out {output.table} --long {output.long} --figure {output.figure} > {log} 2>&1"

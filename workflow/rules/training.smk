@@ -7,12 +7,11 @@
 
 import re
 
-from medfilip.training.workflow import (
+from medfilip.pipeline.workflows.training import (
     calibration_input,
     embeddings_input,
     embeddings_option,
     run_names,
-    settings_param,
 )
 
 TRAIN_RUNS = run_names(CFG)
@@ -49,7 +48,7 @@ rule train:
     params:
         config=EFFECTIVE_CONFIG,
         # the training settings with this run's entry: changing them re-runs this run only
-        settings=settings_param(SETTINGS),
+        settings=settings_param(SETTINGS, "train"),
         embeddings=embeddings_option,
         # torchrun (srun under SLURM) when training.distributed asks for more than one process
         launch=training_launch(CFG.training),
@@ -74,5 +73,6 @@ rule train_curves:
         "../envs/medfilip.yaml"
     params:
         runs=expand(paths.MODEL_DIR, run=TRAIN_RUNS),
+        settings=settings_param(SETTINGS, "train_curves"),
     shell:
         "medfilip train-curves --runs {params.runs} --out {output} > {log} 2>&1"

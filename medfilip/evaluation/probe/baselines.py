@@ -31,6 +31,7 @@ import numpy as np
 
 from medfilip.evaluation.probe.fit import ProbeData, fraction_label, subset, subset_seeds
 from medfilip.evaluation.probe.scores import Fit, ProbeScores
+from medfilip.names import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -137,7 +138,7 @@ def train_baseline(
         out.note = f"skipped: the {data.dataset} store has no train split (datasets.{data.dataset}.n_train = 0?)"
         return out
     size = settings.image_size
-    x = {s: prepare_images(store, data.rows[s], size).to(device) for s in ("train", "validate", "test")}
+    x = {s: prepare_images(store, data.rows[s], size).to(device) for s in SPLITS}
     train_labels = data.labels["train"]
     n_all = len(data.label_names)
     for fraction in fractions:

@@ -30,6 +30,7 @@ import numpy as np
 
 from medfilip.datasets.sampling import allocate, derived_seed
 from medfilip.evaluation.probe.scores import Fit, ProbeInputError, ProbeScores
+from medfilip.names import SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ def probe_data_from_store(store, dataset: str | None = None) -> ProbeData:
     if not names:
         raise ProbeInputError(f"{store.root}: meta.json has no label_names (not a labelled downstream store)")
     labels = store.labels()
-    rows = {s: store.indices(s) for s in ("train", "validate", "test")}
+    rows = {s: store.indices(s) for s in SPLITS}
     task = store.meta.get("task")
     if task not in ("single_label", "multi_label"):
         held = labels[np.concatenate([rows["validate"], rows["test"]])]
@@ -169,7 +170,7 @@ def probe_fits(
         data.eval_labels("validate"),
         info={"c_grid": list(c_grid), "classifier": "sklearn LogisticRegression (lbfgs, L2) on standardised features"},
     )
-    for split in ("train", "validate", "test"):
+    for split in SPLITS:
         if features[split].shape[0] != data.labels[split].shape[0]:
             raise ProbeInputError(
                 f"{name}/{data.dataset}: {features[split].shape[0]} {split} features for "

@@ -8,11 +8,11 @@ split, plus baselines fine-tuned end to end on the same subsets.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import Field, field_validator
 
 from medfilip.configbase import Strict, data_fractions
+from medfilip.names import Device
 
 
 class ProbeBaselineSettings(Strict):
@@ -70,9 +70,7 @@ class LinearProbeSettings(Strict):
     )
     max_iter: int = Field(2000, ge=10, le=1_000_000, description="lbfgs iterations per logistic-regression fit")
     batch_size: int = Field(128, ge=1, le=65536, description="Images per forward pass of the feature extraction")
-    device: Literal["auto", "cpu", "cuda"] = Field(
-        "auto", description="Feature extraction and baselines: cpu, cuda or auto"
-    )
+    device: Device = Field(Device.auto, description="Feature extraction and baselines: cpu, cuda or auto")
     baselines: ProbeBaselineSettings = Field(
         ProbeBaselineSettings(),
         description="The Table II baselines, fine-tuned end to end on the probe's train subsets: the ResNet of "

@@ -36,10 +36,11 @@ from medfilip.evaluation.bootstrap import Interval, resample_indices
 from medfilip.evaluation.metrics import auc, f1_max_threshold, metrics_at_threshold
 from medfilip.evaluation.probe.fit import fraction_label
 from medfilip.evaluation.probe.scores import ProbeScores
+from medfilip.evaluation.settings import DEFAULT_BOOTSTRAP, BootstrapSettings
+from medfilip.names import REFERENCE_RUN
 
 log = logging.getLogger(__name__)
 
-REFERENCE = "medfilip"
 METRICS = ("acc", "f1", "auc", "acc_val", "f1_val")
 DELTA_METRICS = ("acc", "f1", "auc")
 LEVEL = 0.95
@@ -194,10 +195,9 @@ def _r(value, digits: int = 4):
 def build_tables(
     all_scores: Sequence[ProbeScores],
     *,
-    n_resamples: int = 1000,
-    seed: int = 0,
+    bootstrap: BootstrapSettings = DEFAULT_BOOTSTRAP,
     skip_rows: Sequence[dict] = (),
-    reference: str = REFERENCE,
+    reference: str = REFERENCE_RUN,
 ) -> tuple[list[dict], list[dict], list[dict]]:
     """(table rows: one per model, per-class rows, long rows for the figure)."""
     datasets = sorted({s.dataset for s in all_scores}, key=lambda d: [s.dataset for s in all_scores].index(d))
@@ -216,7 +216,9 @@ def build_tables(
         if len(n_test) != 1:
             raise ValueError(f"{d}: models scored on different test sets ({sorted(n_test)} images)")
         n = n_test.pop()
-        counts = resample_counts(resample_indices(n, n_resamples, seed), n) if n else np.zeros((0, 0))
+        counts = (
+            resample_counts(resample_indices(n, bootstrap.n_resamples, bootstrap.seed), n) if n else np.zeros((0, 0))
+        )
         ref = next((s for s in mine if s.name == reference), None)
         for s in mine:
             if s.note:

@@ -45,8 +45,7 @@ def extract_notes(notes: pd.DataFrame, backend: Any, normalise) -> pd.DataFrame:
         status = "missing" if result is None else result.status
         for t in result.triplets if result is not None else ():
             category = normalise(t.category) or t.category
-            polarity = getattr(t.polarity, "value", t.polarity)
-            kinds.setdefault(str(polarity), set()).add(category)
+            kinds.setdefault(str(t.polarity), set()).add(category)
         rows.append(
             {
                 "image_id": note["image_id"],

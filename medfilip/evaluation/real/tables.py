@@ -22,6 +22,8 @@ from typing import Any
 import numpy as np
 
 from medfilip.evaluation.sets import EvalSet, downstream_set
+from medfilip.evaluation.settings import BootstrapSettings
+from medfilip.names import HELD_OUT_SPLITS
 
 log = logging.getLogger(__name__)
 
@@ -126,7 +128,7 @@ def evaluate_real(
         model = load(run_dir, device)
         stored, pooled_by_set = {}, {}
         for s in sets:
-            held_out = [s.rows.get(k, np.zeros(0, np.int64)) for k in ("validate", "test")]
+            held_out = [s.rows.get(k, np.zeros(0, np.int64)) for k in HELD_OUT_SPLITS]
             train = [s.store.indices("train")] if s.name in probe_sets else []
             rows = np.unique(np.concatenate([*held_out, *train]).astype(np.int64))
             pooled, emb = encode(model, s.store, rows, batch_size=evaluation.batch_size, device=device)
@@ -143,8 +145,7 @@ def evaluate_real(
             batch_size=evaluation.batch_size,
             device=device,
             progress=False,
-            n_resamples=evaluation.bootstrap.n_resamples,
-            seed=evaluation.bootstrap.seed,
+            bootstrap=evaluation.bootstrap,
             stored_embeddings=stored,
         )
         out["summaries"].extend(part.summaries)
@@ -160,8 +161,10 @@ def evaluate_real(
                 test_emb,
                 texts,
                 evaluation.retrieval.ks,
-                n_resamples=min(evaluation.bootstrap.n_resamples, 200),
-                seed=evaluation.bootstrap.seed,
+                # at most 200 resamples: one interval per (run, set, K)
+                bootstrap=evaluation.bootstrap.model_copy(
+                    update={"n_resamples": min(evaluation.bootstrap.n_resamples, 200)}
+                ),
             )
             if s.name in probe_sets:
                 data = probe_data_from_store(s.store, dataset=s.name)
@@ -181,18 +184,20 @@ def evaluate_real(
     return out
 
 
-def write_real_tables(result: dict[str, Any], *, bootstrap, outputs: dict[str, Path | None]) -> None:
+def write_real_tables(
+    result: dict[str, Any], *, bootstrap: BootstrapSettings, reference: str, outputs: dict[str, Path | None]
+) -> None:
     """The zero-shot table and per-class rows (medfilip.evaluation.report's columns), the probe table,
     per-class rows and figure (medfilip.evaluation.probe.table's), and the retrieval rows."""
     from medfilip.evaluation.probe.table import build_tables, write_outputs
     from medfilip.evaluation.report import write_per_class, write_table
     from medfilip.io import write_csv_atomic
 
-    write_table(result["summaries"], outputs["zeroshot"])
+    write_table(result["summaries"], outputs["zeroshot"], reference)
     if outputs.get("zeroshot_per_class"):
         write_per_class(result["per_class"], outputs["zeroshot_per_class"])
     if result["probe"]:
-        table, per_class, long = build_tables(result["probe"], n_resamples=bootstrap.n_resamples, seed=bootstrap.seed)
+        table, per_class, long = build_tables(result["probe"], bootstrap=bootstrap, reference=reference)
         write_outputs(
             table, per_class, long, outputs["probe"], outputs.get("probe_per_class"), outputs.get("probe_figure")
         )
@@ -216,8 +221,7 @@ def retrieval_rows(
     text_embeddings: np.ndarray,
     ks: Sequence[int],
     *,
-    n_resamples: int,
-    seed: int,
+    bootstrap: BootstrapSettings,
 ) -> list[dict]:
     """Text-to-image Precision@K on the test images of ``s``, mean over classes, with a 95 %
     bootstrap interval over the test images, and the precision a random ranking would have."""
@@ -225,8 +229,8 @@ def retrieval_rows(
     img = image_embeddings / np.linalg.norm(image_embeddings, axis=1, keepdims=True)
     txt = text_embeddings / np.linalg.norm(text_embeddings, axis=1, keepdims=True)
     sim = img @ txt.T
-    rng = np.random.default_rng(seed)
-    draws = [rng.integers(0, len(labels), len(labels)) for _ in range(n_resamples)]
+    rng = np.random.default_rng(bootstrap.seed)
+    draws = [rng.integers(0, len(labels), len(labels)) for _ in range(bootstrap.n_resamples)]
     rows = []
     for k in ks:
         point = float(precision_at_k(sim, labels, k).mean())

@@ -17,10 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
+from medfilip.names import SPLITS
+
 log = logging.getLogger(__name__)
 
 MASK_COLUMNS = ("mask_rle", "mask_height", "mask_width")
-SPLITS = ("train", "validate", "test")
 
 
 class SegmentationDataError(ValueError):

@@ -1,4 +1,4 @@
-"""Config section `evaluation.segmentation:` (paper Table IV; imported by medfilip.config: keep it light).
+"""Config section `evaluation.segmentation:` (paper Table IV; imported by medfilip.pipeline.config: keep it light).
 
 A UNet (segmentation-models-pytorch) whose encoder is each run's pretrained image encoder, and one
 with a randomly initialised encoder as the baseline, fine-tuned on fractions of the SIIM-ACR
@@ -13,6 +13,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from medfilip.configbase import UNIQUE_ITEMS, Strict, data_fractions
+from medfilip.names import Device
 
 
 class SegmentationSettings(Strict):
@@ -95,7 +96,7 @@ class SegmentationSettings(Strict):
     seed: int = Field(
         0, ge=0, description="Seed of the fraction subsets, the decoder init, the baseline encoder and the batch order"
     )
-    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="cpu, cuda, or auto (cuda when available)")
+    device: Device = Field(Device.auto, description="cpu, cuda, or auto (cuda when available)")
     precision: Literal["fp32", "bf16", "auto"] = Field(
         "auto", description="fp32 | bf16 | auto (bf16 autocast on a GPU that supports it, fp32 on CPU)"
     )

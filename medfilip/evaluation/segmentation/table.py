@@ -34,10 +34,11 @@ import numpy as np
 from medfilip.evaluation.segmentation.finetune import BASELINE
 from medfilip.evaluation.segmentation.metrics import mean_over_images, mean_over_positives
 from medfilip.evaluation.segmentation.settings import fraction_label
+from medfilip.evaluation.settings import DEFAULT_BOOTSTRAP, BootstrapSettings
+from medfilip.names import REFERENCE_RUN
 
 log = logging.getLogger(__name__)
 
-REFERENCE_RUN = "medfilip"
 ALL_EMPTY = "all_empty"
 METRICS = ("dice", "dice_pos", "iou", "iou_pos")
 DELTA_METRICS = ("dice", "dice_pos")
@@ -100,17 +101,17 @@ def read_run(folder: str | Path) -> RunScores:
     return RunScores(summary["run"], summary.get("encoder", ""), summary, image_ids, scores, folder)
 
 
-def _bootstrap_settings(cfg) -> tuple[int, int]:
-    """(n_resamples, seed): evaluation.bootstrap when the config has it, else 1,000 and 0."""
-    boot = getattr(getattr(cfg, "evaluation", None), "bootstrap", None)
-    return int(getattr(boot, "n_resamples", 1000)), int(getattr(boot, "seed", 0))
-
-
 def _positive_mean(values: np.ndarray, positive: np.ndarray) -> float:
     return mean_over_positives(values, positive)
 
 
-def build_rows(runs: list[RunScores], fractions: list[float], *, n_resamples: int = 1000, seed: int = 0) -> list[dict]:
+def build_rows(
+    runs: list[RunScores],
+    fractions: list[float],
+    *,
+    bootstrap: BootstrapSettings = DEFAULT_BOOTSTRAP,
+    reference_run: str = REFERENCE_RUN,
+) -> list[dict]:
     """The Table IV rows (see the module docstring)."""
     from medfilip.evaluation.bootstrap import mean_interval, paired_difference, resample_indices
 
@@ -122,8 +123,8 @@ def build_rows(runs: list[RunScores], fractions: list[float], *, n_resamples: in
                 "(rebuild the segmentation outputs from one store)"
             )
     n_test = len(test_ids)
-    indices = resample_indices(n_test, n_resamples, seed) if n_test else None
-    reference = next((r for r in runs if r.run == REFERENCE_RUN), None)
+    indices = resample_indices(n_test, bootstrap.n_resamples, bootstrap.seed) if n_test else None
+    reference = next((r for r in runs if r.run == reference_run), None)
     labels = {f: fraction_label(f) for f in fractions}
     rows: list[dict] = []
     positive_test = None
@@ -143,10 +144,14 @@ def build_rows(runs: list[RunScores], fractions: list[float], *, n_resamples: in
             positive = arrays["truth_area"] > 0
             positive_test = positive
             for metric, values in (("dice", arrays["dice"]), ("iou", arrays["iou"])):
-                row.update(mean_interval(values, n_resamples=n_resamples, seed=seed).as_dict(f"{metric}_{lab}"))
+                row.update(
+                    mean_interval(values, n_resamples=bootstrap.n_resamples, seed=bootstrap.seed).as_dict(
+                        f"{metric}_{lab}"
+                    )
+                )
                 if positive.any():
                     row.update(
-                        mean_interval(values[positive], n_resamples=n_resamples, seed=seed).as_dict(
+                        mean_interval(values[positive], n_resamples=bootstrap.n_resamples, seed=bootstrap.seed).as_dict(
                             f"{metric}_pos_{lab}"
                         )
                     )
@@ -156,20 +161,20 @@ def build_rows(runs: list[RunScores], fractions: list[float], *, n_resamples: in
                 ref = reference.scores[f]
                 row.update(
                     paired_difference(mean_over_images, [arrays["dice"]], [ref["dice"]], indices=indices).as_dict(
-                        f"delta_dice_{lab}_vs_{REFERENCE_RUN}"
+                        f"delta_dice_{lab}_vs_{reference_run}"
                     )
                 )
                 if positive.any():
                     row.update(
                         paired_difference(
                             _positive_mean, [arrays["dice"], positive], [ref["dice"], positive], indices=indices
-                        ).as_dict(f"delta_dice_pos_{lab}_vs_{REFERENCE_RUN}")
+                        ).as_dict(f"delta_dice_pos_{lab}_vs_{reference_run}")
                     )
         notes = [f"{', '.join(labs)}: skipped: {reason}" for reason, labs in skipped.items()] + notes
-        if r.run == REFERENCE_RUN:
+        if r.run == reference_run:
             notes.append("reference run of the delta columns")
         elif reference is None:
-            notes.append(f"no run named {REFERENCE_RUN}: no paired deltas")
+            notes.append(f"no run named {reference_run}: no paired deltas")
         row["n_test"] = n_test
         row["n_test_positive"] = int(positive_test.sum()) if positive_test is not None else None
         row["note"] = "; ".join(notes)
@@ -180,7 +185,11 @@ def build_rows(runs: list[RunScores], fractions: list[float], *, n_resamples: in
         for f in fractions:
             lab = labels[f]
             for metric in ("dice", "iou"):
-                empty.update(mean_interval(dice, n_resamples=n_resamples, seed=seed).as_dict(f"{metric}_{lab}"))
+                empty.update(
+                    mean_interval(dice, n_resamples=bootstrap.n_resamples, seed=bootstrap.seed).as_dict(
+                        f"{metric}_{lab}"
+                    )
+                )
                 if positive_test.any():
                     empty.update(
                         {f"{metric}_pos_{lab}": 0.0, f"{metric}_pos_{lab}_low": 0.0, f"{metric}_pos_{lab}_high": 0.0}
@@ -196,17 +205,18 @@ def build_rows(runs: list[RunScores], fractions: list[float], *, n_resamples: in
     return rows
 
 
-def table_columns(fractions: list[float], with_reference: bool) -> list[str]:
+def table_columns(fractions: list[float], reference_run: str | None) -> list[str]:
+    """The table's columns; with the delta columns against ``reference_run`` when it is one of the runs."""
     columns = ["run", "encoder"]
     for f in fractions:
         lab = fraction_label(f)
         for metric in METRICS:
             columns += [f"{metric}_{lab}", f"{metric}_{lab}_low", f"{metric}_{lab}_high"]
-    if with_reference:
+    if reference_run is not None:
         for f in fractions:
             lab = fraction_label(f)
             for metric in DELTA_METRICS:
-                name = f"delta_{metric}_{lab}_vs_{REFERENCE_RUN}"
+                name = f"delta_{metric}_{lab}_vs_{reference_run}"
                 columns += [name, f"{name}_low", f"{name}_high"]
     return [*columns, "n_test", "n_test_positive", "note"]
 
@@ -244,9 +254,9 @@ def write_tables(run_folders: list[str | Path], out: str | Path, long_out: str |
     fractions = sorted({float(rec["fraction"]) for r in runs for rec in r.summary.get("fractions", [])})
     if not fractions:
         fractions = list(cfg.evaluation.segmentation.fractions)
-    n_resamples, seed = _bootstrap_settings(cfg)
-    rows = build_rows(runs, fractions, n_resamples=n_resamples, seed=seed)
-    columns = table_columns(fractions, any(r.run == REFERENCE_RUN for r in runs))
+    reference = cfg.evaluation.reference_run
+    rows = build_rows(runs, fractions, bootstrap=cfg.evaluation.bootstrap, reference_run=reference)
+    columns = table_columns(fractions, reference if any(r.run == reference for r in runs) else None)
     write_csv_atomic(
         [_rounded({c: row.get(c, float("nan")) for c in columns}) for row in rows], out, fieldnames=columns
     )

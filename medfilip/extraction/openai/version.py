@@ -12,7 +12,7 @@ from typing import Any
 
 from medfilip.extraction.llm_server import model_file_sha256
 from medfilip.extraction.openai.prompt import Prompt
-from medfilip.extraction.settings import OpenAIBackendConfig
+from medfilip.extraction.settings import GENERATION_KEYS, OpenAIBackendConfig
 
 __all__ = ["backend_version", "generation_settings"]
 
@@ -22,12 +22,8 @@ def generation_settings(cfg: OpenAIBackendConfig, categories: list[str] | None =
     settings, and the closed category list. In the backend's version (the cache key) and a Snakemake
     param of extraction; the endpoint, key, limits and retries change how it is asked, not the answer.
     """
-    out: dict[str, Any] = {
-        "model": cfg.model,
-        "temperature": cfg.temperature,
-        "max_output_tokens": cfg.max_output_tokens,
-        "structured_output": cfg.structured_output,
-    }
+    # model, temperature, max_output_tokens, structured_output as they are; the two below as they come
+    out: dict[str, Any] = {k: getattr(cfg, k) for k in GENERATION_KEYS if k not in ("presence_penalty", "model_file")}
     if cfg.presence_penalty:  # only when set: the versions of earlier runs stay as they were
         out["presence_penalty"] = cfg.presence_penalty
     if cfg.model_file is not None:

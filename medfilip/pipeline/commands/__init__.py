@@ -1,0 +1,1 @@
+"""One module per group of sub-commands; each has ``register(sub)`` (medfilip.pipeline.cli.COMMAND_MODULES)."""

@@ -1,0 +1,1 @@
+"""The Snakemake rules' helpers, one module per stage (targets, inputs, params)."""
