@@ -36,6 +36,7 @@ from medfilip.reports.settings import shard_names
 from medfilip.names import ReportSource
 from medfilip.pipeline.config_checks import check_paths
 from medfilip.extraction.vocabulary import FILES as VOCABULARY_FILES
+
 # the rules' GPUs and DDP launch
 from medfilip.pipeline.workflow_resources import (
     gpus,
