@@ -21,7 +21,6 @@ Imports: torch, numpy and the label template only.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,8 @@ import numpy as np
 import torch
 
 from medfilip.labels.templates import LabelVariant, eval_text
-from medfilip.names import DEFAULT_MULTI_LABEL, DEFAULT_SINGLE_LABEL, EvalText, normalise_name, values
+from medfilip.names import DEFAULT_MULTI_LABEL, DEFAULT_SINGLE_LABEL, CategoryNames, EvalText, values
+from medfilip.names import normalise_name as normalise_name  # the class-name matching key, re-exported
 
 DEFAULT_LOGIT_SCALE = 1.0 / 0.07
 DEFAULT_TEXT_VARIANT = LabelVariant.triplet_explanation.value
@@ -80,14 +80,12 @@ class ClassKnowledge:
     default_classes: tuple[str, ...] = ()
     source: str = ""
     version: str | None = None
+    # the name index of the categories and their synonyms (built from the fields above)
+    names: CategoryNames = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        by_key: dict[str, str] = {}
-        for name in self.explanations:
-            by_key[normalise_name(name)] = name
-            for synonym in self.synonyms.get(name, ()):
-                by_key.setdefault(normalise_name(synonym), name)
-        object.__setattr__(self, "_by_key", by_key)
+        names = CategoryNames({name: self.synonyms.get(name, ()) for name in self.explanations})
+        object.__setattr__(self, "names", names)
 
     @property
     def categories(self) -> list[str]:
@@ -95,7 +93,7 @@ class ClassKnowledge:
 
     def resolve(self, name: str) -> str | None:
         """The canonical category of a name or synonym (any case, ``_ / -`` as spaces), else None."""
-        return self._by_key.get(normalise_name(name))  # type: ignore[attr-defined]
+        return self.names.resolve(name)
 
     def explanation(self, category: str) -> str:
         canonical = self.resolve(category)
@@ -115,9 +113,7 @@ class ClassKnowledge:
         raise self._unknown(name)
 
     def _unknown(self, name: str) -> UnknownClassError:
-        close = difflib.get_close_matches(normalise_name(name), list(self._by_key), n=6, cutoff=0.6)  # type: ignore[attr-defined]
-        names = list(dict.fromkeys(self._by_key[c] for c in close))[:3]  # type: ignore[attr-defined]
-        hint = f" (did you mean {', '.join(map(repr, names))}?)" if names else ""
+        hint = self.names.did_you_mean(name)
         where = f" of {self.source}" if self.source else ""
         return UnknownClassError(
             f"unknown class {name!r}: not a category or synonym in the knowledge dictionary{where}{hint}; "

@@ -10,6 +10,7 @@ needs the text.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable, Mapping
 from enum import Enum
 
 _SEPARATORS = re.compile(r"[\s_/,\-]+")
@@ -35,6 +36,41 @@ def normalise_name(name: str) -> str:
     """The matching key of a category name or synonym: lower case, ``_ / - ,`` and runs of spaces as one space
     (the knowledge dictionary and the library's class names both match through it)."""
     return _SEPARATORS.sub(" ", name.strip().lower()).strip()
+
+
+class CategoryNames:
+    """The name index of a set of categories: a category name or any of its synonyms, matched through
+    :func:`normalise_name`, gives the canonical category (what the knowledge dictionary and the library's
+    class names both resolve by). A category's own name wins over another category's synonym, and of two
+    categories listing the same synonym the first keeps it (the dictionary's validation refuses both)."""
+
+    def __init__(self, synonyms: Mapping[str, Iterable[str]]):
+        """``synonyms``: category -> its synonyms, for every category (an empty list where it has none)."""
+        by_key = {normalise_name(name): name for name in synonyms}
+        for name, names in synonyms.items():
+            for synonym in names:
+                by_key.setdefault(normalise_name(synonym), name)
+        self._by_key = by_key
+
+    def resolve(self, name: str) -> str | None:
+        """The canonical category of a category name or synonym (any case, ``_ / - ,`` as spaces), else None."""
+        return self._by_key.get(normalise_name(name))
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.resolve(name) is not None
+
+    def close_matches(self, name: str, n: int = 3) -> list[str]:
+        """Up to ``n`` canonical categories whose name or a synonym is spelled close to ``name``, closest first."""
+        import difflib
+
+        close = difflib.get_close_matches(normalise_name(name), list(self._by_key), n=2 * n, cutoff=0.6)
+        return list(dict.fromkeys(self._by_key[c] for c in close))[:n]
+
+    def did_you_mean(self, name: str) -> str:
+        """The tail of an unknown-name error: ``" (did you mean 'a', 'b'?)"`` naming :meth:`close_matches`,
+        or "" when nothing is close."""
+        names = self.close_matches(name)
+        return f" (did you mean {', '.join(map(repr, names))}?)" if names else ""
 
 
 class ReportSource(Choice):

@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from medfilip.names import normalise_name
+from medfilip.names import CategoryNames, normalise_name
 
 log = logging.getLogger(__name__)
 
@@ -100,11 +100,7 @@ class KnowledgeDictionary:
         self.path = path
         self.version = version
         self._entries = entries
-        self._by_key: dict[str, str] = {}
-        for name, entry in entries.items():
-            self._by_key[normalise_name(name)] = name
-            for synonym in entry.synonyms:
-                self._by_key[normalise_name(synonym)] = name
+        self.names = CategoryNames({name: entry.synonyms for name, entry in entries.items()})
 
     @property
     def categories(self) -> list[str]:
@@ -115,22 +111,17 @@ class KnowledgeDictionary:
         return len(self._entries)
 
     def __contains__(self, name: object) -> bool:
-        return isinstance(name, str) and self.resolve(name) is not None
+        return name in self.names
 
     def resolve(self, name: str) -> str | None:
         """The canonical category for a category name or synonym (any case, ``_ / -`` as spaces), else None."""
-        return self._by_key.get(normalise_name(name))
+        return self.names.resolve(name)
 
     def entry(self, category: str) -> KnowledgeEntry:
         """The entry of a category (its canonical name or any synonym); KeyError names close matches."""
         canonical = self.resolve(category)
         if canonical is None:
-            import difflib
-
-            close = difflib.get_close_matches(normalise_name(category), list(self._by_key), n=6, cutoff=0.6)
-            names = list(dict.fromkeys(self._by_key[c] for c in close))[:3]
-            hint = f" (did you mean {', '.join(map(repr, names))}?)" if names else ""
-            raise KeyError(f"{self.path}: no entry for category {category!r}{hint}")
+            raise KeyError(f"{self.path}: no entry for category {category!r}{self.names.did_you_mean(category)}")
         return self._entries[canonical]
 
     def explanation(self, category: str) -> str:

@@ -11,6 +11,7 @@ import yaml
 
 from medfilip.extraction.vocabulary import Vocabulary
 from medfilip.knowledge import KnowledgeError, load_knowledge, normalise_name
+from medfilip.names import CategoryNames
 from medfilip.pipeline.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -130,6 +131,31 @@ def test_unknown_names_resolve_to_none_and_entry_suggests(knowledge):
         KeyError, match=r"dictionary.yaml: no entry for category 'pleral efusion' \(did you mean 'pleural effusion'"
     ):
         knowledge.entry("pleral efusion")
+
+
+def test_the_name_index_ranks_names_over_synonyms_and_suggests_categories():
+    # the one index behind KnowledgeDictionary.resolve and the library's ClassKnowledge.resolve
+    names = CategoryNames(
+        {"pleural effusion": ["Effusion", "fluid"], "edema": ["fluid", "Pleural_Effusion"], "fluid": []}
+    )
+    assert names.resolve("PLEURAL-effusion") == names.resolve("effusion") == "pleural effusion"
+    assert names.resolve("fluid") == "fluid"  # a category's own name wins over the synonyms of others
+    assert names.resolve("pleural effusion") == "pleural effusion"  # ... even when listed after them
+    names = CategoryNames({"pleural effusion": ["fluid"], "edema": ["fluid"]})
+    assert names.resolve("fluid") == "pleural effusion" and "Fluid" in names  # the first to list a synonym keeps it
+    assert names.resolve("ascites") is None and "ascites" not in names and 3 not in names
+    # close spellings of a name or a synonym name the canonical category, once, closest first
+    assert names.close_matches("pleral efusion") == ["pleural effusion"]
+    assert names.close_matches("flud") == ["pleural effusion"]
+    assert names.did_you_mean("edemma") == " (did you mean 'edema'?)"
+    assert names.did_you_mean("xyz") == ""
+
+
+def test_the_dictionary_resolves_through_its_name_index(knowledge):
+    assert isinstance(knowledge.names, CategoryNames)
+    for category in knowledge.categories:
+        for name in (category, *knowledge.entry(category).synonyms):
+            assert knowledge.names.resolve(name) == knowledge.resolve(name) == category
 
 
 def test_version_is_the_file_hash(tmp_path, knowledge):

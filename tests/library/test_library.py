@@ -242,6 +242,11 @@ def test_class_texts_and_scores_are_the_pipelines():
             s, dictionary.explanation, variant
         )
     assert class_texts(["severe cardiomegaly"], knowledge)[0].startswith("severe cardiomegaly, where cardiomegaly is ")
+    # the library resolves names exactly as the dictionary does (one name index), and suggests the same
+    for category in dictionary.categories:
+        for name in (category, *dictionary.entry(category).synonyms):
+            assert knowledge.resolve(name) == dictionary.resolve(name) == category
+    assert knowledge.names.close_matches("pleral efusion") == dictionary.names.close_matches("pleral efusion") != []
     # synonyms name the canonical category's text
     assert class_texts(["Effusion", "Pleural_Effusion"], knowledge) == class_texts(["pleural effusion"] * 2, knowledge)
     assert [normalise_name(n) for n in ["Pleural_Thickening", " No  Finding ", "post-surgical changes", "a/b,c-d"]] == [
