@@ -11,8 +11,9 @@ from __future__ import annotations
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
@@ -106,59 +107,60 @@ def _variant_labels(variant, report_text, items, knowledge, default_locations, s
         }
 
 
-def build_labels(
-    report_paths: Iterable[str | Path],
-    entities_path: str | Path,
-    knowledge,
-    settings: LabelsConfig,
-    out_path: str | Path,
-    *,
-    default_locations: dict[str, str | None] | None = None,
-    extractions: Iterable[str | Path] | None = None,
-    location_text=None,
-    severity_scale: dict[str, str] | None = None,
-) -> LabelSummary:
-    """Write labels.parquet; ``knowledge`` is a KnowledgeDictionary (explanations per category).
-
-    ``extractions`` are the extraction shards (their ``status`` per report): only reports extracted
-    with status ``ok`` get labels. None takes every report as extracted (for entities made elsewhere).
-    ``location_text(location, category)`` words a location for the label text
-    (:meth:`~medfilip.extraction.vocabulary.Vocabulary.label_location`); None keeps it as it is.
-    ``severity_scale`` (word -> mild / moderate / severe,
-    :func:`~medfilip.extraction.vocabulary.load_severity_scale`) rewrites each stated severity on the
-    scale (``labels.severity_scale: three_level``); a word not on it is kept as written (counted in
-    the log); None keeps every word as written. An unstated severity stays None.
-    """
-    default_locations = default_locations or {}
+def _read_reports(report_paths: Iterable[str | Path]) -> dict[str, str]:
+    """report_id -> report text ("" where it has none), over every report shard."""
     reports: dict[str, str] = {}
     for path in report_paths:
         table = pq.read_table(path, columns=["report_id", "text"])
         for rid, text in zip(table.column("report_id").to_pylist(), table.column("text").to_pylist()):
             reports[rid] = text or ""
-    n_failed = 0
-    if extractions is not None:
-        extracted: set[str] = set()
-        for path in extractions:
-            table = pq.read_table(path, columns=["report_id", "status"])
-            for rid, status in zip(table.column("report_id").to_pylist(), table.column("status").to_pylist()):
-                if status == "ok":
-                    extracted.add(rid)
-        failed = sorted(set(reports) - extracted)
-        if failed:
-            n_failed = len(failed)
-            log.warning(
-                "%d of %d reports have no successful extraction (failed, or in no extraction shard) and get "
-                "no labels (first: %s)",
-                n_failed,
-                len(reports),
-                ", ".join(failed[:5]),
-            )
-            for rid in failed:
-                del reports[rid]
+    return reports
 
-    keep_polarity = {"present"} | ({"uncertain"} if settings.uncertain == "present" else set())
+
+def _drop_unextracted(reports: dict[str, str], extractions: Iterable[str | Path]) -> int:
+    """Remove from ``reports`` those no extraction shard holds with status ``ok`` (failed, or in no
+    shard), with a warning naming the first few; their count."""
+    extracted: set[str] = set()
+    for path in extractions:
+        table = pq.read_table(path, columns=["report_id", "status"])
+        for rid, status in zip(table.column("report_id").to_pylist(), table.column("status").to_pylist()):
+            if status == "ok":
+                extracted.add(rid)
+    failed = sorted(set(reports) - extracted)
+    if failed:
+        log.warning(
+            "%d of %d reports have no successful extraction (failed, or in no extraction shard) and get "
+            "no labels (first: %s)",
+            len(failed),
+            len(reports),
+            ", ".join(failed[:5]),
+        )
+        for rid in failed:
+            del reports[rid]
+    return len(failed)
+
+
+def _kept_polarities(settings: LabelsConfig) -> set[str]:
+    """The entity polarities that become labels: present, and uncertain / negated as the settings say."""
+    keep = {"present"} | ({"uncertain"} if settings.uncertain == "present" else set())
     if settings.negated == "keep":
-        keep_polarity.add("negated")
+        keep.add("negated")
+    return keep
+
+
+def _findings(
+    entities_path: str | Path,
+    reports: dict[str, str],
+    knowledge,
+    settings: LabelsConfig,
+    severity_scale: dict[str, str] | None,
+) -> dict[str, list[dict]]:
+    """report_id -> the entities that become its labels (kept polarity, a category, a report of
+    ``reports``), each with its canonical category and its severity on ``severity_scale``.
+
+    Raises ValueError naming the entities file and every category the dictionary has no entry for.
+    """
+    keep_polarity = _kept_polarities(settings)
     findings: dict[str, list[dict]] = {}
     unknown: Counter[str] = Counter()
     off_scale: Counter[str] = Counter()
@@ -190,13 +192,55 @@ def build_labels(
         log.warning("severity words not on the severity scale, kept as written: %s", dict(off_scale.most_common(10)))
     if not_in_corpus:
         log.warning("%d entities of reports not in the report shards were ignored", not_in_corpus)
+    return findings
 
-    normal = {"category": knowledge.resolve(NORMAL), "severity": None, "location": None, "polarity": "present"}
+
+def _is_normal(findings: list[dict]) -> bool:
+    """A report with no positive finding is normal (kept negations, "no pneumothorax", stay beside it)."""
+    return not any(e["polarity"] != "negated" for e in findings)
+
+
+def _label_records(
+    reports: dict[str, str],
+    findings: dict[str, list[dict]],
+    normal: dict,
+    variants: Iterable[str],
+    variant_labels,
+    unique: dict[str, set[str]],
+) -> Iterator[dict]:
+    """The labels.parquet records, report by report (sorted ids), then variant by variant: each
+    variant's distinct label texts of the report, in order. ``variant_labels(variant, report_text,
+    items)`` gives a variant's labels, duplicates included; ``findings`` is emptied as it goes, and
+    ``unique`` (variant -> label texts) collects every text written."""
+    for rid in sorted(reports):
+        ents = findings.pop(rid, [])
+        is_normal = _is_normal(ents)
+        items = ents + ([normal] if is_normal else [])
+        for variant in variants:
+            seen: set[str] = set()
+            for label in variant_labels(variant, reports[rid], items):
+                text = label["label"]
+                if text in seen:
+                    continue
+                seen.add(text)
+                unique[variant].add(text)
+                category = label["category"]
+                yield {
+                    **label,
+                    "report_id": rid,
+                    "variant": variant,
+                    "label_key": label_key(text),
+                    "fine_grained_key": None if category is None else f"{label['severity'] or ''}|{category}",
+                    "is_normal": is_normal,
+                }
+
+
+def _write_records(out_path: str | Path, records: Iterable[dict]) -> int:
+    """Write labels.parquet atomically, streamed: the records go to the file a row group at a time
+    (pyarrow's default row-group length, so the file is the one a single write_table would give),
+    never all of them in lists at once. The number of rows written."""
     rows: dict[str, list] = {name: [] for name in LABEL_SCHEMA.names}
-    n_normal = n_rows = 0
-    unique: dict[str, set[str]] = {v: set() for v in settings.variants}
-    # streamed: the rows go to the file a row group at a time (pyarrow's default row-group length,
-    # so the file is the one a single write_table would give), never all of them in lists at once
+    n_rows = 0
     with atomic_path(out_path) as tmp, pq.ParquetWriter(tmp, LABEL_SCHEMA, compression="zstd") as writer:
 
         def flush() -> None:
@@ -204,39 +248,57 @@ def build_labels(
             for column in rows.values():
                 column.clear()
 
-        for rid in sorted(reports):
-            ents = findings.pop(rid, [])
-            is_normal = not any(e["polarity"] != "negated" for e in ents)
-            n_normal += is_normal
-            # a report with no positive finding is normal; kept negations ("no pneumothorax") stay beside it
-            items = ents + ([normal] if is_normal else [])
-            for variant in settings.variants:
-                seen: set[str] = set()
-                for label in _variant_labels(
-                    variant, reports[rid], items, knowledge, default_locations, settings, location_text
-                ):
-                    text = label["label"]
-                    if text in seen:
-                        continue
-                    seen.add(text)
-                    unique[variant].add(text)
-                    category = label["category"]
-                    record = {
-                        **label,
-                        "report_id": rid,
-                        "variant": variant,
-                        "label_key": label_key(text),
-                        "fine_grained_key": None if category is None else f"{label['severity'] or ''}|{category}",
-                        "is_normal": is_normal,
-                    }
-                    for name in LABEL_SCHEMA.names:
-                        rows[name].append(record[name])
-                    n_rows += 1
-                    if len(rows["report_id"]) == ROW_GROUP:
-                        flush()
+        for record in records:
+            for name in LABEL_SCHEMA.names:
+                rows[name].append(record[name])
+            n_rows += 1
+            if len(rows["report_id"]) == ROW_GROUP:
+                flush()
         if rows["report_id"] or n_rows == 0:
             flush()
+    return n_rows
 
+
+def build_labels(
+    report_paths: Iterable[str | Path],
+    entities_path: str | Path,
+    knowledge,
+    settings: LabelsConfig,
+    out_path: str | Path,
+    *,
+    default_locations: dict[str, str | None] | None = None,
+    extractions: Iterable[str | Path] | None = None,
+    location_text=None,
+    severity_scale: dict[str, str] | None = None,
+) -> LabelSummary:
+    """Write labels.parquet; ``knowledge`` is a KnowledgeDictionary (explanations per category).
+
+    ``extractions`` are the extraction shards (their ``status`` per report): only reports extracted
+    with status ``ok`` get labels. None takes every report as extracted (for entities made elsewhere).
+    ``location_text(location, category)`` words a location for the label text
+    (:meth:`~medfilip.extraction.vocabulary.Vocabulary.label_location`); None keeps it as it is.
+    ``severity_scale`` (word -> mild / moderate / severe,
+    :func:`~medfilip.extraction.vocabulary.load_severity_scale`) rewrites each stated severity on the
+    scale (``labels.severity_scale: three_level``); a word not on it is kept as written (counted in
+    the log); None keeps every word as written. An unstated severity stays None.
+    """
+    default_locations = default_locations or {}
+    reports = _read_reports(report_paths)
+    n_failed = _drop_unextracted(reports, extractions) if extractions is not None else 0
+    findings = _findings(entities_path, reports, knowledge, settings, severity_scale)
+
+    normal = {"category": knowledge.resolve(NORMAL), "severity": None, "location": None, "polarity": "present"}
+    n_normal = sum(_is_normal(findings.get(rid, [])) for rid in reports)
+    unique: dict[str, set[str]] = {v: set() for v in settings.variants}
+    variant_labels = partial(
+        _variant_labels,
+        knowledge=knowledge,
+        default_locations=default_locations,
+        settings=settings,
+        location_text=location_text,
+    )
+    records = _label_records(reports, findings, normal, settings.variants, variant_labels, unique)
+    n_rows = _write_records(out_path, records)
     summary = LabelSummary(len(reports), n_rows, n_normal, {v: len(s) for v, s in unique.items()}, n_failed)
     log.info(
         "%d label rows for %d reports (%d normal, %d left out for failed extraction); unique labels per variant: %s",
