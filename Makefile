@@ -76,7 +76,7 @@ lint: venv
 	$(BIN)/ruff format --check .
 	$(BIN)/snakefmt --check workflow
 	$(BIN)/python -m medfilip.pipeline.schema --check
-	$(BIN)/python -m medfilip.config_docs --check
+	$(BIN)/python -m medfilip.pipeline.config_docs --check
 	$(BIN)/snakemake --lint --snakefile workflow/Snakefile
 
 bench: venv

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import Field, create_model
 
-from medfilip.config_docs import (
+from medfilip.pipeline.config_docs import (
     README_PATH,
     ROOT_MODEL,
     ConfigDocsError,
@@ -36,7 +36,7 @@ def without_table(text: str, section: str) -> str:
 
 def test_committed_tables_are_the_generated_ones(capsys):
     text = README_PATH.read_text(encoding="utf-8")
-    assert generate(text) == text, "run: python -m medfilip.config_docs --write"
+    assert generate(text) == text, "run: python -m medfilip.pipeline.config_docs --write"
     assert main(["--check"]) == 0
     assert capsys.readouterr().err == ""
 
@@ -48,7 +48,7 @@ def test_a_changed_description_is_detected_and_rewritten(tmp_path, capsys):
     assert stale_sections(readme.read_text(encoding="utf-8"), model) == ["reports"]
     assert main(["--check", "--path", str(readme)], model=model) == 1
     err = capsys.readouterr().err
-    assert "reports" in err and "python -m medfilip.config_docs --write" in err
+    assert "reports" in err and "python -m medfilip.pipeline.config_docs --write" in err
     assert main(["--write", "--path", str(readme)], model=model) == 0
     written = readme.read_text(encoding="utf-8")
     assert "| `reports.n_shards` | integer 1 to 100000 | `4` | Shards of the corpus, described anew |" in written

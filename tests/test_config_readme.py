@@ -1,6 +1,6 @@
 """config/README.md documents every config key the models define, no key they do not, and their defaults.
 
-Its key tables are generated (medfilip/config_docs.py; tests/test_config_docs.py checks they are current):
+Its key tables are generated (medfilip/pipeline/config_docs.py; tests/test_config_docs.py checks they are current):
 these tests check what the generator writes against the schema and the models.
 """
 

@@ -44,7 +44,6 @@ TOP_LEVEL = {
     "medfilip.pretrained": "face",
     "medfilip.predict": "face",
     "medfilip.__main__": "pipeline",
-    "medfilip.config_docs": "pipeline",  # writes config/README.md's key tables from the config models
 }
 # The library modules allowed to import a higher layer (at most three), and what each may import:
 # none (the validate probe of training.validate_every is evaluation's, handed to train_run by the CLI).

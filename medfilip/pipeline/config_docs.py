@@ -12,9 +12,9 @@ in it gets a row of its own before its keys, and a mapping of sections (``traini
 keys of one entry, written ``training.runs.<name>.loss``. Every top-level section needs a marker, and every
 key a description: a model without one is an error, so a new key is documented where it is defined.
 
-    python -m medfilip.config_docs --write    # rewrite the tables of config/README.md
-    python -m medfilip.config_docs --check    # exit 1 when a table is not what the models give
-    python -m medfilip.config_docs            # print the file as it would be written
+    python -m medfilip.pipeline.config_docs --write    # rewrite the tables of config/README.md
+    python -m medfilip.pipeline.config_docs --check    # exit 1 when a table is not what the models give
+    python -m medfilip.pipeline.config_docs            # print the file as it would be written
 
 The defaults are the models' own: what a key left out of a config file takes. ``config/config.yaml`` sets
 some keys to other values for the embedded default run; its comments say which.
@@ -34,10 +34,11 @@ import yaml
 from pydantic import BaseModel
 
 # the root pydantic model of the pipeline config: the one import to re-point when it moves
+from medfilip.pipeline.config import ROOT
 from medfilip.pipeline.config import PipelineConfig as ROOT_MODEL
 
-README_PATH = Path(__file__).resolve().parent.parent / "config" / "README.md"
-COMMAND = "python -m medfilip.config_docs --write"
+README_PATH = ROOT / "config" / "README.md"
+COMMAND = "python -m medfilip.pipeline.config_docs --write"
 MARKERS = re.compile(
     r"^<!-- BEGIN GENERATED (?P<section>[A-Za-z0-9_.]+) -->\n(?P<body>.*?)^<!-- END GENERATED (?P=section) -->$",
     re.M | re.S,
@@ -250,7 +251,7 @@ def stale_sections(text: str, model: type[BaseModel] = ROOT_MODEL) -> list[str]:
 
 def main(argv: list[str] | None = None, model: type[BaseModel] = ROOT_MODEL) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m medfilip.config_docs",
+        prog="python -m medfilip.pipeline.config_docs",
         description="The key tables of config/README.md, generated from the pydantic Field descriptions.",
     )
     mode = parser.add_mutually_exclusive_group()
