@@ -20,15 +20,16 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from medfilip.extraction.backend import ExtractionAborted, ExtractionBackend, ExtractionResult, ReportText
-from medfilip.extraction.cache import CACHE_SCHEMA, ExtractionCache, KeyClaims, results_table
-from medfilip.io import progress_bar, write_parquet_atomic
+from medfilip.extraction.backend import ExtractionAborted, ExtractionBackend
+from medfilip.extraction.cache import CACHE_SCHEMA, ExtractionCache
+from medfilip.extraction.shard_work import MissingTexts, ShardReports
+from medfilip.io import write_parquet_atomic
 
 log = logging.getLogger(__name__)
 
@@ -112,123 +113,42 @@ def extract_shard(
     ``n_extracted`` counts the reports this run extracted successfully, ``n_failed`` those it tried
     and failed, ``n_failed_in_shard`` the shard's failed reports (cached failures included).
     """
-    reports_path, out_path = Path(reports_path), Path(out_path)
-    shard = reports_path.stem
-    table = pq.read_table(reports_path, columns=["report_id", "text"])
-    report_ids = table["report_id"].to_pylist()
-    texts = table["text"].to_pylist()
-    keys = [backend.cache_key(t) for t in texts]
-    run = ShardRun(uuid.uuid4().hex[:12], shard, backend.name, backend.model, backend.version, time.time())
-    run.n_reports = len(report_ids)
-    text_of = dict(zip(keys, texts))
-    first_id: dict[str, str] = {}
-    for rid, key in zip(report_ids, keys):
-        first_id.setdefault(key, rid)  # identical text in two reports: extract once
-
-    def finished(wanted: list[str]) -> set[str]:
-        rows = cache.load(wanted)
-        return {
-            k
-            for k, row in rows.items()
-            if row["status"] == "ok" or not retry_failed or row["created_at"] >= run.started_at
-        }
-
-    done_before = finished(list(first_id))
-    wanted = [k for k in first_id if k not in done_before]
-    claims = KeyClaims(cache.root)
-    buffer: list[tuple[str, ExtractionResult]] = []
-    bar = None
-
-    def flush() -> None:
-        if buffer:
-            cache.append(results_table(buffer, backend.name, backend.model, backend.version))
-            buffer.clear()
-
-    def extract(batch: list[str]) -> None:
-        for result in backend.extract([ReportText(first_id[k], text_of[k]) for k in batch]):
-            buffer.append((key_of_id[result.report_id], result))
-            ok = result.status == "ok"
-            run.n_extracted += ok
-            run.n_failed += not ok
-            run.prompt_tokens += result.prompt_tokens
-            run.completion_tokens += result.completion_tokens
-            run.cost_usd += backend.cost(result.prompt_tokens, result.completion_tokens)
-            if run.cost_usd > 0:
-                bar.set_postfix_str(f"${run.cost_usd:.4f} spent", refresh=False)
-            bar.update(1)
-            claims.touch()
-            if len(buffer) >= flush_every:
-                flush()
-
-    key_of_id = {first_id[k]: k for k in first_id}
-    try:
-        mine, theirs = claims.claim(wanted, finished)
-        log.info(
-            "shard %s: %d reports, %d texts to extract with %s/%s (%d of them being extracted by another job)",
-            shard,
-            run.n_reports,
-            len(wanted),
-            backend.name,
-            backend.model,
-            len(theirs),
-        )
-        bar = progress_bar(
-            total=len(mine) + len(theirs),
-            desc=f"extract {backend.name} shard {shard}",
-            unit="report",
-            disable=not progress or not wanted,
-        )
-        try:
-            extract(mine)
-        finally:
-            flush()  # on an exception too: finished work is kept
-            claims.release()  # flushed: a job waiting for these texts finds them in the cache
-        waiting, last_look = theirs, time.time()
-        while waiting:
-            # texts another live job claimed: it releases them once flushed (or dies, and they are
-            # taken over here). Claims are cheap to read; the cache is read when some were released,
-            # and at least every 30 s.
-            time.sleep(poll_s)
-            held = claims.held_elsewhere()
-            if all(k in held for k in waiting) and time.time() - last_look < 30:
-                continue
-            last_look = time.time()
-            done = finished(waiting)
-            bar.update(len(done))
-            waiting = [k for k in waiting if k not in done]
-            if waiting:
-                taken, waiting = claims.claim(waiting, finished)
-                if taken:
-                    log.info(
-                        "shard %s: %d texts claimed by a job that stopped; extracting them here", shard, len(taken)
-                    )
-                    try:
-                        extract(taken)
-                    finally:
-                        flush()
-                        claims.release()
-    finally:
-        claims.release()
-        if bar is not None:
-            bar.close()
+    shard = ShardReports.read(Path(reports_path), backend)
+    run = ShardRun(uuid.uuid4().hex[:12], shard.name, backend.name, backend.model, backend.version, time.time())
+    run.n_reports = len(shard.report_ids)
+    work = MissingTexts(shard, backend, cache, run, flush_every=flush_every, retry_failed=retry_failed)
+    work.run_missing(progress=progress, poll_s=poll_s)
     cache.compact()
+    out_rows = _shard_rows(shard, cache, run)
+    failed = [r for r in out_rows if r["status"] != "ok"]
+    _close_run(run, len(failed), runs_dir)
+    check_failures(run, failed, backend.name, max_failure_share)
+    write_parquet_atomic(pa.Table.from_pylist(out_rows, schema=SHARD_SCHEMA), Path(out_path))
+    return run
 
-    rows = cache.load(keys)
+
+def _shard_rows(shard: ShardReports, cache: ExtractionCache, run: ShardRun) -> list[dict]:
+    """The shard's output rows from the cache, one per report in file order; counts the run's triplets."""
+    rows = cache.load(shard.keys)
     out_rows = []
-    for rid, key in zip(report_ids, keys):
+    for rid, key in zip(shard.report_ids, shard.keys):
         row = dict(rows[key])
         row["report_id"] = rid
         out_rows.append({c: row[c] for c in SHARD_COLUMNS})
         run.n_triplets += len(row["triplets"])
-    failed = [r for r in out_rows if r["status"] != "ok"]
-    run.n_failed_in_shard = len(failed)
+    return out_rows
+
+
+def _close_run(run: ShardRun, n_failed_in_shard: int, runs_dir: str | Path | None) -> None:
+    """The run's last counts and wall time, its record under ``runs_dir`` and its summary line."""
+    run.n_failed_in_shard = n_failed_in_shard
     run.n_cached = run.n_reports - run.n_extracted - run.n_failed
     run.wall_s = time.time() - run.started_at
     if runs_dir is not None:
         record_run(run, Path(runs_dir))
     log.info(
         "shard %s done in %.1fs: %d extracted, %d failed (%d failed in shard), %d triplets, %d+%d tokens, $%.4f",
-        shard,
+        run.shard,
         run.wall_s,
         run.n_extracted,
         run.n_failed,
@@ -238,17 +158,12 @@ def extract_shard(
         run.completion_tokens,
         run.cost_usd,
     )
-    check_failures(run, failed, backend.name, max_failure_share)
-    write_parquet_atomic(pa.Table.from_pylist(out_rows, schema=SHARD_SCHEMA), out_path)
-    return run
 
 
 def check_failures(run: ShardRun, failed: list[dict], backend: str, max_failure_share: float) -> None:
     """Raise :class:`ExtractionFailed` when the shard's failed share is above the limit."""
     if not failed or run.n_reports == 0 or len(failed) / run.n_reports <= max_failure_share:
         return
-    from collections import Counter
-
     reasons = Counter((r["error"] or "no reason given").split("\n")[0][:200] for r in failed)
     top = "; ".join(f"{why} (x{n})" for why, n in reasons.most_common(3))
     limit = "any failure stops it" if max_failure_share == 0 else f"the limit is {max_failure_share:.0%}"

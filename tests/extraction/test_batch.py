@@ -250,13 +250,14 @@ def test_kill_inside_the_create_call_finds_the_batch_instead_of_making_another(o
     write_shard(tmp_path / "000.parquet", 4)
     cache_dir = tmp_path / "cache"
     backend = batch_backend(server, cache_dir)
-    create = backend.runner._create_once
+    server_calls = backend.runner.steps.server
+    create = server_calls.create_batch
 
     def create_then_die(chunk):
         create(chunk)  # the server made the batch; the process dies before it saves the id
         raise Kill("in batches.create")
 
-    backend.runner._create_once = create_then_die
+    server_calls.create_batch = create_then_die
     with pytest.raises(Kill):
         run_shard(backend, tmp_path / "000.parquet", cache_dir, tmp_path / "out.parquet")
     (state,) = states(cache_dir)

@@ -54,7 +54,38 @@ def test_the_package_has_its_modules():
         "batch_runner",
         "batch_store",
         "batch_lines",
+        "batch_index",
+        "batch_input",
+        "batch_steps",
+        "batch_server",
+        "batch_results",
+        "completion",
+        "output_format",
+        "report_call",
+        "loop_thread",
     } <= names
+
+
+def long_parts(path: Path, max_module: int = 250, max_class: int = 200) -> list[str]:
+    """``file`` (a module over ``max_module`` lines) and ``file:Class`` (a class over ``max_class``)."""
+    text = path.read_text(encoding="utf-8")
+    found = [path.name] if len(text.splitlines()) > max_module else []
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, ast.ClassDef) and node.end_lineno - node.lineno + 1 > max_class:
+            found.append(f"{path.name}:{node.name}")
+    return found
+
+
+def test_no_module_or_class_of_the_package_is_long():
+    """The package is cut along what its code does: no module over 250 lines, no class over 200."""
+    assert [hit for path in MODULES for hit in long_parts(path)] == []
+
+
+def test_the_length_check_finds_a_long_class(tmp_path):
+    long = tmp_path / "long.py"
+    long.write_text("class Big:\n" + "    x = 1\n" * 200 + "\n\nclass Small:\n    y = 2\n")
+    assert long_parts(long) == ["long.py:Big"]
+    assert long_parts(long, max_module=100) == ["long.py", "long.py:Big"]
 
 
 def test_no_module_of_the_package_imports_inside_a_function():

@@ -14,18 +14,36 @@ Modules (each imports the others it needs at its top; nothing is imported here, 
   :func:`backend_version` (the cache key's version part);
 * :mod:`.reply` -- a completion's reply: :class:`Reply`, :func:`reply_of`, :func:`parse_reply`,
   :class:`ReplyError`;
-* :mod:`.accounting` -- tokens and money: :func:`estimate_tokens`, :func:`price_of`, :func:`cost_usd`;
+* :mod:`.accounting` -- tokens and money: :func:`estimate_tokens`, :class:`Usage`, :func:`price_of`,
+  :func:`cost_usd`;
 * :mod:`.credentials` -- the API key: :func:`read_api_key`, :func:`redact_secret`;
 * :mod:`.endpoint` -- where reports go: :func:`is_local_url`, :func:`warn_if_mimic_online`;
 * :mod:`.api_errors` -- what an SDK error means and the message it gives;
 * :mod:`.retry` -- which errors are retried and how long to wait;
 * :mod:`.client` -- the openai SDK clients (async for sync mode, sync for the Batch API);
-* :mod:`.backend` -- :class:`OpenAIBackend`, the synchronous mode (rate limiter, retries, one
-  corrective re-ask, structured-output fallback);
-* :mod:`.batch_store` -- the Batch API mode's persisted chunk states (:class:`BatchStore`,
-  :func:`batch_summary`);
-* :mod:`.batch_runner` -- :class:`BatchRunner`: submits, polls and collects chunks;
-* :mod:`.batch` -- :class:`OpenAIBatchBackend` and :func:`result_of_line`.
+
+the synchronous mode:
+
+* :mod:`.backend` -- :class:`OpenAIBackend`: settings, prompt, version and cache key, request and
+  parsing, and ``extract()`` with the run's log lines and request counts (``stats``);
+* :mod:`.loop_thread` -- :func:`iterate_in_thread`: the event loop in a worker thread behind ``extract()``;
+* :mod:`.report_call` -- :class:`ReportExtractor`: ``max_concurrency`` workers, one report's format
+  fallback, corrective re-ask and result;
+* :mod:`.completion` -- :class:`ChatCompleter`: one chat completion through the rate limiter and the
+  retries, and what its failure means (this report, or the run);
+* :mod:`.output_format` -- :class:`OutputFormat`: the structured-output mode, ``auto``'s one switch;
+
+the Batch API mode:
+
+* :mod:`.batch` -- :class:`OpenAIBatchBackend` and :func:`result_of_line`;
+* :mod:`.batch_runner` -- :class:`BatchRunner`: schedules chunks (submit, wait, collect, requeue);
+* :mod:`.batch_index` -- :class:`ChunkIndex`: the folder's chunks, which holds each key, hand-overs;
+* :mod:`.batch_input` -- what goes into a chunk (size caps) and its JSONL request lines;
+* :mod:`.batch_steps` -- :class:`ChunkSteps`: a chunk's upload, create, poll and download, resumably;
+* :mod:`.batch_server` -- :class:`BatchServer`: the Batch API calls, and finding them again after a kill;
+* :mod:`.batch_results` -- a ready chunk's results, and the keys to send again;
+* :mod:`.batch_lines` -- fields of the Batch API's objects and lines;
+* :mod:`.batch_store` -- the persisted chunk states (:class:`BatchStore`, :func:`batch_summary`).
 
 Structured output (``extraction.openai.structured_output``): ``json_schema`` (OpenAI strict
 structured outputs; vLLM), ``json_object_schema`` (``{"type": "json_object", "schema": ...}``,

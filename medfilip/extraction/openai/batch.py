@@ -32,7 +32,8 @@ import pyarrow.parquet as pq
 from medfilip.extraction.backend import ExtractionAborted, ExtractionBackend, ExtractionResult, ReportText
 from medfilip.extraction.openai.backend import OpenAIBackend
 from medfilip.extraction.openai.batch_lines import error_text
-from medfilip.extraction.openai.batch_runner import BatchRunner, Hook
+from medfilip.extraction.openai.batch_runner import BatchRunner
+from medfilip.extraction.openai.batch_steps import Hook
 from medfilip.extraction.openai.batch_store import BatchStore
 from medfilip.extraction.openai.client import sync_client
 from medfilip.extraction.openai.credentials import read_api_key, redact_secret

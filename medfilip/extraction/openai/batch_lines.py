@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["UNFINISHED_CODES", "error_text", "field_of", "never_ran", "status_code_of"]
+__all__ = ["UNFINISHED_CODES", "batch_state", "error_text", "field_of", "never_ran", "status_code_of"]
 
 UNFINISHED_CODES = ("batch_expired",)  # error-file lines of requests an expired batch never ran
 
@@ -35,3 +35,25 @@ def field_of(obj: Any, name: str, default: Any = None) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(name, default)
     return getattr(obj, name, default)
+
+
+def batch_state(batch: Any) -> dict[str, Any]:
+    """The fields of a batch that a chunk's state keeps: status, output and error file ids, request
+    counts and the error messages."""
+    counts = field_of(batch, "request_counts")
+    errors = field_of(batch, "errors")
+    data = field_of(errors, "data") if errors is not None else None
+    return {
+        "status": field_of(batch, "status"),
+        "output_file_id": field_of(batch, "output_file_id"),
+        "error_file_id": field_of(batch, "error_file_id"),
+        "request_counts": {k: field_of(counts, k) for k in ("total", "completed", "failed")}
+        if counts is not None
+        else {},
+        "errors": [
+            error_text(
+                e if isinstance(e, Mapping) else {"code": field_of(e, "code"), "message": field_of(e, "message")}
+            )
+            for e in (data or [])
+        ],
+    }

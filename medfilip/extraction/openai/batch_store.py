@@ -22,12 +22,11 @@ from medfilip.io import atomic_path, write_text_atomic
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ABANDONED", "ACTIVE", "BEFORE_BATCH", "ENDED", "BatchStore", "Chunk", "batch_summary"]
+__all__ = ["ABANDONED", "ACTIVE", "ENDED", "BatchStore", "Chunk", "batch_summary"]
 
 ACTIVE = ("validating", "in_progress", "finalizing", "cancelling")  # the batch exists and may still change
 ENDED = ("completed", "failed", "expired", "cancelled")  # final batch statuses
 ABANDONED = "abandoned"  # prepared but its input file is gone: its keys are queued again
-BEFORE_BATCH = ("prepared", "uploaded")
 
 
 @dataclass

@@ -61,10 +61,6 @@ class Prompt:
     def indexed(self) -> bool:
         return self.reply == "indexed"
 
-    @property
-    def full_version(self) -> str:
-        return f"{self.version}+{self.sha256[:12]}"
-
     def messages(self, report_text: str, categories: list[str] | None = None) -> list[dict[str, str]]:
         system = self.system.strip()
         if categories:
