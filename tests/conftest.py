@@ -42,10 +42,15 @@ def project(tmp_path: Path) -> Path:
 def tiny_pipeline(tmp_path_factory):
     """ONE tiny pipeline run through every table the read-only workflow tests check (zero-shot, retrieval,
     case study, linear probe, segmentation): a few minutes on 2 cores, once per session instead of once
-    per test. Tests read it and plan on it (`dry_run`), never change it; one that runs jobs copies it."""
+    per test. Tests read it and plan on it (`dry_run`), never change it: checked when the session ends."""
     from workflow_helpers import build_tiny_pipeline
 
-    return build_tiny_pipeline(tmp_path_factory.mktemp("tiny_pipeline"))
+    run = build_tiny_pipeline(tmp_path_factory.mktemp("tiny_pipeline"))
+    before = run.snapshot()
+    yield run
+    after = run.snapshot()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"a test changed the shared tiny pipeline run: {changed[:10]}"
 
 
 def pytest_collection_modifyitems(config, items):

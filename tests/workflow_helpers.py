@@ -259,8 +259,8 @@ TINY_TARGETS = tuple(dict.fromkeys([*ZEROSHOT_TARGETS, *EVALUATION_TARGETS, *SEG
 @dataclass(frozen=True)
 class TinyPipeline:
     """A finished tiny run of TINY_TARGETS, shared by the tests that read its outputs. Nothing may change
-    it: `dry_run` plans with another config (written in the caller's folder) and never runs a job; a test
-    that runs jobs works on `copy_to(tmp_path)`."""
+    it (the fixture checks, at the end of the session): `dry_run` plans with another config, written in
+    the caller's folder, and never runs a job. A test that runs jobs builds its own project."""
 
     root: Path
     output: str  # the snakemake run's stdout + stderr
@@ -290,10 +290,10 @@ class TinyPipeline:
             configfile.write_text(text, encoding="utf-8")
         return snakemake(self.root, "-n", *targets, configfile=configfile)
 
-    def copy_to(self, dest: Path) -> Path:
-        """The finished project (corpus, config, results and snakemake's records) copied to `dest`, times kept."""
-        shutil.copytree(self.root, dest, symlinks=True)
-        return dest
+    def snapshot(self) -> dict[str, int]:
+        """Every file of the run (corpus, config, results; not snakemake's own records) -> its mtime."""
+        files = (p for p in self.root.rglob("*") if p.is_file() and p.relative_to(self.root).parts[0] != ".snakemake")
+        return {str(p.relative_to(self.root)): p.stat().st_mtime_ns for p in files}
 
 
 def build_tiny_pipeline(root: Path) -> TinyPipeline:
