@@ -10,55 +10,16 @@ from __future__ import annotations
 import csv
 import re
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
+from workflow_helpers import REPORTS, ROOT, job_counts, mtimes, output_of, snakemake
 
 from medfilip.pipeline.config import PipelineConfig
 
-ROOT = Path(__file__).resolve().parent.parent
-SNAKEFILE = ROOT / "workflow" / "Snakefile"
 SCHEMA = ROOT / "workflow" / "schemas" / "config.schema.yaml"
-
-# (report id, FINDINGS, IMPRESSION, MeSH major terms); the last one has no text and is rejected
-REPORTS = [
-    (
-        "CXR1",
-        "The heart is mildly enlarged. No pleural effusion or pneumothorax.",
-        "Mild cardiomegaly.",
-        ["Cardiomegaly/mild"],
-    ),
-    (
-        "CXR2",
-        "There is a small right pleural effusion. The lungs are otherwise clear.",
-        "Small right pleural effusion.",
-        ["Pleural Effusion/right/small"],
-    ),
-    (
-        "CXR3",
-        "The heart size and mediastinal contours are normal. The lungs are clear.",
-        "No acute disease.",
-        ["normal"],
-    ),
-    (
-        "CXR4",
-        "Left basilar atelectasis. Calcified granuloma in the right upper lobe.",
-        "Left basilar atelectasis.",
-        ["Pulmonary Atelectasis/base/left", "Calcified Granuloma/lung/upper lobe/right"],
-    ),
-    ("CXR5", "Moderate right-sided pneumothorax.", "Moderate right pneumothorax.", ["Pneumothorax/right/moderate"]),
-    (
-        "CXR6",
-        "Degenerative changes of the thoracic spine. No focal consolidation.",
-        "No acute cardiopulmonary process.",
-        ["Thoracic Vertebrae/degenerative"],
-    ),
-    ("CXR7", "", "", ["normal"]),
-]
 TARGETS = ("results/entities.parquet", "results/tables/extraction_quality.csv")
 EXPECTED_PRESENT = {
     "cardiomegaly",
@@ -68,91 +29,6 @@ EXPECTED_PRESENT = {
     "pneumothorax",
     "degenerative changes",
 }
-
-
-def openi_xml(report_id: str, findings: str, impression: str, mesh: list[str]) -> str:
-    majors = "".join(f"<major>{m}</major>" for m in mesh)
-    n = report_id.removeprefix("CXR")
-    return f"""<?xml version="1.0" encoding="utf-8"?>
-<eCitation>
-   <meta type="rr"/>
-   <uId id="{report_id}"/>
-   <pmcId id="{n}"/>
-   <MedlineCitation Owner="Indiana University" Status="supplied by publisher">
-      <Article PubModel="Electronic">
-         <Abstract>
-            <AbstractText Label="COMPARISON">None.</AbstractText>
-            <AbstractText Label="INDICATION">Cough</AbstractText>
-            <AbstractText Label="FINDINGS">{findings}</AbstractText>
-            <AbstractText Label="IMPRESSION">{impression}</AbstractText>
-         </Abstract>
-      </Article>
-   </MedlineCitation>
-   <MeSH>{majors}</MeSH>
-   <parentImage id="{report_id}_IM-000{n}-1001"><figureId>F1</figureId></parentImage>
-   <parentImage id="{report_id}_IM-000{n}-2001"><figureId>F2</figureId></parentImage>
-</eCitation>
-"""
-
-
-def snakemake(workdir: Path, *args: str, configfile: str | Path) -> subprocess.CompletedProcess:
-    # --configfile takes several values, so it goes last, after the targets
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(SNAKEFILE),
-        "--directory",
-        str(workdir),
-        *args,
-        "--configfile",
-        str(configfile),
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-
-
-def output_of(proc: subprocess.CompletedProcess) -> str:
-    return proc.stdout + proc.stderr
-
-
-def job_counts(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    """Rule -> number of jobs, from snakemake's "Job stats" table."""
-    text = output_of(proc)
-    start = text.find("Job stats:")
-    if start < 0:
-        return {}
-    counts = {}
-    for line in text[start:].splitlines()[3:]:
-        m = re.fullmatch(r"(\w+)\s+(\d+)", line.strip())
-        if not m or m.group(1) == "total":
-            break
-        counts[m.group(1)] = int(m.group(2))
-    return counts
-
-
-def mtimes(paths) -> dict[Path, int]:
-    return {p: p.stat().st_mtime_ns for p in paths}
-
-
-@pytest.fixture
-def project(tmp_path: Path) -> Path:
-    """A working directory with a 7-report OpenI corpus, an editable vocabulary copy and a config."""
-    corpus = tmp_path / "iu_reports"
-    corpus.mkdir()
-    for rid, findings, impression, mesh in REPORTS:
-        (corpus / f"{rid.removeprefix('CXR')}.xml").write_text(
-            openi_xml(rid, findings, impression, mesh), encoding="utf-8"
-        )
-    shutil.copytree(ROOT / "resources" / "vocabulary", tmp_path / "vocabulary")
-    config = {
-        "reports": {"source": "iu_xray", "n_shards": 2, "iu_xray": {"path": "iu_reports"}},
-        # relative paths: found in the working directory; quality.mesh_mapping is left
-        # at its default, which only exists in the repository
-        "extraction": {"rules": {"vocabulary_dir": "vocabulary"}},
-    }
-    (tmp_path / "config.yaml").write_text(yaml.safe_dump(config), encoding="utf-8")
-    return tmp_path
 
 
 # -- schema ----------------------------------------------------------------------------------
@@ -353,50 +229,21 @@ def test_knowledge_edit_reruns_labels_and_below_never_extraction(project: Path):
 
 
 @pytest.mark.slow
-def test_tiny_end_to_end_zeroshot(project: Path):
+def test_tiny_end_to_end_zeroshot(tiny_pipeline, tmp_path: Path):
     """`results/tables/zeroshot.csv` from nothing: reports -> extraction -> labels -> embeddings ->
-    phantom corpus + two twins -> two training runs -> zero-shot table, all through snakemake."""
-    cfg = yaml.safe_load((project / "config.yaml").read_text())
-    cfg.update(
-        {
-            "labels": {"variants": ["triplet_explanation", "report"]},
-            "images": {"size": 32},
-            "datasets": {
-                "render_size": 64,
-                "rsna": {"n_test": 12, "n_validate": 8, "n_train": 0},
-                "covid": {"n_test": 12, "n_validate": 8},
-                **{name: {"enabled": False} for name in ("nih", "vinbig", "siim")},
-            },
-            "training": {
-                "epochs": 1,
-                "batch_size": 2,
-                "num_workers": 0,
-                "checkpoint_every": 2,
-                "model": {"embed_dim": 16, "max_length": 24},
-                "runs": {
-                    "medfilip": {"label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce"},
-                    "convirt": {"label_variant": "report", "target": "identity", "loss": "infonce"},
-                },
-            },
-            # 7 reports leave too few held-out images for the corpus sets
-            "evaluation": {"corpus": {"enabled": False}, "batch_size": 8},
-        }
-    )
-    (project / "config.yaml").write_text(yaml.safe_dump(cfg))
-    proc = snakemake(
-        project,
-        "--cores",
-        "2",
-        "results/tables/zeroshot.csv",
-        "results/figures/train_curves.png",
-        configfile=project / "config.yaml",
-    )
-    assert proc.returncode == 0, output_of(proc)
-    counts = job_counts(proc)
-    assert counts["train"] == 2 and counts["dataset_twin"] == 2 and counts["preprocess_dataset"] == 2
+    phantom corpus + the twins -> two training runs -> zero-shot table, all through snakemake (the
+    session's shared tiny run, tests/conftest.py)."""
+    cfg = tiny_pipeline.config()
+    counts = tiny_pipeline.counts()
+    twins = [
+        name for name, section in cfg["datasets"].items() if isinstance(section, dict) and section.get("enabled", True)
+    ]
+    assert sorted(twins) == ["covid", "rsna", "siim", "vinbig"]
+    assert counts["train"] == 2 and counts["dataset_twin"] == len(twins) and counts["preprocess_dataset"] == len(twins)
     assert counts["corpus_images"] == 1 and counts["zeroshot"] == 1 and counts["embed_labels"] == 1
+    assert counts["train_curves"] == 1
 
-    results = project / "results"
+    results = tiny_pipeline.results
     table = list(csv.DictReader((results / "tables" / "zeroshot.csv").open()))
     assert sorted(row["run"] for row in table) == ["convirt", "medfilip"]  # yaml.safe_dump sorted the runs
     for row in table:
@@ -405,13 +252,16 @@ def test_tiny_end_to_end_zeroshot(project: Path):
     assert (results / "figures" / "zeroshot.png").stat().st_size > 0
     log = list(csv.DictReader((results / "models" / "medfilip" / "train_log.csv").open()))
     measured = yaml.safe_load((results / "models" / "medfilip" / "config.yaml").read_text())["measured"]
-    assert measured["steps"] == len(log) == measured["n_images"] // 2 >= 1  # batch 2, 1 epoch, last batch dropped
+    batch = cfg["training"]["batch_size"]
+    assert measured["steps"] == len(log) == measured["n_images"] // batch >= 1  # 1 epoch, last batch dropped
     assert all(float(r["loss"]) > 0 for r in log)
     # the rendered twins are DICOM / PNG in the real layouts, read back by the real readers
-    assert len(list((results / "twins" / "rsna" / "stage_2_train_images").glob("*.dcm"))) == 20
+    rsna = cfg["datasets"]["rsna"]
+    n_rsna = rsna["n_test"] + rsna["n_validate"] + rsna["n_train"]
+    assert len(list((results / "twins" / "rsna" / "stage_2_train_images").glob("*.dcm"))) == n_rsna
     assert (results / "twins" / "covid" / "COVID").is_dir()
 
-    proc = snakemake(project, "-n", "results/tables/zeroshot.csv", configfile=project / "config.yaml")
+    proc = tiny_pipeline.dry_run(tmp_path, "results/tables/zeroshot.csv")
     assert "Nothing to be done" in output_of(proc), output_of(proc)
 
 

@@ -1,6 +1,6 @@
 """Issue 12, workflow side: bad paths stop before any job, each invocation has its own effective
 config, the corpus path re-runs the reports stage, an empty corpus is an error, and rule logs show
-progress. Real snakemake runs on the 7-report corpus of test_workflow.py (in tmp_path)."""
+progress. Real snakemake runs on the 7-report corpus of the `project` fixture (tests/conftest.py)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_workflow import job_counts, mtimes, output_of, project, snakemake  # noqa: F401 (fixture)
+from workflow_helpers import job_counts, mtimes, output_of, snakemake
 
 from medfilip.pipeline.cli import main
 from medfilip.pipeline.config_checks import path_problems

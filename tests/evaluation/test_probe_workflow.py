@@ -1,87 +1,40 @@
-"""The linear probe through snakemake on a tiny config: features cached per (run, dataset), the
-table written, a new run re-uses the other runs' features, a probe setting refits only the probe."""
+"""The linear probe through snakemake on the session's shared tiny run (tests/conftest.py, tiny_pipeline):
+features cached per (run, dataset), the table written, a new run re-uses the other runs' features, a probe
+setting refits only the probe."""
 
 from __future__ import annotations
 
+import copy
 import csv
-import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 import yaml
-
-from tests.test_workflow import SNAKEFILE, job_counts, output_of, project  # noqa: F401 (fixture)
-
-TABLE = "results/tables/linear_probe.csv"
-
-
-def snakemake(workdir, *args, configfile):
-    """As tests.test_workflow.snakemake, with room for four trainings and four baselines on a busy machine."""
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(SNAKEFILE),
-        "--directory",
-        str(workdir),
-        *args,
-        "--configfile",
-        str(configfile),
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=1500)
+from workflow_helpers import PROBE_TABLE as TABLE
+from workflow_helpers import TINY_CONFIG, job_counts, output_of, snakemake
 
 
 def _tiny(project) -> dict:
+    """The project's config with the shared tiny run's sections (workflow_helpers.TINY_CONFIG) for the probe."""
     cfg = yaml.safe_load((project / "config.yaml").read_text())
     cfg.update(
-        {
-            "labels": {"variants": ["triplet_explanation", "report"]},
-            "images": {"size": 32},
-            "datasets": {
-                "render_size": 64,
-                "rsna": {"n_test": 16, "n_validate": 8, "n_train": 20},
-                "vinbig": {"n_test": 24, "n_validate": 12, "n_train": 30},
-                **{name: {"enabled": False} for name in ("nih", "siim", "covid")},
-            },
-            "training": {
-                "epochs": 1,
-                "batch_size": 2,
-                "num_workers": 0,
-                "checkpoint_every": 2,
-                "model": {"embed_dim": 16, "max_length": 24},
-                "runs": {
-                    "medfilip": {"label_variant": "triplet_explanation", "target": "ssm", "loss": "mse_ce"},
-                    "convirt": {"label_variant": "report", "target": "identity", "loss": "infonce"},
-                },
-            },
-            "evaluation": {
-                "corpus": {"enabled": False},
-                "batch_size": 8,
-                "linear_probe": {
-                    "fractions": [0.1, 1.0],
-                    "seeds": 2,
-                    "c_grid": [0.1, 1.0],
-                    "batch_size": 16,
-                    "baselines": {"image_size": 32, "epochs": 1, "batch_size": 8},
-                },
-            },
-        }
+        copy.deepcopy({key: TINY_CONFIG[key] for key in ("labels", "images", "datasets", "training", "evaluation")})
     )
     return cfg
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(1800)  # two trainings, four baselines: ~2 min on 2 idle cores, far more on a busy machine
-def test_tiny_linear_probe_table_and_reuse(project):
-    cfg = _tiny(project)
-    config = project / "config.yaml"
-    config.write_text(yaml.safe_dump(cfg))
-    proc = snakemake(project, "--cores", "2", TABLE, configfile=config)
-    assert proc.returncode == 0, output_of(proc)
-    counts = job_counts(proc)
+def test_tiny_linear_probe_table_and_reuse(tiny_pipeline, tmp_path: Path):
+    """On the session's shared tiny run (tests/conftest.py): its probe jobs and table, then what re-runs
+    (dry runs, with the changed configs saved in tmp_path)."""
+    counts = tiny_pipeline.counts()
     assert counts["features"] == 4 and counts["probe_fit"] == 4 and counts["probe_baseline"] == 4, counts
-    results = project / "results"
+    results = tiny_pipeline.results
+    datasets = tiny_pipeline.config()["datasets"]
+    assert [(datasets[d]["n_train"], datasets[d]["n_validate"], datasets[d]["n_test"]) for d in ("rsna", "vinbig")] == [
+        (20, 8, 16),
+        (30, 12, 24),
+    ]
     for run in ("medfilip", "convirt"):
         for d, n in (("rsna", (20, 8, 16)), ("vinbig", (30, 12, 24))):
             for split, k in zip(("train", "validate", "test"), n):
@@ -101,22 +54,20 @@ def test_tiny_linear_probe_table_and_reuse(project):
     assert (results / "figures" / "linear_probe.png").stat().st_size > 0
 
     # adding a run: its training, features and probes only; the others' features are re-used
-    more = _tiny(project)
+    more = tiny_pipeline.config()
     more["training"]["runs"]["medclip"] = {
         "label_variant": "triplet_explanation",
         "target": "multi_hot",
         "loss": "mse_ce",
     }
-    config.write_text(yaml.safe_dump(more))
-    counts = job_counts(snakemake(project, "-n", TABLE, configfile=config))
+    counts = job_counts(tiny_pipeline.dry_run(tmp_path, TABLE, config=more))
     assert counts.get("features") == 2 and counts.get("probe_fit") == 2 and counts.get("train") == 1, counts
     assert "probe_baseline" not in counts
 
     # a probe setting: the probe fits and the table, never the features or the baselines' images
-    changed = _tiny(project)
+    changed = tiny_pipeline.config()
     changed["evaluation"]["linear_probe"]["c_grid"] = [0.01, 1.0]
-    config.write_text(yaml.safe_dump(changed))
-    counts = job_counts(snakemake(project, "-n", TABLE, configfile=config))
+    counts = job_counts(tiny_pipeline.dry_run(tmp_path, TABLE, config=changed))
     assert counts.get("probe_fit") == 4 and counts.get("linear_probe") == 1, counts
     assert "features" not in counts and "probe_baseline" not in counts and "train" not in counts
 

@@ -5,35 +5,15 @@ paces itself to 1/N of extraction.openai's limits. Real snakemake runs against t
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
-
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
-from tests.test_workflow import REPORTS, job_counts, openi_xml, output_of, snakemake  # noqa: E402
+from workflow_helpers import job_counts, make_project, output_of, snakemake
 
 
 def _project(tmp_path: Path, base_url: str) -> Path:
-    corpus = tmp_path / "iu_reports"
-    corpus.mkdir()
-    for rid, findings, impression, mesh in REPORTS:
-        (corpus / f"{rid.removeprefix('CXR')}.xml").write_text(openi_xml(rid, findings, impression, mesh))
-    config = tmp_path / "config.yaml"
-    config.write_text(
-        yaml.safe_dump(
-            {
-                "reports": {"source": "iu_xray", "n_shards": 2, "iu_xray": {"path": "iu_reports"}},
-                "extraction": {
-                    "backend": "openai",
-                    "openai": {"base_url": base_url, "requests_per_minute": 600, "tokens_per_minute": 300_000},
-                },
-            }
-        )
-    )
-    return config
+    openai = {"base_url": base_url, "requests_per_minute": 600, "tokens_per_minute": 300_000}
+    return make_project(tmp_path, {"extraction": {"backend": "openai", "openai": openai}}) / "config.yaml"
 
 
 def _limits(workdir: Path) -> list[str]:

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
 import yaml
-from test_openai_backend import SNAKEFILE, _jobs, _openi
+from test_openai_backend import _jobs, _openi
+from workflow_helpers import snakemake as run_snakemake
 
 from medfilip.configbase import ConfigError
 from medfilip.extraction import llm_server
@@ -146,21 +146,7 @@ def test_snakemake_extracts_through_the_real_server(server, tmp_path):
     env = {**os.environ, "MEDFILIP_LOCAL_LLM_KEY": KEY}
 
     def snakemake(configfile: str, *args: str) -> subprocess.CompletedProcess:
-        cmd = [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(SNAKEFILE),
-            "--directory",
-            str(tmp_path),
-            "--cores",
-            "1",
-            *args,
-            "--configfile",
-            str(tmp_path / configfile),
-        ]
-        return subprocess.run(cmd, capture_output=True, text=True, timeout=1800, env=env)
+        return run_snakemake(tmp_path, "--cores", "1", *args, configfile=tmp_path / configfile, env=env)
 
     proc = snakemake("config.yaml", "results/entities.parquet")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]

@@ -20,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 from openai_server import OpenAIServer, RulesResponder, fixed_responder
+from workflow_helpers import snakemake
 
 from medfilip.configbase import ConfigError
 from medfilip.extraction.backend import ExtractionAborted, ReportText
@@ -935,19 +936,7 @@ def _openi(rid: str, findings: str, impression: str) -> str:
 
 
 def _snakemake(workdir: Path, env: dict, *args: str) -> subprocess.CompletedProcess:
-    cmd = [
-        sys.executable,
-        "-m",
-        "snakemake",
-        "--snakefile",
-        str(SNAKEFILE),
-        "--directory",
-        str(workdir),
-        *args,
-        "--configfile",
-        str(workdir / "config.yaml"),
-    ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    return snakemake(workdir, *args, configfile=workdir / "config.yaml", env=env, timeout=300)
 
 
 def _jobs(proc: subprocess.CompletedProcess) -> dict[str, int]:

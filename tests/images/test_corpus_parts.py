@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from workflow_helpers import job_counts, output_of, snakemake, write_corpus
 
 from medfilip.images.store import ImageStore, ImageStoreError, merge_stores, write_store
-from tests.test_workflow import REPORTS, job_counts, openi_xml, output_of, snakemake
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,10 +58,7 @@ def test_merge_refuses_parts_that_disagree(tmp_path):
 
 @pytest.mark.slow
 def test_killed_corpus_store_resumes_from_its_finished_shards(tmp_path):
-    corpus = tmp_path / "iu_reports"
-    corpus.mkdir()
-    for rid, findings, impression, mesh in REPORTS:
-        (corpus / f"{rid.removeprefix('CXR')}.xml").write_text(openi_xml(rid, findings, impression, mesh))
+    write_corpus(tmp_path / "iu_reports")
     config = tmp_path / "config.yaml"
     config.write_text(
         yaml.safe_dump(
