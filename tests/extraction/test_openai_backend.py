@@ -590,7 +590,7 @@ def test_version_follows_the_model_file_content_and_the_category_list(openai_ser
 def test_auto_switches_to_llama_cpp_form_once_the_server_rejects_json_schema(openai_server, caplog):
     openai_server.rejected_response_formats = {"json_schema"}  # as llama-cpp-python's server
     b = backend(openai_server, prompt=CLOSED, structured_output="auto", max_concurrency=1)
-    with caplog.at_level(logging.WARNING, logger="medfilip.extraction.openai.backend"):
+    with caplog.at_level(logging.WARNING, logger="medfilip.extraction.openai.output_format"):
         results = list(b.extract(reports(5)))
     assert [r.status for r in results] == ["ok"] * 5 and sum(len(r.triplets) for r in results) > 0
     sent = [r.body["response_format"]["type"] for r in openai_server.chat_requests()]
