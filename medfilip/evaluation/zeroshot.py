@@ -595,7 +595,7 @@ def _set_replicates(
     return out
 
 
-def _own_summaries(
+def own_summaries(
     model: Any,
     run: str,
     sets: Sequence[EvalSet],
@@ -663,7 +663,7 @@ def evaluate_runs(
         own = own_texts[j] if own_texts is not None else None
         if own is not None:
             total.summaries.extend(
-                _own_summaries(model, run_dir.name, sets, explain, own, common_text, part, device, stored, kwargs)
+                own_summaries(model, run_dir.name, sets, explain, own, common_text, part, device, stored, kwargs)
             )
         del model
         if device == "cuda":

@@ -8,7 +8,7 @@ import pytest
 
 from medfilip.evaluation.real import gap
 from medfilip.evaluation.real.notes import agreement, extract_notes, finding_group
-from medfilip.evaluation.real.tables import precision_at_k, retrieval_rows
+from medfilip.evaluation.real.tables import RANDOM_INIT, own_text, precision_at_k, retrieval_rows
 from medfilip.evaluation.sets import ClassSpec, EvalSet
 from medfilip.evaluation.settings import BootstrapSettings
 
@@ -104,6 +104,32 @@ def test_precision_at_k_and_retrieval_rows():
     assert rows[0]["precision_at_k"] == 0.5 and rows[1]["precision_at_k"] == 0.75
     assert all(r["ci_low"] <= r["precision_at_k"] <= r["ci_high"] for r in rows)
     assert rows[0]["chance"] == pytest.approx(3 / 8)
+    assert {r["text"] for r in rows} == {""}
+    tagged = retrieval_rows("run", s, sim, np.eye(2), [1], bootstrap=BootstrapSettings(n_resamples=5), text="report")
+    assert tagged[0]["text"] == "report"
+
+
+def test_each_real_run_is_scored_in_the_text_form_it_trained_on(tmp_path):
+    """A report-text run gets the report-style sentence, a label run its template, random_init the
+    text of the run whose text tower it keeps (the first), a folder without a record the common one."""
+    import yaml
+
+    from medfilip.labels.templates import run_eval_text
+
+    def run_folder(name: str, variant: str):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.yaml").write_text(yaml.safe_dump({"run": {"label_variant": variant, "eval_text": None}}))
+        return folder
+
+    report, labels = run_folder("convirt", "report"), run_folder("medfilip", "triplet_explanation")
+    sentence, template = run_eval_text({"label_variant": "report"}), run_eval_text({"label_variant": "triplet"})
+    assert sentence and sentence != "triplet_explanation" and template
+    assert own_text(report, labels, "triplet_explanation") == sentence
+    assert own_text(labels, labels, "triplet_explanation") == "triplet_explanation"
+    assert own_text(tmp_path / RANDOM_INIT, report, "triplet_explanation") == sentence
+    assert own_text(tmp_path / RANDOM_INIT, labels, "triplet_explanation") == "triplet_explanation"
+    assert own_text(tmp_path / "unrecorded", labels, "triplet") == "triplet"
 
 
 def test_notes_through_the_rules_backend():

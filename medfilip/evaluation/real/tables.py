@@ -89,6 +89,16 @@ def run_list(run_dirs: Sequence[Path], with_random: bool = True) -> list[Path]:
     return [*runs, runs[0].parent / RANDOM_INIT] if with_random and runs else runs
 
 
+def own_text(run_dir: Path, first_run: Path, common_text: str) -> str:
+    """The class-text form ``run_dir`` trained on (:func:`medfilip.evaluation.zeroshot.
+    run_eval_text_of_folder`); ``random_init`` has the first run's text tower, so its text; the common
+    template when a run folder records none."""
+    from medfilip.evaluation.zeroshot import run_eval_text_of_folder
+
+    source = first_run if run_dir.name == RANDOM_INIT else run_dir
+    return run_eval_text_of_folder(source) or common_text
+
+
 # -- one pass per model: features, embeddings, then the three tables ---------------------------
 def encode(model: Any, store: Any, rows: np.ndarray, *, batch_size: int, device: str) -> tuple[np.ndarray, np.ndarray]:
     """(pooled backbone features, L2-normalised image embeddings) of ``store[rows]`` from one forward
@@ -118,13 +128,15 @@ def evaluate_real(
     (evaluation.linear_probe's fractions, seeds and C grid), retrieval rows."""
     from medfilip.devices import resolve_device
     from medfilip.evaluation.probe.fit import probe_data_from_store, probe_fits
-    from medfilip.evaluation.zeroshot import class_texts, encode_texts, evaluate_run
+    from medfilip.evaluation.zeroshot import class_texts, encode_texts, evaluate_run, own_summaries
 
     device = resolve_device(evaluation.device, "evaluation.device")
     p = evaluation.linear_probe
     load = _loader(Path(run_dirs[0]), seed)
+    common_text = str(evaluation.text_variant)
     out: dict[str, Any] = {"summaries": [], "per_class": [], "probe": [], "retrieval": []}
     for run_dir in run_list(run_dirs):
+        own = own_text(run_dir, Path(run_dirs[0]), common_text)
         model = load(run_dir, device)
         stored, pooled_by_set = {}, {}
         for s in sets:
@@ -150,17 +162,30 @@ def evaluate_real(
         )
         out["summaries"].extend(part.summaries)
         out["per_class"].extend(part.per_class)
+        # each run scored again in the text form it trained on (a report-style sentence for a
+        # report-text run; a copy of the common summaries for the label runs)
+        kwargs = {
+            "text_variant": common_text,
+            "single_label_score": evaluation.single_label_score,
+            "protocols": list(evaluation.protocols),
+            "batch_size": evaluation.batch_size,
+            "bootstrap": evaluation.bootstrap,
+        }
+        out["summaries"].extend(
+            own_summaries(model, run_dir.name, sets, explain, own, common_text, part, device, stored, kwargs)
+        )
         for s in sets:
             rows, emb = stored[str(s.store.root)]
             where = {int(r): j for j, r in enumerate(rows)}
             test_emb = emb[[where[int(r)] for r in s.rows["test"]]]
-            texts = encode_texts(model, class_texts(s, explain, evaluation.text_variant), evaluation.batch_size)
+            texts = encode_texts(model, class_texts(s, explain, own), evaluation.batch_size)
             out["retrieval"] += retrieval_rows(
                 run_dir.name,
                 s,
                 test_emb,
                 texts,
                 evaluation.retrieval.ks,
+                text=own,
                 # at most 200 resamples: one interval per (run, set, K)
                 bootstrap=evaluation.bootstrap.model_copy(
                     update={"n_resamples": min(evaluation.bootstrap.n_resamples, 200)}
@@ -222,9 +247,11 @@ def retrieval_rows(
     ks: Sequence[int],
     *,
     bootstrap: BootstrapSettings,
+    text: str = "",
 ) -> list[dict]:
     """Text-to-image Precision@K on the test images of ``s``, mean over classes, with a 95 %
-    bootstrap interval over the test images, and the precision a random ranking would have."""
+    bootstrap interval over the test images, and the precision a random ranking would have.
+    ``text``: the class-text form the embeddings were made with (recorded in each row)."""
     labels = s.labels["test"]
     img = image_embeddings / np.linalg.norm(image_embeddings, axis=1, keepdims=True)
     txt = text_embeddings / np.linalg.norm(text_embeddings, axis=1, keepdims=True)
@@ -240,6 +267,7 @@ def retrieval_rows(
             {
                 "run": run,
                 "set": s.name,
+                "text": text,
                 "k": k,
                 "precision_at_k": round(point, 4),
                 "ci_low": round(float(lo), 4),
