@@ -1007,20 +1007,9 @@ def test_snakemake_with_the_openai_backend(openai_server, tmp_path):
         changed = yaml.safe_load((tmp_path / "config.yaml").read_text())
         changed["extraction"]["openai"].update(change)
         (tmp_path / "changed.yaml").write_text(yaml.safe_dump(changed))
-        cmd = [
-            sys.executable,
-            "-m",
-            "snakemake",
-            "--snakefile",
-            str(SNAKEFILE),
-            "--directory",
-            str(tmp_path),
-            "-n",
-            "results/entities.parquet",
-            "--configfile",
-            str(tmp_path / "changed.yaml"),
-        ]
-        dry = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+        dry = snakemake(
+            tmp_path, "-n", "results/entities.parquet", configfile=tmp_path / "changed.yaml", env=env, timeout=300
+        )
         assert dry.returncode == 0, dry.stdout + dry.stderr
         assert _jobs(dry) == expected, (change, dry.stdout)
 
