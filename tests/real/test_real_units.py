@@ -130,6 +130,9 @@ def test_each_real_run_is_scored_in_the_text_form_it_trained_on(tmp_path):
     assert own_text(tmp_path / RANDOM_INIT, report, "triplet_explanation") == sentence
     assert own_text(tmp_path / RANDOM_INIT, labels, "triplet_explanation") == "triplet_explanation"
     assert own_text(tmp_path / "unrecorded", labels, "triplet") == "triplet"
+    # training.runs wins over the folder's record, as in the phantom zero-shot table
+    runs = {"convirt": {"label_variant": "report", "eval_text": "category"}}
+    assert own_text(report, labels, "triplet_explanation", runs) == "category"
 
 
 def test_notes_through_the_rules_backend():

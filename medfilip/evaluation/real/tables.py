@@ -89,14 +89,15 @@ def run_list(run_dirs: Sequence[Path], with_random: bool = True) -> list[Path]:
     return [*runs, runs[0].parent / RANDOM_INIT] if with_random and runs else runs
 
 
-def own_text(run_dir: Path, first_run: Path, common_text: str) -> str:
+def own_text(run_dir: Path, first_run: Path, common_text: str, runs: dict | None = None) -> str:
     """The class-text form ``run_dir`` trained on (:func:`medfilip.evaluation.zeroshot.
-    run_eval_text_of_folder`); ``random_init`` has the first run's text tower, so its text; the common
-    template when a run folder records none."""
+    run_eval_text_of_folder`: its entry in ``runs``, training.runs, else its folder's record);
+    ``random_init`` has the first run's text tower, so its text; the common template when neither
+    names one."""
     from medfilip.evaluation.zeroshot import run_eval_text_of_folder
 
     source = first_run if run_dir.name == RANDOM_INIT else run_dir
-    return run_eval_text_of_folder(source) or common_text
+    return run_eval_text_of_folder(source, runs) or common_text
 
 
 # -- one pass per model: features, embeddings, then the three tables ---------------------------
@@ -122,6 +123,7 @@ def evaluate_real(
     *,
     evaluation,
     seed: int = 0,
+    runs: dict | None = None,
 ) -> dict[str, Any]:
     """Every run and random_init on every set: zero-shot summaries and per-class rows (as
     medfilip.evaluation.zeroshot gives them), probe scores on the sets named in ``probe_sets``
@@ -134,9 +136,17 @@ def evaluate_real(
     p = evaluation.linear_probe
     load = _loader(Path(run_dirs[0]), seed)
     common_text = str(evaluation.text_variant)
+    # the zero-shot settings, for the common template and again for the run's own text
+    scoring = {
+        "text_variant": common_text,
+        "single_label_score": evaluation.single_label_score,
+        "protocols": list(evaluation.protocols),
+        "batch_size": evaluation.batch_size,
+        "bootstrap": evaluation.bootstrap,
+    }
     out: dict[str, Any] = {"summaries": [], "per_class": [], "probe": [], "retrieval": []}
     for run_dir in run_list(run_dirs):
-        own = own_text(run_dir, Path(run_dirs[0]), common_text)
+        own = own_text(run_dir, Path(run_dirs[0]), common_text, runs)
         model = load(run_dir, device)
         stored, pooled_by_set = {}, {}
         for s in sets:
@@ -147,32 +157,14 @@ def evaluate_real(
             stored[str(s.store.root)] = (rows, emb)
             pooled_by_set[s.name] = dict(zip(rows.tolist(), pooled))
         part = evaluate_run(
-            model,
-            run_dir.name,
-            sets,
-            explain,
-            text_variant=evaluation.text_variant,
-            single_label_score=evaluation.single_label_score,
-            protocols=list(evaluation.protocols),
-            batch_size=evaluation.batch_size,
-            device=device,
-            progress=False,
-            bootstrap=evaluation.bootstrap,
-            stored_embeddings=stored,
+            model, run_dir.name, sets, explain, device=device, progress=False, stored_embeddings=stored, **scoring
         )
         out["summaries"].extend(part.summaries)
         out["per_class"].extend(part.per_class)
         # each run scored again in the text form it trained on (a report-style sentence for a
         # report-text run; a copy of the common summaries for the label runs)
-        kwargs = {
-            "text_variant": common_text,
-            "single_label_score": evaluation.single_label_score,
-            "protocols": list(evaluation.protocols),
-            "batch_size": evaluation.batch_size,
-            "bootstrap": evaluation.bootstrap,
-        }
         out["summaries"].extend(
-            own_summaries(model, run_dir.name, sets, explain, own, common_text, part, device, stored, kwargs)
+            own_summaries(model, run_dir.name, sets, explain, own, common_text, part, device, stored, scoring)
         )
         for s in sets:
             rows, emb = stored[str(s.store.root)]

@@ -64,7 +64,14 @@ def cmd_real_eval(args: argparse.Namespace, cfg: PipelineConfig) -> int:
     unknown = set(args.probe_sets) - {s.name for s in sets}
     if unknown:
         raise ValueError(f"--probe-sets {sorted(unknown)} are not among --sets")
-    result = evaluate_real(_runs(args.runs), sets, args.probe_sets, _explain(cfg, sets), evaluation=cfg.evaluation)
+    result = evaluate_real(
+        _runs(args.runs),
+        sets,
+        args.probe_sets,
+        _explain(cfg, sets),
+        evaluation=cfg.evaluation,
+        runs=cfg.training.runs,
+    )
     outputs = {
         "zeroshot": args.zeroshot,
         "zeroshot_per_class": args.zeroshot_per_class,
