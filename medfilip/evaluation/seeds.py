@@ -121,6 +121,20 @@ def paired_t_seeds(
     return n
 
 
+def detectable_difference(n: int, sd: float, *, power: float = POWER, alpha: float = ALPHA) -> float:
+    """The smallest paired difference that ``n`` pairs detect with ``power`` (two-sided ``alpha``, paired t)
+    at the SD ``sd`` of the paired difference; NaN below 2 pairs or without a positive finite SD."""
+    if n < 2 or not (math.isfinite(sd) and sd > 0):
+        return float("nan")
+    low, high = 0.0, 1.0
+    while paired_t_power(n, high, alpha) < power:  # effect in SD units; power rises with it
+        high *= 2
+    for _ in range(60):
+        mid = (low + high) / 2
+        low, high = (mid, high) if paired_t_power(n, mid, alpha) < power else (low, mid)
+    return high * sd
+
+
 def _normal_quantile(q: float) -> float:
     from scipy import stats
 

@@ -45,6 +45,16 @@ class Prediction(Strict):
         return v
 
 
+class Endpoint(Strict):
+    """The sweep's pre-registered primary endpoint: one of the predictions, and the power statement
+    (the difference that matters, the level and the power at which the seeds were sized)."""
+
+    prediction: str = Field(description="The id of the prediction that is the primary endpoint")
+    difference_that_matters: float = Field(0.01, gt=0.0, le=1.0, description="The power statement's effect")
+    alpha: float = Field(0.05, gt=0.0, lt=0.5, description="Two-sided level of the paired t interval")
+    power: float = Field(0.8, gt=0.0, lt=1.0, description="Power at difference_that_matters")
+
+
 class GridOverride(Strict):
     """The keys a GPU run enlarges (null keeps the CPU value)."""
 
@@ -90,6 +100,7 @@ class WorldsConfig(Strict):
     threads: int = Field(1, ge=1, description="torch threads per run")
     device: Device = Field(Device.cpu, description="cpu, cuda or auto (cuda when available)")
     predictions: list[Prediction] = Field(default_factory=list)
+    endpoint: Endpoint | None = Field(None, description="The primary endpoint (a prediction) and its power statement")
     gpu: GridOverride = Field(default_factory=GridOverride)
 
     @field_validator("zones")
@@ -128,14 +139,29 @@ class WorldsConfig(Strict):
             raise ValueError("arms must include identity (every delta is taken against it)")
         return self
 
+    @model_validator(mode="after")
+    def _endpoint_is_a_prediction(self) -> WorldsConfig:
+        ids = [p.id for p in self.predictions]
+        if len(set(ids)) != len(ids):
+            raise ValueError(f"prediction ids must be unique, got {ids}")
+        if self.endpoint is not None and self.endpoint.prediction not in ids:
+            raise ValueError(f"endpoint.prediction {self.endpoint.prediction!r} is not one of the predictions {ids}")
+        return self
+
     def key(self) -> str:
-        """A hash of what makes a run's numbers (not the grid, the predictions, threads or device): rows of
+        """A hash of what makes a run's numbers (not the grid, the predictions, threads or device; the
+        prototype table and the permutation search's version too): rows of
         runs.csv made under another key are neither reused nor summarised."""
         import hashlib
         import json
 
-        skip = {"rhos", "gains", "etas", "seeds", "arms", "predictions", "gpu", "threads", "device"}
+        skip = {"rhos", "gains", "etas", "seeds", "arms", "predictions", "endpoint", "gpu", "threads", "device"}
         data = {k: v for k, v in self.model_dump(mode="json").items() if k not in skip}
+        # the worlds' prototypes and permutation search make the numbers too
+        from medfilip.worlds.prototypes import PROTOTYPES, SEARCH
+
+        data["prototypes"] = hashlib.sha256(PROTOTYPES.round(6).tobytes()).hexdigest()[:12]
+        data["search"] = SEARCH
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:12]
 
     def on_gpu(self) -> WorldsConfig:
@@ -158,5 +184,5 @@ def load_worlds_config(path: str | Path) -> WorldsConfig:
     try:
         return WorldsConfig.model_validate(data["worlds"] or {})
     except ValidationError as err:
-        problems = "; ".join(f"worlds.{'.'.join(str(x) for x in e['loc'])}: {e['msg']}" for e in err.errors())
+        problems = "; ".join(f"{'.'.join(['worlds', *(str(x) for x in e['loc'])])}: {e['msg']}" for e in err.errors())
         raise ValueError(f"{path}: {problems}") from None

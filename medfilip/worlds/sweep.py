@@ -238,12 +238,18 @@ def write_csv(rows: list[dict], path: str | Path) -> Path:
 
 def verdicts(rows: list[dict], cfg: WorldsConfig) -> list[dict]:
     """Each pre-registered prediction against the runs: the paired (by seed) t interval of arm - versus,
-    pooled over the selected worlds' seeds at the largest gain (each world x seed one pair)."""
-    from medfilip.evaluation.seeds import t_interval
+    pooled over the selected worlds' seeds at the largest gain (each world x seed one pair).
+
+    Each row also states its power: the SD of the paired difference, the pairs a paired t-test needs
+    to find the endpoint's difference that matters (default 0.01) and the difference its n pairs
+    detect (both at the endpoint's alpha and power); ``primary`` marks the endpoint's prediction."""
+    from medfilip.evaluation.seeds import ALPHA, DELTA, POWER, detectable_difference, paired_t_seeds, t_interval
 
     gain = max(round(float(g), 6) for g in cfg.gains)
     rows = current(rows, cfg)
     index = {_key(r): r for r in rows}
+    end = cfg.endpoint
+    difference, alpha, power = (end.difference_that_matters, end.alpha, end.power) if end else (DELTA, ALPHA, POWER)
     out = []
     for p in cfg.predictions:
         diffs = []
@@ -258,7 +264,7 @@ def verdicts(rows: list[dict], cfg: WorldsConfig) -> list[dict]:
             other = index.get((p.versus, rho, g, eta, int(r["seed"])))
             if other is not None:
                 diffs.append(float(r[p.metric]) - float(other[p.metric]))
-        ti = t_interval(diffs)
+        ti = t_interval(diffs, level=1 - alpha)
         if ti.n < 2:
             verdict = "not run"
         elif p.expect == "greater":
@@ -282,6 +288,10 @@ def verdicts(rows: list[dict], cfg: WorldsConfig) -> list[dict]:
                 "n": ti.n,
                 "expect": p.expect,
                 "verdict": verdict,
+                "primary": "yes" if end is not None and end.prediction == p.id else "",
+                "sd": _r(ti.sd),
+                f"pairs_for_{difference:g}": paired_t_seeds(difference, ti.sd, power=power, alpha=alpha) or "",
+                "detectable": _r(detectable_difference(ti.n, ti.sd, power=power, alpha=alpha)),
             }
         )
     return out

@@ -2,7 +2,8 @@
 
 - 16 categories in 4 families (airspace, fluid, nodular, interstitial), each family's 1st, 2nd,
   3rd category trained at falling frequency, the 4th held out (zero-shot only).
-- 16 prototypes over the primitives of ``medfilip.phantom.primitives``: four visual clusters.
+- 16 prototypes over the primitives of ``medfilip.phantom.primitives`` (``medfilip.worlds.prototypes``:
+  fitted once so that the permutation can reach high correlations).
 - Text distance between categories: 1 - calibrated E_sim cosine of their template texts
   ("moderate X, where X is <knowledge>"). Visual distance: the RMS pixel difference of two
   prototypes rendered on the same patients (moderate severity, so it does not depend on the gain).
@@ -21,7 +22,8 @@ from functools import cached_property
 import numpy as np
 
 from medfilip.phantom.anatomy import stable_seed
-from medfilip.phantom.primitives import PRIMITIVES, SEVERITY_LEVELS, Placement, render_primitive, severity_shift
+from medfilip.phantom.primitives import SEVERITY_LEVELS, Placement, render_primitive, severity_shift
+from medfilip.worlds.prototypes import PROTOTYPES
 from medfilip.worlds.settings import WorldsConfig
 
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -34,25 +36,6 @@ CATEGORIES: tuple[str, ...] = tuple(c for members in FAMILIES.values() for c in 
 FAMILY_OF: dict[str, str] = {c: f for f, members in FAMILIES.items() for c in members}
 ROLES = ("frequent", "middle", "rare", "held_out")  # position within its family
 SEVERITIES = tuple(SEVERITY_LEVELS)
-
-# four visual clusters (density, extent, texture, border, form, volume) and a member offset each
-_CLUSTERS = np.array(
-    [
-        [0.85, 0.75, 0.10, 0.25, 0.05, 0.10],  # confluent dense soft-edged
-        [0.60, 0.85, 0.00, 0.85, 0.00, 0.70],  # homogeneous sharp-edged, volume effect
-        [0.75, 0.25, 0.05, 0.90, 0.95, 0.00],  # round sharp foci
-        [0.40, 0.65, 0.95, 0.50, 0.30, 0.25],  # reticular
-    ]
-)
-_OFFSETS = np.array(
-    [
-        [0.00, 0.00, 0.00, 0.00, 0.00, 0.00],
-        [-0.20, 0.10, 0.10, -0.15, 0.10, 0.05],
-        [0.10, -0.25, -0.05, 0.10, -0.10, -0.10],
-        [-0.10, -0.10, 0.15, 0.05, 0.20, 0.15],
-    ]
-)
-PROTOTYPES: np.ndarray = np.clip(_CLUSTERS[:, None, :] + _OFFSETS[None, :, :], 0, 1).reshape(-1, len(PRIMITIVES))
 
 
 def role(category: str) -> str:
@@ -114,10 +97,13 @@ def rendered_distances(bank: np.ndarray) -> np.ndarray:
     return d
 
 
-def search_permutation(visual: np.ndarray, text: np.ndarray, rho: float, *, steps: int, seed: int) -> np.ndarray:
+def search_permutation(
+    visual: np.ndarray, text: np.ndarray, rho: float, *, steps: int, seed: int, restarts: int = 4
+) -> np.ndarray:
     """σ (σ[c] = prototype of category c) whose Mantel r(visual[σ][:, σ], text) is closest to ``rho``.
 
-    Simulated annealing over swaps of two categories' prototypes, seeded; the best σ seen is kept.
+    Simulated annealing over swaps of two categories' prototypes, seeded, from ``restarts`` starts
+    (the identity, then random permutations); the best σ seen is kept.
     """
     n = visual.shape[0]
     rng = np.random.default_rng(stable_seed("world-permutation", seed, round(rho, 6)))
@@ -129,20 +115,21 @@ def search_permutation(visual: np.ndarray, text: np.ndarray, rho: float, *, step
         v = visual[np.ix_(s, s)][iu]
         return float(((v - v.mean()) / (v.std() * math.sqrt(v.size)) * t).sum())
 
-    sigma = rng.permutation(n)
-    cost = abs(corr(sigma) - rho)
-    best, best_cost = sigma.copy(), cost
+    best, best_cost = np.arange(n), abs(corr(np.arange(n)) - rho)
     temp0 = 0.2
-    for step in range(steps):
-        temp = temp0 * (1 - step / steps) + 1e-4
-        i, j = rng.choice(n, 2, replace=False)
-        trial = sigma.copy()
-        trial[i], trial[j] = trial[j], trial[i]
-        c = abs(corr(trial) - rho)
-        if c < cost or rng.random() < math.exp(-(c - cost) / temp):
-            sigma, cost = trial, c
-            if cost < best_cost:
-                best, best_cost = sigma.copy(), cost
+    for restart in range(max(restarts, 1)):
+        sigma = np.arange(n) if restart == 0 else rng.permutation(n)
+        cost = abs(corr(sigma) - rho)
+        for step in range(steps):
+            temp = temp0 * (1 - step / steps) + 1e-4
+            i, j = rng.choice(n, 2, replace=False)
+            trial = sigma.copy()
+            trial[i], trial[j] = trial[j], trial[i]
+            c = abs(corr(trial) - rho)
+            if c < cost or rng.random() < math.exp(-(c - cost) / temp):
+                sigma, cost = trial, c
+                if cost < best_cost:
+                    best, best_cost = sigma.copy(), cost
     return best
 
 

@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from medfilip.evaluation.seeds import (
+    detectable_difference,
     methods,
     paired_t_power,
     paired_t_seeds,
@@ -79,6 +80,15 @@ def test_power_seeds_match_textbook_values():
     assert paired_t_power(10, 1.0) >= 0.8 > paired_t_power(9, 1.0)
     assert paired_t_seeds(-0.01, 0.018) == paired_t_seeds(0.01, 0.018) == 28  # the issue's 10-27 (normal: 26)
     assert paired_t_seeds(0.01, 0.0) is None and paired_t_seeds(0.01, float("nan")) is None
+
+
+def test_detectable_difference_inverts_the_seeds_needed():
+    # Cohen d = 1 needs 10 pairs: 10 pairs at SD 0.01 detect 0.01 (just under), 9 pairs do not
+    assert detectable_difference(10, 0.01) <= 0.01 < detectable_difference(9, 0.01)
+    d = detectable_difference(34, 0.02, power=0.9, alpha=0.1)
+    assert paired_t_power(34, d / 0.02, alpha=0.1) == pytest.approx(0.9, abs=1e-6)
+    assert detectable_difference(60, 0.027) == pytest.approx(0.00993, abs=5e-5)  # the worlds' sizing
+    assert math.isnan(detectable_difference(1, 0.01)) and math.isnan(detectable_difference(10, 0.0))
 
 
 def test_power_agrees_with_simulation():

@@ -11,6 +11,7 @@ import pytest
 import torch
 import yaml
 
+from medfilip.evaluation.seeds import detectable_difference, paired_t_seeds
 from medfilip.names import WorldArm
 from medfilip.phantom.primitives import Placement, render_primitive
 from medfilip.ssm import ssm_target
@@ -19,6 +20,7 @@ from medfilip.worlds.settings import WorldsConfig, load_worlds_config
 from medfilip.worlds.sweep import text_side
 from medfilip.worlds.train import Targets, arm_target, batch_order, train_arm
 
+HIGHEST_RHO = 0.75  # what the fitted prototypes reach on the tiny config's renders (0.6 before the fit)
 TINY = {
     "size": 32,
     "zones": ["lower"],
@@ -73,7 +75,7 @@ def test_prototype_checked():
         Placement("apex", "left", "mild")
 
 
-@pytest.mark.parametrize("rho", [-0.3, 0.0, 0.4])
+@pytest.mark.parametrize("rho", [-0.3, 0.0, 0.4, 0.7])
 def test_permutation_reaches_rho_on_rendered_images(cfg, text, distances, rho):
     visual, measure = distances
     world = W.build_world(cfg, text, rho, 1.0, visual, measure)
@@ -89,7 +91,27 @@ def test_highest_rho_is_reported_as_reached(cfg, text, distances):
     visual, measure = distances
     world = W.build_world(cfg, text, 1.0, 1.0, visual, measure)
     low = W.build_world(cfg, text, 0.0, 1.0, visual, measure)
-    assert world.rho_measured > 0.45 > low.rho_measured + 0.3
+    assert world.rho_measured > HIGHEST_RHO > low.rho_measured + 0.6
+
+
+def test_fit_raises_the_reachable_correlation():
+    from medfilip.worlds.prototypes import START, fit_prototypes
+
+    rng = np.random.default_rng(0)
+    text = np.abs(rng.normal(size=(16, 16)))
+    text = (text + text.T) / 2
+    np.fill_diagonal(text, 0)
+
+    def euclid(p):  # a cheap distance: the fit works on any (P, P) distance function
+        return np.linalg.norm(p[:, None] - p[None], axis=-1)
+
+    seen = []
+    fitted, r = fit_prototypes(text, euclid, start=START, iterations=300, seed=1, progress=lambda i, r: seen.append(r))
+    assert fitted.shape == START.shape and fitted.min() >= 0 and fitted.max() <= 1
+    assert r == pytest.approx(W.mantel(euclid(fitted), text)) and r > W.mantel(euclid(START), text) + 0.2
+    assert seen == sorted(seen) and len(seen) == 300  # a move is kept only when it raises r
+    again, r2 = fit_prototypes(text, euclid, start=START, iterations=300, seed=1)
+    assert r2 == r and np.array_equal(again, fitted)
 
 
 def test_oracle_target_equals_primitive_distances(cfg, text, distances):
@@ -232,10 +254,26 @@ def test_settings_errors(tmp_path):
         load_worlds_config(bad)
     shipped = load_worlds_config(Path(__file__).parents[2] / "config/worlds.yaml")
     assert {p.id for p in shipped.predictions} >= {"P1", "P3", "P6"}
-    assert len(shipped.on_gpu().seeds) == 24 and shipped.on_gpu().size == shipped.size == 32
+    assert len(shipped.on_gpu().seeds) == 36 and shipped.on_gpu().size == shipped.size == 32
+    assert shipped.endpoint.prediction == "P8" and shipped.endpoint.difference_that_matters == 0.01
+    bad.write_text(
+        yaml.safe_dump({"worlds": {"predictions": [{**pred, "metric": "cat_auc"}], "endpoint": {"prediction": "Y"}}})
+    )
+    with pytest.raises(
+        ValueError, match=r"w.yaml: worlds: .*endpoint.prediction 'Y' is not one of the predictions \['X'\]"
+    ):
+        load_worlds_config(bad)
     # runs are reused and summarised only under the same key: the grid does not change it, a size does
     base = WorldsConfig()
     assert base.key() == WorldsConfig(seeds=[5], rhos=[0.0], device="cpu").key() != WorldsConfig(n_train=99).key()
+
+
+def test_key_follows_the_prototypes(monkeypatch):
+    from medfilip.worlds import prototypes
+
+    before = WorldsConfig().key()
+    monkeypatch.setattr(prototypes, "PROTOTYPES", prototypes.START)
+    assert WorldsConfig().key() != before
 
 
 def test_cli_end_to_end(tmp_path, cache):
@@ -268,6 +306,7 @@ def test_cli_end_to_end(tmp_path, cache):
                             "expect": "greater",
                         }
                     ],
+                    "endpoint": {"prediction": "P", "difference_that_matters": 0.02},
                 }
             }
         )
@@ -301,6 +340,11 @@ def test_cli_end_to_end(tmp_path, cache):
     assert float(row["delta_vs_identity"]) == pytest.approx(np.mean(ssm) - np.mean(ident), abs=1e-6)
     verdict = next(csv.DictReader(out["verdicts"].open()))
     assert verdict["id"] == "P" and verdict["n"] == "2" and verdict["verdict"] in ("supported", "not supported")
+    # the power statement: SD of the paired differences, pairs for the endpoint's 0.02, the detectable difference
+    diffs = np.array(ssm) - np.array(ident)
+    assert verdict["primary"] == "yes" and float(verdict["sd"]) == pytest.approx(diffs.std(ddof=1), abs=1e-6)
+    assert verdict["pairs_for_0.02"] == str(paired_t_seeds(0.02, diffs.std(ddof=1)) or "")
+    assert float(verdict["detectable"]) == pytest.approx(detectable_difference(2, diffs.std(ddof=1)), abs=1e-6)
     assert out["figure"].stat().st_size > 10_000
     assert main([*args, "--show", str(out["show"]), "--rho", "0.4"]) == 0
     assert out["show"].stat().st_size > 10_000
