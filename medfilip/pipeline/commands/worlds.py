@@ -32,15 +32,26 @@ def cmd_world(args: argparse.Namespace) -> int:
         out = show_world(world, args.show)
         print(f"{out}: rho target {args.rho:g}, search r {world.rho_search:.3f}, measured r {world.rho_measured:.3f}")
     if args.run:
-        from medfilip.worlds.sweep import run_sweep
+        from medfilip.worlds.sweep import SweepJobError, run_sweep_jobs
 
         index, _, count = args.shard.partition("/")
         try:
             shard = (int(index), int(count))
         except ValueError:
             raise SystemExit(f"medfilip world: --shard {args.shard!r} is not I/N") from None
+        if args.jobs < 0:
+            raise SystemExit(f"medfilip world: --jobs {args.jobs}: give N >= 1 (or 0: every core)")
+        jobs = args.jobs or os.cpu_count() or 1
+        if jobs > 1 and shard != (0, 1):
+            raise SystemExit(
+                f"medfilip world: --jobs {jobs} with --shard {args.shard}: give one or the other "
+                "(--jobs splits the worlds over processes itself; --shard I/N is for runs by hand)"
+            )
         runs = args.runs[0] if args.runs else Path(paths.WORLDS_RUNS_PARTIAL)
-        rows = run_sweep(cfg, runs, text_cache=args.text_cache, shard=shard)
+        try:
+            rows = run_sweep_jobs(cfg, runs, jobs, text_cache=args.text_cache, shard=shard)
+        except SweepJobError as err:
+            raise SystemExit(f"medfilip world: {err}") from None
         print(f"{runs}: {len(rows)} runs")
         if args.publish:
             import shutil
@@ -90,6 +101,14 @@ def register(sub) -> None:
     )
     s.add_argument("--publish", type=Path, default=None, help="--run: copy the runs file here when the sweep is done")
     s.add_argument("--shard", default="0/1", help="--run: I/N, only the worlds whose index modulo N is I")
+    s.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        metavar="N",
+        help="--run: N processes, a share of the worlds each (0: every core; at most one per world); their "
+        "job files <runs stem>.job<i>of<N>.csv are merged into --runs at the end (an interrupted sweep resumes)",
+    )
     s.add_argument("--text-cache", type=Path, default=Path(paths.WORLDS_TEXTS), help="E_sim vectors (.npz)")
     s.add_argument("--table", type=Path, default=Path(paths.WORLDS_TABLE))
     s.add_argument("--verdicts", type=Path, default=Path(paths.WORLDS_PREDICTIONS))
