@@ -103,32 +103,33 @@ def test_failed_job_keeps_files_and_a_rerun_trains_only_the_missing_runs(world, 
     one = world["rows"]
     mark = [{**r, "seconds": "-1"} for r in one]  # rows already there: never replaced by a retrained one
     runs, leftover = tmp_path / "runs.csv", tmp_path / "runs.job2of3.csv"  # left by an interrupted --jobs 3
-    # the runs file: the ssm run of world rho 0 (not identity), twice; the job file: the first run of rho 1
-    # and a row cut short by a killed worker (dropped at the merge)
+    # the runs file: world rho 0 whole, a row twice; the job file: the first run of world rho 1 and a row
+    # cut short by a killed worker (dropped at the merge, trained again)
     rho0 = [r for r in mark if r["rho"] == "0.0"]
     rho1 = [r for r in mark if r["rho"] == "1.0"]
-    missing = rho0[0]
-    write(runs, [*rho0[1:], rho0[1]])
+    write(runs, [*rho0, rho0[1]])
     write(leftover, rho1[:1])
-    with leftover.open("a") as f:  # its key fields are there, not its metrics: trained again
+    with leftover.open("a") as f:
         f.write(",".join(list(rho1[1].values())[:-3]))
+    # a failing job (device cuda without CUDA): a clear error naming its file; nothing merged, nothing lost
     cuda = ["world", "--worlds-config", str(world["cuda"]), "--text-cache", str(world["cache"])]
     with pytest.raises(SystemExit) as err:
         main([*cuda, "--run", "--runs", str(runs), "--jobs", "2"])
     message = str(err.value)
-    assert "2 of 2 jobs failed" in message and str(tmp_path / "runs.job0of2.csv") in message
-    assert str(tmp_path / "runs.job1of2.csv") in message and "run again to resume" in message
-    assert "worlds.device = cuda" in capfd.readouterr().err  # each worker's error reached stderr
-    assert leftover.exists() and len(read(runs)) == 2  # nothing merged, nothing lost
-
+    assert f"1 of 1 jobs failed: {tmp_path / 'runs.job1of2.csv'} (exit code 1)" in message
+    assert "run again to resume" in message
+    assert "worlds.device = cuda" in capfd.readouterr().err  # the worker's error reached stderr
+    assert leftover.exists() and len(read(runs)) == 3
+    # the rerun starts only the job whose worlds have runs left, and trains only the missing run
     assert main([*world["args"], "--run", "--runs", str(runs), "--jobs", "2"]) == 0
-    trained = [(m.group(1), m.group(2), m.group(3)) for m in TRAINED.finditer(capfd.readouterr().err)]
-    expected = [(r["arm"], f"{float(r['rho']):.2f}", r["seed"]) for r in [missing, *rho1[1:]]]
-    assert sorted(trained) == sorted(expected)
+    err = capfd.readouterr().err
+    assert "[job 0/2]" not in err
+    trained = [m.groups() for m in re.finditer(r"\[job 1/2\]: " + TRAINED.pattern, err)]
+    assert trained == [(rho1[1]["arm"], "1.00", rho1[1]["seed"])]
     merged = read(runs)
     keys = [tuple(r[k] for k in KEY) for r in merged]
     assert len(keys) == len(set(keys)) == 4  # each run once
-    assert [r for r in merged if r["seconds"] == "-1"] == [*rho0[1:], rho1[0]]  # kept, not retrained
+    assert [r for r in merged if r["seconds"] == "-1"] == [*rho0, rho1[0]]  # kept, not retrained
     assert without_seconds(merged) == without_seconds(one)  # in the order of one process, the same numbers
     assert list(tmp_path.glob("runs.job*.csv")) == []
     # one job (in this process) reads a leftover job file too: it trains only the run in neither file,
