@@ -24,9 +24,11 @@ rule world_runs:
         paths.log("world_runs"),
     conda:
         "../envs/medfilip.yaml"
+    # one process per core, a share of the worlds each (at most one per world)
+    threads: workflow.cores
     # runs accumulate in paths.WORLDS_RUNS_PARTIAL (an interrupted sweep resumes); --publish copies it
     shell:
-        "medfilip world --worlds-config {input} --run --publish {output} > {log} 2>&1"
+        "medfilip world --worlds-config {input} --run --jobs {threads} --publish {output} > {log} 2>&1"
 
 
 rule world_table:
