@@ -243,6 +243,17 @@ def merge_runs(cfg: WorldsConfig, runs_csv: str | Path, parts: Sequence[str | Pa
     return rows
 
 
+def read_runs(path: str | Path) -> list[dict]:
+    """The runs of a runs file and of the job files beside it (a ``--jobs`` sweep that was stopped before
+    its merge), each run once; rows cut short are left out."""
+    runs: dict[tuple, dict] = {}
+    for part in [Path(path), *job_files(path)]:
+        for row in read_rows(part):
+            if _complete(row):
+                runs.setdefault((*_key(row), row.get("config")), row)
+    return list(runs.values())
+
+
 def _sweep_job(cfg, runs_csv, text_cache, shard, done_from, level) -> None:
     """A worker process of ``run_sweep_jobs`` (spawned: it sets up its own logging, to stderr)."""
     index, count = shard

@@ -17,7 +17,7 @@ import yaml
 
 from medfilip.pipeline.cli import main
 from medfilip.worlds.settings import load_worlds_config
-from medfilip.worlds.sweep import text_side
+from medfilip.worlds.sweep import read_runs, text_side
 
 MICRO = {
     "size": 32,
@@ -120,6 +120,8 @@ def test_failed_job_keeps_files_and_a_rerun_trains_only_the_missing_runs(world, 
     assert "run again to resume" in message
     assert "worlds.device = cuda" in capfd.readouterr().err  # the worker's error reached stderr
     assert leftover.exists() and len(read(runs)) == 3
+    # what --summarise reads: the runs file and its job files, each run once, the cut row left out
+    assert read_runs(runs) == [*rho0, rho1[0]]
     # the rerun starts only the job whose worlds have runs left, and trains only the missing run
     assert main([*world["args"], "--run", "--runs", str(runs), "--jobs", "2"]) == 0
     err = capfd.readouterr().err

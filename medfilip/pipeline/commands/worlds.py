@@ -59,10 +59,10 @@ def cmd_world(args: argparse.Namespace) -> int:
             args.publish.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(runs, args.publish)
     if args.summarise:
-        from medfilip.worlds.sweep import current, figure, read_rows, summarise, verdicts, write_csv
+        from medfilip.worlds.sweep import current, figure, read_runs, summarise, verdicts, write_csv
 
         runs = args.runs or [Path(paths.WORLDS_RUNS)]
-        rows = current([r for path in runs for r in read_rows(path)], cfg)
+        rows = current([r for path in runs for r in read_runs(path)], cfg)  # with a stopped --jobs run's files
         if not rows:
             raise SystemExit(
                 f"medfilip world: no run of this config ({cfg.key()}) in {[str(r) for r in runs]} (run --run first)"
