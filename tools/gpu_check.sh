@@ -5,8 +5,8 @@
 #      --batch 128 --bf16 --channels-last (MiniLM text tower, top layer trained; cached vs uncached text);
 #   3. the controlled worlds' gpu grid (docs/worlds.md): medfilip world --grid gpu --run --jobs $(nproc)
 #      for at most GPU_CHECK_WORLDS_S (default 240 s, and never past the budget less 40 s), then
-#      --summarise into worlds.csv, worlds_predictions.csv and worlds.png. The grid (3,456 runs) does not
-#      finish in one call: runs are written as they finish (one job file per process beside the runs
+#      --summarise into worlds.csv, worlds_predictions.csv and worlds.png. The grid (thousands of runs)
+#      may not finish in one call: runs are written as they finish (one job file per process beside the runs
 #      file, merged when every process ends), so a timeout keeps what finished, the summary reads it,
 #      and a rerun resumes. The runs stay in $GPU_CHECK_WORLDS_DIR (default results/gpu_check/worlds,
 #      kept on a warm machine; carry it to go on on a fresh one) and are copied to the output folder;
@@ -70,8 +70,14 @@ if [ "$wlimit" -ge 20 ]; then
     step worlds_summary "$wsum" "$PY" -m medfilip world --grid gpu --summarise --runs "$WRUNS" \
         --table "$OUTDIR/worlds.csv" --verdicts "$OUTDIR/worlds_predictions.csv" --figure "$OUTDIR/worlds.png"
     cp "$WDIR"/worlds_runs*.csv "$OUTDIR/" 2>/dev/null
-    "$PY" -c 'import sys; from medfilip.worlds.sweep import read_runs; print(len(read_runs(sys.argv[1])))' "$WRUNS" \
-        2>&1 | sed 's/^/  worlds runs so far (the gpu grid has 3456): /' | tee -a "$OUTDIR/summary.txt"
+    "$PY" - "$WRUNS" <<'PY' 2>&1 | sed 's/^/  worlds: /' | tee -a "$OUTDIR/summary.txt"
+import sys
+from medfilip.worlds.settings import load_worlds_config
+from medfilip.worlds.sweep import current, read_runs
+cfg = load_worlds_config("config/worlds.yaml").on_gpu()
+grid = len(cfg.rhos) * len(cfg.gains) * len(cfg.etas) * len(cfg.seeds) * len(cfg.arms)
+print(f"{len(current(read_runs(sys.argv[1]), cfg))} of the gpu grid's {grid} runs done")
+PY
 fi
 
 if [ -f results/images/corpus/index.parquet ] && [ -f results/labels.parquet ]; then
