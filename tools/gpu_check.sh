@@ -73,7 +73,8 @@ if [ "$wlimit" -ge 20 ]; then
     "$PY" - "$WRUNS" <<'PY' 2>&1 | sed 's/^/  worlds: /' | tee -a "$OUTDIR/summary.txt"
 import sys
 from medfilip.worlds.settings import load_worlds_config
-from medfilip.worlds.sweep import current, read_runs
+from medfilip.worlds.jobs import read_runs
+from medfilip.worlds.sweep import current
 cfg = load_worlds_config("config/worlds.yaml").on_gpu()
 grid = len(cfg.rhos) * len(cfg.gains) * len(cfg.etas) * len(cfg.seeds) * len(cfg.arms)
 print(f"{len(current(read_runs(sys.argv[1]), cfg))} of the gpu grid's {grid} runs done")

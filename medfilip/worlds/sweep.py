@@ -56,7 +56,7 @@ def text_side(cfg: WorldsConfig, cache: str | Path | None = None, encode=None, k
     return side
 
 
-def _key(row: dict) -> tuple:
+def run_key(row: dict) -> tuple:
     return (
         row["arm"],
         round(float(row["rho"]), 6),
@@ -74,14 +74,14 @@ def read_rows(path: str | Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
-def _complete(row: dict) -> bool:
+def complete_row(row: dict) -> bool:
     """False for a row cut short (a process killed while writing it): a missing field, or one too many."""
     return None not in row and all(v is not None for v in row.values())
 
 
-def _done(rows: list[dict], key: str) -> set[tuple]:
+def done_runs(rows: list[dict], key: str) -> set[tuple]:
     """The runs that ``rows`` hold in full under config ``key``."""
-    return {_key(r) for r in rows if r.get("config") == key and _complete(r)}
+    return {run_key(r) for r in rows if r.get("config") == key and complete_row(r)}
 
 
 def run_sweep(
@@ -98,7 +98,7 @@ def run_sweep(
 
     ``shard = (i, n)``: only the worlds (g, ρ) whose index modulo n is i, so n processes (each with its
     own ``runs_csv``) share a many-core machine; ``summarise`` reads their files together.
-    ``run_sweep_jobs`` starts those processes itself."""
+    ``medfilip.worlds.jobs.run_sweep_jobs`` starts those processes itself."""
     index, count = shard
     if not 0 <= index < count:
         raise ValueError(f"worlds: shard {index}/{count} is not one of 0..{count - 1}")
@@ -110,7 +110,7 @@ def run_sweep(
     runs_csv = Path(runs_csv)
     rows = read_rows(runs_csv)
     key = cfg.key()
-    done = _done(rows + [r for path in done_from if Path(path) != runs_csv for r in read_rows(path)], key)
+    done = done_runs(rows + [r for path in done_from if Path(path) != runs_csv for r in read_rows(path)], key)
     text = text or text_side(cfg, text_cache)
     visual, measure = prototype_distances(cfg)
     train, test = draw_samples(cfg, "train", cfg.n_train), draw_samples(cfg, "test", cfg.n_test)
@@ -185,162 +185,6 @@ def run_sweep(
                     result.seconds,
                     metrics["cat_auc"],
                 )
-    return rows
-
-
-class SweepJobError(RuntimeError):
-    """A worker process of ``run_sweep_jobs`` failed (its job file is kept: a rerun resumes)."""
-
-
-def job_file(runs_csv: str | Path, index: int, count: int) -> Path:
-    """Worker ``index`` of ``count``'s runs file beside ``runs_csv``: ``<stem>.job<index>of<count>.csv``."""
-    runs_csv = Path(runs_csv)
-    return runs_csv.with_name(f"{runs_csv.stem}.job{index}of{count}.csv")
-
-
-def job_files(runs_csv: str | Path) -> list[Path]:
-    """Every job file beside ``runs_csv`` (``<stem>.job*.csv``, whatever the number of jobs that wrote it)."""
-    import glob
-
-    runs_csv = Path(runs_csv)
-    return sorted(runs_csv.parent.glob(f"{glob.escape(runs_csv.stem)}.job*.csv"))
-
-
-def merge_runs(cfg: WorldsConfig, runs_csv: str | Path, parts: Sequence[str | Path]) -> list[dict]:
-    """Rewrite ``runs_csv`` (atomically) with its rows and the rows of ``parts``, each (arm, ρ, g, η, seed,
-    config) once (the first seen, ``runs_csv`` first). The rows of this config's grid follow in the order
-    ``run_sweep`` trains them (world, η, seed, arm), so a sweep split over jobs gives the file of one
-    process; other rows (another config, or outside the grid) come first, in their order. A row cut short
-    (a worker killed while writing it) is dropped: its run is trained again."""
-    from medfilip.io import write_csv_atomic
-
-    runs_csv = Path(runs_csv)
-    key = cfg.key()
-    grid = [
-        (str(arm), round(rho, 6), round(gain, 6), round(eta, 6), int(seed), key)
-        for gain in cfg.gains
-        for rho in cfg.rhos
-        for eta in cfg.etas
-        for seed in cfg.seeds
-        for arm in cfg.arms
-    ]
-    order = {k: i for i, k in reversed(list(enumerate(grid)))}  # a value listed twice: its first place
-    columns: list[str] = []
-    merged: dict[tuple, dict] = {}
-    for path in [runs_csv, *parts]:
-        rows = read_rows(path)
-        columns += [name for name in (rows[0] if rows else {}) if name is not None and name not in columns]
-        for row in rows:
-            if not _complete(row):
-                log.warning(
-                    "worlds: %s: a row cut short (arm %s, rho %s) dropped", path, row.get("arm"), row.get("rho")
-                )
-                continue
-            merged.setdefault((*_key(row), row.get("config")), row)
-    rows = sorted(merged.values(), key=lambda r: order.get((*_key(r), r.get("config")), -1))  # stable
-    if rows:
-        write_csv_atomic(rows, runs_csv, fieldnames=columns)
-    return rows
-
-
-def read_runs(path: str | Path) -> list[dict]:
-    """The runs of a runs file and of the job files beside it (a ``--jobs`` sweep that was stopped before
-    its merge), each run once; rows cut short are left out."""
-    runs: dict[tuple, dict] = {}
-    for part in [Path(path), *job_files(path)]:
-        for row in read_rows(part):
-            if _complete(row):
-                runs.setdefault((*_key(row), row.get("config")), row)
-    return list(runs.values())
-
-
-def _sweep_job(cfg, runs_csv, text_cache, shard, done_from, level) -> None:
-    """A worker process of ``run_sweep_jobs`` (spawned: it sets up its own logging, to stderr)."""
-    index, count = shard
-    # the format of medfilip's CLI (pipeline.cli._setup_logging), with the job named
-    logging.basicConfig(
-        level=level,
-        format=f"%(asctime)s %(levelname)s %(name)s [job {index}/{count}]: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-    run_sweep(cfg, runs_csv, text_cache=text_cache, shard=shard, done_from=done_from)
-
-
-def run_sweep_jobs(
-    cfg: WorldsConfig,
-    runs_csv: str | Path,
-    jobs: int,
-    *,
-    text_cache: str | Path | None = None,
-    shard: tuple[int, int] = (0, 1),
-) -> list[dict]:
-    """``run_sweep`` over ``jobs`` processes; returns all rows of ``runs_csv``.
-
-    The text cache is built here, once; worker i of n (n = ``jobs``, at most one per world) runs
-    ``run_sweep(shard=(i, n))`` into ``job_file(runs_csv, i, n)``. A run already in ``runs_csv`` or in
-    any job file beside it (left by an interrupted sweep with any n) is not trained again. When every
-    worker is done, ``merge_runs`` folds the job files into ``runs_csv`` and they are deleted; if one
-    failed, ``SweepJobError`` names it and the job files stay (a rerun resumes). With ``jobs`` = 1 the
-    sweep runs in this process (``shard`` is then allowed, as in ``run_sweep``)."""
-    runs_csv = Path(runs_csv)
-    if jobs < 1:
-        raise ValueError(f"worlds: jobs must be >= 1, got {jobs}")
-    if jobs > 1 and tuple(shard) != (0, 1):
-        raise ValueError(f"worlds: {jobs} jobs and shard {shard[0]}/{shard[1]}: give one or the other")
-    earlier = job_files(runs_csv)
-    worlds = [(gain, rho) for gain in cfg.gains for rho in cfg.rhos]
-    count = min(jobs, len(worlds))
-    if count == 1:
-        rows = run_sweep(cfg, runs_csv, text_cache=text_cache, shard=shard, done_from=earlier)
-        if earlier:
-            rows = merge_runs(cfg, runs_csv, earlier)
-            for path in earlier:
-                path.unlink()
-        return rows
-    key = cfg.key()
-    done = _done([r for path in [runs_csv, *earlier] for r in read_rows(path)], key)
-    wanted = {
-        (str(a), round(rho, 6), round(g, 6), round(e, 6), int(s))
-        for a in cfg.arms
-        for g, rho in worlds
-        for e in cfg.etas
-        for s in cfg.seeds
-    }
-    pending = sorted(
-        {
-            k % count
-            for k, (g, rho) in enumerate(worlds)
-            for w in wanted - done
-            if w[1:3] == (round(rho, 6), round(g, 6))
-        }
-    )
-    if pending:
-        if text_cache is not None:
-            text_side(cfg, text_cache)  # once, before the workers read it
-        level = logging.getLogger().getEffectiveLevel()
-        import multiprocessing
-
-        ctx = multiprocessing.get_context("spawn")  # fresh interpreters: safe with torch (and CUDA)
-        procs = []
-        for index in pending:
-            path = job_file(runs_csv, index, count)
-            args = (cfg, path, text_cache, (index, count), [runs_csv, *earlier], level)
-            proc = ctx.Process(target=_sweep_job, args=args, name=path.name)
-            proc.start()
-            procs.append((path, proc))
-        log.info("worlds: %d worlds over %d jobs (%s)", len(worlds), len(procs), ", ".join(p.name for p, _ in procs))
-        for _, proc in procs:
-            proc.join()
-        failed = [f"{path} (exit code {proc.exitcode})" for path, proc in procs if proc.exitcode != 0]
-        if failed:
-            raise SweepJobError(
-                f"worlds: {len(failed)} of {len(procs)} jobs failed: {', '.join(failed)}; their finished runs "
-                f"are kept in the job files beside {runs_csv}: run again to resume"
-            )
-    parts = job_files(runs_csv)
-    rows = merge_runs(cfg, runs_csv, parts)
-    for path in parts:
-        path.unlink()
     return rows
 
 
@@ -419,7 +263,7 @@ def verdicts(rows: list[dict], cfg: WorldsConfig) -> list[dict]:
 
     gain = max(round(float(g), 6) for g in cfg.gains)
     rows = current(rows, cfg)
-    index = {_key(r): r for r in rows}
+    index = {run_key(r): r for r in rows}
     end = cfg.endpoint
     difference, alpha, power = (end.difference_that_matters, end.alpha, end.power) if end else (DELTA, ALPHA, POWER)
     out = []

@@ -1,4 +1,4 @@
-"""``medfilip world --run --jobs N``: the sweep over N spawned processes (medfilip.worlds.sweep.run_sweep_jobs).
+"""``medfilip world --run --jobs N``: the sweep over N spawned processes (medfilip.worlds.jobs.run_sweep_jobs).
 
 A micro grid (2 worlds x 2 arms, one seed, 48 images at 32 px), real rendering and training; the text
 side's vectors come from a seeded fake encoder written into the text cache (the CLI reuses the cache), so
@@ -16,8 +16,9 @@ import pytest
 import yaml
 
 from medfilip.pipeline.cli import main
+from medfilip.worlds.jobs import read_runs
 from medfilip.worlds.settings import load_worlds_config
-from medfilip.worlds.sweep import read_runs, text_side
+from medfilip.worlds.sweep import text_side
 
 MICRO = {
     "size": 32,

@@ -32,7 +32,7 @@ def cmd_world(args: argparse.Namespace) -> int:
         out = show_world(world, args.show)
         print(f"{out}: rho target {args.rho:g}, search r {world.rho_search:.3f}, measured r {world.rho_measured:.3f}")
     if args.run:
-        from medfilip.worlds.sweep import SweepJobError, run_sweep_jobs
+        from medfilip.worlds.jobs import SweepJobError, run_sweep_jobs
 
         index, _, count = args.shard.partition("/")
         try:
@@ -59,7 +59,8 @@ def cmd_world(args: argparse.Namespace) -> int:
             args.publish.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(runs, args.publish)
     if args.summarise:
-        from medfilip.worlds.sweep import current, figure, read_runs, summarise, verdicts, write_csv
+        from medfilip.worlds.jobs import read_runs
+        from medfilip.worlds.sweep import current, figure, summarise, verdicts, write_csv
 
         runs = args.runs or [Path(paths.WORLDS_RUNS)]
         rows = current([r for path in runs for r in read_runs(path)], cfg)  # with a stopped --jobs run's files
