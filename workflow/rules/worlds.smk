@@ -1,6 +1,6 @@
 # Stage: controlled worlds (docs/worlds.md): phantoms whose visual similarity follows the labels'
 # text similarity to a chosen degree, and the arm x rho x g x eta sweep over them. Not part of
-# `all` (the CPU grid takes about two hours): ask for `worlds` (or a file below) by name.
+# `all` (the CPU grid took 63 min on 2 cores): ask for `worlds` (or a file below) by name.
 # MEDFILIP_WORLDS_CONFIG names another worlds file, MEDFILIP_WORLDS_GRID=gpu picks the larger grid
 # (the CLI reads it).
 
