@@ -19,8 +19,8 @@ def show_world(world: World, out: str | Path, *, patient: int = 7, size: int | N
     import matplotlib.pyplot as plt
 
     size = size or max(world.cfg.size, 64)
-    fig = plt.figure(figsize=(15, 8.5))
-    grid = fig.add_gridspec(4, 7, width_ratios=[2.2, 0.15, 1, 1, 1, 1, 0.01])
+    fig = plt.figure(figsize=(15, 8.5), layout="constrained")  # room for the long category names
+    grid = fig.add_gridspec(4, 5, width_ratios=[1.6, 1, 1, 1, 1])
     ax = fig.add_subplot(grid[0:2, 0])
     protos = np.stack([world.prototype(c) for c in CATEGORIES])
     ax.imshow(protos, vmin=0, vmax=1, cmap="viridis", aspect="auto")
@@ -47,7 +47,7 @@ def show_world(world: World, out: str | Path, *, patient: int = 7, size: int | N
                     for s in SEVERITIES
                 ]
             )
-            a = fig.add_subplot(grid[row, 2 + col])
+            a = fig.add_subplot(grid[row, 1 + col])
             a.imshow(strip, cmap="gray", vmin=0, vmax=255)
             a.set_axis_off()
             a.set_title(f"{family}: {category}", fontsize=7)
