@@ -11,8 +11,7 @@ the same prototypes), and the contrast's per-world mean is set against the measu
   (n − 2 degrees of freedom over the worlds).
 
 An exploratory check, not one of the pre-registered predictions.
-``python -m medfilip.worlds.replicates --world-seeds 1 2 3`` runs and writes
-results/tables/worlds_replicates.csv.
+``medfilip world --replicates 1 2 3`` runs and writes results/tables/worlds_replicates.csv.
 """
 
 from __future__ import annotations
@@ -21,6 +20,8 @@ import logging
 from pathlib import Path
 
 import numpy as np
+
+from medfilip.worlds.settings import WorldsConfig
 
 log = logging.getLogger(__name__)
 
@@ -111,64 +112,49 @@ def between_worlds(rows: list[dict], metric: str = METRIC) -> list[dict]:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
-    import argparse
-
+def run_replicates(
+    base: WorldsConfig,
+    world_seeds: list[int],
+    *,
+    base_runs: str | Path,
+    folder: str | Path,
+    text_cache: str | Path | None,
+    seeds: int = 12,
+    arms: tuple[str, ...] = ("identity", "ssm", "multi_hot", "ssm_oracle"),
+    gain: float = 1.0,
+    eta: float = 0.0,
+    jobs: int = 2,
+) -> list[dict]:
+    """The runs of ``base``'s own world (read from ``base_runs``) and of each replicate ``world_seed``
+    (trained into ``folder``/runs.w<seed>.csv, resumable), at one gain and η, seeds 0..``seeds``-1;
+    each row carries its ``world_seed``."""
     import yaml
 
-    from medfilip.pipeline import paths
     from medfilip.worlds.jobs import read_runs, run_sweep_jobs
-    from medfilip.worlds.settings import load_worlds_config
-    from medfilip.worlds.sweep import current, write_csv
+    from medfilip.worlds.sweep import current
 
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--worlds-config", type=Path, default=Path("config/worlds.yaml"))
-    p.add_argument("--world-seeds", type=int, nargs="+", default=[1, 2, 3], help="the replicate worlds")
-    p.add_argument("--seeds", type=int, default=12, help="training seeds per replicate world")
-    p.add_argument("--arms", nargs="+", default=["identity", "ssm", "multi_hot", "ssm_oracle"])
-    p.add_argument("--gain", type=float, default=1.0)
-    p.add_argument("--eta", type=float, default=0.0)
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--base-runs", type=Path, default=Path(paths.WORLDS_RUNS), help="the sweep's runs (world_seed 0)")
-    p.add_argument("--out", type=Path, default=Path(paths.WORLDS_TABLE).with_name("worlds_replicates.csv"))
-    args = p.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    base = load_worlds_config(args.worlds_config)
-    folder = Path(paths.WORLDS_RUNS).parent / "replicates"
+    folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     rows = []
-    for ws in [base.world_seed, *args.world_seeds]:
+    for ws in [base.world_seed, *[w for w in world_seeds if w != base.world_seed]]:
         cfg = base.model_copy(
-            update={
-                "world_seed": ws,
-                "gains": [args.gain],
-                "etas": [args.eta],
-                "arms": args.arms,
-                "seeds": list(range(args.seeds)),
-            }
+            update={"world_seed": ws, "gains": [gain], "etas": [eta], "arms": list(arms), "seeds": list(range(seeds))}
         )
         if ws == base.world_seed:
-            got = current(read_runs(args.base_runs), cfg)
+            got = current(read_runs(base_runs), cfg)
         else:
             (folder / f"worlds.w{ws}.yaml").write_text(yaml.safe_dump({"worlds": cfg.model_dump(mode="json")}))
-            run_sweep_jobs(cfg, folder / f"runs.w{ws}.csv", args.jobs, text_cache=paths.WORLDS_TEXTS)
+            run_sweep_jobs(cfg, folder / f"runs.w{ws}.csv", jobs, text_cache=text_cache)
             got = current(read_runs(folder / f"runs.w{ws}.csv"), cfg)
         keep = {(a, round(float(r), 6)) for a in cfg.arms for r in cfg.rhos}
         got = [
             {**r, "world_seed": ws}
             for r in got
             if (r["arm"], round(float(r["rho"]), 6)) in keep
-            and float(r["gain"]) == args.gain
-            and float(r["eta"]) == args.eta
+            and float(r["gain"]) == gain
+            and float(r["eta"]) == eta
             and int(r["seed"]) in cfg.seeds
         ]
         log.info("replicates: world_seed %d: %d runs", ws, len(got))
         rows += got
-    table = between_worlds(rows)
-    write_csv(table, args.out)
-    print(f"{args.out}: {len(table)} rows over {len({r['world_seed'] for r in rows})} world seeds")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    return rows

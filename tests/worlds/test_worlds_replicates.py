@@ -62,3 +62,47 @@ def test_between_worlds_and_slope():
 def test_slope_needs_three_worlds_and_spread():
     assert np.isnan(slope_interval([0.1, 0.2], [0.0, 1.0])[0])
     assert np.isnan(slope_interval([0.5, 0.5, 0.5], [0.0, 1.0, 2.0])[0])
+
+
+def test_cli_replicates_train_other_worlds_and_read_the_sweeps(tmp_path, monkeypatch):
+    import csv
+
+    import yaml
+
+    from medfilip.pipeline.cli import main
+    from medfilip.worlds.settings import load_worlds_config
+    from medfilip.worlds.sweep import text_side
+
+    monkeypatch.chdir(tmp_path)  # the replicate runs go under results/worlds/replicates here
+    micro = {
+        "size": 32,
+        "zones": ["lower"],
+        "sides": ["right"],
+        "distance_patients": 3,
+        "measure_patients": 3,
+        "anneal_steps": 200,
+        "n_train": 32,
+        "n_test": 32,
+        "epochs": 1,
+        "batch_size": 16,
+        "rhos": [0.0, 1.0],
+        "gains": [1.0],
+        "etas": [0.0],
+        "seeds": [0, 1],
+        "arms": ["identity", "ssm", "multi_hot", "ssm_oracle"],
+    }
+    conf = tmp_path / "worlds.yaml"
+    conf.write_text(yaml.safe_dump({"worlds": micro}))
+    cache = tmp_path / "texts.npz"
+    rng = np.random.default_rng(0)
+    text_side(load_worlds_config(conf), cache, encode=lambda t: rng.normal(size=(len(t), 16)).astype(np.float32))
+    args = ["world", "--worlds-config", str(conf), "--text-cache", str(cache), "--runs", str(tmp_path / "runs.csv")]
+    assert main([*args, "--run"]) == 0
+    table = tmp_path / "rep.csv"
+    assert main([*args, "--replicates", "5", "--replicate-seeds", "2", "--replicates-table", str(table)]) == 0
+    replicate = list(csv.DictReader((tmp_path / "results/worlds/replicates/runs.w5.csv").open()))
+    assert len(replicate) == 4 * 2 * 2 and {r["config"] for r in replicate} != {"", None}
+    own = {r["config"] for r in csv.DictReader((tmp_path / "runs.csv").open())}
+    assert own.isdisjoint({r["config"] for r in replicate})  # another world seed: another key
+    rows = {(r["contrast"], r["rho"]): r for r in csv.DictReader(table.open())}
+    assert rows[("ssm - identity", "0.0")]["worlds"] == "2" and rows[("ssm - identity", "slope")]["worlds"] == "4"

@@ -19,8 +19,8 @@ def cmd_world(args: argparse.Namespace) -> int:
         raise SystemExit("medfilip world: --run writes one --runs file")
     if args.grid == "gpu":
         cfg = cfg.on_gpu()
-    if not (args.show or args.run or args.summarise):
-        raise SystemExit("medfilip world: give --show PNG, --run and/or --summarise")
+    if not (args.show or args.run or args.summarise or args.replicates):
+        raise SystemExit("medfilip world: give --show PNG, --run, --summarise and/or --replicates W...")
     if args.show:
         from medfilip.worlds.show import show_world
         from medfilip.worlds.sweep import text_side
@@ -73,6 +73,22 @@ def cmd_world(args: argparse.Namespace) -> int:
         write_csv(verdicts(rows, cfg), args.verdicts)
         figure(table, args.figure)
         print(f"{args.table}: {len(table)} rows; {args.figure}; {args.verdicts}")
+    if args.replicates:
+        from medfilip.worlds.replicates import between_worlds, run_replicates
+        from medfilip.worlds.sweep import write_csv
+
+        rows = run_replicates(
+            cfg,
+            args.replicates,
+            base_runs=(args.runs or [Path(paths.WORLDS_RUNS)])[0],
+            folder=Path(paths.WORLDS_RUNS).parent / "replicates",
+            text_cache=args.text_cache,
+            seeds=args.replicate_seeds,
+            jobs=args.jobs or os.cpu_count() or 1,
+        )
+        table = between_worlds(rows)
+        write_csv(table, args.replicates_table)
+        print(f"{args.replicates_table}: {len(table)} rows over {len({r['world_seed'] for r in rows})} world seeds")
     return 0
 
 
@@ -110,6 +126,18 @@ def register(sub) -> None:
         help="--run: N processes, a share of the worlds each (0: every core; at most one per world); their "
         "job files <runs stem>.job<i>of<N>.csv are merged into --runs at the end (an interrupted sweep resumes)",
     )
+    s.add_argument(
+        "--replicates",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="WORLD_SEED",
+        help="exploratory: run these other world seeds at g 1, eta 0 (identity, ssm, multi_hot, oracle) and write "
+        "--replicates-table: the spread between worlds at each rho and the slope on the measured rho "
+        "(the config's own world is read from --runs)",
+    )
+    s.add_argument("--replicate-seeds", type=int, default=12, help="--replicates: training seeds per world")
+    s.add_argument("--replicates-table", type=Path, default=Path(paths.WORLDS_TABLE).with_name("worlds_replicates.csv"))
     s.add_argument("--text-cache", type=Path, default=Path(paths.WORLDS_TEXTS), help="E_sim vectors (.npz)")
     s.add_argument("--table", type=Path, default=Path(paths.WORLDS_TABLE))
     s.add_argument("--verdicts", type=Path, default=Path(paths.WORLDS_PREDICTIONS))
