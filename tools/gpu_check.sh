@@ -74,10 +74,9 @@ if [ "$wlimit" -ge 20 ]; then
 import sys
 from medfilip.worlds.settings import load_worlds_config
 from medfilip.worlds.jobs import read_runs
-from medfilip.worlds.sweep import current
+from medfilip.worlds.sweep import current, grid_runs
 cfg = load_worlds_config("config/worlds.yaml").on_gpu()
-grid = len(cfg.rhos) * len(cfg.gains) * len(cfg.etas) * len(cfg.seeds) * len(cfg.arms)
-print(f"{len(current(read_runs(sys.argv[1]), cfg))} of the gpu grid's {grid} runs done")
+print(f"{len(current(read_runs(sys.argv[1]), cfg))} of the gpu grid's {len(grid_runs(cfg))} runs done")
 PY
 fi
 

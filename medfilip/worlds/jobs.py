@@ -12,7 +12,16 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from medfilip.worlds.settings import WorldsConfig
-from medfilip.worlds.sweep import complete_row, done_runs, read_rows, run_key, run_sweep, text_side
+from medfilip.worlds.sweep import (
+    complete_row,
+    done_runs,
+    grid_runs,
+    grid_worlds,
+    read_rows,
+    run_key,
+    run_sweep,
+    text_side,
+)
 
 log = logging.getLogger(__name__)
 
@@ -45,14 +54,7 @@ def merge_runs(cfg: WorldsConfig, runs_csv: str | Path, parts: Sequence[str | Pa
 
     runs_csv = Path(runs_csv)
     key = cfg.key()
-    grid = [
-        (str(arm), round(rho, 6), round(gain, 6), round(eta, 6), int(seed), key)
-        for gain in cfg.gains
-        for rho in cfg.rhos
-        for eta in cfg.etas
-        for seed in cfg.seeds
-        for arm in cfg.arms
-    ]
+    grid = [(*run, key) for run in grid_runs(cfg)]
     order = {k: i for i, k in reversed(list(enumerate(grid)))}  # a value listed twice: its first place
     columns: list[str] = []
     merged: dict[tuple, dict] = {}
@@ -117,7 +119,7 @@ def run_sweep_jobs(
     if jobs > 1 and tuple(shard) != (0, 1):
         raise ValueError(f"worlds: {jobs} jobs and shard {shard[0]}/{shard[1]}: give one or the other")
     earlier = job_files(runs_csv)
-    worlds = [(gain, rho) for gain in cfg.gains for rho in cfg.rhos]
+    worlds = grid_worlds(cfg)
     count = min(jobs, len(worlds))
     if count == 1:
         rows = run_sweep(cfg, runs_csv, text_cache=text_cache, shard=shard, done_from=earlier)
@@ -128,21 +130,8 @@ def run_sweep_jobs(
         return rows
     key = cfg.key()
     done = done_runs([r for path in [runs_csv, *earlier] for r in read_rows(path)], key)
-    wanted = {
-        (str(a), round(rho, 6), round(g, 6), round(e, 6), int(s))
-        for a in cfg.arms
-        for g, rho in worlds
-        for e in cfg.etas
-        for s in cfg.seeds
-    }
-    pending = sorted(
-        {
-            k % count
-            for k, (g, rho) in enumerate(worlds)
-            for w in wanted - done
-            if w[1:3] == (round(rho, 6), round(g, 6))
-        }
-    )
+    world_index = {(round(rho, 6), round(g, 6)): k for k, (g, rho) in reversed(list(enumerate(worlds)))}
+    pending = sorted({world_index[run[1:3]] % count for run in set(grid_runs(cfg)) - done})
     if pending:
         if text_cache is not None:
             text_side(cfg, text_cache)  # once, before the workers read it

@@ -131,7 +131,7 @@ def run_replicates(
     import yaml
 
     from medfilip.worlds.jobs import read_runs, run_sweep_jobs
-    from medfilip.worlds.sweep import current
+    from medfilip.worlds.sweep import current, grid_runs, run_key
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
@@ -146,15 +146,8 @@ def run_replicates(
             (folder / f"worlds.w{ws}.yaml").write_text(yaml.safe_dump({"worlds": cfg.model_dump(mode="json")}))
             run_sweep_jobs(cfg, folder / f"runs.w{ws}.csv", jobs, text_cache=text_cache)
             got = current(read_runs(folder / f"runs.w{ws}.csv"), cfg)
-        keep = {(a, round(float(r), 6)) for a in cfg.arms for r in cfg.rhos}
-        got = [
-            {**r, "world_seed": ws}
-            for r in got
-            if (r["arm"], round(float(r["rho"]), 6)) in keep
-            and float(r["gain"]) == gain
-            and float(r["eta"]) == eta
-            and int(r["seed"]) in cfg.seeds
-        ]
+        keep = set(grid_runs(cfg))
+        got = [{**r, "world_seed": ws} for r in got if run_key(r) in keep]
         log.info("replicates: world_seed %d: %d runs", ws, len(got))
         rows += got
     return rows

@@ -74,6 +74,22 @@ def read_rows(path: str | Path) -> list[dict]:
         return list(csv.DictReader(f))
 
 
+def grid_worlds(cfg: WorldsConfig) -> list[tuple[float, float]]:
+    """The worlds (g, ρ) in sweep order; shard i/n takes those whose index modulo n is i."""
+    return [(gain, rho) for gain in cfg.gains for rho in cfg.rhos]
+
+
+def grid_runs(cfg: WorldsConfig) -> list[tuple]:
+    """Every run of the grid as its ``run_key``, in the order ``run_sweep`` trains them (world, η, seed, arm)."""
+    return [
+        (str(arm), round(rho, 6), round(gain, 6), round(eta, 6), int(seed))
+        for gain, rho in grid_worlds(cfg)
+        for eta in cfg.etas
+        for seed in cfg.seeds
+        for arm in cfg.arms
+    ]
+
+
 def complete_row(row: dict) -> bool:
     """False for a row cut short (a process killed while writing it): a missing field, or one too many."""
     return None not in row and all(v is not None for v in row.values())
@@ -124,8 +140,7 @@ def run_sweep(
             writer.writeheader()
         elif not runs_csv.read_bytes().endswith(b"\n"):  # a row cut short (killed): the next one on its own line
             f.write("\r\n")
-        worlds = [(gain, rho) for gain in cfg.gains for rho in cfg.rhos]
-        for k, (gain, rho) in enumerate(worlds):
+        for k, (gain, rho) in enumerate(grid_worlds(cfg)):
             if k % count != index:
                 continue
             todo = [
@@ -133,7 +148,7 @@ def run_sweep(
                 for eta in cfg.etas
                 for seed in cfg.seeds
                 for arm in cfg.arms
-                if (arm, round(rho, 6), round(gain, 6), round(eta, 6), int(seed)) not in done
+                if (str(arm), round(rho, 6), round(gain, 6), round(eta, 6), int(seed)) not in done
             ]
             if not todo:
                 continue

@@ -21,6 +21,9 @@ def cmd_world(args: argparse.Namespace) -> int:
         cfg = cfg.on_gpu()
     if not (args.show or args.run or args.summarise or args.replicates):
         raise SystemExit("medfilip world: give --show PNG, --run, --summarise and/or --replicates W...")
+    if args.jobs < 0:
+        raise SystemExit(f"medfilip world: --jobs {args.jobs}: give N >= 1 (or 0: every core)")
+    jobs = args.jobs or os.cpu_count() or 1
     if args.show:
         from medfilip.worlds.show import show_world
         from medfilip.worlds.sweep import text_side
@@ -39,9 +42,6 @@ def cmd_world(args: argparse.Namespace) -> int:
             shard = (int(index), int(count))
         except ValueError:
             raise SystemExit(f"medfilip world: --shard {args.shard!r} is not I/N") from None
-        if args.jobs < 0:
-            raise SystemExit(f"medfilip world: --jobs {args.jobs}: give N >= 1 (or 0: every core)")
-        jobs = args.jobs or os.cpu_count() or 1
         if jobs > 1 and shard != (0, 1):
             raise SystemExit(
                 f"medfilip world: --jobs {jobs} with --shard {args.shard}: give one or the other "
@@ -84,7 +84,7 @@ def cmd_world(args: argparse.Namespace) -> int:
             folder=Path(paths.WORLDS_RUNS).parent / "replicates",
             text_cache=args.text_cache,
             seeds=args.replicate_seeds,
-            jobs=args.jobs or os.cpu_count() or 1,
+            jobs=jobs,
         )
         table = between_worlds(rows)
         write_csv(table, args.replicates_table)
@@ -123,7 +123,7 @@ def register(sub) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="--run: N processes, a share of the worlds each (0: every core; at most one per world); their "
+        help="--run, --replicates: N processes, a share of the worlds each (0: every core; at most one per world); their "
         "job files <runs stem>.job<i>of<N>.csv are merged into --runs at the end (an interrupted sweep resumes)",
     )
     s.add_argument(
